@@ -1,0 +1,1 @@
+"""Organizations, users, roles, sessions, MFA, API tokens, audit log, threat rules."""

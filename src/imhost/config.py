@@ -1,0 +1,142 @@
+"""One typed, bounded Settings object for the whole process.
+
+Read from ``IMHOST_*`` environment variables (nested sections with ``__``, e.g.
+``IMHOST_XMPP__C2S_PORT=5222``) and from an optional ``imhost.toml`` in the working
+directory (or the file named by ``IMHOST_CONFIG``). A bad value fails at start with a message
+that names the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class SecuritySettings(BaseModel):
+    """Account-security defaults (docs/security.md explains each)."""
+
+    password_min_length: int = Field(12, ge=8, le=128)
+    password_min_score: int = Field(3, ge=0, le=4)
+    session_idle_minutes: int = Field(30, ge=5, le=24 * 60)
+    session_absolute_hours: int = Field(12, ge=1, le=24 * 30)
+    # Brute-force protection, in the spirit of Keycloak's defaults.
+    lockout_threshold: int = Field(5, ge=1, le=100)
+    lockout_wait_seconds: int = Field(60, ge=1, le=3600)
+    lockout_max_wait_seconds: int = Field(900, ge=1, le=86400)
+    lockout_reset_seconds: int = Field(12 * 3600, ge=60, le=7 * 86400)
+    address_failure_threshold: int = Field(20, ge=1, le=10000)
+    access_review_months: int = Field(3, ge=1, le=12)
+    token_stale_days: int = Field(90, ge=1, le=3650)
+    cookie_secure: bool = Field(
+        True, description="Mark cookies Secure. Turned off by --demo on plain-http localhost."
+    )
+
+
+class XmppSettings(BaseModel):
+    """The data plane's listeners and limits (docs/xmpp.md)."""
+
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    c2s_port: int = Field(5222, ge=0, le=65535)
+    c2s_direct_tls_port: int = Field(5223, ge=0, le=65535)
+    require_encryption: bool = True
+    allow_plain_without_tls: bool = Field(
+        False, description="Only for benchmarks on loopback: SASL PLAIN without TLS."
+    )
+    certificate: Path | None = None
+    private_key: Path | None = None
+    max_stanza_bytes: int = Field(262_144, ge=1024, le=16 * 1024 * 1024)
+    negotiation_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    unauthenticated_per_address: int = Field(20, ge=1, le=100_000)
+    metering_flush_seconds: float = Field(1.0, gt=0, le=3600)
+    listen_backlog: int = Field(1024, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="IMHOST_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path("imhost-data")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite in the data dir."
+    )
+    base_domain: str = Field("localhost", description="Hosted services get <slug>.<base_domain>.")
+    public_url: str = "http://127.0.0.1:8080"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)
+    secret_key: str | None = Field(
+        None, min_length=32, description="Signs sessions; generated into the data dir if unset."
+    )
+    smtp_url: str | None = Field(
+        None, description="smtp://user:pass@host:port or smtps://...; outbox in data dir if unset"
+    )
+    mail_from: str = "imhost <noreply@localhost>"
+    provider_name: str = "imhost"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    role: Literal["all", "web", "xmpp", "worker"] = "all"
+    security: SecuritySettings = SecuritySettings()
+    xmpp: XmppSettings = XmppSettings()
+
+    @field_validator("base_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        value = value.strip().lower().rstrip(".")
+        if not value or any(not label or len(label) > 63 for label in value.split(".")):
+            raise ValueError("must be a DNS name such as im.example.net")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("IMHOST_CONFIG", "imhost.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'imhost.db').resolve()}"
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message names it."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning validation errors into one readable message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "IMHOST_" + "__".join(str(p).upper() for p in err["loc"])
+            lines.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Database: declarative Base, column types, engine and session makers, migrations."""

@@ -1,0 +1,81 @@
+"""Fixtures shared by the whole suite.
+
+The database is SQLite unless ``IMHOST_TEST_DATABASE_URL`` names a PostgreSQL server (CI runs
+the suite on both). With pytest-xdist each worker gets its own database.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from imhost.db.engine import make_engine, make_session_factory, normalize_url
+from imhost.db.registry import load_models
+from imhost.kit.clock import FrozenClock
+
+PG_URL = os.environ.get("IMHOST_TEST_DATABASE_URL")
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def make_test_database_url(tmp_dir: Path, name: str) -> str:
+    """A fresh, empty database for this worker: a file for SQLite, a database on PostgreSQL."""
+    if not PG_URL:
+        return f"sqlite:///{tmp_dir / (name + '.db')}"
+    from sqlalchemy.engine import make_url
+
+    base = make_url(normalize_url(PG_URL))
+    dbname = f"imhost_t_{name}_{_worker()}".lower().replace("-", "_")
+    admin = make_engine(base.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{dbname}"'))
+    admin.dispose()
+    return base.set(database=dbname).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_test_database_url(tmp_path_factory.mktemp("db"), "suite")
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    metadata = load_models()
+    eng = make_engine(database_url)
+    metadata.create_all(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def session_factory(engine: Engine) -> Iterator[sessionmaker[Session]]:
+    """A session maker on the suite database; every table is emptied after the test."""
+    yield make_session_factory(engine)
+    metadata = load_models()
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(table.delete())
+
+
+@pytest.fixture
+def db(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session for a test; the test commits or flushes as the code under test expects."""
+    with session_factory() as session:
+        yield session
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
