@@ -4,8 +4,10 @@ Lower packages subscribe to events that higher packages publish (billing suspend
 hosting acts). Events are dataclasses; a subscription names the class, so a typo is a type
 error, not a handler that silently never fires.
 
-Handlers run synchronously in the publisher's transaction when given the same ``Session``
-(``session`` argument), so the reaction commits or rolls back with the cause.
+Publish with ``events.publish(session, event)``: the bus travels with the unit of work
+(``session.info["bus"]``). Handlers run synchronously in the publisher's transaction and get
+the same ``Session``, so the reaction commits or rolls back with the cause (e-mails and
+webhooks are queued in that transaction and sent after it commits).
 """
 
 from __future__ import annotations
@@ -102,3 +104,60 @@ class PaymentEvent(Event):
 
 def make_bus() -> EventBus:
     return EventBus()
+
+
+def attach_bus(session_info: dict[str, Any], bus: EventBus) -> None:
+    """Make ``bus`` the bus of every session made by a sessionmaker (``sessionmaker.kw['info']``)."""
+    session_info["bus"] = bus
+
+
+def publish(session: Any, event: Event) -> None:
+    """Publish ``event`` on the bus that travels with ``session`` (``session.info['bus']``).
+
+    This is how services publish: they take a Session, never a bus. The app and the worker
+    build their sessionmaker with ``info={"bus": bus}``; a session without a bus (a bare
+    script) publishes to nobody.
+    """
+    bus = session.info.get("bus") if session is not None else None
+    if bus is not None:
+        bus.publish(event, session)
+
+
+# --- accounts ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class InvitationCreated(Event):
+    """Carries the one-time token in memory only (it is stored hashed)."""
+
+    organization_id: str
+    organization_name: str
+    email: str
+    role: str
+    token: str
+    invited_by: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmailVerificationRequested(Event):
+    user_id: str
+    email: str
+    token: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecurityAlertRaised(Event):
+    alert_id: str
+    rule: str
+    summary: str
+    organization_id: str | None
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccessReviewOpened(Event):
+    review_id: str
+    organization_id: str
+    organization_name: str
+    period_label: str
+    recipients: tuple[str, ...]
