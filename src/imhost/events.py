@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
@@ -161,3 +162,38 @@ class AccessReviewOpened(Event):
     organization_name: str
     period_label: str
     recipients: tuple[str, ...]
+
+
+# --- billing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class DomainFeeIncurred(Event):
+    """A domain registration, renewal or transfer to charge on the next invoice.
+
+    Published by domains (left of billing); billing subscribes and records a pending charge.
+    ``reference`` is unique per fee (e.g. ``renewal:<order id>``) so a repeat counts once.
+    """
+
+    organization_id: str
+    description: str
+    amount: Decimal
+    currency: str
+    reference: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class DunningReminderDue(Event):
+    """An unpaid invoice reached a reminder step (days relative to its due date)."""
+
+    organization_id: str
+    invoice_id: str
+    step: str
+    days_from_due: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreditNoteIssued(Event):
+    organization_id: str
+    credit_note_id: str
+    invoice_id: str
