@@ -15,6 +15,8 @@ from imhost.db.base import Base
 MODEL_MODULES: tuple[str, ...] = (
     "imhost.accounts.models",
     "imhost.notify.models",
+    "imhost.catalog.models",
+    "imhost.metering.models",
 )
 
 
