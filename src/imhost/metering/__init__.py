@@ -1,0 +1,1 @@
+"""Metering: usage records in, billable quantities out, forecasts and budgets."""

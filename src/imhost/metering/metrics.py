@@ -1,0 +1,135 @@
+"""The metrics metering knows: what the engine sends (source metrics) and what plans bill
+(billable metrics), with their units and how one is computed from the other.
+
+Source metrics come from the XMPP engine (``imhost.xmpp.ports.METRICS``), one record per
+virtual host, metric and minute bucket. An external engine may also send the billable codes
+themselves (``messages``, ``traffic_gb``, ...); they are aggregated together with the sources.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+# --- source metrics (exact names the engine sends) ------------------------------------------
+
+MESSAGES = "messages"
+STANZAS_MESSAGE = "stanzas_message"
+STANZAS_PRESENCE = "stanzas_presence"
+STANZAS_IQ = "stanzas_iq"
+BYTES_IN = "bytes_in"
+BYTES_OUT = "bytes_out"
+CONNECTIONS_PEAK = "connections_peak"
+ACTIVE_USERS = "active_users"
+OFFLINE_STORAGE_BYTES = "offline_storage_bytes"
+PRIVATE_STORAGE_BYTES = "private_storage_bytes"
+
+SOURCE_METRICS: tuple[str, ...] = (
+    MESSAGES,
+    STANZAS_MESSAGE,
+    STANZAS_PRESENCE,
+    STANZAS_IQ,
+    BYTES_IN,
+    BYTES_OUT,
+    CONNECTIONS_PEAK,
+    ACTIVE_USERS,
+    OFFLINE_STORAGE_BYTES,
+    PRIVATE_STORAGE_BYTES,
+)
+
+# --- billable metrics (what price components rate) ----------------------------------------
+
+TRAFFIC_GB = "traffic_gb"
+PEAK_CONNECTIONS = "peak_connections"
+MONTHLY_ACTIVE_USERS = "monthly_active_users"
+STORAGE_GB = "storage_gb"
+
+BYTES_PER_GB = 10**9
+"""GB is the SI gigabyte: 10^9 bytes (not 2^30)."""
+
+
+class Aggregation(enum.StrEnum):
+    SUM = "sum"
+    MAX = "max"
+    UNIQUE_COUNT = "unique_count"
+    TIME_WEIGHTED_AVERAGE = "time_weighted_average"
+
+
+@dataclass(frozen=True, slots=True)
+class BillableMetric:
+    code: str
+    unit: str
+    aggregation: Aggregation
+    sources: tuple[str, ...]
+    """Source metrics it is computed from (the billable code itself is always accepted too)."""
+    description: str
+
+
+BILLABLE_METRICS: dict[str, BillableMetric] = {
+    m.code: m
+    for m in (
+        BillableMetric(
+            MESSAGES,
+            "messages",
+            Aggregation.SUM,
+            (MESSAGES,),
+            "Chat messages routed for the organization's services (sum over the period).",
+        ),
+        BillableMetric(
+            TRAFFIC_GB,
+            "GB (10^9 bytes), fractional",
+            Aggregation.SUM,
+            (BYTES_IN, BYTES_OUT),
+            "Bytes received plus bytes sent by the services, in GB (sum over the period).",
+        ),
+        BillableMetric(
+            PEAK_CONNECTIONS,
+            "concurrent connections",
+            Aggregation.MAX,
+            (CONNECTIONS_PEAK,),
+            "The highest number of concurrent client connections in any minute of the "
+            "period, the services' peaks of that minute added together.",
+        ),
+        BillableMetric(
+            MONTHLY_ACTIVE_USERS,
+            "users",
+            Aggregation.UNIQUE_COUNT,
+            (ACTIVE_USERS,),
+            "Distinct accounts (the record's subject) active at least once in the period.",
+        ),
+        BillableMetric(
+            STORAGE_GB,
+            "GB (10^9 bytes), time-weighted average",
+            Aggregation.TIME_WEIGHTED_AVERAGE,
+            (OFFLINE_STORAGE_BYTES, PRIVATE_STORAGE_BYTES),
+            "Stored bytes (offline messages + private storage) averaged over the period's "
+            "time; a sample holds until the next sample of the same service and gauge.",
+        ),
+    )
+}
+
+BILLABLE_CODES: tuple[str, ...] = tuple(BILLABLE_METRICS)
+
+INGESTIBLE_METRICS: frozenset[str] = frozenset(SOURCE_METRICS) | frozenset(BILLABLE_CODES)
+"""What a usage record may carry: a source metric or a billable code."""
+
+GAUGE_METRICS: frozenset[str] = frozenset(
+    {OFFLINE_STORAGE_BYTES, PRIVATE_STORAGE_BYTES, STORAGE_GB}
+)
+"""Metrics whose records are samples of a level, not counts in a bucket."""
+
+FRACTIONAL_METRICS: frozenset[str] = frozenset({TRAFFIC_GB, STORAGE_GB})
+"""Metrics whose quantity may have a fraction; every other metric counts whole units."""
+
+SUBJECT_METRICS: frozenset[str] = frozenset({ACTIVE_USERS, MONTHLY_ACTIVE_USERS})
+"""Metrics counted by distinct ``subject``; a record of these must name its subject."""
+
+SUM_SOURCES: dict[str, tuple[str, ...]] = {
+    MESSAGES: (MESSAGES,),
+    TRAFFIC_GB: (BYTES_IN, BYTES_OUT),
+}
+"""Sum metrics and the byte/count sources behind them (the billable code is added as is)."""
+
+
+def is_ingestible(metric: str) -> bool:
+    return metric in INGESTIBLE_METRICS
