@@ -197,3 +197,24 @@ class CreditNoteIssued(Event):
     organization_id: str
     credit_note_id: str
     invoice_id: str
+
+
+# --- metering ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetThresholdCrossed(Event):
+    """A customer's spend this period crossed one of its budget's alert thresholds.
+
+    Published once per budget, period and threshold (metering records each crossing).
+    ``threshold`` is a percentage of ``budget_amount``; ``amount`` is the spend that crossed
+    it, in ``currency``. notify turns it into an e-mail and a webhook.
+    """
+
+    organization_id: str
+    budget_id: str
+    threshold: int
+    amount: Decimal
+    budget_amount: Decimal
+    currency: str
+    period_start: datetime | None = None
