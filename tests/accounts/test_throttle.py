@@ -1,0 +1,345 @@
+"""Brute-force protection: delays, lockouts that grow, reset after a quiet period."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from imhost.accounts.models import LoginThrottle
+from imhost.accounts.throttle import (
+    LOCKED_MESSAGE,
+    Decision,
+    LoginThrottleService,
+    ThrottlePolicy,
+    ThrottleState,
+    account_key,
+    address_key,
+    check,
+    locked_message,
+    login_keys,
+    login_name_key,
+    record_failure,
+    record_success,
+    too_many_attempts,
+    totp_key,
+    xmpp_key,
+)
+from imhost.config import SecuritySettings
+from imhost.kit.clock import FrozenClock
+from imhost.kit.errors import TooManyRequests
+
+SECURITY = SecuritySettings()
+ACCOUNT = ThrottlePolicy.for_accounts(SECURITY)
+ADDRESS = ThrottlePolicy.for_addresses(SECURITY)
+
+
+def fail_times(state: ThrottleState, clock: FrozenClock, n: int) -> ThrottleState:
+    for _ in range(n):
+        state = record_failure(state, clock.now(), ACCOUNT)
+    return state
+
+
+# --------------------------------------------------------------------------- pure rules
+
+
+def test_policies_come_from_the_security_settings() -> None:
+    assert (ACCOUNT.threshold, ACCOUNT.wait_seconds, ACCOUNT.max_wait_seconds) == (5, 60, 900)
+    assert ACCOUNT.reset_seconds == 12 * 3600
+    assert ADDRESS.threshold == 20
+    custom = SecuritySettings(lockout_threshold=3, address_failure_threshold=50)
+    assert ThrottlePolicy.for_accounts(custom).threshold == 3
+    assert ThrottlePolicy.for_addresses(custom).threshold == 50
+
+
+def test_five_failures_are_allowed_then_the_next_attempt_waits_sixty_seconds(
+    clock: FrozenClock,
+) -> None:
+    state = ThrottleState()
+    for _ in range(5):
+        assert check(state, clock.now(), ACCOUNT).allowed
+        state = record_failure(state, clock.now(), ACCOUNT)
+    decision = check(state, clock.now(), ACCOUNT)
+    assert decision == Decision(allowed=False, retry_after_seconds=60)
+    clock.advance(59)
+    assert check(state, clock.now(), ACCOUNT) == Decision(allowed=False, retry_after_seconds=1)
+    clock.advance(1)
+    assert check(state, clock.now(), ACCOUNT).allowed
+
+
+def test_each_failure_past_the_threshold_waits_a_minute_longer_up_to_fifteen(
+    clock: FrozenClock,
+) -> None:
+    state = fail_times(ThrottleState(), clock, 5)
+    waits = []
+    for _ in range(18):
+        retry_after = check(state, clock.now(), ACCOUNT).retry_after_seconds
+        waits.append(retry_after)
+        clock.advance(retry_after)
+        assert check(state, clock.now(), ACCOUNT).allowed
+        state = record_failure(state, clock.now(), ACCOUNT)
+    assert waits[:4] == [60, 120, 180, 240]
+    assert max(waits) == 900
+    assert waits[-3:] == [900, 900, 900]
+    assert waits == [min(60 * n, 900) for n in range(1, 19)]
+
+
+def test_twelve_quiet_hours_forget_every_failure(clock: FrozenClock) -> None:
+    state = fail_times(ThrottleState(), clock, 8)
+    clock.advance(timedelta(hours=12) - timedelta(seconds=1))
+    # Still remembered: the next failure locks again, longer.
+    remembered = record_failure(state, clock.now(), ACCOUNT)
+    assert remembered.failures == 9
+    clock.advance(timedelta(hours=12))
+    assert check(remembered, clock.now(), ACCOUNT) == Decision(allowed=True, delay_seconds=0.0)
+    fresh = record_failure(remembered, clock.now(), ACCOUNT)
+    assert fresh.failures == 1
+    assert fresh.locked_until is None
+
+
+def test_small_progressive_delays_before_the_threshold(clock: FrozenClock) -> None:
+    state = ThrottleState()
+    delays = []
+    for _ in range(5):
+        delays.append(check(state, clock.now(), ACCOUNT).delay_seconds)
+        state = record_failure(state, clock.now(), ACCOUNT)
+    assert delays == [0.0, 0.0, 0.5, 1.0, 2.0]
+
+
+def test_address_threshold_is_twenty_failures_without_delays(clock: FrozenClock) -> None:
+    state = ThrottleState()
+    for _ in range(20):
+        decision = check(state, clock.now(), ADDRESS)
+        assert decision.allowed and decision.delay_seconds == 0.0
+        state = record_failure(state, clock.now(), ADDRESS)
+    assert check(state, clock.now(), ADDRESS) == Decision(allowed=False, retry_after_seconds=60)
+
+
+def test_success_clears_the_state() -> None:
+    state = ThrottleState(failures=4)
+    assert record_success(state) == ThrottleState()
+
+
+def test_combined_decision_refuses_if_any_key_refuses() -> None:
+    ok = Decision(allowed=True, delay_seconds=0.5)
+    slower = Decision(allowed=True, delay_seconds=2.0)
+    locked = Decision(allowed=False, retry_after_seconds=120)
+    assert Decision.combine([ok, slower]) == Decision(allowed=True, delay_seconds=2.0)
+    assert Decision.combine([ok, locked, slower]) == locked
+
+
+def test_policy_refuses_nonsense() -> None:
+    with pytest.raises(ValueError):
+        ThrottlePolicy(threshold=0)
+    with pytest.raises(ValueError):
+        ThrottlePolicy(wait_seconds=60, max_wait_seconds=30)
+    with pytest.raises(ValueError):
+        ThrottlePolicy(delays=())
+
+
+def test_locked_message_never_names_the_account() -> None:
+    assert locked_message(60) == "Too many failed attempts. Try again in 1 minute."
+    assert locked_message(61) == LOCKED_MESSAGE.format(minutes=2)
+    assert locked_message(900) == "Too many failed attempts. Try again in 15 minutes."
+    error = too_many_attempts(Decision(allowed=False, retry_after_seconds=120))
+    assert isinstance(error, TooManyRequests)
+    assert error.retry_after == 120 and error.status == 429
+    assert error.detail == locked_message(120)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_keys_for_each_kind_of_attempt() -> None:
+    assert account_key("u1") == "account:u1"
+    assert totp_key("u1") == "totp:u1"
+    assert xmpp_key(" Anna@Acme.Example ") == "xmpp:anna@acme.example"
+    assert address_key("192.0.2.7") == "address:192.0.2.7"
+
+
+def test_ipv6_addresses_are_counted_per_64() -> None:
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::2")
+    assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
+    assert address_key("::ffff:192.0.2.7") == address_key("192.0.2.7")
+    assert address_key("testclient") == "address:testclient"
+
+
+def test_long_keys_are_hashed_to_fit_the_column() -> None:
+    key = xmpp_key("a" * 1000 + "@acme.example")
+    assert key.startswith("xmpp:sha256:") and len(key) <= 200
+
+
+def test_unknown_login_names_are_keyed_by_hash_case_insensitively() -> None:
+    key = login_name_key("Nobody@Example.org ")
+    assert key == login_name_key("nobody@example.org")
+    assert "nobody" not in key
+    assert login_keys(address="192.0.2.7", user_id=None, login_name="nobody@example.org") == [
+        "address:192.0.2.7",
+        key,
+    ]
+    assert login_keys(address="192.0.2.7", user_id="u1", login_name="x") == [
+        "address:192.0.2.7",
+        "account:u1",
+    ]
+
+
+# --------------------------------------------------------------------------- stored
+
+
+def service(db: Session, clock: FrozenClock) -> LoginThrottleService:
+    return LoginThrottleService(db, clock, SECURITY)
+
+
+def test_stored_lockout_timeline_matches_the_pure_rules(db: Session, clock: FrozenClock) -> None:
+    throttle = service(db, clock)
+    key = account_key("u1")
+    for _ in range(5):
+        assert throttle.check(key).allowed
+        throttle.fail(key)
+    db.commit()
+    assert throttle.check(key) == Decision(allowed=False, retry_after_seconds=60)
+    clock.advance(60)
+    throttle.fail(key)
+    db.commit()
+    assert throttle.check(key) == Decision(allowed=False, retry_after_seconds=120)
+    stored = throttle.state(key)
+    assert stored.failures == 6
+    assert stored.locked_until == clock.now() + timedelta(seconds=120)
+    assert stored.last_failure_at == clock.now()
+
+
+def test_success_resets_the_account_but_not_the_address(db: Session, clock: FrozenClock) -> None:
+    throttle = service(db, clock)
+    keys = login_keys(address="198.51.100.4", user_id="u1", login_name="anna@acme.example")
+    for _ in range(4):
+        throttle.fail_all(keys)
+    throttle.succeed(account_key("u1"))
+    db.commit()
+    assert throttle.state(account_key("u1")) == ThrottleState()
+    assert throttle.state(address_key("198.51.100.4")).failures == 4
+
+
+def test_one_address_trying_many_accounts_is_locked_at_twenty(
+    db: Session, clock: FrozenClock
+) -> None:
+    throttle = service(db, clock)
+    for n in range(20):
+        keys = login_keys(address="203.0.113.9", user_id=f"user{n}", login_name="")
+        assert throttle.check_all(keys).allowed
+        throttle.fail_all(keys)
+    # Every account has only one failure, but the address is locked for all of them.
+    fresh = login_keys(address="203.0.113.9", user_id="someone-else", login_name="")
+    assert throttle.check_all(fresh) == Decision(allowed=False, retry_after_seconds=60)
+    other_address = login_keys(address="203.0.113.10", user_id="user0", login_name="")
+    assert throttle.check_all(other_address).allowed
+
+
+def test_unknown_and_existing_accounts_lock_alike(db: Session, clock: FrozenClock) -> None:
+    throttle = service(db, clock)
+    real = login_keys(address="192.0.2.1", user_id="u1", login_name="anna@acme.example")
+    ghost = login_keys(address="192.0.2.2", user_id=None, login_name="ghost@acme.example")
+    seen: dict[str, list[Decision]] = {"real": [], "ghost": []}
+    for _ in range(7):
+        for name, keys in (("real", real), ("ghost", ghost)):
+            decision = throttle.check_all(keys)
+            seen[name].append(decision)
+            if decision.allowed:
+                throttle.fail_all(keys)
+    assert seen["real"] == seen["ghost"]
+    assert not seen["ghost"][-1].allowed
+
+
+def test_totp_codes_lock_out_on_their_own_key(db: Session, clock: FrozenClock) -> None:
+    throttle = service(db, clock)
+    for _ in range(5):
+        assert throttle.check(totp_key("u1")).allowed
+        throttle.fail(totp_key("u1"))
+    assert throttle.check(totp_key("u1")) == Decision(allowed=False, retry_after_seconds=60)
+    assert throttle.check(account_key("u1")).allowed
+    assert throttle.check(totp_key("u2")).allowed
+
+
+def test_xmpp_sasl_failures_use_the_account_policy(db: Session, clock: FrozenClock) -> None:
+    throttle = service(db, clock)
+    key = xmpp_key("anna@acme.example")
+    for _ in range(5):
+        throttle.fail(key)
+    assert not throttle.check(key).allowed
+
+
+def test_a_quiet_period_unlocks_a_stored_key(db: Session, clock: FrozenClock) -> None:
+    throttle = service(db, clock)
+    for _ in range(9):
+        throttle.fail(account_key("u1"))
+    clock.advance(timedelta(hours=12))
+    assert throttle.check(account_key("u1")) == Decision(allowed=True, delay_seconds=0.0)
+    assert throttle.fail(account_key("u1")).failures == 1
+
+
+def test_the_service_never_commits(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    with session_factory() as first:
+        service(first, clock).fail(account_key("u1"))
+        first.rollback()
+    with session_factory() as second:
+        assert second.scalar(select(func.count()).select_from(LoginThrottle)) == 0
+
+
+def test_purge_stale_removes_only_rows_nothing_is_held_against(
+    db: Session, clock: FrozenClock
+) -> None:
+    throttle = service(db, clock)
+    throttle.fail(account_key("old"))
+    clock.advance(timedelta(hours=12, seconds=1))
+    for _ in range(5):
+        throttle.fail(account_key("recent"))
+    db.commit()
+    assert throttle.purge_stale() == 1
+    db.commit()
+    keys = set(db.scalars(select(LoginThrottle.key)))
+    assert keys == {account_key("recent")}
+
+
+def test_concurrent_failures_are_all_counted(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    key = account_key("u1")
+    started = threading.Event()
+    errors: list[BaseException] = []
+
+    def second_attempt() -> None:
+        try:
+            with session_factory() as other:
+                started.set()
+                LoginThrottleService(other, clock, SECURITY).fail(key)
+                other.commit()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    with session_factory() as setup:
+        LoginThrottleService(setup, clock, SECURITY).fail(key)
+        setup.commit()
+    with session_factory() as first:
+        LoginThrottleService(first, clock, SECURITY).fail(key)  # holds the row (or the file)
+        worker = threading.Thread(target=second_attempt)
+        worker.start()
+        started.wait(5)
+        worker.join(0.3)  # it must wait for us, not overwrite our count
+        first.commit()
+    worker.join(30)
+    assert not worker.is_alive() and errors == []
+    with session_factory() as check_session:
+        assert LoginThrottleService(check_session, clock, SECURITY).state(key).failures == 3
+
+
+def test_throttle_policy_can_be_given_directly(db: Session, clock: FrozenClock) -> None:
+    strict = ThrottlePolicy(threshold=2, wait_seconds=30, max_wait_seconds=30)
+    throttle = LoginThrottleService(db, clock, strict)
+    throttle.fail(account_key("u1"))
+    throttle.fail(account_key("u1"))
+    assert throttle.check(account_key("u1")) == Decision(allowed=False, retry_after_seconds=30)
+    assert throttle.address_policy.threshold == 20
