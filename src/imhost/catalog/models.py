@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from imhost.catalog.pricing import PriceSpec
+from imhost.catalog.pricing import PriceSpec, parse_tiers
 from imhost.db.base import Base, CreatedMixin, IdMixin
 from imhost.db.types import Amount, UtcDateTime
 
@@ -159,7 +159,7 @@ class PriceComponent(IdMixin, Base):
             metric=self.metric,
             currency=self.currency,
             unit_price=self.unit_price,
-            tiers=tuple(self.tiers or ()),  # type: ignore[arg-type]  # parsed by PriceSpec
+            tiers=parse_tiers(self.tiers) if self.tiers else (),
             package_size=self.package_size,
             included_quantity=self.included_quantity,
             cap=self.cap,

@@ -220,7 +220,7 @@ def _opt_decimal(value: Any, name: str) -> Decimal | None:
 
 
 def _decimal(value: Any, name: str) -> Decimal:
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise InvalidInput(f"{name} must be an exact number (a string or integer)", field=name)
     try:
         result = value if isinstance(value, Decimal) else Decimal(str(value))
@@ -261,13 +261,16 @@ def parse_tiers(raw: Iterable[Tier | Mapping[str, Any]]) -> tuple[Tier, ...]:
         unit_price = _decimal(unit_raw if unit_raw is not None else "0", f"{where}.unit_price")
         flat_fee = _decimal(fee_raw if fee_raw is not None else "0", f"{where}.flat_fee")
         if unit_price < 0:
-            raise InvalidInput(f"{where}.unit_price cannot be negative", field=f"{where}.unit_price")
+            raise InvalidInput(
+                f"{where}.unit_price cannot be negative", field=f"{where}.unit_price"
+            )
         if flat_fee < 0:
             raise InvalidInput(f"{where}.flat_fee cannot be negative", field=f"{where}.flat_fee")
         last = i == len(items) - 1
         if up_to is None and not last:
             raise InvalidInput(
-                f"{where}: only the last tier may be open-ended (up_to null)", field=f"{where}.up_to"
+                f"{where}: only the last tier may be open-ended (up_to null)",
+                field=f"{where}.up_to",
             )
         if up_to is not None and last:
             raise InvalidInput(
@@ -325,9 +328,7 @@ def rate(spec: PriceSpec, quantity: Decimal) -> RatedCharge:
 
     head = f"{model.value}:"
     if included:
-        head += (
-            f" {_num(q)} {spec.metric}, {_num(included)} included, {_num(billable)} billable;"
-        )
+        head += f" {_num(q)} {spec.metric}, {_num(included)} included, {_num(billable)} billable;"
     parts = [s.text for s in steps] or [f"nothing billable ({_num(q)} {spec.metric})"]
     explanation = f"{head} " + "; ".join(parts + notes) + f" = {_money(amount, currency)}"
     return RatedCharge(
@@ -382,8 +383,7 @@ def _volume(spec: PriceSpec, billable: Decimal, *, flat_only: bool) -> list[Rati
             if flat_only:
                 amount = tier.flat_fee
                 text = (
-                    f"{_num(billable)} in tier {label}: flat "
-                    f"{_money(tier.flat_fee, spec.currency)}"
+                    f"{_num(billable)} in tier {label}: flat {_money(tier.flat_fee, spec.currency)}"
                 )
             else:
                 amount = billable * tier.unit_price + tier.flat_fee
@@ -457,4 +457,3 @@ _SPEC_FIELDS = (
     "cap",
     "minimum",
 )
-

@@ -76,9 +76,7 @@ def addon_by_code(session: Session, code: str, currency: str) -> AddOn | None:
     ).one_or_none()
 
 
-def addons(
-    session: Session, *, active_only: bool, currency: str | None = None
-) -> Sequence[AddOn]:
+def addons(session: Session, *, active_only: bool, currency: str | None = None) -> Sequence[AddOn]:
     query = select(AddOn).order_by(AddOn.code, AddOn.currency)
     if active_only:
         query = query.where(AddOn.is_active.is_(True))

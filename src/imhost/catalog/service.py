@@ -22,7 +22,7 @@ from imhost.catalog.models import (
     PlanVersion,
     PriceComponent,
 )
-from imhost.catalog.pricing import PriceSpec
+from imhost.catalog.pricing import PriceSpec, parse_tiers
 from imhost.catalog.schemas import (
     AddOnIn,
     AddOnOut,
@@ -224,9 +224,7 @@ def validate_components(
                 metric=comp.metric,
                 currency=currency,
                 unit_price=comp.unit_price,
-                tiers=tuple(t.model_dump() for t in comp.tiers)  # type: ignore[arg-type]
-                if comp.tiers
-                else (),
+                tiers=parse_tiers(t.model_dump() for t in comp.tiers) if comp.tiers else (),
                 package_size=comp.package_size,
                 included_quantity=comp.included_quantity,
                 cap=comp.cap,
@@ -393,18 +391,14 @@ def _check_deltas(deltas: dict[str, int]) -> None:
                 field=f"limit_deltas.{name}",
             )
         if not -1_000_000 <= value <= 1_000_000:
-            raise InvalidInput(
-                f"limit_deltas.{name} is out of range", field=f"limit_deltas.{name}"
-            )
+            raise InvalidInput(f"limit_deltas.{name} is out of range", field=f"limit_deltas.{name}")
 
 
 def create_addon(session: Session, clock: Clock, data: AddOnIn) -> AddOn:
     currency = _currency(data.currency)
     _check_deltas(data.limit_deltas)
     if repo.addon_by_code(session, data.code, currency) is not None:
-        raise Conflict(
-            f"an add-on {data.code!r} in {currency} exists already", field="code"
-        )
+        raise Conflict(f"an add-on {data.code!r} in {currency} exists already", field="code")
     addon = AddOn(
         code=data.code,
         name=data.name,
@@ -663,8 +657,7 @@ def seed_default_plans(session: Session, clock: Clock, currency: str = "EUR") ->
         if plan is None:
             plan = create_plan(session, clock, data)
         elif (
-            repo.current_version(session, plan.id, currency, BillingInterval.MONTHLY.value)
-            is None
+            repo.current_version(session, plan.id, currency, BillingInterval.MONTHLY.value) is None
         ):
             v = data.version
             new_plan_version(

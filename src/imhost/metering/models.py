@@ -50,9 +50,7 @@ class UsageRecord(Base):
     )
 
     id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
-    organization_id: Mapped[str] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
-    )
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     service_id: Mapped[str | None] = mapped_column(String(64), default=None)
     metric: Mapped[str] = mapped_column(String(40))
     bucket_start: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -83,9 +81,7 @@ class MeteringSettings(Base):
     __tablename__ = "metering_settings"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    late_usage_policy: Mapped[str] = mapped_column(
-        String(16), default=LateUsagePolicy.REFUSE.value
-    )
+    late_usage_policy: Mapped[str] = mapped_column(String(16), default=LateUsagePolicy.REFUSE.value)
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 

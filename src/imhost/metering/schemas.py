@@ -1,0 +1,122 @@
+"""Pydantic models of metering: usage records in, results and usage out, budgets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_BATCH = 10_000
+"""The most records one API call may carry."""
+
+
+class UsageIn(BaseModel):
+    """One usage record as sent by an engine or a tool.
+
+    ``organization_id`` is taken from the URL on a customer route and required on the staff
+    route. Everything else is checked record by record by :func:`metering.service.ingest`, so
+    a bad record is refused with its reason instead of failing the whole batch.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    organization_id: str | None = Field(None, max_length=32)
+    service_id: str | None = Field(None, max_length=64)
+    metric: str = Field(max_length=40)
+    bucket_start: datetime
+    quantity: Decimal = Field(allow_inf_nan=True)
+    subject: str | None = Field(None, max_length=255)
+    idempotency_key: str = Field(min_length=1, max_length=200)
+
+
+class UsageBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    records: list[UsageIn] = Field(max_length=MAX_BATCH)
+    atomic: bool = Field(
+        True,
+        description="True: any refused record refuses the whole batch (nothing is written). "
+        "False: the valid records are kept and the refused ones listed.",
+    )
+
+
+class RejectionOut(BaseModel):
+    index: int
+    key: str
+    reason: str
+
+
+class IngestResultOut(BaseModel):
+    accepted: int
+    duplicates: int
+    corrected: int
+    rejected: list[RejectionOut]
+
+
+class UsageToDateOut(BaseModel):
+    organization_id: str
+    period_start: datetime
+    period_end: datetime
+    as_of: datetime
+    quantities: dict[str, Decimal]
+    units: dict[str, str]
+
+
+class ForecastLineOut(BaseModel):
+    metric: str
+    usage_to_date: Decimal
+    projected_quantity: Decimal
+    projected_amount: Decimal
+    explanation: str
+
+
+class ForecastOut(BaseModel):
+    organization_id: str
+    period_start: datetime
+    period_end: datetime
+    as_of: datetime
+    currency: str
+    base_fee: Decimal
+    lines: list[ForecastLineOut]
+    total: Decimal
+    method: str
+
+
+class BudgetIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Decimal = Field(gt=0, lt=Decimal("1e12"))
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    thresholds: list[int] = Field(default_factory=lambda: [50, 80, 100], max_length=10)
+    hard_cap: bool = False
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("give at least one threshold (percent of the budget)")
+        if any(t < 1 or t > 1000 for t in value):
+            raise ValueError("thresholds are percentages from 1 to 1000")
+        if len(set(value)) != len(value):
+            raise ValueError("thresholds must be different")
+        return sorted(value)
+
+
+class BudgetOut(BaseModel):
+    id: str
+    organization_id: str
+    amount: Decimal
+    currency: str
+    thresholds: list[int]
+    hard_cap: bool
+    created_at: datetime
+    updated_at: datetime | None
+
+
+class BudgetAlertOut(BaseModel):
+    period_start: datetime
+    threshold: int
+    amount: Decimal
+    budget_amount: Decimal
+    created_at: datetime

@@ -1,0 +1,1014 @@
+"""Rules of metering: ingest usage, close periods, aggregate, forecast, budgets.
+
+Services never commit; the caller owns the transaction.
+
+Aggregation (docs/billing.md, "Usage, forecasts and budgets"): a record belongs to a period
+when ``period_start <= bucket_start < period_end``.
+
+- ``messages``: sum of ``messages`` (and of records sent as ``messages``).
+- ``traffic_gb``: (sum of ``bytes_in`` + sum of ``bytes_out``) / 10^9, plus ``traffic_gb``
+  records as sent; fractional.
+- ``peak_connections``: per minute bucket, each service's highest reported
+  ``connections_peak`` (several flushes of one bucket collapse to their maximum), added over
+  the services; then the highest bucket of the period.
+- ``monthly_active_users``: distinct ``subject`` of ``active_users`` records in the period.
+- ``storage_gb``: time-weighted average over the period of the sum of the gauges
+  ``offline_storage_bytes`` + ``private_storage_bytes`` (bytes / 10^9) and ``storage_gb``
+  (GB). A sample holds until the next sample of the same service and gauge; the level at the
+  period's start is the last sample before it (0 if none). Rounded to 10^-9 GB (one byte).
+
+Quantities are summed exactly: in SQL on PostgreSQL (``numeric``) and, on SQLite, in SQL for
+whole-unit metrics (cast to integer) and in Python for the fractional ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, Integer, Table, and_, cast, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from imhost.accounts.models import Organization
+from imhost.catalog.pricing import PriceSpec, RatedCharge, rate
+from imhost.kit.clock import Clock, SystemClock
+from imhost.kit.errors import Conflict, InvalidInput, NotFound
+from imhost.kit.money import check_currency, round_minor
+from imhost.metering import metrics as m
+from imhost.metering.models import (
+    Budget,
+    BudgetAlert,
+    ClosedPeriod,
+    LateUsagePolicy,
+    MeteringSettings,
+    UsageRecord,
+)
+from imhost.metering.schemas import BudgetIn, UsageIn
+
+log = logging.getLogger(__name__)
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+MAX_QUANTITY = Decimal("1e20")
+GB_QUANTUM = Decimal("0.000000001")
+ZERO = Decimal(0)
+_CHUNK = 500
+
+
+class UsageLike(Protocol):
+    """What a usage record must carry (``UsageIn`` or the engine's own record type)."""
+
+    @property
+    def organization_id(self) -> str | None: ...
+    @property
+    def service_id(self) -> str | None: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def bucket_start(self) -> datetime: ...
+    @property
+    def quantity(self) -> Decimal | int: ...
+    @property
+    def subject(self) -> str | None: ...
+    @property
+    def idempotency_key(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineUsage:
+    """A usage record from the built-in engine (via hosting), for the direct path."""
+
+    organization_id: str
+    metric: str
+    bucket_start: datetime
+    quantity: Decimal | int
+    idempotency_key: str
+    service_id: str | None = None
+    subject: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int
+    key: str
+    reason: str
+
+
+@dataclass(slots=True)
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    corrected: int = 0
+    """Of the accepted, how many were late usage moved into the next open period."""
+
+
+class UsageRejected(InvalidInput):
+    """An atomic batch had refused records: nothing was written."""
+
+    def __init__(self, result: IngestResult, total: int) -> None:
+        n = len(result.rejected)
+        super().__init__(
+            f"{n} of {total} usage records refused; nothing was written",
+            rejections=[
+                {"index": r.index, "key": r.key, "reason": r.reason} for r in result.rejected
+            ],
+        )
+        self.result = result
+
+
+# --- settings and closed periods ----------------------------------------------------------
+
+
+def get_late_usage_policy(session: Session) -> LateUsagePolicy:
+    row = session.get(MeteringSettings, 1)
+    return LateUsagePolicy(row.late_usage_policy) if row else LateUsagePolicy.REFUSE
+
+
+def set_late_usage_policy(
+    session: Session, clock: Clock, policy: LateUsagePolicy | str
+) -> LateUsagePolicy:
+    try:
+        value = LateUsagePolicy(policy)
+    except ValueError:
+        raise InvalidInput(
+            f"late_usage_policy is 'refuse' or 'next_invoice', not {policy!r}",
+            field="late_usage_policy",
+        ) from None
+    row = session.get(MeteringSettings, 1)
+    if row is None:
+        row = MeteringSettings(id=1)
+        session.add(row)
+    row.late_usage_policy = value.value
+    row.updated_at = clock.now()
+    session.flush()
+    return value
+
+
+def close_period(
+    session: Session,
+    organization_id: str,
+    period_start: datetime,
+    period_end: datetime,
+    clock: Clock,
+) -> ClosedPeriod:
+    """Mark a period invoiced: usage for it is refused (or moved, by the late policy).
+
+    Idempotent: closing the same period again returns the existing row.
+    """
+    _aware(period_start, "period_start")
+    _aware(period_end, "period_end")
+    if period_end <= period_start:
+        raise InvalidInput("period_end must be after period_start", field="period_end")
+    existing = session.scalars(
+        select(ClosedPeriod).where(
+            ClosedPeriod.organization_id == organization_id,
+            ClosedPeriod.period_start == period_start,
+        )
+    ).one_or_none()
+    if existing is not None:
+        if existing.period_end != period_end:
+            raise Conflict(
+                f"the period starting {period_start.isoformat()} is closed already, "
+                f"ending {existing.period_end.isoformat()}",
+                field="period_end",
+            )
+        return existing
+    row = ClosedPeriod(
+        organization_id=organization_id,
+        period_start=period_start,
+        period_end=period_end,
+        closed_at=clock.now(),
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def closed_periods(
+    session: Session, organization_ids: Iterable[str]
+) -> dict[str, list[tuple[datetime, datetime]]]:
+    ids = list(set(organization_ids))
+    out: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for chunk in _chunks(ids, _CHUNK):
+        for org_id, start, end in session.execute(
+            select(ClosedPeriod.organization_id, ClosedPeriod.period_start, ClosedPeriod.period_end)
+            .where(ClosedPeriod.organization_id.in_(chunk))
+            .order_by(ClosedPeriod.period_start)
+        ):
+            out[org_id].append((start, end))
+    return out
+
+
+def _closed_at(periods: list[tuple[datetime, datetime]], when: datetime) -> bool:
+    return any(start <= when < end for start, end in periods)
+
+
+def _next_open(periods: list[tuple[datetime, datetime]], when: datetime) -> datetime:
+    """The first instant at or after ``when`` that lies in no closed period."""
+    moved = True
+    while moved:
+        moved = False
+        for start, end in periods:
+            if start <= when < end:
+                when = end
+                moved = True
+    return when
+
+
+# --- ingestion ------------------------------------------------------------------------------
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(f"{name} must carry a time zone (UTC)", field=name)
+    return value
+
+
+def _check_record(rec: UsageLike, now: datetime) -> tuple[Decimal | None, str | None]:
+    """The record's quantity as an exact Decimal, or the reason it is refused."""
+    if not rec.organization_id:
+        return None, "organization_id is required"
+    if rec.metric not in m.INGESTIBLE_METRICS:
+        return None, (
+            f"unknown metric {rec.metric!r}; known metrics: "
+            + ", ".join(sorted(m.INGESTIBLE_METRICS))
+        )
+    raw = rec.quantity
+    if isinstance(raw, (bool, float)):
+        return None, "quantity must be an exact number (integer or decimal string)"
+    try:
+        qty = raw if isinstance(raw, Decimal) else Decimal(raw)
+    except ArithmeticError:
+        return None, f"quantity {raw!r} is not a number"
+    if not qty.is_finite():
+        return None, "quantity must be a finite number"
+    if qty < 0:
+        return None, f"quantity cannot be negative ({qty})"
+    if qty >= MAX_QUANTITY:
+        return None, "quantity is too large for one record"
+    if rec.metric in m.FRACTIONAL_METRICS:
+        exponent = qty.as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -12 and qty != qty.quantize(Decimal("1e-12")):
+            return None, "quantity has more than 12 decimal places"
+    elif qty != qty.to_integral_value():
+        return None, f"{rec.metric} counts whole units; quantity {qty} has a fraction"
+    bucket = rec.bucket_start
+    if bucket.tzinfo is None or bucket.utcoffset() is None:
+        return None, "bucket_start must carry a time zone (UTC), e.g. 2026-01-15T12:00:00Z"
+    if bucket > now + FUTURE_TOLERANCE:
+        return None, (
+            f"bucket_start {bucket.isoformat()} is in the future "
+            f"(more than {int(FUTURE_TOLERANCE.total_seconds() // 60)} minutes ahead)"
+        )
+    if rec.metric in m.SUBJECT_METRICS and not rec.subject:
+        return None, f"{rec.metric} counts distinct subjects; give the record's subject"
+    if not rec.idempotency_key:
+        return None, "idempotency_key is required"
+    return qty, None
+
+
+def _same(
+    stored: tuple[str | None, str, datetime, Decimal, str | None],
+    sent: tuple[str | None, str, datetime, Decimal, str | None],
+) -> bool:
+    return stored == sent
+
+
+def ingest(
+    session: Session,
+    clock: Clock,
+    records: Sequence[UsageLike],
+    *,
+    atomic: bool,
+    organization_id: str | None = None,
+) -> IngestResult:
+    """Store a batch of usage records, each once (by its idempotency key).
+
+    A record whose key was seen before with the same content is a duplicate (counted once,
+    fine); with different content it is refused as a conflict. Unknown metric, negative,
+    non-finite or fractional-where-whole quantities, naive or future timestamps, unknown
+    organizations and buckets in closed periods are refused with a reason (late usage is
+    moved to the next open period instead when the provider's ``late_usage_policy`` is
+    ``next_invoice``; gauges are always refused there, since a moved level would be wrong).
+
+    ``atomic=True``: any refusal raises :class:`UsageRejected` listing every refusal and
+    nothing is written. ``atomic=False``: valid records are stored, refusals are returned.
+    ``organization_id`` (a customer route) overrides and must match the records' own.
+    """
+    now = clock.now()
+    result = IngestResult()
+    policy = get_late_usage_policy(session)
+    candidates: list[tuple[int, UsageLike, str, Decimal]] = []
+    for index, rec in enumerate(records):
+        org_id = rec.organization_id
+        if organization_id is not None:
+            if org_id not in (None, organization_id):
+                result.rejected.append(
+                    Rejection(index, rec.idempotency_key, "organization_id does not match the URL")
+                )
+                continue
+            org_id = organization_id
+        if not org_id:
+            result.rejected.append(
+                Rejection(index, rec.idempotency_key, "organization_id is required")
+            )
+            continue
+        qty, reason = _check_record(_WithOrg(rec, org_id), now)
+        if reason is not None or qty is None:
+            result.rejected.append(Rejection(index, rec.idempotency_key, reason or "invalid"))
+            continue
+        candidates.append((index, rec, org_id, qty))
+
+    org_ids = {org for _, _, org, _ in candidates}
+    known_orgs = _existing_orgs(session, org_ids)
+    periods = closed_periods(session, org_ids)
+    stored = _stored_contents(
+        session, [(org, rec.idempotency_key) for _, rec, org, _ in candidates]
+    )
+
+    rows: list[dict[str, Any]] = []
+    seen: dict[tuple[str, str], tuple[str | None, str, datetime, Decimal, str | None]] = {}
+    for index, rec, org_id, qty in candidates:
+        key = rec.idempotency_key
+        if org_id not in known_orgs:
+            result.rejected.append(Rejection(index, key, f"unknown organization {org_id!r}"))
+            continue
+        content = (rec.service_id, rec.metric, rec.bucket_start, qty, rec.subject)
+        previous = stored.get((org_id, key)) or seen.get((org_id, key))
+        if previous is not None:
+            if _same(previous, content):
+                result.duplicates += 1
+            else:
+                result.rejected.append(
+                    Rejection(
+                        index,
+                        key,
+                        "conflict: this idempotency_key was already used for a different "
+                        "record (metric, bucket, quantity, subject or service differ)",
+                    )
+                )
+            continue
+        bucket = rec.bucket_start
+        original: datetime | None = None
+        org_periods = periods.get(org_id, [])
+        if org_periods and _closed_at(org_periods, bucket):
+            if policy is LateUsagePolicy.REFUSE or rec.metric in m.GAUGE_METRICS:
+                why = (
+                    "a gauge sample cannot be moved to another period"
+                    if policy is LateUsagePolicy.NEXT_INVOICE
+                    else "the provider refuses late usage"
+                )
+                result.rejected.append(
+                    Rejection(
+                        index,
+                        key,
+                        f"bucket_start {bucket.isoformat()} falls in a period that has been "
+                        f"invoiced (closed); {why}",
+                    )
+                )
+                continue
+            original = bucket
+            bucket = _next_open(org_periods, bucket)
+            result.corrected += 1
+        seen[(org_id, key)] = content
+        rows.append(
+            {
+                "organization_id": org_id,
+                "service_id": rec.service_id,
+                "metric": rec.metric,
+                "bucket_start": bucket,
+                "quantity": qty,
+                "subject": rec.subject,
+                "idempotency_key": key,
+                "received_at": now,
+                "original_bucket_start": original,
+            }
+        )
+
+    if result.rejected and atomic:
+        result.corrected = 0
+        result.rejected.sort(key=lambda r: r.index)
+        raise UsageRejected(result, len(records))
+    result.rejected.sort(key=lambda r: r.index)
+    inserted = _insert_rows(session, rows, returning=True)
+    # A concurrent writer may have stored one of these keys between our check and our insert:
+    # ON CONFLICT DO NOTHING keeps its row, and ours counts as a duplicate.
+    result.duplicates += len(rows) - inserted
+    result.accepted = inserted
+    if inserted < len(rows):
+        result.corrected = min(result.corrected, inserted)
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class _WithOrg:
+    """A record seen with the organization id the route gives it."""
+
+    rec: UsageLike
+    organization_id: str
+
+    @property
+    def service_id(self) -> str | None:
+        return self.rec.service_id
+
+    @property
+    def metric(self) -> str:
+        return self.rec.metric
+
+    @property
+    def bucket_start(self) -> datetime:
+        return self.rec.bucket_start
+
+    @property
+    def quantity(self) -> Decimal | int:
+        return self.rec.quantity
+
+    @property
+    def subject(self) -> str | None:
+        return self.rec.subject
+
+    @property
+    def idempotency_key(self) -> str:
+        return self.rec.idempotency_key
+
+
+def _existing_orgs(session: Session, org_ids: Iterable[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(list(org_ids), _CHUNK):
+        found.update(session.scalars(select(Organization.id).where(Organization.id.in_(chunk))))
+    return found
+
+
+def _stored_contents(
+    session: Session, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str | None, str, datetime, Decimal, str | None]]:
+    by_org: dict[str, list[str]] = defaultdict(list)
+    for org, key in keys:
+        by_org[org].append(key)
+    out: dict[tuple[str, str], tuple[str | None, str, datetime, Decimal, str | None]] = {}
+    for org, org_keys in by_org.items():
+        for chunk in _chunks(sorted(set(org_keys)), _CHUNK):
+            for row in session.execute(
+                select(
+                    UsageRecord.idempotency_key,
+                    UsageRecord.service_id,
+                    UsageRecord.metric,
+                    func.coalesce(UsageRecord.original_bucket_start, UsageRecord.bucket_start),
+                    UsageRecord.quantity,
+                    UsageRecord.subject,
+                ).where(UsageRecord.organization_id == org, UsageRecord.idempotency_key.in_(chunk))
+            ):
+                key, service_id, metric, bucket, qty, subject = row
+                bucket = _utc(bucket)
+                out[(org, key)] = (service_id, metric, bucket, Decimal(qty), subject)
+    return out
+
+
+def _utc(value: Any) -> datetime:
+    """``coalesce`` loses the column type on SQLite; read the value back as aware UTC."""
+    from imhost.kit.clock import ensure_utc
+
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return ensure_utc(value)
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _insert_rows(session: Session, rows: list[dict[str, Any]], *, returning: bool) -> int:
+    """Bulk INSERT ... ON CONFLICT (organization, key) DO NOTHING; returns rows inserted."""
+    if not rows:
+        return 0
+    table = UsageRecord.__table__
+    assert isinstance(table, Table)
+    ins = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
+    stmt = ins(table).on_conflict_do_nothing(index_elements=["organization_id", "idempotency_key"])
+    if returning:
+        inserted = 0
+        for chunk in _chunks(rows, 1000):
+            inserted += len(session.execute(stmt.returning(table.c.id), chunk).all())
+        return inserted
+    total = 0
+    for chunk in _chunks(rows, 5000):
+        res = session.execute(stmt, chunk)
+        count = getattr(res, "rowcount", -1)
+        total += count if isinstance(count, int) and count >= 0 else len(chunk)
+    return total
+
+
+def ingest_engine_batch(
+    session: Session,
+    records: Sequence[UsageLike],
+    *,
+    clock: Clock | None = None,
+) -> IngestResult:
+    """The direct path of the built-in engine: one bulk INSERT ... ON CONFLICT DO NOTHING.
+
+    The engine is trusted to send well-formed records; still, unknown metrics, negative
+    quantities and naive timestamps are dropped (listed in ``rejected``), and closed periods
+    follow the late-usage policy as in :func:`ingest`. Duplicates (a retried flush) collapse
+    on the idempotency key. ``accepted`` counts rows actually inserted (``duplicates`` the
+    rest); organizations are not looked up (hosting only sends its own).
+    """
+    clock = clock or SystemClock()
+    now = clock.now()
+    result = IngestResult()
+    org_ids = {r.organization_id for r in records if r.organization_id}
+    periods = closed_periods(session, org_ids)
+    policy: LateUsagePolicy | None = None
+    rows: list[dict[str, Any]] = []
+    known = m.INGESTIBLE_METRICS
+    for index, rec in enumerate(records):
+        qty = rec.quantity
+        bucket = rec.bucket_start
+        if (
+            rec.metric not in known
+            or isinstance(qty, float)
+            or qty < 0
+            or bucket.tzinfo is None
+            or not rec.organization_id
+            or not rec.idempotency_key
+        ):
+            _, reason = _check_record(rec, now)
+            result.rejected.append(
+                Rejection(index, rec.idempotency_key, reason or "malformed record")
+            )
+            continue
+        original = None
+        org_periods = periods.get(rec.organization_id)
+        if org_periods and _closed_at(org_periods, bucket):
+            if policy is None:
+                policy = get_late_usage_policy(session)
+            if policy is LateUsagePolicy.REFUSE or rec.metric in m.GAUGE_METRICS:
+                result.rejected.append(
+                    Rejection(index, rec.idempotency_key, "bucket in a closed (invoiced) period")
+                )
+                continue
+            original, bucket = bucket, _next_open(org_periods, bucket)
+            result.corrected += 1
+        rows.append(
+            {
+                "organization_id": rec.organization_id,
+                "service_id": rec.service_id,
+                "metric": rec.metric,
+                "bucket_start": bucket,
+                "quantity": qty,
+                "subject": rec.subject,
+                "idempotency_key": rec.idempotency_key,
+                "received_at": now,
+                "original_bucket_start": original,
+            }
+        )
+    inserted = _insert_rows(session, rows, returning=False)
+    result.accepted = inserted
+    result.duplicates = len(rows) - inserted
+    return result
+
+
+# --- aggregation ----------------------------------------------------------------------------
+
+
+def _qty(session: Session) -> ColumnElement[Any]:
+    """The quantity column as an exact number in SQL (whole-unit metrics on SQLite)."""
+    if _dialect(session) == "postgresql":
+        return UsageRecord.quantity.expression
+    return cast(UsageRecord.quantity, Integer)
+
+
+def _in_period(
+    organization_id: str, metrics: Iterable[str], start: datetime, end: datetime
+) -> ColumnElement[bool]:
+    return and_(
+        UsageRecord.organization_id == organization_id,
+        UsageRecord.metric.in_(list(metrics)),
+        UsageRecord.bucket_start >= start,
+        UsageRecord.bucket_start < end,
+    )
+
+
+def _sums(
+    session: Session, organization_id: str, metrics: Sequence[str], start: datetime, end: datetime
+) -> dict[str, Decimal]:
+    out = dict.fromkeys(metrics, ZERO)
+    pg = _dialect(session) == "postgresql"
+    whole = [x for x in metrics if pg or x not in m.FRACTIONAL_METRICS]
+    if whole:
+        for metric, total in session.execute(
+            select(UsageRecord.metric, func.sum(_qty(session)))
+            .where(_in_period(organization_id, whole, start, end))
+            .group_by(UsageRecord.metric)
+        ):
+            out[metric] = Decimal(total or 0)
+    fractional = [x for x in metrics if x not in whole]
+    if fractional:
+        for metric, qty in session.execute(
+            select(UsageRecord.metric, UsageRecord.quantity).where(
+                _in_period(organization_id, fractional, start, end)
+            )
+        ):
+            out[metric] += qty
+    return out
+
+
+def _peak(session: Session, organization_id: str, start: datetime, end: datetime) -> Decimal:
+    per_service = (
+        select(
+            UsageRecord.service_id,
+            UsageRecord.bucket_start,
+            func.max(_qty(session)).label("q"),
+        )
+        .where(_in_period(organization_id, (m.CONNECTIONS_PEAK, m.PEAK_CONNECTIONS), start, end))
+        .group_by(UsageRecord.service_id, UsageRecord.bucket_start)
+        .subquery()
+    )
+    per_bucket = (
+        select(func.sum(per_service.c.q).label("s")).group_by(per_service.c.bucket_start).subquery()
+    )
+    value = session.execute(select(func.max(per_bucket.c.s))).scalar()
+    return Decimal(value or 0)
+
+
+def _unique_subjects(
+    session: Session, organization_id: str, start: datetime, end: datetime
+) -> Decimal:
+    value = session.execute(
+        select(func.count(func.distinct(UsageRecord.subject))).where(
+            _in_period(organization_id, (m.ACTIVE_USERS, m.MONTHLY_ACTIVE_USERS), start, end),
+            UsageRecord.subject.is_not(None),
+        )
+    ).scalar()
+    return Decimal(value or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class _GaugeIntegral:
+    gb_seconds: Decimal
+    """Integral of the stored GB over [start, as_of], in GB x seconds."""
+    current_gb: Decimal
+    """The level at ``as_of`` (the sum of every series' last value)."""
+
+
+def _gauge_integral(
+    session: Session, organization_id: str, start: datetime, as_of: datetime
+) -> _GaugeIntegral:
+    gauges = tuple(m.GAUGE_METRICS)
+    # The level at the period's start: each series' last sample before it.
+    last_before = session.execute(
+        select(UsageRecord.service_id, UsageRecord.metric, func.max(UsageRecord.bucket_start))
+        .where(
+            UsageRecord.organization_id == organization_id,
+            UsageRecord.metric.in_(gauges),
+            UsageRecord.bucket_start < start,
+        )
+        .group_by(UsageRecord.service_id, UsageRecord.metric)
+    ).all()
+    level: dict[tuple[str | None, str], Decimal] = {}
+    for service_id, metric, bucket in last_before:
+        service_cond = (
+            UsageRecord.service_id.is_(None)
+            if service_id is None
+            else UsageRecord.service_id == service_id
+        )
+        values = session.scalars(
+            select(UsageRecord.quantity).where(
+                UsageRecord.organization_id == organization_id,
+                UsageRecord.metric == metric,
+                service_cond,
+                UsageRecord.bucket_start == _utc(bucket),
+            )
+        ).all()
+        if values:
+            level[(service_id, metric)] = _to_gb(metric, max(values))
+    samples: dict[tuple[str | None, str, datetime], Decimal] = {}
+    for service_id, metric, bucket, qty in session.execute(
+        select(
+            UsageRecord.service_id,
+            UsageRecord.metric,
+            UsageRecord.bucket_start,
+            UsageRecord.quantity,
+        ).where(_in_period(organization_id, gauges, start, as_of))
+    ):
+        key = (service_id, metric, bucket)
+        gb = _to_gb(metric, qty)
+        if key not in samples or gb > samples[key]:
+            samples[key] = gb
+    by_series: dict[tuple[str | None, str], list[tuple[datetime, Decimal]]] = defaultdict(list)
+    for (service_id, metric, bucket), gb in samples.items():
+        by_series[(service_id, metric)].append((bucket, gb))
+    integral = ZERO
+    current = ZERO
+    for series in set(level) | set(by_series):
+        value = level.get(series, ZERO)
+        t = start
+        for bucket, gb in sorted(by_series.get(series, [])):
+            integral += value * _seconds(bucket - t)
+            value, t = gb, bucket
+        integral += value * _seconds(as_of - t)
+        current += value
+    return _GaugeIntegral(integral, current)
+
+
+def _to_gb(metric: str, qty: Decimal) -> Decimal:
+    return qty if metric == m.STORAGE_GB else qty.scaleb(-9)
+
+
+def _seconds(delta: timedelta) -> Decimal:
+    return Decimal(delta // timedelta(microseconds=1)).scaleb(-6)
+
+
+def _gb(value: Decimal) -> Decimal:
+    return value.quantize(GB_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def _aggregate(
+    session: Session, organization_id: str, start: datetime, end: datetime, as_of: datetime
+) -> tuple[dict[str, Decimal], _GaugeIntegral]:
+    """Billable quantities of buckets in [start, end); the gauges integrated to ``as_of``."""
+    _aware(start, "period_start")
+    _aware(end, "period_end")
+    sums = _sums(
+        session,
+        organization_id,
+        (m.MESSAGES, m.BYTES_IN, m.BYTES_OUT, m.TRAFFIC_GB),
+        start,
+        end,
+    )
+    traffic = (sums[m.BYTES_IN] + sums[m.BYTES_OUT]).scaleb(-9) + sums[m.TRAFFIC_GB]
+    gauge = _gauge_integral(session, organization_id, start, as_of)
+    elapsed = _seconds(as_of - start)
+    storage = _gb(gauge.gb_seconds / elapsed) if elapsed > 0 else ZERO
+    quantities = {
+        m.MESSAGES: sums[m.MESSAGES],
+        m.TRAFFIC_GB: _normal(traffic),
+        m.PEAK_CONNECTIONS: _peak(session, organization_id, start, end),
+        m.MONTHLY_ACTIVE_USERS: _unique_subjects(session, organization_id, start, end),
+        m.STORAGE_GB: _normal(storage),
+    }
+    return quantities, gauge
+
+
+def _normal(value: Decimal) -> Decimal:
+    """Drop trailing zeros of a fraction (``1.500000000`` -> ``1.5``), keep integers plain."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
+
+
+def billable_quantities(
+    session: Session, organization_id: str, period_start: datetime, period_end: datetime
+) -> dict[str, Decimal]:
+    """Every billable metric's quantity for the period (0 without usage). Billing rates these."""
+    if period_end <= period_start:
+        raise InvalidInput("period_end must be after period_start", field="period_end")
+    quantities, _ = _aggregate(session, organization_id, period_start, period_end, period_end)
+    return quantities
+
+
+def usage_to_date(
+    session: Session, organization_id: str, period_start: datetime, now: datetime
+) -> dict[str, Decimal]:
+    """Billable quantities from ``period_start`` until ``now`` (storage averaged so far).
+
+    Records stamped up to five minutes ahead of ``now`` (clock skew) are included.
+    """
+    _aware(now, "now")
+    if now <= period_start:
+        return dict.fromkeys(m.BILLABLE_CODES, ZERO)
+    quantities, _ = _aggregate(session, organization_id, period_start, now + FUTURE_TOLERANCE, now)
+    return quantities
+
+
+def usage_records_for(
+    session: Session,
+    organization_id: str,
+    metric: str,
+    period_start: datetime,
+    period_end: datetime,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[UsageRecord]:
+    """The records behind a billable metric's quantity (source metrics included), oldest first.
+
+    ``metric`` may be a billable code (``traffic_gb`` lists ``bytes_in``, ``bytes_out`` and
+    ``traffic_gb`` records) or a source metric.
+    """
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit is 1 to 1000", field="limit")
+    if offset < 0:
+        raise InvalidInput("offset cannot be negative", field="offset")
+    if metric in m.BILLABLE_METRICS:
+        metrics = {metric, *m.BILLABLE_METRICS[metric].sources}
+    elif metric in m.INGESTIBLE_METRICS:
+        metrics = {metric}
+    else:
+        raise InvalidInput(f"unknown metric {metric!r}", field="metric")
+    return list(
+        session.scalars(
+            select(UsageRecord)
+            .where(_in_period(organization_id, sorted(metrics), period_start, period_end))
+            .order_by(UsageRecord.bucket_start, UsageRecord.id)
+            .limit(limit)
+            .offset(offset)
+        )
+    )
+
+
+# --- forecast -------------------------------------------------------------------------------
+
+FORECAST_METHOD = (
+    "Projection from usage so far: sums (messages, traffic_gb) are extrapolated linearly, "
+    "usage to date divided by the elapsed fraction of the period; peak_connections is its "
+    "highest value so far; monthly_active_users the distinct users so far; storage_gb the "
+    "average so far with the current level held until the period's end. Each projected "
+    "quantity is rated with the plan's prices; the base fee is added."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastLine:
+    metric: str
+    usage_to_date: Decimal
+    projected_quantity: Decimal
+    charge: RatedCharge
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    organization_id: str
+    period_start: datetime
+    period_end: datetime
+    as_of: datetime
+    elapsed_fraction: Decimal
+    usage_to_date: dict[str, Decimal]
+    projected_quantities: dict[str, Decimal]
+    lines: list[ForecastLine]
+    base_fee: Decimal
+    total: Decimal
+    currency: str
+    method: str
+
+
+def forecast(
+    session: Session,
+    clock: Clock,
+    organization_id: str,
+    period_start: datetime,
+    period_end: datetime,
+    price_specs: Sequence[PriceSpec],
+    base_fee: Decimal,
+    currency: str,
+) -> Forecast:
+    """The projected bill of the period from the usage so far (see ``FORECAST_METHOD``)."""
+    try:
+        check_currency(currency)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="currency") from None
+    if period_end <= period_start:
+        raise InvalidInput("period_end must be after period_start", field="period_end")
+    for spec in price_specs:
+        if spec.currency != currency:
+            raise InvalidInput(
+                f"the price of {spec.metric} is in {spec.currency}, not {currency}",
+                field="currency",
+            )
+    now = min(max(clock.now(), period_start), period_end)
+    total_seconds = _seconds(period_end - period_start)
+    elapsed_seconds = _seconds(now - period_start)
+    fraction = elapsed_seconds / total_seconds
+    if now <= period_start:
+        to_date = dict.fromkeys(m.BILLABLE_CODES, ZERO)
+        gauge = _GaugeIntegral(ZERO, ZERO)
+    else:
+        to_date, gauge = _aggregate(
+            session, organization_id, period_start, min(now + FUTURE_TOLERANCE, period_end), now
+        )
+    projected: dict[str, Decimal] = {}
+    for code, metric in m.BILLABLE_METRICS.items():
+        value = to_date[code]
+        if metric.aggregation is m.Aggregation.SUM:
+            projected[code] = _normal(value / fraction) if fraction > 0 else value
+        elif metric.aggregation is m.Aggregation.TIME_WEIGHTED_AVERAGE:
+            remaining = total_seconds - elapsed_seconds
+            projected[code] = _normal(
+                _gb((gauge.gb_seconds + gauge.current_gb * remaining) / total_seconds)
+            )
+        else:
+            projected[code] = value
+    projected = {
+        code: (
+            v.quantize(Decimal("1"), rounding=ROUND_HALF_UP)
+            if code not in m.FRACTIONAL_METRICS
+            else _normal(_gb(v))
+        )
+        for code, v in projected.items()
+    }
+    lines = [
+        ForecastLine(
+            metric=spec.metric,
+            usage_to_date=to_date.get(spec.metric, ZERO),
+            projected_quantity=projected.get(spec.metric, ZERO),
+            charge=rate(spec, projected.get(spec.metric, ZERO)),
+        )
+        for spec in price_specs
+    ]
+    fee = round_minor(base_fee, currency)
+    total = fee + sum((line.charge.amount for line in lines), ZERO)
+    return Forecast(
+        organization_id=organization_id,
+        period_start=period_start,
+        period_end=period_end,
+        as_of=now,
+        elapsed_fraction=fraction,
+        usage_to_date=to_date,
+        projected_quantities=projected,
+        lines=lines,
+        base_fee=fee,
+        total=total,
+        currency=currency,
+        method=FORECAST_METHOD,
+    )
+
+
+# --- budgets --------------------------------------------------------------------------------
+
+
+def get_budget(session: Session, organization_id: str) -> Budget | None:
+    return session.scalars(
+        select(Budget).where(Budget.organization_id == organization_id)
+    ).one_or_none()
+
+
+def require_budget(session: Session, organization_id: str) -> Budget:
+    budget = get_budget(session, organization_id)
+    if budget is None:
+        raise NotFound("this organization has no budget", field="budget")
+    return budget
+
+
+def set_budget(session: Session, clock: Clock, organization_id: str, data: BudgetIn) -> Budget:
+    """Create or replace the organization's monthly budget."""
+    try:
+        check_currency(data.currency)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="currency") from None
+    budget = get_budget(session, organization_id)
+    if budget is None:
+        budget = Budget(organization_id=organization_id, created_at=clock.now())
+        session.add(budget)
+    else:
+        budget.updated_at = clock.now()
+    budget.amount = data.amount
+    budget.currency = data.currency
+    budget.thresholds = list(data.thresholds)
+    budget.hard_cap = data.hard_cap
+    session.flush()
+    return budget
+
+
+def delete_budget(session: Session, organization_id: str) -> None:
+    budget = require_budget(session, organization_id)
+    session.delete(budget)
+    session.flush()
+
+
+def budget_alerts(session: Session, budget_id: str, limit: int = 100) -> list[BudgetAlert]:
+    return list(
+        session.scalars(
+            select(BudgetAlert)
+            .where(BudgetAlert.budget_id == budget_id)
+            .order_by(BudgetAlert.period_start.desc(), BudgetAlert.threshold)
+            .limit(limit)
+        )
+    )
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+__all__ = [
+    "EngineUsage",
+    "Forecast",
+    "ForecastLine",
+    "IngestResult",
+    "Rejection",
+    "UsageIn",
+    "UsageRejected",
+    "billable_quantities",
+    "close_period",
+    "forecast",
+    "ingest",
+    "ingest_engine_batch",
+    "usage_records_for",
+    "usage_to_date",
+]

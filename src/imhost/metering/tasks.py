@@ -1,0 +1,213 @@
+"""Scheduled metering jobs: budget checks.
+
+Metering cannot import billing (billing stands to its right), so the customer's current
+prices come through a callable the worker passes in (``pricing_for``): billing answers it
+from the subscription's plan version.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from imhost import events
+from imhost.catalog.pricing import PriceSpec, rate
+from imhost.kit.clock import Clock
+from imhost.kit.money import round_minor
+from imhost.metering import service
+from imhost.metering.models import Budget, BudgetAlert
+
+log = logging.getLogger(__name__)
+
+CAP_MARKER = 0
+"""``BudgetAlert.threshold`` of the hard-cap notice (alert thresholds are 1 % or more)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPricing:
+    """What an organization pays in its current period: billing's answer to ``pricing_for``."""
+
+    period_start: datetime
+    period_end: datetime
+    price_specs: Sequence[PriceSpec]
+    base_fee: Decimal
+    currency: str
+
+
+PricingLookup = Callable[[Session, str], BudgetPricing | None]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCrossing:
+    organization_id: str
+    budget_id: str
+    threshold: int
+    """Percent; ``CAP_MARKER`` (0) for the hard cap."""
+    amount: Decimal
+    budget_amount: Decimal
+    currency: str
+    period_start: datetime
+
+
+def calendar_month(now: datetime) -> tuple[datetime, datetime]:
+    """The UTC calendar month around ``now`` (the default period without a subscription)."""
+    start = datetime(now.year, now.month, 1, tzinfo=UTC)
+    end = datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+def spend(
+    session: Session,
+    clock: Clock,
+    organization_id: str,
+    pricing: BudgetPricing,
+    *,
+    basis: Literal["actual", "forecast"] = "actual",
+) -> Decimal:
+    """The period's spend: base fee + usage to date rated with the current prices
+    (``actual``), or the forecast's projected total (``forecast``)."""
+    if basis == "forecast":
+        return service.forecast(
+            session,
+            clock,
+            organization_id,
+            pricing.period_start,
+            pricing.period_end,
+            pricing.price_specs,
+            pricing.base_fee,
+            pricing.currency,
+        ).total
+    quantities = service.usage_to_date(session, organization_id, pricing.period_start, clock.now())
+    total = round_minor(pricing.base_fee, pricing.currency)
+    for spec in pricing.price_specs:
+        total += rate(spec, quantities.get(spec.metric, Decimal(0))).amount
+    return total
+
+
+def check_budgets(
+    session: Session,
+    clock: Clock,
+    pricing_for: PricingLookup,
+    *,
+    basis: Literal["actual", "forecast"] = "actual",
+    organization_ids: Sequence[str] | None = None,
+) -> list[BudgetCrossing]:
+    """Compare each budget with its organization's spend; alert each crossing once.
+
+    A threshold crossed in a period is recorded (``BudgetAlert``, unique per budget, period
+    and threshold) and published as :class:`~imhost.events.BudgetThresholdCrossed`; running
+    again never repeats it. With ``hard_cap``, reaching 100 % also publishes
+    :class:`~imhost.events.BudgetCapReached` (once per period) so that hosting stops billable
+    overage. Without a subscription (``pricing_for`` returns None) the period is the UTC
+    calendar month and the spend is zero.
+    """
+    query = select(Budget).order_by(Budget.organization_id)
+    if organization_ids is not None:
+        query = query.where(Budget.organization_id.in_(list(organization_ids)))
+    crossings: list[BudgetCrossing] = []
+    now = clock.now()
+    for budget in session.scalars(query).all():
+        pricing = pricing_for(session, budget.organization_id)
+        if pricing is None:
+            start, end = calendar_month(now)
+            pricing = BudgetPricing(start, end, (), Decimal(0), budget.currency)
+        if pricing.currency != budget.currency:
+            log.warning(
+                "budget %s is in %s but the organization is billed in %s; not checked",
+                budget.id,
+                budget.currency,
+                pricing.currency,
+            )
+            continue
+        amount = spend(session, clock, budget.organization_id, pricing, basis=basis)
+        already = set(
+            session.scalars(
+                select(BudgetAlert.threshold).where(
+                    BudgetAlert.budget_id == budget.id,
+                    BudgetAlert.period_start == pricing.period_start,
+                )
+            )
+        )
+        reached = [t for t in sorted(budget.thresholds) if amount * 100 >= t * budget.amount]
+        if budget.hard_cap and amount >= budget.amount:
+            reached.append(CAP_MARKER)
+        for threshold in reached:
+            if threshold in already:
+                continue
+            if not _record(session, budget, pricing.period_start, threshold, amount, now):
+                continue  # another worker recorded it first
+            crossing = BudgetCrossing(
+                organization_id=budget.organization_id,
+                budget_id=budget.id,
+                threshold=threshold,
+                amount=amount,
+                budget_amount=budget.amount,
+                currency=budget.currency,
+                period_start=pricing.period_start,
+            )
+            crossings.append(crossing)
+            if threshold == CAP_MARKER:
+                events.publish(
+                    session,
+                    events.BudgetCapReached(
+                        at=now,
+                        organization_id=budget.organization_id,
+                        metric="*",
+                        reason=(
+                            f"the monthly budget of {budget.amount} {budget.currency} is "
+                            f"reached ({amount} {budget.currency} this period); billable "
+                            "usage beyond the plan's included quantities is stopped"
+                        ),
+                    ),
+                )
+            else:
+                events.publish(
+                    session,
+                    events.BudgetThresholdCrossed(
+                        at=now,
+                        organization_id=budget.organization_id,
+                        budget_id=budget.id,
+                        threshold=threshold,
+                        amount=amount,
+                        budget_amount=budget.amount,
+                        currency=budget.currency,
+                        period_start=pricing.period_start,
+                    ),
+                )
+    return crossings
+
+
+def _record(
+    session: Session,
+    budget: Budget,
+    period_start: datetime,
+    threshold: int,
+    amount: Decimal,
+    now: datetime,
+) -> bool:
+    """Insert the alert row in a savepoint; False when it exists already (a race lost)."""
+    try:
+        with session.begin_nested():
+            session.add(
+                BudgetAlert(
+                    budget_id=budget.id,
+                    organization_id=budget.organization_id,
+                    period_start=period_start,
+                    threshold=threshold,
+                    amount=amount,
+                    budget_amount=budget.amount,
+                    created_at=now,
+                )
+            )
+            session.flush()
+    except IntegrityError:
+        return False
+    return True
