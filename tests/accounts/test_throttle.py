@@ -6,6 +6,8 @@ import threading
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -148,6 +150,28 @@ def test_locked_message_never_names_the_account() -> None:
     assert isinstance(error, TooManyRequests)
     assert error.retry_after == 120 and error.status == 429
     assert error.detail == locked_message(120)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=20 * 3600), max_size=40))
+def test_a_lockout_never_exceeds_the_cap_and_every_wait_is_honest(gaps: list[int]) -> None:
+    clock = FrozenClock()
+    state = ThrottleState()
+    for gap in gaps:
+        clock.advance(gap)
+        decision = check(state, clock.now(), ACCOUNT)
+        if decision.allowed:
+            assert decision.retry_after_seconds == 0
+            assert decision.delay_seconds in ACCOUNT.delays
+            before = state
+            state = record_failure(state, clock.now(), ACCOUNT)
+            assert state.failures >= 1
+            assert state.failures in (1, before.failures + 1)
+        else:
+            assert 1 <= decision.retry_after_seconds <= ACCOUNT.max_wait_seconds
+            assert state.locked_until is not None
+            # Waiting exactly the advertised time is enough.
+            later = clock.now() + timedelta(seconds=decision.retry_after_seconds)
+            assert check(state, later, ACCOUNT).allowed
 
 
 # --------------------------------------------------------------------------- keys
