@@ -1,0 +1,3 @@
+"""imhost: the platform of an instant-messaging hosting provider."""
+
+__version__ = "0.1.0"

@@ -60,6 +60,27 @@ class XmppSettings(BaseModel):
     unauthenticated_per_address: int = Field(20, ge=1, le=100_000)
     metering_flush_seconds: float = Field(1.0, gt=0, le=3600)
     listen_backlog: int = Field(1024, ge=1, le=65535)
+    direct_tls_enabled: bool = Field(True, description="Listen for XEP-0368 Direct TLS.")
+    auth_failure_delay_seconds: float = Field(
+        0.5, ge=0, le=30, description="Pause before answering a failed SASL attempt."
+    )
+    max_auth_failures_per_connection: int = Field(3, ge=1, le=100)
+    sm_resume_timeout_seconds: int = Field(
+        300, ge=1, le=86400, description="XEP-0198: how long a lost session can be resumed."
+    )
+    sm_max_unacked: int = Field(5000, ge=10, le=1_000_000)
+    max_write_buffer_bytes: int = Field(
+        16 * 1024 * 1024, ge=65536, description="A client that does not read is disconnected."
+    )
+    node_id: str = Field(
+        "xmpp1", min_length=1, max_length=64, description="Names this node in usage keys."
+    )
+    idle_parser_seconds: float = Field(
+        10.0, ge=0, le=3600, description="Free the parser of connections idle this long (0: never)."
+    )
+    certificate_dir: Path | None = Field(
+        None, description="Where a self-signed certificate is generated if none is configured."
+    )
 
 
 class Settings(BaseSettings):
@@ -85,6 +106,9 @@ class Settings(BaseSettings):
         None, description="smtp://user:pass@host:port or smtps://...; outbox in data dir if unset"
     )
     mail_from: str = "imhost <noreply@localhost>"
+    webhooks_allow_private: bool = Field(
+        False, description="Let webhooks target private/loopback addresses (tests, labs)."
+    )
     provider_name: str = "imhost"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     role: Literal["all", "web", "xmpp", "worker"] = "all"

@@ -263,3 +263,13 @@ class AccessReviewItem(IdMixin, Base):
     flagged_stale: Mapped[bool] = mapped_column(Boolean, default=False)
     decision: Mapped[str | None] = mapped_column(String(16), default=None)  # keep | revoke
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+
+
+class EmailVerification(IdMixin, CreatedMixin, Base):
+    __tablename__ = "email_verifications"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)

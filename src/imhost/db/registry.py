@@ -15,8 +15,10 @@ from imhost.db.base import Base
 MODEL_MODULES: tuple[str, ...] = (
     "imhost.accounts.models",
     "imhost.notify.models",
+    "imhost.worker.models",
     "imhost.catalog.models",
     "imhost.metering.models",
+    "imhost.billing.models",
 )
 
 

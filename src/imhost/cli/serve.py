@@ -1,0 +1,166 @@
+"""``imhost serve``: the web app, the XMPP listeners and the worker in one asyncio process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+
+import uvicorn
+from sqlalchemy import func, select
+
+from imhost.accounts.models import StaffRole, User
+from imhost.cli.context import console, fail
+from imhost.config import Settings
+from imhost.kit import optional_module
+from imhost.runtime import Runtime, build_runtime
+from imhost.web.app import create_app
+from imhost.worker.jobs import default_jobs
+from imhost.worker.scheduler import run_forever
+
+log = logging.getLogger(__name__)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _has_admin(runtime: Runtime) -> bool:
+    with runtime.session_factory() as session:
+        count = session.scalar(
+            select(func.count()).select_from(User).where(User.staff_role == StaffRole.ADMIN)
+        )
+    return bool(count)
+
+
+def run_server(settings: Settings, *, demo: bool, migrate: bool) -> None:
+    if demo and settings.public_url.startswith("http://"):
+        # Plain-http demo on this machine: a Secure cookie would never come back.
+        settings = settings.model_copy(
+            update={"security": settings.security.model_copy(update={"cookie_secure": False})}
+        )
+    if settings.role in ("all", "web") and not _port_free(settings.http_host, settings.http_port):
+        fail(
+            f"port {settings.http_port} on {settings.http_host} is in use; "
+            "choose another with --port or IMHOST_HTTP_PORT"
+        )
+    runtime = build_runtime(settings)
+    if migrate:
+        from imhost.db.migrations import upgrade
+
+        upgrade(settings.resolved_database_url)
+    logins = None
+    if demo:
+        from imhost.cli.demo import seed_demo
+
+        logins = seed_demo(runtime)
+    elif not _has_admin(runtime):
+        fail(
+            "there is no staff admin yet. Create one with `imhost admin create`, "
+            "or try imhost with `imhost serve --demo`."
+        )
+    asyncio.run(_serve(runtime, logins))
+
+
+async def _start_xmpp(runtime: Runtime) -> object | None:
+    if runtime.settings.role not in ("all", "xmpp") or not runtime.settings.xmpp.enabled:
+        return None
+    hosting_engine = optional_module("imhost.hosting.engines.builtin")
+    if hosting_engine is None:
+        return None
+    server = await hosting_engine.start_builtin_engine(runtime)
+    runtime.xmpp = server
+    return server
+
+
+async def _serve(runtime: Runtime, logins: object | None) -> None:
+    settings = runtime.settings
+    tasks: list[asyncio.Task[None]] = []
+    server: uvicorn.Server | None = None
+    xmpp = await _start_xmpp(runtime)
+    if settings.role in ("all", "web"):
+        config = uvicorn.Config(
+            create_app(runtime),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            lifespan="off",
+            proxy_headers=False,
+            backlog=1024,
+        )
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        tasks.append(asyncio.create_task(server.serve()))
+    if settings.role in ("all", "worker"):
+        tasks.append(
+            asyncio.create_task(
+                run_forever(
+                    runtime.session_factory,
+                    runtime.clock,
+                    default_jobs(runtime),
+                    fast=runtime.deliver_notifications,
+                )
+            )
+        )
+    if server is not None:
+        while not server.started:
+            await asyncio.sleep(0.05)
+    _print_banner(runtime, logins)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    console.print("stopping…")
+    if server is not None:
+        server.should_exit = True
+    if xmpp is not None:
+        await xmpp.stop()  # type: ignore[attr-defined]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    runtime.engine.dispose()
+
+
+def _print_banner(runtime: Runtime, logins: object | None) -> None:
+    settings = runtime.settings
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    lines = [
+        f"[bold]imhost is running[/] ({settings.role}); data in {settings.data_dir.resolve()}",
+        f"  web:     {base}",
+        f"  portal:  {base}/portal/",
+        f"  console: {base}/console/",
+        f"  API:     {base}/api/v1/docs",
+    ]
+    if runtime.xmpp is not None:
+        x = settings.xmpp
+        lines.append(
+            f"  XMPP:    {x.bind} port {x.c2s_port} (STARTTLS) and {x.c2s_direct_tls_port} (Direct TLS)"
+        )
+    if settings.smtp_url is None:
+        lines.append(f"  e-mail:  written to {(settings.data_dir / 'outbox').resolve()}")
+    if logins is not None:
+        from imhost.cli.demo import DemoLogins
+
+        assert isinstance(logins, DemoLogins)
+        lines.append("")
+        lines.append("[bold]Demo sign-ins[/] (email / password):")
+        for who, email, password in logins.web:
+            lines.append(f"  {email} / {password}    [dim]{who}[/]")
+        if logins.xmpp:
+            lines.append("[bold]Demo XMPP accounts[/] (jid / password):")
+            for jid, password in logins.xmpp:
+                lines.append(f"  {jid} / {password}")
+        lines.extend(logins.notes)
+    # Plain lines, never wrapped, so URLs and passwords are easy to copy and to grep.
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)

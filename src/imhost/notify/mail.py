@@ -1,0 +1,201 @@
+"""E-mail: queued in the caller's transaction, delivered after commit.
+
+``Mailer.send`` (used by event subscribers) only queues. ``deliver_pending`` sends what is
+queued: over SMTP when ``IMHOST_SMTP_URL`` is set (``smtp://user:pass@host:port`` with
+STARTTLS when the server offers it, or ``smtps://`` for implicit TLS), otherwise it writes
+each message as an ``.eml`` file into ``<data dir>/outbox/`` where staff can read it (the
+console lists it). Failed sends are retried up to ``MAX_ATTEMPTS`` times.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from imhost.kit.clock import Clock
+from imhost.kit.errors import NotFound
+from imhost.notify.models import EmailAttachment, OutboundEmail
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    implicit_tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> SmtpTarget:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("smtp", "smtps") or not parsed.hostname:
+            raise ValueError("IMHOST_SMTP_URL must look like smtp://user:pass@host:587")
+        implicit = parsed.scheme == "smtps"
+        return cls(
+            host=parsed.hostname,
+            port=parsed.port or (465 if implicit else 25),
+            username=unquote(parsed.username) if parsed.username else None,
+            password=unquote(parsed.password) if parsed.password else None,
+            implicit_tls=implicit,
+        )
+
+
+class Mailer:
+    """Queues messages in the current session (``send``) for delivery after commit."""
+
+    def __init__(self, mail_from: str) -> None:
+        self.mail_from = mail_from
+
+    def send(
+        self,
+        session: Session,
+        clock: Clock,
+        to: str | Sequence[str],
+        subject: str,
+        text: str,
+        html: str | None = None,
+        attachments: Sequence[tuple[str, bytes, str]] = (),
+        *,
+        organization_id: str | None = None,
+        kind: str = "",
+    ) -> OutboundEmail | None:
+        recipients = [to] if isinstance(to, str) else [r for r in to if r]
+        recipients = list(dict.fromkeys(r.strip() for r in recipients if r and r.strip()))
+        if not recipients:
+            return None
+        mail = OutboundEmail(
+            created_at=clock.now(),
+            to=recipients,
+            subject=subject.replace("\n", " ").strip()[:300],
+            text=text,
+            html=html,
+            organization_id=organization_id,
+            kind=kind,
+        )
+        session.add(mail)
+        session.flush()
+        for filename, content, content_type in attachments:
+            session.add(
+                EmailAttachment(
+                    email_id=mail.id, filename=filename, content=content, content_type=content_type
+                )
+            )
+        return mail
+
+
+def build_message(mail: OutboundEmail, attachments: Sequence[EmailAttachment], mail_from: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = mail_from
+    msg["To"] = ", ".join(mail.to)
+    msg["Subject"] = mail.subject
+    msg["Date"] = formatdate(mail.created_at.timestamp(), usegmt=True)
+    msg["Message-ID"] = make_msgid(idstring=mail.id, domain="imhost")
+    msg.set_content(mail.text)
+    if mail.html:
+        msg.add_alternative(mail.html, subtype="html")
+    for att in attachments:
+        maintype, _, subtype = att.content_type.partition("/")
+        msg.add_attachment(att.content, maintype=maintype, subtype=subtype or "octet-stream", filename=att.filename)
+    return msg
+
+
+class MailDelivery:
+    """Sends queued e-mail. One instance per process; safe to call repeatedly."""
+
+    def __init__(self, *, smtp_url: str | None, outbox_dir: Path, mail_from: str, clock: Clock) -> None:
+        self.smtp = SmtpTarget.parse(smtp_url) if smtp_url else None
+        self.outbox_dir = outbox_dir
+        self.mail_from = mail_from
+        self.clock = clock
+
+    def _send_smtp(self, msg: EmailMessage) -> None:
+        assert self.smtp is not None
+        target = self.smtp
+        context = ssl.create_default_context()
+        if target.implicit_tls:
+            client: smtplib.SMTP = smtplib.SMTP_SSL(target.host, target.port, timeout=30, context=context)
+        else:
+            client = smtplib.SMTP(target.host, target.port, timeout=30)
+        with client:
+            client.ehlo()
+            if not target.implicit_tls and client.has_extn("starttls"):
+                client.starttls(context=context)
+                client.ehlo()
+            if target.username:
+                client.login(target.username, target.password or "")
+            client.send_message(msg)
+
+    def _write_outbox(self, mail: OutboundEmail, msg: EmailMessage) -> str:
+        self.outbox_dir.mkdir(parents=True, exist_ok=True)
+        stamp = mail.created_at.strftime("%Y%m%dT%H%M%S")
+        path = self.outbox_dir / f"{stamp}-{mail.id}.eml"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(bytes(msg))
+        tmp.replace(path)
+        return path.name
+
+    def deliver_pending(self, factory: sessionmaker[Session], limit: int = 100) -> int:
+        """Deliver up to ``limit`` queued messages; returns how many were sent."""
+        sent = 0
+        with factory() as session:
+            ids = list(
+                session.scalars(
+                    select(OutboundEmail.id)
+                    .where(OutboundEmail.status == "queued")
+                    .order_by(OutboundEmail.created_at, OutboundEmail.id)
+                    .limit(limit)
+                )
+            )
+        for mail_id in ids:
+            with factory() as session:
+                mail = session.get(OutboundEmail, mail_id)
+                if mail is None or mail.status != "queued":
+                    continue
+                atts = list(
+                    session.scalars(select(EmailAttachment).where(EmailAttachment.email_id == mail.id))
+                )
+                msg = build_message(mail, atts, self.mail_from)
+                mail.attempts += 1
+                try:
+                    if self.smtp is not None:
+                        self._send_smtp(msg)
+                        mail.transport = "smtp"
+                    else:
+                        mail.outbox_file = self._write_outbox(mail, msg)
+                        mail.transport = "outbox"
+                except (OSError, smtplib.SMTPException) as exc:
+                    mail.last_error = str(exc)[:500]
+                    if mail.attempts >= MAX_ATTEMPTS:
+                        mail.status = "failed"
+                    log.warning("e-mail %s not sent (attempt %d): %s", mail.id, mail.attempts, exc)
+                else:
+                    mail.status = "sent"
+                    mail.sent_at = self.clock.now()
+                    sent += 1
+                session.commit()
+        return sent
+
+
+def list_outbox(session: Session, *, limit: int = 50, offset: int = 0) -> list[OutboundEmail]:
+    stmt = select(OutboundEmail).order_by(OutboundEmail.created_at.desc(), OutboundEmail.id)
+    return list(session.scalars(stmt.limit(limit).offset(offset)))
+
+
+def get_email(session: Session, email_id: str) -> OutboundEmail:
+    mail = session.get(OutboundEmail, email_id)
+    if mail is None:
+        raise NotFound("no such e-mail")
+    return mail

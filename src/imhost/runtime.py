@@ -1,0 +1,116 @@
+"""Assembles one process's shared parts: engine, sessions, event bus and its subscribers,
+mail and webhooks, the sign-in flows. The web app, the worker and the CLI all start from here.
+
+Layering: this module stands above the domain packages and notify, below web/worker/cli.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from imhost import events
+from imhost.accounts.auth import AuthFlows
+from imhost.config import Settings
+from imhost.db.engine import make_engine
+from imhost.kit import optional_module
+from imhost.kit.clock import Clock, SystemClock
+from imhost.notify import accounts as notify_accounts
+from imhost.notify.mail import MailDelivery, Mailer
+from imhost.notify.webhooks import WebhookService
+
+log = logging.getLogger(__name__)
+
+# Packages that subscribe to events. Each module exposes ``register(runtime)``; a package
+# that is not installed yet (being built) is simply absent from this list.
+SUBSCRIBER_MODULES: tuple[str, ...] = (
+    "imhost.notify.billing",
+    "imhost.hosting.subscribers",
+)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    bus: events.EventBus
+    mailer: Mailer
+    mail_delivery: MailDelivery
+    webhooks: WebhookService
+    auth: AuthFlows
+    secret_key: str
+    xmpp: Any = None  # the running XmppServer, when this process runs one
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def deliver_notifications(self) -> int:
+        """Send queued e-mail and due webhooks (the worker calls this every few seconds)."""
+        sent = self.mail_delivery.deliver_pending(self.session_factory)
+        sent += self.webhooks.deliver_pending(self.session_factory, self.clock)
+        return sent
+
+
+def load_secret_key(settings: Settings) -> str:
+    if settings.secret_key:
+        return settings.secret_key
+    path = settings.data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    engine: Engine | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> Runtime:
+    clock = clock or SystemClock()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = engine or make_engine(settings.resolved_database_url)
+    bus = events.make_bus()
+    factory = sessionmaker(
+        bind=engine, expire_on_commit=False, info={"bus": bus, "clock": clock, "settings": settings}
+    )
+    mailer = Mailer(settings.mail_from)
+    runtime = Runtime(
+        settings=settings,
+        clock=clock,
+        engine=engine,
+        session_factory=factory,
+        bus=bus,
+        mailer=mailer,
+        mail_delivery=MailDelivery(
+            smtp_url=settings.smtp_url,
+            outbox_dir=settings.data_dir / "outbox",
+            mail_from=settings.mail_from,
+            clock=clock,
+        ),
+        webhooks=WebhookService(allow_private=settings.webhooks_allow_private),
+        auth=AuthFlows(clock=clock, security=settings.security, sleep=sleep or time.sleep),
+        secret_key=load_secret_key(settings),
+    )
+    notify_accounts.register(
+        bus, mailer, public_url=settings.public_url, provider_name=settings.provider_name
+    )
+    for name in SUBSCRIBER_MODULES:
+        module = optional_module(name)
+        if module is None:
+            continue
+        register = getattr(module, "register_runtime", None)
+        if register is not None:
+            register(runtime)
+    return runtime

@@ -1,0 +1,130 @@
+"""Signing in and out, the second factor, sign-up and invitations."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from imhost.accounts import service as accounts
+from imhost.accounts import sessions
+from imhost.accounts.auth import password_policy_for, validate_new_password
+from imhost.accounts.models import WebSession
+from imhost.accounts.schemas import (
+    AcceptInvitationIn,
+    CodeIn,
+    LoginIn,
+    LoginOut,
+    OrganizationOut,
+    SignupIn,
+)
+from imhost.runtime import Runtime
+from imhost.web.deps import Db, Public, RuntimeDep, SelfMfaPending, SelfUser, client_address
+
+router = APIRouter(tags=["auth"])
+
+
+def set_session_cookie(response: Response, runtime: Runtime, value: str) -> None:
+    response.set_cookie(
+        sessions.COOKIE_NAME,
+        value,
+        max_age=runtime.settings.security.session_absolute_hours * 3600,
+        httponly=True,
+        secure=runtime.settings.security.cookie_secure,
+        samesite="lax",
+        path="/",
+    )
+
+
+def _login_out(user_id: str, email: str, web: WebSession, *, pending: bool, enrol: bool) -> LoginOut:
+    return LoginOut(
+        user_id=user_id,
+        email=email,
+        mfa_pending=pending,
+        mfa_enrolment_required=enrol,
+        csrf_token=web.csrf_token,
+    )
+
+
+@router.post("/auth/login", response_model=LoginOut)
+def login(body: LoginIn, request: Request, response: Response, db: Db, runtime: RuntimeDep, _: Public) -> LoginOut:
+    """Sign in with e-mail and password; sets the session cookie.
+
+    When the person has a second factor, the session can do nothing but ``POST /auth/mfa``
+    until a code is verified.
+    """
+    result = runtime.auth.login(
+        db,
+        email=body.email,
+        password=body.password,
+        address=client_address(request),
+        user_agent=request.headers.get("user-agent"),
+    )
+    set_session_cookie(response, runtime, result.cookie_value)
+    return _login_out(
+        result.user.id,
+        result.user.email,
+        result.web,
+        pending=result.mfa_pending,
+        enrol=result.mfa_enrolment_required,
+    )
+
+
+@router.post("/auth/mfa", response_model=LoginOut)
+def verify_mfa(body: CodeIn, principal: SelfMfaPending, db: Db, runtime: RuntimeDep) -> LoginOut:
+    """Verify a TOTP code (or a recovery code) for a session that waits for it."""
+    assert principal.web_session is not None and principal.user is not None
+    runtime.auth.verify_second_factor(db, principal.web_session, body.code)
+    return _login_out(
+        principal.user.id, principal.user.email, principal.web_session, pending=False, enrol=False
+    )
+
+
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+def logout(principal: SelfMfaPending, db: Db, runtime: RuntimeDep, response: Response) -> Response:
+    assert principal.web_session is not None
+    sessions.end_session(db, runtime.clock, principal.web_session, reason="signed out", actor=principal.actor)
+    response = Response(status_code=status.HTTP_204_NO_CONTENT)
+    response.delete_cookie(sessions.COOKIE_NAME, path="/")
+    return response
+
+
+@router.post("/signup", response_model=LoginOut, status_code=status.HTTP_201_CREATED)
+def signup(body: SignupIn, request: Request, response: Response, db: Db, runtime: RuntimeDep, _: Public) -> LoginOut:
+    """Create an account and its organization (the person becomes its owner), signed in."""
+    email = accounts.normalize_email(body.email)
+    policy = password_policy_for(db, runtime.settings.security, None)
+    validate_new_password(body.password, policy, user_inputs=[email, body.name, body.organization_name])
+    user = accounts.create_user(db, runtime.clock, email=email, name=body.name)
+    runtime.auth.set_password_directly(db, user, body.password)
+    accounts.create_organization(db, runtime.clock, name=body.organization_name, owner=user, country=body.country)
+    db.flush()
+    from imhost.accounts.verification import request_verification
+
+    request_verification(db, runtime.clock, user)
+    new = sessions.start_session(
+        db,
+        runtime.clock,
+        runtime.settings.security,
+        user_id=user.id,
+        address=client_address(request),
+        user_agent=request.headers.get("user-agent"),
+        mfa_verified=True,
+    )
+    set_session_cookie(response, runtime, new.cookie_value)
+    return _login_out(user.id, user.email, new.session, pending=False, enrol=False)
+
+
+@router.post("/auth/verify-email", status_code=status.HTTP_204_NO_CONTENT)
+def verify_email(body: AcceptInvitationIn, db: Db, runtime: RuntimeDep, _: Public) -> Response:
+    """Confirm an e-mail address with the token from the verification message."""
+    from imhost.accounts.verification import confirm
+
+    confirm(db, runtime.clock, body.token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/invitations/accept", response_model=OrganizationOut)
+def accept_invitation(body: AcceptInvitationIn, principal: SelfUser, db: Db, runtime: RuntimeDep) -> OrganizationOut:
+    """Join the organization of an invitation, as the signed-in person it was sent to."""
+    assert principal.user is not None
+    membership = accounts.accept_invitation(db, runtime.clock, body.token, principal.user)
+    return OrganizationOut.model_validate(accounts.get_organization(db, membership.organization_id))

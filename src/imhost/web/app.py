@@ -1,0 +1,91 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy import text
+from starlette.responses import Response
+
+from imhost import __version__
+from imhost.db.migrations import migration_status
+from imhost.runtime import Runtime
+from imhost.web import problems
+from imhost.web.api.v1 import build_router
+from imhost.web.metrics import HttpMetrics
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+}
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="imhost API",
+        version=__version__,
+        description=(
+            "The REST API of an imhost instant-messaging hosting provider. Authenticate with a "
+            "session cookie (plus the X-CSRF-Token header on unsafe methods) or with "
+            "`Authorization: Bearer <API token>`. Errors are RFC 9457 problem+json."
+        ),
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    registry = CollectorRegistry()
+    app.state.metrics_registry = registry
+    http_metrics = HttpMetrics(registry)
+    problems.install(app)
+
+    @app.middleware("http")
+    async def _metrics_and_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await http_metrics.middleware(request, call_next)
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        if runtime.settings.security.cookie_secure:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        """Alive: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> JSONResponse:
+        """Ready: the database answers and its schema is at the newest migration."""
+        try:
+            with runtime.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+                status = migration_status(conn)
+        except Exception as exc:  # noqa: BLE001 - any database failure means not ready
+            return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
+        if not status.current:
+            return JSONResponse(
+                {"status": "unavailable", "migrations": f"at {status.database}, newest {status.head}"},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ok", "migration": status.head})
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        body = generate_latest(registry)
+        xmpp = runtime.xmpp
+        if xmpp is not None and hasattr(xmpp, "prometheus_text"):
+            body += xmpp.prometheus_text().encode()
+        return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(build_router())
+    return app

@@ -1,0 +1,93 @@
+"""Errors as RFC 9457 problem details (``application/problem+json``).
+
+Every error an API client sees has ``type``, ``title``, ``status`` and a ``detail`` a person
+can act on; validation errors list each field. Nothing a client sends produces a 500: an
+unexpected exception is logged with a reference the client can quote.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from imhost.kit.errors import DomainError, TooManyRequests
+
+log = logging.getLogger(__name__)
+PROBLEM_BASE = "https://imhost.dev/problems/"
+MEDIA_TYPE = "application/problem+json"
+
+
+def problem(
+    status: int, title: str, detail: str, *, slug: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
+    return ".".join(parts) or str(loc[0] if loc else "request")
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        headers = None
+        if isinstance(exc, TooManyRequests) and exc.retry_after:
+            headers = {"Retry-After": str(exc.retry_after)}
+        if exc.status == 401:
+            headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="imhost"'}
+        return problem(
+            exc.status,
+            exc.title,
+            exc.detail,
+            slug=exc.type_slug,
+            headers=headers,
+            field=exc.field,
+            **exc.extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field_name(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:10])
+        return problem(422, "Invalid input", detail or "invalid input", slug="invalid-input", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: "Not found", 405: "Method not allowed", 401: "Authentication required"}
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return problem(
+            exc.status_code,
+            titles.get(exc.status_code, "Error"),
+            detail,
+            slug=f"http-{exc.status_code}",
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        ref = secrets.token_hex(6)
+        log.exception("unexpected error %s on %s %s", ref, request.method, request.url.path)
+        return problem(
+            500,
+            "Internal error",
+            f"Something went wrong on our side; quote reference {ref} to support.",
+            slug="internal-error",
+            reference=ref,
+        )

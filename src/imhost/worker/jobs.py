@@ -1,0 +1,34 @@
+"""The scheduled jobs of a runtime. Packages still being built simply have none yet."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from imhost.accounts import reviews
+from imhost.db.engine import transaction
+from imhost.kit import optional_module
+from imhost.runtime import Runtime
+from imhost.worker.scheduler import Job
+
+
+def default_jobs(runtime: Runtime) -> list[Job]:
+    factory, clock = runtime.session_factory, runtime.clock
+
+    def access_reviews() -> None:
+        with transaction(factory) as session:
+            reviews.open_due_reviews(session, clock, runtime.settings.security)
+
+    jobs = [Job("access-reviews", timedelta(hours=6), access_reviews)]
+    # Jobs contributed by domain packages: module -> (job name, interval, function(factory, clock)).
+    contributed = (
+        ("imhost.billing.tasks", "billing-run", timedelta(hours=1), "scheduled_billing_run"),
+        ("imhost.billing.tasks", "dunning", timedelta(hours=6), "run_dunning"),
+    )
+    for module_name, name, every, func_name in contributed:
+        module = optional_module(module_name)
+        if module is None:
+            continue
+        func = getattr(module, func_name, None)
+        if func is not None:
+            jobs.append(Job(name, every, lambda f=func: f(factory, clock)))
+    return jobs

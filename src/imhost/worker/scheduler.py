@@ -1,0 +1,111 @@
+"""The worker: runs scheduled jobs, each exactly once across nodes.
+
+A job is claimed with one atomic ``UPDATE ... WHERE lease is free and the job is due``
+(compare-and-set), which is safe on SQLite and PostgreSQL alike: of several nodes racing,
+exactly one sees ``rowcount == 1``. The lease expires after ``lease_seconds`` so a node that
+dies mid-job does not block the job for ever; jobs themselves are idempotent (the billing run
+and dunning are written to be rerun), so a rerun after a crash gives the same result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from imhost.kit.clock import Clock
+from imhost.worker.models import JobLease
+
+log = logging.getLogger(__name__)
+NODE = f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    every: timedelta
+    run: Callable[[], object]
+    lease_seconds: int = 600
+
+
+def claim(factory: sessionmaker[Session], clock: Clock, job: Job, owner: str = NODE) -> bool:
+    now = clock.now()
+    with factory() as session:
+        if session.get(JobLease, job.name) is None:
+            session.add(JobLease(name=job.name, next_run_at=now))
+            try:
+                session.commit()
+            except Exception:  # noqa: BLE001 - another node inserted it first
+                session.rollback()
+        result = session.execute(
+            update(JobLease)
+            .where(
+                JobLease.name == job.name,
+                JobLease.next_run_at <= now,
+                (JobLease.lease_expires_at.is_(None)) | (JobLease.lease_expires_at < now),
+            )
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=job.lease_seconds),
+                last_started_at=now,
+            )
+        )
+        session.commit()
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def finish(factory: sessionmaker[Session], clock: Clock, job: Job, error: str | None) -> None:
+    now = clock.now()
+    with factory() as session:
+        lease = session.get(JobLease, job.name)
+        if lease is None:
+            return
+        lease.lease_owner = None
+        lease.lease_expires_at = None
+        lease.last_finished_at = now
+        lease.last_error = error
+        lease.next_run_at = now + job.every
+        session.commit()
+
+
+def run_due(factory: sessionmaker[Session], clock: Clock, jobs: list[Job]) -> list[str]:
+    """Run every due job this node can claim; returns the names run."""
+    ran = []
+    for job in jobs:
+        if not claim(factory, clock, job):
+            continue
+        error = None
+        try:
+            job.run()
+        except Exception as exc:  # noqa: BLE001 - a failing job must not stop the others
+            log.exception("job %s failed", job.name)
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        finish(factory, clock, job, error)
+        ran.append(job.name)
+    return ran
+
+
+def job_status(session: Session) -> list[JobLease]:
+    return list(session.scalars(select(JobLease).order_by(JobLease.name)))
+
+
+async def run_forever(
+    factory: sessionmaker[Session], clock: Clock, jobs: list[Job], *, tick: float = 2.0,
+    fast: Callable[[], object] | None = None,
+) -> None:
+    """The worker loop: ``fast`` (mail and webhook delivery) every tick, jobs when due."""
+    while True:
+        try:
+            if fast is not None:
+                await asyncio.to_thread(fast)
+            await asyncio.to_thread(run_due, factory, clock, jobs)
+        except Exception:  # noqa: BLE001 - keep the loop alive; the error is logged
+            log.exception("worker tick failed")
+        await asyncio.sleep(tick)
