@@ -1,0 +1,1 @@
+"""Stream, parser, SASL, router, sessions, stream management and metering."""

@@ -1,0 +1,196 @@
+"""SASL for c2s (RFC 6120 §6): SCRAM-SHA-256(-PLUS), SCRAM-SHA-1(-PLUS), PLAIN.
+
+An exchange never reveals whether an account exists: an unknown account gets deterministic
+fake SCRAM credentials (same salt every time, RFC 5802 §9), and PLAIN runs the same key
+derivation against them, so failures look and take the same as a wrong password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+
+from imhost.kit.jid import prepare_localpart
+from imhost.kit.scram import (
+    ScramError,
+    ScramHash,
+    ScramServerExchange,
+    fake_credentials,
+    verify_plain,
+)
+
+from ..ports import AccountAuth, AuthAttempt
+
+MECHANISMS: dict[str, tuple[ScramHash | None, bool]] = {
+    "SCRAM-SHA-256-PLUS": (ScramHash.SHA256, True),
+    "SCRAM-SHA-1-PLUS": (ScramHash.SHA1, True),
+    "SCRAM-SHA-256": (ScramHash.SHA256, False),
+    "SCRAM-SHA-1": (ScramHash.SHA1, False),
+    "PLAIN": (None, False),
+}
+"""Mechanisms in order of preference: (hash, needs channel binding)."""
+
+
+class Step(enum.Enum):
+    CHALLENGE = "challenge"
+    SUCCESS = "success"
+    FAILURE = "failure"
+
+
+@dataclass(slots=True)
+class Outcome:
+    step: Step
+    data: bytes = b""
+    condition: str = "not-authorized"
+    text: str = ""
+    localpart: str = ""
+
+
+class SaslExchange:
+    """One SASL exchange on one stream for one virtual host."""
+
+    def __init__(
+        self,
+        mechanism: str,
+        *,
+        auth: AccountAuth,
+        domain: str,
+        address: str,
+        secret: bytes,
+        channel_bindings: dict[str, bytes],
+    ) -> None:
+        self.mechanism = mechanism
+        self.auth = auth
+        self.domain = domain
+        self.address = address
+        self.secret = secret
+        self.channel_bindings = channel_bindings
+        h, plus = MECHANISMS[mechanism]
+        self.hash = h
+        self.plus = plus
+        self.localpart = ""
+        self._scram: ScramServerExchange | None = None
+        self._account_known = False
+
+    async def start(self, initial: bytes | None) -> Outcome:
+        """Handle ``<auth/>``; ``initial`` is None when the client sent no initial response."""
+        if initial is None:
+            return Outcome(Step.CHALLENGE, b"")
+        if self.hash is None:
+            return await self._plain(initial)
+        cb_type = next(iter(self.channel_bindings), None)
+        self._scram = ScramServerExchange(
+            self.hash,
+            plus=self.plus,
+            cb_type=None,
+            cb_data=None,
+            supports_plus=bool(self.channel_bindings),
+        )
+        # Accept any binding type we can compute: look at the gs2 header first.
+        head = initial.split(b",", 1)[0]
+        if head.startswith(b"p="):
+            cb_type = head[2:].decode("ascii", "replace")
+            data = self.channel_bindings.get(cb_type)
+            if data is None:
+                return Outcome(
+                    Step.FAILURE,
+                    condition="not-authorized",
+                    text="unsupported channel binding type",
+                )
+            self._scram = ScramServerExchange(
+                self.hash, plus=self.plus, cb_type=cb_type, cb_data=data, supports_plus=True
+            )
+        try:
+            username = self._scram.receive_client_first(initial)
+        except ScramError as exc:
+            return Outcome(Step.FAILURE, condition=exc.condition, text=str(exc))
+        try:
+            self.localpart = prepare_localpart(username)
+        except ValueError:
+            self.localpart = ""
+        if self.localpart and await self.auth.is_locked_out(
+            self.domain, self.localpart, self.address
+        ):
+            return Outcome(
+                Step.FAILURE,
+                condition="temporary-auth-failure",
+                text="too many failed attempts; try again later",
+            )
+        creds = None
+        if self.localpart:
+            creds = await self.auth.get_credentials(self.domain, self.localpart, self.hash)
+        self._account_known = creds is not None
+        if creds is None:
+            creds = fake_credentials(f"{username}@{self.domain}", self.secret, self.hash)
+        return Outcome(Step.CHALLENGE, self._scram.server_first(creds))
+
+    async def step(self, response: bytes) -> Outcome:
+        """Handle ``<response/>``."""
+        if self._scram is None:
+            return await self.start(response)
+        try:
+            final = self._scram.receive_client_final(response)
+        except ScramError as exc:
+            await self._report(False)
+            return Outcome(Step.FAILURE, condition=exc.condition, text="")
+        if not self._account_known:
+            await self._report(False)
+            return Outcome(Step.FAILURE)
+        return await self._succeed(final)
+
+    async def _plain(self, message: bytes) -> Outcome:
+        """RFC 4616: ``[authzid] NUL authcid NUL passwd``."""
+        parts = message.split(b"\x00")
+        if len(parts) != 3:
+            return Outcome(Step.FAILURE, condition="malformed-request")
+        try:
+            authzid, authcid, password = (p.decode("utf-8") for p in parts)
+        except UnicodeDecodeError:
+            return Outcome(Step.FAILURE, condition="malformed-request")
+        try:
+            self.localpart = prepare_localpart(authcid)
+        except ValueError:
+            self.localpart = ""
+        if authzid and authzid not in (authcid, f"{self.localpart}@{self.domain}"):
+            return Outcome(Step.FAILURE, condition="invalid-authzid")
+        if self.localpart and await self.auth.is_locked_out(
+            self.domain, self.localpart, self.address
+        ):
+            return Outcome(
+                Step.FAILURE,
+                condition="temporary-auth-failure",
+                text="too many failed attempts; try again later",
+            )
+        h = ScramHash.SHA256
+        creds = None
+        if self.localpart:
+            creds = await self.auth.get_credentials(self.domain, self.localpart, h)
+        known = creds is not None
+        if creds is None:
+            creds = fake_credentials(f"{authcid}@{self.domain}", self.secret, h)
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(None, verify_plain, password, creds, h)
+        if not (ok and known):
+            await self._report(False)
+            return Outcome(Step.FAILURE)
+        return await self._succeed(b"")
+
+    async def _succeed(self, data: bytes) -> Outcome:
+        reason = await self.auth.account_disabled(self.domain, self.localpart)
+        if reason is not None:
+            await self._report(False)
+            return Outcome(Step.FAILURE, condition="account-disabled", text=reason)
+        await self._report(True)
+        return Outcome(Step.SUCCESS, data, localpart=self.localpart)
+
+    async def _report(self, success: bool) -> None:
+        await self.auth.report_auth(
+            AuthAttempt(
+                domain=self.domain,
+                localpart=self.localpart,
+                address=self.address,
+                success=success,
+                mechanism=self.mechanism,
+            )
+        )

@@ -1,0 +1,310 @@
+"""In-memory implementation of every port in :mod:`imhost.xmpp.ports`.
+
+Used by the tests, the benchmark and ``python -m imhost.xmpp``; it is also the reference for
+the database-backed implementation in ``hosting/``: the semantics here are the contract.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from imhost.kit.jid import prepare_domain, prepare_localpart
+from imhost.kit.scram import ScramCredentials, ScramHash, derive_credentials
+
+from .ports import (
+    AuthAttempt,
+    HostLimits,
+    HostListener,
+    HostStatus,
+    OfflineMessage,
+    RosterItem,
+    UsageRecord,
+    VirtualHost,
+)
+
+
+@dataclass(slots=True)
+class MemoryAccount:
+    credentials: dict[ScramHash, ScramCredentials]
+    disabled_reason: str | None = None
+
+
+@dataclass(slots=True)
+class _Roster:
+    version: int = 0
+    items: dict[str, RosterItem] = field(default_factory=dict)
+    pending_in: dict[str, str] = field(default_factory=dict)
+
+
+class MemoryBackend:
+    """All ports in one object: HostDirectory, AccountAuth, stores and UsageSink.
+
+    Brute-force protection here is simple: ``lockout_threshold`` consecutive failures lock the
+    account for ``lockout_seconds``.
+    """
+
+    def __init__(
+        self,
+        *,
+        iterations: int = 4096,
+        lockout_threshold: int = 5,
+        lockout_seconds: float = 60.0,
+    ) -> None:
+        self.hosts: dict[str, VirtualHost] = {}
+        self.accounts: dict[tuple[str, str], MemoryAccount] = {}
+        self.iterations = iterations
+        self.lockout_threshold = lockout_threshold
+        self.lockout_seconds = lockout_seconds
+        self.failures: dict[tuple[str, str], int] = {}
+        self.locked_until: dict[tuple[str, str], float] = {}
+        self.auth_log: list[AuthAttempt] = []
+        self.rosters: dict[tuple[str, str], _Roster] = {}
+        self.offline: dict[tuple[str, str], list[OfflineMessage]] = {}
+        self.private: dict[tuple[str, str, str], str] = {}
+        self.vcards: dict[tuple[str, str], str] = {}
+        self.blocklists: dict[tuple[str, str], set[str]] = {}
+        self.usage: list[UsageRecord] = []
+        self.usage_keys: set[str] = set()
+        self.fail_sink = False
+        self._listeners: list[HostListener] = []
+
+    # -- administration helpers (what the control plane would do) ---------------------------
+
+    def add_host(
+        self, domain: str, *, service_id: str | None = None, limits: HostLimits | None = None
+    ) -> VirtualHost:
+        domain = prepare_domain(domain)
+        host = VirtualHost(
+            domain=domain, service_id=service_id or domain, limits=limits or HostLimits()
+        )
+        self.put_host(host)
+        return host
+
+    def put_host(self, host: VirtualHost) -> None:
+        self.hosts[host.domain] = host
+        for listener in list(self._listeners):
+            listener.on_host_changed(host)
+
+    def suspend_host(self, domain: str, reason: str) -> None:
+        self.put_host(
+            replace(self.hosts[domain], status=HostStatus.SUSPENDED, status_reason=reason)
+        )
+
+    def reactivate_host(self, domain: str) -> None:
+        self.put_host(replace(self.hosts[domain], status=HostStatus.ACTIVE, status_reason=""))
+
+    def remove_host(self, domain: str) -> None:
+        self.hosts.pop(domain, None)
+        for listener in list(self._listeners):
+            listener.on_host_removed(domain)
+
+    def create_account(self, domain: str, localpart: str, password: str) -> None:
+        """Create (or reset) an account from a plain password; only SCRAM keys are kept."""
+        key = (prepare_domain(domain), prepare_localpart(localpart))
+        self.accounts[key] = MemoryAccount(
+            credentials={
+                h: derive_credentials(password, h, iterations=self.iterations) for h in ScramHash
+            }
+        )
+
+    def disable_account(self, domain: str, localpart: str, reason: str) -> None:
+        self.accounts[(domain, localpart)].disabled_reason = reason
+        for listener in list(self._listeners):
+            listener.on_account_disabled(domain, localpart, reason)
+
+    def delete_account(self, domain: str, localpart: str) -> None:
+        self.accounts.pop((domain, localpart), None)
+        for listener in list(self._listeners):
+            listener.on_account_disabled(domain, localpart, "account deleted")
+
+    # -- HostDirectory ----------------------------------------------------------------------
+
+    async def list_hosts(self) -> Sequence[VirtualHost]:
+        return list(self.hosts.values())
+
+    async def get_host(self, domain: str) -> VirtualHost | None:
+        return self.hosts.get(domain)
+
+    def add_listener(self, listener: HostListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: HostListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    # -- AccountAuth ------------------------------------------------------------------------
+
+    async def get_credentials(
+        self, domain: str, localpart: str, h: ScramHash
+    ) -> ScramCredentials | None:
+        account = self.accounts.get((domain, localpart))
+        return account.credentials.get(h) if account else None
+
+    async def account_disabled(self, domain: str, localpart: str) -> str | None:
+        account = self.accounts.get((domain, localpart))
+        return account.disabled_reason if account else None
+
+    async def account_exists(self, domain: str, localpart: str) -> bool:
+        return (domain, localpart) in self.accounts
+
+    async def is_locked_out(self, domain: str, localpart: str, address: str) -> bool:
+        return self.locked_until.get((domain, localpart), 0.0) > time.monotonic()
+
+    async def report_auth(self, attempt: AuthAttempt) -> bool:
+        self.auth_log.append(attempt)
+        key = (attempt.domain, attempt.localpart)
+        if attempt.success:
+            self.failures.pop(key, None)
+            return False
+        count = self.failures.get(key, 0) + 1
+        self.failures[key] = count
+        if count >= self.lockout_threshold:
+            self.locked_until[key] = time.monotonic() + self.lockout_seconds
+            self.failures.pop(key, None)
+            return True
+        return False
+
+    async def set_password(self, domain: str, localpart: str, password: str) -> None:
+        if len(password) < 8:
+            raise ValueError("the password must have at least 8 characters")
+        if (domain, localpart) not in self.accounts:
+            raise ValueError("no such account")
+        self.create_account(domain, localpart, password)
+
+    async def register_account(self, domain: str, localpart: str, password: str) -> None:
+        if (domain, localpart) in self.accounts:
+            raise ValueError("this username is taken")
+        host = self.hosts.get(domain)
+        if host and host.limits.max_accounts is not None:
+            if await self.count_accounts(domain) >= host.limits.max_accounts:
+                raise ValueError("this service has reached its number of accounts")
+        if len(password) < 8:
+            raise ValueError("the password must have at least 8 characters")
+        self.create_account(domain, localpart, password)
+
+    async def count_accounts(self, domain: str) -> int:
+        return sum(1 for d, _ in self.accounts if d == domain)
+
+    # -- RosterStore ------------------------------------------------------------------------
+
+    def _roster(self, domain: str, localpart: str) -> _Roster:
+        return self.rosters.setdefault((domain, localpart), _Roster())
+
+    async def get_roster(self, domain: str, localpart: str) -> tuple[str, list[RosterItem]]:
+        roster = self._roster(domain, localpart)
+        return str(roster.version), list(roster.items.values())
+
+    async def set_item(self, domain: str, localpart: str, item: RosterItem) -> str:
+        roster = self._roster(domain, localpart)
+        roster.items[item.jid] = item
+        roster.version += 1
+        return str(roster.version)
+
+    async def remove_item(self, domain: str, localpart: str, jid: str) -> str:
+        roster = self._roster(domain, localpart)
+        if roster.items.pop(jid, None) is not None:
+            roster.version += 1
+        return str(roster.version)
+
+    async def get_pending_in(self, domain: str, localpart: str) -> dict[str, str]:
+        return dict(self._roster(domain, localpart).pending_in)
+
+    async def set_pending_in(self, domain: str, localpart: str, jid: str, stanza: str) -> None:
+        self._roster(domain, localpart).pending_in[jid] = stanza
+
+    async def remove_pending_in(self, domain: str, localpart: str, jid: str) -> None:
+        self._roster(domain, localpart).pending_in.pop(jid, None)
+
+    # -- OfflineStore -----------------------------------------------------------------------
+
+    async def push(
+        self, domain: str, localpart: str, stanza: str, stored_at: datetime, limit: int
+    ) -> bool:
+        queue = self.offline.setdefault((domain, localpart), [])
+        if len(queue) >= limit:
+            return False
+        queue.append(OfflineMessage(stanza, stored_at))
+        return True
+
+    async def pop_all(self, domain: str, localpart: str) -> list[OfflineMessage]:
+        return self.offline.pop((domain, localpart), [])
+
+    async def count(self, domain: str, localpart: str) -> int:
+        return len(self.offline.get((domain, localpart), ()))
+
+    async def bytes_used(self, domain: str) -> int:
+        return sum(
+            len(m.stanza.encode())
+            for (d, _), msgs in self.offline.items()
+            if d == domain
+            for m in msgs
+        )
+
+    # -- PrivateStore -----------------------------------------------------------------------
+
+    async def get_private(self, domain: str, localpart: str, key: str) -> str | None:
+        return self.private.get((domain, localpart, key))
+
+    async def set_private(self, domain: str, localpart: str, key: str, xml: str) -> None:
+        self.private[(domain, localpart, key)] = xml
+
+    async def private_bytes_used(self, domain: str) -> int:
+        return sum(len(v.encode()) for (d, _, _), v in self.private.items() if d == domain)
+
+    # -- VCardStore -------------------------------------------------------------------------
+
+    async def get_vcard(self, domain: str, localpart: str) -> str | None:
+        return self.vcards.get((domain, localpart))
+
+    async def set_vcard(self, domain: str, localpart: str, xml: str) -> None:
+        self.vcards[(domain, localpart)] = xml
+
+    # -- BlockListStore ---------------------------------------------------------------------
+
+    async def get_blocklist(self, domain: str, localpart: str) -> set[str]:
+        return set(self.blocklists.get((domain, localpart), ()))
+
+    async def block(self, domain: str, localpart: str, jids: Sequence[str]) -> None:
+        self.blocklists.setdefault((domain, localpart), set()).update(jids)
+
+    async def unblock(self, domain: str, localpart: str, jids: Sequence[str] | None) -> None:
+        if jids is None:
+            self.blocklists.pop((domain, localpart), None)
+        else:
+            self.blocklists.get((domain, localpart), set()).difference_update(jids)
+
+    # -- UsageSink --------------------------------------------------------------------------
+
+    async def record(self, records: list[UsageRecord]) -> None:
+        if self.fail_sink:
+            raise ConnectionError("usage sink unavailable (test switch)")
+        for rec in records:
+            if rec.idempotency_key in self.usage_keys:
+                continue
+            self.usage_keys.add(rec.idempotency_key)
+            self.usage.append(rec)
+
+    def usage_total(self, host: str, metric: str) -> int:
+        return sum(r.quantity for r in self.usage if r.host == host and r.metric == metric)
+
+
+class MemoryPrivateStore:
+    """Adapter exposing :class:`MemoryBackend`'s private storage as a ``PrivateStore``.
+
+    (``bytes_used`` is taken by the offline store on the backend itself.)
+    """
+
+    def __init__(self, backend: MemoryBackend) -> None:
+        self._b = backend
+
+    async def get_private(self, domain: str, localpart: str, key: str) -> str | None:
+        return await self._b.get_private(domain, localpart, key)
+
+    async def set_private(self, domain: str, localpart: str, key: str, xml: str) -> None:
+        await self._b.set_private(domain, localpart, key, xml)
+
+    async def bytes_used(self, domain: str) -> int:
+        return await self._b.private_bytes_used(domain)

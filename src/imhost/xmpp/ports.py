@@ -1,0 +1,289 @@
+"""The data plane's ports: the only way the XMPP server talks to the control plane.
+
+``hosting/`` implements these against the database; :mod:`imhost.xmpp.memory` implements
+them in memory (tests, benchmark, reference). Every method is async and may be slow: the
+server caches what it needs, and routing a message to an online user touches none of them.
+
+Storage methods are keyed by ``(domain, localpart)``; both are already prepared (RFC 7622).
+Stanzas given to or returned by stores are serialised XML strings in the ``jabber:client``
+namespace (one element, no stream context).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from imhost.kit.scram import ScramCredentials, ScramHash
+
+__all__ = [
+    "AccountAuth",
+    "AuthAttempt",
+    "BlockListStore",
+    "HostDirectory",
+    "HostLimits",
+    "HostListener",
+    "HostStatus",
+    "OfflineMessage",
+    "OfflineStore",
+    "PrivateStore",
+    "RosterItem",
+    "RosterStore",
+    "ScramCredentials",
+    "ScramHash",
+    "UsageRecord",
+    "UsageSink",
+    "VCardStore",
+    "VirtualHost",
+]
+
+
+class HostStatus(str, enum.Enum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+@dataclass(frozen=True, slots=True)
+class HostLimits:
+    """Plan limits of one hosted service (``None`` means unlimited)."""
+
+    max_accounts: int | None = None
+    max_connections: int | None = None
+    """Concurrent c2s sessions for the whole service."""
+    max_connections_per_account: int | None = 10
+    message_rate: float | None = 50.0
+    """Token bucket refill, messages per second per account (shaped, then refused)."""
+    message_burst: int = 200
+    """Token bucket size."""
+    max_stanza_bytes: int = 262_144
+    max_offline_messages: int = 1000
+    registration_allowed: bool = False
+    """XEP-0077 in-band registration of new accounts (password change is always allowed)."""
+    federation_allowed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualHost:
+    """One hosted service as the data plane sees it."""
+
+    domain: str
+    service_id: str
+    status: HostStatus = HostStatus.ACTIVE
+    status_reason: str = ""
+    """Human-readable text shown to users when suspended (stream error / SASL failure)."""
+    limits: HostLimits = field(default_factory=HostLimits)
+
+    @property
+    def active(self) -> bool:
+        return self.status is HostStatus.ACTIVE
+
+
+class HostListener(Protocol):
+    """What the server gives :meth:`HostDirectory.add_listener` to hear changes at once."""
+
+    def on_host_changed(self, host: VirtualHost) -> None:
+        """A host was added or changed (limits, status). Suspension closes its sessions."""
+        ...
+
+    def on_host_removed(self, domain: str) -> None:
+        """A host is gone: its sessions are closed with ``host-gone`` (RFC 6120 §4.9.3.5)."""
+        ...
+
+    def on_account_disabled(self, domain: str, localpart: str, reason: str) -> None:
+        """An account was disabled or deleted: its sessions are closed."""
+        ...
+
+
+@runtime_checkable
+class HostDirectory(Protocol):
+    """Who the virtual hosts are."""
+
+    async def list_hosts(self) -> Sequence[VirtualHost]: ...
+
+    async def get_host(self, domain: str) -> VirtualHost | None: ...
+
+    def add_listener(self, listener: HostListener) -> None:
+        """Register a listener; the directory calls it on every change, from the event loop."""
+        ...
+
+    def remove_listener(self, listener: HostListener) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuthAttempt:
+    """One SASL outcome, for the control plane's brute-force protection."""
+
+    domain: str
+    localpart: str
+    address: str
+    """Client IP address (or "" when unknown, e.g. behind a proxy)."""
+    success: bool
+    mechanism: str
+
+
+class AccountAuth(Protocol):
+    """Authentication and account state."""
+
+    async def get_credentials(
+        self, domain: str, localpart: str, h: ScramHash
+    ) -> ScramCredentials | None:
+        """Stored SCRAM keys for this hash, or None if the account does not exist."""
+        ...
+
+    async def account_disabled(self, domain: str, localpart: str) -> str | None:
+        """The reason if this account is disabled, else None."""
+        ...
+
+    async def account_exists(self, domain: str, localpart: str) -> bool: ...
+
+    async def is_locked_out(self, domain: str, localpart: str, address: str) -> bool:
+        """Whether this account or address is locked out now (checked before SASL)."""
+        ...
+
+    async def report_auth(self, attempt: AuthAttempt) -> bool:
+        """Record a SASL outcome; return True if the account/address is now locked out."""
+        ...
+
+    async def set_password(self, domain: str, localpart: str, password: str) -> None:
+        """XEP-0077 password change; raises ValueError with a message if policy refuses it."""
+        ...
+
+    async def register_account(self, domain: str, localpart: str, password: str) -> None:
+        """XEP-0077 registration (only when the host allows it); ValueError if refused."""
+        ...
+
+    async def count_accounts(self, domain: str) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RosterItem:
+    """RFC 6121 §2.1.2 roster item plus the subscription state of §3 (Appendix A)."""
+
+    jid: str
+    """Bare JID of the contact."""
+    name: str | None = None
+    subscription: str = "none"
+    """One of none, to, from, both."""
+    ask: bool = False
+    """Pending outbound subscription request ("ask='subscribe'")."""
+    approved: bool = False
+    """Pre-approved inbound subscription (RFC 6121 §3.4)."""
+    groups: tuple[str, ...] = ()
+
+
+class RosterStore(Protocol):
+    async def get_roster(self, domain: str, localpart: str) -> tuple[str, list[RosterItem]]:
+        """The roster and its current version string (RFC 6121 §2.6)."""
+        ...
+
+    async def set_item(self, domain: str, localpart: str, item: RosterItem) -> str:
+        """Insert or replace an item; return the new roster version."""
+        ...
+
+    async def remove_item(self, domain: str, localpart: str, jid: str) -> str:
+        """Remove an item (no error if absent); return the new roster version."""
+        ...
+
+    async def get_pending_in(self, domain: str, localpart: str) -> dict[str, str]:
+        """Inbound subscription requests not yet answered: bare JID -> presence stanza XML."""
+        ...
+
+    async def set_pending_in(self, domain: str, localpart: str, jid: str, stanza: str) -> None: ...
+
+    async def remove_pending_in(self, domain: str, localpart: str, jid: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineMessage:
+    stanza: str
+    stored_at: datetime
+
+
+class OfflineStore(Protocol):
+    """XEP-0160 offline storage."""
+
+    async def push(
+        self, domain: str, localpart: str, stanza: str, stored_at: datetime, limit: int
+    ) -> bool:
+        """Store one message; False (nothing stored) if the account already holds ``limit``."""
+        ...
+
+    async def pop_all(self, domain: str, localpart: str) -> list[OfflineMessage]:
+        """Remove and return every stored message, oldest first."""
+        ...
+
+    async def count(self, domain: str, localpart: str) -> int: ...
+
+    async def bytes_used(self, domain: str) -> int:
+        """Stored bytes for the whole host (a metering gauge)."""
+        ...
+
+
+class PrivateStore(Protocol):
+    """XEP-0049 private XML storage, one element per (name, namespace)."""
+
+    async def get_private(self, domain: str, localpart: str, key: str) -> str | None: ...
+
+    async def set_private(self, domain: str, localpart: str, key: str, xml: str) -> None: ...
+
+    async def bytes_used(self, domain: str) -> int: ...
+
+
+class VCardStore(Protocol):
+    """XEP-0054 vcard-temp, stored as the ``<vCard/>`` element XML."""
+
+    async def get_vcard(self, domain: str, localpart: str) -> str | None: ...
+
+    async def set_vcard(self, domain: str, localpart: str, xml: str) -> None: ...
+
+
+class BlockListStore(Protocol):
+    """XEP-0191 blocking: a set of JIDs (bare, full or domain) per account."""
+
+    async def get_blocklist(self, domain: str, localpart: str) -> set[str]: ...
+
+    async def block(self, domain: str, localpart: str, jids: Sequence[str]) -> None: ...
+
+    async def unblock(self, domain: str, localpart: str, jids: Sequence[str] | None) -> None:
+        """Unblock these JIDs, or all when ``jids`` is None."""
+        ...
+
+
+METRICS = (
+    "messages",
+    "stanzas_message",
+    "stanzas_presence",
+    "stanzas_iq",
+    "bytes_in",
+    "bytes_out",
+    "connections_peak",
+    "active_users",
+    "offline_storage_bytes",
+    "private_storage_bytes",
+)
+"""Metric names a :class:`UsageRecord` carries (billing relies on exactly these)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """Usage of one virtual host in one minute bucket.
+
+    ``idempotency_key`` is unique per (node, host, metric, bucket, flush sequence) for counters,
+    and per (host, day, account) for ``active_users``: a retried batch collapses on it.
+    """
+
+    host: str
+    metric: str
+    bucket_start: datetime
+    quantity: int
+    idempotency_key: str
+    subject: str | None = None
+
+
+class UsageSink(Protocol):
+    async def record(self, records: list[UsageRecord]) -> None:
+        """Persist a batch; raise to make the server keep it and retry at the next flush."""
+        ...
