@@ -22,8 +22,11 @@ from imhost.accounts.mfa import (
     match_recovery_code,
     new_totp_secret,
     normalize_recovery_code,
+    open_secret,
     provisioning_uri,
     qr_svg,
+    seal_secret,
+    secret_sealing_key,
     time_step,
     totp_code,
     verify_recovery_code,
@@ -280,3 +283,39 @@ def test_match_recovery_code_finds_which_stored_hash_matches() -> None:
 def test_verifying_arbitrary_input_never_raises(typed: str) -> None:
     assert verify_recovery_code(typed, hash_recovery_code("0a1b-2c3d-4e5f")) in (True, False)
     assert verify_totp(RFC_SECRET, typed, at(59), last_used_step=None) in (None, 0, 1, 2)
+
+
+# --------------------------------------------------------------------------- secrets at rest
+
+MASTER = "a server secret of at least thirty-two bytes"
+
+
+def test_a_sealed_secret_opens_with_the_same_key_and_context() -> None:
+    key = secret_sealing_key(MASTER)
+    secret = new_totp_secret()
+    sealed = seal_secret(secret, key, context="user-1")
+    assert secret not in sealed
+    assert len(sealed) <= 128  # MfaFactor.secret is String(128)
+    assert open_secret(sealed, key, context="user-1") == secret
+    assert seal_secret(secret, key, context="user-1") != sealed  # a fresh nonce each time
+
+
+def test_a_sealed_secret_does_not_open_elsewhere() -> None:
+    key = secret_sealing_key(MASTER)
+    sealed = seal_secret(new_totp_secret(), key, context="user-1")
+    with pytest.raises(ValueError):
+        open_secret(sealed, key, context="user-2")
+    with pytest.raises(ValueError):
+        open_secret(sealed, secret_sealing_key(MASTER + "!"), context="user-1")
+    tampered = sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB")
+    with pytest.raises(ValueError):
+        open_secret(tampered, key, context="user-1")
+
+
+def test_a_secret_stored_before_sealing_is_read_as_is() -> None:
+    assert open_secret(RFC_SECRET, secret_sealing_key(MASTER)) == RFC_SECRET
+
+
+def test_the_sealing_key_needs_a_long_master_secret() -> None:
+    with pytest.raises(ValueError):
+        secret_sealing_key("short")

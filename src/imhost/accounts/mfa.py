@@ -34,6 +34,10 @@ from urllib.parse import quote, urlencode
 import argon2
 import segno
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from imhost.kit.clock import ensure_utc
 from imhost.kit.ids import CROCKFORD
@@ -189,6 +193,49 @@ def factor_for(kind: str, secret: str, last_used_step: int | None) -> SecondFact
     if kind == FactorKind.TOTP:
         return TotpFactor(secret=secret, last_used_step=last_used_step)
     raise ValueError(f"unknown second-factor kind {kind!r}")
+
+
+# --------------------------------------------------------------------------- secrets at rest
+
+_SEALED_PREFIX = "aesgcm1:"
+
+
+def secret_sealing_key(master_secret: str | bytes) -> bytes:
+    """A 256-bit key for :func:`seal_secret`, derived (HKDF-SHA-256) from the server secret.
+
+    Optional: TOTP secrets must be readable by the server, so they cannot be hashed; sealing
+    them means a copy of the database alone does not give away everyone's second factor.
+    Changing the master secret makes sealed secrets unreadable (users must enrol again).
+    """
+    raw = master_secret.encode("utf-8") if isinstance(master_secret, str) else master_secret
+    if len(raw) < 32:
+        raise ValueError("the master secret must be at least 32 bytes")
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"imhost mfa secrets v1")
+    return hkdf.derive(raw)
+
+
+def seal_secret(secret: str, key: bytes, *, context: str = "") -> str:
+    """``secret`` encrypted with AES-256-GCM for ``MfaFactor.secret`` (80 characters for a
+    TOTP secret). ``context`` (the user id, say) is authenticated, so a sealed secret copied to
+    another user's row does not open."""
+    nonce = secrets.token_bytes(12)
+    sealed = AESGCM(key).encrypt(nonce, secret.encode("utf-8"), context.encode("utf-8"))
+    return _SEALED_PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+
+def open_secret(stored: str, key: bytes, *, context: str = "") -> str:
+    """The secret :func:`seal_secret` sealed; a value stored before sealing is returned as is.
+
+    Raises ValueError when the value was tampered with, or sealed with another key or context.
+    """
+    if not stored.startswith(_SEALED_PREFIX):
+        return stored
+    try:
+        blob = base64.urlsafe_b64decode(stored[len(_SEALED_PREFIX) :].encode("ascii"))
+        plain = AESGCM(key).decrypt(blob[:12], blob[12:], context.encode("utf-8"))
+    except (InvalidTag, binascii.Error, ValueError) as exc:
+        raise ValueError("this sealed secret cannot be opened with this key") from exc
+    return plain.decode("utf-8")
 
 
 # --------------------------------------------------------------------------- recovery codes
