@@ -1,0 +1,209 @@
+"""The provider's billing settings, tax rates and gapless document numbers."""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from imhost.billing.models import BillingProfile, DocumentCounter, TaxRate
+from imhost.billing.taxes import TaxDecision, decide_tax
+from imhost.kit.clock import Clock
+from imhost.kit.errors import InvalidInput, NotFound
+from imhost.kit.money import to_decimal
+
+DEFAULT_KEY = "default"
+
+
+def get_profile(session: Session) -> BillingProfile:
+    """The provider's billing profile, created with the defaults on first use."""
+    profile = session.scalar(select(BillingProfile).where(BillingProfile.key == DEFAULT_KEY))
+    if profile is None:
+        profile = BillingProfile(key=DEFAULT_KEY)
+        try:
+            with session.begin_nested():
+                session.add(profile)
+        except IntegrityError:
+            profile = session.scalars(
+                select(BillingProfile).where(BillingProfile.key == DEFAULT_KEY)
+            ).one()
+    return profile
+
+
+def check_number_format(fmt: str) -> str:
+    """A document number format may use ``{year}`` and ``{seq}`` (with a format spec)."""
+    fields = set()
+    try:
+        for _, name, _spec, _conv in string.Formatter().parse(fmt):
+            if name is not None:
+                fields.add(name)
+        sample = fmt.format(year=2026, seq=1)
+    except (ValueError, IndexError, KeyError) as exc:
+        raise InvalidInput(
+            f"invalid number format {fmt!r}: {exc}", field="invoice_number_format"
+        ) from None
+    unknown = fields - {"year", "seq"}
+    if unknown or "seq" not in fields:
+        raise InvalidInput(
+            "a number format uses {seq} (and optionally {year}) and nothing else, "
+            "e.g. INV-{year}-{seq:06d}",
+            field="invoice_number_format",
+        )
+    if not 1 <= len(sample) <= 40:
+        raise InvalidInput("a number is 1 to 40 characters", field="invoice_number_format")
+    return fmt
+
+
+PROFILE_FIELDS = {
+    "legal_name",
+    "address",
+    "home_country",
+    "provider_tax_id",
+    "prices_include_tax",
+    "invoice_number_format",
+    "credit_note_number_format",
+    "payment_terms_days",
+    "bank_details",
+    "reminder_offsets",
+    "late_fee_after_days",
+    "late_fee_percent",
+    "late_fee_minimum",
+    "late_fee_flat",
+    "suspend_after_days",
+    "terminate_after_days",
+}
+
+
+def update_profile(session: Session, **changes: Any) -> BillingProfile:
+    unknown = set(changes) - PROFILE_FIELDS
+    if unknown:
+        raise InvalidInput(f"unknown billing settings: {', '.join(sorted(unknown))}")
+    profile = get_profile(session)
+    for name in ("invoice_number_format", "credit_note_number_format"):
+        if name in changes:
+            check_number_format(changes[name])
+    if "home_country" in changes:
+        changes["home_country"] = check_country(changes["home_country"], "home_country")
+    if "payment_terms_days" in changes and not 0 <= int(changes["payment_terms_days"]) <= 365:
+        raise InvalidInput("payment terms are 0 to 365 days", field="payment_terms_days")
+    for name in ("late_fee_percent", "late_fee_minimum", "late_fee_flat"):
+        value = changes.get(name)
+        if value is not None:
+            changes[name] = to_decimal(value)
+            if changes[name] < 0:
+                raise InvalidInput("a late fee is never negative", field=name)
+    for key, value in changes.items():
+        setattr(profile, key, value)
+    session.flush()
+    return profile
+
+
+def check_country(country: str, field: str = "country") -> str:
+    code = country.strip().upper()
+    if len(code) != 2 or not code.isalpha() or not code.isascii():
+        raise InvalidInput(f"{country!r} is not an ISO 3166 country code such as DE", field=field)
+    return code
+
+
+# --- tax rates --------------------------------------------------------------------------
+
+
+def set_tax_rate(
+    session: Session, clock: Clock, country: str, percent: Decimal | str, name: str = "VAT"
+) -> TaxRate:
+    """Create or change the tax rate of a country."""
+    code = check_country(country)
+    value = to_decimal(percent)
+    if not Decimal(0) <= value <= Decimal(100):
+        raise InvalidInput("a tax rate is 0 to 100 %", field="percent")
+    if not name.strip() or len(name) > 64:
+        raise InvalidInput("a tax name is 1 to 64 characters, e.g. VAT", field="name")
+    rate = session.scalar(select(TaxRate).where(TaxRate.country == code))
+    if rate is None:
+        rate = TaxRate(country=code, percent=value, name=name.strip(), created_at=clock.now())
+        session.add(rate)
+    else:
+        rate.percent = value
+        rate.name = name.strip()
+    session.flush()
+    return rate
+
+
+def delete_tax_rate(session: Session, country: str) -> None:
+    rate = session.scalar(select(TaxRate).where(TaxRate.country == check_country(country)))
+    if rate is None:
+        raise NotFound(f"no tax rate for {country}")
+    session.delete(rate)
+    session.flush()
+
+
+def list_tax_rates(session: Session) -> list[TaxRate]:
+    return list(session.scalars(select(TaxRate).order_by(TaxRate.country)))
+
+
+def tax_for(session: Session, country: str | None, tax_id: str | None) -> TaxDecision:
+    profile = get_profile(session)
+    rates = {r.country: (r.percent, r.name) for r in list_tax_rates(session)}
+    return decide_tax(
+        provider_country=profile.home_country,
+        customer_country=country,
+        customer_tax_id=tax_id,
+        rates=rates,
+    )
+
+
+# --- gapless numbers --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AllocatedNumber:
+    number: str
+    year: int
+    seq: int
+
+
+def allocate_number(session: Session, scope: str, at: datetime) -> AllocatedNumber:
+    """Take the next number of ``scope`` for ``at``'s year, inside the caller's transaction.
+
+    The counter row is locked (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the
+    increment takes the database write lock, which serializes writers) until the caller's
+    transaction ends. The number is only used if that transaction commits, so numbers have
+    no gaps: a rolled-back finalization gives its number back.
+    """
+    profile = get_profile(session)
+    fmt = (
+        profile.invoice_number_format if scope == "invoice" else profile.credit_note_number_format
+    )
+    year = at.year
+    query = (
+        select(DocumentCounter)
+        .where(DocumentCounter.scope == scope, DocumentCounter.year == year)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if session.get_bind().dialect.name == "sqlite":
+        # Take the write lock first so that no other writer reads the same value.
+        session.execute(
+            update(DocumentCounter)
+            .where(DocumentCounter.scope == scope, DocumentCounter.year == year)
+            .values(last_seq=DocumentCounter.last_seq)
+        )
+    counter = session.scalar(query)
+    if counter is None:
+        try:
+            with session.begin_nested():
+                session.add(DocumentCounter(scope=scope, year=year, last_seq=0))
+        except IntegrityError:
+            pass
+        counter = session.scalars(query).one()
+    counter.last_seq += 1
+    session.flush()
+    number = fmt.format(year=year, seq=counter.last_seq)
+    return AllocatedNumber(number=number, year=year, seq=counter.last_seq)
+

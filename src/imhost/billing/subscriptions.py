@@ -1,0 +1,490 @@
+"""Subscriptions: start, change plan with proration, cancel, pause and resume.
+
+Proration is by the second (docs/billing.md, "Proration"): when the plan changes at moment
+``c`` of a paid period ``[s, e)``, the customer is credited the old price for the unused
+seconds ``e - c`` and charged the new price for the same seconds, each over the real length
+of the period ``e - s``. Both lines go on the next invoice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from imhost import events
+from imhost.accounts.models import Organization
+from imhost.billing.charges import add_pending_charge
+from imhost.billing.models import LineKind, Subscription, SubscriptionAddOn, SubscriptionStatus
+from imhost.billing.periods import (
+    day_start,
+    first_boundary_after,
+    fmt,
+    fmt_date,
+    interval_months,
+    period_end,
+    split_by_seconds,
+)
+from imhost.billing.plans import PlanTerms, check_add_on_fits, load_add_on, load_plan_terms
+from imhost.kit.clock import Clock
+from imhost.kit.errors import Conflict, InvalidInput, NotFound
+
+LIVE = (SubscriptionStatus.TRIALING.value, SubscriptionStatus.ACTIVE.value, "paused")
+
+
+def get_subscription(session: Session, subscription_id: str) -> Subscription:
+    sub = session.get(Subscription, subscription_id)
+    if sub is None:
+        raise NotFound(f"no subscription {subscription_id!r}")
+    return sub
+
+
+def current_subscription(session: Session, organization_id: str) -> Subscription | None:
+    """The organization's live subscription (trialing, active or paused), if any."""
+    return session.scalar(
+        select(Subscription)
+        .where(Subscription.organization_id == organization_id, Subscription.status.in_(LIVE))
+        .order_by(Subscription.created_at.desc())
+    )
+
+
+def require_subscription(session: Session, organization_id: str) -> Subscription:
+    sub = current_subscription(session, organization_id)
+    if sub is None:
+        raise NotFound("the organization has no subscription")
+    return sub
+
+
+def add_ons_of(session: Session, subscription_id: str) -> dict[str, int]:
+    rows = session.scalars(
+        select(SubscriptionAddOn)
+        .where(SubscriptionAddOn.subscription_id == subscription_id)
+        .order_by(SubscriptionAddOn.add_on_id)
+    ).all()
+    return {r.add_on_id: r.quantity for r in rows}
+
+
+def _check_add_ons(session: Session, add_ons: dict[str, int], plan: PlanTerms) -> None:
+    for add_on_id, quantity in add_ons.items():
+        if not 0 <= quantity <= 1000:
+            raise InvalidInput("an add-on quantity is 0 to 1000", field="add_ons")
+        check_add_on_fits(load_add_on(session, add_on_id), plan)
+
+
+def start_subscription(
+    session: Session,
+    clock: Clock,
+    organization_id: str,
+    plan_version_id: str,
+    *,
+    add_ons: dict[str, int] | None = None,
+    anchor_day: int | None = None,
+    with_trial: bool = True,
+    subscription_id: str | None = None,
+) -> Subscription:
+    """Subscribe an organization to a plan version.
+
+    Periods start at 00:00 UTC of the start day. With a trial, the trial is the first period
+    and the anchor becomes the trial's last day + 1. Without one, the first period runs to
+    the next anchor day (a shorter first period is prorated on the first invoice), and its
+    base fee and the setup fee are billed by the next billing run.
+    """
+    org = session.get(Organization, organization_id)
+    if org is None:
+        raise NotFound(f"no organization {organization_id!r}", field="organization_id")
+    if current_subscription(session, organization_id) is not None:
+        raise Conflict("the organization has a subscription already; change its plan instead")
+    plan = load_plan_terms(session, plan_version_id)
+    months = interval_months(plan.interval)
+    add_ons = {k: v for k, v in (add_ons or {}).items() if v}
+    _check_add_ons(session, add_ons, plan)
+    now = clock.now()
+    start = day_start(now)
+    if anchor_day is not None:
+        if not 1 <= anchor_day <= 31:
+            raise InvalidInput("the billing anchor is a day of the month, 1 to 31", field="anchor")
+        if months != 1 and anchor_day != start.day:
+            raise InvalidInput(
+                "a yearly plan is anchored on its start day", field="anchor_day"
+            )
+    trial_end = None
+    if with_trial and plan.trial_days > 0:
+        trial_end = start + timedelta(days=plan.trial_days)
+        status = SubscriptionStatus.TRIALING.value
+        anchor = trial_end.day
+        end = trial_end
+        next_billing = trial_end
+    else:
+        status = SubscriptionStatus.ACTIVE.value
+        anchor = anchor_day or start.day
+        end = (
+            period_end(start, anchor, plan.interval)
+            if anchor == start.day
+            else first_boundary_after(start, anchor)
+        )
+        next_billing = start
+    sub = Subscription(
+        organization_id=organization_id,
+        plan_version_id=plan.plan_version_id,
+        currency=plan.currency,
+        interval=plan.interval,
+        status=status,
+        billing_anchor_day=anchor,
+        started_at=now,
+        current_period_start=start,
+        current_period_end=end,
+        next_billing_at=next_billing,
+        trial_end=trial_end,
+        created_at=now,
+    )
+    if subscription_id is not None:
+        sub.id = subscription_id
+    session.add(sub)
+    session.flush()
+    for add_on_id, quantity in sorted(add_ons.items()):
+        session.add(
+            SubscriptionAddOn(
+                subscription_id=sub.id, add_on_id=add_on_id, quantity=quantity, created_at=now
+            )
+        )
+    session.flush()
+    events.publish(
+        session,
+        events.SubscriptionChanged(at=now, organization_id=organization_id, plan_id=plan.plan_id),
+    )
+    return sub
+
+
+# --- plan changes -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProrationLine:
+    description: str
+    amount: Decimal
+    calculation: str
+
+
+@dataclass(frozen=True)
+class ChangePreview:
+    """What a plan change costs now; nothing is applied."""
+
+    subscription_id: str
+    from_plan_version_id: str
+    to_plan_version_id: str
+    at: datetime
+    currency: str
+    lines: list[ProrationLine]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal(0))
+
+
+def _addon_price(session: Session, add_on_id: str) -> tuple[str, Decimal]:
+    terms = load_add_on(session, add_on_id)
+    return terms.name, terms.price
+
+
+def preview_change(
+    session: Session,
+    clock: Clock,
+    organization_id: str,
+    plan_version_id: str,
+    *,
+    add_ons: dict[str, int] | None = None,
+) -> ChangePreview:
+    """The proration lines a change to ``plan_version_id`` (and ``add_ons``) would make now."""
+    sub = require_subscription(session, organization_id)
+    return _preview(session, clock, sub, plan_version_id, add_ons)
+
+
+def _preview(
+    session: Session,
+    clock: Clock,
+    sub: Subscription,
+    plan_version_id: str,
+    add_ons: dict[str, int] | None,
+) -> ChangePreview:
+    now = clock.now()
+    old = load_plan_terms(session, sub.plan_version_id)
+    new = load_plan_terms(session, plan_version_id)
+    if new.currency != sub.currency:
+        raise InvalidInput(
+            f"the subscription is billed in {sub.currency}; pick the plan's {sub.currency} "
+            f"price book, not {new.currency}",
+            field="plan_version_id",
+        )
+    if new.interval != sub.interval:
+        raise InvalidInput(
+            f"the subscription is billed {sub.interval}; switching to {new.interval} is done by "
+            "cancelling at period end and subscribing again",
+            field="plan_version_id",
+        )
+    current_add_ons = add_ons_of(session, sub.id)
+    wanted = current_add_ons if add_ons is None else {k: v for k, v in add_ons.items() if v}
+    _check_add_ons(session, wanted, new)
+    if plan_version_id == sub.plan_version_id and wanted == current_add_ons:
+        raise InvalidInput("this is the current plan already", field="plan_version_id")
+    lines: list[ProrationLine] = []
+    prorate = (
+        sub.status == SubscriptionStatus.ACTIVE.value
+        and sub.period_base_billed
+        and sub.current_period_start <= now < sub.current_period_end
+    )
+    if prorate:
+        s, e, cur = sub.current_period_start, sub.current_period_end, sub.currency
+        window = f"{fmt_date(now)} to {fmt_date(e)}"
+
+        def piece(label: str, price: Decimal, sign: int) -> None:
+            if price == 0:
+                return
+            split = split_by_seconds(price, cur, s, now, e)
+            lines.append(
+                ProrationLine(
+                    description=f"{label}, {window}",
+                    amount=split.unused * sign,
+                    calculation=split.unused_calculation(cur),
+                )
+            )
+
+        if plan_version_id != sub.plan_version_id:
+            piece(f"Unused time on {old.plan_name} (credit)", old.base_fee, -1)
+            piece(f"Remaining time on {new.plan_name}", new.base_fee, +1)
+        for add_on_id in sorted(set(current_add_ons) | set(wanted)):
+            delta = wanted.get(add_on_id, 0) - current_add_ons.get(add_on_id, 0)
+            if delta == 0:
+                continue
+            name, price = _addon_price(session, add_on_id)
+            if delta < 0:
+                piece(f"Unused time on {-delta} × {name} (credit)", price * -delta, -1)
+            else:
+                piece(f"Remaining time on {delta} × {name}", price * delta, +1)
+    return ChangePreview(
+        subscription_id=sub.id,
+        from_plan_version_id=sub.plan_version_id,
+        to_plan_version_id=plan_version_id,
+        at=now,
+        currency=sub.currency,
+        lines=lines,
+    )
+
+
+def change_plan(
+    session: Session,
+    clock: Clock,
+    organization_id: str,
+    plan_version_id: str,
+    *,
+    add_ons: dict[str, int] | None = None,
+    changed_by: str | None = None,
+) -> ChangePreview:
+    """Upgrade or downgrade now; the proration lines wait for the next invoice."""
+    sub = require_subscription(session, organization_id)
+    _lock(session, sub)
+    preview = _preview(session, clock, sub, plan_version_id, add_ons)
+    for line in preview.lines:
+        add_pending_charge(
+            session,
+            organization_id,
+            line.description,
+            line.amount,
+            sub.currency,
+            source="proration",
+            at=preview.at,
+            kind=LineKind.PRORATION.value,
+            calculation=line.calculation,
+            created_by=changed_by,
+            period_start=preview.at,
+            period_end=sub.current_period_end,
+        )
+    if add_ons is not None:
+        wanted = {k: v for k, v in add_ons.items() if v}
+        for row in session.scalars(
+            select(SubscriptionAddOn).where(SubscriptionAddOn.subscription_id == sub.id)
+        ):
+            session.delete(row)
+        session.flush()
+        for add_on_id, quantity in sorted(wanted.items()):
+            session.add(
+                SubscriptionAddOn(
+                    subscription_id=sub.id,
+                    add_on_id=add_on_id,
+                    quantity=quantity,
+                    created_at=preview.at,
+                )
+            )
+    sub.plan_version_id = plan_version_id
+    session.flush()
+    new = load_plan_terms(session, plan_version_id)
+    events.publish(
+        session,
+        events.SubscriptionChanged(
+            at=preview.at, organization_id=organization_id, plan_id=new.plan_id
+        ),
+    )
+    return preview
+
+
+def _lock(session: Session, sub: Subscription) -> None:
+    session.execute(
+        select(Subscription.id).where(Subscription.id == sub.id).with_for_update()
+    ).all()
+    session.refresh(sub)
+
+
+# --- cancel, pause, resume --------------------------------------------------------------
+
+
+def cancel_subscription(
+    session: Session, clock: Clock, organization_id: str, *, at_period_end: bool = True
+) -> Subscription:
+    """Cancel at the end of the paid period, or at once.
+
+    At once: the unused seconds of the paid period are credited (base fee and add-ons) and
+    a final invoice for the usage so far is made by the next billing run; a subscription
+    whose first period was not billed yet simply ends.
+    """
+    sub = require_subscription(session, organization_id)
+    _lock(session, sub)
+    now = clock.now()
+    sub.canceled_at = now
+    if at_period_end:
+        sub.cancel_at_period_end = True
+        session.flush()
+        return sub
+    unbilled = sub.next_billing_at == sub.current_period_start
+    if sub.status == SubscriptionStatus.TRIALING.value or unbilled:
+        _end(session, sub, now)
+        return sub
+    if sub.period_base_billed and sub.current_period_start <= now < sub.current_period_end:
+        plan = load_plan_terms(session, sub.plan_version_id)
+        s, e, cur = sub.current_period_start, sub.current_period_end, sub.currency
+        prices: list[tuple[str, Decimal]] = [(plan.plan_name, plan.base_fee)]
+        for add_on_id, qty in add_ons_of(session, sub.id).items():
+            name, price = _addon_price(session, add_on_id)
+            prices.append((f"{qty} × {name}", price * qty))
+        for label, price in prices:
+            if price == 0:
+                continue
+            split = split_by_seconds(price, cur, s, now, e)
+            if split.unused == 0:
+                continue
+            add_pending_charge(
+                session,
+                organization_id,
+                f"Unused time on {label} (credit), {fmt_date(now)} to {fmt_date(e)}",
+                -split.unused,
+                cur,
+                source="proration",
+                at=now,
+                kind=LineKind.PRORATION.value,
+                calculation=split.unused_calculation(cur),
+                period_start=now,
+                period_end=e,
+            )
+    sub.cancel_at_period_end = True
+    sub.current_period_end = max(now, sub.current_period_start)
+    sub.next_billing_at = sub.current_period_end
+    session.flush()
+    return sub
+
+
+def _end(session: Session, sub: Subscription, at: datetime) -> None:
+    sub.status = SubscriptionStatus.CANCELED.value
+    sub.ended_at = at
+    sub.next_billing_at = None
+    session.flush()
+    events.publish(
+        session,
+        events.SubscriptionChanged(at=at, organization_id=sub.organization_id, plan_id=None),
+    )
+
+
+def undo_cancel(session: Session, clock: Clock, organization_id: str) -> Subscription:
+    sub = require_subscription(session, organization_id)
+    if not sub.cancel_at_period_end or sub.next_billing_at != sub.current_period_end:
+        raise Conflict("the subscription is not set to end at the end of its period")
+    if sub.canceled_at is not None and sub.current_period_end == sub.canceled_at:
+        raise Conflict("a subscription cancelled at once cannot be resumed; subscribe again")
+    sub.cancel_at_period_end = False
+    sub.canceled_at = None
+    session.flush()
+    return sub
+
+
+def pause_subscription(session: Session, clock: Clock, organization_id: str) -> Subscription:
+    """Pause: the paid period runs out, then no base fee or add-on is billed until resumed.
+
+    Usage is still billed. The current paid period is not refunded.
+    """
+    sub = require_subscription(session, organization_id)
+    if sub.status != SubscriptionStatus.ACTIVE.value:
+        raise Conflict(f"only an active subscription can be paused (this one is {sub.status})")
+    sub.status = SubscriptionStatus.PAUSED.value
+    sub.paused_at = clock.now()
+    session.flush()
+    events.publish(
+        session,
+        events.SubscriptionChanged(
+            at=clock.now(),
+            organization_id=organization_id,
+            plan_id=load_plan_terms(session, sub.plan_version_id).plan_id,
+        ),
+    )
+    return sub
+
+
+def resume_subscription(session: Session, clock: Clock, organization_id: str) -> Subscription:
+    """Resume a paused subscription; an unbilled current period is charged pro rata."""
+    sub = require_subscription(session, organization_id)
+    if sub.status != SubscriptionStatus.PAUSED.value:
+        raise Conflict("the subscription is not paused")
+    _lock(session, sub)
+    now = clock.now()
+    s, e, cur = sub.current_period_start, sub.current_period_end, sub.currency
+    if not sub.period_base_billed and s <= now < e and sub.next_billing_at == e:
+        plan = load_plan_terms(session, sub.plan_version_id)
+        prices: list[tuple[str, Decimal]] = [(plan.plan_name, plan.base_fee)]
+        for add_on_id, qty in add_ons_of(session, sub.id).items():
+            name, price = _addon_price(session, add_on_id)
+            prices.append((f"{qty} × {name}", price * qty))
+        for label, price in prices:
+            if price == 0:
+                continue
+            split = split_by_seconds(price, cur, s, now, e)
+            if split.unused == 0:
+                continue
+            add_pending_charge(
+                session,
+                organization_id,
+                f"{label} from resumption, {fmt_date(now)} to {fmt_date(e)}",
+                split.unused,
+                cur,
+                source="proration",
+                at=now,
+                kind=LineKind.PRORATION.value,
+                calculation=split.unused_calculation(cur),
+                period_start=now,
+                period_end=e,
+            )
+        sub.period_base_billed = True
+    sub.status = SubscriptionStatus.ACTIVE.value
+    sub.paused_at = None
+    session.flush()
+    events.publish(
+        session,
+        events.SubscriptionChanged(
+            at=now,
+            organization_id=organization_id,
+            plan_id=load_plan_terms(session, sub.plan_version_id).plan_id,
+        ),
+    )
+    return sub
+
+
+def describe_amount(amount: Decimal, currency: str) -> str:
+    return f"{fmt(amount, currency)} {currency}"
