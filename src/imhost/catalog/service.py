@@ -70,6 +70,10 @@ def create_plan(
     """Create a plan with its first version (version 1) in ``data.version.currency``."""
     if repo.plan_by_code(session, data.code) is not None:
         raise Conflict(f"a plan with code {data.code!r} exists already", field="code")
+    # Everything is checked before the first row is written.
+    validate_components(
+        data.version.components, _currency(data.version.currency), known_metrics=known_metrics
+    )
     plan = Plan(
         code=data.code,
         name=data.name,
@@ -144,6 +148,9 @@ def new_plan_version(
             else [_component_in(c) for c in old_components],
             change_note=change.change_note,
         )
+    # Everything is checked before the current version is superseded.
+    validate_components(data.components, currency, known_metrics=known_metrics)
+    if current is not None:
         current.superseded_at = clock.now()
         session.flush()
     number = repo.latest_version_number(session, plan.id) + 1
