@@ -226,7 +226,7 @@ class PasswordPolicy:
 @lru_cache(maxsize=1)
 def common_passwords() -> frozenset[str]:
     """The shipped list of common/breached passwords (lower-cased, NFKC), loaded once."""
-    ref = resources.files("imhost.accounts").joinpath("data", "common-passwords.txt.gz")
+    ref = resources.files("imhost.accounts").joinpath("data").joinpath("common-passwords.txt.gz")
     with ref.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as text:
         return frozenset(line.rstrip("\n") for line in text if line.strip())
 
@@ -239,7 +239,7 @@ def context_words(user_inputs: Sequence[str]) -> list[str]:
     """
     words: list[str] = list(SERVICE_WORDS)
     for raw in user_inputs:
-        value = normalize_password(str(raw)).strip().casefold()
+        value = normalize_password(str(raw)[:320]).strip().casefold()
         if not value:
             continue
         words.append(value)
