@@ -568,7 +568,9 @@ def ingest_engine_batch(
                 "original_bucket_start": original,
             }
         )
-    inserted = _insert_rows(session, rows, returning=False)
+    # psycopg's executemany does not report the rows a conflict skipped; RETURNING does
+    # (and insertmanyvalues makes it one multi-row statement per chunk on PostgreSQL).
+    inserted = _insert_rows(session, rows, returning=_dialect(session) == "postgresql")
     result.accepted = inserted
     result.duplicates = len(rows) - inserted
     return result
