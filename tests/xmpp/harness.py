@@ -206,7 +206,8 @@ class Client:
         await self.wait_for("features")
         inner = f"<resource>{resource}</resource>" if resource else ""
         self.send(
-            f"<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>{inner}</bind></iq>"
+            "<iq type='set' id='b1'>"
+            f"<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>{inner}</bind></iq>"
         )
         return await self.wait_for("iq")
 

@@ -178,9 +178,9 @@ class MemoryBackend:
         if (domain, localpart) in self.accounts:
             raise ValueError("this username is taken")
         host = self.hosts.get(domain)
-        if host and host.limits.max_accounts is not None:
-            if await self.count_accounts(domain) >= host.limits.max_accounts:
-                raise ValueError("this service has reached its number of accounts")
+        limit = host.limits.max_accounts if host else None
+        if limit is not None and await self.count_accounts(domain) >= limit:
+            raise ValueError("this service has reached its number of accounts")
         if len(password) < 8:
             raise ValueError("the password must have at least 8 characters")
         self.create_account(domain, localpart, password)

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-class HostStatus(str, enum.Enum):
+class HostStatus(enum.StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
 

@@ -109,7 +109,7 @@ class _WsTransport:
             self.size -= len(item)
             try:
                 await self.adapter.send_text(item)
-            except Exception:
+            except Exception:  # noqa: BLE001 - peer went away, whatever the framework raises
                 break
         try:
             await self.adapter.close()
@@ -190,7 +190,7 @@ def make_tls_context(cert: Path, key: Path) -> tuple[ssl.SSLContext, bytes]:
 def default_modules() -> list[type[Module]]:
     """The IM modules (``imhost.xmpp.modules.defaults.DEFAULT_MODULES``), if present."""
     try:
-        from .modules import defaults
+        from .modules import defaults  # type: ignore[attr-defined,unused-ignore]
     except ImportError:
         return []
     return list(getattr(defaults, "DEFAULT_MODULES", []))
@@ -382,7 +382,7 @@ class XmppServer:
             shim.close()
             try:
                 await asyncio.wait_for(sender, 5)
-            except (TimeoutError, Exception):
+            except (TimeoutError, Exception):  # noqa: BLE001
                 sender.cancel()
 
     # -- HostListener -----------------------------------------------------------------------

@@ -7,7 +7,7 @@ import enum
 from .xml import NS_CLIENT, NS_STANZA_ERRORS, NS_STREAM_ERRORS, Element, escape_text
 
 
-class StreamErrorCondition(str, enum.Enum):
+class StreamErrorCondition(enum.StrEnum):
     """RFC 6120 §4.9.3."""
 
     BAD_FORMAT = "bad-format"
@@ -54,7 +54,7 @@ class StreamError(Exception):
         return f"<{tag}><{self.condition.value} xmlns='{NS_STREAM_ERRORS}'/>{text}</{tag}>"
 
 
-class StanzaErrorCondition(str, enum.Enum):
+class StanzaErrorCondition(enum.StrEnum):
     """RFC 6120 §8.3.3, with the error type §8.3.2 associates by default."""
 
     BAD_REQUEST = "bad-request"

@@ -62,7 +62,7 @@ class Hook(enum.Enum):
     """A message is about to be stored offline (return True to prevent it)."""
 
 
-class IqType(str, enum.Enum):
+class IqType(enum.StrEnum):
     GET = "get"
     SET = "set"
 

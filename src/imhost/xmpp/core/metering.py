@@ -12,6 +12,7 @@ one interval, plus whatever the sink was refusing at the time).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from datetime import UTC, datetime
@@ -165,10 +166,8 @@ class Meter:
         """Stop the loop and do one last flush (graceful shutdown)."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         if self.enabled:
             await self.flush()
@@ -271,7 +270,7 @@ class Meter:
         batch = list(self.pending)
         try:
             await self.sink.record(batch)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any sink failure: keep and retry
             log.warning("usage sink failed (%s); keeping %d records", exc, len(batch))
             while len(self.pending) > self.MAX_PENDING_RECORDS:
                 self.pending.popleft()

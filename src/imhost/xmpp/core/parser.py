@@ -32,8 +32,8 @@ class StreamParser:
     """Feed bytes; get a callback for the stream header and one per top-level element.
 
     ``on_header(ns, name, attrs, default_ns)`` gets the root element's namespace and name,
-    its attributes (names as in :class:`Element`) and the default namespace declared on it. ``on_stanza(el)`` gets each
-    complete depth-1 element. ``on_end()`` is called for ``</stream:stream>``.
+    its attributes (names as in :class:`Element`) and the default namespace declared on it.
+    ``on_stanza(el)`` gets each complete depth-1 element; ``on_end()`` the stream's end tag.
 
     A handler may call :meth:`pause`: parsing stops right after the current element and
     :meth:`feed` returns the bytes not yet parsed. The parser cannot continue after a pause;
@@ -213,7 +213,7 @@ class StreamParser:
             raise StreamError(StreamErrorCondition.POLICY_VIOLATION, "too many attributes")
         if len(qname) > self.max_name:
             raise StreamError(StreamErrorCondition.POLICY_VIOLATION, "element name too long")
-        ns, sep, name = qname.rpartition(_SEP)
+        ns, _sep, name = qname.rpartition(_SEP)
         if attrs:
             fixed: dict[str, str] | None = None
             for key in attrs:

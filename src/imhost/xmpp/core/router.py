@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imhost.xmpp.router")
 
-IqHandler = Callable[[StanzaEvent], "Element | None | Awaitable[Element | None]"]
+IqHandler = Callable[[StanzaEvent], "Element | Awaitable[Element | None] | None"]
 StreamFeature = Callable[["C2SStream"], "Element | None"]
 
 
@@ -280,7 +280,7 @@ class Router:
         """Route a message whose ``from`` is set (RFC 6121 §8)."""
         if to is None:
             # RFC 6120 §10.3.1 / RFC 6121 §8.1.1: no 'to' means the sender's bare JID.
-            assert origin is not None
+            assert origin is not None and origin.bare_jid is not None
             to = origin.bare_jid
         target = self._target_host(host, el, to)
         if target is None:
@@ -440,10 +440,7 @@ class Router:
             result = chain.fire(StanzaEvent(el, stream, host.domain, to, stream.jid))
 
         def then() -> Awaitable[None] | None:
-            if to is not None:
-                follow = self.route_presence(host, el, to, stream)
-            else:
-                follow = None
+            follow = self.route_presence(host, el, to, stream) if to is not None else None
             if first_available:
                 return self._chain_awaitables(follow, self._session_available(stream))
             return follow

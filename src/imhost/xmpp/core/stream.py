@@ -57,6 +57,10 @@ _WS_HEADER = (
     b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
 )
 _NS_CB = "urn:xmpp:sasl-cb:0"
+_SM_UNEXPECTED = (
+    f"<failed xmlns='{NS_SM}'><unexpected-request xmlns='{NS_STANZA_ERRORS}'/></failed>"
+)
+_SM_NOT_FOUND = f"<failed xmlns='{NS_SM}'><item-not-found xmlns='{NS_STANZA_ERRORS}'/></failed>"
 
 
 class State(enum.IntEnum):
@@ -321,13 +325,18 @@ class C2SStream(asyncio.Protocol):
             log.exception("stream %s: unexpected error", self.stream_id)
             self.fail(StreamError(StreamErrorCondition.INTERNAL_SERVER_ERROR))
             return
-        if self._held is not None:
+        held = self._held_bytes()
+        if held is not None:
             # a handler paused the parser at a negotiation barrier
-            self._held = rest + self._held
+            self._held = rest + held
             if self.transport is not None and not self.ws:
                 self.transport.pause_reading()
             if not self._busy:
                 self._release()
+
+    def _held_bytes(self) -> bytes | None:
+        """Bytes held at a barrier (a handler may have set it during ``feed``)."""
+        return self._held
 
     def eof_received(self) -> bool | None:
         return None
@@ -600,7 +609,7 @@ class C2SStream(asyncio.Protocol):
     def _run(self, pending: Awaitable[Any]) -> None:
         """Process an asynchronous step; later stanzas wait (RFC 6120 §10.1 in-order)."""
         self._busy = True
-        asyncio.ensure_future(self._complete(pending))
+        spawn(self._complete(pending))
 
     async def _complete(self, pending: Awaitable[Any]) -> None:
         try:
@@ -624,9 +633,14 @@ class C2SStream(asyncio.Protocol):
         except StreamError as exc:
             self.fail(exc)
             return
-        if not queue and self.transport is not None and not self.ws and self._held is None:
-            if not self._throttled:
-                self.transport.resume_reading()
+        if (
+            not queue
+            and self.transport is not None
+            and not self.ws
+            and self._held is None
+            and not self._throttled
+        ):
+            self.transport.resume_reading()
 
     # -- negotiation ----------------------------------------------------------------------
 
@@ -657,9 +671,7 @@ class C2SStream(asyncio.Protocol):
                 self._sm_resume(el)
                 return
             if name in ("enable", "r", "a"):
-                self._write(
-                    f"<failed xmlns='{NS_SM}'><unexpected-request xmlns='{NS_STANZA_ERRORS}'/></failed>"
-                )
+                self._write(_SM_UNEXPECTED)
                 return
         raise StreamError(StreamErrorCondition.NOT_AUTHORIZED, "bind a resource first")
 
@@ -700,7 +712,7 @@ class C2SStream(asyncio.Protocol):
         if new is None:
             self._teardown()
             return
-        self.transport = new  # type: ignore[assignment]
+        self.transport = new
         self.tls = True
         self._restart_pending = True
 
@@ -732,7 +744,7 @@ class C2SStream(asyncio.Protocol):
                 )
                 return
             initial = self._decode_sasl(el)
-            if initial is False:
+            if initial is False or initial is True:
                 return
             self._sasl = SaslExchange(
                 mechanism,
@@ -750,7 +762,7 @@ class C2SStream(asyncio.Protocol):
                 self._sasl_failure("malformed-request", "no exchange in progress")
                 return
             data = self._decode_sasl(el)
-            if data is False:
+            if data is False or data is True:
                 return
             self._barrier()
             self._run(self._sasl_step(self._sasl.step(data or b"")))
@@ -911,9 +923,7 @@ class C2SStream(asyncio.Protocol):
             return
         if name == "enable":
             if self.sm_enabled:
-                self._write(
-                    f"<failed xmlns='{NS_SM}'><unexpected-request xmlns='{NS_STANZA_ERRORS}'/></failed>"
-                )
+                self._write(_SM_UNEXPECTED)
                 return
             self.sm_enabled = True
             self.sm_unacked = deque()
@@ -958,14 +968,10 @@ class C2SStream(asyncio.Protocol):
             or old.host_state is not self.host_state
             or h < 0
         ):
-            self._write(
-                f"<failed xmlns='{NS_SM}'><item-not-found xmlns='{NS_STANZA_ERRORS}'/></failed>"
-            )
+            self._write(_SM_NOT_FOUND)
             return
         if h > old.sm_out:
-            self._write(
-                f"<failed xmlns='{NS_SM}'><unexpected-request xmlns='{NS_STANZA_ERRORS}'/></failed>"
-            )
+            self._write(_SM_UNEXPECTED)
             return
         host = self.host_state
         assert host is not None and old.jid is not None
@@ -1003,7 +1009,8 @@ class C2SStream(asyncio.Protocol):
         self._became_bound(host)
         self._sm_ack(h)
         self._write(
-            f"<resumed xmlns='{NS_SM}' previd='{escape_attr(previd)}' h='{self.sm_in & 0xFFFFFFFF}'/>"
+            f"<resumed xmlns='{NS_SM}' previd='{escape_attr(previd)}' "
+            f"h='{self.sm_in & 0xFFFFFFFF}'/>"
         )
         for _, data in list(self.sm_unacked or ()):
             self._write(data if not self.ws else parse_fragment(data).serialize(""))
@@ -1039,7 +1046,7 @@ class C2SStream(asyncio.Protocol):
             self.sm_out += 1
             queue = self.sm_unacked
             assert queue is not None
-            queue.append((self.sm_out, data if not self.ws else data))
+            queue.append((self.sm_out, data))
             if len(queue) > self.services.settings.sm_max_unacked:
                 self.sm_resumable = False
                 self.fail(
@@ -1192,7 +1199,7 @@ class C2SStream(asyncio.Protocol):
                 self.counters.connection_closed()
             fired = services.router.fire_session(Hook.SESSION_CLOSED, self)
             if not isinstance(fired, bool):
-                asyncio.ensure_future(fired)
+                spawn(fired)
             self._requeue_unacked(host)
 
     def _requeue_unacked(self, host: HostState) -> None:
@@ -1213,7 +1220,7 @@ class C2SStream(asyncio.Protocol):
                 continue
             pending = router.route_message(host, el, self.bare_jid)
             if pending is not None:
-                asyncio.ensure_future(pending)
+                spawn(pending)
 
     # -- WebSocket framing (RFC 7395 §3.3) -------------------------------------------------
 
@@ -1229,6 +1236,17 @@ class C2SStream(asyncio.Protocol):
             self._close_stream()
             return
         raise StreamError(StreamErrorCondition.UNSUPPORTED_STANZA_TYPE, el.name)
+
+
+_TASKS: set[asyncio.Future[Any]] = set()
+
+
+def spawn(aw: Awaitable[Any]) -> asyncio.Future[Any]:
+    """Run an awaitable in the background, keeping a reference until it is done."""
+    fut = asyncio.ensure_future(aw)
+    _TASKS.add(fut)
+    fut.add_done_callback(_TASKS.discard)
+    return fut
 
 
 def _cond(name: str) -> Any:

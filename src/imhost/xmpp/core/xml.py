@@ -9,6 +9,7 @@ never forward raw bytes). Names are namespace-qualified: ``el.ns`` is the namesp
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import overload
 
 NS_CLIENT = "jabber:client"
 NS_SERVER = "jabber:server"
@@ -74,6 +75,12 @@ class Element:
         self.children: list[Element | str] = children if children is not None else []
 
     # -- reading ----------------------------------------------------------------------------
+
+    @overload
+    def get(self, key: str) -> str | None: ...
+
+    @overload
+    def get(self, key: str, default: str) -> str: ...
 
     def get(self, key: str, default: str | None = None) -> str | None:
         return self.attrs.get(key, default)
@@ -163,7 +170,8 @@ def _write(el: Element, parent_ns: str, out: list[str]) -> None:
                 else:
                     prefix = f"ns{index}"
                     out.append(
-                        f" xmlns:{prefix}='{escape_attr(uri)}' {prefix}:{local}='{escape_attr(value)}'"
+                        f" xmlns:{prefix}='{escape_attr(uri)}'"
+                        f" {prefix}:{local}='{escape_attr(value)}'"
                     )
                 continue
             out.append(" ")
