@@ -170,7 +170,7 @@ def create_organization(
         target_id=org.id,
         target_label=org.name,
     )
-    add_member(session, clock, org, owner, OrgRole.OWNER, actor=actor)
+    add_member(session, clock, org, owner, OrgRole.OWNER, actor=actor, founding=True)
     return org
 
 
@@ -341,8 +341,17 @@ def list_members(session: Session, organization_id: str) -> list[tuple[Membershi
 
 
 def add_member(
-    session: Session, clock: Clock, org: Organization, user: User, role: OrgRole, *, actor: Actor
+    session: Session,
+    clock: Clock,
+    org: Organization,
+    user: User,
+    role: OrgRole,
+    *,
+    actor: Actor,
+    founding: bool = False,
 ) -> Membership:
+    """Add ``user`` with ``role``. ``founding``: the creator of a new organization (no
+    'new owner' alert for it)."""
     if get_membership(session, org.id, user.id) is not None:
         raise Conflict(f"{user.email} is a member already")
     membership = Membership(
@@ -361,7 +370,7 @@ def add_member(
         target_label=user.email,
         role=role.value,
     )
-    if role is OrgRole.OWNER:
+    if role is OrgRole.OWNER and not founding:
         audit.record(
             session,
             clock,

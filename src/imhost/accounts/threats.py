@@ -5,7 +5,8 @@ Each rule looks at one audit event as it is written and may raise an alert, whic
 so that notify e-mails the affected user or the owners.
 
 Rules (docs/security.md):
-- ``failed-login-burst``: 10 failed logins for one account within 15 minutes (once a window).
+- ``failed-login-burst``: 10 failed logins for one account within 15 minutes, counting the
+  attempts refused during a lockout (once a window).
 - ``new-login-location``: a login from an address or client never seen for that user.
 - ``token-new-address``: an API token used from an address it was never used from.
 - ``mfa-disabled``: a person turned off their second factor.
@@ -83,13 +84,13 @@ def _raise(
 
 def evaluate(session: Session, clock: Clock, event: AuditEvent) -> SecurityAlert | None:
     action = event.action
-    if action == "login.failed" and event.target_id:
+    if action in ("login.failed", "login.locked_out") and event.target_id:
         since = event.at - BURST_WINDOW
         failures = session.scalar(
             select(func.count())
             .select_from(AuditEvent)
             .where(
-                AuditEvent.action == "login.failed",
+                AuditEvent.action.in_(("login.failed", "login.locked_out")),
                 AuditEvent.target_id == event.target_id,
                 AuditEvent.at >= since,
             )

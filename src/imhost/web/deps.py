@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
@@ -46,7 +47,7 @@ from imhost.accounts.permissions import (
 from imhost.accounts.sessions import COOKIE_NAME, lookup_session
 from imhost.accounts.tokens import authenticate_token
 from imhost.kit.clock import Clock
-from imhost.kit.errors import NotFound, PermissionDenied, Unauthenticated
+from imhost.kit.errors import NotFound, PermissionDenied, TooManyRequests, Unauthenticated
 from imhost.runtime import Runtime
 
 CSRF_HEADER = "X-CSRF-Token"
@@ -80,6 +81,20 @@ def get_db(request: Request) -> Iterator[Session]:
 
 
 Db = Annotated[Session, Depends(get_db)]
+
+
+@contextmanager
+def commit_even_on_refusal(db: Session) -> Iterator[None]:
+    """Keep what a refused attempt wrote (failure counters, audit events) and re-raise.
+
+    A wrong password is an error for the caller but a fact to record: without this the
+    request's rollback would erase the failure count, and brute-force protection with it.
+    """
+    try:
+        yield
+    except (Unauthenticated, TooManyRequests, PermissionDenied):
+        db.commit()
+        raise
 
 
 def client_address(request: Request) -> str:

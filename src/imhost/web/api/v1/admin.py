@@ -12,7 +12,7 @@ from imhost.accounts import audit as audit_log
 from imhost.accounts import service as accounts
 from imhost.accounts import threats, tokens
 from imhost.accounts.audit import AuditAction
-from imhost.accounts.models import StaffRole
+from imhost.accounts.models import Organization, StaffRole
 from imhost.accounts.permissions import Access, Scope
 from imhost.accounts.schemas import (
     AlertOut,
@@ -27,7 +27,7 @@ from imhost.accounts.schemas import (
     TokenOut,
     UserOut,
 )
-from imhost.kit.errors import InvalidInput, PermissionDenied
+from imhost.kit.errors import InvalidInput, NotFound, PermissionDenied
 from imhost.notify import mail
 from imhost.web.deps import Db, PageDep, Principal, Requirement, RuntimeDep, require
 
@@ -47,6 +47,13 @@ TokensWrite = Annotated[Principal, Depends(staff("tokens", Access.WRITE))]
 AuditRead = Annotated[Principal, Depends(staff("audit", Access.READ))]
 SecurityRead = Annotated[Principal, Depends(staff("security", Access.READ))]
 OutboxRead = Annotated[Principal, Depends(staff("outbox", Access.READ))]
+
+
+def _customer(db: Db, customer_id: str) -> Organization:
+    try:
+        return accounts.get_organization(db, customer_id)
+    except NotFound:
+        raise NotFound("no such customer") from None
 
 
 class CustomerPage(Paged):
@@ -89,13 +96,13 @@ def list_customers(
 
 @router.get("/customers/{customer_id}", response_model=OrganizationOut)
 def get_customer(customer_id: str, principal: CustomersRead, db: Db) -> OrganizationOut:
-    return OrganizationOut.model_validate(accounts.get_organization(db, customer_id))
+    return OrganizationOut.model_validate(_customer(db, customer_id))
 
 
 @router.post("/customers/{customer_id}/status", response_model=OrganizationOut)
 def set_customer_status(customer_id: str, body: StatusIn, principal: CustomerStatusWrite, db: Db, runtime: RuntimeDep) -> OrganizationOut:
     """Suspend (with a reason the customer sees) or reactivate a customer."""
-    org = accounts.get_organization(db, customer_id)
+    org = _customer(db, customer_id)
     accounts.set_organization_status(
         db, runtime.clock, org, suspended=body.suspended, reason=body.reason, actor=principal.actor
     )
@@ -107,7 +114,7 @@ def impersonate(customer_id: str, principal: CustomersRead, db: Db, runtime: Run
     """View the customer's portal read-only from this browser session (audited)."""
     if principal.web_session is None:
         raise PermissionDenied("impersonation needs a signed-in staff browser session")
-    org = accounts.get_organization(db, customer_id)
+    org = _customer(db, customer_id)
     principal.web_session.impersonating_org_id = org.id
     audit_log.record(
         db, runtime.clock, AuditAction.IMPERSONATION_STARTED, actor=principal.actor,
@@ -143,8 +150,6 @@ def create_staff(body: StaffIn, principal: StaffWrite, db: Db, runtime: RuntimeD
 def change_staff_role(user_id: str, body: StaffRoleIn, principal: StaffWrite, db: Db, runtime: RuntimeDep) -> UserOut:
     user = accounts.get_user(db, user_id)
     if user.staff_role is None:
-        from imhost.kit.errors import NotFound
-
         raise NotFound("no such staff member")
     accounts.set_staff_role(db, runtime.clock, user, body.role, actor=principal.actor)
     return UserOut.model_validate(user)

@@ -17,7 +17,15 @@ from imhost.accounts.schemas import (
     SignupIn,
 )
 from imhost.runtime import Runtime
-from imhost.web.deps import Db, Public, RuntimeDep, SelfMfaPending, SelfUser, client_address
+from imhost.web.deps import (
+    Db,
+    Public,
+    RuntimeDep,
+    SelfMfaPending,
+    SelfUser,
+    client_address,
+    commit_even_on_refusal,
+)
 
 router = APIRouter(tags=["auth"])
 
@@ -51,13 +59,14 @@ def login(body: LoginIn, request: Request, response: Response, db: Db, runtime: 
     When the person has a second factor, the session can do nothing but ``POST /auth/mfa``
     until a code is verified.
     """
-    result = runtime.auth.login(
-        db,
-        email=body.email,
-        password=body.password,
-        address=client_address(request),
-        user_agent=request.headers.get("user-agent"),
-    )
+    with commit_even_on_refusal(db):
+        result = runtime.auth.login(
+            db,
+            email=body.email,
+            password=body.password,
+            address=client_address(request),
+            user_agent=request.headers.get("user-agent"),
+        )
     set_session_cookie(response, runtime, result.cookie_value)
     return _login_out(
         result.user.id,
@@ -72,7 +81,8 @@ def login(body: LoginIn, request: Request, response: Response, db: Db, runtime: 
 def verify_mfa(body: CodeIn, principal: SelfMfaPending, db: Db, runtime: RuntimeDep) -> LoginOut:
     """Verify a TOTP code (or a recovery code) for a session that waits for it."""
     assert principal.web_session is not None and principal.user is not None
-    runtime.auth.verify_second_factor(db, principal.web_session, body.code)
+    with commit_even_on_refusal(db):
+        runtime.auth.verify_second_factor(db, principal.web_session, body.code)
     return _login_out(
         principal.user.id, principal.user.email, principal.web_session, pending=False, enrol=False
     )

@@ -19,7 +19,7 @@ from imhost.accounts.schemas import (
     UserOut,
 )
 from imhost.web.api.v1.auth import set_session_cookie
-from imhost.web.deps import Db, RuntimeDep, SelfMfaPending, SelfUser
+from imhost.web.deps import Db, RuntimeDep, SelfMfaPending, SelfUser, commit_even_on_refusal
 
 router = APIRouter(prefix="/me", tags=["me"])
 
@@ -50,7 +50,8 @@ def update_profile(body: ProfileIn, principal: SelfUser) -> UserOut:
 def reauthenticate(body: PasswordIn, principal: SelfMfaPending, db: Db, runtime: RuntimeDep) -> Response:
     """Confirm the password before a security change (valid for 10 minutes)."""
     assert principal.web_session is not None
-    runtime.auth.reauthenticate(db, principal.web_session, body.password)
+    with commit_even_on_refusal(db):
+        runtime.auth.reauthenticate(db, principal.web_session, body.password)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -58,9 +59,10 @@ def reauthenticate(body: PasswordIn, principal: SelfMfaPending, db: Db, runtime:
 def change_password(body: PasswordChangeIn, principal: SelfUser, db: Db, runtime: RuntimeDep) -> Response:
     """Change the password. Every session ends; the caller gets a fresh session cookie."""
     assert principal.web_session is not None
-    new = runtime.auth.change_password(
-        db, principal.web_session, current=body.current_password, new=body.new_password
-    )
+    with commit_even_on_refusal(db):
+        new = runtime.auth.change_password(
+            db, principal.web_session, current=body.current_password, new=body.new_password
+        )
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     set_session_cookie(response, runtime, new.cookie_value)
     response.headers["X-CSRF-Token"] = new.session.csrf_token
