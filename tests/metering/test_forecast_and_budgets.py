@@ -1,0 +1,222 @@
+"""Forecast and budget specifications."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from tests.metering.factories import make_org, usage
+
+from imhost import events
+from imhost.catalog.pricing import PriceSpec, rate
+from imhost.kit.clock import FrozenClock, utc
+from imhost.kit.errors import InvalidInput
+from imhost.metering import service, tasks
+from imhost.metering.models import BudgetAlert
+from imhost.metering.schemas import BudgetIn
+from imhost.metering.tasks import CAP_MARKER, BudgetPricing
+
+JAN = utc(2026, 1, 1)
+FEB = utc(2026, 2, 1)
+GB = 10**9
+
+MESSAGES = PriceSpec(
+    model="per_unit", metric="messages", currency="EUR", unit_price=Decimal("0.01")
+)
+MAU = PriceSpec(
+    model="per_unit", metric="monthly_active_users", currency="EUR", unit_price=Decimal("1")
+)
+PEAK = PriceSpec(
+    model="per_unit", metric="peak_connections", currency="EUR", unit_price=Decimal("2")
+)
+STORAGE = PriceSpec(
+    model="per_unit", metric="storage_gb", currency="EUR", unit_price=Decimal("0.5")
+)
+
+
+def test_forecast_extrapolates_sums_and_holds_peaks_counts_and_storage_levels(
+    db: Session,
+) -> None:
+    clock = FrozenClock(utc(2026, 1, 11))  # 10 of 31 days elapsed
+    org = make_org(db, clock)
+    records = [
+        usage(org, "messages", utc(2026, 1, 2), 10_000),
+        usage(org, "connections_peak", utc(2026, 1, 3), 12),
+        usage(org, "active_users", utc(2026, 1, 4), 1, subject="a"),
+        usage(org, "active_users", utc(2026, 1, 5), 1, subject="b"),
+        usage(org, "offline_storage_bytes", JAN, 10 * GB),
+        usage(org, "offline_storage_bytes", utc(2026, 1, 6), 20 * GB),
+    ]
+    service.ingest(db, clock, records, atomic=True)
+    fc = service.forecast(
+        db, clock, org.id, JAN, FEB, [MESSAGES, MAU, PEAK, STORAGE], Decimal("9.00"), "EUR"
+    )
+    assert fc.elapsed_fraction == Decimal(10) / 31
+    assert fc.usage_to_date["messages"] == 10_000
+    assert fc.projected_quantities["messages"] == 31_000  # 10,000 / (10/31)
+    assert fc.projected_quantities["peak_connections"] == 12
+    assert fc.projected_quantities["monthly_active_users"] == 2
+    # 5 days at 10 GB, then 20 GB held for the other 26 days.
+    expected_storage = (Decimal(10) * 5 + Decimal(20) * 26) / 31
+    assert fc.projected_quantities["storage_gb"] == expected_storage.quantize(
+        Decimal("0.000000001")
+    )
+    by_metric = {line.metric: line for line in fc.lines}
+    assert by_metric["messages"].charge.amount == Decimal("310.00")
+    expected_total = Decimal("9.00") + sum(
+        (rate(s, fc.projected_quantities[s.metric]).amount for s in (MESSAGES, MAU, PEAK, STORAGE)),
+        Decimal(0),
+    )
+    assert fc.total == expected_total
+    assert "linear" in fc.method
+
+
+def test_forecast_at_the_period_start_projects_only_the_base_fee(db: Session) -> None:
+    clock = FrozenClock(JAN)
+    org = make_org(db, clock)
+    fc = service.forecast(db, clock, org.id, JAN, FEB, [MESSAGES], Decimal("9"), "EUR")
+    assert fc.total == Decimal("9.00")
+
+
+def test_forecast_refuses_prices_in_another_currency(db: Session) -> None:
+    clock = FrozenClock(utc(2026, 1, 11))
+    org = make_org(db, clock)
+    usd = PriceSpec(model="per_unit", metric="messages", currency="USD", unit_price=Decimal("1"))
+    with pytest.raises(InvalidInput) as err:
+        service.forecast(db, clock, org.id, JAN, FEB, [usd], Decimal(0), "EUR")
+    assert err.value.field == "currency"
+
+
+# --- budgets --------------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self, db: Session) -> None:
+        self.seen: list[Any] = []
+        bus = events.make_bus()
+        bus.subscribe(events.BudgetThresholdCrossed, lambda e, s: self.seen.append(e))
+        bus.subscribe(events.BudgetCapReached, lambda e, s: self.seen.append(e))
+        db.info["bus"] = bus
+
+    def thresholds(self) -> list[int]:
+        return [e.threshold for e in self.seen if isinstance(e, events.BudgetThresholdCrossed)]
+
+    def caps(self) -> list[events.BudgetCapReached]:
+        return [e for e in self.seen if isinstance(e, events.BudgetCapReached)]
+
+
+def monthly_pricing(
+    clock: FrozenClock, specs: list[PriceSpec]
+) -> Callable[[Session, str], BudgetPricing]:
+    """What billing would answer: the calendar month, these prices, no base fee, in EUR."""
+
+    def pricing_for(session: Session, organization_id: str) -> BudgetPricing:
+        start, end = tasks.calendar_month(clock.now())
+        return BudgetPricing(start, end, specs, Decimal(0), "EUR")
+
+    return pricing_for
+
+
+def test_each_threshold_alerts_once_per_period(db: Session) -> None:
+    clock = FrozenClock(utc(2026, 1, 10))
+    org = make_org(db, clock)
+    service.set_budget(db, clock, org.id, BudgetIn(amount=Decimal(100), currency="EUR"))
+    rec = Recorder(db)
+    pricing = monthly_pricing(clock, [MESSAGES])
+
+    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 4_000)], atomic=True)
+    assert tasks.check_budgets(db, clock, pricing) == []  # 40.00 of 100: nothing yet
+
+    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9, 1), 2_000)], atomic=True)
+    crossed = tasks.check_budgets(db, clock, pricing)  # 60.00
+    assert [c.threshold for c in crossed] == [50]
+    assert crossed[0].amount == Decimal("60.00")
+    assert tasks.check_budgets(db, clock, pricing) == []  # never repeated
+    assert rec.thresholds() == [50]
+
+    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9, 2), 5_000)], atomic=True)
+    assert [c.threshold for c in tasks.check_budgets(db, clock, pricing)] == [80, 100]
+    assert tasks.check_budgets(db, clock, pricing) == []
+    assert rec.thresholds() == [50, 80, 100]
+    assert rec.caps() == []  # no hard cap set
+    event = rec.seen[0]
+    assert (event.organization_id, event.budget_amount, event.currency) == (
+        org.id,
+        Decimal(100),
+        "EUR",
+    )
+
+    # A new period starts afresh.
+    clock.set(utc(2026, 2, 10))
+    service.ingest(db, clock, [usage(org, "messages", utc(2026, 2, 9), 5_500)], atomic=True)
+    assert [c.threshold for c in tasks.check_budgets(db, clock, pricing)] == [50]
+    assert db.scalar(select(func.count()).select_from(BudgetAlert)) == 4
+
+
+def test_a_hard_cap_tells_the_service_to_stop_overage_once(db: Session) -> None:
+    clock = FrozenClock(utc(2026, 1, 10))
+    org = make_org(db, clock)
+    service.set_budget(
+        db,
+        clock,
+        org.id,
+        BudgetIn(amount=Decimal(50), currency="EUR", thresholds=[90], hard_cap=True),
+    )
+    rec = Recorder(db)
+    pricing = monthly_pricing(clock, [MESSAGES])
+    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 4_600)], atomic=True)
+    tasks.check_budgets(db, clock, pricing)  # 46.00: 90 % only
+    assert rec.thresholds() == [90] and rec.caps() == []
+    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9, 1), 400)], atomic=True)
+    crossed = tasks.check_budgets(db, clock, pricing)  # 50.00: the cap
+    assert [c.threshold for c in crossed] == [CAP_MARKER]
+    tasks.check_budgets(db, clock, pricing)
+    assert len(rec.caps()) == 1
+    assert rec.caps()[0].organization_id == org.id
+    assert "budget" in rec.caps()[0].reason
+
+
+def test_a_budget_in_another_currency_than_the_bill_is_not_checked(db: Session) -> None:
+    clock = FrozenClock(utc(2026, 1, 10))
+    org = make_org(db, clock)
+    service.set_budget(db, clock, org.id, BudgetIn(amount=Decimal(1), currency="USD"))
+    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 1000)], atomic=True)
+    assert tasks.check_budgets(db, clock, monthly_pricing(clock, [MESSAGES])) == []
+
+
+def test_the_forecast_basis_alerts_on_the_projected_bill(db: Session) -> None:
+    clock = FrozenClock(utc(2026, 1, 11))
+    org = make_org(db, clock)
+    service.set_budget(db, clock, org.id, BudgetIn(amount=Decimal(100), currency="EUR"))
+    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 2), 2_000)], atomic=True)
+    pricing = monthly_pricing(clock, [MESSAGES])
+    assert tasks.check_budgets(db, clock, pricing) == []  # 20.00 so far
+    crossed = tasks.check_budgets(db, clock, pricing, basis="forecast")  # 62.00 projected
+    assert [c.threshold for c in crossed] == [50]
+
+
+def test_budgets_are_set_replaced_and_removed(db: Session) -> None:
+    from pydantic import ValidationError
+
+    from imhost.kit.errors import NotFound
+
+    clock = FrozenClock(JAN)
+    org = make_org(db, clock)
+    first = service.set_budget(db, clock, org.id, BudgetIn(amount=Decimal(10), currency="EUR"))
+    assert first.thresholds == [50, 80, 100]
+    second = service.set_budget(
+        db, clock, org.id, BudgetIn(amount=Decimal(20), currency="EUR", thresholds=[90, 25])
+    )
+    assert second.id == first.id and second.thresholds == [25, 90]
+    service.delete_budget(db, org.id)
+    assert service.get_budget(db, org.id) is None
+    with pytest.raises(NotFound):
+        service.delete_budget(db, org.id)
+    with pytest.raises(ValidationError):
+        BudgetIn(amount=Decimal(10), currency="EUR", thresholds=[50, 50])
+    with pytest.raises(ValidationError):
+        BudgetIn(amount=Decimal(-1), currency="EUR")
