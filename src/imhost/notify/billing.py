@@ -1,0 +1,219 @@
+"""E-mails and signed webhooks for billing events.
+
+Billing publishes events (it never imports notify); these subscribers turn them into
+messages queued in the publisher's transaction: the invoice e-mail with its PDF attached,
+payment receipts, dunning reminders, credit notes, and a webhook for each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from imhost import events
+from imhost.accounts.models import Organization
+from imhost.billing import subscribers as billing_subscribers
+from imhost.billing.models import CreditNote, Invoice, Payment
+from imhost.billing.periods import fmt
+from imhost.billing.render import render_invoice_html, render_invoice_pdf
+from imhost.kit.clock import Clock
+from imhost.notify.mail import Mailer
+from imhost.notify.webhooks import WebhookService
+
+
+def invoice_payload(invoice: Invoice) -> dict[str, Any]:
+    return {
+        "id": invoice.id,
+        "number": invoice.number,
+        "organization_id": invoice.organization_id,
+        "status": invoice.status,
+        "currency": invoice.currency,
+        "subtotal": str(invoice.subtotal),
+        "tax_total": str(invoice.tax_total),
+        "total": str(invoice.total),
+        "amount_due": str(invoice.amount_due),
+        "issued_at": invoice.issued_at.isoformat() if invoice.issued_at else None,
+        "due_at": invoice.due_at.isoformat() if invoice.due_at else None,
+        "period_start": invoice.period_start.isoformat() if invoice.period_start else None,
+        "period_end": invoice.period_end.isoformat() if invoice.period_end else None,
+    }
+
+
+def payment_payload(payment: Payment) -> dict[str, Any]:
+    return {
+        "id": payment.id,
+        "organization_id": payment.organization_id,
+        "invoice_id": payment.invoice_id,
+        "amount": str(payment.amount),
+        "currency": payment.currency,
+        "method": payment.method,
+        "refunded_amount": str(payment.refunded_amount),
+        "received_at": payment.received_at.isoformat(),
+    }
+
+
+def register(
+    bus: events.EventBus,
+    mailer: Mailer,
+    webhooks: WebhookService,
+    *,
+    public_url: str = "",
+    provider_name: str = "imhost",
+) -> None:
+    base = public_url.rstrip("/")
+
+    def clock_of(session: Session) -> Clock:
+        clock: Clock = session.info["clock"]
+        return clock
+
+    def recipient(session: Session, invoice: Invoice) -> str | None:
+        if invoice.customer_email:
+            return invoice.customer_email
+        org = session.get(Organization, invoice.organization_id)
+        return org.billing_email if org else None
+
+    def on_invoice(event: events.InvoiceEvent, session: Any) -> None:
+        invoice = session.get(Invoice, event.invoice_id)
+        if invoice is None:
+            return
+        clock = clock_of(session)
+        webhooks.enqueue(
+            session, invoice.organization_id, f"invoice.{event.kind}", invoice_payload(invoice),
+            clock=clock,
+        )
+        to = recipient(session, invoice)
+        if to is None:
+            return
+        amount = f"{fmt(invoice.total, invoice.currency)} {invoice.currency}"
+        link = f"{base}/portal/billing/invoices/{invoice.id}"
+        if event.kind == "finalized":
+            due = f"{invoice.due_at:%Y-%m-%d}" if invoice.due_at else "now"
+            if invoice.amount_due > 0:
+                body = f"Amount due: {fmt(invoice.amount_due, invoice.currency)} "
+                body += f"{invoice.currency}, by {due}."
+            else:
+                body = "Nothing is due: the invoice is settled."
+            mailer.send(
+                session,
+                clock,
+                to,
+                f"Invoice {invoice.number} from {provider_name}: {amount}",
+                f"Your invoice {invoice.number} of {amount} is attached.\n{body}\n\n"
+                f"Every line says how it was computed; see it online: {link}\n",
+                html=render_invoice_html(session, invoice),
+                attachments=[
+                    (f"{invoice.number}.pdf", render_invoice_pdf(session, invoice),
+                     "application/pdf")
+                ],
+                organization_id=invoice.organization_id,
+                kind="invoice",
+            )
+        elif event.kind == "paid":
+            mailer.send(
+                session,
+                clock,
+                to,
+                f"Payment received: invoice {invoice.number}",
+                f"Thank you: invoice {invoice.number} of {amount} is paid.\n{link}\n",
+                organization_id=invoice.organization_id,
+                kind="invoice-paid",
+            )
+
+    def on_payment(event: events.PaymentEvent, session: Any) -> None:
+        payment = session.get(Payment, event.payment_id)
+        if payment is None:
+            return
+        webhooks.enqueue(
+            session, payment.organization_id, f"payment.{event.kind}", payment_payload(payment),
+            clock=clock_of(session),
+        )
+
+    def on_reminder(event: events.DunningReminderDue, session: Any) -> None:
+        invoice = session.get(Invoice, event.invoice_id)
+        if invoice is None:
+            return
+        clock = clock_of(session)
+        webhooks.enqueue(
+            session,
+            invoice.organization_id,
+            "invoice.reminder",
+            {**invoice_payload(invoice), "step": event.step, "days_from_due": event.days_from_due},
+            clock=clock,
+        )
+        to = recipient(session, invoice)
+        if to is None:
+            return
+        due = f"{fmt(invoice.amount_due, invoice.currency)} {invoice.currency}"
+        days = event.days_from_due
+        if days < 0:
+            when = f"is due in {-days} day{'s' if days != -1 else ''}"
+        elif days == 0:
+            when = "is due today"
+        else:
+            when = f"is {days} day{'s' if days != 1 else ''} overdue"
+        mailer.send(
+            session,
+            clock,
+            to,
+            f"Reminder: invoice {invoice.number} {when}",
+            f"Invoice {invoice.number} ({due} to pay) {when}.\n"
+            f"Pay by bank transfer with the reference {invoice.number}, or see {base}"
+            f"/portal/billing/invoices/{invoice.id}\n"
+            "If you have paid already, thank you, and please ignore this message.\n",
+            attachments=[
+                (f"{invoice.number}.pdf", render_invoice_pdf(session, invoice), "application/pdf")
+            ],
+            organization_id=invoice.organization_id,
+            kind="invoice-reminder",
+        )
+
+    def on_credit_note(event: events.CreditNoteIssued, session: Any) -> None:
+        note = session.get(CreditNote, event.credit_note_id)
+        invoice = session.get(Invoice, event.invoice_id)
+        if note is None or invoice is None:
+            return
+        clock = clock_of(session)
+        webhooks.enqueue(
+            session,
+            note.organization_id,
+            "credit_note.issued",
+            {
+                "id": note.id,
+                "number": note.number,
+                "invoice_id": note.invoice_id,
+                "total": str(note.total),
+                "currency": note.currency,
+                "reason": note.reason,
+            },
+            clock=clock,
+        )
+        to = recipient(session, invoice)
+        if to is not None:
+            mailer.send(
+                session,
+                clock,
+                to,
+                f"Credit note {note.number} on invoice {invoice.number}",
+                f"We credited {fmt(note.total, note.currency)} {note.currency} on invoice "
+                f"{invoice.number}: {note.reason}\n",
+                organization_id=note.organization_id,
+                kind="credit-note",
+            )
+
+    bus.subscribe(events.InvoiceEvent, on_invoice)
+    bus.subscribe(events.PaymentEvent, on_payment)
+    bus.subscribe(events.DunningReminderDue, on_reminder)
+    bus.subscribe(events.CreditNoteIssued, on_credit_note)
+
+
+def register_runtime(runtime: Any) -> None:
+    """Called by ``imhost.runtime``: billing's own subscribers, then its notifications."""
+    billing_subscribers.register(runtime.bus)
+    register(
+        runtime.bus,
+        runtime.mailer,
+        runtime.webhooks,
+        public_url=runtime.settings.public_url,
+        provider_name=runtime.settings.provider_name,
+    )
