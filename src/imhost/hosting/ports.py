@@ -1,0 +1,900 @@
+"""The data plane's ports (:mod:`imhost.xmpp.ports`) backed by the database.
+
+:class:`DbBackend` implements every port except ``PrivateStore`` (whose ``bytes_used`` name
+clashes with the offline store's; :class:`DbPrivateStore` adapts it). The database is used
+through the synchronous session factory, always inside ``asyncio.to_thread``, and the hot
+path never waits on it:
+
+- hosts live in memory (loaded at start, then changed by committed service changes through
+  :mod:`imhost.hosting.changes`, and re-read every ``host_refresh_seconds`` to pick up
+  changes made by other processes such as the CLI);
+- credentials and account state are cached for ``credential_ttl`` seconds (absent accounts
+  for ``negative_ttl``) and dropped at once when an account changes;
+- routing to an online user touches no store; the auth-failure audit trail and
+  ``last_login_at`` are written in batches by a background task, once a second.
+
+Brute-force protection is the accounts package's :class:`LoginThrottleService` under the
+keys ``xmpp:<bare jid>`` and ``address:<ip>``, so an XMPP account and a client address are
+locked exactly like a portal login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from imhost.accounts import audit
+from imhost.accounts.audit import Actor, AuditAction
+from imhost.accounts.throttle import LoginThrottleService, address_key, xmpp_key
+from imhost.config import SecuritySettings
+from imhost.db.engine import transaction
+from imhost.hosting import changes
+from imhost.hosting import service as hosting
+from imhost.hosting.models import (
+    HostedService,
+    XmppAccount,
+    XmppBlockedJid,
+    XmppOfflineMessage,
+    XmppPendingSubscription,
+    XmppPrivateXml,
+    XmppRosterItem,
+    XmppVCard,
+)
+from imhost.kit.clock import Clock
+from imhost.kit.errors import DomainError
+from imhost.kit.scram import DEFAULT_ITERATIONS, ScramCredentials, ScramHash
+from imhost.metering.service import EngineUsage, ingest_engine_batch
+from imhost.xmpp.ports import (
+    AuthAttempt,
+    HostListener,
+    OfflineMessage,
+    RosterItem,
+    UsageRecord,
+    VirtualHost,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+HOST_REFRESH_SECONDS = 10.0
+BATCH_SECONDS = 1.0
+GAUGE_TTL_SECONDS = 30.0
+LOCK_TTL_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _AccountEntry:
+    account_id: str
+    credentials: dict[ScramHash, ScramCredentials]
+    disabled_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _HostEntry:
+    host: VirtualHost
+    organization_id: str
+
+
+class DbBackend:
+    """Every port but ``PrivateStore`` on the database; see the module docstring."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        clock: Clock,
+        security: SecuritySettings,
+        *,
+        credential_ttl: float = 30.0,
+        negative_ttl: float = 5.0,
+        host_refresh_seconds: float = HOST_REFRESH_SECONDS,
+        iterations: int = DEFAULT_ITERATIONS,
+    ) -> None:
+        self.factory = factory
+        self.clock = clock
+        self.security = security
+        self.credential_ttl = credential_ttl
+        self.negative_ttl = negative_ttl
+        self.host_refresh_seconds = host_refresh_seconds
+        self.iterations = iterations
+        self.hosts: dict[str, _HostEntry] = {}
+        self.removed: dict[str, _HostEntry] = {}
+        """Hosts removed while running: their last usage still needs an organization."""
+        self._loaded = False
+        self._accounts: dict[tuple[str, str], tuple[float, _AccountEntry | None]] = {}
+        self._locks: dict[str, tuple[float, float]] = {}
+        """Throttle key -> (locked until, as epoch seconds; checked at, monotonic)."""
+        self._listeners: list[HostListener] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._failed_logins: list[AuthAttempt] = []
+        self._logins: list[tuple[str, str, datetime]] = []
+        self._client_versions: dict[tuple[str, str], str] = {}
+        self._gauges: tuple[float, dict[str, int], dict[str, int]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._hub = changes.install_hub(factory)
+        self._hub.subscribe(self._on_committed)
+        self._closed = False
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _db(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one transaction on a worker thread."""
+
+        def run() -> T:
+            with transaction(self.factory) as session:
+                return work(session)
+
+        return await asyncio.to_thread(run)
+
+    def _bind_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
+
+    async def start(self) -> None:
+        """Load hosts and start the background task (batches, refresh). Idempotent."""
+        self._bind_loop()
+        if not self._loaded:
+            await self._reload_hosts(notify=False)
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._background())
+
+    async def close(self) -> None:
+        """Flush the batches, stop the background task and leave the change hub."""
+        self._closed = True
+        self._hub.unsubscribe(self._on_committed)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush_batches()
+
+    async def _background(self) -> None:
+        last_refresh = time.monotonic()
+        while True:
+            await asyncio.sleep(BATCH_SECONDS)
+            try:
+                await self.flush_batches()
+                if time.monotonic() - last_refresh >= self.host_refresh_seconds:
+                    last_refresh = time.monotonic()
+                    await self._reload_hosts(notify=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("hosting background work failed; retrying")
+
+    # -- change delivery (after commit, from any thread) ------------------------------------
+
+    def _on_committed(self, committed: Sequence[changes.Change]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            # No running engine yet: just keep the caches right.
+            self._apply(committed, notify=False)
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._apply(committed, notify=True)
+        else:
+            loop.call_soon_threadsafe(self._apply, committed, True)
+
+    def _apply(self, committed: Sequence[changes.Change], notify: bool = True) -> None:
+        for change in committed:
+            if isinstance(change, changes.HostChanged):
+                self.hosts[change.host.domain] = _HostEntry(change.host, change.organization_id)
+                self.removed.pop(change.host.domain, None)
+                if notify:
+                    self._notify_changed(change.host)
+            elif isinstance(change, changes.HostRemoved):
+                entry = self.hosts.pop(change.domain, None)
+                if entry is not None:
+                    self.removed[change.domain] = entry
+                for key in [k for k in self._accounts if k[0] == change.domain]:
+                    del self._accounts[key]
+                if notify:
+                    self._notify_removed(change.domain)
+            else:
+                self._accounts.pop((change.domain, change.localpart), None)
+                if notify and change.close_reason is not None:
+                    self._notify_account(change.domain, change.localpart, change.close_reason)
+
+    def _notify_changed(self, host: VirtualHost) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener.on_host_changed(host)
+            except Exception:
+                log.exception("host listener failed")
+
+    def _notify_removed(self, domain: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener.on_host_removed(domain)
+            except Exception:
+                log.exception("host listener failed")
+
+    def _notify_account(self, domain: str, localpart: str, reason: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener.on_account_disabled(domain, localpart, reason)
+            except Exception:
+                log.exception("host listener failed")
+
+    # -- HostDirectory ----------------------------------------------------------------------
+
+    def _read_hosts(self, session: Session) -> dict[str, _HostEntry]:
+        return {
+            s.domain: _HostEntry(hosting.virtual_host(s), s.organization_id)
+            for s in session.scalars(select(HostedService))
+        }
+
+    async def _reload_hosts(self, *, notify: bool) -> None:
+        fresh = await self._db(self._read_hosts)
+        old = self.hosts
+        self.hosts = fresh
+        self._loaded = True
+        for domain in set(old) - set(fresh):
+            self.removed[domain] = old[domain]
+            for key in [k for k in self._accounts if k[0] == domain]:
+                del self._accounts[key]
+        if not notify:
+            return
+        for domain, entry in fresh.items():
+            if domain not in old or old[domain].host != entry.host:
+                self._notify_changed(entry.host)
+        for domain in set(old) - set(fresh):
+            self._notify_removed(domain)
+
+    async def list_hosts(self) -> Sequence[VirtualHost]:
+        self._bind_loop()
+        if not self._loaded:
+            await self._reload_hosts(notify=False)
+        return [e.host for e in self.hosts.values()]
+
+    async def get_host(self, domain: str) -> VirtualHost | None:
+        if not self._loaded:
+            await self.list_hosts()
+        entry = self.hosts.get(domain)
+        return entry.host if entry else None
+
+    def add_listener(self, listener: HostListener) -> None:
+        if listener not in self._listeners:
+            self._listeners.append(listener)
+        with contextlib.suppress(RuntimeError):  # outside a loop: bound on first async call
+            self._bind_loop()
+
+    def remove_listener(self, listener: HostListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def organization_of(self, domain: str) -> str | None:
+        entry = self.hosts.get(domain) or self.removed.get(domain)
+        return entry.organization_id if entry else None
+
+    # -- AccountAuth ------------------------------------------------------------------------
+
+    def _read_account(self, session: Session, domain: str, localpart: str) -> _AccountEntry | None:
+        entry = self.hosts.get(domain)
+        if entry is None:
+            return None
+        account = session.scalar(
+            select(XmppAccount).where(
+                XmppAccount.service_id == entry.host.service_id,
+                XmppAccount.localpart == localpart,
+            )
+        )
+        if account is None:
+            return None
+        return _AccountEntry(
+            account_id=account.id,
+            credentials={h: hosting.credentials_of(account, h) for h in ScramHash},
+            disabled_reason=(account.disabled_reason or "this account is disabled")
+            if account.disabled
+            else None,
+        )
+
+    async def _account(self, domain: str, localpart: str) -> _AccountEntry | None:
+        key = (domain, localpart)
+        now = time.monotonic()
+        cached = self._accounts.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        if domain not in self.hosts:
+            return None
+        entry = await self._db(lambda s: self._read_account(s, domain, localpart))
+        ttl = self.credential_ttl if entry is not None else self.negative_ttl
+        self._accounts[key] = (time.monotonic() + ttl, entry)
+        return entry
+
+    async def get_credentials(
+        self, domain: str, localpart: str, h: ScramHash
+    ) -> ScramCredentials | None:
+        entry = await self._account(domain, localpart)
+        return entry.credentials.get(h) if entry else None
+
+    async def account_disabled(self, domain: str, localpart: str) -> str | None:
+        host = self.hosts.get(domain)
+        if host is not None and not host.host.active:
+            return host.host.status_reason or "this service is suspended"
+        entry = await self._account(domain, localpart)
+        return entry.disabled_reason if entry else None
+
+    async def account_exists(self, domain: str, localpart: str) -> bool:
+        return await self._account(domain, localpart) is not None
+
+    def _keys(self, domain: str, localpart: str, address: str) -> list[str]:
+        keys = [xmpp_key(f"{localpart}@{domain}")]
+        if address:
+            keys.append(address_key(address))
+        return keys
+
+    def _throttle(self, session: Session) -> LoginThrottleService:
+        return LoginThrottleService(session, self.clock, self.security)
+
+    async def is_locked_out(self, domain: str, localpart: str, address: str) -> bool:
+        keys = self._keys(domain, localpart, address)
+        now_mono = time.monotonic()
+        missing = [k for k in keys if k not in self._locks or self._locks[k][1] < now_mono]
+        if missing:
+
+            def read(session: Session) -> dict[str, float]:
+                throttle = self._throttle(session)
+                out: dict[str, float] = {}
+                for k in missing:
+                    until = throttle.state(k).locked_until
+                    out[k] = until.timestamp() if until is not None else 0.0
+                return out
+
+            for k, until in (await self._db(read)).items():
+                self._locks[k] = (until, now_mono + LOCK_TTL_SECONDS)
+        now = self.clock.now().timestamp()
+        return any(self._locks[k][0] > now for k in keys)
+
+    async def report_auth(self, attempt: AuthAttempt) -> bool:
+        keys = self._keys(attempt.domain, attempt.localpart, attempt.address)
+        if attempt.success:
+            self._locks[keys[0]] = (0.0, time.monotonic() + LOCK_TTL_SECONDS)
+            self._logins.append((attempt.domain, attempt.localpart, self.clock.now()))
+            return False
+        if not attempt.localpart:
+            keys = keys[1:]
+        self._failed_logins.append(attempt)
+        if not keys:
+            return False
+
+        def fail(session: Session) -> dict[str, float]:
+            states = self._throttle(session).fail_all(keys)
+            return {
+                k: (st.locked_until.timestamp() if st.locked_until is not None else 0.0)
+                for k, st in zip(sorted(keys), states, strict=True)
+            }
+
+        locked = await self._db(fail)
+        now_mono = time.monotonic()
+        for k, until in locked.items():
+            self._locks[k] = (until, now_mono + LOCK_TTL_SECONDS)
+        now = self.clock.now().timestamp()
+        return any(until > now for until in locked.values())
+
+    async def flush_batches(self) -> None:
+        """Write the queued auth-failure audit events, logins and client versions."""
+        failed, self._failed_logins = self._failed_logins, []
+        logins, self._logins = self._logins, []
+        versions, self._client_versions = self._client_versions, {}
+        if not (failed or logins or versions):
+            return
+        services = {d: e.host.service_id for d, e in self.hosts.items()}
+        orgs = {d: e.organization_id for d, e in self.hosts.items()}
+
+        def write(session: Session) -> None:
+            for attempt in failed:
+                jid = (
+                    f"{attempt.localpart}@{attempt.domain}" if attempt.localpart else attempt.domain
+                )
+                audit.record(
+                    session,
+                    self.clock,
+                    AuditAction.XMPP_LOGIN_FAILED,
+                    actor=Actor(label=jid, address=attempt.address or None),
+                    organization_id=orgs.get(attempt.domain),
+                    target_type="xmpp_account",
+                    target_label=jid,
+                    mechanism=attempt.mechanism,
+                )
+            if logins:
+                hosting.record_logins(session, services, logins)
+                throttle = self._throttle(session)
+                for domain, localpart, _at in logins:
+                    throttle.succeed(xmpp_key(f"{localpart}@{domain}"))
+            for (domain, localpart), version in versions.items():
+                service_id = services.get(domain)
+                account = session.scalar(
+                    select(XmppAccount).where(
+                        XmppAccount.service_id == service_id, XmppAccount.localpart == localpart
+                    )
+                )
+                if account is not None:
+                    account.client_version = version[:300]
+
+        try:
+            await self._db(write)
+        except Exception:
+            log.exception("writing %d auth events failed; dropped", len(failed) + len(logins))
+
+    async def report_client_version(self, domain: str, localpart: str, version: str) -> None:
+        """XEP-0092 answer of a client after login, kept on the account (batched)."""
+        self._client_versions[(domain, localpart)] = version
+
+    def _refuse(self, exc: DomainError) -> ValueError:
+        return ValueError(exc.detail)
+
+    async def set_password(self, domain: str, localpart: str, password: str) -> None:
+        """XEP-0077 password change by the account itself; the policy applies."""
+        entry = self.hosts.get(domain)
+        if entry is None:
+            raise ValueError("no such account")
+
+        def change(session: Session) -> None:
+            service = session.get(HostedService, entry.host.service_id)
+            if service is None:
+                raise ValueError("no such account")
+            try:
+                account = hosting.get_account(session, service, localpart)
+                hosting.check_xmpp_password(
+                    session, self.security, service, localpart, password, name=account.name
+                )
+            except DomainError as exc:
+                raise self._refuse(exc) from None
+            hosting.change_own_password(
+                session, self.clock, service, account, password, iterations=self.iterations
+            )
+
+        await self._db(change)
+        self._accounts.pop((domain, localpart), None)
+
+    async def register_account(self, domain: str, localpart: str, password: str) -> None:
+        """XEP-0077 registration, only where the service allows it; the policy applies."""
+        entry = self.hosts.get(domain)
+        if entry is None or not entry.host.active:
+            raise ValueError("registration is not available on this service")
+        if not entry.host.limits.registration_allowed:
+            raise ValueError("this service does not allow in-band registration")
+
+        def register(session: Session) -> None:
+            service = session.get(HostedService, entry.host.service_id)
+            if service is None:
+                raise ValueError("registration is not available on this service")
+            try:
+                hosting.create_account(
+                    session,
+                    self.clock,
+                    service,
+                    username=localpart,
+                    password=password,
+                    security=self.security,
+                    actor=Actor(label=f"in-band registration of {localpart}@{domain}"),
+                    iterations=self.iterations,
+                )
+            except DomainError as exc:
+                raise self._refuse(exc) from None
+
+        await self._db(register)
+        self._accounts.pop((domain, localpart), None)
+
+    async def count_accounts(self, domain: str) -> int:
+        entry = self.hosts.get(domain)
+        if entry is None:
+            return 0
+        return await self._db(lambda s: hosting.count_accounts(s, entry.host.service_id))
+
+    # -- per-account storage ------------------------------------------------------------------
+
+    async def _account_id(self, domain: str, localpart: str) -> str | None:
+        entry = await self._account(domain, localpart)
+        return entry.account_id if entry else None
+
+    # RosterStore
+
+    async def get_roster(self, domain: str, localpart: str) -> tuple[str, list[RosterItem]]:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None:
+            return "0", []
+
+        def read(session: Session) -> tuple[str, list[RosterItem]]:
+            version = session.scalar(
+                select(XmppAccount.roster_version).where(XmppAccount.id == account_id)
+            )
+            rows = session.scalars(
+                select(XmppRosterItem)
+                .where(XmppRosterItem.account_id == account_id)
+                .order_by(XmppRosterItem.jid)
+            )
+            items = [
+                RosterItem(
+                    jid=r.jid,
+                    name=r.name,
+                    subscription=r.subscription,
+                    ask=r.ask,
+                    approved=r.approved,
+                    groups=tuple(r.groups or ()),
+                )
+                for r in rows
+            ]
+            return str(version or 0), items
+
+        return await self._db(read)
+
+    @staticmethod
+    def _bump_roster(session: Session, account_id: str) -> str:
+        account = session.get(XmppAccount, account_id, with_for_update=True)
+        if account is None:
+            return "0"
+        account.roster_version = (account.roster_version or 0) + 1
+        return str(account.roster_version)
+
+    async def set_item(self, domain: str, localpart: str, item: RosterItem) -> str:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None:
+            return "0"
+
+        def write(session: Session) -> str:
+            version = self._bump_roster(session, account_id)
+            row = session.scalar(
+                select(XmppRosterItem).where(
+                    XmppRosterItem.account_id == account_id, XmppRosterItem.jid == item.jid
+                )
+            )
+            if row is None:
+                row = XmppRosterItem(account_id=account_id, jid=item.jid)
+                session.add(row)
+            row.name = item.name
+            row.subscription = item.subscription
+            row.ask = item.ask
+            row.approved = item.approved
+            row.groups = list(item.groups)
+            return version
+
+        return await self._db(write)
+
+    async def remove_item(self, domain: str, localpart: str, jid: str) -> str:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None:
+            return "0"
+
+        def write(session: Session) -> str:
+            result = session.execute(
+                delete(XmppRosterItem).where(
+                    XmppRosterItem.account_id == account_id, XmppRosterItem.jid == jid
+                )
+            )
+            if getattr(result, "rowcount", 0):
+                return self._bump_roster(session, account_id)
+            version = session.scalar(
+                select(XmppAccount.roster_version).where(XmppAccount.id == account_id)
+            )
+            return str(version or 0)
+
+        return await self._db(write)
+
+    async def get_pending_in(self, domain: str, localpart: str) -> dict[str, str]:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None:
+            return {}
+
+        def read(session: Session) -> dict[str, str]:
+            rows = session.scalars(
+                select(XmppPendingSubscription).where(
+                    XmppPendingSubscription.account_id == account_id
+                )
+            )
+            return {r.jid: r.stanza for r in rows}
+
+        return await self._db(read)
+
+    async def set_pending_in(self, domain: str, localpart: str, jid: str, stanza: str) -> None:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None:
+            return
+
+        def write(session: Session) -> None:
+            row = session.scalar(
+                select(XmppPendingSubscription).where(
+                    XmppPendingSubscription.account_id == account_id,
+                    XmppPendingSubscription.jid == jid,
+                )
+            )
+            if row is None:
+                session.add(XmppPendingSubscription(account_id=account_id, jid=jid, stanza=stanza))
+            else:
+                row.stanza = stanza
+
+        await self._db(write)
+
+    async def remove_pending_in(self, domain: str, localpart: str, jid: str) -> None:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None:
+            return
+        await self._db(
+            lambda s: s.execute(
+                delete(XmppPendingSubscription).where(
+                    XmppPendingSubscription.account_id == account_id,
+                    XmppPendingSubscription.jid == jid,
+                )
+            )
+        )
+
+    # OfflineStore
+
+    async def push(
+        self, domain: str, localpart: str, stanza: str, stored_at: datetime, limit: int
+    ) -> bool:
+        account_id = await self._account_id(domain, localpart)
+        entry = self.hosts.get(domain)
+        if account_id is None or entry is None:
+            return False
+        service_id = entry.host.service_id
+
+        def write(session: Session) -> bool:
+            session.get(XmppAccount, account_id, with_for_update=True)  # serialise per account
+            held = session.scalar(
+                select(func.count())
+                .select_from(XmppOfflineMessage)
+                .where(XmppOfflineMessage.account_id == account_id)
+            )
+            if (held or 0) >= limit:
+                return False
+            session.add(
+                XmppOfflineMessage(
+                    account_id=account_id,
+                    service_id=service_id,
+                    stanza=stanza,
+                    size=len(stanza.encode("utf-8")),
+                    stored_at=stored_at,
+                )
+            )
+            return True
+
+        return await self._db(write)
+
+    async def pop_all(self, domain: str, localpart: str) -> list[OfflineMessage]:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None:
+            return []
+
+        def take(session: Session) -> list[OfflineMessage]:
+            rows = list(
+                session.scalars(
+                    select(XmppOfflineMessage)
+                    .where(XmppOfflineMessage.account_id == account_id)
+                    .order_by(XmppOfflineMessage.id)
+                    .with_for_update()
+                )
+            )
+            if rows:
+                session.execute(
+                    delete(XmppOfflineMessage).where(
+                        XmppOfflineMessage.id.in_([r.id for r in rows])
+                    )
+                )
+            return [OfflineMessage(r.stanza, r.stored_at) for r in rows]
+
+        return await self._db(take)
+
+    async def count(self, domain: str, localpart: str) -> int:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None:
+            return 0
+        return await self._db(
+            lambda s: int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(XmppOfflineMessage)
+                    .where(XmppOfflineMessage.account_id == account_id)
+                )
+                or 0
+            )
+        )
+
+    async def _storage(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Stored bytes per service id (offline, private); one query each per 30 s."""
+        now = time.monotonic()
+        if self._gauges is not None and self._gauges[0] > now:
+            return self._gauges[1], self._gauges[2]
+
+        def read(session: Session) -> tuple[dict[str, int], dict[str, int]]:
+            offline = session.execute(
+                select(XmppOfflineMessage.service_id, func.sum(XmppOfflineMessage.size)).group_by(
+                    XmppOfflineMessage.service_id
+                )
+            )
+            private = session.execute(
+                select(XmppPrivateXml.service_id, func.sum(XmppPrivateXml.size)).group_by(
+                    XmppPrivateXml.service_id
+                )
+            )
+            return (
+                {sid: int(total or 0) for sid, total in offline},
+                {sid: int(total or 0) for sid, total in private},
+            )
+
+        offline, private = await self._db(read)
+        self._gauges = (now + GAUGE_TTL_SECONDS, offline, private)
+        return offline, private
+
+    async def bytes_used(self, domain: str) -> int:
+        """Offline storage bytes of a host (a metering gauge)."""
+        entry = self.hosts.get(domain)
+        if entry is None:
+            return 0
+        offline, _ = await self._storage()
+        return offline.get(entry.host.service_id, 0)
+
+    async def private_bytes_used(self, domain: str) -> int:
+        entry = self.hosts.get(domain)
+        if entry is None:
+            return 0
+        _, private = await self._storage()
+        return private.get(entry.host.service_id, 0)
+
+    # PrivateStore (through DbPrivateStore)
+
+    async def get_private(self, domain: str, localpart: str, key: str) -> str | None:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None:
+            return None
+        return await self._db(
+            lambda s: s.scalar(
+                select(XmppPrivateXml.xml).where(
+                    XmppPrivateXml.account_id == account_id, XmppPrivateXml.key == key
+                )
+            )
+        )
+
+    async def set_private(self, domain: str, localpart: str, key: str, xml: str) -> None:
+        account_id = await self._account_id(domain, localpart)
+        entry = self.hosts.get(domain)
+        if account_id is None or entry is None:
+            return
+        service_id = entry.host.service_id
+
+        def write(session: Session) -> None:
+            row = session.scalar(
+                select(XmppPrivateXml).where(
+                    XmppPrivateXml.account_id == account_id, XmppPrivateXml.key == key
+                )
+            )
+            if row is None:
+                row = XmppPrivateXml(account_id=account_id, service_id=service_id, key=key)
+                session.add(row)
+            row.xml = xml
+            row.size = len(xml.encode("utf-8"))
+
+        await self._db(write)
+
+    # VCardStore
+
+    async def get_vcard(self, domain: str, localpart: str) -> str | None:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None:
+            return None
+        return await self._db(
+            lambda s: s.scalar(select(XmppVCard.xml).where(XmppVCard.account_id == account_id))
+        )
+
+    async def set_vcard(self, domain: str, localpart: str, xml: str) -> None:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None:
+            return
+
+        def write(session: Session) -> None:
+            row = session.get(XmppVCard, account_id)
+            if row is None:
+                session.add(XmppVCard(account_id=account_id, xml=xml))
+            else:
+                row.xml = xml
+
+        await self._db(write)
+
+    # BlockListStore
+
+    async def get_blocklist(self, domain: str, localpart: str) -> set[str]:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None:
+            return set()
+        return await self._db(
+            lambda s: set(
+                s.scalars(select(XmppBlockedJid.jid).where(XmppBlockedJid.account_id == account_id))
+            )
+        )
+
+    async def block(self, domain: str, localpart: str, jids: Sequence[str]) -> None:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None or not jids:
+            return
+
+        def write(session: Session) -> None:
+            have = set(
+                session.scalars(
+                    select(XmppBlockedJid.jid).where(XmppBlockedJid.account_id == account_id)
+                )
+            )
+            for jid in dict.fromkeys(jids):
+                if jid not in have:
+                    session.add(XmppBlockedJid(account_id=account_id, jid=jid))
+
+        await self._db(write)
+
+    async def unblock(self, domain: str, localpart: str, jids: Sequence[str] | None) -> None:
+        account_id = await self._account_id(domain, localpart)
+        if account_id is None:
+            return
+        stmt = delete(XmppBlockedJid).where(XmppBlockedJid.account_id == account_id)
+        if jids is not None:
+            if not jids:
+                return
+            stmt = stmt.where(XmppBlockedJid.jid.in_(list(jids)))
+        await self._db(lambda s: s.execute(stmt))
+
+    # -- UsageSink --------------------------------------------------------------------------
+
+    async def record(self, records: list[UsageRecord]) -> None:
+        """Write a batch to metering in one transaction (idempotency keys unchanged).
+
+        Records of a host that is unknown (never hosted here) are dropped with a warning:
+        retrying them could never succeed. A database error raises, so the engine keeps the
+        batch and retries it at the next flush; duplicates collapse on their keys.
+        """
+        rows: list[EngineUsage] = []
+        unknown: set[str] = set()
+        for rec in records:
+            entry = self.hosts.get(rec.host) or self.removed.get(rec.host)
+            if entry is None:
+                unknown.add(rec.host)
+                continue
+            rows.append(
+                EngineUsage(
+                    organization_id=entry.organization_id,
+                    service_id=entry.host.service_id,
+                    metric=rec.metric,
+                    bucket_start=rec.bucket_start,
+                    quantity=rec.quantity,
+                    idempotency_key=rec.idempotency_key,
+                    subject=rec.subject,
+                )
+            )
+        if unknown:
+            log.warning("usage of unknown hosts dropped: %s", ", ".join(sorted(unknown)))
+        if not rows:
+            return
+        result = await self._db(lambda s: ingest_engine_batch(s, rows, clock=self.clock))
+        if result.rejected:
+            log.warning(
+                "metering refused %d usage records, e.g. %s",
+                len(result.rejected),
+                result.rejected[0].reason,
+            )
+
+
+class DbPrivateStore:
+    """``PrivateStore`` view of a :class:`DbBackend` (XEP-0049)."""
+
+    def __init__(self, backend: DbBackend) -> None:
+        self._b = backend
+
+    async def get_private(self, domain: str, localpart: str, key: str) -> str | None:
+        return await self._b.get_private(domain, localpart, key)
+
+    async def set_private(self, domain: str, localpart: str, key: str, xml: str) -> None:
+        await self._b.set_private(domain, localpart, key, xml)
+
+    async def bytes_used(self, domain: str) -> int:
+        return await self._b.private_bytes_used(domain)
