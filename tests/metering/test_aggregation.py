@@ -7,12 +7,12 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from sqlalchemy.orm import Session
-from tests.metering.factories import make_org, usage
 
 from imhost.kit.clock import FrozenClock, utc
 from imhost.kit.errors import InvalidInput
 from imhost.metering import service
 from imhost.metering.metrics import BILLABLE_CODES
+from tests.metering.factories import make_org, usage
 
 JAN = utc(2026, 1, 1)
 FEB = utc(2026, 2, 1)

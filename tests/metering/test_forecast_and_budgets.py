@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from tests.metering.factories import make_org, usage
 
 from imhost import events
 from imhost.catalog.pricing import PriceSpec, rate
@@ -19,6 +18,7 @@ from imhost.metering import service, tasks
 from imhost.metering.models import BudgetAlert
 from imhost.metering.schemas import BudgetIn
 from imhost.metering.tasks import CAP_MARKER, BudgetPricing
+from tests.metering.factories import make_org, usage
 
 JAN = utc(2026, 1, 1)
 FEB = utc(2026, 2, 1)

@@ -7,12 +7,12 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from tests.metering.factories import make_org, usage
 
 from imhost.kit.clock import FrozenClock, utc
 from imhost.metering import service
 from imhost.metering.models import LateUsagePolicy, UsageRecord
 from imhost.metering.service import EngineUsage, UsageRejected
+from tests.metering.factories import make_org, usage
 
 JAN = utc(2026, 1, 1)
 FEB = utc(2026, 2, 1)

@@ -17,6 +17,8 @@ ROUTERS: tuple[str, ...] = (
     "imhost.web.api.v1.accounts",
     "imhost.web.api.v1.admin",
     "imhost.web.api.v1.billing",
+    "imhost.web.api.v1.catalog",
+    "imhost.web.api.v1.usage",
 )
 
 

@@ -1,0 +1,358 @@
+"""Usage: batch ingestion, usage to date, the forecast, the usage behind an invoice line, and
+budgets.
+
+Customer routes live under ``/api/v1/orgs/{org_id}``; an external engine sends usage with an
+API token holding ``usage:write``. Staff ingest across organizations at ``/api/v1/admin/usage``
+and set the late-usage policy at ``/api/v1/admin/usage/late-policy``.
+
+The current period and prices come from the organization's subscription (billing); without one
+the period is the UTC calendar month and the forecast is zero.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Response, status
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from imhost.accounts import audit as audit_log
+from imhost.accounts.permissions import Access, Scope
+from imhost.billing import plans as billing_plans
+from imhost.billing import subscriptions as billing_subscriptions
+from imhost.kit.errors import Conflict, InvalidInput, NotFound
+from imhost.metering import metrics as m
+from imhost.metering import service as metering
+from imhost.metering.models import Budget
+from imhost.metering.schemas import (
+    BudgetAlertOut,
+    BudgetIn,
+    BudgetOut,
+    ForecastLineOut,
+    ForecastOut,
+    IngestResultOut,
+    RejectionOut,
+    UsageBatchIn,
+    UsageToDateOut,
+)
+from imhost.metering.service import IngestResult
+from imhost.metering.tasks import BudgetPricing, calendar_month
+from imhost.runtime import Runtime
+from imhost.web.deps import Db, Principal, RuntimeDep, require
+
+router = APIRouter(tags=["usage"])
+
+UsageRead = Annotated[Principal, Depends(require("usage", Access.READ))]
+UsageWrite = Annotated[Principal, Depends(require("usage", Access.WRITE))]
+BudgetWrite = Annotated[Principal, Depends(require("billing", Access.WRITE))]
+UsageAdminWrite = Annotated[
+    Principal, Depends(require("usage-admin", Access.WRITE, scope=Scope.STAFF))
+]
+
+UNITS = {code: metric.unit for code, metric in m.BILLABLE_METRICS.items()}
+
+
+def pricing_for(session: Session, organization_id: str) -> BudgetPricing | None:
+    """The organization's current period and prices, from its subscription (None: none).
+
+    This is the ``pricing_for`` that :func:`imhost.metering.tasks.check_budgets` expects.
+    """
+    sub = billing_subscriptions.current_subscription(session, organization_id)
+    if sub is None:
+        return None
+    terms = billing_plans.load_plan_terms(session, sub.plan_version_id)
+    return BudgetPricing(
+        period_start=sub.current_period_start,
+        period_end=sub.current_period_end,
+        price_specs=terms.specs,
+        base_fee=terms.base_fee,
+        currency=terms.currency,
+    )
+
+
+def _period(
+    session: Session, organization_id: str, now: datetime
+) -> tuple[datetime, datetime, BudgetPricing | None]:
+    pricing = pricing_for(session, organization_id)
+    if pricing is not None:
+        return pricing.period_start, pricing.period_end, pricing
+    start, end = calendar_month(now)
+    return start, end, None
+
+
+def _result_out(result: IngestResult) -> IngestResultOut:
+    return IngestResultOut(
+        accepted=result.accepted,
+        duplicates=result.duplicates,
+        corrected=result.corrected,
+        rejected=[RejectionOut(index=r.index, key=r.key, reason=r.reason) for r in result.rejected],
+    )
+
+
+# --- ingestion ----------------------------------------------------------------------------
+
+
+@router.post("/orgs/{org_id}/usage", response_model=IngestResultOut)
+def ingest_usage(
+    org_id: str, body: UsageBatchIn, principal: UsageWrite, db: Db, runtime: RuntimeDep
+) -> IngestResultOut:
+    """Store a batch of usage records (at most 10,000), each once by its idempotency key.
+
+    ``atomic`` (the default): any refused record refuses the batch with 422, listing every
+    refusal, and nothing is written. Otherwise the valid records are kept and the refused
+    ones listed in ``rejected`` (200).
+    """
+    result = metering.ingest(
+        db, runtime.clock, body.records, atomic=body.atomic, organization_id=principal.org_id
+    )
+    return _result_out(result)
+
+
+@router.post("/admin/usage", response_model=IngestResultOut)
+def admin_ingest_usage(
+    body: UsageBatchIn, principal: UsageAdminWrite, db: Db, runtime: RuntimeDep
+) -> IngestResultOut:
+    """Batch ingestion across organizations (each record names its ``organization_id``)."""
+    result = metering.ingest(db, runtime.clock, body.records, atomic=body.atomic)
+    if result.accepted:
+        audit_log.record(
+            db,
+            runtime.clock,
+            "usage.ingested_by_staff",
+            actor=principal.actor,
+            accepted=result.accepted,
+            rejected=len(result.rejected),
+        )
+    return _result_out(result)
+
+
+class LatePolicyIn(BaseModel):
+    late_usage_policy: Literal["refuse", "next_invoice"]
+
+
+class LatePolicyOut(BaseModel):
+    late_usage_policy: str
+
+
+@router.put("/admin/usage/late-policy", response_model=LatePolicyOut)
+def set_late_policy(
+    body: LatePolicyIn, principal: UsageAdminWrite, db: Db, runtime: RuntimeDep
+) -> LatePolicyOut:
+    """What happens to usage for an invoiced period: ``refuse`` it, or bill it on the
+    ``next_invoice`` as a correction (the original bucket is kept on the record)."""
+    previous = metering.get_late_usage_policy(db)
+    policy = metering.set_late_usage_policy(db, runtime.clock, body.late_usage_policy)
+    audit_log.record(
+        db,
+        runtime.clock,
+        "usage.late_policy_changed",
+        actor=principal.actor,
+        previous=previous.value,
+        policy=policy.value,
+    )
+    return LatePolicyOut(late_usage_policy=policy.value)
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+@router.get("/orgs/{org_id}/usage", response_model=UsageToDateOut)
+def usage_to_date(principal: UsageRead, db: Db, runtime: RuntimeDep) -> UsageToDateOut:
+    """Usage of the current period so far, per billable metric."""
+    now = runtime.clock.now()
+    start, end, _ = _period(db, principal.org_id, now)
+    return UsageToDateOut(
+        organization_id=principal.org_id,
+        period_start=start,
+        period_end=end,
+        as_of=now,
+        quantities=metering.usage_to_date(db, principal.org_id, start, now),
+        units=UNITS,
+    )
+
+
+@router.get("/orgs/{org_id}/usage/forecast", response_model=ForecastOut)
+def usage_forecast(principal: UsageRead, db: Db, runtime: RuntimeDep) -> ForecastOut:
+    """The projected bill of the current period (``method`` says how it is projected)."""
+    now = runtime.clock.now()
+    start, end, pricing = _period(db, principal.org_id, now)
+    if pricing is None:
+        pricing = BudgetPricing(start, end, (), Decimal(0), "EUR")
+    fc = metering.forecast(
+        db,
+        runtime.clock,
+        principal.org_id,
+        start,
+        end,
+        pricing.price_specs,
+        pricing.base_fee,
+        pricing.currency,
+    )
+    return ForecastOut(
+        organization_id=principal.org_id,
+        period_start=start,
+        period_end=end,
+        as_of=fc.as_of,
+        currency=fc.currency,
+        base_fee=fc.base_fee,
+        lines=[
+            ForecastLineOut(
+                metric=line.metric,
+                usage_to_date=line.usage_to_date,
+                projected_quantity=line.projected_quantity,
+                projected_amount=line.charge.amount,
+                explanation=line.charge.explanation,
+            )
+            for line in fc.lines
+        ],
+        total=fc.total,
+        method=fc.method,
+    )
+
+
+class UsageRecordOut(BaseModel):
+    id: int
+    service_id: str | None
+    metric: str
+    bucket_start: datetime
+    quantity: Decimal
+    subject: str | None
+    idempotency_key: str
+    received_at: datetime
+    original_bucket_start: datetime | None
+
+
+@router.get("/orgs/{org_id}/usage/records", response_model=list[UsageRecordOut])
+def usage_records(
+    principal: UsageRead,
+    db: Db,
+    metric: str,
+    period_start: datetime,
+    period_end: datetime,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> list[UsageRecordOut]:
+    """The usage records behind a billable metric in a period (an invoice line links here)."""
+    for name, value in (("period_start", period_start), ("period_end", period_end)):
+        if value.tzinfo is None:
+            raise InvalidInput(f"{name} must carry a time zone, e.g. Z", field=name)
+    rows = metering.usage_records_for(
+        db, principal.org_id, metric, period_start, period_end, limit, offset
+    )
+    return [
+        UsageRecordOut(
+            id=r.id,
+            service_id=r.service_id,
+            metric=r.metric,
+            bucket_start=r.bucket_start,
+            quantity=r.quantity,
+            subject=r.subject,
+            idempotency_key=r.idempotency_key,
+            received_at=r.received_at,
+            original_bucket_start=r.original_bucket_start,
+        )
+        for r in rows
+    ]
+
+
+# --- budgets ------------------------------------------------------------------------------
+
+
+def _budget_out(budget: Budget) -> BudgetOut:
+    return BudgetOut(
+        id=budget.id,
+        organization_id=budget.organization_id,
+        amount=budget.amount,
+        currency=budget.currency,
+        thresholds=list(budget.thresholds),
+        hard_cap=budget.hard_cap,
+        created_at=budget.created_at,
+        updated_at=budget.updated_at,
+    )
+
+
+def _own_budget(db: Session, org_id: str, budget_id: str) -> Budget:
+    budget = metering.get_budget(db, org_id)
+    if budget is None or budget.id != budget_id:
+        raise NotFound("no such budget")
+    return budget
+
+
+@router.get("/orgs/{org_id}/budgets", response_model=list[BudgetOut])
+def list_budgets(principal: UsageRead, db: Db) -> list[BudgetOut]:
+    """The organization's monthly budget (a list of at most one)."""
+    budget = metering.get_budget(db, principal.org_id)
+    return [_budget_out(budget)] if budget else []
+
+
+@router.post(
+    "/orgs/{org_id}/budgets", response_model=BudgetOut, status_code=status.HTTP_201_CREATED
+)
+def create_budget(body: BudgetIn, principal: BudgetWrite, db: Db, runtime: RuntimeDep) -> BudgetOut:
+    """Set a monthly budget with alert thresholds (percent; default 50, 80, 100) and an
+    optional hard cap that stops billable overage at 100 %."""
+    if metering.get_budget(db, principal.org_id) is not None:
+        raise Conflict("this organization has a budget already; change it with PUT")
+    budget = metering.set_budget(db, runtime.clock, principal.org_id, body)
+    _audit_budget(db, runtime, principal, budget, "usage.budget_created")
+    return _budget_out(budget)
+
+
+@router.get("/orgs/{org_id}/budgets/{budget_id}", response_model=BudgetOut)
+def get_budget(budget_id: str, principal: UsageRead, db: Db) -> BudgetOut:
+    return _budget_out(_own_budget(db, principal.org_id, budget_id))
+
+
+@router.put("/orgs/{org_id}/budgets/{budget_id}", response_model=BudgetOut)
+def replace_budget(
+    budget_id: str, body: BudgetIn, principal: BudgetWrite, db: Db, runtime: RuntimeDep
+) -> BudgetOut:
+    _own_budget(db, principal.org_id, budget_id)
+    budget = metering.set_budget(db, runtime.clock, principal.org_id, body)
+    _audit_budget(db, runtime, principal, budget, "usage.budget_changed")
+    return _budget_out(budget)
+
+
+@router.delete("/orgs/{org_id}/budgets/{budget_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_budget(budget_id: str, principal: BudgetWrite, db: Db, runtime: RuntimeDep) -> Response:
+    budget = _own_budget(db, principal.org_id, budget_id)
+    _audit_budget(db, runtime, principal, budget, "usage.budget_deleted")
+    metering.delete_budget(db, principal.org_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/orgs/{org_id}/budgets/{budget_id}/alerts", response_model=list[BudgetAlertOut])
+def list_budget_alerts(budget_id: str, principal: UsageRead, db: Db) -> list[BudgetAlertOut]:
+    """The thresholds crossed, newest period first (threshold 0 is the hard cap)."""
+    budget = _own_budget(db, principal.org_id, budget_id)
+    return [
+        BudgetAlertOut(
+            period_start=a.period_start,
+            threshold=a.threshold,
+            amount=a.amount,
+            budget_amount=a.budget_amount,
+            created_at=a.created_at,
+        )
+        for a in metering.budget_alerts(db, budget.id)
+    ]
+
+
+def _audit_budget(
+    db: Session, runtime: Runtime, principal: Principal, budget: Budget, action: str
+) -> None:
+    audit_log.record(
+        db,
+        runtime.clock,
+        action,
+        actor=principal.actor,
+        organization_id=budget.organization_id,
+        target_type="budget",
+        target_id=budget.id,
+        amount=str(budget.amount),
+        currency=budget.currency,
+        thresholds=list(budget.thresholds),
+        hard_cap=budget.hard_cap,
+    )
