@@ -1,0 +1,311 @@
+"""The database-backed ports: tenant isolation, caches, runtime changes, throttling, usage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from imhost.accounts.models import AuditEvent
+from imhost.config import SecuritySettings
+from imhost.hosting import service as hosting
+from imhost.hosting.models import HostedService
+from imhost.hosting.ports import DbBackend, DbPrivateStore
+from imhost.kit.clock import FrozenClock
+from imhost.kit.scram import ScramHash, verify_plain
+from imhost.metering.models import UsageRecord as MeteredUsage
+from imhost.xmpp.ports import AuthAttempt, RosterItem, UsageRecord, VirtualHost
+
+from .factories import ITERATIONS, PASSWORD, SECURITY, make_account, make_service
+
+pytestmark = pytest.mark.anyio
+
+
+@dataclass
+class RecordingListener:
+    changed: list[VirtualHost] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    disabled: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def on_host_changed(self, host: VirtualHost) -> None:
+        self.changed.append(host)
+
+    def on_host_removed(self, domain: str) -> None:
+        self.removed.append(domain)
+
+    def on_account_disabled(self, domain: str, localpart: str, reason: str) -> None:
+        self.disabled.append((domain, localpart, reason))
+
+
+@dataclass
+class Setup:
+    factory: sessionmaker[Session]
+    clock: FrozenClock
+    backend: DbBackend
+    listener: RecordingListener
+    a: HostedService
+    b: HostedService
+
+
+@pytest.fixture
+async def setup(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> AsyncIterator[Setup]:
+    security = SecuritySettings(lockout_threshold=3)
+    backend = DbBackend(session_factory, clock, security, host_refresh_seconds=3600)
+    with session_factory() as session:
+        a = make_service(session, clock, domain="a.example")
+        b = make_service(session, clock, domain="b.example")
+        for service in (a, b):
+            make_account(session, clock, service, "alice")
+        make_account(session, clock, a, "bob", password=PASSWORD[::-1])
+        session.commit()
+    await backend.start()
+    listener = RecordingListener()
+    backend.add_listener(listener)
+    yield Setup(session_factory, clock, backend, listener, a, b)
+    await backend.close()
+
+
+async def test_hosts_are_loaded_from_the_database(setup: Setup) -> None:
+    hosts = {h.domain: h for h in await setup.backend.list_hosts()}
+    assert set(hosts) == {"a.example", "b.example"}
+    assert hosts["a.example"].service_id == setup.a.id
+    assert await setup.backend.get_host("nowhere.example") is None
+
+
+async def test_credentials_are_those_of_the_account_on_that_host_only(setup: Setup) -> None:
+    backend = setup.backend
+    creds_a = await backend.get_credentials("a.example", "alice", ScramHash.SHA256)
+    creds_b = await backend.get_credentials("b.example", "alice", ScramHash.SHA256)
+    assert creds_a is not None and creds_b is not None
+    assert creds_a.salt != creds_b.salt
+    assert verify_plain(PASSWORD, creds_a, ScramHash.SHA256)
+    assert await backend.get_credentials("b.example", "bob", ScramHash.SHA1) is None
+    assert not await backend.account_exists("b.example", "bob")
+    assert await backend.account_exists("a.example", "bob")
+    assert await backend.get_credentials("c.example", "alice", ScramHash.SHA1) is None
+
+
+async def test_one_host_cannot_see_another_hosts_storage(setup: Setup) -> None:
+    backend = setup.backend
+    version = await backend.set_item(
+        "a.example", "alice", RosterItem(jid="bob@a.example", name="Bob", subscription="both")
+    )
+    assert version == "1"
+    await backend.block("a.example", "alice", ["spam@x.example"])
+    await backend.set_vcard("a.example", "alice", "<vCard xmlns='vcard-temp'/>")
+    private = DbPrivateStore(backend)
+    await private.set_private("a.example", "alice", "storage:bookmarks", "<storage/>")
+    await backend.push("a.example", "alice", "<message/>", setup.clock.now(), 10)
+    await backend.set_pending_in("a.example", "alice", "eve@b.example", "<presence/>")
+
+    assert await backend.get_roster("b.example", "alice") == ("0", [])
+    assert await backend.get_blocklist("b.example", "alice") == set()
+    assert await backend.get_vcard("b.example", "alice") is None
+    assert await private.get_private("b.example", "alice", "storage:bookmarks") is None
+    assert await backend.pop_all("b.example", "alice") == []
+    assert await backend.get_pending_in("b.example", "alice") == {}
+    # ... and writing through another host's name does not reach the first host's data.
+    await backend.set_item("b.example", "alice", RosterItem(jid="mallory@b.example"))
+    _, items = await backend.get_roster("a.example", "alice")
+    assert [i.jid for i in items] == ["bob@a.example"]
+    assert await backend.get_blocklist("a.example", "alice") == {"spam@x.example"}
+    assert await backend.count("a.example", "alice") == 1
+
+
+async def test_roster_versions_grow_with_each_change(setup: Setup) -> None:
+    backend = setup.backend
+    item = RosterItem(jid="bob@a.example", groups=("Friends", "Work"), ask=True)
+    v1 = await backend.set_item("a.example", "alice", item)
+    v2 = await backend.set_item("a.example", "alice", RosterItem(jid="carol@a.example"))
+    v3 = await backend.remove_item("a.example", "alice", "nobody@a.example")
+    v4 = await backend.remove_item("a.example", "alice", "carol@a.example")
+    assert (v1, v2, v3, v4) == ("1", "2", "2", "3")
+    version, items = await backend.get_roster("a.example", "alice")
+    assert version == "3" and items == [item]
+
+
+async def test_offline_storage_keeps_order_and_limit(setup: Setup) -> None:
+    backend, clock = setup.backend, setup.clock
+    for n in range(3):
+        stored = await backend.push("a.example", "alice", f"<message id='{n}'/>", clock.now(), 3)
+        assert stored
+        clock.advance(timedelta(seconds=1))
+    assert not await backend.push("a.example", "alice", "<message id='3'/>", clock.now(), 3)
+    assert await backend.bytes_used("a.example") == 3 * len("<message id='0'/>")
+    messages = await backend.pop_all("a.example", "alice")
+    assert [m.stanza for m in messages] == [f"<message id='{n}'/>" for n in range(3)]
+    assert messages[0].stored_at < messages[2].stored_at
+    assert await backend.pop_all("a.example", "alice") == []
+
+
+async def test_blocklist_adds_once_and_unblocks_some_or_all(setup: Setup) -> None:
+    backend = setup.backend
+    await backend.block("a.example", "alice", ["x@y.example", "z.example", "x@y.example"])
+    await backend.block("a.example", "alice", ["x@y.example"])
+    assert await backend.get_blocklist("a.example", "alice") == {"x@y.example", "z.example"}
+    await backend.unblock("a.example", "alice", ["z.example"])
+    assert await backend.get_blocklist("a.example", "alice") == {"x@y.example"}
+    await backend.unblock("a.example", "alice", None)
+    assert await backend.get_blocklist("a.example", "alice") == set()
+
+
+async def test_suspension_reaches_the_listener_after_commit_only(setup: Setup) -> None:
+    with setup.factory() as session:
+        service = hosting.get_service(session, setup.a.id)
+        hosting.suspend_service(session, setup.clock, service, "Unpaid invoice INV-7")
+        session.flush()
+        assert setup.listener.changed == []
+        session.commit()
+    [host] = setup.listener.changed
+    assert host.domain == "a.example" and not host.active
+    assert host.status_reason == "Unpaid invoice INV-7"
+    current = await setup.backend.get_host("a.example")
+    assert current is not None and not current.active
+    assert await setup.backend.account_disabled("a.example", "alice") == "Unpaid invoice INV-7"
+
+
+async def test_a_rolled_back_change_never_reaches_the_engine(setup: Setup) -> None:
+    with setup.factory() as session:
+        service = hosting.get_service(session, setup.a.id)
+        hosting.suspend_service(session, setup.clock, service, "mistake")
+        session.rollback()
+    assert setup.listener.changed == []
+    host = await setup.backend.get_host("a.example")
+    assert host is not None and host.active
+
+
+async def test_a_new_service_and_a_removed_one_take_effect_at_once(setup: Setup) -> None:
+    with setup.factory() as session:
+        make_service(session, setup.clock, domain="new.example")
+        hosting.remove_service(session, setup.clock, hosting.get_service(session, setup.b.id))
+        session.commit()
+    assert [h.domain for h in setup.listener.changed] == ["new.example"]
+    assert setup.listener.removed == ["b.example"]
+    assert await setup.backend.get_host("b.example") is None
+    assert await setup.backend.get_credentials("b.example", "alice", ScramHash.SHA1) is None
+
+
+async def test_disabling_an_account_closes_its_sessions_and_refuses_logins(setup: Setup) -> None:
+    backend = setup.backend
+    assert await backend.account_disabled("a.example", "alice") is None  # now cached
+    with setup.factory() as session:
+        service = hosting.get_service(session, setup.a.id)
+        account = hosting.get_account(session, service, "alice")
+        hosting.disable_account(session, setup.clock, service, account, "left the company")
+        session.commit()
+    assert setup.listener.disabled == [("a.example", "alice", "left the company")]
+    assert await backend.account_disabled("a.example", "alice") == "left the company"
+
+
+async def test_a_password_reset_replaces_cached_credentials(setup: Setup) -> None:
+    backend = setup.backend
+    old = await backend.get_credentials("a.example", "alice", ScramHash.SHA256)
+    with setup.factory() as session:
+        service = hosting.get_service(session, setup.a.id)
+        account = hosting.get_account(session, service, "alice")
+        new_password = hosting.reset_password(
+            session, setup.clock, service, account, password=None, security=SECURITY,
+            iterations=ITERATIONS,
+        )
+        session.commit()
+    assert new_password is not None
+    new = await backend.get_credentials("a.example", "alice", ScramHash.SHA256)
+    assert new is not None and old is not None and new.salt != old.salt
+    assert verify_plain(new_password, new, ScramHash.SHA256)
+    assert setup.listener.disabled[-1][:2] == ("a.example", "alice")
+
+
+async def test_failed_logins_lock_the_account_and_are_audited_in_a_batch(setup: Setup) -> None:
+    backend = setup.backend
+    attempt = AuthAttempt("a.example", "alice", "192.0.2.7", False, "SCRAM-SHA-256")
+    assert not await backend.is_locked_out("a.example", "alice", "192.0.2.7")
+    results = [await backend.report_auth(attempt) for _ in range(3)]
+    assert results == [False, False, True]
+    assert await backend.is_locked_out("a.example", "alice", "198.51.100.1")
+    assert not await backend.is_locked_out("a.example", "bob", "198.51.100.1")
+    assert not await backend.is_locked_out("b.example", "alice", "198.51.100.1")
+    setup.clock.advance(timedelta(minutes=2))
+    assert not await backend.is_locked_out("a.example", "alice", "198.51.100.1")
+    with setup.factory() as session:
+        count = select(func.count()).select_from(AuditEvent)
+        assert session.scalar(count.where(AuditEvent.action == "xmpp.login_failed")) == 0
+    await backend.flush_batches()
+    with setup.factory() as session:
+        rows = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "xmpp.login_failed")
+        ).all()
+    assert len(rows) == 3
+    assert rows[0].organization_id == setup.a.organization_id
+    assert rows[0].target_label == "alice@a.example" and rows[0].address == "192.0.2.7"
+
+
+async def test_a_successful_login_is_recorded_on_the_account(setup: Setup) -> None:
+    backend = setup.backend
+    await backend.report_auth(AuthAttempt("a.example", "alice", "", True, "PLAIN"))
+    await backend.report_client_version("a.example", "alice", "Conversations 2.16 (Android)")
+    await backend.flush_batches()
+    with setup.factory() as session:
+        account = hosting.get_account(session, hosting.get_service(session, setup.a.id), "alice")
+        assert account.last_login_at == setup.clock.now()
+        assert account.client_version == "Conversations 2.16 (Android)"
+
+
+async def test_in_band_password_change_follows_the_policy(setup: Setup) -> None:
+    backend = setup.backend
+    with pytest.raises(ValueError, match="at least 12"):
+        await backend.set_password("a.example", "alice", "short")
+    await backend.set_password("a.example", "alice", "quiet-lantern-meadow-5521")
+    creds = await backend.get_credentials("a.example", "alice", ScramHash.SHA1)
+    assert creds is not None and verify_plain("quiet-lantern-meadow-5521", creds, ScramHash.SHA1)
+    assert setup.listener.disabled == []  # the changer's own session stays
+
+
+async def test_in_band_registration_only_where_allowed(setup: Setup) -> None:
+    backend = setup.backend
+    with pytest.raises(ValueError, match="does not allow"):
+        await backend.register_account("a.example", "newbie", PASSWORD)
+    with setup.factory() as session:
+        service = hosting.get_service(session, setup.a.id)
+        hosting.set_limits(session, setup.clock, service, {"registration_allowed": True})
+        session.commit()
+    await backend.register_account("a.example", "newbie", PASSWORD)
+    assert await backend.account_exists("a.example", "newbie")
+    assert await backend.count_accounts("a.example") == 3
+    with pytest.raises(ValueError, match="already exists"):
+        await backend.register_account("a.example", "newbie", PASSWORD)
+
+
+async def test_usage_lands_in_metering_once_even_if_flushed_twice(setup: Setup) -> None:
+    bucket = setup.clock.now().replace(second=0, microsecond=0)
+    records = [
+        UsageRecord("a.example", "messages", bucket, 12, "node1:a.example:messages:1"),
+        UsageRecord("b.example", "bytes_in", bucket, 3400, "node1:b.example:bytes_in:1"),
+        UsageRecord("gone.example", "messages", bucket, 5, "node1:gone.example:messages:1"),
+    ]
+    await setup.backend.record(records)
+    await setup.backend.record(records)
+    with setup.factory() as session:
+        rows = session.scalars(select(MeteredUsage).order_by(MeteredUsage.metric)).all()
+    assert [(r.metric, int(r.quantity)) for r in rows] == [("bytes_in", 3400), ("messages", 12)]
+    by_metric = {r.metric: r for r in rows}
+    assert by_metric["messages"].organization_id == setup.a.organization_id
+    assert by_metric["messages"].service_id == setup.a.id
+    assert by_metric["bytes_in"].organization_id == setup.b.organization_id
+    assert by_metric["messages"].idempotency_key == "node1:a.example:messages:1"
+
+
+async def test_usage_of_a_removed_host_still_reaches_its_organization(setup: Setup) -> None:
+    with setup.factory() as session:
+        hosting.remove_service(session, setup.clock, hosting.get_service(session, setup.b.id))
+        session.commit()
+    bucket = setup.clock.now().replace(second=0, microsecond=0)
+    await setup.backend.record([UsageRecord("b.example", "messages", bucket, 2, "k-b-1")])
+    with setup.factory() as session:
+        row = session.scalars(select(MeteredUsage)).one()
+    assert row.organization_id == setup.b.organization_id
