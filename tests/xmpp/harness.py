@@ -93,6 +93,7 @@ class Client:
         self.header: dict[str, str] | None = None
         self.ended = False
         self._consumed = 0
+        self._fed = False
         self._parser = self._new_parser()
 
     def _new_parser(self) -> StreamParser:
@@ -107,15 +108,30 @@ class Client:
         self.ended = True
 
     def restart(self) -> None:
-        """Client side of a stream restart: expect a new header."""
+        """Client side of a stream restart (the parser restarts at each new header)."""
         self._pump()
-        self._parser = self._new_parser()
 
     def _pump(self) -> None:
         data = bytes(self.transport.data[self._consumed :])
         self._consumed = len(self.transport.data)
-        if data:
-            self._parser.feed(data)
+        pos = 0
+        while True:
+            idx = data.find(b"<?xml", pos + 1 if pos or not self._fed else 0)
+            if idx < 0:
+                break
+            if idx > pos:
+                self._parser.feed(data[pos:idx])
+                self._fed = True
+            if self._fed:
+                self._parser = self._new_parser()
+                self._fed = False
+            pos = idx
+            self._parser.feed(data[pos : pos + 5])
+            self._fed = True
+            pos += 5
+        if data[pos:]:
+            self._parser.feed(data[pos:])
+            self._fed = True
 
     def send(self, xml: str | bytes) -> None:
         self.stream.data_received(xml.encode() if isinstance(xml, str) else xml)

@@ -37,7 +37,7 @@ from .hooks import (
     StanzaEvent,
 )
 from .metering import HostCounters, Meter
-from .xml import NS_CLIENT, NS_DELAY, Element
+from .xml import NS_CLIENT, NS_DELAY, NS_SESSION, Element
 
 if TYPE_CHECKING:
     from .stream import C2SStream
@@ -82,6 +82,11 @@ class TokenBucket:
         return 0.0 if tokens >= 0 else -tokens / self.rate
 
 
+def _session_iq(event: StanzaEvent) -> Element:
+    iq = event.stanza
+    return Element("iq", NS_CLIENT, {"type": "result", "id": iq.attrs.get("id", "")})
+
+
 class HostState:
     """A virtual host at runtime: its settings, sessions, hooks, handlers and counters."""
 
@@ -101,6 +106,8 @@ class HostState:
         self.preauth_features: list[StreamFeature] = []
         self.buckets: dict[str, TokenBucket] = {}
         self.modules: list[Any] = []
+        # RFC 3921 §3 session establishment: a no-op kept for old clients (RFC 6121 App. E).
+        self.iq_handlers[(NS_SESSION, IqType.SET)] = [(IqTarget.BOTH, _session_iq)]
 
     @property
     def active(self) -> bool:

@@ -361,10 +361,7 @@ class C2SStream(asyncio.Protocol):
     # ======================================================================================
 
     def _new_parser(self, restart: bool = True) -> StreamParser:
-        limits = self.services.settings.max_stanza_bytes
-        host = self.host_state
-        if host is not None:
-            limits = host.vhost.limits.max_stanza_bytes
+        limits = self._max_stanza_bytes()
         if self.ws:
             header: bytes | None = _WS_HEADER
         elif not restart:
@@ -379,6 +376,14 @@ class C2SStream(asyncio.Protocol):
             header=header,
         )
         return self.parser
+
+    def _max_stanza_bytes(self) -> int:
+        """The smaller of the server-wide limit and the host's plan limit."""
+        limit = self.services.settings.max_stanza_bytes
+        host = self.host_state
+        if host is not None:
+            limit = min(limit, host.vhost.limits.max_stanza_bytes)
+        return limit
 
     def _barrier(self) -> None:
         """Stop parsing after this element; bytes that follow wait for :meth:`_release`."""
@@ -456,7 +461,7 @@ class C2SStream(asyncio.Protocol):
         self.host_state = host
         self.counters = host.counters
         if self.parser is not None:
-            self.parser.max_stanza_bytes = host.vhost.limits.max_stanza_bytes
+            self.parser.max_stanza_bytes = self._max_stanza_bytes()
             if not self.ws:
                 self._header = self.parser.header_bytes
         version = attrs.get("version", "")
