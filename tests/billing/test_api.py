@@ -5,37 +5,17 @@ from __future__ import annotations
 import zlib
 from decimal import Decimal
 
-from factories import make_world
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
-from imhost.accounts import sessions
-from imhost.accounts.models import OrgRole, StaffRole, User
+from imhost.accounts.models import OrgRole, StaffRole
 from imhost.billing import service
 from imhost.db.engine import transaction
 from imhost.kit.clock import FrozenClock, utc
 from imhost.runtime import Runtime
+from tests.factories import make_world
+from tests.web.conftest import signed_in
 
 from .factories import make_plan, messages_per_unit
-
-
-def signed_in(app: FastAPI, user: User) -> TestClient:
-    runtime: Runtime = app.state.runtime
-    with runtime.session_factory() as session:
-        new = sessions.start_session(
-            session,
-            runtime.clock,
-            runtime.settings.security,
-            user_id=user.id,
-            address="testclient",
-            user_agent="pytest",
-            mfa_verified=True,
-        )
-        session.commit()
-    client = TestClient(app, raise_server_exceptions=False)
-    client.cookies.set(sessions.COOKIE_NAME, new.cookie_value)
-    client.headers["X-CSRF-Token"] = new.session.csrf_token
-    return client
 
 
 def _setup(app: FastAPI, clock: FrozenClock) -> tuple[object, str, str]:

@@ -156,7 +156,7 @@ def list_pending_charges(session: Session, organization_id: str) -> list[Pending
                 PendingCharge.organization_id == organization_id,
                 PendingCharge.invoice_id.is_(None),
             )
-            .order_by(PendingCharge.created_at, PendingCharge.id)
+            .order_by(PendingCharge.created_at, PendingCharge.reference)
         )
     )
 
@@ -184,6 +184,6 @@ def charges_due(
                 PendingCharge.currency == currency,
                 PendingCharge.created_at <= until,
             )
-            .order_by(PendingCharge.created_at, PendingCharge.id)
+            .order_by(PendingCharge.created_at, PendingCharge.reference)
         )
     )

@@ -286,7 +286,7 @@ def change_plan(
     sub = require_subscription(session, organization_id)
     _lock(session, sub)
     preview = _preview(session, clock, sub, plan_version_id, add_ons)
-    for line in preview.lines:
+    for index, line in enumerate(preview.lines):
         add_pending_charge(
             session,
             organization_id,
@@ -294,6 +294,7 @@ def change_plan(
             line.amount,
             sub.currency,
             source="proration",
+            reference=_proration_ref(sub, preview.at, "change", index),
             at=preview.at,
             kind=LineKind.PRORATION.value,
             calculation=line.calculation,
@@ -327,6 +328,11 @@ def change_plan(
         ),
     )
     return preview
+
+
+def _proration_ref(sub: Subscription, at: datetime, what: str, index: int) -> str:
+    """Identifies a proration line; also its order among charges made at the same moment."""
+    return f"{sub.id}:{at:%Y%m%dT%H%M%S.%f}:{what}:{index:03d}"
 
 
 def _lock(session: Session, sub: Subscription) -> None:
@@ -367,7 +373,7 @@ def cancel_subscription(
         for add_on_id, qty in add_ons_of(session, sub.id).items():
             name, price = _addon_price(session, add_on_id)
             prices.append((f"{qty} × {name}", price * qty))
-        for label, price in prices:
+        for index, (label, price) in enumerate(prices):
             if price == 0:
                 continue
             split = split_by_seconds(price, cur, s, now, e)
@@ -380,6 +386,7 @@ def cancel_subscription(
                 -split.unused,
                 cur,
                 source="proration",
+                reference=_proration_ref(sub, now, "cancel", index),
                 at=now,
                 kind=LineKind.PRORATION.value,
                 calculation=split.unused_calculation(cur),
@@ -452,7 +459,7 @@ def resume_subscription(session: Session, clock: Clock, organization_id: str) ->
         for add_on_id, qty in add_ons_of(session, sub.id).items():
             name, price = _addon_price(session, add_on_id)
             prices.append((f"{qty} × {name}", price * qty))
-        for label, price in prices:
+        for index, (label, price) in enumerate(prices):
             if price == 0:
                 continue
             split = split_by_seconds(price, cur, s, now, e)
@@ -465,6 +472,7 @@ def resume_subscription(session: Session, clock: Clock, organization_id: str) ->
                 split.unused,
                 cur,
                 source="proration",
+                reference=_proration_ref(sub, now, "resume", index),
                 at=now,
                 kind=LineKind.PRORATION.value,
                 calculation=split.unused_calculation(cur),

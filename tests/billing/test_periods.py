@@ -1,0 +1,108 @@
+"""Periods and proration by the second, worked by hand across month lengths."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from imhost.billing.periods import (
+    first_boundary_after,
+    period_before,
+    period_end,
+    split_by_seconds,
+)
+from imhost.kit.clock import utc
+from imhost.kit.errors import InvalidInput
+
+DAY = 86_400
+
+
+def test_an_anchor_on_the_31st_clamps_to_short_months_and_comes_back() -> None:
+    start = utc(2027, 1, 31)
+    ends = []
+    for _ in range(4):
+        start = period_end(start, 31, "monthly")
+        ends.append(start)
+    assert ends == [utc(2027, 2, 28), utc(2027, 3, 31), utc(2027, 4, 30), utc(2027, 5, 31)]
+
+
+def test_a_leap_february_ends_on_the_29th_for_an_anchor_of_30() -> None:
+    assert period_end(utc(2028, 1, 30), 30, "monthly") == utc(2028, 2, 29)
+    assert period_end(utc(2028, 2, 29), 30, "monthly") == utc(2028, 3, 30)
+
+
+def test_a_yearly_period_from_29_february_ends_on_28_february_next_year() -> None:
+    assert period_end(utc(2028, 2, 29), 29, "yearly") == utc(2029, 2, 28)
+    assert period_before(utc(2029, 2, 28), 29, "yearly") == utc(2028, 2, 29)
+
+
+def test_the_first_boundary_after_a_start_uses_the_anchor_of_this_or_next_month() -> None:
+    assert first_boundary_after(utc(2026, 11, 10), 15) == utc(2026, 11, 15)
+    assert first_boundary_after(utc(2026, 11, 20), 15) == utc(2026, 12, 15)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "days"),
+    [
+        (utc(2027, 2, 1), utc(2027, 3, 1), 28),
+        (utc(2028, 2, 1), utc(2028, 3, 1), 29),
+        (utc(2026, 11, 1), utc(2026, 12, 1), 30),
+        (utc(2026, 12, 1), utc(2027, 1, 1), 31),
+    ],
+)
+def test_ten_days_left_is_ten_days_over_the_real_length_of_the_month(
+    start: object, end: object, days: int
+) -> None:
+    at = end - timedelta(days=10)  # type: ignore[operator]
+    split = split_by_seconds(Decimal("49.00"), "EUR", start, at, end)  # type: ignore[arg-type]
+    assert split.seconds_total == days * DAY
+    assert split.seconds_unused == 10 * DAY
+    expected = (Decimal("49.00") * 10 / days).quantize(Decimal("0.01"))
+    assert split.unused == expected
+    assert split.used + split.unused == Decimal("49.00")
+
+
+def test_the_hand_worked_february_and_leap_february_examples() -> None:
+    # 28-day February, 14 days left: 49.00 x 1,209,600 / 2,419,200 = 24.50
+    feb = split_by_seconds(Decimal("49.00"), "EUR", utc(2027, 2, 1), utc(2027, 2, 15), utc(2027, 3, 1))
+    assert feb.unused == Decimal("24.50")
+    assert feb.unused_calculation("EUR") == "49.00 × 1,209,600 s / 2,419,200 s = 24.50"
+    # 29-day February, 14 days left: 49.00 x 1,209,600 / 2,505,600 = 23.655... = 23.66
+    leap = split_by_seconds(Decimal("49.00"), "EUR", utc(2028, 2, 1), utc(2028, 2, 16), utc(2028, 3, 1))
+    assert leap.seconds_total == 2_505_600
+    assert leap.unused == Decimal("23.66")
+    assert leap.used == Decimal("25.34")
+    # A leap year of 366 days, changed 100 days before its end: 120.00 x 100/366 = 32.79
+    year = split_by_seconds(
+        Decimal("120.00"), "EUR", utc(2028, 1, 1), utc(2028, 9, 23), utc(2029, 1, 1)
+    )
+    assert year.seconds_total == 366 * DAY and year.seconds_unused == 100 * DAY
+    assert year.unused == Decimal("32.79")
+
+
+def test_a_change_outside_the_period_is_refused() -> None:
+    with pytest.raises(InvalidInput):
+        split_by_seconds(Decimal("10"), "EUR", utc(2026, 11, 1), utc(2026, 12, 2), utc(2026, 12, 1))
+
+
+@given(
+    price=st.decimals(min_value=0, max_value=100_000, places=2),
+    offset=st.integers(min_value=0, max_value=31 * DAY),
+    month=st.integers(min_value=1, max_value=12),
+    year=st.sampled_from([2026, 2027, 2028]),
+    currency=st.sampled_from(["EUR", "JPY", "BHD"]),
+)
+def test_proration_pieces_always_add_up_to_the_full_price(
+    price: Decimal, offset: int, month: int, year: int, currency: str
+) -> None:
+    start = utc(year, month, 1)
+    end = period_end(start, 1, "monthly")
+    at = min(start + timedelta(seconds=offset), end)
+    split = split_by_seconds(price, currency, start, at, end)
+    assert split.used + split.unused == price
+    assert split.seconds_used + split.seconds_unused == split.seconds_total
+    assert split.unused >= 0
