@@ -16,8 +16,8 @@ import pytest
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     aioxmpp = pytest.importorskip("aioxmpp")
-    import aioxmpp.connector
     import aioxmpp.security_layer as asl
+    from aioxmpp import connector
 
 import imhost.xmpp.core.stream as stream_module
 from imhost.xmpp.core import sasl
@@ -34,16 +34,12 @@ def make_client(live: LiveServer, user: str, direct_tls: bool) -> Any:
     layer = asl.SecurityLayer(
         asl.default_ssl_context, asl._NullVerifier, True, (asl.PasswordSASLProvider(password),)
     )
-    connector = (
-        aioxmpp.connector.XMPPOverTLSConnector()
-        if direct_tls
-        else aioxmpp.connector.STARTTLSConnector()
-    )
+    conn = connector.XMPPOverTLSConnector() if direct_tls else connector.STARTTLSConnector()
     port = live.tls_port if direct_tls else live.port
     return aioxmpp.PresenceManagedClient(
         aioxmpp.JID.fromstr(f"{user}@{live.domain}/aio"),
         layer,
-        override_peer=[("127.0.0.1", port, connector)],
+        override_peer=[("127.0.0.1", port, conn)],
     )
 
 

@@ -59,7 +59,7 @@ async def test_sendxmpp_sends_a_message(live: LiveServer, direct_tls: bool) -> N
 
 @needs_binary
 async def test_sendxmpp_wrong_password_is_refused(live: LiveServer) -> None:
-    code, out = await run_sendxmpp(
+    code, _ = await run_sendxmpp(
         live,
         "-u",
         "alice@example.test",

@@ -19,9 +19,7 @@ from functools import lru_cache
 
 MAX_PART_BYTES = 1023
 _LOCAL_FORBIDDEN = frozenset("\"&'/:<>@")
-_ASCII_LOCAL_OK = frozenset(
-    "abcdefghijklmnopqrstuvwxyz0123456789!#$%()*+,-.;=?[\\]^_`{|}~"
-)
+_ASCII_LOCAL_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%()*+,-.;=?[\\]^_`{|}~")
 _ASCII_DOMAIN_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
 
 
@@ -33,6 +31,8 @@ class JID:
     local: str
     domain: str
     resource: str
+    _bare: str
+    _str: str
 
     def __init__(self, local: str, domain: str, resource: str = "") -> None:
         """Build from parts that are already prepared (use :func:`parse_jid` for input)."""
@@ -92,9 +92,7 @@ def prepare_localpart(value: str) -> str:
         return out
     # Width mapping (RFC 8265 §3.3.1 step 1): fullwidth/halfwidth to their decomposition.
     mapped = "".join(
-        unicodedata.normalize("NFKC", c)
-        if unicodedata.east_asian_width(c) in ("F", "H")
-        else c
+        unicodedata.normalize("NFKC", c) if unicodedata.east_asian_width(c) in ("F", "H") else c
         for c in value
     )
     out = unicodedata.normalize("NFC", mapped.lower())
@@ -102,7 +100,7 @@ def prepare_localpart(value: str) -> str:
         if c in _LOCAL_FORBIDDEN:
             raise ValueError(f"localpart contains a forbidden character: {c!r}")
         cat = unicodedata.category(c)
-        if cat[0] in ("C", "Z") or cat in ("Sk", "Lm") and not c.isalnum():
+        if cat[0] in ("C", "Z") or (cat in ("Sk", "Lm") and not c.isalnum()):
             raise ValueError(f"localpart contains a disallowed character U+{ord(c):04X}")
     if not out:
         raise ValueError("localpart is empty")

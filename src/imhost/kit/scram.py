@@ -18,13 +18,13 @@ import os
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 DEFAULT_ITERATIONS = 4096
 """RFC 7677 §4 recommends at least 4096 iterations for SCRAM-SHA-256."""
 
 
-class ScramHash(str, Enum):
+class ScramHash(StrEnum):
     """The hash behind a SCRAM mechanism (RFC 5802 SHA-1, RFC 7677 SHA-256)."""
 
     SHA1 = "sha1"

@@ -44,7 +44,7 @@ async def run(args: argparse.Namespace) -> None:
         metering_flush_seconds=args.flush,
         auth_failure_delay_seconds=0,
     )
-    server = XmppServer.with_memory_backend(settings, backend if not args.no_metering else backend)
+    server = XmppServer.with_memory_backend(settings, backend)
     if args.no_metering:
         server.meter.enabled = False
         server.meter.sink = None
