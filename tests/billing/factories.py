@@ -76,9 +76,7 @@ def make_plan(
             **comp,
         }
         session.add(
-            PriceComponent(
-                plan_version_id=pv.id, currency=currency, position=position, **data
-            )
+            PriceComponent(plan_version_id=pv.id, currency=currency, position=position, **data)
         )
     session.flush()
     return pv

@@ -25,7 +25,9 @@ def line(amount: str, kind: str = "base_fee") -> DraftLine:
 
 def test_a_french_business_with_a_valid_looking_vat_id_pays_no_tax_under_reverse_charge() -> None:
     tax = decide_tax(
-        provider_country="DE", customer_country="FR", customer_tax_id="FR 40 303265045",
+        provider_country="DE",
+        customer_country="FR",
+        customer_tax_id="FR 40 303265045",
         rates=RATES,
     )
     assert tax.reverse_charge and tax.percent == 0 and tax.note == REVERSE_CHARGE_NOTE
@@ -51,7 +53,9 @@ def test_no_reverse_charge_in_the_providers_own_country_or_with_a_malformed_id()
 
 
 def test_a_customer_without_a_country_pays_the_home_country_rate() -> None:
-    tax = decide_tax(provider_country="DE", customer_country=None, customer_tax_id=None, rates=RATES)
+    tax = decide_tax(
+        provider_country="DE", customer_country=None, customer_tax_id=None, rates=RATES
+    )
     assert tax.percent == Decimal("19") and tax.country == "DE"
 
 
@@ -64,9 +68,14 @@ def test_vat_id_formats_are_checked_per_country() -> None:
 
 
 def test_exclusive_tax_is_added_as_its_own_line_worked_by_hand() -> None:
-    tax = decide_tax(provider_country="AT", customer_country="AT", customer_tax_id=None, rates=RATES)
+    tax = decide_tax(
+        provider_country="AT", customer_country="AT", customer_tax_id=None, rates=RATES
+    )
     inv = compose_invoice(
-        "EUR", [line("100.00"), line("23.40", "usage")], coupon=None, tax=tax,
+        "EUR",
+        [line("100.00"), line("23.40", "usage")],
+        coupon=None,
+        tax=tax,
         prices_include_tax=False,
     )
     assert inv.lines[-1].calculation == "20 % of 123.40 = 24.68"
@@ -74,7 +83,9 @@ def test_exclusive_tax_is_added_as_its_own_line_worked_by_hand() -> None:
 
 
 def test_inclusive_prices_state_the_tax_they_contain_without_adding_it() -> None:
-    tax = decide_tax(provider_country="DE", customer_country="DE", customer_tax_id=None, rates=RATES)
+    tax = decide_tax(
+        provider_country="DE", customer_country="DE", customer_tax_id=None, rates=RATES
+    )
     inv = compose_invoice("EUR", [line("119.00")], coupon=None, tax=tax, prices_include_tax=True)
     assert inv.total == Decimal("119.00")
     assert inv.tax_total == Decimal("19.00") and inv.subtotal == Decimal("100.00")
@@ -84,9 +95,11 @@ def test_inclusive_prices_state_the_tax_they_contain_without_adding_it() -> None
 def test_a_percent_coupon_discounts_the_charges_before_tax() -> None:
     tax = TaxDecision(Decimal("19"), "VAT", "DE", False, None)
     inv = compose_invoice(
-        "EUR", [line("49.00"), line("10.00", "add_on")],
+        "EUR",
+        [line("49.00"), line("10.00", "add_on")],
         coupon=CouponTerms(code="SAVE20", kind="percent", percent_off=Decimal("20")),
-        tax=tax, prices_include_tax=False,
+        tax=tax,
+        prices_include_tax=False,
     )
     discount = next(x for x in inv.lines if x.kind == "discount")
     assert discount.amount == Decimal("-11.80")
@@ -97,17 +110,21 @@ def test_a_percent_coupon_discounts_the_charges_before_tax() -> None:
 
 def test_an_amount_coupon_never_discounts_more_than_the_charges() -> None:
     inv = compose_invoice(
-        "EUR", [line("5.00")],
+        "EUR",
+        [line("5.00")],
         coupon=CouponTerms(code="TENOFF", kind="amount", amount_off=Decimal("10.00")),
-        tax=NO_TAX, prices_include_tax=False,
+        tax=NO_TAX,
+        prices_include_tax=False,
     )
     assert inv.total == 0 and inv.carried_to_credit == 0
 
 
 def test_credits_larger_than_the_charges_become_account_credit_and_the_total_is_zero() -> None:
     inv = compose_invoice(
-        "EUR", [line("10.00", "usage"), line("-30.00", "proration")],
-        coupon=None, tax=TaxDecision(Decimal("19"), "VAT", "DE", False, None),
+        "EUR",
+        [line("10.00", "usage"), line("-30.00", "proration")],
+        coupon=None,
+        tax=TaxDecision(Decimal("19"), "VAT", "DE", False, None),
         prices_include_tax=False,
     )
     assert inv.total == 0
@@ -149,12 +166,14 @@ taxes = st.builds(
     currency=st.sampled_from(["EUR", "JPY", "KWD"]),
 )
 def test_lines_sum_to_the_total_which_is_never_negative_and_the_same_inputs_give_the_same_invoice(
-    values: list[Decimal], coupon: CouponTerms | None, tax: TaxDecision, inclusive: bool,
+    values: list[Decimal],
+    coupon: CouponTerms | None,
+    tax: TaxDecision,
+    inclusive: bool,
     currency: str,
 ) -> None:
     charges = [
-        DraftLine(kind="proration" if v < 0 else "usage", description="x", amount=v)
-        for v in values
+        DraftLine(kind="proration" if v < 0 else "usage", description="x", amount=v) for v in values
     ]
     inv = compose_invoice(currency, charges, coupon=coupon, tax=tax, prices_include_tax=inclusive)
     assert inv.total == sum(x.amount for x in inv.lines if x.counts_in_total)

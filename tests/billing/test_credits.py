@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -41,13 +40,20 @@ def _totals(factory: sessionmaker[Session]) -> list[Decimal]:
     ],
 )
 def test_a_coupon_applies_for_its_duration(
-    session_factory: sessionmaker[Session], duration: str, periods: int | None,
+    session_factory: sessionmaker[Session],
+    duration: str,
+    periods: int | None,
     expected: list[str],
 ) -> None:
     clock = FrozenClock(utc(2026, 10, 20))
     with transaction(session_factory) as s:
         service.create_coupon(
-            s, clock, code="save20", kind="percent", percent_off="20", duration=duration,
+            s,
+            clock,
+            code="save20",
+            kind="percent",
+            percent_off="20",
+            duration=duration,
             duration_periods=periods,
         )
     clock.set(utc(2026, 10, 31, 12))
@@ -70,15 +76,22 @@ def test_coupon_limits_and_currency_are_enforced(session_factory: sessionmaker[S
             s, clock, code="ONE", kind="amount", amount_off="5", currency="USD", duration="once"
         )
         service.create_coupon(
-            s, clock, code="SOLO", kind="percent", percent_off="10", duration="once",
+            s,
+            clock,
+            code="SOLO",
+            kind="percent",
+            percent_off="10",
+            duration="once",
             max_redemptions=1,
         )
         with pytest.raises(InvalidInput, match="currency"):
-            service.create_coupon(s, clock, code="X", kind="amount", amount_off="5",
-                                  duration="once")
+            service.create_coupon(
+                s, clock, code="X", kind="amount", amount_off="5", duration="once"
+            )
         with pytest.raises(InvalidInput, match="percent_off"):
-            service.create_coupon(s, clock, code="Y", kind="percent", percent_off="120",
-                                  duration="once")
+            service.create_coupon(
+                s, clock, code="Y", kind="percent", percent_off="120", duration="once"
+            )
         a = make_org(s, clock, org_id="a")
         b = make_org(s, clock, org_id="b")
         pv = make_plan(s, clock)
@@ -136,7 +149,7 @@ def test_a_full_credit_note_on_a_paid_invoice_becomes_credit_and_can_be_refunded
             service.issue_credit_note(s, clock, inv.id, reason="again")
         service.refund_credit(s, clock, payment.id, amount="30.00", reason="customer asked")
         assert service.credit_balance(s, "c1", "EUR") == Decimal("20.00")
-        with pytest.raises(InvalidInput, match="at most 20.00 EUR"):
+        with pytest.raises(InvalidInput, match=r"at most 20\.00 EUR"):
             service.refund_credit(s, clock, payment.id, amount="20.01", reason="too much")
         assert s.scalars(select(Refund)).one().amount == Decimal("30.00")
 
@@ -183,8 +196,13 @@ def test_numbers_are_gapless_per_year_in_the_providers_format(
     run_billing(session_factory, clock, utc(2027, 3, 1, 1))
     with session_factory() as s:
         numbers = s.scalars(select(Invoice.number).order_by(Invoice.issued_at)).all()
-    assert numbers == ["ACME/2026/0001", "ACME/2026/0002", "ACME/2027/0001", "ACME/2027/0002",
-                       "ACME/2027/0003"]
+    assert numbers == [
+        "ACME/2026/0001",
+        "ACME/2026/0002",
+        "ACME/2027/0001",
+        "ACME/2027/0002",
+        "ACME/2027/0003",
+    ]
 
 
 def test_late_fees_take_a_percentage_with_a_minimum_or_a_flat_amount() -> None:
@@ -207,8 +225,14 @@ def test_void_keeps_the_number_and_releases_its_pending_charges(
     _subscribed(session_factory, clock)
     with transaction(session_factory) as s:
         service.add_one_off_charge(
-            s, clock, "c1", description="Data import", amount="80.00", currency="EUR",
-            reason="migration", created_by="staff@x",
+            s,
+            clock,
+            "c1",
+            description="Data import",
+            amount="80.00",
+            currency="EUR",
+            reason="migration",
+            created_by="staff@x",
         )
     clock.set(utc(2026, 11, 30, 1))
     run_billing(session_factory, clock, clock.now())

@@ -87,6 +87,24 @@ def test_running_twice_makes_no_second_invoice(session_factory: sessionmaker[Ses
     assert numbers == ["INV-2026-000001", "INV-2026-000002", "INV-2027-000001", "INV-2027-000002"]
 
 
+INVOICE_FIELDS = (
+    "number",
+    "status",
+    "currency",
+    "period_start",
+    "period_end",
+    "usage_period_start",
+    "usage_period_end",
+    "issued_at",
+    "due_at",
+    "subtotal",
+    "tax_total",
+    "total",
+    "amount_paid",
+    "tax_note",
+)
+
+
 class Crash(BaseException):
     """A simulated kill: not an Exception, so nothing in the run catches it."""
 
@@ -104,14 +122,7 @@ def _snapshot(factory: sessionmaker[Session]) -> list[dict[str, Any]]:
                 {
                     "org": inv.organization_id,
                     "sub": inv.subscription_id,
-                    **{
-                        c: getattr(inv, c)
-                        for c in (
-                            "number status currency period_start period_end usage_period_start "
-                            "usage_period_end issued_at due_at subtotal tax_total total "
-                            "amount_paid tax_note"
-                        ).split()
-                    },
+                    **{c: getattr(inv, c) for c in INVOICE_FIELDS},
                     "lines": [
                         (
                             ln.position,
@@ -166,8 +177,15 @@ def test_a_run_killed_at_a_random_point_and_rerun_matches_an_uninterrupted_run(
     clock = FrozenClock(utc(2026, 11, 1, 9))
     _world(session_factory, clock)
     rng = random.Random(seed)
-    points = ["lines_drafted", "draft_written", "finalized", "credit_applied", "period_closed",
-              "advanced", "before_commit"]
+    points = [
+        "lines_drafted",
+        "draft_written",
+        "finalized",
+        "credit_applied",
+        "period_closed",
+        "advanced",
+        "before_commit",
+    ]
     crashes = 0
     for _ in range(50):
         target_calls = rng.randint(1, 40)

@@ -68,11 +68,15 @@ def test_ten_days_left_is_ten_days_over_the_real_length_of_the_month(
 
 def test_the_hand_worked_february_and_leap_february_examples() -> None:
     # 28-day February, 14 days left: 49.00 x 1,209,600 / 2,419,200 = 24.50
-    feb = split_by_seconds(Decimal("49.00"), "EUR", utc(2027, 2, 1), utc(2027, 2, 15), utc(2027, 3, 1))
+    feb = split_by_seconds(
+        Decimal("49.00"), "EUR", utc(2027, 2, 1), utc(2027, 2, 15), utc(2027, 3, 1)
+    )
     assert feb.unused == Decimal("24.50")
     assert feb.unused_calculation("EUR") == "49.00 × 1,209,600 s / 2,419,200 s = 24.50"
     # 29-day February, 14 days left: 49.00 x 1,209,600 / 2,505,600 = 23.655... = 23.66
-    leap = split_by_seconds(Decimal("49.00"), "EUR", utc(2028, 2, 1), utc(2028, 2, 16), utc(2028, 3, 1))
+    leap = split_by_seconds(
+        Decimal("49.00"), "EUR", utc(2028, 2, 1), utc(2028, 2, 16), utc(2028, 3, 1)
+    )
     assert leap.seconds_total == 2_505_600
     assert leap.unused == Decimal("23.66")
     assert leap.used == Decimal("25.34")

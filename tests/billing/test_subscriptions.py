@@ -127,8 +127,9 @@ def test_cancel_at_period_end_makes_a_last_invoice_for_usage_only_and_ends(
     seen: list[events.Event] = []
     bus = events.make_bus()
     bus.subscribe(events.SubscriptionChanged, lambda e, s: seen.append(e))
-    factory = sessionmaker(bind=session_factory.kw["bind"], expire_on_commit=False,
-                           info={"bus": bus})
+    factory = sessionmaker(
+        bind=session_factory.kw["bind"], expire_on_commit=False, info={"bus": bus}
+    )
     with transaction(factory) as s:
         org = make_org(s, clock, org_id="c", country="US")
         pv = make_plan(s, clock)

@@ -79,9 +79,7 @@ def policy_steps(profile: BillingProfile) -> list[DunningStep]:
     return steps
 
 
-def _claim(
-    session: Session, invoice: Invoice, step: str, outcome: str, at: datetime
-) -> bool:
+def _claim(session: Session, invoice: Invoice, step: str, outcome: str, at: datetime) -> bool:
     """Record the step; False when it was recorded already (by us before, or another run)."""
     exists = session.scalar(
         select(DunningAction.id).where(
@@ -175,8 +173,9 @@ def _suspend(session: Session, clock: Clock, invoice: Invoice) -> None:
     if org is None or org.status != OrgStatus.ACTIVE.value:
         return
     reason = (
-        f"{DUNNING_REASON_PREFIX} invoice {invoice.number} unpaid since "
-        f"{invoice.due_at:%Y-%m-%d}" if invoice.due_at else f"{DUNNING_REASON_PREFIX} unpaid"
+        f"{DUNNING_REASON_PREFIX} invoice {invoice.number} unpaid since {invoice.due_at:%Y-%m-%d}"
+        if invoice.due_at
+        else f"{DUNNING_REASON_PREFIX} unpaid"
     )
     org.status = OrgStatus.SUSPENDED.value
     org.status_reason = reason

@@ -67,7 +67,7 @@ def _due(session: Session, as_of: datetime) -> list[tuple[datetime, str, str]]:
         .where(Subscription.next_billing_at.is_not(None), Subscription.next_billing_at <= as_of)
         .order_by(Subscription.next_billing_at, Subscription.id)
     ).all()
-    return [(ensure_utc(at), sid, org) for at, sid, org in rows]
+    return [(ensure_utc(at), sid, org) for at, sid, org in rows if at is not None]
 
 
 def run_billing(

@@ -485,7 +485,9 @@ def _advance(session: Session, sub: Subscription, point: BillingPoint, plan: Pla
 
 def get_invoice(session: Session, invoice_id: str, organization_id: str | None = None) -> Invoice:
     invoice = session.get(Invoice, invoice_id)
-    if invoice is None or (organization_id is not None and invoice.organization_id != organization_id):
+    if invoice is None or (
+        organization_id is not None and invoice.organization_id != organization_id
+    ):
         raise NotFound(f"no invoice {invoice_id!r}")
     return invoice
 
@@ -541,7 +543,9 @@ def void_invoice(session: Session, clock: Clock, invoice_id: str, reason: str) -
     events.publish(
         session,
         events.InvoiceEvent(
-            at=clock.now(), organization_id=invoice.organization_id, invoice_id=invoice.id,
+            at=clock.now(),
+            organization_id=invoice.organization_id,
+            invoice_id=invoice.id,
             kind="voided",
         ),
     )

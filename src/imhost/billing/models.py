@@ -294,9 +294,7 @@ class CreditLedgerEntry(IdMixin, CreatedMixin, Base):
     __tablename__ = "credit_ledger"
     __table_args__ = (Index("ix_credit_ledger_org_currency", "organization_id", "currency"),)
 
-    organization_id: Mapped[str] = mapped_column(
-        ForeignKey("organizations.id", ondelete="CASCADE")
-    )
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     currency: Mapped[str] = mapped_column(String(3))
     amount: Mapped[Decimal] = mapped_column(Amount())
     kind: Mapped[str] = mapped_column(String(32))

@@ -272,11 +272,11 @@ def issue_credit_note(
     )
     session.add(note)
     session.flush()
-    for line_id, description, amount in note_lines:
+    for note_line_id, description, amount in note_lines:
         session.add(
             CreditNoteLine(
                 credit_note_id=note.id,
-                invoice_line_id=line_id,
+                invoice_line_id=note_line_id,
                 description=description[:500],
                 amount=amount,
             )
@@ -339,7 +339,8 @@ def _credited_per_line(session: Session, invoice_id: str) -> dict[str, Decimal]:
     ).all()
     out: dict[str, Decimal] = {}
     for line_id, amount in rows:
-        out[line_id] = out.get(line_id, Decimal(0)) + amount
+        if line_id is not None:
+            out[line_id] = out.get(line_id, Decimal(0)) + amount
     return out
 
 
@@ -366,9 +367,7 @@ def refund_credit(
     created_by: str | None = None,
 ) -> Refund:
     """Pay account credit back to the customer through the gateway of ``payment_id``."""
-    payment = session.scalar(
-        select(Payment).where(Payment.id == payment_id).with_for_update()
-    )
+    payment = session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update())
     if payment is None:
         raise NotFound(f"no payment {payment_id!r}")
     if payment.method == "account_credit":

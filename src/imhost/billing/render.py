@@ -91,8 +91,15 @@ def render_invoice_pdf(session: Session, invoice: Invoice) -> bytes:
     desc_w = width - amount_w
     pdf.set_font("Helvetica", "B", 10)
     pdf.cell(desc_w, 7, "Description", border="B")
-    pdf.cell(amount_w, 7, _latin1(f"Amount ({cur})"), border="B", align="R",
-             new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(
+        amount_w,
+        7,
+        _latin1(f"Amount ({cur})"),
+        border="B",
+        align="R",
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     for line in lines:
         amount = fmt(line.amount, cur)
         if not line.counts_in_total:

@@ -177,9 +177,7 @@ def allocate_number(session: Session, scope: str, at: datetime) -> AllocatedNumb
     no gaps: a rolled-back finalization gives its number back.
     """
     profile = get_profile(session)
-    fmt = (
-        profile.invoice_number_format if scope == "invoice" else profile.credit_note_number_format
-    )
+    fmt = profile.invoice_number_format if scope == "invoice" else profile.credit_note_number_format
     year = at.year
     query = (
         select(DocumentCounter)
@@ -206,4 +204,3 @@ def allocate_number(session: Session, scope: str, at: datetime) -> AllocatedNumb
     session.flush()
     number = fmt.format(year=year, seq=counter.last_seq)
     return AllocatedNumber(number=number, year=year, seq=counter.last_seq)
-

@@ -107,9 +107,7 @@ def start_subscription(
         if not 1 <= anchor_day <= 31:
             raise InvalidInput("the billing anchor is a day of the month, 1 to 31", field="anchor")
         if months != 1 and anchor_day != start.day:
-            raise InvalidInput(
-                "a yearly plan is anchored on its start day", field="anchor_day"
-            )
+            raise InvalidInput("a yearly plan is anchored on its start day", field="anchor_day")
     trial_end = None
     if with_trial and plan.trial_days > 0:
         trial_end = start + timedelta(days=plan.trial_days)

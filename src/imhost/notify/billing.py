@@ -79,7 +79,10 @@ def register(
             return
         clock = clock_of(session)
         webhooks.enqueue(
-            session, invoice.organization_id, f"invoice.{event.kind}", invoice_payload(invoice),
+            session,
+            invoice.organization_id,
+            f"invoice.{event.kind}",
+            invoice_payload(invoice),
             clock=clock,
         )
         to = recipient(session, invoice)
@@ -103,8 +106,11 @@ def register(
                 f"Every line says how it was computed; see it online: {link}\n",
                 html=render_invoice_html(session, invoice),
                 attachments=[
-                    (f"{invoice.number}.pdf", render_invoice_pdf(session, invoice),
-                     "application/pdf")
+                    (
+                        f"{invoice.number}.pdf",
+                        render_invoice_pdf(session, invoice),
+                        "application/pdf",
+                    )
                 ],
                 organization_id=invoice.organization_id,
                 kind="invoice",
@@ -125,7 +131,10 @@ def register(
         if payment is None:
             return
         webhooks.enqueue(
-            session, payment.organization_id, f"payment.{event.kind}", payment_payload(payment),
+            session,
+            payment.organization_id,
+            f"payment.{event.kind}",
+            payment_payload(payment),
             clock=clock_of(session),
         )
 

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -60,9 +60,7 @@ router = APIRouter(tags=["billing"])
 
 BillingRead = Annotated[Principal, Depends(require("billing", Access.READ))]
 BillingWrite = Annotated[Principal, Depends(require("billing", Access.WRITE))]
-AdminRead = Annotated[
-    Principal, Depends(require("billing-admin", Access.READ, scope=Scope.STAFF))
-]
+AdminRead = Annotated[Principal, Depends(require("billing-admin", Access.READ, scope=Scope.STAFF))]
 AdminWrite = Annotated[
     Principal, Depends(require("billing-admin", Access.WRITE, scope=Scope.STAFF))
 ]
@@ -72,8 +70,15 @@ ADMIN = "/admin/billing"
 
 
 def _audit(
-    db: Db, runtime: RuntimeDep, principal: Principal, action: str, *,
-    organization_id: str | None, target_type: str, target_id: str, **details: object,
+    db: Db,
+    runtime: RuntimeDep,
+    principal: Principal,
+    action: str,
+    *,
+    organization_id: str | None,
+    target_type: str,
+    target_id: str,
+    **details: Any,
 ) -> None:
     audit.record(
         db,
@@ -163,8 +168,16 @@ def subscribe(
         anchor_day=body.anchor_day,
         with_trial=body.with_trial,
     )
-    _audit(db, runtime, principal, "subscription_started", organization_id=principal.org_id,
-           target_type="subscription", target_id=sub.id, plan_version_id=body.plan_version_id)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "subscription_started",
+        organization_id=principal.org_id,
+        target_type="subscription",
+        target_id=sub.id,
+        plan_version_id=body.plan_version_id,
+    )
     return _sub_out(db, sub)
 
 
@@ -192,10 +205,18 @@ def change_plan(
         add_ons=body.add_ons,
         changed_by=principal.actor.label,
     )
-    _audit(db, runtime, principal, "plan_changed", organization_id=principal.org_id,
-           target_type="subscription", target_id=preview.subscription_id,
-           from_plan_version_id=preview.from_plan_version_id,
-           to_plan_version_id=preview.to_plan_version_id, proration=str(preview.total))
+    _audit(
+        db,
+        runtime,
+        principal,
+        "plan_changed",
+        organization_id=principal.org_id,
+        target_type="subscription",
+        target_id=preview.subscription_id,
+        from_plan_version_id=preview.from_plan_version_id,
+        to_plan_version_id=preview.to_plan_version_id,
+        proration=str(preview.total),
+    )
     return _preview_out(preview)
 
 
@@ -204,24 +225,46 @@ def cancel(body: CancelIn, principal: BillingWrite, db: Db, runtime: RuntimeDep)
     sub = service.cancel_subscription(
         db, runtime.clock, principal.org_id, at_period_end=body.at_period_end
     )
-    _audit(db, runtime, principal, "subscription_canceled", organization_id=principal.org_id,
-           target_type="subscription", target_id=sub.id, at_period_end=body.at_period_end)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "subscription_canceled",
+        organization_id=principal.org_id,
+        target_type="subscription",
+        target_id=sub.id,
+        at_period_end=body.at_period_end,
+    )
     return _sub_out(db, sub)
 
 
 @router.post(ORG + "/subscription/pause", response_model=SubscriptionOut)
 def pause(principal: BillingWrite, db: Db, runtime: RuntimeDep) -> SubscriptionOut:
     sub = service.pause_subscription(db, runtime.clock, principal.org_id)
-    _audit(db, runtime, principal, "subscription_paused", organization_id=principal.org_id,
-           target_type="subscription", target_id=sub.id)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "subscription_paused",
+        organization_id=principal.org_id,
+        target_type="subscription",
+        target_id=sub.id,
+    )
     return _sub_out(db, sub)
 
 
 @router.post(ORG + "/subscription/resume", response_model=SubscriptionOut)
 def resume(principal: BillingWrite, db: Db, runtime: RuntimeDep) -> SubscriptionOut:
     sub = service.resume_subscription(db, runtime.clock, principal.org_id)
-    _audit(db, runtime, principal, "subscription_resumed", organization_id=principal.org_id,
-           target_type="subscription", target_id=sub.id)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "subscription_resumed",
+        organization_id=principal.org_id,
+        target_type="subscription",
+        target_id=sub.id,
+    )
     return _sub_out(db, sub)
 
 
@@ -271,8 +314,16 @@ def pay_invoice_from_credit(
 ) -> PaymentOut:
     invoice = _org_invoice(db, principal, invoice_id)
     payment = service.pay_from_credit(db, runtime.clock, invoice.id, principal.org_id)
-    _audit(db, runtime, principal, "paid_from_credit", organization_id=principal.org_id,
-           target_type="invoice", target_id=invoice.id, amount=str(payment.amount))
+    _audit(
+        db,
+        runtime,
+        principal,
+        "paid_from_credit",
+        organization_id=principal.org_id,
+        target_type="invoice",
+        target_id=invoice.id,
+        amount=str(payment.amount),
+    )
     return PaymentOut.model_validate(payment)
 
 
@@ -296,8 +347,16 @@ def apply_coupon(
     body: CouponApplyIn, principal: BillingWrite, db: Db, runtime: RuntimeDep
 ) -> RedemptionOut:
     redemption = service.apply_coupon(db, runtime.clock, principal.org_id, body.code)
-    _audit(db, runtime, principal, "coupon_applied", organization_id=principal.org_id,
-           target_type="coupon", target_id=redemption.coupon_id, code=body.code)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "coupon_applied",
+        organization_id=principal.org_id,
+        target_type="coupon",
+        target_id=redemption.coupon_id,
+        code=body.code,
+    )
     return RedemptionOut.model_validate(redemption)
 
 
@@ -313,8 +372,13 @@ def run(body: RunIn, principal: AdminWrite, runtime: RuntimeDep) -> RunOut:
     summary = run_billing(runtime.session_factory, runtime.clock, as_of)
     with runtime.session_factory() as db:
         audit.record(
-            db, runtime.clock, "billing.run", actor=principal.actor, target_type="billing_run",
-            target_id=as_of.isoformat(), invoices=summary.invoices,
+            db,
+            runtime.clock,
+            "billing.run",
+            actor=principal.actor,
+            target_type="billing_run",
+            target_id=as_of.isoformat(),
+            invoices=summary.invoices,
             failures=len(summary.failures),
         )
         db.commit()
@@ -361,8 +425,16 @@ def admin_invoice(invoice_id: str, principal: AdminRead, db: Db) -> InvoiceDetai
 @router.post(ADMIN + "/invoices/{invoice_id}/finalize", response_model=InvoiceOut)
 def finalize(invoice_id: str, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> InvoiceOut:
     invoice = service.finalize_invoice(db, runtime.clock, service.get_invoice(db, invoice_id))
-    _audit(db, runtime, principal, "invoice_finalized", organization_id=invoice.organization_id,
-           target_type="invoice", target_id=invoice.id, number=invoice.number)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "invoice_finalized",
+        organization_id=invoice.organization_id,
+        target_type="invoice",
+        target_id=invoice.id,
+        number=invoice.number,
+    )
     return InvoiceOut.model_validate(invoice)
 
 
@@ -371,8 +443,16 @@ def void(
     invoice_id: str, body: VoidIn, principal: AdminWrite, db: Db, runtime: RuntimeDep
 ) -> InvoiceOut:
     invoice = service.void_invoice(db, runtime.clock, invoice_id, body.reason)
-    _audit(db, runtime, principal, "invoice_voided", organization_id=invoice.organization_id,
-           target_type="invoice", target_id=invoice.id, reason=body.reason)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "invoice_voided",
+        organization_id=invoice.organization_id,
+        target_type="invoice",
+        target_id=invoice.id,
+        reason=body.reason,
+    )
     return InvoiceOut.model_validate(invoice)
 
 
@@ -391,15 +471,22 @@ def credit_note(
         refund_to=body.refund_to,
         created_by=principal.actor.label,
     )
-    _audit(db, runtime, principal, "credit_note_issued", organization_id=note.organization_id,
-           target_type="credit_note", target_id=note.id, number=note.number,
-           total=str(note.total), reason=body.reason)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "credit_note_issued",
+        organization_id=note.organization_id,
+        target_type="credit_note",
+        target_id=note.id,
+        number=note.number,
+        total=str(note.total),
+        reason=body.reason,
+    )
     return CreditNoteOut.model_validate(note)
 
 
-@router.post(
-    ADMIN + "/invoices/{invoice_id}/payments", response_model=PaymentOut, status_code=201
-)
+@router.post(ADMIN + "/invoices/{invoice_id}/payments", response_model=PaymentOut, status_code=201)
 def record_payment(
     invoice_id: str, body: PaymentIn, principal: AdminWrite, db: Db, runtime: RuntimeDep
 ) -> PaymentOut:
@@ -414,9 +501,18 @@ def record_payment(
         received_at=body.received_at,
         recorded_by=principal.actor.label,
     )
-    _audit(db, runtime, principal, "payment_recorded", organization_id=payment.organization_id,
-           target_type="payment", target_id=payment.id, amount=str(payment.amount),
-           currency=payment.currency, invoice_id=invoice_id)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "payment_recorded",
+        organization_id=payment.organization_id,
+        target_type="payment",
+        target_id=payment.id,
+        amount=str(payment.amount),
+        currency=payment.currency,
+        invoice_id=invoice_id,
+    )
     return PaymentOut.model_validate(payment)
 
 
@@ -425,12 +521,24 @@ def refund(
     payment_id: str, body: RefundIn, principal: AdminWrite, db: Db, runtime: RuntimeDep
 ) -> RefundOut:
     result = service.refund_credit(
-        db, runtime.clock, payment_id, amount=body.amount, reason=body.reason,
+        db,
+        runtime.clock,
+        payment_id,
+        amount=body.amount,
+        reason=body.reason,
         created_by=principal.actor.label,
     )
-    _audit(db, runtime, principal, "refund_made", organization_id=result.organization_id,
-           target_type="refund", target_id=result.id, amount=str(result.amount),
-           reason=body.reason)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "refund_made",
+        organization_id=result.organization_id,
+        target_type="refund",
+        target_id=result.id,
+        amount=str(result.amount),
+        reason=body.reason,
+    )
     return RefundOut.model_validate(result)
 
 
@@ -443,9 +551,7 @@ def admin_payments(organization_id: str, principal: AdminRead, db: Db) -> list[P
 
 
 @router.get(ADMIN + "/orgs/{organization_id}/charges", response_model=list[PendingChargeOut])
-def pending_charges(
-    organization_id: str, principal: AdminRead, db: Db
-) -> list[PendingChargeOut]:
+def pending_charges(organization_id: str, principal: AdminRead, db: Db) -> list[PendingChargeOut]:
     return [
         PendingChargeOut.model_validate(c)
         for c in service.list_pending_charges(db, organization_id)
@@ -469,17 +575,33 @@ def add_charge(
         reason=body.reason,
         created_by=principal.actor.label,
     )
-    _audit(db, runtime, principal, "charge_added", organization_id=organization_id,
-           target_type="pending_charge", target_id=charge.id, amount=str(charge.amount),
-           currency=charge.currency, reason=body.reason)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "charge_added",
+        organization_id=organization_id,
+        target_type="pending_charge",
+        target_id=charge.id,
+        amount=str(charge.amount),
+        currency=charge.currency,
+        reason=body.reason,
+    )
     return PendingChargeOut.model_validate(charge)
 
 
 @router.delete(ADMIN + "/charges/{charge_id}", status_code=status.HTTP_204_NO_CONTENT)
 def remove_charge(charge_id: str, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> Response:
     service.remove_pending_charge(db, charge_id)
-    _audit(db, runtime, principal, "charge_removed", organization_id=None,
-           target_type="pending_charge", target_id=charge_id)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "charge_removed",
+        organization_id=None,
+        target_type="pending_charge",
+        target_id=charge_id,
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -491,8 +613,16 @@ def coupons(principal: AdminRead, db: Db) -> list[CouponOut]:
 @router.post(ADMIN + "/coupons", response_model=CouponOut, status_code=201)
 def create_coupon(body: CouponIn, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> CouponOut:
     coupon = service.create_coupon(db, runtime.clock, **body.model_dump())
-    _audit(db, runtime, principal, "coupon_created", organization_id=None, target_type="coupon",
-           target_id=coupon.id, code=coupon.code)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "coupon_created",
+        organization_id=None,
+        target_type="coupon",
+        target_id=coupon.id,
+        code=coupon.code,
+    )
     return CouponOut.model_validate(coupon)
 
 
@@ -506,16 +636,31 @@ def update_coupon(
     coupon_id: str, body: CouponPatch, principal: AdminWrite, db: Db, runtime: RuntimeDep
 ) -> CouponOut:
     coupon = service.update_coupon(db, coupon_id, **body.model_dump(exclude_unset=True))
-    _audit(db, runtime, principal, "coupon_updated", organization_id=None, target_type="coupon",
-           target_id=coupon.id, **body.model_dump(exclude_unset=True, mode="json"))
+    _audit(
+        db,
+        runtime,
+        principal,
+        "coupon_updated",
+        organization_id=None,
+        target_type="coupon",
+        target_id=coupon.id,
+        **body.model_dump(exclude_unset=True, mode="json"),
+    )
     return CouponOut.model_validate(coupon)
 
 
 @router.delete(ADMIN + "/coupons/{coupon_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_coupon(coupon_id: str, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> Response:
     service.delete_coupon(db, coupon_id)
-    _audit(db, runtime, principal, "coupon_deleted", organization_id=None, target_type="coupon",
-           target_id=coupon_id)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "coupon_deleted",
+        organization_id=None,
+        target_type="coupon",
+        target_id=coupon_id,
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -529,16 +674,32 @@ def set_tax_rate(
     country: str, body: TaxRateIn, principal: AdminWrite, db: Db, runtime: RuntimeDep
 ) -> TaxRateOut:
     rate = service.set_tax_rate(db, runtime.clock, country, body.percent, body.name)
-    _audit(db, runtime, principal, "tax_rate_set", organization_id=None, target_type="tax_rate",
-           target_id=rate.country, percent=str(rate.percent), name=rate.name)
+    _audit(
+        db,
+        runtime,
+        principal,
+        "tax_rate_set",
+        organization_id=None,
+        target_type="tax_rate",
+        target_id=rate.country,
+        percent=str(rate.percent),
+        name=rate.name,
+    )
     return TaxRateOut.model_validate(rate)
 
 
 @router.delete(ADMIN + "/tax-rates/{country}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_tax_rate(country: str, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> Response:
     service.delete_tax_rate(db, country)
-    _audit(db, runtime, principal, "tax_rate_deleted", organization_id=None,
-           target_type="tax_rate", target_id=country.upper())
+    _audit(
+        db,
+        runtime,
+        principal,
+        "tax_rate_deleted",
+        organization_id=None,
+        target_type="tax_rate",
+        target_id=country.upper(),
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -553,9 +714,16 @@ def update_settings(
 ) -> BillingSettingsOut:
     changes = body.model_dump(exclude_unset=True)
     profile = service.update_profile(db, **changes)
-    _audit(db, runtime, principal, "settings_changed", organization_id=None,
-           target_type="billing_settings", target_id=profile.key,
-           changed=sorted(changes))
+    _audit(
+        db,
+        runtime,
+        principal,
+        "settings_changed",
+        organization_id=None,
+        target_type="billing_settings",
+        target_id=profile.key,
+        changed=sorted(changes),
+    )
     return BillingSettingsOut.model_validate(profile)
 
 
