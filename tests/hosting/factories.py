@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from sqlalchemy.orm import Session
 
 from imhost.accounts.models import Organization
-from imhost.catalog.models import PlanLimits
+from imhost.catalog.models import Plan, PlanLimits, PlanVersion
 from imhost.config import SecuritySettings
 from imhost.hosting import service as hosting
 from imhost.hosting.models import HostedService, XmppAccount
@@ -60,3 +62,25 @@ def make_account(
         iterations=ITERATIONS,
     )
     return account
+
+
+def make_plan_version(
+    session: Session, clock: Clock, *, version: int = 1, plan_id: str | None = None, **limits: int
+) -> PlanVersion:
+    """A plan version with ``limits`` (PlanVersion limit columns)."""
+    if plan_id is None:
+        plan = Plan(code=f"plan-{new_id()[:8]}", name="Business", created_at=clock.now())
+        session.add(plan)
+        session.flush()
+        plan_id = plan.id
+    pv = PlanVersion(
+        plan_id=plan_id,
+        version=version,
+        currency="EUR",
+        base_fee=Decimal("10"),
+        created_at=clock.now(),
+        **limits,
+    )
+    session.add(pv)
+    session.flush()
+    return pv

@@ -66,6 +66,8 @@ def on_organization_suspended(
 ) -> None:
     reason = event.reason or "this service is suspended; contact your provider"
     for service in hosting.services_of(session, event.organization_id):
+        if service.suspended_by == "staff":
+            continue  # already stopped by staff, who alone bring it back
         hosting.suspend_service(
             session, clock, service, reason, actor=Actor.system(), source="organization"
         )

@@ -1,0 +1,150 @@
+"""End to end: the built-in engine on loopback, on the test database, with a real client
+(slixmpp) logging in to an account created through the service; then the organization is
+suspended and the client's session is closed with ``policy-violation``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from imhost import events
+from imhost.config import Settings, XmppSettings
+from imhost.db.engine import transaction
+from imhost.hosting import service as hosting
+from imhost.hosting.engines.builtin import HostedXmppServer, start_builtin_engine
+from imhost.kit.clock import SystemClock
+from imhost.metering.models import UsageRecord as MeteredUsage
+from imhost.runtime import Runtime, build_runtime
+
+from .factories import PASSWORD, make_org
+
+slixmpp = pytest.importorskip("slixmpp")
+
+pytestmark = [pytest.mark.anyio, pytest.mark.interop]
+logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
+
+DOMAIN = "e2e.example"
+
+
+class Client(slixmpp.ClientXMPP):  # type: ignore[misc]
+    def __init__(self, jid: str, password: str) -> None:
+        super().__init__(jid, password)
+        self.started = asyncio.Event()
+        self.failed = asyncio.Event()
+        self.stream_errors: asyncio.Queue[Any] = asyncio.Queue()
+        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self.ssl_context.check_hostname = False
+        self.ssl_context.verify_mode = ssl.CERT_NONE
+        self.enable_plaintext = False
+        self.add_event_handler("session_start", self._start)
+        self.add_event_handler("failed_auth", lambda *_: self.failed.set())
+        self.add_event_handler("stream_error", self.stream_errors.put_nowait)
+        self.add_event_handler("message", self.inbox.put_nowait)
+
+    async def _start(self, _: Any) -> None:
+        self.send_presence()
+        self.started.set()
+
+
+@dataclass
+class Live:
+    runtime: Runtime
+    server: HostedXmppServer
+    org_id: str
+    passwords: dict[str, str]
+
+
+@pytest.fixture
+async def live(
+    engine: Engine, session_factory: sessionmaker[Session], tmp_path: Path
+) -> AsyncIterator[Live]:
+    settings = Settings(
+        data_dir=tmp_path,
+        xmpp=XmppSettings(
+            c2s_port=0,
+            c2s_direct_tls_port=0,
+            metering_flush_seconds=0.2,
+            auth_failure_delay_seconds=0,
+            idle_parser_seconds=0,
+        ),
+    )
+    runtime = build_runtime(settings, engine=engine, clock=SystemClock())
+    with transaction(runtime.session_factory) as session:
+        org = make_org(session, runtime.clock)
+        service = hosting.create_service(
+            session, runtime.clock, org, base_domain="im.test", domain=DOMAIN
+        )
+        passwords = {"alice": PASSWORD}
+        hosting.create_account(
+            session, runtime.clock, service, username="alice", password=PASSWORD,
+            security=settings.security,
+        )
+        _, generated = hosting.create_account(
+            session, runtime.clock, service, username="bob", password=None,
+            security=settings.security,
+        )
+        assert generated is not None
+        passwords["bob"] = generated
+        org_id = org.id
+    server = await start_builtin_engine(runtime)
+    assert (tmp_path / "tls" / "xmpp-cert.pem").exists()
+    yield Live(runtime, server, org_id, passwords)
+    await server.stop()
+
+
+async def _login(live: Live, user: str) -> Client:
+    client = Client(f"{user}@{DOMAIN}/e2e", live.passwords[user])
+    client.connect("127.0.0.1", live.server.c2s_port)
+    done, _ = await asyncio.wait(
+        [asyncio.ensure_future(client.started.wait()), asyncio.ensure_future(client.failed.wait())],
+        timeout=10,
+        return_when=asyncio.FIRST_COMPLETED,
+    )
+    assert done, "no answer from the server"
+    return client
+
+
+async def test_a_real_client_logs_in_then_is_closed_when_the_organization_is_suspended(
+    live: Live,
+) -> None:
+    alice = await _login(live, "alice")
+    bob = await _login(live, "bob")
+    assert alice.started.is_set() and bob.started.is_set()
+    alice.send_message(mto=f"bob@{DOMAIN}", mbody="hello from the database", mtype="chat")
+    got = await asyncio.wait_for(bob.inbox.get(), 5)
+    assert got["body"] == "hello from the database"
+
+    with transaction(live.runtime.session_factory) as session:
+        events.publish(
+            session,
+            events.OrganizationSuspended(
+                at=live.runtime.clock.now(), organization_id=live.org_id,
+                reason="Suspended: invoice INV-9 is unpaid.",
+            ),
+        )
+    error = await asyncio.wait_for(alice.stream_errors.get(), 5)
+    assert error["condition"] == "policy-violation"
+    assert error["text"] == "Suspended: invoice INV-9 is unpaid."
+
+    again = await _login(live, "alice")
+    assert again.failed.is_set() and not again.started.is_set()
+    for client in (alice, bob, again):
+        client.abort()
+
+    await asyncio.sleep(0.5)  # a metering flush
+    with transaction(live.runtime.session_factory) as session:
+        metrics = set(
+            session.scalars(
+                select(MeteredUsage.metric).where(MeteredUsage.organization_id == live.org_id)
+            )
+        )
+    assert "messages" in metrics
