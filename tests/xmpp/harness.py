@@ -230,7 +230,7 @@ class Client:
     async def online(
         self, user: str, resource: str = "res", priority: int = 0, presence: bool = True
     ) -> Client:
-        result = await self.login_plain(user)
+        result = await self.login_scram(user, mech="SCRAM-SHA-1")
         assert result.name == "success", result
         iq = await self.bind(resource)
         assert iq.get("type") == "result", iq
