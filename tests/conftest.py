@@ -1,7 +1,8 @@
 """Fixtures shared by the whole suite.
 
-The database is SQLite unless ``IMHOST_TEST_DATABASE_URL`` names a PostgreSQL server (CI runs
-the suite on both). With pytest-xdist each worker gets its own database.
+Every test that uses the database runs on SQLite, and also on PostgreSQL when
+``IMHOST_TEST_DATABASE_URL`` names a server (CI sets it, so CI covers both; test ids end in
+``[sqlite]`` / ``[postgresql]``). With pytest-xdist each worker gets its own databases.
 """
 
 from __future__ import annotations
@@ -25,9 +26,16 @@ def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
-def make_test_database_url(tmp_dir: Path, name: str) -> str:
-    """A fresh, empty database for this worker: a file for SQLite, a database on PostgreSQL."""
-    if not PG_URL:
+BACKENDS = ["sqlite", *(["postgresql"] if PG_URL else [])]
+
+
+def make_test_database_url(tmp_dir: Path, name: str, backend: str | None = None) -> str:
+    """A fresh, empty database for this worker: a file for SQLite, a database on PostgreSQL.
+
+    ``backend`` None means PostgreSQL when configured, else SQLite.
+    """
+    backend = backend or ("postgresql" if PG_URL else "sqlite")
+    if backend == "sqlite" or not PG_URL:
         return f"sqlite:///{tmp_dir / (name + '.db')}"
     from sqlalchemy.engine import make_url
 
@@ -41,9 +49,14 @@ def make_test_database_url(tmp_dir: Path, name: str) -> str:
     return base.set(database=dbname).render_as_string(hide_password=False)
 
 
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return make_test_database_url(tmp_path_factory.mktemp("db"), "suite")
+def database_url(tmp_path_factory: pytest.TempPathFactory, backend: str) -> str:
+    return make_test_database_url(tmp_path_factory.mktemp("db"), f"suite_{backend}", backend)
 
 
 @pytest.fixture(scope="session")

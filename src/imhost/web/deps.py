@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
 from imhost.accounts import service as accounts
@@ -213,7 +213,7 @@ class Requirement:
         self, request: Request, db: Session, runtime: Runtime, principal: Principal
     ) -> Principal:
         ref = request.path_params.get("org_id")
-        if not ref:
+        if not ref or len(str(ref)) > 64:
             raise NotFound("no such organization")
         try:
             org = accounts.get_organization(db, str(ref))
@@ -257,6 +257,21 @@ class Requirement:
         raise NotFound("no such organization")
 
 
+class OrgRequirement(Requirement):
+    """A customer route's requirement; declares the ``org_id`` path parameter it reads."""
+
+    def __call__(  # type: ignore[override]
+        self,
+        request: Request,
+        db: Db,
+        runtime: RuntimeDep,
+        org_id: Annotated[
+            str, Path(description="The organization's id or slug.", min_length=1, max_length=64)
+        ],
+    ) -> Principal:
+        return super().__call__(request, db, runtime)
+
+
 def require(
     area: str,
     access: Access | str = Access.READ,
@@ -264,7 +279,8 @@ def require(
     scope: Scope | str = Scope.ORG,
     allow_mfa_pending: bool = False,
 ) -> Requirement:
-    return Requirement(area, Access(access), Scope(scope), allow_mfa_pending=allow_mfa_pending)
+    cls = OrgRequirement if Scope(scope) is Scope.ORG else Requirement
+    return cls(area, Access(access), Scope(scope), allow_mfa_pending=allow_mfa_pending)
 
 
 def public() -> Requirement:
