@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import secrets
 import weakref
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from imhost.kit.jid import JID, try_parse_jid
 
-from .api import NS_CLIENT, C2SStream, Element, Module, ModuleContext, SessionKey
+from .api import NS_CLIENT, Element, Module, ModuleContext, SessionKey
+
+if TYPE_CHECKING:
+    from .api import C2SStream
 
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from imhost.kit.jid import JID, parse_jid
+from imhost.kit.jid import parse_jid
 
 from ..ports import RosterItem
 from .api import (
-    NS_CLIENT,
-    C2SStream,
     Element,
     Hook,
     IqTarget,
@@ -25,6 +24,9 @@ from .api import (
     result_of,
 )
 from .common import new_iq, presence, register_module, unregister_module
+
+if TYPE_CHECKING:
+    from .api import C2SStream
 
 NS_ROSTER = "jabber:iq:roster"
 NS_ROSTERVER = "urn:xmpp:features:rosterver"
@@ -243,7 +245,7 @@ class RosterModule(Module):
         """RFC 6121 §2.3 (add/update) and §2.5 (remove)."""
         session = self._own(event)
         query = event.stanza.find("query", NS_ROSTER)
-        items = [c for c in query.elements()] if query is not None else []
+        items = list(query.elements()) if query is not None else []
         if len(items) != 1 or items[0].name != "item" or items[0].ns != NS_ROSTER:
             raise StanzaError(StanzaErrorCondition.BAD_REQUEST, "a roster set has exactly one item")
         item_el = items[0]
@@ -354,15 +356,3 @@ def _groups(children: Iterable[Element]) -> tuple[str, ...]:
 async def _maybe(pending: Awaitable[None] | None) -> None:
     if pending is not None:
         await pending
-
-
-__all__ = [
-    "JID",
-    "NS_CLIENT",
-    "NS_ROSTER",
-    "AccountRoster",
-    "RosterModule",
-    "item_element",
-    "with_from",
-    "with_to",
-]

@@ -1,0 +1,96 @@
+"""XEP-0352: Client State Indication."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .api import Element, Hook, Module, SessionEvent, SessionKey, StanzaEvent
+
+if TYPE_CHECKING:
+    from .api import C2SStream
+
+NS_CSI = "urn:xmpp:csi:0"
+MAX_HELD = 500
+"""Held presences per session; past it the queue is flushed (memory stays bounded)."""
+
+INACTIVE = SessionKey[bool]("csi-inactive", False)
+HELD = SessionKey[dict[str, Element] | None]("csi-held", None)
+
+PRIORITY = -100
+"""After blocking: a blocked stanza is dropped, not held."""
+
+
+class CsiModule(Module):
+    """XEP-0352 §3-§5: a client says it is ``<inactive/>`` (screen off) or ``<active/>``.
+
+    While inactive the server holds presence updates (available and unavailable), keeping
+    only the latest per contact full JID, and sends them when the client is active again;
+    messages, iq and subscription requests always go out at once::
+
+        C: <inactive xmlns='urn:xmpp:csi:0'/>
+        (bob goes away, back, away: nothing sent)
+        C: <active xmlns='urn:xmpp:csi:0'/>
+        S: <presence from='bob@example.test/res' to='alice@example.test'><show>away</show>
+           </presence>
+
+    The ``<csi/>`` stream feature is advertised only when the core dispatches these
+    top-level elements to the module (``ctx.nonza_handler``), so a client is never told to
+    send something the server would answer with a stream error.
+    """
+
+    name = "csi"
+
+    def load(self) -> None:
+        register: Callable[..., object] | None = getattr(self.ctx, "nonza_handler", None)
+        self.supported = callable(register)
+        if register is not None and self.supported:
+            register(NS_CSI, self.on_nonza)
+            self.ctx.add_stream_feature(lambda _s: Element("csi", NS_CSI))
+        self.ctx.hook(Hook.DELIVER, self.on_deliver, priority=PRIORITY)
+        self.ctx.hook(Hook.SESSION_CLOSED, self.on_closed)
+
+    def on_nonza(self, session: C2SStream, el: Element) -> None:
+        if el.name == "inactive":
+            self.set_state(session, active=False)
+        elif el.name == "active":
+            self.set_state(session, active=True)
+
+    def set_state(self, session: C2SStream, *, active: bool) -> None:
+        """Record the client's state; becoming active sends what was held, oldest first."""
+        if not active:
+            session.set(INACTIVE, True)
+            return
+        session.set(INACTIVE, False)
+        self._flush(session)
+
+    def _flush(self, session: C2SStream) -> None:
+        held = session.get(HELD)
+        session.set(HELD, None)
+        if held:
+            for stanza in held.values():
+                session.deliver(stanza)
+
+    def on_deliver(self, event: StanzaEvent) -> bool:
+        session = event.session
+        if session is None or not session.get(INACTIVE):
+            return False
+        stanza = event.stanza
+        if stanza.name != "presence" or stanza.attrs.get("type") not in (None, "unavailable"):
+            return False
+        held = session.get(HELD)
+        if held is None:
+            held = {}
+            session.set(HELD, held)
+        key = stanza.attrs.get("from", "")
+        held.pop(key, None)  # the latest goes last, in arrival order
+        held[key] = stanza
+        if len(held) > MAX_HELD:
+            session.set(INACTIVE, False)
+            self._flush(session)
+            session.set(INACTIVE, True)
+            return True
+        return True
+
+    def on_closed(self, event: SessionEvent) -> None:
+        event.session.set(HELD, None)

@@ -1,0 +1,84 @@
+"""XEP-0077: In-Band Registration (password change; registration when the host allows it)."""
+
+from __future__ import annotations
+
+from .api import (
+    Element,
+    IqTarget,
+    IqType,
+    Module,
+    StanzaError,
+    StanzaErrorCondition,
+    StanzaEvent,
+    result_of,
+)
+
+NS_REGISTER = "jabber:iq:register"
+NS_REGISTER_FEATURE = "http://jabber.org/features/iq-register"
+MAX_PASSWORD_CHARS = 1024
+
+
+class RegisterModule(Module):
+    """XEP-0077 §3.3 password change by an authenticated user, with the organisation's
+    password policy applied by ``AccountAuth.set_password``::
+
+        C: <iq type='set' id='r1' to='example.test'><query xmlns='jabber:iq:register'>
+             <username>alice</username><password>a much better passphrase</password>
+           </query></iq>
+        S: <iq type='result' id='r1' from='example.test' to='alice@example.test/res'/>
+
+    §3.1 a get answers ``<registered/>`` with the username. Errors: a username other than the
+    user's ``not-allowed``; no password ``bad-request``; refused by the policy
+    ``not-acceptable`` with the policy's message; ``<remove/>`` (§3.2) ``not-allowed``
+    (accounts are removed by the organisation). Registering new accounts before
+    authentication (§3.1 with ``<register/>`` in the stream features) happens only when
+    ``HostLimits.registration_allowed`` and the core dispatches pre-auth iq to modules;
+    otherwise no ``<register/>`` feature is offered.
+    """
+
+    name = "register"
+
+    def load(self) -> None:
+        ctx = self.ctx
+        ctx.add_feature(NS_REGISTER)
+        ctx.iq_handler(NS_REGISTER, IqType.GET, self.on_get, IqTarget.HOST)
+        ctx.iq_handler(NS_REGISTER, IqType.SET, self.on_set, IqTarget.BOTH)
+
+    def on_get(self, event: StanzaEvent) -> Element:
+        session = event.session
+        assert session is not None
+        reply = result_of(event.stanza)
+        query = reply.sub("query", NS_REGISTER)
+        query.sub("registered")
+        query.sub("username", text=session.localpart)
+        query.sub("password")
+        return reply
+
+    async def on_set(self, event: StanzaEvent) -> Element:
+        session = event.session
+        assert session is not None
+        if event.to is not None and event.to.local and event.to.bare != session.bare_str:
+            raise StanzaError(StanzaErrorCondition.FORBIDDEN, "not your account")
+        query = event.stanza.find("query", NS_REGISTER)
+        if query is None:
+            raise StanzaError(StanzaErrorCondition.BAD_REQUEST, "expected a register query")
+        if query.find("remove", NS_REGISTER) is not None:
+            raise StanzaError(
+                StanzaErrorCondition.NOT_ALLOWED,
+                "accounts are removed by your organisation's administrators",
+            )
+        username = query.find_text("username", NS_REGISTER)
+        password = query.find_text("password", NS_REGISTER)
+        if username is not None and username.strip().lower() != session.localpart:
+            raise StanzaError(
+                StanzaErrorCondition.NOT_ALLOWED, "you can only change your own password"
+            )
+        if not password:
+            raise StanzaError(StanzaErrorCondition.BAD_REQUEST, "the new password is missing")
+        if len(password) > MAX_PASSWORD_CHARS:
+            raise StanzaError(StanzaErrorCondition.NOT_ACCEPTABLE, "the password is too long")
+        try:
+            await self.ctx.stores.auth.set_password(self.ctx.domain, session.localpart, password)
+        except ValueError as exc:
+            raise StanzaError(StanzaErrorCondition.NOT_ACCEPTABLE, str(exc)) from None
+        return result_of(event.stanza)
