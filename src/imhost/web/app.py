@@ -12,10 +12,12 @@ from starlette.responses import Response
 
 from imhost import __version__
 from imhost.db.migrations import migration_status
+from imhost.kit import optional_module
 from imhost.runtime import Runtime
 from imhost.web import problems
 from imhost.web.api.v1 import build_router
 from imhost.web.metrics import HttpMetrics
+from imhost.web.xmpp_websocket import router as xmpp_websocket_router
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -88,4 +90,5 @@ def create_app(runtime: Runtime) -> FastAPI:
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(build_router())
+    app.include_router(xmpp_websocket_router)
     return app

@@ -109,6 +109,31 @@ def role_tables() -> str:
     return "\n".join(lines) + "\n"
 
 
+START, END = "<!-- matrix:start (generated: python -m imhost.web.matrix --update) -->", "<!-- matrix:end -->"
+
+
+def update_document(path: str) -> bool:
+    """Rewrite the generated block of ``path``; returns whether it changed."""
+    from pathlib import Path
+
+    doc = Path(path)
+    text = doc.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    if not rest:
+        raise SystemExit(f"{path} has no {START} ... {END} block")
+    new = f"{head}{START}\n\n{role_tables()}\n{markdown_table()}\n{END}{tail}"
+    if new != text:
+        doc.write_text(new)
+        return True
+    return False
+
+
 if __name__ == "__main__":
-    print(role_tables())
-    print(markdown_table())
+    import sys
+
+    if len(sys.argv) == 3 and sys.argv[1] == "--update":
+        print("updated" if update_document(sys.argv[2]) else "up to date")
+    else:
+        print(role_tables())
+        print(markdown_table())
