@@ -200,7 +200,11 @@ class StreamParser:
         p = self._parser
         p.StartElementHandler = None
         p.EndElementHandler = None
-        p.CharacterDataHandler = None
+        try:
+            # replacing the handler flushes buffered text into the old one, which may object
+            p.CharacterDataHandler = None
+        except (StreamError, _Pause):
+            p.CharacterDataHandler = None
         self._stack.clear()
 
     # -- expat handlers ---------------------------------------------------------------------
@@ -241,6 +245,8 @@ class StreamParser:
             self.on_header(ns, name, attrs, self._decls.get("", ""))
             return
         if depth == 1:
+            if name == "stream" and ns == NS_STREAMS:
+                raise StreamError(StreamErrorCondition.BAD_FORMAT, "nested stream header")
             self._mark = self._base + max(self._parser.CurrentByteIndex - self._base, 0)
             self._stack.append(el)
             return
