@@ -27,8 +27,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from imhost.billing.invoicing import FaultHook, _no_fault, invoice_subscription
+from imhost.billing.invoicing import FaultHook, RunCache, _no_fault, invoice_subscription
 from imhost.billing.models import Subscription
+from imhost.billing.settings import billing_terms
 from imhost.db.engine import transaction
 from imhost.kit.clock import Clock, ensure_utc
 from imhost.kit.errors import DomainError
@@ -89,8 +90,9 @@ def run_billing(
     hook = fault or _no_fault
     started = time.monotonic()
     summary = RunSummary(as_of=as_of)
-    with session_factory() as session:
+    with transaction(session_factory) as session:
         heap = _due(session, as_of)
+        cache = RunCache(terms=billing_terms(session))
     heapq.heapify(heap)
     failed: set[str] = set()
     total_known = len(heap)
@@ -102,10 +104,9 @@ def run_billing(
             continue
         try:
             with transaction(session_factory) as session:
-                invoice = invoice_subscription(session, clock, sub_id, fault=hook)
-                next_at = session.scalar(
-                    select(Subscription.next_billing_at).where(Subscription.id == sub_id)
-                )
+                invoice = invoice_subscription(session, clock, sub_id, fault=hook, cache=cache)
+                sub = session.get(Subscription, sub_id)
+                next_at = sub.next_billing_at if sub is not None else None
                 hook("before_commit")
                 if invoice is not None:
                     number, total, currency = invoice.number, invoice.total, invoice.currency

@@ -9,7 +9,7 @@ add-ons of the period that starts (in advance), plus the charges waiting for it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -39,8 +39,8 @@ from imhost.billing.periods import (
     period_end,
     seconds_between,
 )
-from imhost.billing.plans import PlanTerms, load_add_on, load_plan_terms
-from imhost.billing.settings import allocate_number, get_profile, tax_for
+from imhost.billing.plans import AddOnTerms, PlanTerms, load_add_on, load_plan_terms
+from imhost.billing.settings import BillingTerms, allocate_number, billing_terms
 from imhost.billing.subscriptions import add_ons_of
 from imhost.catalog.pricing import rate
 from imhost.kit.clock import Clock
@@ -62,6 +62,28 @@ METRIC_LABELS = {
     "monthly_active_users": "Monthly active users",
     "storage_gb": "Storage (GB, time-weighted average)",
 }
+
+
+@dataclass
+class RunCache:
+    """What stays the same during a billing run: settings, tax rates, plan versions (which
+    are immutable once created) and add-on prices."""
+
+    terms: BillingTerms
+    plans: dict[str, PlanTerms] = field(default_factory=dict)
+    add_ons: dict[str, AddOnTerms] = field(default_factory=dict)
+
+    def plan(self, session: Session, plan_version_id: str) -> PlanTerms:
+        terms = self.plans.get(plan_version_id)
+        if terms is None:
+            terms = self.plans[plan_version_id] = load_plan_terms(session, plan_version_id)
+        return terms
+
+    def add_on(self, session: Session, add_on_id: str) -> AddOnTerms:
+        terms = self.add_ons.get(add_on_id)
+        if terms is None:
+            terms = self.add_ons[add_on_id] = load_add_on(session, add_on_id)
+        return terms
 
 
 @dataclass(frozen=True)
@@ -121,7 +143,7 @@ def _base_fee_line(
 
 
 def draft_lines(
-    session: Session, sub: Subscription, point: BillingPoint, plan: PlanTerms
+    session: Session, sub: Subscription, point: BillingPoint, plan: PlanTerms, cache: RunCache
 ) -> tuple[list[DraftLine], list[str]]:
     """The charges of the invoice at ``point`` (before discount and tax), and the pending
     charge ids they consume."""
@@ -165,7 +187,7 @@ def draft_lines(
                 )
             )
         for add_on_id, qty in add_ons_of(session, sub.id).items():
-            add_on = load_add_on(session, add_on_id)
+            add_on = cache.add_on(session, add_on_id)
             amount = round_minor(add_on.price * qty, cur)
             lines.append(
                 DraftLine(
@@ -259,17 +281,24 @@ def _write_invoice(
 
 
 def finalize_invoice(
-    session: Session, clock: Clock, invoice: Invoice, *, issued_at: datetime | None = None
+    session: Session,
+    clock: Clock,
+    invoice: Invoice,
+    *,
+    issued_at: datetime | None = None,
+    terms: BillingTerms | None = None,
 ) -> Invoice:
     """Give the draft its gapless number and make it due. Zero totals are paid at once."""
     if invoice.status != InvoiceStatus.DRAFT.value:
         raise Conflict(f"invoice {invoice.number or invoice.id} is not a draft")
     when = issued_at or clock.now()
-    allocated = allocate_number(session, "invoice", when)
-    profile = get_profile(session)
+    terms = terms or billing_terms(session)
+    allocated = allocate_number(
+        session, "invoice", when, number_format=terms.invoice_number_format
+    )
     invoice.number = allocated.number
     invoice.issued_at = when
-    invoice.due_at = when + timedelta(days=profile.payment_terms_days)
+    invoice.due_at = when + timedelta(days=terms.payment_terms_days)
     if invoice.total == 0:
         invoice.status = InvoiceStatus.PAID.value
         invoice.paid_at = when
@@ -361,6 +390,7 @@ def invoice_subscription(
     subscription_id: str,
     *,
     fault: FaultHook = _no_fault,
+    cache: RunCache | None = None,
 ) -> Invoice | None:
     """Invoice a subscription at its billing point, in the caller's transaction.
 
@@ -385,23 +415,23 @@ def invoice_subscription(
     org = session.get(Organization, sub.organization_id)
     if org is None:
         raise NotFound(f"no organization {sub.organization_id!r}")
-    plan = load_plan_terms(session, sub.plan_version_id)
+    cache = cache or RunCache(terms=billing_terms(session))
+    plan = cache.plan(session, sub.plan_version_id)
     if plan.currency != sub.currency:
         raise InvalidInput(
             f"plan version {plan.plan_version_id} is in {plan.currency}, the subscription "
             f"in {sub.currency}"
         )
-    lines, consumed = draft_lines(session, sub, point, plan)
+    lines, consumed = draft_lines(session, sub, point, plan, cache)
     fault("lines_drafted")
     coupon = coupon_for_invoice(session, sub) if lines else None
-    tax = tax_for(session, org.country, org.tax_id)
-    profile = get_profile(session)
+    tax = cache.terms.tax_for(org.country, org.tax_id)
     composed = compose_invoice(
         sub.currency,
         lines,
         coupon=coupon[1] if coupon else None,
         tax=tax,
-        prices_include_tax=profile.prices_include_tax,
+        prices_include_tax=cache.terms.prices_include_tax,
     )
     invoice = _write_invoice(
         session,
@@ -414,10 +444,10 @@ def invoice_subscription(
         period=(point.at, point.advance_period[1] if point.advance_period else point.at),
         usage_period=point.usage_period,
         plan_version_id=plan.plan_version_id,
-        prices_include_tax=profile.prices_include_tax,
+        prices_include_tax=cache.terms.prices_include_tax,
     )
     fault("draft_written")
-    finalize_invoice(session, clock, invoice, issued_at=point.at)
+    finalize_invoice(session, clock, invoice, issued_at=point.at, terms=cache.terms)
     fault("finalized")
     if consumed:
         for charge in session.scalars(select(PendingCharge).where(PendingCharge.id.in_(consumed))):
@@ -566,10 +596,10 @@ def issue_standalone_invoice(
     org = session.get(Organization, organization_id)
     if org is None:
         raise NotFound(f"no organization {organization_id!r}")
-    profile = get_profile(session)
-    tax = tax_for(session, org.country, org.tax_id)
+    terms = billing_terms(session)
+    tax = terms.tax_for(org.country, org.tax_id)
     composed = compose_invoice(
-        currency, lines, coupon=None, tax=tax, prices_include_tax=profile.prices_include_tax
+        currency, lines, coupon=None, tax=tax, prices_include_tax=terms.prices_include_tax
     )
     invoice = _write_invoice(
         session,
@@ -582,10 +612,10 @@ def issue_standalone_invoice(
         period=None,
         usage_period=None,
         plan_version_id=None,
-        prices_include_tax=profile.prices_include_tax,
+        prices_include_tax=terms.prices_include_tax,
         related_invoice_id=related_invoice_id,
     )
-    finalize_invoice(session, clock, invoice)
+    finalize_invoice(session, clock, invoice, terms=terms)
     invoice.due_at = clock.now()
     session.flush()
     events.publish(

@@ -147,6 +147,40 @@ def list_tax_rates(session: Session) -> list[TaxRate]:
     return list(session.scalars(select(TaxRate).order_by(TaxRate.country)))
 
 
+@dataclass(frozen=True)
+class BillingTerms:
+    """The provider's settings and tax rates as one immutable snapshot.
+
+    A billing run takes one at its start and uses it for every invoice it makes, so a run
+    applies one set of rates throughout, and does not read them again for each customer.
+    """
+
+    home_country: str
+    prices_include_tax: bool
+    invoice_number_format: str
+    payment_terms_days: int
+    rates: dict[str, tuple[Decimal, str]]
+
+    def tax_for(self, country: str | None, tax_id: str | None) -> TaxDecision:
+        return decide_tax(
+            provider_country=self.home_country,
+            customer_country=country,
+            customer_tax_id=tax_id,
+            rates=self.rates,
+        )
+
+
+def billing_terms(session: Session) -> BillingTerms:
+    profile = get_profile(session)
+    return BillingTerms(
+        home_country=profile.home_country,
+        prices_include_tax=profile.prices_include_tax,
+        invoice_number_format=profile.invoice_number_format,
+        payment_terms_days=profile.payment_terms_days,
+        rates={r.country: (r.percent, r.name) for r in list_tax_rates(session)},
+    )
+
+
 def tax_for(session: Session, country: str | None, tax_id: str | None) -> TaxDecision:
     profile = get_profile(session)
     rates = {r.country: (r.percent, r.name) for r in list_tax_rates(session)}
@@ -168,39 +202,49 @@ class AllocatedNumber:
     seq: int
 
 
-def allocate_number(session: Session, scope: str, at: datetime) -> AllocatedNumber:
+def allocate_number(
+    session: Session, scope: str, at: datetime, *, number_format: str | None = None
+) -> AllocatedNumber:
     """Take the next number of ``scope`` for ``at``'s year, inside the caller's transaction.
 
-    The counter row is locked (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite the
-    increment takes the database write lock, which serializes writers) until the caller's
-    transaction ends. The number is only used if that transaction commits, so numbers have
+    The counter row is locked until the caller's transaction ends: ``SELECT ... FOR UPDATE``
+    on PostgreSQL; on SQLite the increment itself takes the database's write lock, which
+    serializes writers. The number is only used if that transaction commits, so numbers have
     no gaps: a rolled-back finalization gives its number back.
     """
-    profile = get_profile(session)
-    fmt = profile.invoice_number_format if scope == "invoice" else profile.credit_note_number_format
-    year = at.year
-    query = (
-        select(DocumentCounter)
-        .where(DocumentCounter.scope == scope, DocumentCounter.year == year)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if session.get_bind().dialect.name == "sqlite":
-        # Take the write lock first so that no other writer reads the same value.
-        session.execute(
-            update(DocumentCounter)
-            .where(DocumentCounter.scope == scope, DocumentCounter.year == year)
-            .values(last_seq=DocumentCounter.last_seq)
+    if number_format is None:
+        profile = get_profile(session)
+        number_format = (
+            profile.invoice_number_format
+            if scope == "invoice"
+            else profile.credit_note_number_format
         )
-    counter = session.scalar(query)
-    if counter is None:
+    year = at.year
+    where = (DocumentCounter.scope == scope, DocumentCounter.year == year)
+    for _attempt in range(2):
+        if session.get_bind().dialect.name == "postgresql":
+            current = session.scalar(
+                select(DocumentCounter.last_seq).where(*where).with_for_update()
+            )
+            if current is not None:
+                seq = current + 1
+                session.execute(update(DocumentCounter).where(*where).values(last_seq=seq))
+                break
+        else:
+            seq_or_none = session.scalar(
+                update(DocumentCounter)
+                .where(*where)
+                .values(last_seq=DocumentCounter.last_seq + 1)
+                .returning(DocumentCounter.last_seq)
+            )
+            if seq_or_none is not None:
+                seq = seq_or_none
+                break
         try:
             with session.begin_nested():
                 session.add(DocumentCounter(scope=scope, year=year, last_seq=0))
         except IntegrityError:
-            pass
-        counter = session.scalars(query).one()
-    counter.last_seq += 1
-    session.flush()
-    number = fmt.format(year=year, seq=counter.last_seq)
-    return AllocatedNumber(number=number, year=year, seq=counter.last_seq)
+            pass  # another transaction created it; take the lock on it next
+    else:  # pragma: no cover - the row exists after the first attempt
+        raise RuntimeError(f"no document counter for {scope} {year}")
+    return AllocatedNumber(number=number_format.format(year=year, seq=seq), year=year, seq=seq)
