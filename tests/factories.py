@@ -35,7 +35,9 @@ def make_org(session: Session, clock: Clock, name: str, owner: User, **kw: objec
     return accounts.create_organization(session, clock, name=name, owner=owner, **kw)  # type: ignore[arg-type]
 
 
-def add_member(session: Session, clock: Clock, org: Organization, user: User, role: OrgRole) -> None:
+def add_member(
+    session: Session, clock: Clock, org: Organization, user: User, role: OrgRole
+) -> None:
     accounts.add_member(session, clock, org, user, role, actor=Actor.system())
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -44,7 +44,7 @@ class EventBus:
     def publish(self, event: Event, session: Any = None) -> None:
         """Call every handler of ``event``'s class and of its base classes, in order."""
         for cls in type(event).__mro__:
-            for handler in self._handlers.get(cls, ()):  # type: ignore[call-overload]
+            for handler in self._handlers.get(cls, ()):
                 handler(event, session)
 
 
@@ -101,14 +101,12 @@ class PaymentEvent(Event):
     kind: str  # recorded, refunded
 
 
-
-
 def make_bus() -> EventBus:
     return EventBus()
 
 
 def attach_bus(session_info: dict[str, Any], bus: EventBus) -> None:
-    """Make ``bus`` the bus of every session made by a sessionmaker (``sessionmaker.kw['info']``)."""
+    """Make ``bus`` the bus of sessions made with ``info=session_info``."""
     session_info["bus"] = bus
 
 

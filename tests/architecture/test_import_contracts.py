@@ -21,6 +21,9 @@ def test_import_contracts_hold() -> None:
     if result.returncode != 0 and "No module named importlinter.cli" in result.stderr:
         result = subprocess.run(
             ["lint-imports", str(ROOT / ".importlinter")],
-            capture_output=True, text=True, cwd=ROOT, check=False,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=False,
         )
     assert result.returncode == 0, result.stdout + result.stderr

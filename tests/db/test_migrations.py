@@ -22,7 +22,9 @@ def test_migrations_build_exactly_the_schema_of_the_models(tmp_path: Path, backe
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
             diff = compare_metadata(context, load_models())
-            assert diff == [], f"models and migrations differ; run `imhost db revision -m ...`: {diff}"
+            assert diff == [], (
+                f"models and migrations differ; run `imhost db revision -m ...`: {diff}"
+            )
             status = migration_status(conn)
             assert status.current and status.head is not None
             tables = set(inspect(conn).get_table_names())

@@ -25,7 +25,7 @@ class _Sink:
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], bytes]] = []
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
         return "250 OK"
 
@@ -47,7 +47,12 @@ def smtp_server() -> Iterator[tuple[str, int, _Sink]]:
 def _queue(factory: sessionmaker[Session], clock: FrozenClock, **kw: Any) -> str:
     with factory() as s:
         mail = Mailer("imhost <noreply@provider.example.com>").send(
-            s, clock, kw.pop("to", "a@example.com"), kw.pop("subject", "Hello"), kw.pop("text", "Body"), **kw
+            s,
+            clock,
+            kw.pop("to", "a@example.com"),
+            kw.pop("subject", "Hello"),
+            kw.pop("text", "Body"),
+            **kw,
         )
         assert mail is not None
         s.commit()
@@ -55,20 +60,35 @@ def _queue(factory: sessionmaker[Session], clock: FrozenClock, **kw: Any) -> str
 
 
 def test_queued_mail_goes_out_over_smtp_once(
-    session_factory: sessionmaker[Session], clock: FrozenClock, smtp_server: tuple[str, int, _Sink], tmp_path: Path
+    session_factory: sessionmaker[Session],
+    clock: FrozenClock,
+    smtp_server: tuple[str, int, _Sink],
+    tmp_path: Path,
 ) -> None:
     host, port, sink = smtp_server
     _queue(
-        session_factory, clock, to=["a@example.com", "b@example.com"], subject="Invoice INV-1",
-        text="Your invoice", attachments=[("INV-1.pdf", b"%PDF-1.4 test", "application/pdf")],
+        session_factory,
+        clock,
+        to=["a@example.com", "b@example.com"],
+        subject="Invoice INV-1",
+        text="Your invoice",
+        attachments=[("INV-1.pdf", b"%PDF-1.4 test", "application/pdf")],
     )
-    delivery = MailDelivery(smtp_url=f"smtp://{host}:{port}", outbox_dir=tmp_path, mail_from="imhost <noreply@provider.example.com>", clock=clock)
+    delivery = MailDelivery(
+        smtp_url=f"smtp://{host}:{port}",
+        outbox_dir=tmp_path,
+        mail_from="imhost <noreply@provider.example.com>",
+        clock=clock,
+    )
     assert delivery.deliver_pending(session_factory) == 1
     assert delivery.deliver_pending(session_factory) == 0  # never twice
     assert len(sink.messages) == 1
     sender, rcpts, raw = sink.messages[0]
     msg = email.message_from_bytes(raw)
-    assert sender == "noreply@provider.example.com" and sorted(rcpts) == ["a@example.com", "b@example.com"]
+    assert sender == "noreply@provider.example.com" and sorted(rcpts) == [
+        "a@example.com",
+        "b@example.com",
+    ]
     assert msg["Subject"] == "Invoice INV-1"
     assert [p.get_filename() for p in msg.walk() if p.get_filename()] == ["INV-1.pdf"]
     assert not list(tmp_path.iterdir())
@@ -78,7 +98,9 @@ def test_without_smtp_mail_is_written_to_the_outbox(
     session_factory: sessionmaker[Session], clock: FrozenClock, tmp_path: Path
 ) -> None:
     mail_id = _queue(session_factory, clock, subject="Welcome")
-    delivery = MailDelivery(smtp_url=None, outbox_dir=tmp_path / "outbox", mail_from="x <x@example.com>", clock=clock)
+    delivery = MailDelivery(
+        smtp_url=None, outbox_dir=tmp_path / "outbox", mail_from="x <x@example.com>", clock=clock
+    )
     assert delivery.deliver_pending(session_factory) == 1
     files = list((tmp_path / "outbox").glob("*.eml"))
     assert len(files) == 1 and mail_id in files[0].name
@@ -89,12 +111,19 @@ def test_an_unreachable_smtp_server_is_retried_then_marked_failed(
     session_factory: sessionmaker[Session], clock: FrozenClock, tmp_path: Path
 ) -> None:
     mail_id = _queue(session_factory, clock)
-    delivery = MailDelivery(smtp_url="smtp://127.0.0.1:1", outbox_dir=tmp_path, mail_from="x <x@example.com>", clock=clock)
+    delivery = MailDelivery(
+        smtp_url="smtp://127.0.0.1:1",
+        outbox_dir=tmp_path,
+        mail_from="x <x@example.com>",
+        clock=clock,
+    )
     for _ in range(5):
         assert delivery.deliver_pending(session_factory) == 0
     with session_factory() as s:
         mail = s.get(OutboundEmail, mail_id)
-        assert mail is not None and mail.status == "failed" and mail.attempts == 5 and mail.last_error
+        assert (
+            mail is not None and mail.status == "failed" and mail.attempts == 5 and mail.last_error
+        )
 
 
 def test_bad_smtp_url_is_refused_at_start() -> None:
@@ -106,7 +135,7 @@ class _Receiver(BaseHTTPRequestHandler):
     received: list[tuple[dict[str, str], bytes]] = []
     status = 200
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         type(self).received.append((dict(self.headers), body))
         self.send_response(type(self).status)
@@ -129,16 +158,29 @@ def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
 
 
 def test_webhooks_are_signed_and_retried_with_backoff(
-    session_factory: sessionmaker[Session], clock: FrozenClock, receiver: tuple[str, type[_Receiver]]
+    session_factory: sessionmaker[Session],
+    clock: FrozenClock,
+    receiver: tuple[str, type[_Receiver]],
 ) -> None:
     url, handler = receiver
     service = WebhookService(allow_private=True)
     with session_factory() as s:
-        endpoint = service.create_endpoint(s, clock, organization_id="org1", url=url, event_types=["invoice.finalized"])
+        endpoint = service.create_endpoint(
+            s, clock, organization_id="org1", url=url, event_types=["invoice.finalized"]
+        )
         secret = endpoint.secret
-        assert service.enqueue(s, "org1", "invoice.finalized", {"number": "INV-2026-000001"}, clock=clock) == 1
-        assert service.enqueue(s, "org1", "payment.recorded", {"x": 1}, clock=clock) == 0  # not subscribed
-        assert service.enqueue(s, "org2", "invoice.finalized", {"x": 1}, clock=clock) == 0  # other customer
+        assert (
+            service.enqueue(
+                s, "org1", "invoice.finalized", {"number": "INV-2026-000001"}, clock=clock
+            )
+            == 1
+        )
+        assert (
+            service.enqueue(s, "org1", "payment.recorded", {"x": 1}, clock=clock) == 0
+        )  # not subscribed
+        assert (
+            service.enqueue(s, "org2", "invoice.finalized", {"x": 1}, clock=clock) == 0
+        )  # other customer
         s.commit()
     handler.status = 500
     assert service.deliver_pending(session_factory, clock) == 0
@@ -149,15 +191,28 @@ def test_webhooks_are_signed_and_retried_with_backoff(
     assert len(handler.received) == 2
     headers, body = handler.received[-1]
     assert verify_signature(secret, headers["Imhost-Signature"], body, int(clock.now().timestamp()))
-    assert not verify_signature(secret, headers["Imhost-Signature"], body + b" ", int(clock.now().timestamp()))
-    assert not verify_signature(secret, headers["Imhost-Signature"], body, int(clock.now().timestamp()) + 3600)
+    assert not verify_signature(
+        secret, headers["Imhost-Signature"], body + b" ", int(clock.now().timestamp())
+    )
+    assert not verify_signature(
+        secret, headers["Imhost-Signature"], body, int(clock.now().timestamp()) + 3600
+    )
     assert json.loads(body)["data"] == {"number": "INV-2026-000001"}
 
 
-def test_webhook_urls_must_be_public_unless_allowed(session_factory: sessionmaker[Session], clock: FrozenClock) -> None:
+def test_webhook_urls_must_be_public_unless_allowed(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
     from imhost.kit.errors import InvalidInput
 
     with session_factory() as s:
-        for url in ("http://127.0.0.1/x", "http://10.1.2.3/x", "ftp://example.com/x", "http://[::1]/x"):
+        for url in (
+            "http://127.0.0.1/x",
+            "http://10.1.2.3/x",
+            "ftp://example.com/x",
+            "http://[::1]/x",
+        ):
             with pytest.raises(InvalidInput):
-                WebhookService(allow_private=False).create_endpoint(s, clock, organization_id="o", url=url)
+                WebhookService(allow_private=False).create_endpoint(
+                    s, clock, organization_id="o", url=url
+                )

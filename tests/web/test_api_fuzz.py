@@ -39,7 +39,11 @@ def _build() -> tuple[object, dict[str, str], str]:
     load_models().create_all(engine)
     clock = FrozenClock()
     runtime = build_runtime(
-        load_settings(data_dir=tmp / "data", secret_key="f" * 40, security=SecuritySettings(cookie_secure=False)),
+        load_settings(
+            data_dir=tmp / "data",
+            secret_key="f" * 40,
+            security=SecuritySettings(cookie_secure=False),
+        ),
         clock=clock,
         engine=engine,
         sleep=lambda _s: None,
@@ -49,7 +53,13 @@ def _build() -> tuple[object, dict[str, str], str]:
         owner = make_user(s, clock, "fuzz-owner@example.com")
         org = make_org(s, clock, "Fuzz", owner)
         new = sessions.start_session(
-            s, clock, runtime.settings.security, user_id=owner.id, address="fuzz", user_agent="fuzz", mfa_verified=True
+            s,
+            clock,
+            runtime.settings.security,
+            user_id=owner.id,
+            address="fuzz",
+            user_agent="fuzz",
+            mfa_verified=True,
         )
         s.commit()
         # Keep the session alive however long the run takes: the frozen clock never moves.
@@ -71,7 +81,9 @@ def map_path_parameters(ctx, path_parameters):  # type: ignore[no-untyped-def]
 
 @pytest.mark.slow
 @schema.exclude(path_regex=r"/auth/logout$|/me/password$|/me/sessions/").parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+)
 def test_no_input_gives_a_server_error(case) -> None:  # type: ignore[no-untyped-def]
     for headers in ({}, OWNER_HEADERS):
         response = case.call(headers=headers)

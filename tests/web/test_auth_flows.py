@@ -36,7 +36,9 @@ def login(client: TestClient, email: str, password: str = PASSWORD):  # type: ig
 
 def actions(session_factory: sessionmaker[Session]) -> list[str]:
     with session_factory() as s:
-        return [e.action for e in s.scalars(select(AuditEvent).order_by(AuditEvent.at, AuditEvent.id))]
+        return [
+            e.action for e in s.scalars(select(AuditEvent).order_by(AuditEvent.at, AuditEvent.id))
+        ]
 
 
 def test_login_sets_a_secure_httponly_samesite_cookie(app: FastAPI, owner) -> None:  # type: ignore[no-untyped-def]
@@ -57,7 +59,10 @@ def test_wrong_password_and_unknown_account_get_the_same_answer(app: FastAPI, ow
 
 
 def test_lockout_grows_with_failures_and_tells_nothing_about_existence(
-    app: FastAPI, owner, clock: FrozenClock, session_factory: sessionmaker[Session]  # type: ignore[no-untyped-def]
+    app: FastAPI,
+    owner,
+    clock: FrozenClock,
+    session_factory: sessionmaker[Session],  # type: ignore[no-untyped-def]
 ) -> None:
     client = TestClient(app)
     for _ in range(5):
@@ -76,7 +81,9 @@ def test_lockout_grows_with_failures_and_tells_nothing_about_existence(
     assert "login.locked_out" in actions(session_factory)
 
 
-def test_progressive_delay_is_applied_before_lockout(app: FastAPI, owner, sleeps: list[float]) -> None:  # type: ignore[no-untyped-def]
+def test_progressive_delay_is_applied_before_lockout(
+    app: FastAPI, owner, sleeps: list[float]
+) -> None:  # type: ignore[no-untyped-def]
     client = TestClient(app)
     for _ in range(4):
         login(client, "olga@acme.example.com", "wrong password here")
@@ -84,7 +91,10 @@ def test_progressive_delay_is_applied_before_lockout(app: FastAPI, owner, sleeps
 
 
 def test_totp_enrolment_then_sign_in_with_a_code(
-    app: FastAPI, owner, clock: FrozenClock, session_factory: sessionmaker[Session]  # type: ignore[no-untyped-def]
+    app: FastAPI,
+    owner,
+    clock: FrozenClock,
+    session_factory: sessionmaker[Session],  # type: ignore[no-untyped-def]
 ) -> None:
     client = TestClient(app)
     assert login(client, "olga@acme.example.com").status_code == 200
@@ -93,10 +103,14 @@ def test_totp_enrolment_then_sign_in_with_a_code(
     body = start.json()
     assert body["otpauth_uri"].startswith("otpauth://totp/")
     assert body["qr_svg"].lstrip().startswith("<")
-    bad = client.post("/api/v1/me/mfa/totp/confirm", json={"factor_id": body["factor_id"], "code": "000000"})
+    bad = client.post(
+        "/api/v1/me/mfa/totp/confirm", json={"factor_id": body["factor_id"], "code": "000000"}
+    )
     assert bad.status_code == 422
     code = totp_code(body["secret"], clock.now())
-    done = client.post("/api/v1/me/mfa/totp/confirm", json={"factor_id": body["factor_id"], "code": code})
+    done = client.post(
+        "/api/v1/me/mfa/totp/confirm", json={"factor_id": body["factor_id"], "code": code}
+    )
     assert done.status_code == 200, done.text
     recovery = done.json()["recovery_codes"]
     assert len(recovery) == 10 and len(set(recovery)) == 10
@@ -112,7 +126,12 @@ def test_totp_enrolment_then_sign_in_with_a_code(
     # The same code cannot be replayed, a recovery code works once.
     again = TestClient(app)
     login(again, "olga@acme.example.com")
-    assert again.post("/api/v1/auth/mfa", json={"code": totp_code(body["secret"], clock.now())}).status_code == 401
+    assert (
+        again.post(
+            "/api/v1/auth/mfa", json={"code": totp_code(body["secret"], clock.now())}
+        ).status_code
+        == 401
+    )
     assert again.post("/api/v1/auth/mfa", json={"code": recovery[0]}).status_code == 200
     third = TestClient(app)
     login(third, "olga@acme.example.com")
@@ -130,7 +149,10 @@ def test_wrong_totp_codes_lock_the_second_step_too(app: FastAPI, owner, clock: F
     )
     attacker = TestClient(app)
     login(attacker, "olga@acme.example.com")
-    codes = [attacker.post("/api/v1/auth/mfa", json={"code": f"{n:06d}"}).status_code for n in range(1, 8)]
+    codes = [
+        attacker.post("/api/v1/auth/mfa", json={"code": f"{n:06d}"}).status_code
+        for n in range(1, 8)
+    ]
     assert codes[:5] == [401] * 5
     assert 429 in codes[5:]
 
@@ -158,7 +180,10 @@ def test_staff_must_enrol_mfa_before_using_the_console(
 
 
 def test_owner_can_require_mfa_for_every_member(
-    app: FastAPI, owner, session_factory: sessionmaker[Session], clock: FrozenClock  # type: ignore[no-untyped-def]
+    app: FastAPI,
+    owner,
+    session_factory: sessionmaker[Session],
+    clock: FrozenClock,  # type: ignore[no-untyped-def]
 ) -> None:
     user, org = owner
     with session_factory() as s:
@@ -171,17 +196,24 @@ def test_owner_can_require_mfa_for_every_member(
     tess = TestClient(app)
     assert login(tess, "tess@acme.example.com").json()["mfa_enrolment_required"] is True
     assert tess.get(f"/api/v1/orgs/{org.id}/members").status_code == 401
-    admin_patch = signed_in(app, member).patch(f"/api/v1/orgs/{org.id}", json={"require_mfa": False})
+    admin_patch = signed_in(app, member).patch(
+        f"/api/v1/orgs/{org.id}", json={"require_mfa": False}
+    )
     assert admin_patch.status_code in (401, 403)
 
 
 def test_password_change_ends_every_session(
-    app: FastAPI, owner, session_factory: sessionmaker[Session], clock: FrozenClock  # type: ignore[no-untyped-def]
+    app: FastAPI,
+    owner,
+    session_factory: sessionmaker[Session],
+    clock: FrozenClock,  # type: ignore[no-untyped-def]
 ) -> None:
-    user, org = owner
+    user, _org = owner
     other_device = signed_in(app, user)
     client = signed_in(app, user)
-    weak = client.post("/api/v1/me/password", json={"current_password": PASSWORD, "new_password": "password123"})
+    weak = client.post(
+        "/api/v1/me/password", json={"current_password": PASSWORD, "new_password": "password123"}
+    )
     assert weak.status_code == 422
     assert weak.json()["problems"]
     r = client.post(
@@ -193,12 +225,21 @@ def test_password_change_ends_every_session(
     client.headers["X-CSRF-Token"] = r.headers["X-CSRF-Token"]
     assert client.get("/api/v1/me").status_code == 200  # the changer got a fresh session
     with session_factory() as s:
-        live = s.scalars(select(WebSession).where(WebSession.user_id == user.id, WebSession.ended_at.is_(None))).all()
+        live = s.scalars(
+            select(WebSession).where(WebSession.user_id == user.id, WebSession.ended_at.is_(None))
+        ).all()
     assert len(live) == 1
-    assert login(TestClient(app), "olga@acme.example.com", "a brand new, long passphrase 9").status_code == 200
+    assert (
+        login(
+            TestClient(app), "olga@acme.example.com", "a brand new, long passphrase 9"
+        ).status_code
+        == 200
+    )
 
 
-def test_sessions_time_out_when_idle_and_can_be_ended_from_the_list(app: FastAPI, owner, clock: FrozenClock) -> None:  # type: ignore[no-untyped-def]
+def test_sessions_time_out_when_idle_and_can_be_ended_from_the_list(
+    app: FastAPI, owner, clock: FrozenClock
+) -> None:  # type: ignore[no-untyped-def]
     user, _ = owner
     laptop = signed_in(app, user)
     phone = signed_in(app, user)
@@ -220,7 +261,9 @@ def test_unsafe_requests_need_the_csrf_header(app: FastAPI, owner) -> None:  # t
 
 
 def test_new_address_login_raises_an_alert_and_mails_the_user(
-    app: FastAPI, owner, session_factory: sessionmaker[Session]  # type: ignore[no-untyped-def]
+    app: FastAPI,
+    owner,
+    session_factory: sessionmaker[Session],  # type: ignore[no-untyped-def]
 ) -> None:
     first = TestClient(app, headers={"User-Agent": "Mozilla/5.0 (X11; Linux) Firefox/130"})
     assert login(first, "olga@acme.example.com").status_code == 200
@@ -234,7 +277,10 @@ def test_new_address_login_raises_an_alert_and_mails_the_user(
 
 
 def test_burst_of_failed_logins_raises_one_alert(
-    app: FastAPI, owner, clock: FrozenClock, session_factory: sessionmaker[Session]  # type: ignore[no-untyped-def]
+    app: FastAPI,
+    owner,
+    clock: FrozenClock,
+    session_factory: sessionmaker[Session],  # type: ignore[no-untyped-def]
 ) -> None:
     for _ in range(12):
         login(TestClient(app), "olga@acme.example.com", "wrong password here")

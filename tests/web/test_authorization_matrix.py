@@ -157,14 +157,13 @@ def test_each_caller_gets_exactly_what_the_matrix_allows(
             failures.append(f"{route.method} {route.path}: {status} {body[:200]}")
             continue
         if _expected_allowed(req, caller):
-            refused = status in (401, 403) or (
-                status == 404 and "no such organization" in body
-            )
+            refused = status in (401, 403) or (status == 404 and "no such organization" in body)
             if refused and not (req.scope is Scope.SELF and status == 401 and "password" in body):
                 failures.append(f"{route.method} {route.path}: refused with {status} {body[:160]}")
         elif status not in _refusal(req, caller):
             failures.append(
-                f"{route.method} {route.path}: expected {sorted(_refusal(req, caller))}, got {status} {body[:160]}"
+                f"{route.method} {route.path}: expected {sorted(_refusal(req, caller))}, "
+                f"got {status} {body[:160]}"
             )
     assert not failures, "\n".join(failures)
 

@@ -61,7 +61,11 @@ def test_signup_creates_an_owner_and_sends_a_verification_mail(
     assert client.get("/api/v1/me").json()["user"]["email_verified_at"] is not None
     again = TestClient(app).post(
         "/api/v1/signup",
-        json={"email": "new@c.example.com", "password": "wide meadow copper lantern 7", "organization_name": "D"},
+        json={
+            "email": "new@c.example.com",
+            "password": "wide meadow copper lantern 7",
+            "organization_name": "D",
+        },
     )
     assert again.status_code == 409
 
@@ -70,7 +74,10 @@ def test_invitation_by_email_link_adds_a_member(
     app: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
 ) -> None:
     owner = signed_in(app, world.members[OrgRole.OWNER])
-    r = owner.post(f"/api/v1/orgs/{world.org.id}/invitations", json={"email": "carol@x.example.com", "role": "technical"})
+    r = owner.post(
+        f"/api/v1/orgs/{world.org.id}/invitations",
+        json={"email": "carol@x.example.com", "role": "technical"},
+    )
     assert r.status_code == 201, r.text
     with session_factory() as s:
         mail = s.scalars(select(OutboundEmail).where(OutboundEmail.kind == "invitation")).one()
@@ -78,12 +85,22 @@ def test_invitation_by_email_link_adds_a_member(
         mallory = make_user(s, clock, "mallory@x.example.com")
         s.commit()
     token = mail.text.split("/invitations/")[1].split()[0]
-    assert signed_in(app, mallory).post("/api/v1/invitations/accept", json={"token": token}).status_code == 403
+    assert (
+        signed_in(app, mallory)
+        .post("/api/v1/invitations/accept", json={"token": token})
+        .status_code
+        == 403
+    )
     ok = signed_in(app, carol).post("/api/v1/invitations/accept", json={"token": token})
     assert ok.status_code == 200, ok.text
-    roles = {m["email"]: m["role"] for m in owner.get(f"/api/v1/orgs/{world.org.id}/members").json()}
+    roles = {
+        m["email"]: m["role"] for m in owner.get(f"/api/v1/orgs/{world.org.id}/members").json()
+    }
     assert roles["carol@x.example.com"] == "technical"
-    assert signed_in(app, carol).post("/api/v1/invitations/accept", json={"token": token}).status_code == 404
+    assert (
+        signed_in(app, carol).post("/api/v1/invitations/accept", json={"token": token}).status_code
+        == 404
+    )
 
 
 def test_removing_a_member_ends_sessions_and_revokes_their_tokens(
@@ -109,14 +126,26 @@ def test_removing_a_member_ends_sessions_and_revokes_their_tokens(
         ).all()
 
 
-def test_an_organization_keeps_at_least_one_owner_and_admins_cannot_make_owners(app: FastAPI, world: World) -> None:
+def test_an_organization_keeps_at_least_one_owner_and_admins_cannot_make_owners(
+    app: FastAPI, world: World
+) -> None:
     owner = signed_in(app, world.members[OrgRole.OWNER])
     admin = signed_in(app, world.members[OrgRole.ADMIN])
     owner_id = _member_id(owner, world.org.id, world.members[OrgRole.OWNER].email)
     assert owner.delete(f"/api/v1/orgs/{world.org.id}/members/{owner_id}").status_code == 409
     tech_id = _member_id(owner, world.org.id, world.members[OrgRole.TECHNICAL].email)
-    assert admin.patch(f"/api/v1/orgs/{world.org.id}/members/{tech_id}", json={"role": "owner"}).status_code == 403
-    assert owner.patch(f"/api/v1/orgs/{world.org.id}/members/{tech_id}", json={"role": "owner"}).status_code == 200
+    assert (
+        admin.patch(
+            f"/api/v1/orgs/{world.org.id}/members/{tech_id}", json={"role": "owner"}
+        ).status_code
+        == 403
+    )
+    assert (
+        owner.patch(
+            f"/api/v1/orgs/{world.org.id}/members/{tech_id}", json={"role": "owner"}
+        ).status_code
+        == 200
+    )
 
 
 def test_new_owner_raises_an_alert_for_the_owners(
@@ -136,9 +165,13 @@ def test_tokens_are_shown_once_stored_hashed_and_never_above_their_creator(
     app: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
 ) -> None:
     admin = signed_in(app, world.members[OrgRole.ADMIN])
-    too_high = admin.post(f"/api/v1/orgs/{world.org.id}/tokens", json={"name": "x", "scopes": ["*"], "role": "owner"})
+    too_high = admin.post(
+        f"/api/v1/orgs/{world.org.id}/tokens", json={"name": "x", "scopes": ["*"], "role": "owner"}
+    )
     assert too_high.status_code == 403
-    bad_scope = admin.post(f"/api/v1/orgs/{world.org.id}/tokens", json={"name": "x", "scopes": ["root:write"]})
+    bad_scope = admin.post(
+        f"/api/v1/orgs/{world.org.id}/tokens", json={"name": "x", "scopes": ["root:write"]}
+    )
     assert bad_scope.status_code == 422 and "scope" in bad_scope.json()["detail"]
     past = admin.post(
         f"/api/v1/orgs/{world.org.id}/tokens",
@@ -147,7 +180,11 @@ def test_tokens_are_shown_once_stored_hashed_and_never_above_their_creator(
     assert past.status_code == 422
     r = admin.post(
         f"/api/v1/orgs/{world.org.id}/tokens",
-        json={"name": "deploy", "scopes": ["members:read"], "expires_at": (clock.now() + timedelta(days=1)).isoformat()},
+        json={
+            "name": "deploy",
+            "scopes": ["members:read"],
+            "expires_at": (clock.now() + timedelta(days=1)).isoformat(),
+        },
     )
     assert r.status_code == 201
     plaintext = r.json()["token"]
@@ -176,7 +213,13 @@ def test_token_used_from_a_new_address_raises_an_alert(
 
     with session_factory() as s:
         issued = tokens.create_token(
-            s, clock, organization_id=world.org.id, name="ci", scopes=["*"], role="admin", created_by=Actor.system()
+            s,
+            clock,
+            organization_id=world.org.id,
+            name="ci",
+            scopes=["*"],
+            role="admin",
+            created_by=Actor.system(),
         )
         assert tokens.authenticate_token(s, clock, issued.plaintext, "192.0.2.1") is not None
         assert tokens.authenticate_token(s, clock, issued.plaintext, "192.0.2.1") is not None
@@ -186,34 +229,53 @@ def test_token_used_from_a_new_address_raises_an_alert(
     assert rules == ["token-new-address"]
 
 
-def test_audit_log_is_readable_by_owners_and_admins_and_filterable(app: FastAPI, world: World) -> None:
+def test_audit_log_is_readable_by_owners_and_admins_and_filterable(
+    app: FastAPI, world: World
+) -> None:
     owner = signed_in(app, world.members[OrgRole.OWNER])
-    page = owner.get(f"/api/v1/orgs/{world.org.id}/audit", params={"action": "member.added", "limit": 2})
+    page = owner.get(
+        f"/api/v1/orgs/{world.org.id}/audit", params={"action": "member.added", "limit": 2}
+    )
     body = page.json()
     assert page.status_code == 200 and body["total"] == 5 and len(body["items"]) == 2
     assert all(i["organization_id"] == world.org.id for i in body["items"])
     other = signed_in(app, world.outsider).get(f"/api/v1/orgs/{world.other_org.id}/audit").json()
     assert all(i["organization_id"] == world.other_org.id for i in other["items"])
-    assert signed_in(app, world.members[OrgRole.BILLING]).get(f"/api/v1/orgs/{world.org.id}/audit").status_code == 403
+    assert (
+        signed_in(app, world.members[OrgRole.BILLING])
+        .get(f"/api/v1/orgs/{world.org.id}/audit")
+        .status_code
+        == 403
+    )
 
 
 def test_audit_log_offers_no_way_to_change_history() -> None:
     public = [n for n in dir(audit_log) if not n.startswith("_")]
-    assert not [n for n in public if any(w in n.lower() for w in ("delete", "update", "edit", "purge", "remove"))]
+    assert not [
+        n
+        for n in public
+        if any(w in n.lower() for w in ("delete", "update", "edit", "purge", "remove"))
+    ]
 
 
 def test_quarterly_access_review_flags_stale_tokens_and_records_decisions(
     app: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
 ) -> None:
     owner = signed_in(app, world.members[OrgRole.OWNER])
-    stale = owner.post(f"/api/v1/orgs/{world.org.id}/tokens", json={"name": "old", "scopes": ["members:read"]}).json()
+    stale = owner.post(
+        f"/api/v1/orgs/{world.org.id}/tokens", json={"name": "old", "scopes": ["members:read"]}
+    ).json()
     clock.advance(timedelta(days=91))
     owner = signed_in(app, world.members[OrgRole.OWNER])
-    fresh = owner.post(f"/api/v1/orgs/{world.org.id}/tokens", json={"name": "new", "scopes": ["members:read"]}).json()
+    fresh = owner.post(
+        f"/api/v1/orgs/{world.org.id}/tokens", json={"name": "new", "scopes": ["members:read"]}
+    ).json()
     owner = signed_in(app, world.members[OrgRole.OWNER])
     opened = owner.post(f"/api/v1/orgs/{world.org.id}/access-reviews")
     assert opened.status_code == 201, opened.text
-    assert owner.post(f"/api/v1/orgs/{world.org.id}/access-reviews").status_code == 422  # once a period
+    assert (
+        owner.post(f"/api/v1/orgs/{world.org.id}/access-reviews").status_code == 422
+    )  # once a period
     review = owner.get(f"/api/v1/orgs/{world.org.id}/access-reviews/{opened.json()['id']}").json()
     by_label = {i["subject_label"]: i for i in review["items"]}
     assert by_label["old"]["flagged_stale"] is True and by_label["new"]["flagged_stale"] is False
@@ -227,10 +289,19 @@ def test_quarterly_access_review_flags_stale_tokens_and_records_decisions(
             json={"decision": decision},
         )
         assert r.status_code == 200, r.text
-    assert owner.post(f"/api/v1/orgs/{world.org.id}/access-reviews/{review['id']}/complete").status_code == 200
-    tokens_now = {t["name"]: t["revoked_at"] for t in owner.get(f"/api/v1/orgs/{world.org.id}/tokens").json()}
+    assert (
+        owner.post(
+            f"/api/v1/orgs/{world.org.id}/access-reviews/{review['id']}/complete"
+        ).status_code
+        == 200
+    )
+    tokens_now = {
+        t["name"]: t["revoked_at"] for t in owner.get(f"/api/v1/orgs/{world.org.id}/tokens").json()
+    }
     assert tokens_now["old"] is not None and tokens_now["new"] is None
-    audit = owner.get(f"/api/v1/orgs/{world.org.id}/audit", params={"action": "access_review.decision"}).json()
+    audit = owner.get(
+        f"/api/v1/orgs/{world.org.id}/audit", params={"action": "access_review.decision"}
+    ).json()
     assert audit["total"] == len(review["items"])
     assert stale["id"] != fresh["id"]
 
@@ -240,7 +311,9 @@ def test_stale_tokens_expire_at_review_when_the_policy_says_so(
 ) -> None:
     owner = signed_in(app, world.members[OrgRole.OWNER])
     owner.patch(f"/api/v1/orgs/{world.org.id}", json={"expire_stale_tokens": True})
-    owner.post(f"/api/v1/orgs/{world.org.id}/tokens", json={"name": "old", "scopes": ["members:read"]})
+    owner.post(
+        f"/api/v1/orgs/{world.org.id}/tokens", json={"name": "old", "scopes": ["members:read"]}
+    )
     clock.advance(timedelta(days=120))
     owner = signed_in(app, world.members[OrgRole.OWNER])
     assert owner.post(f"/api/v1/orgs/{world.org.id}/access-reviews").status_code == 201
@@ -251,14 +324,27 @@ def test_staff_suspend_a_customer_with_a_reason(app: FastAPI, world: World) -> N
     from imhost.accounts.models import StaffRole
 
     support = signed_in(app, world.staff[StaffRole.SUPPORT])
-    assert support.post(f"/api/v1/admin/customers/{world.org.id}/status", json={"suspended": True, "reason": "x"}).status_code == 403
+    assert (
+        support.post(
+            f"/api/v1/admin/customers/{world.org.id}/status",
+            json={"suspended": True, "reason": "x"},
+        ).status_code
+        == 403
+    )
     billing = signed_in(app, world.staff[StaffRole.BILLING])
-    no_reason = billing.post(f"/api/v1/admin/customers/{world.org.id}/status", json={"suspended": True})
+    no_reason = billing.post(
+        f"/api/v1/admin/customers/{world.org.id}/status", json={"suspended": True}
+    )
     assert no_reason.status_code == 422
-    r = billing.post(f"/api/v1/admin/customers/{world.org.id}/status", json={"suspended": True, "reason": "unpaid invoice INV-1"})
+    r = billing.post(
+        f"/api/v1/admin/customers/{world.org.id}/status",
+        json={"suspended": True, "reason": "unpaid invoice INV-1"},
+    )
     assert r.status_code == 200 and r.json()["status"] == "suspended"
     owner = signed_in(app, world.members[OrgRole.OWNER])
-    assert owner.get(f"/api/v1/orgs/{world.org.id}").json()["status_reason"] == "unpaid invoice INV-1"
+    assert (
+        owner.get(f"/api/v1/orgs/{world.org.id}").json()["status_reason"] == "unpaid invoice INV-1"
+    )
 
 
 def test_read_only_impersonation_is_audited_and_cannot_write(app: FastAPI, world: World) -> None:
@@ -269,5 +355,7 @@ def test_read_only_impersonation_is_audited_and_cannot_write(app: FastAPI, world
     assert support.get(f"/api/v1/orgs/{world.org.id}/members").status_code == 200
     assert support.patch(f"/api/v1/orgs/{world.org.id}", json={"name": "x"}).status_code == 403
     assert support.get(f"/api/v1/orgs/{world.other_org.id}/members").status_code == 404
-    audit = support.get("/api/v1/admin/audit", params={"action": "staff.impersonation_started"}).json()
+    audit = support.get(
+        "/api/v1/admin/audit", params={"action": "staff.impersonation_started"}
+    ).json()
     assert audit["total"] == 1

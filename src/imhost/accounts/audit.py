@@ -114,7 +114,7 @@ def query_events(
     action: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> Select[tuple[AuditEvent]]:
+) -> Select[AuditEvent]:
     stmt = select(AuditEvent)
     if organization_id is not None:
         stmt = stmt.where(AuditEvent.organization_id == organization_id)

@@ -19,15 +19,6 @@ from sqlalchemy.orm import Session
 
 from imhost.accounts import audit, sessions
 from imhost.accounts.audit import Actor, AuditAction
-from imhost.accounts.models import (
-    KnownLogin,
-    Membership,
-    MfaFactor,
-    Organization,
-    RecoveryCode,
-    User,
-    WebSession,
-)
 from imhost.accounts.mfa import (
     generate_recovery_codes,
     hash_recovery_code,
@@ -36,6 +27,15 @@ from imhost.accounts.mfa import (
     qr_svg,
     verify_recovery_code,
     verify_totp,
+)
+from imhost.accounts.models import (
+    KnownLogin,
+    Membership,
+    MfaFactor,
+    Organization,
+    RecoveryCode,
+    User,
+    WebSession,
 )
 from imhost.accounts.passwords import PasswordHasher, PasswordPolicy, check_password
 from imhost.accounts.service import get_user_by_email
@@ -63,8 +63,11 @@ def client_label(user_agent: str | None) -> str:
     """A short, stable name for the client (browser family and OS), for 'new client' alerts."""
     ua = (user_agent or "").lower()
     browser = next(
-        (b for b in ("edg", "firefox", "chrome", "chromium", "safari", "curl", "python", "httpx")
-         if b in ua),
+        (
+            b
+            for b in ("edg", "firefox", "chrome", "chromium", "safari", "curl", "python", "httpx")
+            if b in ua
+        ),
         "other",
     )
     system = next(
@@ -223,7 +226,9 @@ class AuthFlows:
         now = self.clock.now()
         client = client_label(web.user_agent)
         address = web.address or "unknown"
-        seen_any = session.scalar(select(KnownLogin.id).where(KnownLogin.user_id == user.id).limit(1))
+        seen_any = session.scalar(
+            select(KnownLogin.id).where(KnownLogin.user_id == user.id).limit(1)
+        )
         seen_this = session.scalar(
             select(KnownLogin.id).where(
                 KnownLogin.user_id == user.id,
@@ -297,7 +302,9 @@ class AuthFlows:
         if len(code) > 64:
             return False
         for row in session.scalars(
-            select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+            select(RecoveryCode).where(
+                RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None)
+            )
         ):
             if verify_recovery_code(code, row.code_hash):
                 row.used_at = self.clock.now()
@@ -313,7 +320,11 @@ class AuthFlows:
         decision = throttle.check(key)
         if not decision.allowed:
             raise _locked(decision.retry_after_seconds)
-        if user is None or not user.password_hash or not hasher.verify(user.password_hash, password):
+        if (
+            user is None
+            or not user.password_hash
+            or not hasher.verify(user.password_hash, password)
+        ):
             throttle.fail(key)
             raise Unauthenticated("That password is not right.")
         throttle.succeed(key)
@@ -338,7 +349,10 @@ class AuthFlows:
         self.reauthenticate(session, web, current)
         policy = password_policy_for(session, self.security, user)
         validate_new_password(
-            new, policy, user_inputs=[user.email, user.name, *user.email.split("@")], field_name="new_password"
+            new,
+            policy,
+            user_inputs=[user.email, user.name, *user.email.split("@")],
+            field_name="new_password",
         )
         if hasher.verify(user.password_hash or "", new):
             raise InvalidInput("the new password is the same as the old one", field="new_password")
@@ -426,7 +440,9 @@ class AuthFlows:
         codes = generate_recovery_codes(10)
         now = self.clock.now()
         for code in codes:
-            session.add(RecoveryCode(created_at=now, user_id=user_id, code_hash=hash_recovery_code(code)))
+            session.add(
+                RecoveryCode(created_at=now, user_id=user_id, code_hash=hash_recovery_code(code))
+            )
         session.flush()
         return codes
 
@@ -464,7 +480,8 @@ class AuthFlows:
         orgs = list(
             session.scalars(select(Membership.organization_id).where(Membership.user_id == user.id))
         )
-        for org_id in orgs or [None]:
+        targets: list[str | None] = [*orgs] or [None]
+        for org_id in targets:
             audit.record(
                 session,
                 self.clock,

@@ -111,7 +111,9 @@ def org_role_allows(role: OrgRole | str | None, area: str, access: Access) -> bo
     return OrgRole(role) in allowed
 
 
-def staff_role_allows(role: StaffRole | str | None, area: str, access: Access, *, on_org: bool) -> bool:
+def staff_role_allows(
+    role: StaffRole | str | None, area: str, access: Access, *, on_org: bool
+) -> bool:
     if role is None:
         return False
     matrix = STAFF_ON_ORG_MATRIX if on_org else STAFF_MATRIX

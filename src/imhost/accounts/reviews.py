@@ -155,7 +155,11 @@ def get_review(session: Session, organization_id: str, review_id: str) -> Access
 
 def review_items(session: Session, review_id: str) -> list[AccessReviewItem]:
     stmt = select(AccessReviewItem).where(AccessReviewItem.review_id == review_id)
-    return list(session.scalars(stmt.order_by(AccessReviewItem.subject_type, AccessReviewItem.subject_label)))
+    return list(
+        session.scalars(
+            stmt.order_by(AccessReviewItem.subject_type, AccessReviewItem.subject_label)
+        )
+    )
 
 
 def decide(
@@ -180,7 +184,9 @@ def decide(
         if item.subject_type == "member":
             membership = session.get(Membership, item.subject_id)
             if membership is not None:
-                service.remove_member(session, clock, org, membership, actor=actor, actor_role=actor_role)
+                service.remove_member(
+                    session, clock, org, membership, actor=actor, actor_role=actor_role
+                )
         else:
             token = session.get(ApiToken, item.subject_id)
             if token is not None:

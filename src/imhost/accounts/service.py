@@ -85,7 +85,9 @@ def get_user(session: Session, user_id: str) -> User:
 
 
 def list_staff(session: Session) -> list[User]:
-    return list(session.scalars(select(User).where(User.staff_role.is_not(None)).order_by(User.email)))
+    return list(
+        session.scalars(select(User).where(User.staff_role.is_not(None)).order_by(User.email))
+    )
 
 
 def set_staff_role(
@@ -192,7 +194,9 @@ def list_organizations(
         like = f"%{search.strip().lower()}%"
         stmt = stmt.where(func.lower(Organization.name).like(like) | Organization.slug.like(like))
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    rows = session.scalars(stmt.order_by(Organization.name, Organization.id).limit(limit).offset(offset))
+    rows = session.scalars(
+        stmt.order_by(Organization.name, Organization.id).limit(limit).offset(offset)
+    )
     return list(rows), total
 
 
@@ -303,7 +307,9 @@ def set_organization_status(
     else:
         org.status = OrgStatus.ACTIVE.value
         org.status_reason = None
-        events.publish(session, events.OrganizationReactivated(at=clock.now(), organization_id=org.id))
+        events.publish(
+            session, events.OrganizationReactivated(at=clock.now(), organization_id=org.id)
+        )
         action = AuditAction.ORG_REACTIVATED
     audit.record(
         session,
@@ -408,7 +414,10 @@ def change_role(
     if membership.role == role.value:
         return membership
     # Only an owner makes or unmakes owners (staff admins act as owners).
-    if OrgRole.OWNER in (role, OrgRole(membership.role)) and actor_role not in (OrgRole.OWNER, None):
+    if OrgRole.OWNER in (role, OrgRole(membership.role)) and actor_role not in (
+        OrgRole.OWNER,
+        None,
+    ):
         raise PermissionDenied("only an owner can grant or take away the owner role")
     if membership.role == OrgRole.OWNER and _owner_count(session, org.id) <= 1:
         raise Conflict("an organization must keep at least one owner")

@@ -104,7 +104,8 @@ def evaluate(session: Session, clock: Clock, event: AuditEvent) -> SecurityAlert
                 severity="high",
                 summary=(
                     f"{BURST_THRESHOLD} failed sign-in attempts for {event.target_label} within "
-                    f"{int(BURST_WINDOW.total_seconds() // 60)} minutes (last from {event.address})."
+                    f"{int(BURST_WINDOW.total_seconds() // 60)} minutes "
+                    f"(last from {event.address})."
                 ),
                 user_id=event.target_id,
                 recipients=_user_email(session, event.target_id),

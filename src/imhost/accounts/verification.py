@@ -35,13 +35,17 @@ def request_verification(session: Session, clock: Clock, user: User) -> str:
     session.flush()
     events.publish(
         session,
-        events.EmailVerificationRequested(at=clock.now(), user_id=user.id, email=user.email, token=token),
+        events.EmailVerificationRequested(
+            at=clock.now(), user_id=user.id, email=user.email, token=token
+        ),
     )
     return token
 
 
 def confirm(session: Session, clock: Clock, token: str) -> User:
-    row = session.scalar(select(EmailVerification).where(EmailVerification.token_hash == _hash(token)))
+    row = session.scalar(
+        select(EmailVerification).where(EmailVerification.token_hash == _hash(token))
+    )
     if row is None or row.used_at is not None or row.expires_at <= clock.now():
         raise NotFound("this confirmation link is not valid any more; ask for a new one")
     user = session.get(User, row.user_id)

@@ -84,7 +84,11 @@ def seed_demo(runtime: Runtime) -> DemoLogins:
             uid = person(email, name)
             if accounts.get_membership(session, org.id, uid) is None:
                 accounts.add_member(
-                    session, clock, org, accounts.get_user(session, uid), role,
+                    session,
+                    clock,
+                    org,
+                    accounts.get_user(session, uid),
+                    role,
                     actor=Actor(user_id=owner_id, label=OWNER_EMAIL),
                 )
         # Contributions of the packages that exist: plans, subscription, XMPP service.
@@ -95,7 +99,11 @@ def seed_demo(runtime: Runtime) -> DemoLogins:
             module.seed(session, runtime, org, saved, logins)
     _save(path, saved)
     logins.web = [
-        ("staff admin (console; sets up two-factor authentication at first sign-in)", ADMIN_EMAIL, saved[ADMIN_EMAIL]),
+        (
+            "staff admin (console; sets up two-factor authentication at first sign-in)",
+            ADMIN_EMAIL,
+            saved[ADMIN_EMAIL],
+        ),
         ("customer owner (portal)", OWNER_EMAIL, saved[OWNER_EMAIL]),
         *[(f"customer {role.value}", email, saved[email]) for email, _n, role in MEMBERS],
     ]

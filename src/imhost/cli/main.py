@@ -61,10 +61,14 @@ def version() -> None:
 
 @app.command()
 def serve(
-    demo: Annotated[bool, typer.Option(help="Create demo data on first start and print the logins.")] = False,
+    demo: Annotated[
+        bool, typer.Option(help="Create demo data on first start and print the logins.")
+    ] = False,
     host: Annotated[str | None, typer.Option(help="HTTP bind address (IMHOST_HTTP_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port (IMHOST_HTTP_PORT).")] = None,
-    role: Annotated[str | None, typer.Option(help="all | web | xmpp | worker (IMHOST_ROLE).")] = None,
+    role: Annotated[
+        str | None, typer.Option(help="all | web | xmpp | worker (IMHOST_ROLE).")
+    ] = None,
     migrate: Annotated[bool, typer.Option(help="Apply database migrations at start.")] = True,
 ) -> None:
     """Run imhost: the web app, the XMPP listeners and the worker, in one process."""
@@ -117,13 +121,18 @@ def db_revision(message: Annotated[str, typer.Option("-m", "--message")]) -> Non
 
 @admin_app.command("create")
 def admin_create(
-    email: Annotated[str, typer.Option(prompt=True, help="The staff member's e-mail (sign-in name).")],
+    email: Annotated[
+        str, typer.Option(prompt=True, help="The staff member's e-mail (sign-in name).")
+    ],
     name: Annotated[str, typer.Option(help="Display name.")] = "",
     role: Annotated[StaffRole, typer.Option(help="Staff role.")] = StaffRole.ADMIN,
     password: Annotated[
         str,
         typer.Option(
-            prompt=True, hide_input=True, confirmation_prompt=True, envvar="IMHOST_ADMIN_PASSWORD",
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            envvar="IMHOST_ADMIN_PASSWORD",
             help="Asked for when not given; checked against the password policy.",
         ),
     ] = "",
@@ -153,7 +162,9 @@ def admin_list() -> None:
     with runtime.session_factory() as session:
         table = Table("e-mail", "name", "role", "last sign-in")
         for user in accounts.list_staff(session):
-            table.add_row(user.email, user.name, user.staff_role or "", str(user.last_login_at or "never"))
+            table.add_row(
+                user.email, user.name, user.staff_role or "", str(user.last_login_at or "never")
+            )
     console.print(table)
 
 
@@ -163,7 +174,12 @@ def staff_admin_count(runtime_factory: object) -> int:
     assert isinstance(runtime_factory, sessionmaker)
     with runtime_factory() as session:
         assert isinstance(session, Session)
-        return session.scalar(select(func.count()).select_from(User).where(User.staff_role == StaffRole.ADMIN)) or 0
+        return (
+            session.scalar(
+                select(func.count()).select_from(User).where(User.staff_role == StaffRole.ADMIN)
+            )
+            or 0
+        )
 
 
 if __name__ == "__main__":

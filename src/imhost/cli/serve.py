@@ -7,6 +7,8 @@ import contextlib
 import logging
 import signal
 import socket
+from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 from sqlalchemy import func, select
@@ -70,7 +72,15 @@ def run_server(settings: Settings, *, demo: bool, migrate: bool) -> None:
     asyncio.run(_serve(runtime, logins))
 
 
-async def _start_xmpp(runtime: Runtime) -> object | None:
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside our event loop: we own SIGINT/SIGTERM and stop every part together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _start_xmpp(runtime: Runtime) -> Any:
     if runtime.settings.role not in ("all", "xmpp") or not runtime.settings.xmpp.enabled:
         return None
     hosting_engine = optional_module("imhost.hosting.engines.builtin")
@@ -96,8 +106,7 @@ async def _serve(runtime: Runtime, logins: object | None) -> None:
             proxy_headers=False,
             backlog=1024,
         )
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server = _EmbeddedServer(config)
         tasks.append(asyncio.create_task(server.serve()))
     if settings.role in ("all", "worker"):
         tasks.append(
@@ -124,7 +133,7 @@ async def _serve(runtime: Runtime, logins: object | None) -> None:
     if server is not None:
         server.should_exit = True
     if xmpp is not None:
-        await xmpp.stop()  # type: ignore[attr-defined]
+        await xmpp.stop()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -144,7 +153,8 @@ def _print_banner(runtime: Runtime, logins: object | None) -> None:
     if runtime.xmpp is not None:
         x = settings.xmpp
         lines.append(
-            f"  XMPP:    {x.bind} port {x.c2s_port} (STARTTLS) and {x.c2s_direct_tls_port} (Direct TLS)"
+            f"  XMPP:    {x.bind} port {x.c2s_port} (STARTTLS) "
+            f"and {x.c2s_direct_tls_port} (Direct TLS)"
         )
     if settings.smtp_url is None:
         lines.append(f"  e-mail:  written to {(settings.data_dir / 'outbox').resolve()}")

@@ -10,16 +10,48 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Union
 
 # ISO 4217 minor units for the currencies a provider is likely to bill in. Any other
 # three-letter code must be registered with ``register_currency`` before use.
 MINOR_UNITS: dict[str, int] = {
-    "AUD": 2, "BGN": 2, "BHD": 3, "BRL": 2, "CAD": 2, "CHF": 2, "CLP": 0, "CNY": 2,
-    "CZK": 2, "DKK": 2, "EUR": 2, "GBP": 2, "HKD": 2, "HUF": 2, "IDR": 2, "ILS": 2,
-    "INR": 2, "ISK": 0, "JOD": 3, "JPY": 0, "KRW": 0, "KWD": 3, "MXN": 2, "NOK": 2,
-    "NZD": 2, "OMR": 3, "PLN": 2, "RON": 2, "SEK": 2, "SGD": 2, "THB": 2, "TND": 3,
-    "TRY": 2, "TWD": 2, "UAH": 2, "USD": 2, "VND": 0, "ZAR": 2,
+    "AUD": 2,
+    "BGN": 2,
+    "BHD": 3,
+    "BRL": 2,
+    "CAD": 2,
+    "CHF": 2,
+    "CLP": 0,
+    "CNY": 2,
+    "CZK": 2,
+    "DKK": 2,
+    "EUR": 2,
+    "GBP": 2,
+    "HKD": 2,
+    "HUF": 2,
+    "IDR": 2,
+    "ILS": 2,
+    "INR": 2,
+    "ISK": 0,
+    "JOD": 3,
+    "JPY": 0,
+    "KRW": 0,
+    "KWD": 3,
+    "MXN": 2,
+    "NOK": 2,
+    "NZD": 2,
+    "OMR": 3,
+    "PLN": 2,
+    "RON": 2,
+    "SEK": 2,
+    "SGD": 2,
+    "THB": 2,
+    "TND": 3,
+    "TRY": 2,
+    "TWD": 2,
+    "UAH": 2,
+    "USD": 2,
+    "VND": 0,
+    "ZAR": 2,
 }
 
 ROUNDING = ROUND_HALF_UP
@@ -49,7 +81,7 @@ def round_minor(amount: Decimal, currency: str) -> Decimal:
     return amount.quantize(quantum(currency), rounding=ROUNDING)
 
 
-def to_decimal(value: Union[Decimal, int, str]) -> Decimal:
+def to_decimal(value: Decimal | int | str) -> Decimal:
     """Parse an amount exactly. Floats are refused: they are not exact."""
     if isinstance(value, float):
         raise TypeError("money is never a float; pass a str or Decimal")
@@ -71,11 +103,13 @@ class Money:
 
     def __post_init__(self) -> None:
         check_currency(self.currency)
-        if not isinstance(self.amount, Decimal):
-            object.__setattr__(self, "amount", to_decimal(self.amount))
+        amount: object = self.amount
+        if not isinstance(amount, Decimal):
+            # Callers may pass an int or str despite the annotation; floats are refused.
+            object.__setattr__(self, "amount", to_decimal(amount))  # type: ignore[arg-type]
 
     @classmethod
-    def of(cls, amount: Union[Decimal, int, str], currency: str) -> Money:
+    def of(cls, amount: Decimal | int | str, currency: str) -> Money:
         return cls(to_decimal(amount), currency)
 
     @classmethod
@@ -97,7 +131,7 @@ class Money:
         self._same(other)
         return Money(self.amount - other.amount, self.currency)
 
-    def __mul__(self, factor: Union[Decimal, int]) -> Money:
+    def __mul__(self, factor: Decimal | int | float) -> Money:
         if isinstance(factor, float):
             raise TypeError("money is never multiplied by a float")
         return Money(self.amount * Decimal(factor), self.currency)

@@ -96,7 +96,9 @@ class Mailer:
         return mail
 
 
-def build_message(mail: OutboundEmail, attachments: Sequence[EmailAttachment], mail_from: str) -> EmailMessage:
+def build_message(
+    mail: OutboundEmail, attachments: Sequence[EmailAttachment], mail_from: str
+) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = mail_from
     msg["To"] = ", ".join(mail.to)
@@ -108,14 +110,18 @@ def build_message(mail: OutboundEmail, attachments: Sequence[EmailAttachment], m
         msg.add_alternative(mail.html, subtype="html")
     for att in attachments:
         maintype, _, subtype = att.content_type.partition("/")
-        msg.add_attachment(att.content, maintype=maintype, subtype=subtype or "octet-stream", filename=att.filename)
+        msg.add_attachment(
+            att.content, maintype=maintype, subtype=subtype or "octet-stream", filename=att.filename
+        )
     return msg
 
 
 class MailDelivery:
     """Sends queued e-mail. One instance per process; safe to call repeatedly."""
 
-    def __init__(self, *, smtp_url: str | None, outbox_dir: Path, mail_from: str, clock: Clock) -> None:
+    def __init__(
+        self, *, smtp_url: str | None, outbox_dir: Path, mail_from: str, clock: Clock
+    ) -> None:
         self.smtp = SmtpTarget.parse(smtp_url) if smtp_url else None
         self.outbox_dir = outbox_dir
         self.mail_from = mail_from
@@ -126,7 +132,9 @@ class MailDelivery:
         target = self.smtp
         context = ssl.create_default_context()
         if target.implicit_tls:
-            client: smtplib.SMTP = smtplib.SMTP_SSL(target.host, target.port, timeout=30, context=context)
+            client: smtplib.SMTP = smtplib.SMTP_SSL(
+                target.host, target.port, timeout=30, context=context
+            )
         else:
             client = smtplib.SMTP(target.host, target.port, timeout=30)
         with client:
@@ -165,7 +173,9 @@ class MailDelivery:
                 if mail is None or mail.status != "queued":
                     continue
                 atts = list(
-                    session.scalars(select(EmailAttachment).where(EmailAttachment.email_id == mail.id))
+                    session.scalars(
+                        select(EmailAttachment).where(EmailAttachment.email_id == mail.id)
+                    )
                 )
                 msg = build_message(mail, atts, self.mail_from)
                 mail.attempts += 1

@@ -58,7 +58,9 @@ def _check_url(url: str, *, allow_private: bool) -> str:
         raise InvalidInput("a webhook URL is an http(s) URL of at most 500 characters", field="url")
     if not allow_private:
         try:
-            infos = socket.getaddrinfo(parsed.hostname, parsed.port or 443, proto=socket.IPPROTO_TCP)
+            infos = socket.getaddrinfo(
+                parsed.hostname, parsed.port or 443, proto=socket.IPPROTO_TCP
+            )
         except OSError:
             raise InvalidInput(f"cannot resolve {parsed.hostname}", field="url") from None
         for info in infos:
@@ -92,7 +94,9 @@ class WebhookService:
         session.flush()
         return endpoint
 
-    def list_endpoints(self, session: Session, organization_id: str | None) -> list[WebhookEndpoint]:
+    def list_endpoints(
+        self, session: Session, organization_id: str | None
+    ) -> list[WebhookEndpoint]:
         stmt = select(WebhookEndpoint).where(
             WebhookEndpoint.organization_id.is_(None)
             if organization_id is None
@@ -100,14 +104,22 @@ class WebhookService:
         )
         return list(session.scalars(stmt.order_by(WebhookEndpoint.created_at)))
 
-    def delete_endpoint(self, session: Session, organization_id: str | None, endpoint_id: str) -> None:
+    def delete_endpoint(
+        self, session: Session, organization_id: str | None, endpoint_id: str
+    ) -> None:
         endpoint = session.get(WebhookEndpoint, endpoint_id)
         if endpoint is None or endpoint.organization_id != organization_id:
             raise NotFound("no such webhook endpoint")
         session.delete(endpoint)
 
     def enqueue(
-        self, session: Session, organization_id: str | None, event_type: str, payload: dict[str, Any], *, clock: Clock | None = None
+        self,
+        session: Session,
+        organization_id: str | None,
+        event_type: str,
+        payload: dict[str, Any],
+        *,
+        clock: Clock | None = None,
     ) -> int:
         """Queue ``payload`` for every active endpoint of the organization and of the provider."""
         stmt = select(WebhookEndpoint).where(
@@ -138,7 +150,12 @@ class WebhookService:
         return count
 
     def deliver_pending(
-        self, factory: sessionmaker[Session], clock: Clock, *, client: httpx.Client | None = None, limit: int = 100
+        self,
+        factory: sessionmaker[Session],
+        clock: Clock,
+        *,
+        client: httpx.Client | None = None,
+        limit: int = 100,
     ) -> int:
         now = clock.now()
         delivered = 0
@@ -146,7 +163,9 @@ class WebhookService:
             ids = list(
                 session.scalars(
                     select(WebhookDelivery.id)
-                    .where(WebhookDelivery.status == "queued", WebhookDelivery.next_attempt_at <= now)
+                    .where(
+                        WebhookDelivery.status == "queued", WebhookDelivery.next_attempt_at <= now
+                    )
                     .order_by(WebhookDelivery.created_at)
                     .limit(limit)
                 )

@@ -12,7 +12,6 @@ from starlette.responses import Response
 
 from imhost import __version__
 from imhost.db.migrations import migration_status
-from imhost.kit import optional_module
 from imhost.runtime import Runtime
 from imhost.web import problems
 from imhost.web.api.v1 import build_router
@@ -73,10 +72,15 @@ def create_app(runtime: Runtime) -> FastAPI:
                 conn.execute(text("SELECT 1"))
                 status = migration_status(conn)
         except Exception as exc:  # noqa: BLE001 - any database failure means not ready
-            return JSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
+            return JSONResponse(
+                {"status": "unavailable", "database": str(exc)[:200]}, status_code=503
+            )
         if not status.current:
             return JSONResponse(
-                {"status": "unavailable", "migrations": f"at {status.database}, newest {status.head}"},
+                {
+                    "status": "unavailable",
+                    "migrations": f"at {status.database}, newest {status.head}",
+                },
                 status_code=503,
             )
         return JSONResponse({"status": "ok", "migration": status.head})

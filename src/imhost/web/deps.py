@@ -117,7 +117,9 @@ class Principal:
     @property
     def actor(self) -> Actor:
         if self.token is not None:
-            return Actor(token_id=self.token.id, label=f"token {self.token.name}", address=self.address)
+            return Actor(
+                token_id=self.token.id, label=f"token {self.token.name}", address=self.address
+            )
         if self.user is not None:
             return Actor(user_id=self.user.id, label=self.user.email, address=self.address)
         return Actor(label="anonymous", address=self.address)
@@ -196,9 +198,7 @@ class Requirement:
         if principal.token is not None and not scopes_allow(
             principal.token.scopes, self.area, self.access
         ):
-            raise PermissionDenied(
-                f"this token lacks the scope {self.area}:{self.access.value}"
-            )
+            raise PermissionDenied(f"this token lacks the scope {self.area}:{self.access.value}")
         if self.scope is Scope.SELF:
             if principal.user is None:
                 raise PermissionDenied("API tokens cannot act as a person; sign in instead")
@@ -230,7 +230,9 @@ class Requirement:
             if membership is not None:
                 principal.org_role = OrgRole(membership.role)
                 now = runtime.clock.now()
-                if membership.last_active_at is None or now - membership.last_active_at > timedelta(hours=1):
+                if membership.last_active_at is None or now - membership.last_active_at > timedelta(
+                    hours=1
+                ):
                     membership.last_active_at = now
             elif principal.staff_role is not None:
                 principal.acting_as_staff = True

@@ -49,8 +49,10 @@ def api_routes() -> list[RoutePermission]:
         for route in module.router.routes:
             if isinstance(route, APIRoute):
                 reqs = list(_requirements(route.dependant))
-                for method in sorted(route.methods):
-                    out.append(RoutePermission(method, "/api/v1" + route.path, reqs[0] if reqs else None))
+                for method in sorted(route.methods or ()):
+                    out.append(
+                        RoutePermission(method, "/api/v1" + route.path, reqs[0] if reqs else None)
+                    )
             elif isinstance(route, APIWebSocketRoute):
                 reqs = list(_requirements(route.dependant))
                 out.append(RoutePermission("WS", "/api/v1" + route.path, reqs[0] if reqs else None))
@@ -109,7 +111,10 @@ def role_tables() -> str:
     return "\n".join(lines) + "\n"
 
 
-START, END = "<!-- matrix:start (generated: python -m imhost.web.matrix --update) -->", "<!-- matrix:end -->"
+START, END = (
+    "<!-- matrix:start (generated: python -m imhost.web.matrix --update) -->",
+    "<!-- matrix:end -->",
+)
 
 
 def update_document(path: str) -> bool:

@@ -24,7 +24,13 @@ MEDIA_TYPE = "application/problem+json"
 
 
 def problem(
-    status: int, title: str, detail: str, *, slug: str, headers: dict[str, str] | None = None, **extra: Any
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    slug: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + slug,
@@ -66,7 +72,9 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:10])
-        return problem(422, "Invalid input", detail or "invalid input", slug="invalid-input", errors=errors)
+        return problem(
+            422, "Invalid input", detail or "invalid input", slug="invalid-input", errors=errors
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

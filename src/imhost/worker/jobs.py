@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from imhost.accounts import reviews
@@ -9,6 +10,13 @@ from imhost.db.engine import transaction
 from imhost.kit import optional_module
 from imhost.runtime import Runtime
 from imhost.worker.scheduler import Job
+
+
+def _bind(func: Callable[..., object], *args: object) -> Callable[[], object]:
+    def run() -> object:
+        return func(*args)
+
+    return run
 
 
 def default_jobs(runtime: Runtime) -> list[Job]:
@@ -30,5 +38,5 @@ def default_jobs(runtime: Runtime) -> list[Job]:
             continue
         func = getattr(module, func_name, None)
         if func is not None:
-            jobs.append(Job(name, every, lambda f=func: f(factory, clock)))
+            jobs.append(Job(name, every, _bind(func, factory, clock)))
     return jobs

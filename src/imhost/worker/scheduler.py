@@ -84,7 +84,7 @@ def run_due(factory: sessionmaker[Session], clock: Clock, jobs: list[Job]) -> li
         error = None
         try:
             job.run()
-        except Exception as exc:  # noqa: BLE001 - a failing job must not stop the others
+        except Exception as exc:
             log.exception("job %s failed", job.name)
             error = f"{type(exc).__name__}: {exc}"[:500]
         finish(factory, clock, job, error)
@@ -97,7 +97,11 @@ def job_status(session: Session) -> list[JobLease]:
 
 
 async def run_forever(
-    factory: sessionmaker[Session], clock: Clock, jobs: list[Job], *, tick: float = 2.0,
+    factory: sessionmaker[Session],
+    clock: Clock,
+    jobs: list[Job],
+    *,
+    tick: float = 2.0,
     fast: Callable[[], object] | None = None,
 ) -> None:
     """The worker loop: ``fast`` (mail and webhook delivery) every tick, jobs when due."""
@@ -106,6 +110,6 @@ async def run_forever(
             if fast is not None:
                 await asyncio.to_thread(fast)
             await asyncio.to_thread(run_due, factory, clock, jobs)
-        except Exception:  # noqa: BLE001 - keep the loop alive; the error is logged
+        except Exception:
             log.exception("worker tick failed")
         await asyncio.sleep(tick)

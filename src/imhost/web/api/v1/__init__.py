@@ -16,6 +16,7 @@ ROUTERS: tuple[str, ...] = (
     "imhost.web.api.v1.me",
     "imhost.web.api.v1.accounts",
     "imhost.web.api.v1.admin",
+    "imhost.web.api.v1.hosting",
     "imhost.web.api.v1.billing",
     "imhost.web.api.v1.catalog",
     "imhost.web.api.v1.usage",

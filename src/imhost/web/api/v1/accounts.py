@@ -8,7 +8,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-
 from imhost.accounts import audit as audit_log
 from imhost.accounts import reviews, threats, tokens
 from imhost.accounts import service as accounts
@@ -72,7 +71,9 @@ class AlertPage(Paged):
 
 
 @router.post("", response_model=OrganizationOut, status_code=status.HTTP_201_CREATED)
-def create_organization(body: OrganizationCreateIn, principal: SelfUser, db: Db, runtime: RuntimeDep) -> OrganizationOut:
+def create_organization(
+    body: OrganizationCreateIn, principal: SelfUser, db: Db, runtime: RuntimeDep
+) -> OrganizationOut:
     """Create another organization; the signed-in person becomes its owner."""
     assert principal.user is not None
     org = accounts.create_organization(
@@ -87,11 +88,17 @@ def get_organization(principal: OrgRead) -> OrganizationOut:
 
 
 @router.patch("/{org_id}", response_model=OrganizationOut)
-def update_organization(body: OrganizationIn, principal: OrgWrite, db: Db, runtime: RuntimeDep) -> OrganizationOut:
+def update_organization(
+    body: OrganizationIn, principal: OrgWrite, db: Db, runtime: RuntimeDep
+) -> OrganizationOut:
     if body.require_mfa is not None and principal.role_for_rules not in (OrgRole.OWNER, None):
         raise PermissionDenied("only an owner can require two-factor authentication")
     org = accounts.update_organization(
-        db, runtime.clock, principal.org, actor=principal.actor, **body.model_dump(exclude_unset=True)
+        db,
+        runtime.clock,
+        principal.org,
+        actor=principal.actor,
+        **body.model_dump(exclude_unset=True),
     )
     return OrganizationOut.model_validate(org)
 
@@ -124,10 +131,18 @@ def list_members(principal: MembersRead, db: Db) -> list[MemberOut]:
 
 
 @router.patch("/{org_id}/members/{member_id}", response_model=MemberOut)
-def change_member_role(member_id: str, body: RoleIn, principal: MembersWrite, db: Db, runtime: RuntimeDep) -> MemberOut:
+def change_member_role(
+    member_id: str, body: RoleIn, principal: MembersWrite, db: Db, runtime: RuntimeDep
+) -> MemberOut:
     m = _membership(db, principal, member_id)
     accounts.change_role(
-        db, runtime.clock, principal.org, m, body.role, actor=principal.actor, actor_role=principal.role_for_rules
+        db,
+        runtime.clock,
+        principal.org,
+        m,
+        body.role,
+        actor=principal.actor,
+        actor_role=principal.role_for_rules,
     )
     user = accounts.get_user(db, m.user_id)
     return _member_out(m, user.email, user.name)
@@ -137,28 +152,51 @@ def change_member_role(member_id: str, body: RoleIn, principal: MembersWrite, db
 def remove_member(member_id: str, principal: MembersWrite, db: Db, runtime: RuntimeDep) -> Response:
     """Remove a member: their sessions end and the tokens they created here are revoked."""
     m = _membership(db, principal, member_id)
-    accounts.remove_member(db, runtime.clock, principal.org, m, actor=principal.actor, actor_role=principal.role_for_rules)
+    accounts.remove_member(
+        db,
+        runtime.clock,
+        principal.org,
+        m,
+        actor=principal.actor,
+        actor_role=principal.role_for_rules,
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{org_id}/invitations", response_model=list[InvitationOut])
 def list_invitations(principal: MembersRead, db: Db, runtime: RuntimeDep) -> list[InvitationOut]:
-    return [InvitationOut.model_validate(i) for i in accounts.list_invitations(db, runtime.clock, principal.org_id)]
+    return [
+        InvitationOut.model_validate(i)
+        for i in accounts.list_invitations(db, runtime.clock, principal.org_id)
+    ]
 
 
-@router.post("/{org_id}/invitations", response_model=InvitationOut, status_code=status.HTTP_201_CREATED)
-def invite(body: InvitationIn, principal: MembersWrite, db: Db, runtime: RuntimeDep) -> InvitationOut:
+@router.post(
+    "/{org_id}/invitations", response_model=InvitationOut, status_code=status.HTTP_201_CREATED
+)
+def invite(
+    body: InvitationIn, principal: MembersWrite, db: Db, runtime: RuntimeDep
+) -> InvitationOut:
     """Invite someone by e-mail; the link in the message is valid for 7 days."""
     invitation, _token = accounts.invite(
-        db, runtime.clock, principal.org, email=body.email, role=body.role, actor=principal.actor,
+        db,
+        runtime.clock,
+        principal.org,
+        email=body.email,
+        role=body.role,
+        actor=principal.actor,
         actor_role=principal.role_for_rules,
     )
     return InvitationOut.model_validate(invitation)
 
 
 @router.delete("/{org_id}/invitations/{invitation_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_invitation(invitation_id: str, principal: MembersWrite, db: Db, runtime: RuntimeDep) -> Response:
-    accounts.revoke_invitation(db, runtime.clock, principal.org_id, invitation_id, actor=principal.actor)
+def revoke_invitation(
+    invitation_id: str, principal: MembersWrite, db: Db, runtime: RuntimeDep
+) -> Response:
+    accounts.revoke_invitation(
+        db, runtime.clock, principal.org_id, invitation_id, actor=principal.actor
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -170,15 +208,23 @@ def list_tokens(principal: TokensRead, db: Db) -> list[TokenOut]:
     return [TokenOut.model_validate(t) for t in tokens.list_tokens(db, principal.org_id)]
 
 
-@router.post("/{org_id}/tokens", response_model=TokenCreatedOut, status_code=status.HTTP_201_CREATED)
-def create_token(body: TokenIn, principal: TokensWrite, db: Db, runtime: RuntimeDep) -> TokenCreatedOut:
+@router.post(
+    "/{org_id}/tokens", response_model=TokenCreatedOut, status_code=status.HTTP_201_CREATED
+)
+def create_token(
+    body: TokenIn, principal: TokensWrite, db: Db, runtime: RuntimeDep
+) -> TokenCreatedOut:
     """Create a service-account token. The token is in this response only."""
     creator_role = principal.role_for_rules or OrgRole.OWNER
     try:
         role = OrgRole(body.role) if body.role else creator_role
     except ValueError:
-        raise InvalidInput("role must be one of " + ", ".join(r.value for r in OrgRole), field="role") from None
-    if _ROLE_RANK[role] > _ROLE_RANK[creator_role] or (role is OrgRole.OWNER and creator_role is not OrgRole.OWNER):
+        raise InvalidInput(
+            "role must be one of " + ", ".join(r.value for r in OrgRole), field="role"
+        ) from None
+    if _ROLE_RANK[role] > _ROLE_RANK[creator_role] or (
+        role is OrgRole.OWNER and creator_role is not OrgRole.OWNER
+    ):
         raise PermissionDenied("a token cannot have a higher role than its creator")
     issued = tokens.create_token(
         db,
@@ -214,23 +260,39 @@ def list_audit(
     until: datetime | None = None,
 ) -> AuditPage:
     rows, total = audit_log.list_events(
-        db, organization_id=principal.org_id, action=action, since=since, until=until,
-        limit=page.limit, offset=page.offset,
+        db,
+        organization_id=principal.org_id,
+        action=action,
+        since=since,
+        until=until,
+        limit=page.limit,
+        offset=page.offset,
     )
     return AuditPage(
-        total=total, limit=page.limit, offset=page.offset,
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
         items=[AuditEventOut.model_validate(r) for r in rows],
     )
 
 
 @router.get("/{org_id}/security/alerts", response_model=AlertPage)
 def list_alerts(principal: SecurityRead, db: Db, page: PageDep) -> AlertPage:
-    rows, total = threats.list_alerts(db, organization_id=principal.org_id, limit=page.limit, offset=page.offset)
-    return AlertPage(total=total, limit=page.limit, offset=page.offset, items=[AlertOut.model_validate(r) for r in rows])
+    rows, total = threats.list_alerts(
+        db, organization_id=principal.org_id, limit=page.limit, offset=page.offset
+    )
+    return AlertPage(
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+        items=[AlertOut.model_validate(r) for r in rows],
+    )
 
 
 @router.post("/{org_id}/security/alerts/{alert_id}/acknowledge", response_model=AlertOut)
-def acknowledge_alert(alert_id: str, principal: SecurityWrite, db: Db, runtime: RuntimeDep) -> AlertOut:
+def acknowledge_alert(
+    alert_id: str, principal: SecurityWrite, db: Db, runtime: RuntimeDep
+) -> AlertOut:
     alert = db.get(SecurityAlert, alert_id)
     if alert is None or alert.organization_id != principal.org_id:
         raise NotFound("no such alert")
@@ -243,7 +305,9 @@ def list_reviews(principal: SecurityRead, db: Db) -> list[ReviewOut]:
     return [ReviewOut.model_validate(r) for r in reviews.list_reviews(db, principal.org_id)]
 
 
-@router.post("/{org_id}/access-reviews", response_model=ReviewOut, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/{org_id}/access-reviews", response_model=ReviewOut, status_code=status.HTTP_201_CREATED
+)
 def open_review(principal: SecurityWrite, db: Db, runtime: RuntimeDep) -> ReviewOut:
     """Open this period's review now (the worker opens it on schedule otherwise)."""
     review = reviews.open_review(db, runtime.clock, runtime.settings.security, principal.org)
@@ -260,19 +324,36 @@ def get_review(review_id: str, principal: SecurityRead, db: Db) -> ReviewDetailO
 
 
 @router.post("/{org_id}/access-reviews/{review_id}/items/{item_id}", response_model=ReviewItemOut)
-def decide_review_item(review_id: str, item_id: str, body: DecisionIn, principal: SecurityWrite, db: Db, runtime: RuntimeDep) -> ReviewItemOut:
+def decide_review_item(
+    review_id: str,
+    item_id: str,
+    body: DecisionIn,
+    principal: SecurityWrite,
+    db: Db,
+    runtime: RuntimeDep,
+) -> ReviewItemOut:
     review = reviews.get_review(db, principal.org_id, review_id)
     item = reviews.decide(
-        db, runtime.clock, principal.org, review, item_id, body.decision, actor=principal.actor,
+        db,
+        runtime.clock,
+        principal.org,
+        review,
+        item_id,
+        body.decision,
+        actor=principal.actor,
         actor_role=principal.role_for_rules,
     )
     return ReviewItemOut.model_validate(item)
 
 
 @router.post("/{org_id}/access-reviews/{review_id}/complete", response_model=ReviewOut)
-def complete_review(review_id: str, principal: SecurityWrite, db: Db, runtime: RuntimeDep) -> ReviewOut:
+def complete_review(
+    review_id: str, principal: SecurityWrite, db: Db, runtime: RuntimeDep
+) -> ReviewOut:
     review = reviews.get_review(db, principal.org_id, review_id)
-    return ReviewOut.model_validate(reviews.complete(db, runtime.clock, principal.org, review, actor=principal.actor))
+    return ReviewOut.model_validate(
+        reviews.complete(db, runtime.clock, principal.org, review, actor=principal.actor)
+    )
 
 
 # --- webhooks -----------------------------------------------------------------------------
@@ -280,20 +361,30 @@ def complete_review(review_id: str, principal: SecurityWrite, db: Db, runtime: R
 
 @router.get("/{org_id}/webhooks", response_model=list[WebhookOut])
 def list_webhooks(principal: OrgWrite, db: Db, runtime: RuntimeDep) -> list[WebhookOut]:
-    return [WebhookOut.model_validate(w) for w in runtime.webhooks.list_endpoints(db, principal.org_id)]
+    return [
+        WebhookOut.model_validate(w) for w in runtime.webhooks.list_endpoints(db, principal.org_id)
+    ]
 
 
-@router.post("/{org_id}/webhooks", response_model=WebhookCreatedOut, status_code=status.HTTP_201_CREATED)
-def create_webhook(body: WebhookIn, principal: OrgWrite, db: Db, runtime: RuntimeDep) -> WebhookCreatedOut:
+@router.post(
+    "/{org_id}/webhooks", response_model=WebhookCreatedOut, status_code=status.HTTP_201_CREATED
+)
+def create_webhook(
+    body: WebhookIn, principal: OrgWrite, db: Db, runtime: RuntimeDep
+) -> WebhookCreatedOut:
     endpoint = runtime.webhooks.create_endpoint(
-        db, runtime.clock, organization_id=principal.org_id, url=body.url, event_types=body.event_types
+        db,
+        runtime.clock,
+        organization_id=principal.org_id,
+        url=body.url,
+        event_types=body.event_types,
     )
-    return WebhookCreatedOut(**WebhookOut.model_validate(endpoint).model_dump(), secret=endpoint.secret)
+    return WebhookCreatedOut(
+        **WebhookOut.model_validate(endpoint).model_dump(), secret=endpoint.secret
+    )
 
 
 @router.delete("/{org_id}/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_webhook(webhook_id: str, principal: OrgWrite, db: Db, runtime: RuntimeDep) -> Response:
     runtime.webhooks.delete_endpoint(db, principal.org_id, webhook_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-

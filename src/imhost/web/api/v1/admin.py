@@ -88,10 +88,18 @@ class EmailDetailOut(EmailOut):
 
 @router.get("/customers", response_model=CustomerPage)
 def list_customers(
-    principal: CustomersRead, db: Db, page: PageDep, q: Annotated[str | None, Query(max_length=100)] = None
+    principal: CustomersRead,
+    db: Db,
+    page: PageDep,
+    q: Annotated[str | None, Query(max_length=100)] = None,
 ) -> CustomerPage:
     rows, total = accounts.list_organizations(db, search=q, limit=page.limit, offset=page.offset)
-    return CustomerPage(total=total, limit=page.limit, offset=page.offset, items=[OrganizationOut.model_validate(o) for o in rows])
+    return CustomerPage(
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+        items=[OrganizationOut.model_validate(o) for o in rows],
+    )
 
 
 @router.get("/customers/{customer_id}", response_model=OrganizationOut)
@@ -100,7 +108,9 @@ def get_customer(customer_id: str, principal: CustomersRead, db: Db) -> Organiza
 
 
 @router.post("/customers/{customer_id}/status", response_model=OrganizationOut)
-def set_customer_status(customer_id: str, body: StatusIn, principal: CustomerStatusWrite, db: Db, runtime: RuntimeDep) -> OrganizationOut:
+def set_customer_status(
+    customer_id: str, body: StatusIn, principal: CustomerStatusWrite, db: Db, runtime: RuntimeDep
+) -> OrganizationOut:
     """Suspend (with a reason the customer sees) or reactivate a customer."""
     org = _customer(db, customer_id)
     accounts.set_organization_status(
@@ -110,15 +120,23 @@ def set_customer_status(customer_id: str, body: StatusIn, principal: CustomerSta
 
 
 @router.post("/customers/{customer_id}/impersonate", status_code=status.HTTP_204_NO_CONTENT)
-def impersonate(customer_id: str, principal: CustomersRead, db: Db, runtime: RuntimeDep) -> Response:
+def impersonate(
+    customer_id: str, principal: CustomersRead, db: Db, runtime: RuntimeDep
+) -> Response:
     """View the customer's portal read-only from this browser session (audited)."""
     if principal.web_session is None:
         raise PermissionDenied("impersonation needs a signed-in staff browser session")
     org = _customer(db, customer_id)
     principal.web_session.impersonating_org_id = org.id
     audit_log.record(
-        db, runtime.clock, AuditAction.IMPERSONATION_STARTED, actor=principal.actor,
-        organization_id=org.id, target_type="organization", target_id=org.id, target_label=org.name,
+        db,
+        runtime.clock,
+        AuditAction.IMPERSONATION_STARTED,
+        actor=principal.actor,
+        organization_id=org.id,
+        target_type="organization",
+        target_id=org.id,
+        target_label=org.name,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -137,17 +155,32 @@ def list_staff(principal: StaffRead, db: Db) -> list[UserOut]:
 
 @router.post("/staff", response_model=UserOut, status_code=status.HTTP_201_CREATED)
 def create_staff(body: StaffIn, principal: StaffWrite, db: Db, runtime: RuntimeDep) -> UserOut:
-    user = accounts.create_user(db, runtime.clock, email=body.email, name=body.name, staff_role=body.role, email_verified=True)
+    user = accounts.create_user(
+        db,
+        runtime.clock,
+        email=body.email,
+        name=body.name,
+        staff_role=body.role,
+        email_verified=True,
+    )
     runtime.auth.set_password_directly(db, user, body.password)
     audit_log.record(
-        db, runtime.clock, AuditAction.STAFF_CREATED, actor=principal.actor,
-        target_type="user", target_id=user.id, target_label=user.email, role=body.role.value,
+        db,
+        runtime.clock,
+        AuditAction.STAFF_CREATED,
+        actor=principal.actor,
+        target_type="user",
+        target_id=user.id,
+        target_label=user.email,
+        role=body.role.value,
     )
     return UserOut.model_validate(user)
 
 
 @router.patch("/staff/{user_id}", response_model=UserOut)
-def change_staff_role(user_id: str, body: StaffRoleIn, principal: StaffWrite, db: Db, runtime: RuntimeDep) -> UserOut:
+def change_staff_role(
+    user_id: str, body: StaffRoleIn, principal: StaffWrite, db: Db, runtime: RuntimeDep
+) -> UserOut:
     user = accounts.get_user(db, user_id)
     if user.staff_role is None:
         raise NotFound("no such staff member")
@@ -161,22 +194,38 @@ def list_provider_tokens(principal: TokensRead, db: Db) -> list[TokenOut]:
 
 
 @router.post("/tokens", response_model=TokenCreatedOut, status_code=status.HTTP_201_CREATED)
-def create_provider_token(body: TokenIn, principal: TokensWrite, db: Db, runtime: RuntimeDep) -> TokenCreatedOut:
+def create_provider_token(
+    body: TokenIn, principal: TokensWrite, db: Db, runtime: RuntimeDep
+) -> TokenCreatedOut:
     """A provider token (for the provider's own tools); its staff role defaults to read-only."""
     try:
         role = StaffRole(body.role) if body.role else StaffRole.READ_ONLY
     except ValueError:
-        raise InvalidInput("role must be one of " + ", ".join(r.value for r in StaffRole), field="role") from None
+        raise InvalidInput(
+            "role must be one of " + ", ".join(r.value for r in StaffRole), field="role"
+        ) from None
     issued = tokens.create_token(
-        db, runtime.clock, organization_id=None, name=body.name, scopes=body.scopes,
-        role=role.value, created_by=principal.actor, expires_at=body.expires_at,
+        db,
+        runtime.clock,
+        organization_id=None,
+        name=body.name,
+        scopes=body.scopes,
+        role=role.value,
+        created_by=principal.actor,
+        expires_at=body.expires_at,
     )
-    return TokenCreatedOut(**TokenOut.model_validate(issued.token).model_dump(), token=issued.plaintext)
+    return TokenCreatedOut(
+        **TokenOut.model_validate(issued.token).model_dump(), token=issued.plaintext
+    )
 
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_provider_token(token_id: str, principal: TokensWrite, db: Db, runtime: RuntimeDep) -> Response:
-    tokens.revoke_token(db, runtime.clock, tokens.get_token(db, None, token_id), actor=principal.actor)
+def revoke_provider_token(
+    token_id: str, principal: TokensWrite, db: Db, runtime: RuntimeDep
+) -> Response:
+    tokens.revoke_token(
+        db, runtime.clock, tokens.get_token(db, None, token_id), actor=principal.actor
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -191,21 +240,41 @@ def list_all_audit(
     until: datetime | None = None,
 ) -> AuditPage:
     rows, total = audit_log.list_events(
-        db, organization_id=organization_id, action=action, since=since, until=until,
-        limit=page.limit, offset=page.offset,
+        db,
+        organization_id=organization_id,
+        action=action,
+        since=since,
+        until=until,
+        limit=page.limit,
+        offset=page.offset,
     )
-    return AuditPage(total=total, limit=page.limit, offset=page.offset, items=[AuditEventOut.model_validate(r) for r in rows])
+    return AuditPage(
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+        items=[AuditEventOut.model_validate(r) for r in rows],
+    )
 
 
 @router.get("/security/alerts", response_model=AlertPage)
 def list_all_alerts(principal: SecurityRead, db: Db, page: PageDep) -> AlertPage:
-    rows, total = threats.list_alerts(db, organization_id=None, limit=page.limit, offset=page.offset)
-    return AlertPage(total=total, limit=page.limit, offset=page.offset, items=[AlertOut.model_validate(r) for r in rows])
+    rows, total = threats.list_alerts(
+        db, organization_id=None, limit=page.limit, offset=page.offset
+    )
+    return AlertPage(
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+        items=[AlertOut.model_validate(r) for r in rows],
+    )
 
 
 @router.get("/outbox", response_model=list[EmailOut])
 def list_outbox(principal: OutboxRead, db: Db, page: PageDep) -> list[EmailOut]:
-    return [EmailOut.model_validate(m, from_attributes=True) for m in mail.list_outbox(db, limit=page.limit, offset=page.offset)]
+    return [
+        EmailOut.model_validate(m, from_attributes=True)
+        for m in mail.list_outbox(db, limit=page.limit, offset=page.offset)
+    ]
 
 
 @router.get("/outbox/{email_id}", response_model=EmailDetailOut)

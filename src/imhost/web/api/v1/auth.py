@@ -42,7 +42,9 @@ def set_session_cookie(response: Response, runtime: Runtime, value: str) -> None
     )
 
 
-def _login_out(user_id: str, email: str, web: WebSession, *, pending: bool, enrol: bool) -> LoginOut:
+def _login_out(
+    user_id: str, email: str, web: WebSession, *, pending: bool, enrol: bool
+) -> LoginOut:
     return LoginOut(
         user_id=user_id,
         email=email,
@@ -53,7 +55,9 @@ def _login_out(user_id: str, email: str, web: WebSession, *, pending: bool, enro
 
 
 @router.post("/auth/login", response_model=LoginOut)
-def login(body: LoginIn, request: Request, response: Response, db: Db, runtime: RuntimeDep, _: Public) -> LoginOut:
+def login(
+    body: LoginIn, request: Request, response: Response, db: Db, runtime: RuntimeDep, _: Public
+) -> LoginOut:
     """Sign in with e-mail and password; sets the session cookie.
 
     When the person has a second factor, the session can do nothing but ``POST /auth/mfa``
@@ -91,21 +95,29 @@ def verify_mfa(body: CodeIn, principal: SelfMfaPending, db: Db, runtime: Runtime
 @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
 def logout(principal: SelfMfaPending, db: Db, runtime: RuntimeDep, response: Response) -> Response:
     assert principal.web_session is not None
-    sessions.end_session(db, runtime.clock, principal.web_session, reason="signed out", actor=principal.actor)
+    sessions.end_session(
+        db, runtime.clock, principal.web_session, reason="signed out", actor=principal.actor
+    )
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(sessions.COOKIE_NAME, path="/")
     return response
 
 
 @router.post("/signup", response_model=LoginOut, status_code=status.HTTP_201_CREATED)
-def signup(body: SignupIn, request: Request, response: Response, db: Db, runtime: RuntimeDep, _: Public) -> LoginOut:
+def signup(
+    body: SignupIn, request: Request, response: Response, db: Db, runtime: RuntimeDep, _: Public
+) -> LoginOut:
     """Create an account and its organization (the person becomes its owner), signed in."""
     email = accounts.normalize_email(body.email)
     policy = password_policy_for(db, runtime.settings.security, None)
-    validate_new_password(body.password, policy, user_inputs=[email, body.name, body.organization_name])
+    validate_new_password(
+        body.password, policy, user_inputs=[email, body.name, body.organization_name]
+    )
     user = accounts.create_user(db, runtime.clock, email=email, name=body.name)
     runtime.auth.set_password_directly(db, user, body.password)
-    accounts.create_organization(db, runtime.clock, name=body.organization_name, owner=user, country=body.country)
+    accounts.create_organization(
+        db, runtime.clock, name=body.organization_name, owner=user, country=body.country
+    )
     db.flush()
     from imhost.accounts.verification import request_verification
 
@@ -133,7 +145,9 @@ def verify_email(body: AcceptInvitationIn, db: Db, runtime: RuntimeDep, _: Publi
 
 
 @router.post("/invitations/accept", response_model=OrganizationOut)
-def accept_invitation(body: AcceptInvitationIn, principal: SelfUser, db: Db, runtime: RuntimeDep) -> OrganizationOut:
+def accept_invitation(
+    body: AcceptInvitationIn, principal: SelfUser, db: Db, runtime: RuntimeDep
+) -> OrganizationOut:
     """Join the organization of an invitation, as the signed-in person it was sent to."""
     assert principal.user is not None
     membership = accounts.accept_invitation(db, runtime.clock, body.token, principal.user)

@@ -47,7 +47,9 @@ def update_profile(body: ProfileIn, principal: SelfUser) -> UserOut:
 
 
 @router.post("/reauthenticate", status_code=status.HTTP_204_NO_CONTENT)
-def reauthenticate(body: PasswordIn, principal: SelfMfaPending, db: Db, runtime: RuntimeDep) -> Response:
+def reauthenticate(
+    body: PasswordIn, principal: SelfMfaPending, db: Db, runtime: RuntimeDep
+) -> Response:
     """Confirm the password before a security change (valid for 10 minutes)."""
     assert principal.web_session is not None
     with commit_even_on_refusal(db):
@@ -56,7 +58,9 @@ def reauthenticate(body: PasswordIn, principal: SelfMfaPending, db: Db, runtime:
 
 
 @router.post("/password", status_code=status.HTTP_204_NO_CONTENT)
-def change_password(body: PasswordChangeIn, principal: SelfUser, db: Db, runtime: RuntimeDep) -> Response:
+def change_password(
+    body: PasswordChangeIn, principal: SelfUser, db: Db, runtime: RuntimeDep
+) -> Response:
     """Change the password. Every session ends; the caller gets a fresh session cookie."""
     assert principal.web_session is not None
     with commit_even_on_refusal(db):
@@ -73,7 +77,10 @@ def change_password(body: PasswordChangeIn, principal: SelfUser, db: Db, runtime
 def start_totp(principal: SelfMfaPending, db: Db, runtime: RuntimeDep) -> TotpEnrolmentOut:
     """Start TOTP enrolment: scan the QR code, then confirm with a code."""
     assert principal.web_session is not None and principal.user is not None
-    if not principal.web_session.mfa_verified and confirmed_factor(db, principal.user.id) is not None:
+    if (
+        not principal.web_session.mfa_verified
+        and confirmed_factor(db, principal.user.id) is not None
+    ):
         from imhost.kit.errors import Unauthenticated
 
         raise Unauthenticated("verify your current second factor first (POST /api/v1/auth/mfa)")
@@ -84,9 +91,14 @@ def start_totp(principal: SelfMfaPending, db: Db, runtime: RuntimeDep) -> TotpEn
 
 
 @router.post("/mfa/totp/confirm", response_model=RecoveryCodesOut)
-def confirm_totp(body: TotpConfirmIn, principal: SelfMfaPending, db: Db, runtime: RuntimeDep) -> RecoveryCodesOut:
+def confirm_totp(
+    body: TotpConfirmIn, principal: SelfMfaPending, db: Db, runtime: RuntimeDep
+) -> RecoveryCodesOut:
     assert principal.web_session is not None and principal.user is not None
-    if not principal.web_session.mfa_verified and confirmed_factor(db, principal.user.id) is not None:
+    if (
+        not principal.web_session.mfa_verified
+        and confirmed_factor(db, principal.user.id) is not None
+    ):
         from imhost.kit.errors import Unauthenticated
 
         raise Unauthenticated("verify your current second factor first (POST /api/v1/auth/mfa)")
@@ -99,7 +111,9 @@ def confirm_totp(body: TotpConfirmIn, principal: SelfMfaPending, db: Db, runtime
 @router.post("/mfa/recovery-codes", response_model=RecoveryCodesOut)
 def regenerate_recovery_codes(principal: SelfUser, db: Db, runtime: RuntimeDep) -> RecoveryCodesOut:
     assert principal.web_session is not None
-    return RecoveryCodesOut(recovery_codes=runtime.auth.regenerate_recovery_codes(db, principal.web_session))
+    return RecoveryCodesOut(
+        recovery_codes=runtime.auth.regenerate_recovery_codes(db, principal.web_session)
+    )
 
 
 @router.delete("/mfa", status_code=status.HTTP_204_NO_CONTENT)
