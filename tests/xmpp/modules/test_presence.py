@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from imhost.xmpp.core.xml import Element
+from imhost.xmpp.modules.api import Module
 from imhost.xmpp.modules.presence import NS_PREAPPROVAL, PresenceModule
 from imhost.xmpp.modules.roster import NS_ROSTER, RosterModule
 from imhost.xmpp.ports import RosterItem
@@ -15,7 +16,7 @@ from .conv import Client, Harness, error_of, exchange, named, online_pair, prese
 
 pytestmark = pytest.mark.anyio
 
-MODULES = [RosterModule, PresenceModule]
+MODULES: list[type[Module]] = [RosterModule, PresenceModule]
 A = "alice@example.test"
 B = "bob@example.test"
 
@@ -456,8 +457,6 @@ async def test_messages_to_the_bare_jid_follow_priorities() -> None:
         for c in (alice, low, high, negative):
             await c.recv()
         alice.send(f"<message to='{B}' type='chat'><body>to the best</body></message>")
-        assert [m.find_text("body") for m in named(await high.recv(), "message")] == [
-            "to the best"
-        ]
+        assert [m.find_text("body") for m in named(await high.recv(), "message")] == ["to the best"]
         assert named(await low.recv(), "message") == []
         assert named(await negative.recv(), "message") == []

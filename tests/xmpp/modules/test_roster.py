@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from imhost.xmpp.modules.api import Module
 from imhost.xmpp.modules.roster import NS_ROSTER, NS_ROSTERVER, RosterModule
 from imhost.xmpp.ports import RosterItem
 
-from ..harness import DOMAIN
+from ..harness import DOMAIN, HEADER
 from .conv import Harness, error_of, error_text, exchange, named
 
 pytestmark = pytest.mark.anyio
 
-MODULES = [RosterModule]
+MODULES: list[type[Module]] = [RosterModule]
 GET = "<iq type='get' id='g1'><query xmlns='jabber:iq:roster'/></iq>"
 
 
@@ -51,7 +52,7 @@ async def test_rosterver_stream_feature_is_offered_after_auth() -> None:
         c = h.client()
         assert (await c.login_plain("alice")).name == "success"
         c.restart()
-        c.send(f"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{DOMAIN}' version='1.0'>")
+        c.send(HEADER.format(to=DOMAIN))
         features = await c.wait_for("features")
         assert features.find("ver", NS_ROSTERVER) is not None
 
@@ -81,9 +82,7 @@ async def test_roster_set_is_stored_pushed_to_interested_resources_and_answered(
         assert len(other) == 1 and items_of(other[0]).keys() == {"bob@example.test"}
         assert named(await idle.recv(), "iq") == []
         _, stored = await h.backend.get_roster(DOMAIN, "alice")
-        assert stored == [
-            RosterItem("bob@example.test", "Bob", "none", groups=("Friends", "Work"))
-        ]
+        assert stored == [RosterItem("bob@example.test", "Bob", "none", groups=("Friends", "Work"))]
 
 
 async def test_roster_get_lists_items_with_subscription_ask_and_approval() -> None:

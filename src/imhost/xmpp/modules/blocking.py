@@ -76,6 +76,7 @@ class BlockingModule(Module):
     name = "blocking"
 
     def load(self) -> None:
+        self._passing: set[int] = set()
         ctx = self.ctx
         ctx.add_feature(NS_BLOCKING, IqTarget.BOTH)
         ctx.iq_handler(NS_BLOCKING, IqType.GET, self.on_get, IqTarget.ACCOUNT)
@@ -234,8 +235,18 @@ class BlockingModule(Module):
         if not blocklist or not is_blocked(blocklist, to):
             return False
         if event.stanza.get("type") != "error":
-            session.deliver(blocked_error(event.stanza))
+            self._deliver_own(session, blocked_error(event.stanza))
         return True
+
+    def _deliver_own(self, session: C2SStream, stanza: Element) -> None:
+        """Deliver an error this module made (it names the blocked JID as sender, so it must
+        not be caught by :meth:`on_deliver`)."""
+        key = id(stanza)
+        self._passing.add(key)
+        try:
+            session.deliver(stanza)
+        finally:
+            self._passing.discard(key)
 
     def _recipient_blocks(self, to: JID | None, stanza: Element) -> bool | None:
         """True/False when the recipient is online (cached list), None when unknown."""
@@ -285,9 +296,9 @@ class BlockingModule(Module):
     def on_deliver(self, event: StanzaEvent) -> bool:
         """Last line: anything else from a blocked JID (e.g. an iq to a full JID) is dropped."""
         session = event.session
-        if session is None:
-            return False
         stanza = event.stanza
+        if session is None or (self._passing and id(stanza) in self._passing):
+            return False
         blocklist = session.get(BLOCKLIST)
         is_request = stanza.name == "iq" and stanza.attrs.get("type") in ("get", "set")
         if not blocklist and not is_request:
@@ -305,7 +316,7 @@ class BlockingModule(Module):
             if origin is not None and session.jid is not None:
                 theirs = origin.get(BLOCKLIST)
                 if theirs and is_blocked(theirs, session.jid):
-                    origin.deliver(blocked_error(stanza))
+                    self._deliver_own(origin, blocked_error(stanza))
                     return True
         return False
 

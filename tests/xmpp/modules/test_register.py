@@ -1,0 +1,85 @@
+"""XEP-0077 conversations: password change for an authenticated user, and its refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from imhost.xmpp.modules.api import Module
+from imhost.xmpp.modules.register import NS_REGISTER, RegisterModule
+
+from ..harness import DOMAIN, PASSWORD
+from .conv import Harness, error_of, error_text, exchange
+
+pytestmark = pytest.mark.anyio
+
+MODULES: list[type[Module]] = [RegisterModule]
+
+
+def change(password: str, username: str = "alice", to: str = DOMAIN) -> str:
+    return (
+        f"<iq type='set' id='r1' to='{to}'><query xmlns='{NS_REGISTER}'>"
+        f"<username>{username}</username><password>{password}</password></query></iq>"
+    )
+
+
+async def test_password_change_takes_effect_for_the_next_login() -> None:
+    async with Harness(modules=MODULES) as h:
+        alice = await h.online("alice")
+        reply, _ = await exchange(alice, change("a much better passphrase"))
+        assert reply.get("type") == "result"
+        assert (await h.client().login_plain("alice", PASSWORD)).name == "failure"
+        assert (await h.client().login_plain("alice", "a much better passphrase")).name == "success"
+
+
+async def test_get_says_registered_with_the_username() -> None:
+    async with Harness(modules=MODULES) as h:
+        alice = await h.online("alice")
+        reply, _ = await exchange(
+            alice, f"<iq type='get' id='g' to='{DOMAIN}'><query xmlns='{NS_REGISTER}'/></iq>"
+        )
+        query = reply.find("query", NS_REGISTER)
+        assert query is not None and query.find("registered") is not None
+        assert query.find_text("username") == "alice"
+
+
+async def test_policy_refusal_is_not_acceptable_with_the_policys_text() -> None:
+    async with Harness(modules=MODULES) as h:
+        alice = await h.online("alice")
+        reply, _ = await exchange(alice, change("short"))
+        assert error_of(reply) == "not-acceptable"
+        assert "at least 8 characters" in error_text(reply)
+        assert (await h.client().login_plain("alice", PASSWORD)).name == "success"
+
+
+@pytest.mark.parametrize(
+    ("xml", "condition"),
+    [
+        (change("another good password", username="bob"), "not-allowed"),
+        (
+            f"<iq type='set' id='r1' to='{DOMAIN}'><query xmlns='{NS_REGISTER}'>"
+            "<username>alice</username></query></iq>",
+            "bad-request",
+        ),
+        (
+            f"<iq type='set' id='r1' to='{DOMAIN}'>"
+            f"<query xmlns='{NS_REGISTER}'><remove/></query></iq>",
+            "not-allowed",
+        ),
+        (change("another good password", to="bob@example.test"), "forbidden"),
+        (change("p" * 2000), "not-acceptable"),
+    ],
+    ids=["other-username", "no-password", "remove", "others-account", "too-long"],
+)
+async def test_refused_changes_leave_the_password_alone(xml: str, condition: str) -> None:
+    async with Harness(modules=MODULES) as h:
+        alice = await h.online("alice")
+        reply, _ = await exchange(alice, xml)
+        assert error_of(reply) == condition
+        for user in ("alice", "bob"):
+            assert (await h.client().login_plain(user, PASSWORD)).name == "success"
+
+
+async def test_no_register_stream_feature_while_registration_is_off() -> None:
+    async with Harness(modules=MODULES) as h:
+        features = (await h.client().open())[0]
+        assert features.find("register", "http://jabber.org/features/iq-register") is None
