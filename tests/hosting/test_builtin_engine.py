@@ -85,11 +85,19 @@ async def live(
         )
         passwords = {"alice": PASSWORD}
         hosting.create_account(
-            session, runtime.clock, service, username="alice", password=PASSWORD,
+            session,
+            runtime.clock,
+            service,
+            username="alice",
+            password=PASSWORD,
             security=settings.security,
         )
         _, generated = hosting.create_account(
-            session, runtime.clock, service, username="bob", password=None,
+            session,
+            runtime.clock,
+            service,
+            username="bob",
+            password=None,
             security=settings.security,
         )
         assert generated is not None
@@ -119,6 +127,7 @@ async def test_a_real_client_logs_in_then_is_closed_when_the_organization_is_sus
     alice = await _login(live, "alice")
     bob = await _login(live, "bob")
     assert alice.started.is_set() and bob.started.is_set()
+    await asyncio.sleep(0.3)  # both initial presences processed: bob is available
     alice.send_message(mto=f"bob@{DOMAIN}", mbody="hello from the database", mtype="chat")
     got = await asyncio.wait_for(bob.inbox.get(), 5)
     assert got["body"] == "hello from the database"
@@ -127,7 +136,8 @@ async def test_a_real_client_logs_in_then_is_closed_when_the_organization_is_sus
         events.publish(
             session,
             events.OrganizationSuspended(
-                at=live.runtime.clock.now(), organization_id=live.org_id,
+                at=live.runtime.clock.now(),
+                organization_id=live.org_id,
                 reason="Suspended: invoice INV-9 is unpaid.",
             ),
         )

@@ -52,9 +52,7 @@ class Setup:
 
 
 @pytest.fixture
-async def setup(
-    session_factory: sessionmaker[Session], clock: FrozenClock
-) -> AsyncIterator[Setup]:
+async def setup(session_factory: sessionmaker[Session], clock: FrozenClock) -> AsyncIterator[Setup]:
     security = SecuritySettings(lockout_threshold=3)
     backend = DbBackend(session_factory, clock, security, host_refresh_seconds=3600)
     with session_factory() as session:
@@ -210,7 +208,12 @@ async def test_a_password_reset_replaces_cached_credentials(setup: Setup) -> Non
         service = hosting.get_service(session, setup.a.id)
         account = hosting.get_account(session, service, "alice")
         new_password = hosting.reset_password(
-            session, setup.clock, service, account, password=None, security=SECURITY,
+            session,
+            setup.clock,
+            service,
+            account,
+            password=None,
+            security=SECURITY,
             iterations=ITERATIONS,
         )
         session.commit()

@@ -94,8 +94,13 @@ def test_a_plan_change_copies_the_current_version_limits(runtime: FakeRuntime) -
         old.superseded_at = clock.now()
         clock.advance(timedelta(days=1))
         make_plan_version(
-            session, clock, version=2, plan_id=old.plan_id, max_xmpp_accounts=50,
-            max_connections=100, message_rate_per_second=20,
+            session,
+            clock,
+            version=2,
+            plan_id=old.plan_id,
+            max_xmpp_accounts=50,
+            max_connections=100,
+            message_rate_per_second=20,
         )
         events.publish(
             session,
@@ -127,7 +132,9 @@ def test_a_budget_cap_stops_the_service_with_a_text_the_user_sees(runtime: FakeR
         events.publish(
             session,
             events.BudgetCapReached(
-                at=clock.now(), organization_id=service.organization_id, metric="messages",
+                at=clock.now(),
+                organization_id=service.organization_id,
+                metric="messages",
                 reason="",
             ),
         )

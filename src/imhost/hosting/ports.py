@@ -25,6 +25,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -122,6 +123,9 @@ class DbBackend:
         self._client_versions: dict[tuple[str, str], str] = {}
         self._gauges: tuple[float, dict[str, int], dict[str, int]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._offline_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self._hub = changes.install_hub(factory)
         self._hub.subscribe(self._on_committed)
         self._closed = False
@@ -632,7 +636,16 @@ class DbBackend:
             )
         )
 
-    # OfflineStore
+    # OfflineStore: one operation at a time per account, in the order they were asked for,
+    # so a message stored just before its recipient comes online is never left behind by
+    # a pop_all that ran first on another thread.
+
+    def _offline_lock(self, domain: str, localpart: str) -> asyncio.Lock:
+        key = (domain, localpart)
+        lock = self._offline_locks.get(key)
+        if lock is None:
+            lock = self._offline_locks[key] = asyncio.Lock()
+        return lock
 
     async def push(
         self, domain: str, localpart: str, stanza: str, stored_at: datetime, limit: int
@@ -663,7 +676,8 @@ class DbBackend:
             )
             return True
 
-        return await self._db(write)
+        async with self._offline_lock(domain, localpart):
+            return await self._db(write)
 
     async def pop_all(self, domain: str, localpart: str) -> list[OfflineMessage]:
         account_id = await self._account_id(domain, localpart)
@@ -687,7 +701,8 @@ class DbBackend:
                 )
             return [OfflineMessage(r.stanza, r.stored_at) for r in rows]
 
-        return await self._db(take)
+        async with self._offline_lock(domain, localpart):
+            return await self._db(take)
 
     async def count(self, domain: str, localpart: str) -> int:
         account_id = await self._account_id(domain, localpart)
