@@ -1,0 +1,299 @@
+"""Signing in (password, then the second factor), signing out, signing up with a plan,
+confirming an e-mail address and accepting an invitation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse
+from starlette.responses import Response
+
+from imhost.accounts import service as accounts
+from imhost.accounts import sessions
+from imhost.accounts.auth import confirmed_factor, password_policy_for, validate_new_password
+from imhost.accounts.models import OrgRole, User, WebSession
+from imhost.accounts.permissions import Access, Scope
+from imhost.kit import optional_module
+from imhost.kit.errors import DomainError, InvalidInput, NotFound, TooManyRequests, Unauthenticated
+from imhost.web.api.v1.auth import set_session_cookie
+from imhost.web.deps import Db, Principal, RuntimeDep, client_address, commit_even_on_refusal
+from imhost.web.pages import (
+    COOKIE_NAME,
+    Form,
+    FormErrors,
+    page_public,
+    page_require,
+    redirect,
+    render,
+    safe_next,
+    text,
+    values_of,
+)
+
+router = APIRouter(include_in_schema=False)
+
+PublicPage = Annotated[Principal, Depends(page_public())]
+SelfPage = Annotated[Principal, Depends(page_require("self", Access.WRITE, scope=Scope.SELF))]
+SelfPending = Annotated[
+    Principal,
+    Depends(page_require("self", Access.WRITE, scope=Scope.SELF, allow_mfa_pending=True)),
+]
+
+
+def home_for(db: Db, user: User) -> str:
+    orgs = accounts.organizations_of(db, user.id)
+    if orgs:
+        return f"/portal/orgs/{orgs[0][0].slug}/"
+    if user.staff_role:
+        return "/console/"
+    return "/portal/account"
+
+
+@router.get("/")
+def root() -> Response:
+    return RedirectResponse("/portal/", status_code=303)
+
+
+@router.get("/portal/")
+def portal_home(principal: SelfPage, db: Db) -> Response:
+    assert principal.user is not None
+    return RedirectResponse(home_for(db, principal.user), status_code=303)
+
+
+# --- sign in -------------------------------------------------------------------------------
+
+
+@router.get("/portal/sign-in")
+def sign_in_page(request: Request, principal: PublicPage, next: str = "") -> Response:
+    return render(
+        request,
+        "portal/sign_in.html",
+        {"values": {"next": safe_next(next, "")}, "errors": FormErrors(), "title": "Sign in"},
+        principal=principal,
+    )
+
+
+@router.post("/portal/sign-in")
+def sign_in(request: Request, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+    values = values_of(form)
+    email = text(form, "email", max_length=320)
+    try:
+        with commit_even_on_refusal(db):
+            result = runtime.auth.login(
+                db,
+                email=email,
+                password=text(form, "password", max_length=1024),
+                address=client_address(request),
+                user_agent=request.headers.get("user-agent"),
+            )
+    except (Unauthenticated, TooManyRequests) as exc:
+        return render(
+            request,
+            "portal/sign_in.html",
+            {"values": values, "errors": FormErrors(general=[exc.detail]), "title": "Sign in"},
+            principal=principal,
+            status_code=exc.status,
+        )
+    target = safe_next(text(form, "next"), "")
+    if result.mfa_pending:
+        location = "/portal/sign-in/code" + (f"?next={target}" if target else "")
+    elif result.mfa_enrolment_required:
+        location = "/portal/account/mfa"
+    else:
+        location = target or home_for(db, result.user)
+    response = RedirectResponse(location, status_code=303)
+    set_session_cookie(response, runtime, result.cookie_value)
+    return response
+
+
+@router.get("/portal/sign-in/code")
+def code_page(request: Request, principal: SelfPending, db: Db, next: str = "") -> Response:
+    assert principal.web_session is not None
+    if principal.web_session.mfa_verified:
+        return RedirectResponse(safe_next(next), status_code=303)
+    return render(
+        request,
+        "portal/sign_in_code.html",
+        {"values": {"next": safe_next(next, "")}, "errors": FormErrors(), "title": "Enter your code"},
+        principal=principal,
+        db=db,
+    )
+
+
+@router.post("/portal/sign-in/code")
+def verify_code(request: Request, principal: SelfPending, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+    assert principal.web_session is not None and principal.user is not None
+    try:
+        with commit_even_on_refusal(db):
+            runtime.auth.verify_second_factor(
+                db, principal.web_session, text(form, "code", max_length=64).strip()
+            )
+    except (Unauthenticated, TooManyRequests, DomainError) as exc:
+        return render(
+            request,
+            "portal/sign_in_code.html",
+            {
+                "values": {"next": safe_next(text(form, "next"), "")},
+                "errors": FormErrors(fields={"code": exc.detail}),
+                "title": "Enter your code",
+            },
+            principal=principal,
+            db=db,
+            status_code=exc.status,
+        )
+    return RedirectResponse(safe_next(text(form, "next"), home_for(db, principal.user)), status_code=303)
+
+
+@router.post("/portal/sign-out")
+def sign_out(request: Request, principal: SelfPending, db: Db, runtime: RuntimeDep) -> Response:
+    assert principal.web_session is not None
+    sessions.end_session(db, runtime.clock, principal.web_session, reason="signed out", actor=principal.actor)
+    response = redirect(request, "/portal/sign-in", "You are signed out.")
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+# --- sign up -------------------------------------------------------------------------------
+
+
+def public_plans(db: Db) -> list[Any]:
+    catalog = optional_module("imhost.catalog.service")
+    if catalog is None:
+        return []
+    return [catalog.plan_out(v) for v in catalog.list_plans(db) if v.versions]
+
+
+def _signup_page(request: Request, principal: Principal, db: Db, values: dict[str, str], errors: FormErrors, status: int = 200) -> Response:
+    return render(
+        request,
+        "portal/sign_up.html",
+        {"values": values, "errors": errors, "plans": public_plans(db), "title": "Sign up"},
+        principal=principal,
+        status_code=status,
+    )
+
+
+@router.get("/portal/sign-up")
+def sign_up_page(request: Request, principal: PublicPage, db: Db, plan: str = "") -> Response:
+    return _signup_page(request, principal, db, {"plan": plan[:64]}, FormErrors())
+
+
+SIGNUP_FIELDS = {"email", "password", "name", "organization_name", "country", "plan"}
+
+
+@router.post("/portal/sign-up")
+def sign_up(request: Request, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+    values = values_of(form)
+    name = text(form, "name", max_length=200).strip()
+    org_name = text(form, "organization_name", max_length=200).strip()
+    country = text(form, "country", max_length=2).strip() or None
+    password = text(form, "password", max_length=1024)
+    plan_version_id = text(form, "plan", max_length=64)
+    try:
+        if not org_name:
+            raise InvalidInput("Give your organization a name.", field="organization_name")
+        email = accounts.normalize_email(text(form, "email", max_length=320))
+        plans = public_plans(db)
+        if plans and not any(v.id == plan_version_id for p in plans for v in p.versions):
+            raise InvalidInput("Pick a plan.", field="plan")
+        policy = password_policy_for(db, runtime.settings.security, None)
+        validate_new_password(password, policy, user_inputs=[email, name, org_name])
+        user = accounts.create_user(db, runtime.clock, email=email, name=name)
+        runtime.auth.set_password_directly(db, user, password)
+        org = accounts.create_organization(db, runtime.clock, name=org_name, owner=user, country=country)
+        db.flush()
+        billing = optional_module("imhost.billing.service")
+        if billing is not None and plan_version_id:
+            billing.start_subscription(db, runtime.clock, org.id, plan_version_id)
+        from imhost.accounts.verification import request_verification
+
+        request_verification(db, runtime.clock, user)
+    except DomainError as exc:
+        db.rollback()
+        return _signup_page(request, principal, db, values, FormErrors.of(exc, SIGNUP_FIELDS), exc.status)
+    new = sessions.start_session(
+        db,
+        runtime.clock,
+        runtime.settings.security,
+        user_id=user.id,
+        address=client_address(request),
+        user_agent=request.headers.get("user-agent"),
+        mfa_verified=True,
+    )
+    response = redirect(
+        request,
+        f"/portal/orgs/{org.slug}/",
+        "Welcome! We sent you an e-mail to confirm your address.",
+    )
+    set_session_cookie(response, runtime, new.cookie_value)
+    return response
+
+
+# --- e-mail verification and invitations ----------------------------------------------------
+
+
+@router.get("/portal/verify-email/{token}")
+def verify_email_page(request: Request, token: str, principal: PublicPage) -> Response:
+    return render(request, "portal/verify_email.html", {"token": token[:200], "title": "Confirm your e-mail"}, principal=principal)
+
+
+@router.post("/portal/verify-email/{token}")
+def verify_email(request: Request, token: str, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+    from imhost.accounts.verification import confirm
+
+    try:
+        user = confirm(db, runtime.clock, token[:200])
+    except NotFound as exc:
+        return render(
+            request,
+            "portal/verify_email.html",
+            {"token": token[:200], "error": exc.detail, "title": "Confirm your e-mail"},
+            principal=principal,
+            status_code=404,
+        )
+    return redirect(request, "/portal/sign-in", f"Thank you: {user.email} is confirmed.")
+
+
+def _invitation_context(db: Db, runtime: RuntimeDep, token: str) -> dict[str, Any]:
+    try:
+        inv = accounts.find_invitation(db, runtime.clock, token[:200])
+    except NotFound as exc:
+        return {"error": exc.detail, "token": token}
+    org = accounts.get_organization(db, inv.organization_id)
+    return {"invitation": inv, "org_name": org.name, "role": OrgRole(inv.role).value, "token": token}
+
+
+@router.get("/portal/invitations/{token}")
+def invitation_page(request: Request, token: str, principal: PublicPage, db: Db, runtime: RuntimeDep) -> Response:
+    ctx = _invitation_context(db, runtime, token)
+    web = _signed_in(request, db, runtime)
+    user = db.get(User, web.user_id) if web is not None else None
+    ctx.update(signed_in_as=user.email if user else None, title="Invitation")
+    if web is not None:
+        ctx["csrf_token"] = web.csrf_token
+    return render(request, "portal/invitation.html", ctx, principal=principal, status_code=404 if "error" in ctx else 200)
+
+
+def _signed_in(request: Request, db: Db, runtime: RuntimeDep) -> WebSession | None:
+    cookie = request.cookies.get(COOKIE_NAME)
+    web = sessions.lookup_session(db, runtime.clock, runtime.settings.security, cookie) if cookie else None
+    return web if web is not None and web.mfa_verified else None
+
+
+@router.post("/portal/invitations/{token}")
+def accept_invitation(request: Request, token: str, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+    assert principal.user is not None
+    try:
+        membership = accounts.accept_invitation(db, runtime.clock, token[:200], principal.user)
+    except DomainError as exc:
+        db.rollback()
+        ctx = _invitation_context(db, runtime, token)
+        ctx.update(signed_in_as=principal.user.email, error=exc.detail, title="Invitation")
+        return render(request, "portal/invitation.html", ctx, principal=principal, db=db, status_code=exc.status)
+    org = accounts.get_organization(db, membership.organization_id)
+    return redirect(request, f"/portal/orgs/{org.slug}/", f"You joined {org.name}.")
+
+
+def has_mfa(db: Db, user_id: str) -> bool:
+    return confirmed_factor(db, user_id) is not None

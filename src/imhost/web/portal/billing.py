@@ -1,0 +1,272 @@
+"""Billing in the portal: the current plan and changing it (with the proration preview before
+confirming), usage to date with a chart over the period, the forecast against the budget,
+budget thresholds, invoices (with each line's calculation, and the PDF), payments and credit."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+from sqlalchemy import select
+from starlette.responses import Response
+
+from imhost.accounts.permissions import Access, org_role_allows, staff_role_allows
+from imhost.billing import service as billing
+from imhost.billing.models import Invoice
+from imhost.billing.plans import load_plan_terms
+from imhost.billing.render import render_invoice_pdf
+from imhost.kit.errors import DomainError, InvalidInput, NotFound
+from imhost.metering import metrics as m
+from imhost.metering import service as metering
+from imhost.metering.models import UsageRecord
+from imhost.metering.schemas import BudgetIn
+from imhost.metering.tasks import BudgetPricing, calendar_month
+from imhost.runtime import Runtime
+from imhost.web.api.v1.usage import pricing_for
+from imhost.web.deps import Db, Principal, RuntimeDep
+from imhost.web.pages import (
+    Form,
+    FormErrors,
+    PageNo,
+    page_require,
+    redirect,
+    render,
+    text,
+    values_of,
+)
+from imhost.web.portal import charts
+from imhost.web.portal.auth import public_plans
+
+router = APIRouter(prefix="/portal/orgs/{org_id}/billing", include_in_schema=False)
+
+BillingRead = Annotated[Principal, Depends(page_require("billing", Access.READ))]
+BillingWrite = Annotated[Principal, Depends(page_require("billing", Access.WRITE))]
+UsageRead = Annotated[Principal, Depends(page_require("usage", Access.READ))]
+
+
+def _allowed(principal: Principal, area: str) -> bool:
+    if principal.org_role is not None:
+        return org_role_allows(principal.org_role, area, Access.READ)
+    return staff_role_allows(principal.staff_role, area, Access.READ, on_org=True)
+
+
+def _forecast(db: Db, runtime: Runtime, org_id: str) -> tuple[Any, BudgetPricing | None]:
+    now = runtime.clock.now()
+    pricing = pricing_for(db, org_id)
+    if pricing is None:
+        start, end = calendar_month(now)
+        effective = BudgetPricing(start, end, (), Decimal(0), "EUR")
+    else:
+        effective = pricing
+    fc = metering.forecast(
+        db, runtime.clock, org_id, effective.period_start, effective.period_end,
+        effective.price_specs, effective.base_fee, effective.currency,
+    )
+    return fc, pricing
+
+
+def billing_summary(db: Db, runtime: Runtime, principal: Principal) -> dict[str, Any] | None:
+    """What the overview shows about billing (None when the person may not see billing)."""
+    if not _allowed(principal, "billing"):
+        return None
+    sub = billing.current_subscription(db, principal.org_id)
+    if sub is None:
+        return {"plan_name": None}
+    terms = load_plan_terms(db, sub.plan_version_id)
+    fc, _ = _forecast(db, runtime, principal.org_id)
+    return {"plan_name": terms.plan_name, "status": sub.status, "forecast": fc}
+
+
+def daily_usage(db: Db, org_id: str, metric: str, start: Any, end: Any) -> list[tuple[str, Decimal]]:
+    """The day-by-day sums of one summed metric's records over [start, end)."""
+    rows = db.execute(
+        select(UsageRecord.bucket_start, UsageRecord.quantity).where(
+            UsageRecord.organization_id == org_id,
+            UsageRecord.metric == metric,
+            UsageRecord.bucket_start >= start,
+            UsageRecord.bucket_start < end,
+        )
+    ).all()
+    per_day: dict[str, Decimal] = defaultdict(Decimal)
+    for at, qty in rows:
+        per_day[at.strftime("%m-%d")] += Decimal(qty)
+    days = []
+    day = start
+    while day < end and len(days) < 400:
+        days.append((day.strftime("%m-%d"), per_day.get(day.strftime("%m-%d"), Decimal(0))))
+        day += timedelta(days=1)
+    return days
+
+
+def _billing_page(request: Request, principal: Principal, db: Db, runtime: Runtime, *, values: dict[str, str] | None = None, errors: FormErrors | None = None, status: int = 200) -> Response:
+    org_id = principal.org_id
+    sub = billing.current_subscription(db, org_id)
+    terms = load_plan_terms(db, sub.plan_version_id) if sub is not None else None
+    fc, pricing = _forecast(db, runtime, org_id)
+    now = runtime.clock.now()
+    budget = metering.get_budget(db, org_id)
+    days = daily_usage(db, org_id, m.MESSAGES, fc.period_start, fc.period_end)
+    today = (now - fc.period_start).days + 1
+    ctx = {
+        "title": "Billing and usage",
+        "sub": sub,
+        "terms": terms,
+        "forecast": fc,
+        "units": {code: metric.unit for code, metric in m.BILLABLE_METRICS.items()},
+        "usage_chart": charts.bars("Messages per day this period", days, unit="messages", forecast_from=today),
+        "budget_chart": charts.against_budget(
+            "Forecast against budget",
+            [("Base fee", fc.base_fee), ("Forecast", fc.total)],
+            budget.amount if budget else None,
+            fc.currency,
+        ),
+        "budget": budget,
+        "credit": billing.credit_balances(db, org_id) if _allowed(principal, "billing") else {},
+        "can_billing": _allowed(principal, "billing"),
+        "values": values or ({"amount": str(budget.amount), "thresholds": ", ".join(str(t) for t in budget.thresholds), "hard_cap": "on" if budget.hard_cap else ""} if budget else {"thresholds": "50, 80, 100"}),
+        "errors": errors or FormErrors(),
+        "has_pricing": pricing is not None,
+    }
+    return render(request, "portal/billing.html", ctx, principal=principal, db=db, status_code=status, section="Billing")
+
+
+@router.get("")
+def billing_page(request: Request, principal: UsageRead, db: Db, runtime: RuntimeDep) -> Response:
+    return _billing_page(request, principal, db, runtime)
+
+
+@router.post("/budget")
+def set_budget(request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+    fc, _ = _forecast(db, runtime, principal.org_id)
+    try:
+        try:
+            amount = Decimal(text(form, "amount", max_length=30).strip().replace(",", ""))
+        except InvalidOperation:
+            raise InvalidInput("Type an amount such as 100 or 99.50.", field="amount") from None
+        try:
+            thresholds = [int(t) for t in text(form, "thresholds", max_length=100).replace(" ", "").split(",") if t]
+        except ValueError:
+            raise InvalidInput("Thresholds are whole percentages separated by commas, e.g. 50, 80, 100.", field="thresholds") from None
+        try:
+            data = BudgetIn(amount=amount, currency=fc.currency, thresholds=thresholds, hard_cap=form.get("hard_cap") == "on")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = str(first["loc"][0]) if first.get("loc") else None
+            raise InvalidInput(str(first["msg"]).removeprefix("Value error, "), field=field) from None
+        metering.set_budget(db, runtime.clock, principal.org_id, data)
+    except DomainError as exc:
+        db.rollback()
+        return _billing_page(request, principal, db, runtime, values=values_of(form), errors=FormErrors.of(exc, {"amount", "thresholds"}), status=exc.status)
+    return redirect(request, f"/portal/orgs/{principal.org.slug}/billing", "Budget saved.")
+
+
+# --- plan changes ---------------------------------------------------------------------------
+
+
+@router.get("/plan")
+def plan_page(request: Request, principal: BillingRead, db: Db) -> Response:
+    sub = billing.current_subscription(db, principal.org_id)
+    return render(
+        request,
+        "portal/plan.html",
+        {"title": "Change plan", "plans": public_plans(db), "sub": sub, "values": {"plan": sub.plan_version_id if sub else ""}, "errors": FormErrors()},
+        principal=principal,
+        db=db,
+        section="Billing",
+    )
+
+
+@router.post("/plan/preview")
+def preview_plan(request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+    version_id = text(form, "plan", max_length=64)
+    sub = billing.current_subscription(db, principal.org_id)
+    try:
+        if sub is None:
+            load_plan_terms(db, version_id)
+            preview = None
+        else:
+            preview = billing.preview_change(db, runtime.clock, principal.org_id, version_id)
+    except DomainError as exc:
+        db.rollback()
+        return render(
+            request, "portal/plan.html",
+            {"title": "Change plan", "plans": public_plans(db), "sub": sub, "values": {"plan": version_id}, "errors": FormErrors(fields={"plan": exc.detail})},
+            principal=principal, db=db, status_code=exc.status, section="Billing",
+        )
+    return render(
+        request, "portal/plan_preview.html",
+        {"title": "Confirm the plan change", "preview": preview, "terms": load_plan_terms(db, version_id), "version_id": version_id},
+        principal=principal, db=db, section="Billing",
+    )
+
+
+@router.post("/plan/change")
+def change_plan(request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+    version_id = text(form, "plan", max_length=64)
+    url = f"/portal/orgs/{principal.org.slug}/billing"
+    if billing.current_subscription(db, principal.org_id) is None:
+        billing.start_subscription(db, runtime.clock, principal.org_id, version_id)
+        return redirect(request, url, "Your plan has started.")
+    preview = billing.change_plan(db, runtime.clock, principal.org_id, version_id, changed_by=principal.actor.label)
+    from imhost.accounts import audit
+
+    audit.record(
+        db, runtime.clock, "billing.plan_changed", actor=principal.actor, organization_id=principal.org_id,
+        target_type="subscription", target_id=preview.subscription_id,
+        from_plan_version_id=preview.from_plan_version_id, to_plan_version_id=preview.to_plan_version_id,
+        proration=str(preview.total),
+    )
+    return redirect(request, url, "Your plan is changed.")
+
+
+# --- invoices, payments ------------------------------------------------------------------------
+
+
+@router.get("/invoices")
+def invoices_page(request: Request, principal: BillingRead, db: Db, page: PageNo) -> Response:
+    rows = [
+        i for i in billing.list_invoices(db, organization_id=principal.org_id, limit=page.per_page, offset=page.offset)
+        if i.status != "draft"
+    ]
+    return render(
+        request,
+        "portal/invoices.html",
+        {"title": "Invoices", "invoices": rows, "pg": page, "payments": billing.list_payments(db, principal.org_id)[:20], "credit": billing.credit_balances(db, principal.org_id)},
+        principal=principal,
+        db=db,
+        section="Billing",
+    )
+
+
+def _invoice(db: Db, principal: Principal, invoice_id: str) -> Invoice:
+    invoice = billing.get_invoice(db, invoice_id[:64], principal.org_id)
+    if invoice.status == "draft":
+        raise NotFound("no such invoice")
+    return invoice
+
+
+@router.get("/invoices/{invoice_id}")
+def invoice_page(request: Request, invoice_id: str, principal: BillingRead, db: Db) -> Response:
+    invoice = _invoice(db, principal, invoice_id)
+    return render(
+        request,
+        "portal/invoice.html",
+        {"title": f"Invoice {invoice.number}", "invoice": invoice, "lines": billing.invoice_lines(db, invoice.id), "payments": billing.invoice_payments(db, invoice.id)},
+        principal=principal,
+        db=db,
+        section="Billing",
+    )
+
+
+@router.get("/invoices/{invoice_id}/pdf")
+def invoice_pdf(invoice_id: str, principal: BillingRead, db: Db) -> Response:
+    invoice = _invoice(db, principal, invoice_id)
+    return Response(
+        render_invoice_pdf(db, invoice),
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="{invoice.number}.pdf"'},
+    )
