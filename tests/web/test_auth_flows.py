@@ -288,3 +288,25 @@ def test_burst_of_failed_logins_raises_one_alert(
     with session_factory() as s:
         rules = [a.rule for a in s.scalars(select(SecurityAlert))]
     assert rules.count("failed-login-burst") == 1
+
+
+def test_turning_mfa_off_needs_a_fresh_password_and_alerts(
+    app: FastAPI, owner, clock: FrozenClock, session_factory: sessionmaker[Session]  # type: ignore[no-untyped-def]
+) -> None:
+    client = TestClient(app)
+    login(client, "olga@acme.example.com")
+    body = client.post("/api/v1/me/mfa/totp").json()
+    client.post(
+        "/api/v1/me/mfa/totp/confirm",
+        json={"factor_id": body["factor_id"], "code": totp_code(body["secret"], clock.now())},
+    )
+    clock.advance(timedelta(minutes=11))
+    stale = client.delete("/api/v1/me/mfa")
+    assert stale.status_code == 401 and stale.json()["reauthentication_required"] is True
+    assert client.post("/api/v1/me/reauthenticate", json={"password": "wrong wrong wrong"}).status_code == 401
+    assert client.post("/api/v1/me/reauthenticate", json={"password": PASSWORD}).status_code == 204
+    assert client.delete("/api/v1/me/mfa").status_code == 204
+    assert client.get("/api/v1/me").json()["mfa_enabled"] is False
+    with session_factory() as s:
+        rules = [a.rule for a in s.scalars(select(SecurityAlert))]
+    assert "mfa-disabled" in rules

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match
 
 
 class HttpMetrics:
@@ -28,11 +27,23 @@ class HttpMetrics:
         )
 
     def route_of(self, request: Request) -> str:
-        for route in request.app.router.routes:
-            match, _ = route.matches(request.scope)
-            if match is Match.FULL:
-                return str(getattr(route, "path", "other"))
-        return "unmatched"
+        """The matched route's template (never the raw path: ids would explode the labels)."""
+        route = request.scope.get("route")
+        template = getattr(route, "path", None)
+        if not template:
+            return "unmatched"
+        # A route of an included router knows only its own part of the path; the prefix is
+        # what precedes that part, filled with this request's parameters, in the real path.
+        try:
+            concrete = str(getattr(route, "path_format", template)).format(
+                **request.scope.get("path_params", {})
+            )
+        except (KeyError, IndexError, ValueError):
+            return str(template)
+        path = request.scope.get("path", "")
+        if concrete and path.endswith(concrete):
+            return path[: len(path) - len(concrete)] + str(template)
+        return str(template)
 
     async def middleware(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]

@@ -1,0 +1,80 @@
+"""/healthz, /readyz, /metrics, and errors as RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from imhost.config import SecuritySettings, load_settings
+from imhost.db.engine import make_engine
+from imhost.db.migrations import upgrade
+from imhost.kit.clock import FrozenClock
+from imhost.runtime import build_runtime
+from imhost.web.app import create_app
+from tests.conftest import make_test_database_url
+
+
+def test_healthz_answers_while_readyz_wants_current_migrations(app_client: TestClient) -> None:
+    assert app_client.get("/healthz").json() == {"status": "ok"}
+    # The suite database is built by create_all, without Alembic's version: not "ready".
+    not_ready = app_client.get("/readyz")
+    assert not_ready.status_code == 503
+    assert "migrations" in not_ready.json()
+
+
+def test_readyz_is_ok_on_a_migrated_database(tmp_path: Path, backend: str) -> None:
+    url = make_test_database_url(tmp_path, "ready", backend)
+    upgrade(url)
+    engine = make_engine(url)
+    runtime = build_runtime(
+        load_settings(data_dir=tmp_path / "d", secret_key="r" * 40, security=SecuritySettings(cookie_secure=False)),
+        clock=FrozenClock(),
+        engine=engine,
+    )
+    with TestClient(create_app(runtime)) as client:
+        r = client.get("/readyz")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "ok"
+    engine.dispose()
+
+
+def test_readyz_reports_an_unreachable_database(tmp_path: Path) -> None:
+    runtime = build_runtime(
+        load_settings(data_dir=tmp_path / "d", secret_key="r" * 40),
+        clock=FrozenClock(),
+        engine=make_engine("postgresql://nobody@127.0.0.1:1/nothing", pool_pre_ping=False),
+    )
+    with TestClient(create_app(runtime)) as client:
+        r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["status"] == "unavailable"
+
+
+def test_metrics_count_requests_by_route_template(app_client: TestClient) -> None:
+    app_client.get("/api/v1/orgs/some-org/members")
+    app_client.get("/api/v1/orgs/other-org/members")
+    text = app_client.get("/metrics").text
+    assert 'imhost_http_requests_total{method="GET",route="/api/v1/orgs/{org_id}/members",status="401"} 2.0' in text
+    assert "imhost_http_request_duration_seconds_bucket" in text
+
+
+def test_errors_are_problem_json_with_a_useful_detail(app_client: TestClient) -> None:
+    r = app_client.post("/api/v1/auth/login", json={"email": 5})
+    assert r.status_code == 422
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["type"].endswith("invalid-input") and body["status"] == 422
+    assert "password" in body["detail"]  # the missing field is named
+    assert {e["field"] for e in body["errors"]} >= {"password"}
+    unknown = app_client.get("/api/v1/no-such-thing")
+    assert unknown.status_code == 404 and unknown.headers["content-type"].startswith("application/problem+json")
+    not_json = app_client.post("/api/v1/auth/login", content=b"\xff\xfe{", headers={"content-type": "application/json"})
+    assert not_json.status_code in (400, 422)
+    assert not_json.headers["content-type"].startswith("application/problem+json")
+
+
+def test_responses_carry_security_headers(app: FastAPI) -> None:
+    r = TestClient(app).get("/healthz")
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
