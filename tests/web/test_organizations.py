@@ -359,3 +359,32 @@ def test_read_only_impersonation_is_audited_and_cannot_write(app: FastAPI, world
         "/api/v1/admin/audit", params={"action": "staff.impersonation_started"}
     ).json()
     assert audit["total"] == 1
+
+
+def test_an_invitee_without_an_account_registers_through_the_link(
+    app: FastAPI, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    owner = signed_in(app, world.members[OrgRole.OWNER])
+    owner.post(
+        f"/api/v1/orgs/{world.org.id}/invitations",
+        json={"email": "dan@x.example.com", "role": "billing"},
+    )
+    with session_factory() as s:
+        mail = s.scalars(select(OutboundEmail).where(OutboundEmail.kind == "invitation")).one()
+    token = mail.text.split("/invitations/")[1].split()[0]
+    client = TestClient(app)
+    weak = client.post("/api/v1/invitations/register", json={"token": token, "password": "dan"})
+    assert weak.status_code == 422
+    r = client.post(
+        "/api/v1/invitations/register",
+        json={"token": token, "name": "Dan", "password": "quiet harbor pencil 88"},
+    )
+    assert r.status_code == 201, r.text
+    client.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    me = client.get("/api/v1/me").json()
+    assert me["user"]["email"] == "dan@x.example.com" and me["user"]["email_verified_at"]
+    assert me["organizations"][0]["role"] == "billing"
+    again = TestClient(app).post(
+        "/api/v1/invitations/register", json={"token": token, "password": "quiet harbor pencil 88"}
+    )
+    assert again.status_code == 404

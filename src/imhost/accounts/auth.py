@@ -8,7 +8,6 @@ changes need a recent re-authentication.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,24 +38,22 @@ from imhost.accounts.models import (
 )
 from imhost.accounts.passwords import PasswordHasher, PasswordPolicy, check_password
 from imhost.accounts.service import get_user_by_email
-from imhost.accounts.throttle import LoginThrottleService
+from imhost.accounts.throttle import (
+    LoginThrottleService,
+    account_key,
+    login_keys,
+    too_many_attempts,
+    totp_key,
+)
 from imhost.config import SecuritySettings
 from imhost.kit.clock import Clock
-from imhost.kit.errors import Conflict, InvalidInput, NotFound, TooManyRequests, Unauthenticated
+from imhost.kit.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 
 WRONG_CREDENTIALS = "The e-mail address or password is not right."
 WRONG_CODE = "That code is not right. Use the current code from your app, or a recovery code."
 REAUTH_WINDOW = timedelta(minutes=10)
 
 hasher = PasswordHasher()
-
-
-def _locked(retry_after: int) -> TooManyRequests:
-    minutes = max(1, (retry_after + 59) // 60)
-    return TooManyRequests(
-        f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
-        retry_after=retry_after,
-    )
 
 
 def client_label(user_agent: str | None) -> str:
@@ -154,12 +151,9 @@ class AuthFlows:
         user_agent: str | None,
     ) -> LoginResult:
         throttle = self._throttle(session)
-        address_key = f"address:{address or 'unknown'}"
         user = get_user_by_email(session, email)
-        account_key = (
-            f"account:{user.id}"
-            if user is not None
-            else "account-unknown:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()
+        address_key, account_key = login_keys(
+            address=address or "unknown", user_id=user.id if user else None, login_name=email
         )
         for key in (address_key, account_key):
             decision = throttle.check(key)
@@ -174,7 +168,7 @@ class AuthFlows:
                         target_id=user.id,
                         target_label=user.email,
                     )
-                raise _locked(decision.retry_after_seconds)
+                raise too_many_attempts(decision)
             if decision.delay_seconds > 0:
                 self.sleep(decision.delay_seconds)
 
@@ -258,10 +252,10 @@ class AuthFlows:
         if user is None or factor is None:
             raise Conflict("this account has no second factor to verify")
         throttle = self._throttle(session)
-        key = f"totp:{user.id}"
+        key = totp_key(user.id)
         decision = throttle.check(key)
         if not decision.allowed:
-            raise _locked(decision.retry_after_seconds)
+            raise too_many_attempts(decision)
         if decision.delay_seconds > 0:
             self.sleep(decision.delay_seconds)
         now = self.clock.now()
@@ -316,10 +310,10 @@ class AuthFlows:
     def reauthenticate(self, session: Session, web: WebSession, password: str) -> None:
         user = session.get(User, web.user_id)
         throttle = self._throttle(session)
-        key = f"account:{web.user_id}"
+        key = account_key(web.user_id)
         decision = throttle.check(key)
         if not decision.allowed:
-            raise _locked(decision.retry_after_seconds)
+            raise too_many_attempts(decision)
         if (
             user is None
             or not user.password_hash
@@ -492,6 +486,9 @@ class AuthFlows:
                 target_id=user.id,
                 target_label=user.email,
             )
+
+    def mfa_required_for(self, session: Session, user: User) -> bool:
+        return mfa_required(session, user)
 
     def set_password_directly(self, session: Session, user: User, password: str) -> None:
         """For `imhost admin create` and sign-up: check the policy, then hash."""

@@ -160,6 +160,12 @@ class AcceptInvitationIn(BaseModel):
     token: str = Field(min_length=10, max_length=200)
 
 
+class InvitationRegisterIn(BaseModel):
+    token: str = Field(min_length=10, max_length=200)
+    name: str = Field(default="", max_length=200)
+    password: str = Field(max_length=1024)
+
+
 class TokenIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     scopes: list[str] = Field(min_length=1, max_length=64)

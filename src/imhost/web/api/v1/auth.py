@@ -11,11 +11,13 @@ from imhost.accounts.models import WebSession
 from imhost.accounts.schemas import (
     AcceptInvitationIn,
     CodeIn,
+    InvitationRegisterIn,
     LoginIn,
     LoginOut,
     OrganizationOut,
     SignupIn,
 )
+from imhost.kit.errors import Conflict
 from imhost.runtime import Runtime
 from imhost.web.deps import (
     Db,
@@ -142,6 +144,47 @@ def verify_email(body: AcceptInvitationIn, db: Db, runtime: RuntimeDep, _: Publi
 
     confirm(db, runtime.clock, body.token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/invitations/register", response_model=LoginOut, status_code=status.HTTP_201_CREATED)
+def register_with_invitation(
+    body: InvitationRegisterIn,
+    request: Request,
+    response: Response,
+    db: Db,
+    runtime: RuntimeDep,
+    _: Public,
+) -> LoginOut:
+    """Create an account from an invitation link (for people without one) and join, signed in.
+
+    The e-mail address is the one the invitation was sent to, so it counts as verified.
+    """
+    invitation = accounts.find_invitation(db, runtime.clock, body.token)
+    if accounts.get_user_by_email(db, invitation.email) is not None:
+        raise Conflict(
+            "an account with this e-mail address exists; sign in, then accept the invitation"
+        )
+    policy = password_policy_for(db, runtime.settings.security, None)
+    validate_new_password(body.password, policy, user_inputs=[invitation.email, body.name])
+    user = accounts.create_user(
+        db, runtime.clock, email=invitation.email, name=body.name, email_verified=True
+    )
+    runtime.auth.set_password_directly(db, user, body.password)
+    accounts.accept_invitation(db, runtime.clock, body.token, user)
+    new = sessions.start_session(
+        db,
+        runtime.clock,
+        runtime.settings.security,
+        user_id=user.id,
+        address=client_address(request),
+        user_agent=request.headers.get("user-agent"),
+        mfa_verified=False,
+    )
+    set_session_cookie(response, runtime, new.cookie_value)
+    required = runtime.auth.mfa_required_for(db, user)
+    if not required:
+        new.session.mfa_verified = True
+    return _login_out(user.id, user.email, new.session, pending=False, enrol=required)
 
 
 @router.post("/invitations/accept", response_model=OrganizationOut)
