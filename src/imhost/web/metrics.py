@@ -40,7 +40,7 @@ class HttpMetrics:
             )
         except (KeyError, IndexError, ValueError):
             return str(template)
-        path = request.scope.get("path", "")
+        path = str(request.scope.get("path", ""))
         if concrete and path.endswith(concrete):
             return path[: len(path) - len(concrete)] + str(template)
         return str(template)
