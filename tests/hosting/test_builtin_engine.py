@@ -35,7 +35,7 @@ logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
 DOMAIN = "e2e.example"
 
 
-class Client(slixmpp.ClientXMPP):  # type: ignore[misc]
+class Client(slixmpp.ClientXMPP):  # type: ignore[misc,name-defined]
     def __init__(self, jid: str, password: str) -> None:
         super().__init__(jid, password)
         self.started = asyncio.Event()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.accounts.models import AuditEvent
@@ -312,3 +312,25 @@ async def test_usage_of_a_removed_host_still_reaches_its_organization(setup: Set
     with setup.factory() as session:
         row = session.scalars(select(MeteredUsage)).one()
     assert row.organization_id == setup.b.organization_id
+
+
+async def test_changes_committed_by_another_process_arrive_with_the_refresh(
+    setup: Setup, engine: Engine
+) -> None:
+    elsewhere = sessionmaker(bind=engine)  # no change hub: like the CLI in another process
+    setup.clock.advance(timedelta(seconds=30))
+    with elsewhere() as session:
+        hosting.suspend_service(session, setup.clock, hosting.get_service(session, setup.b.id), "x")
+        make_service(session, setup.clock, domain="late.example")
+        service = hosting.get_service(session, setup.a.id)
+        account = hosting.get_account(session, service, "bob")
+        hosting.disable_account(session, setup.clock, service, account, "fired")
+        session.commit()
+    assert setup.listener.changed == [] and setup.listener.disabled == []
+    await setup.backend.refresh()
+    assert {h.domain: h.active for h in setup.listener.changed} == {
+        "b.example": False,
+        "late.example": True,
+    }
+    assert setup.listener.disabled == [("a.example", "bob", "fired")]
+    assert await setup.backend.account_disabled("a.example", "bob") == "fired"

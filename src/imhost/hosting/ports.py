@@ -28,7 +28,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import delete, func, select
@@ -72,6 +72,8 @@ HOST_REFRESH_SECONDS = 10.0
 BATCH_SECONDS = 1.0
 GAUGE_TTL_SECONDS = 30.0
 LOCK_TTL_SECONDS = 5.0
+ACCOUNT_POLL_OVERLAP = timedelta(seconds=2)
+"""Accounts changed this long before the last refresh are looked at again (commits in flight)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,7 @@ class DbBackend:
         self._hub = changes.install_hub(factory)
         self._hub.subscribe(self._on_committed)
         self._closed = False
+        self._accounts_polled_at: datetime | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -151,6 +154,8 @@ class DbBackend:
         self._bind_loop()
         if not self._loaded:
             await self._reload_hosts(notify=False)
+        if self._accounts_polled_at is None:
+            self._accounts_polled_at = self.clock.now()
         if self._task is None and not self._closed:
             self._task = asyncio.get_running_loop().create_task(self._background())
 
@@ -173,7 +178,7 @@ class DbBackend:
                 await self.flush_batches()
                 if time.monotonic() - last_refresh >= self.host_refresh_seconds:
                     last_refresh = time.monotonic()
-                    await self._reload_hosts(notify=True)
+                    await self.refresh()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -257,6 +262,36 @@ class DbBackend:
                 self._notify_changed(entry.host)
         for domain in set(old) - set(fresh):
             self._notify_removed(domain)
+
+    async def refresh(self) -> None:
+        """Pick up changes committed by other processes (the CLI, another node): hosts that
+        appeared, changed or went, and accounts disabled since the last refresh. (Changes
+        made in this process arrive at once, without waiting for this.)"""
+        await self._reload_hosts(notify=True)
+        since = self._accounts_polled_at
+        now = self.clock.now()
+        self._accounts_polled_at = now
+        if since is None:
+            return
+        since -= ACCOUNT_POLL_OVERLAP
+
+        def read(session: Session) -> list[tuple[str, str, bool, str]]:
+            rows = session.execute(
+                select(
+                    HostedService.domain,
+                    XmppAccount.localpart,
+                    XmppAccount.disabled,
+                    XmppAccount.disabled_reason,
+                )
+                .join(HostedService, HostedService.id == XmppAccount.service_id)
+                .where(XmppAccount.updated_at >= since)
+            )
+            return [(d, lp, bool(dis), reason or "") for d, lp, dis, reason in rows]
+
+        for domain, localpart, disabled, reason in await self._db(read):
+            self._accounts.pop((domain, localpart), None)
+            if disabled:
+                self._notify_account(domain, localpart, reason or "this account is disabled")
 
     async def list_hosts(self) -> Sequence[VirtualHost]:
         self._bind_loop()
