@@ -27,13 +27,11 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Integer, Table, and_, cast, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import ColumnElement, Integer, and_, cast, func, select
 from sqlalchemy.orm import Session
 
 from imhost.accounts.models import Organization
@@ -333,7 +331,7 @@ def ingest(
         session, [(org, rec.idempotency_key) for _, rec, org, _ in candidates]
     )
 
-    rows: list[dict[str, Any]] = []
+    rows: list[_Row] = []
     seen: dict[tuple[str, str], tuple[str | None, str, datetime, Decimal, str | None]] = {}
     for index, rec, org_id, qty in candidates:
         key = rec.idempotency_key
@@ -379,17 +377,7 @@ def ingest(
             result.corrected += 1
         seen[(org_id, key)] = content
         rows.append(
-            {
-                "organization_id": org_id,
-                "service_id": rec.service_id,
-                "metric": rec.metric,
-                "bucket_start": bucket,
-                "quantity": qty,
-                "subject": rec.subject,
-                "idempotency_key": key,
-                "received_at": now,
-                "original_bucket_start": original,
-            }
+            (org_id, rec.service_id, rec.metric, bucket, qty, rec.subject, key, now, original)
         )
 
     if result.rejected and atomic:
@@ -397,7 +385,7 @@ def ingest(
         result.rejected.sort(key=lambda r: r.index)
         raise UsageRejected(result, len(records))
     result.rejected.sort(key=lambda r: r.index)
-    inserted = _insert_rows(session, rows, returning=True)
+    inserted = _insert_rows(session, rows)
     # A concurrent writer may have stored one of these keys between our check and our insert:
     # ON CONFLICT DO NOTHING keeps its row, and ours counts as a duplicate.
     result.duplicates += len(rows) - inserted
@@ -484,25 +472,94 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def _insert_rows(session: Session, rows: list[dict[str, Any]], *, returning: bool) -> int:
-    """Bulk INSERT ... ON CONFLICT (organization, key) DO NOTHING; returns rows inserted."""
+_Row = tuple[
+    str, str | None, str, datetime, Decimal | int, str | None, str, datetime, datetime | None
+]
+"""A usage row in column order: organization_id, service_id, metric, bucket_start, quantity,
+subject, idempotency_key, received_at, original_bucket_start."""
+
+_SQLITE_INSERT = (
+    "INSERT INTO usage_records (organization_id, service_id, metric, bucket_start, quantity, "
+    "subject, idempotency_key, received_at, original_bucket_start) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (organization_id, idempotency_key) DO NOTHING"
+)
+_PG_INSERT = (
+    "INSERT INTO usage_records (organization_id, service_id, metric, bucket_start, quantity, "
+    "subject, idempotency_key, received_at, original_bucket_start) "
+    "SELECT o, s, m, b, q::numeric, subj, k, r, ob FROM unnest("
+    "%s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[], %s::text[], "
+    "%s::varchar[], %s::varchar[], %s::timestamptz[], %s::timestamptz[]"
+    ") AS t(o, s, m, b, q, subj, k, r, ob) "
+    "ON CONFLICT (organization_id, idempotency_key) DO NOTHING"
+)
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    """The text SQLAlchemy's SQLite DateTime stores (naive UTC, microseconds always shown),
+    so that the fast path and the ORM write and compare the very same strings."""
+    if value is None:
+        return None
+    if value.utcoffset() != _NO_OFFSET:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+_NO_OFFSET = timedelta(0)
+_MISSING = object()
+
+
+def _quantity_text(value: Decimal | int) -> str:
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
+
+def _insert_rows(session: Session, rows: list[_Row]) -> int:
+    """Bulk INSERT ... ON CONFLICT (organization, key) DO NOTHING; returns rows inserted.
+
+    The direct path of the engine goes through here, so it skips the ORM's per-value type
+    processing: SQLite gets one ``executemany`` of pre-formatted values (the formats
+    ``UtcDateTime`` and ``Amount`` store), PostgreSQL one ``INSERT ... SELECT FROM unnest()``
+    of column arrays per chunk. Rows a conflict skipped are not counted.
+    """
     if not rows:
         return 0
-    table = UsageRecord.__table__
-    assert isinstance(table, Table)
-    ins = pg_insert if _dialect(session) == "postgresql" else sqlite_insert
-    stmt = ins(table).on_conflict_do_nothing(index_elements=["organization_id", "idempotency_key"])
-    if returning:
-        inserted = 0
-        for chunk in _chunks(rows, 1000):
-            inserted += len(session.execute(stmt.returning(table.c.id), chunk).all())
+    conn = session.connection()
+    inserted = 0
+    if _dialect(session) == "postgresql":
+        for chunk in _chunks(rows, 20_000):
+            columns = list(zip(*chunk, strict=True))
+            columns[4] = tuple(_quantity_text(q) for q in columns[4])
+            result = conn.exec_driver_sql(_PG_INSERT, tuple(list(c) for c in columns))
+            inserted += max(result.rowcount, 0)
         return inserted
-    total = 0
-    for chunk in _chunks(rows, 5000):
-        res = session.execute(stmt, chunk)
-        count = getattr(res, "rowcount", -1)
-        total += count if isinstance(count, int) and count >= 0 else len(chunk)
-    return total
+    # An engine flush carries few distinct buckets (minutes) and one receipt time: format each
+    # timestamp once.
+    times: dict[datetime | None, str | None] = {None: None}
+
+    def text(value: datetime | None) -> str | None:
+        found = times.get(value, _MISSING)
+        if found is _MISSING:
+            found = times[value] = _sqlite_time(value)
+        return found  # type: ignore[return-value]
+
+    for chunk in _chunks(rows, 5_000):
+        values = [
+            (
+                org,
+                service_id,
+                metric,
+                text(bucket),
+                _quantity_text(qty),
+                subject,
+                key,
+                text(received),
+                text(original),
+            )
+            for org, service_id, metric, bucket, qty, subject, key, received, original in chunk
+        ]
+        result = conn.exec_driver_sql(_SQLITE_INSERT, values)
+        inserted += max(result.rowcount, 0)
+    return inserted
 
 
 def ingest_engine_batch(
@@ -525,7 +582,7 @@ def ingest_engine_batch(
     org_ids = {r.organization_id for r in records if r.organization_id}
     periods = closed_periods(session, org_ids)
     policy: LateUsagePolicy | None = None
-    rows: list[dict[str, Any]] = []
+    rows: list[_Row] = []
     known = m.INGESTIBLE_METRICS
     for index, rec in enumerate(records):
         qty = rec.quantity
@@ -556,21 +613,19 @@ def ingest_engine_batch(
             original, bucket = bucket, _next_open(org_periods, bucket)
             result.corrected += 1
         rows.append(
-            {
-                "organization_id": rec.organization_id,
-                "service_id": rec.service_id,
-                "metric": rec.metric,
-                "bucket_start": bucket,
-                "quantity": qty,
-                "subject": rec.subject,
-                "idempotency_key": rec.idempotency_key,
-                "received_at": now,
-                "original_bucket_start": original,
-            }
+            (
+                rec.organization_id,
+                rec.service_id,
+                rec.metric,
+                bucket,
+                qty,
+                rec.subject,
+                rec.idempotency_key,
+                now,
+                original,
+            )
         )
-    # psycopg's executemany does not report the rows a conflict skipped; RETURNING does
-    # (and insertmanyvalues makes it one multi-row statement per chunk on PostgreSQL).
-    inserted = _insert_rows(session, rows, returning=_dialect(session) == "postgresql")
+    inserted = _insert_rows(session, rows)
     result.accepted = inserted
     result.duplicates = len(rows) - inserted
     return result
