@@ -1,0 +1,67 @@
+"""Scheduled jobs run once across nodes; a dead node's lease expires; failures are recorded."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from imhost.kit.clock import FrozenClock
+from imhost.worker.models import JobLease
+from imhost.worker.scheduler import Job, claim, finish, run_due
+
+
+def test_of_many_nodes_racing_exactly_one_claims_a_due_job(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    job = Job("billing-run", timedelta(hours=1), lambda: None)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def node(n: int) -> None:
+        won = claim(session_factory, clock, job, owner=f"node-{n}")
+        with lock:
+            results.append(won)
+
+    threads = [threading.Thread(target=node, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1, results
+
+
+def test_a_job_runs_again_only_when_due(session_factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    runs: list[int] = []
+    job = Job("reviews", timedelta(hours=6), lambda: runs.append(1))
+    assert run_due(session_factory, clock, [job]) == ["reviews"]
+    assert run_due(session_factory, clock, [job]) == []
+    clock.advance(timedelta(hours=6))
+    assert run_due(session_factory, clock, [job]) == ["reviews"]
+    assert len(runs) == 2
+
+
+def test_a_dead_nodes_lease_expires(session_factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    job = Job("dunning", timedelta(hours=1), lambda: None, lease_seconds=60)
+    assert claim(session_factory, clock, job, owner="crashed")
+    assert not claim(session_factory, clock, job, owner="other")  # still leased
+    clock.advance(61)
+    assert claim(session_factory, clock, job, owner="other")
+
+
+def test_a_failing_job_is_recorded_and_does_not_stop_the_others(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    def boom() -> None:
+        raise RuntimeError("database went away")
+
+    ran: list[str] = []
+    jobs = [Job("a", timedelta(hours=1), boom), Job("b", timedelta(hours=1), lambda: ran.append("b"))]
+    assert run_due(session_factory, clock, jobs) == ["a", "b"]
+    assert ran == ["b"]
+    with session_factory() as s:
+        lease = s.get(JobLease, "a")
+        assert lease is not None and "database went away" in (lease.last_error or "")
+        assert lease.lease_owner is None
+    finish(session_factory, clock, Job("missing", timedelta(hours=1), lambda: None), None)
