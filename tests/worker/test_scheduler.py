@@ -32,7 +32,9 @@ def test_of_many_nodes_racing_exactly_one_claims_a_due_job(
     assert results.count(True) == 1, results
 
 
-def test_a_job_runs_again_only_when_due(session_factory: sessionmaker[Session], clock: FrozenClock) -> None:
+def test_a_job_runs_again_only_when_due(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
     runs: list[int] = []
     job = Job("reviews", timedelta(hours=6), lambda: runs.append(1))
     assert run_due(session_factory, clock, [job]) == ["reviews"]
@@ -42,7 +44,9 @@ def test_a_job_runs_again_only_when_due(session_factory: sessionmaker[Session], 
     assert len(runs) == 2
 
 
-def test_a_dead_nodes_lease_expires(session_factory: sessionmaker[Session], clock: FrozenClock) -> None:
+def test_a_dead_nodes_lease_expires(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
     job = Job("dunning", timedelta(hours=1), lambda: None, lease_seconds=60)
     assert claim(session_factory, clock, job, owner="crashed")
     assert not claim(session_factory, clock, job, owner="other")  # still leased
@@ -57,7 +61,10 @@ def test_a_failing_job_is_recorded_and_does_not_stop_the_others(
         raise RuntimeError("database went away")
 
     ran: list[str] = []
-    jobs = [Job("a", timedelta(hours=1), boom), Job("b", timedelta(hours=1), lambda: ran.append("b"))]
+    jobs = [
+        Job("a", timedelta(hours=1), boom),
+        Job("b", timedelta(hours=1), lambda: ran.append("b")),
+    ]
     assert run_due(session_factory, clock, jobs) == ["a", "b"]
     assert ran == ["b"]
     with session_factory() as s:
