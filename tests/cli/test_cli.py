@@ -35,9 +35,17 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _run(args: list[str], env: dict[str, str], input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], env: dict[str, str], input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        IMHOST + args, env=env, input=input_text, capture_output=True, text=True, timeout=120, check=False
+        IMHOST + args,
+        env=env,
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -49,18 +57,34 @@ def test_a_bad_setting_stops_the_start_with_its_name(tmp_path: Path) -> None:
 
 def test_admin_create_refuses_a_weak_password_and_accepts_a_strong_one(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    weak = _run(["admin", "create", "--email", "ada@provider.example.com", "--password", "password1"], env)
+    weak = _run(
+        ["admin", "create", "--email", "ada@provider.example.com", "--password", "password1"], env
+    )
     assert weak.returncode == 1
     assert "password" in weak.stderr.lower()
     ok = _run(
-        ["admin", "create", "--email", "ada@provider.example.com", "--password", "amber kettle orbit violin 73"],
+        [
+            "admin",
+            "create",
+            "--email",
+            "ada@provider.example.com",
+            "--password",
+            "amber kettle orbit violin 73",
+        ],
         env,
     )
     assert ok.returncode == 0, ok.stderr
     listed = _run(["admin", "list"], env)
     assert "ada@provider.example.com" in listed.stdout and "admin" in listed.stdout
     again = _run(
-        ["admin", "create", "--email", "ada@provider.example.com", "--password", "amber kettle orbit violin 73"],
+        [
+            "admin",
+            "create",
+            "--email",
+            "ada@provider.example.com",
+            "--password",
+            "amber kettle orbit violin 73",
+        ],
         env,
     )
     assert again.returncode == 1 and "exists" in again.stderr
@@ -86,7 +110,11 @@ def test_serve_refuses_to_start_without_an_admin(tmp_path: Path) -> None:
 def test_serve_demo_prints_working_logins_and_stops_cleanly(tmp_path: Path) -> None:
     env = _env(tmp_path)
     proc = subprocess.Popen(
-        [*IMHOST, "serve", "--demo"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*IMHOST, "serve", "--demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None
     output = ""
@@ -104,7 +132,11 @@ def test_serve_demo_prints_working_logins_and_stops_cleanly(tmp_path: Path) -> N
         assert httpx.get(base.group(0) + "/healthz", timeout=5).json() == {"status": "ok"}
         assert httpx.get(base.group(0) + "/readyz", timeout=5).status_code == 200
         email, password = re.search(r"(owner@demo\.example\.com) / (\S+)", output).groups()  # type: ignore[union-attr]
-        r = httpx.post(base.group(0) + "/api/v1/auth/login", json={"email": email, "password": password}, timeout=10)
+        r = httpx.post(
+            base.group(0) + "/api/v1/auth/login",
+            json={"email": email, "password": password},
+            timeout=10,
+        )
         assert r.status_code == 200, r.text
     finally:
         proc.send_signal(signal.SIGINT)

@@ -291,7 +291,10 @@ def test_burst_of_failed_logins_raises_one_alert(
 
 
 def test_turning_mfa_off_needs_a_fresh_password_and_alerts(
-    app: FastAPI, owner, clock: FrozenClock, session_factory: sessionmaker[Session]  # type: ignore[no-untyped-def]
+    app: FastAPI,
+    owner,
+    clock: FrozenClock,
+    session_factory: sessionmaker[Session],  # type: ignore[no-untyped-def]
 ) -> None:
     client = TestClient(app)
     login(client, "olga@acme.example.com")
@@ -303,7 +306,10 @@ def test_turning_mfa_off_needs_a_fresh_password_and_alerts(
     clock.advance(timedelta(minutes=11))
     stale = client.delete("/api/v1/me/mfa")
     assert stale.status_code == 401 and stale.json()["reauthentication_required"] is True
-    assert client.post("/api/v1/me/reauthenticate", json={"password": "wrong wrong wrong"}).status_code == 401
+    assert (
+        client.post("/api/v1/me/reauthenticate", json={"password": "wrong wrong wrong"}).status_code
+        == 401
+    )
     assert client.post("/api/v1/me/reauthenticate", json={"password": PASSWORD}).status_code == 204
     assert client.delete("/api/v1/me/mfa").status_code == 204
     assert client.get("/api/v1/me").json()["mfa_enabled"] is False

@@ -29,7 +29,11 @@ def test_readyz_is_ok_on_a_migrated_database(tmp_path: Path, backend: str) -> No
     upgrade(url)
     engine = make_engine(url)
     runtime = build_runtime(
-        load_settings(data_dir=tmp_path / "d", secret_key="r" * 40, security=SecuritySettings(cookie_secure=False)),
+        load_settings(
+            data_dir=tmp_path / "d",
+            secret_key="r" * 40,
+            security=SecuritySettings(cookie_secure=False),
+        ),
         clock=FrozenClock(),
         engine=engine,
     )
@@ -55,7 +59,10 @@ def test_metrics_count_requests_by_route_template(app_client: TestClient) -> Non
     app_client.get("/api/v1/orgs/some-org/members")
     app_client.get("/api/v1/orgs/other-org/members")
     text = app_client.get("/metrics").text
-    assert 'imhost_http_requests_total{method="GET",route="/api/v1/orgs/{org_id}/members",status="401"} 2.0' in text
+    assert (
+        'imhost_http_requests_total{method="GET",'
+        'route="/api/v1/orgs/{org_id}/members",status="401"} 2.0' in text
+    )
     assert "imhost_http_request_duration_seconds_bucket" in text
 
 
@@ -68,8 +75,12 @@ def test_errors_are_problem_json_with_a_useful_detail(app_client: TestClient) ->
     assert "password" in body["detail"]  # the missing field is named
     assert {e["field"] for e in body["errors"]} >= {"password"}
     unknown = app_client.get("/api/v1/no-such-thing")
-    assert unknown.status_code == 404 and unknown.headers["content-type"].startswith("application/problem+json")
-    not_json = app_client.post("/api/v1/auth/login", content=b"\xff\xfe{", headers={"content-type": "application/json"})
+    assert unknown.status_code == 404 and unknown.headers["content-type"].startswith(
+        "application/problem+json"
+    )
+    not_json = app_client.post(
+        "/api/v1/auth/login", content=b"\xff\xfe{", headers={"content-type": "application/json"}
+    )
     assert not_json.status_code in (400, 422)
     assert not_json.headers["content-type"].startswith("application/problem+json")
 

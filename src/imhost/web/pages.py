@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi import Path as PathParam
 from fastapi.dependencies.models import Dependant
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -85,6 +85,7 @@ templates.filters["money"] = _money
 templates.filters["when"] = _when
 templates.filters["day"] = lambda v: _when(v, "%Y-%m-%d")
 templates.filters["number"] = _number
+templates.filters["tuple_pair"] = lambda v: (v, str(v).replace("_", " "))
 
 
 # --- refusals as pages ------------------------------------------------------------------------
@@ -154,7 +155,9 @@ def _page_principal(request: Request, db: Session, runtime: Runtime, req: Requir
             raise PageRedirect(f"{CODE_PAGE}?{urlencode({'next': safe_next(request.url.path)})}")
         raise PageRedirect(ENROL_PAGE)
     staff_role = StaffRole(user.staff_role) if user.staff_role else None
-    return Principal(user=user, web_session=web, staff_role=staff_role, address=client_address(request))
+    return Principal(
+        user=user, web_session=web, staff_role=staff_role, address=client_address(request)
+    )
 
 
 class PageRequirement(Requirement):
@@ -220,8 +223,6 @@ def page_require(
 
 def page_public() -> Requirement:
     return PageRequirement("public", Access.READ, Scope.PUBLIC)
-
-
 
 
 # --- rendering -----------------------------------------------------------------------------------
@@ -353,7 +354,12 @@ class _Can:
         if p is None:
             return False
         web = p.web_session
-        if web is not None and web.impersonating_org_id and access is Access.WRITE and p.organization:
+        if (
+            web is not None
+            and web.impersonating_org_id
+            and access is Access.WRITE
+            and p.organization
+        ):
             return False
         if p.org_role is not None:
             return org_role_allows(p.org_role, area, access)
@@ -396,7 +402,9 @@ class FormErrors:
             errors.fields[name] = exc.detail
             items = exc.extra.get("problems")
             if isinstance(items, list):
-                errors.problems[name] = [str(p.get("message", p)) for p in items if isinstance(p, dict)]
+                errors.problems[name] = [
+                    str(p.get("message", p)) for p in items if isinstance(p, dict)
+                ]
         else:
             errors.general.append(exc.detail)
         return errors
@@ -512,7 +520,7 @@ def _status_page(request: Request, exc: DomainError) -> HTMLResponse:
         path=request.url.path,
         can=_Can(None),
         title=titles.get(status, "Something is not right"),
-        detail=exc.detail if status != 404 else "There is nothing here, or it is not yours to see.",
+        detail=exc.detail,
         status=status,
     )
     return HTMLResponse(body, status_code=status)
@@ -533,8 +541,6 @@ def install_common(app: FastAPI) -> None:
     async def _domain(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DomainError)
         if is_page_path(request.url.path):
-            if isinstance(exc, NotFound):
-                exc = NotFound("not found")
             return _status_page(request, exc)
         assert api_domain is not None
         response: Response = await api_domain(request, exc)  # type: ignore[misc]
@@ -558,14 +564,15 @@ def _requirements(dependant: Dependant) -> Iterator[Requirement]:
         yield from _requirements(dep)
 
 
-def page_routes(app: FastAPI) -> list[PageRoute]:
-    """Every portal/console page route with the requirement it declares."""
+def page_routes(routers: list[APIRouter]) -> list[PageRoute]:
+    """Every page route of ``routers`` with the requirement it declares."""
     out: list[PageRoute] = []
-    for route in app.routes:
-        if isinstance(route, APIRoute) and is_page_path(route.path):
-            reqs = list(_requirements(route.dependant))
-            for method in sorted(route.methods):
-                out.append(PageRoute(method, route.path, reqs[0] if reqs else None))
+    for router in routers:
+        for route in router.routes:
+            if isinstance(route, APIRoute):
+                reqs = list(_requirements(route.dependant))
+                for method in sorted(route.methods):
+                    out.append(PageRoute(method, route.path, reqs[0] if reqs else None))
     return sorted(out, key=lambda r: (r.path, r.method))
 
 

@@ -20,8 +20,9 @@ class StarletteAdapter:
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
         self.client_address = websocket.client.host if websocket.client else ""
-        forwarded = websocket.headers.get("x-forwarded-proto", "")
-        self.is_secure = websocket.url.scheme == "wss" or forwarded == "https"
+        # Only TLS this process terminated counts: a forwarded-protocol header is the client's
+        # word, so behind a TLS proxy PLAIN stays off and SCRAM is used.
+        self.is_secure = websocket.url.scheme == "wss"
 
     async def receive_text(self) -> str:
         return await self.websocket.receive_text()

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from imhost.kit import optional_module
 from imhost.web.pages import install_common
@@ -22,14 +22,22 @@ OPTIONAL_PAGE_MODULES: tuple[tuple[str, str], ...] = (
 )
 
 
+def routers() -> list[APIRouter]:
+    """The page routers of the packages present (the authorization walk reads these)."""
+    names = list(PAGE_MODULES)
+    names += [page for needed, page in OPTIONAL_PAGE_MODULES if optional_module(needed) is not None]
+    out: list[APIRouter] = []
+    for name in names:
+        module = optional_module(name)
+        assert module is not None, name
+        out.append(module.router)
+    return out
+
+
 def install(app: FastAPI) -> None:
     if getattr(app.state, "portal_installed", False):
         return
     app.state.portal_installed = True
     install_common(app)
-    names = list(PAGE_MODULES)
-    names += [page for needed, page in OPTIONAL_PAGE_MODULES if optional_module(needed) is not None]
-    for name in names:
-        module = optional_module(name)
-        assert module is not None, name
-        app.include_router(module.router)
+    for router in routers():
+        app.include_router(router)

@@ -51,7 +51,7 @@ def home_for(db: Db, user: User) -> str:
 
 
 @router.get("/")
-def root() -> Response:
+def root(_: PublicPage) -> Response:
     return RedirectResponse("/portal/", status_code=303)
 
 

@@ -1,0 +1,315 @@
+"""Console: plans and their price components (create, new version), the billing run, invoices
+(finalize, void, credit note, record a payment) and dunning."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.responses import Response
+
+from imhost.accounts import audit
+from imhost.accounts.permissions import Access, Scope
+from imhost.billing import service as billing
+from imhost.billing.flows import run_billing
+from imhost.catalog import service as catalog
+from imhost.catalog.schemas import PlanCreate, PlanVersionChange
+from imhost.kit.errors import DomainError, InvalidInput
+from imhost.metering.metrics import BILLABLE_CODES
+from imhost.web.deps import Db, Principal, Requirement, RuntimeDep
+from imhost.web.pages import (
+    Form,
+    FormErrors,
+    PageNo,
+    confirmation,
+    page_require,
+    redirect,
+    render,
+    text,
+    values_of,
+)
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+
+def staff(area: str, access: Access) -> Requirement:
+    return page_require(area, access, scope=Scope.STAFF)
+
+
+CatalogRead = Annotated[Principal, Depends(staff("catalog", Access.READ))]
+CatalogWrite = Annotated[Principal, Depends(staff("catalog", Access.WRITE))]
+BillingRead = Annotated[Principal, Depends(staff("billing-admin", Access.READ))]
+BillingWrite = Annotated[Principal, Depends(staff("billing-admin", Access.WRITE))]
+
+PLAN_FIELDS = {"code", "name", "description", "base_fee", "setup_fee", "trial_days", "currency", "max_xmpp_accounts", "metric", "unit_price", "included_quantity", "change_note"}
+
+
+def _validation(exc: ValidationError) -> InvalidInput:
+    first = exc.errors()[0]
+    loc = [str(x) for x in first.get("loc", ())]
+    names = {"max_xmpp_accounts", "unit_price", "included_quantity", "metric"}
+    field = next((x for x in reversed(loc) if x in PLAN_FIELDS or x in names), loc[0] if loc else None)
+    return InvalidInput(str(first["msg"]).removeprefix("Value error, "), field=field)
+
+
+def _decimal(form: FormData, name: str, *, required: bool = False) -> Decimal | None:
+    raw = text(form, name, max_length=40).strip()
+    if not raw:
+        if required:
+            raise InvalidInput("Required.", field=name)
+        return None
+    try:
+        return Decimal(raw)
+    except InvalidOperation:
+        raise InvalidInput("Type a number such as 9 or 9.50.", field=name) from None
+
+
+def _int(form: FormData, name: str) -> int | None:
+    raw = text(form, name, max_length=20).strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput("Type a whole number.", field=name) from None
+
+
+def _component(form: FormData) -> list[dict[str, Any]]:
+    metric = text(form, "metric", max_length=40)
+    if not metric:
+        return []
+    return [{
+        "metric": metric,
+        "pricing_model": "per_unit",
+        "unit_price": _decimal(form, "unit_price", required=True),
+        "included_quantity": _decimal(form, "included_quantity") or Decimal(0),
+    }]
+
+
+# --- plans ----------------------------------------------------------------------------------------
+
+
+def _plans_page(request: Request, principal: Principal, db: Db, *, values: dict[str, str] | None = None, errors: FormErrors | None = None, status: int = 200) -> Response:
+    return render(
+        request,
+        "console/plans.html",
+        {
+            "title": "Plans",
+            "plans": [catalog.plan_out(v) for v in catalog.list_plans(db, public_only=False)],
+            "metrics": sorted(BILLABLE_CODES),
+            "values": values or {"currency": "EUR", "trial_days": "0"},
+            "errors": errors or FormErrors(),
+        },
+        principal=principal,
+        db=db,
+        status_code=status,
+        section="Plans",
+    )
+
+
+@router.get("/plans")
+def plans(request: Request, principal: CatalogRead, db: Db) -> Response:
+    return _plans_page(request, principal, db)
+
+
+@router.post("/plans")
+def create_plan(request: Request, principal: CatalogWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+    try:
+        try:
+            data = PlanCreate(
+                code=text(form, "code", max_length=64),
+                name=text(form, "name", max_length=100),
+                description=text(form, "description", max_length=5000),
+                version={
+                    "currency": text(form, "currency", max_length=3).upper() or "EUR",
+                    "base_fee": _decimal(form, "base_fee", required=True),
+                    "setup_fee": _decimal(form, "setup_fee") or Decimal(0),
+                    "trial_days": _int(form, "trial_days") or 0,
+                    "limits": {"max_xmpp_accounts": _int(form, "max_xmpp_accounts")},
+                    "components": _component(form),
+                },
+            )
+        except ValidationError as exc:
+            raise _validation(exc) from None
+        plan = catalog.create_plan(db, runtime.clock, data, known_metrics=BILLABLE_CODES)
+        audit.record(db, runtime.clock, "catalog.plan_created", actor=principal.actor, target_type="plan", target_id=plan.id, target_label=plan.code)
+    except DomainError as exc:
+        db.rollback()
+        return _plans_page(request, principal, db, values=values_of(form), errors=FormErrors.of(exc, PLAN_FIELDS), status=exc.status)
+    return redirect(request, f"/console/plans/{plan.code}", f"Plan {plan.name} created.")
+
+
+@router.get("/plans/{code}")
+def plan(request: Request, code: str, principal: CatalogRead, db: Db) -> Response:
+    view = catalog.plan_out(catalog.plan_view(db, code[:64], current_only=False))
+    return render(
+        request, "console/plan.html",
+        {"title": view.name, "plan": view, "metrics": sorted(BILLABLE_CODES), "values": {}, "errors": FormErrors()},
+        principal=principal, db=db, section="Plans",
+    )
+
+
+@router.post("/plans/{code}/versions")
+def new_version(request: Request, code: str, principal: CatalogWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+    code = code[:64]
+    try:
+        try:
+            change = PlanVersionChange(
+                currency=text(form, "currency", max_length=3).upper() or "EUR",
+                base_fee=_decimal(form, "base_fee"),
+                components=_component(form) or None,
+                change_note=text(form, "change_note", max_length=500),
+            )
+        except ValidationError as exc:
+            raise _validation(exc) from None
+        version = catalog.new_plan_version(db, runtime.clock, code, change, known_metrics=BILLABLE_CODES)
+        audit.record(
+            db, runtime.clock, "catalog.plan_version_created", actor=principal.actor, target_type="plan_version",
+            target_id=version.id, target_label=f"{code} v{version.version} {version.currency}", note=change.change_note or None,
+        )
+    except DomainError as exc:
+        db.rollback()
+        view = catalog.plan_out(catalog.plan_view(db, code, current_only=False))
+        return render(
+            request, "console/plan.html",
+            {"title": view.name, "plan": view, "metrics": sorted(BILLABLE_CODES), "values": values_of(form), "errors": FormErrors.of(exc, PLAN_FIELDS)},
+            principal=principal, db=db, status_code=exc.status, section="Plans",
+        )
+    return redirect(request, f"/console/plans/{code}", f"Version {version.version} is now current.")
+
+
+# --- the billing run ----------------------------------------------------------------------------
+
+
+@router.get("/billing")
+def billing_run_page(request: Request, principal: BillingRead, db: Db) -> Response:
+    recent = audit.list_events(db, organization_id=None, action="billing.run", limit=10)[0]
+    return render(request, "console/billing.html", {"title": "Billing run", "recent": recent, "summary": None}, principal=principal, db=db, section="Billing run")
+
+
+@router.post("/billing")
+async def billing_run(request: Request, principal: BillingWrite, runtime: RuntimeDep) -> Response:
+    """Run billing up to now; each invoice commits on its own, so the run can be resumed."""
+    as_of = runtime.clock.now()
+    summary = await run_in_threadpool(run_billing, runtime.session_factory, runtime.clock, as_of)
+
+    def _finish() -> Response:
+        with runtime.session_factory() as db:
+            audit.record(
+                db, runtime.clock, "billing.run", actor=principal.actor, target_type="billing_run",
+                target_id=as_of.isoformat(), invoices=summary.invoices, failures=len(summary.failures),
+            )
+            db.commit()
+            recent = audit.list_events(db, organization_id=None, action="billing.run", limit=10)[0]
+            return render(request, "console/billing.html", {"title": "Billing run", "recent": recent, "summary": summary}, principal=principal, db=db, section="Billing run")
+
+    return await run_in_threadpool(_finish)
+
+
+# --- invoices ----------------------------------------------------------------------------------------
+
+
+@router.get("/invoices")
+def invoices(request: Request, principal: BillingRead, db: Db, page: PageNo, status: str = "", customer: str = "") -> Response:
+    rows = billing.list_invoices(db, organization_id=customer[:32] or None, status=status[:16] or None, limit=page.per_page, offset=page.offset)
+    return render(
+        request, "console/invoices.html",
+        {"title": "Invoices", "invoices": rows, "pg": page, "status": status[:16], "customer": customer[:32]},
+        principal=principal, db=db, section="Invoices",
+    )
+
+
+def _invoice_page(request: Request, principal: Principal, db: Db, invoice_id: str, *, values: dict[str, str] | None = None, errors: FormErrors | None = None, status: int = 200) -> Response:
+    invoice = billing.get_invoice(db, invoice_id[:64])
+    return render(
+        request, "console/invoice.html",
+        {
+            "title": f"Invoice {invoice.number or '(draft)'}",
+            "invoice": invoice,
+            "lines": billing.invoice_lines(db, invoice.id),
+            "payments": billing.invoice_payments(db, invoice.id),
+            "values": values or {"currency": invoice.currency, "amount": str(invoice.total - invoice.amount_paid - invoice.amount_credited)},
+            "errors": errors or FormErrors(),
+        },
+        principal=principal, db=db, status_code=status, section="Invoices",
+    )
+
+
+@router.get("/invoices/{invoice_id}")
+def invoice(request: Request, invoice_id: str, principal: BillingRead, db: Db) -> Response:
+    return _invoice_page(request, principal, db, invoice_id)
+
+
+def _billing_audit(db: Db, runtime: RuntimeDep, principal: Principal, action: str, *, organization_id: str | None, target_type: str, target_id: str, **details: Any) -> None:
+    audit.record(db, runtime.clock, f"billing.{action}", actor=principal.actor, organization_id=organization_id, target_type=target_type, target_id=target_id, **details)
+
+
+@router.post("/invoices/{invoice_id}/finalize")
+def finalize(request: Request, invoice_id: str, principal: BillingWrite, db: Db, runtime: RuntimeDep) -> Response:
+    inv = billing.finalize_invoice(db, runtime.clock, billing.get_invoice(db, invoice_id[:64]))
+    _billing_audit(db, runtime, principal, "invoice_finalized", organization_id=inv.organization_id, target_type="invoice", target_id=inv.id, number=inv.number)
+    return redirect(request, f"/console/invoices/{inv.id}", f"Invoice {inv.number} is final.")
+
+
+@router.post("/invoices/{invoice_id}/void")
+def void(request: Request, invoice_id: str, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+    url = f"/console/invoices/{invoice_id[:64]}"
+    ask = confirmation(
+        request, form, principal=principal, db=db, question="Void this invoice?",
+        consequence="It stays in the records with its number but is no longer owed.",
+        button="Void invoice", cancel_url=url, reason_field="reason",
+    )
+    if ask is not None:
+        return ask
+    reason = text(form, "reason", max_length=500)
+    inv = billing.void_invoice(db, runtime.clock, invoice_id[:64], reason)
+    _billing_audit(db, runtime, principal, "invoice_voided", organization_id=inv.organization_id, target_type="invoice", target_id=inv.id, reason=reason)
+    return redirect(request, url, "The invoice is void.")
+
+
+@router.post("/invoices/{invoice_id}/credit-note")
+def credit_note(request: Request, invoice_id: str, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+    url = f"/console/invoices/{invoice_id[:64]}"
+    ask = confirmation(
+        request, form, principal=principal, db=db, question="Credit this whole invoice?",
+        consequence="A credit note is issued and the amount goes to the customer's account credit.",
+        button="Issue credit note", cancel_url=url, reason_field="reason",
+    )
+    if ask is not None:
+        return ask
+    reason = text(form, "reason", max_length=500)
+    try:
+        note = billing.issue_credit_note(db, runtime.clock, invoice_id[:64], reason=reason, lines=None, refund_to="credit", created_by=principal.actor.label)
+    except DomainError as exc:
+        db.rollback()
+        return _invoice_page(request, principal, db, invoice_id, errors=FormErrors(general=[exc.detail]), status=exc.status)
+    _billing_audit(db, runtime, principal, "credit_note_issued", organization_id=note.organization_id, target_type="credit_note", target_id=note.id, number=note.number, total=str(note.total), reason=reason)
+    return redirect(request, url, f"Credit note {note.number} issued.")
+
+
+@router.post("/invoices/{invoice_id}/payments")
+def record_payment(request: Request, invoice_id: str, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+    try:
+        amount = _decimal(form, "amount", required=True)
+        method = text(form, "method", max_length=32) or "bank_transfer"
+        if method not in ("bank_transfer", "cash", "cheque", "card", "other"):
+            raise InvalidInput("Pick a payment method.", field="method")
+        payment = billing.record_payment(
+            db, runtime.clock, invoice_id[:64], amount=amount, currency=text(form, "currency", max_length=3).upper(),
+            method=method, reference=text(form, "reference", max_length=200) or None, received_at=None,
+            recorded_by=principal.actor.label,
+        )
+    except DomainError as exc:
+        db.rollback()
+        return _invoice_page(request, principal, db, invoice_id, values=values_of(form), errors=FormErrors.of(exc, {"amount", "currency", "method", "reference"}), status=exc.status)
+    _billing_audit(db, runtime, principal, "payment_recorded", organization_id=payment.organization_id, target_type="payment", target_id=payment.id, amount=str(payment.amount), currency=payment.currency, invoice_id=invoice_id[:64])
+    return redirect(request, f"/console/invoices/{invoice_id[:64]}", f"Payment of {payment.amount} {payment.currency} recorded.")
+
+
+@router.get("/dunning")
+def dunning(request: Request, principal: BillingRead, db: Db, runtime: RuntimeDep) -> Response:
+    return render(request, "console/dunning.html", {"title": "Dunning", "rows": billing.dunning_status(db, runtime.clock)}, principal=principal, db=db, section="Dunning")
