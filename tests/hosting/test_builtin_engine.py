@@ -5,7 +5,12 @@ suspended and the client's session is closed with ``policy-violation``."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import logging
+import re
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -158,3 +163,100 @@ async def test_a_real_client_logs_in_then_is_closed_when_the_organization_is_sus
             )
         )
     assert "messages" in metrics
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scram_sha256_final(password: str, client_first_bare: str, server_first: str) -> str:
+    """RFC 5802 §3 client proof for SCRAM-SHA-256 (no channel binding)."""
+    attrs = dict(part.split("=", 1) for part in server_first.split(","))
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"])
+    )
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    without_proof = f"c=biws,r={attrs['r']}"
+    auth_message = f"{client_first_bare},{server_first},{without_proof}".encode()
+    signature = hmac.new(stored_key, auth_message, "sha256").digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    return f"{without_proof},p={base64.b64encode(proof).decode()}"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+async def test_a_websocket_client_logs_in_through_the_web_app(live: Live) -> None:
+    import uvicorn
+    import websockets
+
+    from imhost.web.app import create_app
+
+    live.runtime.xmpp = live.server
+    port = _free_port()
+    web = uvicorn.Server(
+        uvicorn.Config(
+            create_app(live.runtime),
+            host="127.0.0.1",
+            port=port,
+            lifespan="off",
+            log_level="warning",
+        )
+    )
+    task = asyncio.create_task(web.serve())
+    while not web.started:
+        await asyncio.sleep(0.02)
+    framing = "urn:ietf:params:xml:ns:xmpp-framing"
+    try:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/xmpp-websocket",
+            subprotocols=["xmpp"],  # type: ignore[list-item]
+        ) as ws:
+            assert ws.subprotocol == "xmpp"
+
+            async def recv() -> str:
+                return str(await asyncio.wait_for(ws.recv(), 5))
+
+            await ws.send(f"<open xmlns='{framing}' to='{DOMAIN}' version='1.0'/>")
+            assert "<open" in await recv()
+            assert "SCRAM-SHA-256" in await recv()
+            first_bare = "n=alice,r=websocketnonce"
+            await ws.send(
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>"
+                f"{_b64('n,,' + first_bare)}</auth>"
+            )
+            challenge = re.search(r">([^<]+)</challenge>", await recv())
+            assert challenge is not None
+            server_first = base64.b64decode(challenge.group(1)).decode()
+            final = _scram_sha256_final(live.passwords["alice"], first_bare, server_first)
+            await ws.send(
+                f"<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{_b64(final)}</response>"
+            )
+            assert "<success" in await recv()
+            await ws.send(f"<open xmlns='{framing}' to='{DOMAIN}' version='1.0'/>")
+            assert "<open" in await recv()
+            assert "bind" in await recv()
+            await ws.send(
+                "<iq type='set' id='b1' xmlns='jabber:client'>"
+                "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>web</resource></bind>"
+                "</iq>"
+            )
+            assert f"alice@{DOMAIN}/web" in await recv()
+
+            with transaction(live.runtime.session_factory) as session:
+                service = hosting.get_service_by_domain(session, DOMAIN)
+                account = hosting.get_account(session, service, "alice")
+                hosting.disable_account(
+                    session, live.runtime.clock, service, account, "Account closed by IT."
+                )
+            closing = ""
+            while "<close" not in closing:
+                closing += await recv()
+            assert "policy-violation" in closing and "Account closed by IT." in closing
+    finally:
+        web.should_exit = True
+        await task
