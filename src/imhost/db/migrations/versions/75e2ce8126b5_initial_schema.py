@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 9935341953d3
+Revision ID: 75e2ce8126b5
 Revises:
-Create Date: 2026-11-26 14:10:17.106911
+Create Date: 2026-11-26 14:35:24.255426
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from alembic import op
 
 import imhost.db.types
 
-revision: str = "9935341953d3"
+revision: str = "75e2ce8126b5"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -462,6 +462,40 @@ def upgrade() -> None:
     with op.batch_alter_table("email_verifications", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_email_verifications_user_id"), ["user_id"], unique=False
+        )
+
+    op.create_table(
+        "hosted_services",
+        sa.Column("organization_id", sa.String(length=32), nullable=False),
+        sa.Column("domain", sa.String(length=253), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("status_reason", sa.String(length=500), nullable=False),
+        sa.Column("suspended_by", sa.String(length=16), nullable=True),
+        sa.Column("budget_block_reason", sa.String(length=500), nullable=True),
+        sa.Column("max_accounts", sa.Integer(), nullable=True),
+        sa.Column("max_connections", sa.Integer(), nullable=True),
+        sa.Column("max_connections_per_account", sa.Integer(), nullable=True),
+        sa.Column("message_rate", sa.Integer(), nullable=True),
+        sa.Column("message_burst", sa.Integer(), nullable=False),
+        sa.Column("max_stanza_bytes", sa.Integer(), nullable=False),
+        sa.Column("max_offline_messages", sa.Integer(), nullable=False),
+        sa.Column("storage_mb", sa.Integer(), nullable=True),
+        sa.Column("registration_allowed", sa.Boolean(), nullable=False),
+        sa.Column("updated_at", imhost.db.types.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("created_at", imhost.db.types.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_hosted_services_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_hosted_services")),
+        sa.UniqueConstraint("domain", name=op.f("uq_hosted_services_domain")),
+    )
+    with op.batch_alter_table("hosted_services", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_hosted_services_organization_id"), ["organization_id"], unique=False
         )
 
     op.create_table(
@@ -1053,6 +1087,44 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "xmpp_accounts",
+        sa.Column("service_id", sa.String(length=32), nullable=False),
+        sa.Column("localpart", sa.String(length=1023), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("sha1_salt", sa.LargeBinary(length=64), nullable=False),
+        sa.Column("sha1_iterations", sa.Integer(), nullable=False),
+        sa.Column("sha1_stored_key", sa.LargeBinary(length=64), nullable=False),
+        sa.Column("sha1_server_key", sa.LargeBinary(length=64), nullable=False),
+        sa.Column("sha256_salt", sa.LargeBinary(length=64), nullable=False),
+        sa.Column("sha256_iterations", sa.Integer(), nullable=False),
+        sa.Column("sha256_stored_key", sa.LargeBinary(length=64), nullable=False),
+        sa.Column("sha256_server_key", sa.LargeBinary(length=64), nullable=False),
+        sa.Column("disabled", sa.Boolean(), nullable=False),
+        sa.Column("disabled_reason", sa.String(length=500), nullable=False),
+        sa.Column("password_changed_at", imhost.db.types.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("last_login_at", imhost.db.types.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("client_version", sa.String(length=300), nullable=True),
+        sa.Column("roster_version", sa.Integer(), nullable=False),
+        sa.Column("updated_at", imhost.db.types.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("created_at", imhost.db.types.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["service_id"],
+            ["hosted_services.id"],
+            name=op.f("fk_xmpp_accounts_service_id_hosted_services"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_xmpp_accounts")),
+        sa.UniqueConstraint(
+            "service_id", "localpart", name=op.f("uq_xmpp_accounts_service_id_localpart")
+        ),
+    )
+    with op.batch_alter_table("xmpp_accounts", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_xmpp_accounts_service_id"), ["service_id"], unique=False
+        )
+
+    op.create_table(
         "credit_notes",
         sa.Column("number", sa.String(length=64), nullable=False),
         sa.Column("invoice_id", sa.String(length=32), nullable=False),
@@ -1145,6 +1217,131 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "xmpp_blocked_jids",
+        sa.Column("account_id", sa.String(length=32), nullable=False),
+        sa.Column("jid", sa.String(length=3071), nullable=False),
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["xmpp_accounts.id"],
+            name=op.f("fk_xmpp_blocked_jids_account_id_xmpp_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_xmpp_blocked_jids")),
+    )
+    with op.batch_alter_table("xmpp_blocked_jids", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_xmpp_blocked_jids_account_id"), ["account_id"], unique=False
+        )
+
+    op.create_table(
+        "xmpp_offline_messages",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("account_id", sa.String(length=32), nullable=False),
+        sa.Column("service_id", sa.String(length=32), nullable=False),
+        sa.Column("stanza", sa.Text(), nullable=False),
+        sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column("stored_at", imhost.db.types.UtcDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["xmpp_accounts.id"],
+            name=op.f("fk_xmpp_offline_messages_account_id_xmpp_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_xmpp_offline_messages")),
+    )
+    with op.batch_alter_table("xmpp_offline_messages", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_xmpp_offline_messages_account", ["account_id", "id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_xmpp_offline_messages_service_id"), ["service_id"], unique=False
+        )
+
+    op.create_table(
+        "xmpp_pending_subscriptions",
+        sa.Column("account_id", sa.String(length=32), nullable=False),
+        sa.Column("jid", sa.String(length=2047), nullable=False),
+        sa.Column("stanza", sa.Text(), nullable=False),
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["xmpp_accounts.id"],
+            name=op.f("fk_xmpp_pending_subscriptions_account_id_xmpp_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_xmpp_pending_subscriptions")),
+        sa.UniqueConstraint(
+            "account_id", "jid", name=op.f("uq_xmpp_pending_subscriptions_account_id_jid")
+        ),
+    )
+    with op.batch_alter_table("xmpp_pending_subscriptions", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_xmpp_pending_subscriptions_account_id"), ["account_id"], unique=False
+        )
+
+    op.create_table(
+        "xmpp_private_xml",
+        sa.Column("account_id", sa.String(length=32), nullable=False),
+        sa.Column("service_id", sa.String(length=32), nullable=False),
+        sa.Column("key", sa.String(length=1024), nullable=False),
+        sa.Column("xml", sa.Text(), nullable=False),
+        sa.Column("size", sa.Integer(), nullable=False),
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["xmpp_accounts.id"],
+            name=op.f("fk_xmpp_private_xml_account_id_xmpp_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_xmpp_private_xml")),
+        sa.UniqueConstraint("account_id", "key", name=op.f("uq_xmpp_private_xml_account_id_key")),
+    )
+    with op.batch_alter_table("xmpp_private_xml", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_xmpp_private_xml_account_id"), ["account_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_xmpp_private_xml_service_id"), ["service_id"], unique=False
+        )
+
+    op.create_table(
+        "xmpp_roster_items",
+        sa.Column("account_id", sa.String(length=32), nullable=False),
+        sa.Column("jid", sa.String(length=2047), nullable=False),
+        sa.Column("name", sa.String(length=1023), nullable=True),
+        sa.Column("subscription", sa.String(length=4), nullable=False),
+        sa.Column("ask", sa.Boolean(), nullable=False),
+        sa.Column("approved", sa.Boolean(), nullable=False),
+        sa.Column("groups", sa.JSON(), nullable=False),
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["xmpp_accounts.id"],
+            name=op.f("fk_xmpp_roster_items_account_id_xmpp_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_xmpp_roster_items")),
+        sa.UniqueConstraint("account_id", "jid", name=op.f("uq_xmpp_roster_items_account_id_jid")),
+    )
+    with op.batch_alter_table("xmpp_roster_items", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_xmpp_roster_items_account_id"), ["account_id"], unique=False
+        )
+
+    op.create_table(
+        "xmpp_vcards",
+        sa.Column("account_id", sa.String(length=32), nullable=False),
+        sa.Column("xml", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["xmpp_accounts.id"],
+            name=op.f("fk_xmpp_vcards_account_id_xmpp_accounts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("account_id", name=op.f("pk_xmpp_vcards")),
+    )
+    op.create_table(
         "credit_note_lines",
         sa.Column("credit_note_id", sa.String(length=32), nullable=False),
         sa.Column("invoice_line_id", sa.String(length=32), nullable=True),
@@ -1173,6 +1370,29 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_credit_note_lines_credit_note_id"))
 
     op.drop_table("credit_note_lines")
+    op.drop_table("xmpp_vcards")
+    with op.batch_alter_table("xmpp_roster_items", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_xmpp_roster_items_account_id"))
+
+    op.drop_table("xmpp_roster_items")
+    with op.batch_alter_table("xmpp_private_xml", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_xmpp_private_xml_service_id"))
+        batch_op.drop_index(batch_op.f("ix_xmpp_private_xml_account_id"))
+
+    op.drop_table("xmpp_private_xml")
+    with op.batch_alter_table("xmpp_pending_subscriptions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_xmpp_pending_subscriptions_account_id"))
+
+    op.drop_table("xmpp_pending_subscriptions")
+    with op.batch_alter_table("xmpp_offline_messages", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_xmpp_offline_messages_service_id"))
+        batch_op.drop_index("ix_xmpp_offline_messages_account")
+
+    op.drop_table("xmpp_offline_messages")
+    with op.batch_alter_table("xmpp_blocked_jids", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_xmpp_blocked_jids_account_id"))
+
+    op.drop_table("xmpp_blocked_jids")
     with op.batch_alter_table("invoice_lines", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_invoice_lines_invoice_id"))
 
@@ -1187,6 +1407,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_credit_notes_invoice_id"))
 
     op.drop_table("credit_notes")
+    with op.batch_alter_table("xmpp_accounts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_xmpp_accounts_service_id"))
+
+    op.drop_table("xmpp_accounts")
     with op.batch_alter_table("usage_budget_alerts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_usage_budget_alerts_organization_id"))
 
@@ -1270,6 +1494,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_invitations_organization_id"))
 
     op.drop_table("invitations")
+    with op.batch_alter_table("hosted_services", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_hosted_services_organization_id"))
+
+    op.drop_table("hosted_services")
     with op.batch_alter_table("email_verifications", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_email_verifications_user_id"))
 
