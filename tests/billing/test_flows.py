@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -214,3 +215,32 @@ def _wipe(factory: sessionmaker[Session]) -> None:
     with transaction(factory) as s:
         for table in reversed(metadata.sorted_tables):
             s.execute(table.delete())
+
+
+def test_two_runs_at_the_same_time_make_each_invoice_once(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 11, 1, 9))
+    for i in range(6):
+        _setup_customer(session_factory, clock, org_id=f"c{i}", sub_id=f"s{i}")
+    as_of = utc(2027, 1, 5)
+    results: list[object] = []
+
+    def run() -> None:
+        try:
+            results.append(run_billing(session_factory, clock, as_of))
+        except Exception as exc:  # reported below
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert all(not isinstance(r, Exception) for r in results), results
+    with session_factory() as s:
+        numbers = s.scalars(select(Invoice.number)).all()
+    assert len(numbers) == 18 == len(set(numbers))  # 6 customers x (Nov, Dec, Jan)
+    assert sorted(n.split("-")[-1] for n in numbers if n.startswith("INV-2026")) == [
+        f"{k:06d}" for k in range(1, 13)
+    ]

@@ -104,7 +104,9 @@ def run_billing(
             continue
         try:
             with transaction(session_factory) as session:
-                invoice = invoice_subscription(session, clock, sub_id, fault=hook, cache=cache)
+                invoice = invoice_subscription(
+                    session, clock, sub_id, fault=hook, cache=cache, expected_at=point
+                )
                 sub = session.get(Subscription, sub_id)
                 next_at = sub.next_billing_at if sub is not None else None
                 hook("before_commit")
@@ -126,11 +128,11 @@ def run_billing(
             summary.invoices += 1
             summary.invoice_numbers.append(number or "")
             summary.totals[currency] = summary.totals.get(currency, Decimal(0)) + total
-            if next_at is not None:
-                next_at = ensure_utc(next_at)
-                if next_at <= as_of:
-                    heapq.heappush(heap, (next_at, sub_id, org_id))
-                    total_known += 1
+        if next_at is not None:
+            next_at = ensure_utc(next_at)
+            if point < next_at <= as_of:
+                heapq.heappush(heap, (next_at, sub_id, org_id))
+                total_known += 1
         if progress is not None:
             progress(summary.invoices + summary.skipped + len(failed), total_known, sub_id)
     summary.seconds = time.monotonic() - started

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from imhost import events
@@ -293,9 +293,7 @@ def finalize_invoice(
         raise Conflict(f"invoice {invoice.number or invoice.id} is not a draft")
     when = issued_at or clock.now()
     terms = terms or billing_terms(session)
-    allocated = allocate_number(
-        session, "invoice", when, number_format=terms.invoice_number_format
-    )
+    allocated = allocate_number(session, "invoice", when, number_format=terms.invoice_number_format)
     invoice.number = allocated.number
     invoice.issued_at = when
     invoice.due_at = when + timedelta(days=terms.payment_terms_days)
@@ -375,7 +373,37 @@ def settle_if_paid(session: Session, invoice: Invoice, at: datetime) -> bool:
     return False
 
 
+def lock_invoice(session: Session, invoice_id: str) -> Invoice | None:
+    """Read the invoice locked for this transaction (see :func:`lock_subscription`)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(
+            update(Invoice)
+            .where(Invoice.id == invoice_id)
+            .values(id=Invoice.id)
+            .execution_options(synchronize_session=False)
+        )
+    return session.scalar(
+        select(Invoice)
+        .where(Invoice.id == invoice_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+
+
 def lock_subscription(session: Session, subscription_id: str) -> Subscription | None:
+    """Read the subscription locked for this transaction.
+
+    PostgreSQL: ``SELECT ... FOR UPDATE`` on its row. SQLite has no row locks: a no-op
+    UPDATE first takes the database's write lock (waiting for another writer rather than
+    failing later when this transaction would upgrade a read), so concurrent runs serialize.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id == subscription_id)
+            .values(id=Subscription.id)
+            .execution_options(synchronize_session=False)
+        )
     return session.scalar(
         select(Subscription)
         .where(Subscription.id == subscription_id)
@@ -391,10 +419,12 @@ def invoice_subscription(
     *,
     fault: FaultHook = _no_fault,
     cache: RunCache | None = None,
+    expected_at: datetime | None = None,
 ) -> Invoice | None:
     """Invoice a subscription at its billing point, in the caller's transaction.
 
-    Returns ``None`` when the point was billed already (by another run). The steps are: draft
+    Returns ``None`` when the point was billed already (by another run), or when the
+    subscription's billing point is no longer ``expected_at``. The steps are: draft
     the lines, compose (discount, carry-over, tax), write the draft, finalize with a number,
     move the pending charges and coupon on, apply account credit, close the metering period,
     advance the subscription, publish ``InvoiceEvent(kind="finalized")``.
@@ -404,6 +434,8 @@ def invoice_subscription(
         raise NotFound(f"no subscription {subscription_id!r}")
     if sub.next_billing_at is None:
         return None
+    if expected_at is not None and sub.next_billing_at != expected_at:
+        return None  # another run got there first; the caller looks at the new point
     point = billing_point(sub)
     already = session.scalar(
         select(Invoice.id).where(

@@ -23,6 +23,7 @@ from imhost.billing.invoicing import (
     apply_account_credit,
     get_invoice,
     invoice_lines,
+    lock_invoice,
     settle_if_paid,
 )
 from imhost.billing.models import (
@@ -58,12 +59,7 @@ def _money(amount: Decimal | str, currency: str, field: str = "amount") -> Decim
 
 
 def _open_invoice(session: Session, invoice_id: str, organization_id: str | None) -> Invoice:
-    invoice = session.scalar(
-        select(Invoice)
-        .where(Invoice.id == invoice_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    invoice = lock_invoice(session, invoice_id)
     if invoice is None or (organization_id and invoice.organization_id != organization_id):
         raise NotFound(f"no invoice {invoice_id!r}")
     return invoice

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from imhost.billing.invoicing import invoice_lines
 from imhost.billing.models import Invoice, InvoiceLine
 from imhost.billing.periods import fmt
-from imhost.billing.settings import get_profile
+from imhost.billing.settings import read_profile
 
 _env = Environment(
     loader=PackageLoader("imhost.billing", "templates"),
@@ -31,7 +31,7 @@ UsageLink = Callable[[InvoiceLine], str]
 def render_invoice_html(
     session: Session, invoice: Invoice, *, usage_link: UsageLink | None = None
 ) -> str:
-    profile = get_profile(session)
+    profile = read_profile(session)
     lines = invoice_lines(session, invoice.id)
 
     def money(amount: Decimal) -> str:
@@ -48,7 +48,7 @@ def _latin1(text: str) -> str:
 
 
 def render_invoice_pdf(session: Session, invoice: Invoice) -> bytes:
-    profile = get_profile(session)
+    profile = read_profile(session)
     lines = invoice_lines(session, invoice.id)
     cur = invoice.currency
 

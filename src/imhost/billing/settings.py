@@ -36,6 +36,19 @@ def get_profile(session: Session) -> BillingProfile:
     return profile
 
 
+def read_profile(session: Session) -> BillingProfile:
+    """The profile for reading: the stored one, or the defaults (not stored) if none yet."""
+    profile = session.scalar(select(BillingProfile).where(BillingProfile.key == DEFAULT_KEY))
+    if profile is not None:
+        return profile
+    defaults = BillingProfile(key=DEFAULT_KEY)
+    for column in BillingProfile.__table__.columns:
+        if getattr(defaults, column.key) is None and column.default is not None:
+            arg = column.default.arg
+            setattr(defaults, column.key, arg(None) if callable(arg) else arg)
+    return defaults
+
+
 def check_number_format(fmt: str) -> str:
     """A document number format may use ``{year}`` and ``{seq}`` (with a format spec)."""
     fields = set()
@@ -171,7 +184,7 @@ class BillingTerms:
 
 
 def billing_terms(session: Session) -> BillingTerms:
-    profile = get_profile(session)
+    profile = read_profile(session)
     return BillingTerms(
         home_country=profile.home_country,
         prices_include_tax=profile.prices_include_tax,
@@ -182,7 +195,7 @@ def billing_terms(session: Session) -> BillingTerms:
 
 
 def tax_for(session: Session, country: str | None, tax_id: str | None) -> TaxDecision:
-    profile = get_profile(session)
+    profile = read_profile(session)
     rates = {r.country: (r.percent, r.name) for r in list_tax_rates(session)}
     return decide_tax(
         provider_country=profile.home_country,

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.billing.dunning import dun_invoice, open_invoice_ids
 from imhost.billing.flows import RunSummary, run_billing
-from imhost.billing.models import Invoice
-from imhost.billing.settings import get_profile
+from imhost.billing.invoicing import lock_invoice
+from imhost.billing.settings import read_profile
 from imhost.db.engine import transaction
 from imhost.kit.clock import Clock
 
@@ -39,16 +39,16 @@ class DunningSummary:
 def run_dunning(session_factory: sessionmaker[Session], clock: Clock) -> DunningSummary:
     """Apply the dunning policy to every open invoice, each in its own transaction."""
     summary = DunningSummary()
-    with transaction(session_factory) as session:
-        profile = get_profile(session)
+    with session_factory() as session:
+        profile = read_profile(session)
         lead = max([0, *[-d for d in profile.reminder_offsets or []]])
         ids = open_invoice_ids(session, clock.now(), lead)
     for invoice_id in ids:
         with transaction(session_factory) as session:
-            profile = get_profile(session)
-            invoice = session.get(Invoice, invoice_id, with_for_update=True)
+            invoice = lock_invoice(session, invoice_id)
             if invoice is None:
                 continue
+            profile = read_profile(session)
             summary.invoices_checked += 1
             for step in dun_invoice(session, clock, profile, invoice):
                 key = "reminder" if step.startswith("reminder:") else step
