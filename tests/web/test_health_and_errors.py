@@ -89,3 +89,24 @@ def test_responses_carry_security_headers(app: FastAPI) -> None:
     r = TestClient(app).get("/healthz")
     assert r.headers["X-Content-Type-Options"] == "nosniff"
     assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+
+
+def test_engine_metrics_render_per_host_in_the_prometheus_format() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from imhost.web.metrics import render_engine_metrics
+
+    text = render_engine_metrics(
+        {"a.example": {"connections": 3, "messages": 10}, 'b"x': {"connections": 1}},
+        {"streams": 4},
+    )
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["imhost_xmpp_connections"].type == "gauge"
+    assert families["imhost_xmpp_messages"].type == "counter"
+    samples = {
+        (s.name, s.labels.get("host")): s.value for f in families.values() for s in f.samples
+    }
+    assert samples[("imhost_xmpp_connections", "a.example")] == 3
+    assert samples[("imhost_xmpp_messages_total", "a.example")] == 10
+    assert samples[("imhost_xmpp_connections", 'b"x')] == 1
+    assert samples[("imhost_xmpp_engine_streams", None)] == 4

@@ -15,7 +15,7 @@ from imhost.db.migrations import migration_status
 from imhost.runtime import Runtime
 from imhost.web import problems
 from imhost.web.api.v1 import build_router
-from imhost.web.metrics import HttpMetrics
+from imhost.web.metrics import HttpMetrics, render_engine_metrics
 from imhost.web.xmpp_websocket import router as xmpp_websocket_router
 
 SECURITY_HEADERS = {
@@ -89,8 +89,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     def metrics() -> Response:
         body = generate_latest(registry)
         xmpp = runtime.xmpp
-        if xmpp is not None and hasattr(xmpp, "prometheus_text"):
-            body += xmpp.prometheus_text().encode()
+        if xmpp is not None:
+            body += render_engine_metrics(xmpp.metrics_snapshot(), xmpp.engine_stats()).encode()
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(build_router())

@@ -58,3 +58,33 @@ class HttpMetrics:
             route = self.route_of(request)
             self.requests.labels(request.method, route, str(status)).inc()
             self.latency.labels(request.method, route).observe(time.perf_counter() - start)
+
+
+_GAUGES = {"connections"}
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_engine_metrics(per_host: dict[str, dict[str, int]], engine: dict[str, int]) -> str:
+    """The XMPP engine's figures in the Prometheus text format (per virtual host, and totals).
+
+    ``connections`` is a gauge (open now); every other per-host figure is a counter since start.
+    """
+    lines: list[str] = []
+    names = sorted({name for counters in per_host.values() for name in counters})
+    for name in names:
+        metric = f"imhost_xmpp_{name}" if name in _GAUGES else f"imhost_xmpp_{name}_total"
+        kind = "gauge" if name in _GAUGES else "counter"
+        lines.append(f"# HELP {metric} XMPP {name.replace('_', ' ')} per virtual host.")
+        lines.append(f"# TYPE {metric} {kind}")
+        for host in sorted(per_host):
+            if name in per_host[host]:
+                lines.append(f'{metric}{{host="{_label(host)}"}} {per_host[host][name]}')
+    for name, value in sorted(engine.items()):
+        metric = f"imhost_xmpp_engine_{name}"
+        lines.append(f"# HELP {metric} XMPP engine {name.replace('_', ' ')}.")
+        lines.append(f"# TYPE {metric} gauge")
+        lines.append(f"{metric} {value}")
+    return "\n".join(lines) + ("\n" if lines else "")
