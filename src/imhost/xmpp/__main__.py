@@ -18,7 +18,7 @@ from imhost.config import XmppSettings
 
 from .memory import MemoryBackend
 from .ports import HostLimits
-from .server import XmppServer
+from .server import XmppServer, default_modules
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -44,7 +44,11 @@ async def run(args: argparse.Namespace) -> None:
         metering_flush_seconds=args.flush,
         auth_failure_delay_seconds=0,
     )
-    server = XmppServer.with_memory_backend(settings, backend)
+    modules = default_modules()
+    if args.modules != "all":
+        wanted = {m for m in args.modules.split(",") if m and m != "none"}
+        modules = [m for m in modules if m.name in wanted]
+    server = XmppServer.with_memory_backend(settings, backend, modules=modules)
     if args.no_metering:
         server.meter.enabled = False
         server.meter.sink = None
@@ -77,6 +81,9 @@ def main() -> None:
     p.add_argument("--no-metering", action="store_true")
     p.add_argument("--flush", type=float, default=1.0)
     p.add_argument("--uvloop", action="store_true")
+    p.add_argument(
+        "--modules", default="all", help="'all', 'none' or names, e.g. roster,presence,disco,ping"
+    )
     p.add_argument("--log", default="WARNING")
     args = p.parse_args()
     logging.basicConfig(level=args.log)

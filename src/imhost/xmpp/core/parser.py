@@ -20,6 +20,13 @@ _SEP = "\x01"
 """Separator expat puts between namespace URI and local name (cannot occur in either)."""
 
 
+_CACHE_MAX = 4096
+_QNAMES: dict[str, tuple[str, str]] = {}
+"""Expat qualified names already split (bounded: names are few in practice)."""
+_PLAIN_KEYS: set[str] = set()
+"""Attribute names already checked (short, no namespace)."""
+
+
 class _Pause(Exception):
     """Raised inside a handler to stop parsing after the current top-level element."""
 
@@ -215,24 +222,34 @@ class StreamParser:
             raise StreamError(StreamErrorCondition.POLICY_VIOLATION, "elements nested too deep")
         if len(attrs) > self.max_attrs:
             raise StreamError(StreamErrorCondition.POLICY_VIOLATION, "too many attributes")
-        if len(qname) > self.max_name:
-            raise StreamError(StreamErrorCondition.POLICY_VIOLATION, "element name too long")
-        ns, _sep, name = qname.rpartition(_SEP)
+        split = _QNAMES.get(qname)
+        if split is None:
+            if len(qname) > self.max_name:
+                raise StreamError(StreamErrorCondition.POLICY_VIOLATION, "element name too long")
+            ns, _sep, name = qname.rpartition(_SEP)
+            if len(_QNAMES) < _CACHE_MAX:
+                _QNAMES[qname] = (ns, name)
+        else:
+            ns, name = split
         if attrs:
-            fixed: dict[str, str] | None = None
+            fixed = False
             for key in attrs:
+                if key in _PLAIN_KEYS:
+                    continue
                 if len(key) > self.max_name:
                     raise StreamError(
                         StreamErrorCondition.POLICY_VIOLATION, "attribute name too long"
                     )
                 if _SEP in key:
-                    fixed = {}
-                    break
-            if fixed is not None:
+                    fixed = True
+                elif len(_PLAIN_KEYS) < _CACHE_MAX:
+                    _PLAIN_KEYS.add(key)
+            if fixed:
+                qualified: dict[str, str] = {}
                 for key, value in attrs.items():
                     uri, _, local = key.rpartition(_SEP)
-                    fixed["{" + uri + "}" + local if uri else local] = value
-                attrs = fixed
+                    qualified["{" + uri + "}" + local if uri else local] = value
+                attrs = qualified
         el = Element(name, ns, attrs)
         self._depth = depth + 1
         if depth == 0:

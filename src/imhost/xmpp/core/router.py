@@ -98,6 +98,11 @@ class HostState:
         """localpart -> resource -> session."""
         self.connections = 0
         self.hooks: dict[Hook, HookChain[Any]] = {h: HookChain() for h in Hook}
+        # hot-path aliases (an Enum's hash is Python code; these are plain attributes)
+        self.message_out_chain = self.hooks[Hook.MESSAGE_OUT]
+        self.message_to_full_chain = self.hooks[Hook.MESSAGE_TO_FULL]
+        self.message_to_bare_chain = self.hooks[Hook.MESSAGE_TO_BARE]
+        self.deliver_chain = self.hooks[Hook.DELIVER]
         self.iq_handlers: dict[tuple[str, IqType], list[tuple[IqTarget, IqHandler]]] = {}
         self.host_features: set[str] = set()
         self.account_features: set[str] = set()
@@ -271,7 +276,7 @@ class Router:
     ) -> Awaitable[None] | None:
         if not self._rate_limit(stream, host, el):
             return None
-        chain = host.hooks[Hook.MESSAGE_OUT]
+        chain = host.message_out_chain
         if chain.handlers:
             event = StanzaEvent(el, stream, host.domain, to, stream.jid)
             result = chain.fire(event)
@@ -301,12 +306,12 @@ class Router:
                 lambda: self.bounce(el, StanzaErrorCondition.SERVICE_UNAVAILABLE),
             )
         if to.resource:
-            chain = target.hooks[Hook.MESSAGE_TO_FULL]
+            chain = target.message_to_full_chain
             if chain.handlers:
                 event = StanzaEvent(el, origin, target.domain, to, None)
                 return self._fire_then(chain, event, lambda: self._message_to_full(target, el, to))
             return self._message_to_full(target, el, to)
-        chain = target.hooks[Hook.MESSAGE_TO_BARE]
+        chain = target.message_to_bare_chain
         if chain.handlers:
             event = StanzaEvent(el, origin, target.domain, to, None)
             return self._fire_then(chain, event, lambda: self._message_to_bare(target, el, to))

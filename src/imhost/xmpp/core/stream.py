@@ -244,7 +244,7 @@ class C2SStream(asyncio.Protocol):
         form shared between recipients; the (possibly new) serialised form is returned."""
         host = self.host_state
         if host is not None:
-            chain = host.hooks[Hook.DELIVER]
+            chain = host.deliver_chain
             if chain.handlers:
                 handled = chain.fire(StanzaEvent(el, self, host.domain, self.jid, None))
                 if handled is True:

@@ -146,49 +146,51 @@ class Element:
 
     def serialize(self, parent_ns: str = NS_CLIENT) -> str:
         """Serialise; ``xmlns`` is written where the namespace differs from ``parent_ns``."""
-        out: list[str] = []
-        _write(self, parent_ns, out)
-        return "".join(out)
+        return _serialize(self, parent_ns)
 
     def __repr__(self) -> str:
         return f"<Element {self.serialize('')[:200]}>"
 
 
-def _write(el: Element, parent_ns: str, out: list[str]) -> None:
-    out.append("<")
-    out.append(el.name)
-    if el.ns != parent_ns:
-        out.append(" xmlns='")
-        out.append(escape_attr(el.ns))
-        out.append("'")
-    if el.attrs:
-        for index, (key, value) in enumerate(el.attrs.items()):
-            if key[0] == "{":
-                uri, _, local = key[1:].partition("}")
-                if uri == NS_XML:
-                    out.append(f" xml:{local}='{escape_attr(value)}'")
-                else:
-                    prefix = f"ns{index}"
-                    out.append(
-                        f" xmlns:{prefix}='{escape_attr(uri)}'"
-                        f" {prefix}:{local}='{escape_attr(value)}'"
-                    )
-                continue
-            out.append(" ")
-            out.append(key)
-            out.append("='")
-            out.append(escape_attr(value))
-            out.append("'")
-    if not el.children:
-        out.append("/>")
-        return
-    out.append(">")
+_str = str
+
+
+def _attr_text(el: Element) -> str:
+    return "".join(
+        [
+            f" {key}='{escape_attr(value)}'" if key[0] != "{" else _qualified_attr(key, value, i)
+            for i, (key, value) in enumerate(el.attrs.items())
+        ]
+    )
+
+
+def _qualified_attr(key: str, value: str, index: int) -> str:
+    uri, _, local = key[1:].partition("}")
+    if uri == NS_XML:
+        return f" xml:{local}='{escape_attr(value)}'"
+    prefix = f"ns{index}"
+    return f" xmlns:{prefix}='{escape_attr(uri)}' {prefix}:{local}='{escape_attr(value)}'"
+
+
+def _serialize(el: Element, parent_ns: str) -> str:
+    """Hot path: one f-string per element, children joined (no per-token appends)."""
+    name = el.name
     ns = el.ns
-    for child in el.children:
-        if isinstance(child, str):
-            out.append(escape_text(child))
-        else:
-            _write(child, ns, out)
-    out.append("</")
-    out.append(el.name)
-    out.append(">")
+    head = name if ns == parent_ns else f"{name} xmlns='{escape_attr(ns)}'"
+    attrs = _attr_text(el) if el.attrs else ""
+    children = el.children
+    if not children:
+        return f"<{head}{attrs}/>"
+    if len(children) == 1:
+        child = children[0]
+        inner = (
+            escape_text(child) if child.__class__ is _str else _serialize(child, ns)  # type: ignore[arg-type]
+        )
+    else:
+        inner = "".join(
+            [
+                escape_text(c) if c.__class__ is _str else _serialize(c, ns)  # type: ignore[arg-type]
+                for c in children
+            ]
+        )
+    return f"<{head}{attrs}>{inner}</{name}>"

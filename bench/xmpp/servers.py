@@ -1,0 +1,327 @@
+"""Start and stop the servers under test on loopback, each with its own temporary config.
+
+imhost runs ``python -m imhost.xmpp`` (memory backend); Prosody 0.12 and ejabberd 23.01 run
+from their Debian packages with the settings and traps listed in /work/shared/PEERS.md.
+Every server is pinned to core 0 with ``taskset``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SERVER_CORE = "0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pid_listening(port: int) -> int | None:
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True)
+    m = re.search(r"pid=(\d+)", out.stdout)
+    return int(m.group(1)) if m else None
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def wait_port(port: int, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+class Server:
+    name = "server"
+    version = ""
+
+    def __init__(self, domain: str, users: int, password: str, prefix: str = "u") -> None:
+        self.domain = domain
+        self.users = users
+        self.password = password
+        self.prefix = prefix
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
+        os.chmod(self.dir, 0o755)  # noqa: S103 - servers run as their own users
+
+    @property
+    def pid(self) -> int:
+        pid = pid_listening(self.port)
+        if pid is None:
+            raise RuntimeError(f"{self.name}: no process on port {self.port}")
+        return pid
+
+    def rss_kb(self) -> int:
+        return rss_kb(self.pid)
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Imhost(Server):
+    name = "imhost"
+
+    def __init__(
+        self,
+        *a: object,
+        metering: bool = True,
+        modules: str = "roster,presence,disco,ping",
+        **kw: object,
+    ) -> None:
+        self.metering = metering
+        self.modules = modules
+        super().__init__(*a, **kw)  # type: ignore[arg-type]
+        self.version = "0.1.0"
+
+    async def start(self) -> None:
+        cmd = [
+            "taskset",
+            "-c",
+            SERVER_CORE,
+            sys.executable,
+            "-m",
+            "imhost.xmpp",
+            "--domain",
+            self.domain,
+            "--users",
+            str(self.users),
+            "--user-prefix",
+            self.prefix,
+            "--password",
+            self.password,
+            "--port",
+            str(self.port),
+            "--no-tls",
+            "--plain-without-tls",
+            "--no-rate-limit",
+            "--uvloop",
+            "--log",
+            "WARNING",
+            "--cert-dir",
+            str(self.dir / "tls"),
+            "--modules",
+            self.modules,
+        ]
+        if not self.metering:
+            cmd.append("--no-metering")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert self.proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        line = await asyncio.wait_for(loop.run_in_executor(None, self.proc.stdout.readline), 120)
+        if not line.startswith(b"ready"):
+            raise RuntimeError(f"imhost did not start: {line!r}")
+
+
+class Prosody(Server):
+    name = "prosody"
+
+    async def start(self) -> None:
+        data = self.dir / "data"
+        accounts = data / self.domain.replace(".", "%2e") / "accounts"
+        accounts.mkdir(parents=True)
+        for i in range(self.users):
+            (accounts / f"{self.prefix}{i}.dat").write_text(
+                f'return {{\n\t["password"] = "{self.password}";\n}};\n'
+            )
+        cfg = self.dir / "prosody.cfg.lua"
+        cfg.write_text(f"""
+pidfile = "{self.dir}/prosody.pid"
+data_path = "{data}"
+log = {{ warn = "{self.dir}/prosody.log" }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {self.port} }}
+s2s_ports = {{ }}
+component_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+modules_enabled = {{ "roster", "saslauth", "disco", "ping" }}
+modules_disabled = {{ "s2s" }}
+network_settings = {{ tcp_backlog = 1024 }}
+VirtualHost "{self.domain}"
+""")
+        subprocess.run(["chown", "-R", "prosody:prosody", str(self.dir)], check=True)
+        self.proc = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                SERVER_CORE,
+                "setpriv",
+                "--reuid=prosody",
+                "--regid=prosody",
+                "--init-groups",
+                "--",
+                "prosody",
+                "-F",
+                "--config",
+                str(cfg),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await wait_port(self.port)
+        out = subprocess.run(["prosody", "--version"], capture_output=True, text=True)
+        self.version = (out.stdout.split("\n")[0].split()[-1]) if out.stdout else "0.12"
+
+
+class Ejabberd(Server):
+    name = "ejabberd"
+
+    async def start(self) -> None:
+        d = self.dir
+        for sub in ("logs", "spool", "conf"):
+            (d / sub).mkdir()
+        (d / "conf" / "ejabberd.yml").write_text(f"""
+hosts:
+  - "{self.domain}"
+loglevel: warning
+log_rotate_count: 0
+listen:
+  -
+    port: {self.port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    starttls: false
+    shaper: none
+    backlog: 1024
+    max_stanza_size: 262144
+auth_method: internal
+auth_password_format: plain
+registration_timeout: infinity
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  register:
+    allow: all
+  local:
+    allow: local
+shaper_rules:
+  max_user_sessions: 1000
+  c2s_shaper: none
+modules:
+  mod_disco: {{}}
+  mod_offline: {{}}
+  mod_ping: {{}}
+  mod_roster: {{}}
+  mod_register:
+    ip_access: all
+    access: register
+""")
+        self.node = f"bench{self.port}@localhost"
+        self.epmd_before = set(_pids_named("epmd"))
+        (d / "conf" / "ejabberdctl.cfg").write_text(
+            f"ERLANG_NODE={self.node}\nINET_DIST_INTERFACE=127.0.0.1\n"
+            f'ERL_EPMD_ADDRESS=127.0.0.1\nERL_OPTIONS="+S 1:1"\n'
+        )
+        (d / ".erlang.cookie").write_text(os.urandom(16).hex())
+        os.chmod(d / ".erlang.cookie", 0o400)
+        subprocess.run(["chown", "-R", "ejabberd:ejabberd", str(d)], check=True)
+        env = dict(os.environ, HOME=str(d), EJABBERD_CONFIG_PATH=str(d / "conf/ejabberd.yml"))
+        self.proc = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                SERVER_CORE,
+                "setpriv",
+                "--reuid=ejabberd",
+                "--regid=ejabberd",
+                "--init-groups",
+                "--",
+                "ejabberdctl",
+                "--config-dir",
+                str(d / "conf"),
+                "--config",
+                str(d / "conf/ejabberd.yml"),
+                "--ctl-config",
+                str(d / "conf/ejabberdctl.cfg"),
+                "--logs",
+                str(d / "logs"),
+                "--spool",
+                str(d / "spool"),
+                "--node",
+                self.node,
+                "foreground",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        await wait_port(self.port, 120)
+        self.version = "23.01"
+        await self.register_users()
+
+    async def register_users(self) -> None:
+        """XEP-0077 in-band registration, 20 at a time (ejabberdctl per user is slow)."""
+        sem = asyncio.Semaphore(20)
+
+        async def one(i: int) -> None:
+            async with sem:
+                r, w = await asyncio.open_connection("127.0.0.1", self.port)
+                w.write(
+                    (
+                        f"<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream="
+                        f"'http://etherx.jabber.org/streams' to='{self.domain}' version='1.0'>"
+                        f"<iq type='set' id='r'><query xmlns='jabber:iq:register'>"
+                        f"<username>{self.prefix}{i}</username><password>{self.password}</password>"
+                        f"</query></iq>"
+                    ).encode()
+                )
+                buf = b""
+                while b"id='r'" not in buf and b'id="r"' not in buf:
+                    chunk = await asyncio.wait_for(r.read(4096), 10)
+                    if not chunk:
+                        break
+                    buf += chunk
+                w.close()
+
+        await asyncio.gather(*(one(i) for i in range(self.users)))
+
+    async def stop(self) -> None:
+        await super().stop()
+        # stop the epmd daemon this run started (by its pid; one that ran before is left)
+        for pid in set(_pids_named("epmd")) - getattr(self, "epmd_before", set()):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _pids_named(name: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
