@@ -77,11 +77,15 @@ class BlockingModule(Module):
 
     def load(self) -> None:
         self._passing: set[int] = set()
+        self._lists: dict[str, frozenset[str]] = {}
+        """localpart -> block list, for every account with a bound session (the hot path's
+        lookup: one dict access per inbound stanza)."""
         ctx = self.ctx
         ctx.add_feature(NS_BLOCKING, IqTarget.BOTH)
         ctx.iq_handler(NS_BLOCKING, IqType.GET, self.on_get, IqTarget.ACCOUNT)
         ctx.iq_handler(NS_BLOCKING, IqType.SET, self.on_set, IqTarget.ACCOUNT)
         ctx.hook(Hook.SESSION_BOUND, self.on_bound, priority=PRIORITY)
+        ctx.hook(Hook.SESSION_CLOSED, self.on_closed)
         ctx.hook(Hook.MESSAGE_OUT, self.on_message_out, priority=PRIORITY)
         ctx.hook(Hook.PRESENCE_OUT, self.on_presence_out, priority=PRIORITY)
         ctx.hook(Hook.MESSAGE_TO_BARE, self.on_message_in, priority=PRIORITY)
@@ -89,30 +93,50 @@ class BlockingModule(Module):
         ctx.hook(Hook.PRESENCE_TO_BARE, self.on_presence_in, priority=PRIORITY)
         ctx.hook(Hook.PRESENCE_TO_FULL, self.on_presence_in, priority=PRIORITY)
         ctx.hook(Hook.OFFLINE_STORE, self.on_offline_store, priority=PRIORITY)
-        ctx.hook(Hook.DELIVER, self.on_deliver, priority=PRIORITY)
+        self._deliver_hooked = False
+        """``on_deliver`` is attached only while an online account has a non-empty list, so
+        the common case (nobody blocks anyone) pays nothing per delivered stanza."""
 
     # -- the list -----------------------------------------------------------------------------
 
     async def blocklist(self, localpart: str) -> frozenset[str]:
-        """The account's block list: cached on its sessions, else read from the store."""
-        for session in self.ctx.sessions(localpart):
-            return session.get(BLOCKLIST)
+        """The account's block list: cached while it has a session, else from the store."""
+        known = self._lists.get(localpart)
+        if known is not None:
+            return known
         return frozenset(await self.ctx.stores.blocklist.get_blocklist(self.ctx.domain, localpart))
 
     async def on_bound(self, event: SessionEvent) -> None:
         session = event.session
-        for other in self.ctx.sessions(session.localpart):
-            if other is not session:
-                session.set(BLOCKLIST, other.get(BLOCKLIST))
-                return
+        known = self._lists.get(session.localpart)
+        if known is not None:
+            session.set(BLOCKLIST, known)
+            return
         blocklist = await self.ctx.stores.blocklist.get_blocklist(
             self.ctx.domain, session.localpart
         )
         self._cache(session.localpart, frozenset(blocklist))
 
+    def on_closed(self, event: SessionEvent) -> None:
+        if not self.ctx.sessions(event.session.localpart):
+            self._lists.pop(event.session.localpart, None)
+            self._sync_deliver_hook()
+
+    def _sync_deliver_hook(self) -> None:
+        wanted = any(self._lists.values())
+        if wanted and not self._deliver_hooked:
+            self.ctx.hook(Hook.DELIVER, self.on_deliver, priority=PRIORITY)
+        elif not wanted and self._deliver_hooked:
+            self.ctx.unhook(Hook.DELIVER, self.on_deliver)
+        self._deliver_hooked = wanted
+
     def _cache(self, localpart: str, blocklist: frozenset[str]) -> None:
-        for session in self.ctx.sessions(localpart):
+        sessions = self.ctx.sessions(localpart)
+        for session in sessions:
             session.set(BLOCKLIST, blocklist)
+        if sessions:
+            self._lists[localpart] = blocklist
+        self._sync_deliver_hook()
 
     # -- iq -----------------------------------------------------------------------------------
 
@@ -219,6 +243,8 @@ class BlockingModule(Module):
     # -- enforcement --------------------------------------------------------------------------
 
     def on_message_out(self, event: StanzaEvent) -> bool:
+        if not self._deliver_hooked:  # no online account blocks anyone: the common case
+            return False
         return self._refuse_outbound(event)
 
     def on_presence_out(self, event: StanzaEvent) -> bool:
@@ -252,16 +278,17 @@ class BlockingModule(Module):
         """True/False when the recipient is online (cached list), None when unknown."""
         if to is None or not to.local:
             return False
-        sessions = self.ctx.sessions(to.local)
-        if not sessions:
+        blocklist = self._lists.get(to.local)
+        if blocklist is None:
             return None
-        blocklist = sessions[0].get(BLOCKLIST)
         if not blocklist:
             return False
         sender = sender_of(stanza)
         return sender is not None and is_blocked(blocklist, sender) and not _own(sender, to)
 
     def on_message_in(self, event: StanzaEvent) -> bool:
+        if not self._deliver_hooked:
+            return False  # an offline recipient's list is checked before offline storage
         if self._recipient_blocks(event.to, event.stanza):
             if event.stanza.get("type") not in ("error", "groupchat", "headline"):
                 self._bounce(event.stanza, StanzaErrorCondition.SERVICE_UNAVAILABLE)

@@ -47,8 +47,9 @@ class CsiModule(Module):
         if register is not None and self.supported:
             register(NS_CSI, self.on_nonza)
             self.ctx.add_stream_feature(lambda _s: Element("csi", NS_CSI))
-        self.ctx.hook(Hook.DELIVER, self.on_deliver, priority=PRIORITY)
         self.ctx.hook(Hook.SESSION_CLOSED, self.on_closed)
+        self._inactive = 0
+        """Sessions inactive now; ``on_deliver`` is attached only while there is one."""
 
     def on_nonza(self, session: C2SStream, el: Element) -> None:
         if el.name == "inactive":
@@ -58,11 +59,20 @@ class CsiModule(Module):
 
     def set_state(self, session: C2SStream, *, active: bool) -> None:
         """Record the client's state; becoming active sends what was held, oldest first."""
-        if not active:
-            session.set(INACTIVE, True)
+        if session.get(INACTIVE) == (not active):
             return
-        session.set(INACTIVE, False)
-        self._flush(session)
+        session.set(INACTIVE, not active)
+        self._count(-1 if active else 1)
+        if active:
+            self._flush(session)
+
+    def _count(self, delta: int) -> None:
+        before = self._inactive
+        self._inactive = max(0, before + delta)
+        if before == 0 and self._inactive > 0:
+            self.ctx.hook(Hook.DELIVER, self.on_deliver, priority=PRIORITY)
+        elif before > 0 and self._inactive == 0:
+            self.ctx.unhook(Hook.DELIVER, self.on_deliver)
 
     def _flush(self, session: C2SStream) -> None:
         held = session.get(HELD)
@@ -94,3 +104,6 @@ class CsiModule(Module):
 
     def on_closed(self, event: SessionEvent) -> None:
         event.session.set(HELD, None)
+        if event.session.get(INACTIVE):
+            event.session.set(INACTIVE, False)
+            self._count(-1)
