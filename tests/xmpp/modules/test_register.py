@@ -83,3 +83,35 @@ async def test_no_register_stream_feature_while_registration_is_off() -> None:
     async with Harness(modules=MODULES) as h:
         features = (await h.client().open())[0]
         assert features.find("register", "http://jabber.org/features/iq-register") is None
+
+
+def _preauth_supported(h: Harness) -> bool:
+    module = h.server.router.hosts[DOMAIN].modules[0]
+    assert isinstance(module, RegisterModule)
+    return module.registration_supported
+
+
+async def test_registration_when_the_host_allows_it() -> None:
+    from imhost.xmpp.ports import HostLimits
+
+    limits = HostLimits(message_rate=None, registration_allowed=True)
+    async with Harness(modules=MODULES, limits=limits) as h:
+        if not _preauth_supported(h):
+            pytest.skip("the core does not dispatch pre-auth iq to modules yet (requested)")
+        c = h.client()
+        features = (await c.open())[0]
+        assert features.find("register", "http://jabber.org/features/iq-register") is not None
+        c.send(
+            f"<iq type='set' id='reg'><query xmlns='{NS_REGISTER}'>"
+            "<username>dave</username><password>a fine long password</password></query></iq>"
+        )
+        reply = await c.wait_for("iq")
+        assert reply.get("type") == "result"
+        assert await h.backend.account_exists(DOMAIN, "dave")
+        taken = h.client()
+        await taken.open()
+        taken.send(
+            f"<iq type='set' id='reg'><query xmlns='{NS_REGISTER}'>"
+            "<username>alice</username><password>a fine long password</password></query></iq>"
+        )
+        assert error_of(await taken.wait_for("iq")) == "conflict"

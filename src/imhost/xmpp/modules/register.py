@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from imhost.kit.jid import prepare_localpart
+
 from .api import (
     Element,
     IqTarget,
@@ -12,6 +17,9 @@ from .api import (
     StanzaEvent,
     result_of,
 )
+
+if TYPE_CHECKING:
+    from .api import C2SStream
 
 NS_REGISTER = "jabber:iq:register"
 NS_REGISTER_FEATURE = "http://jabber.org/features/iq-register"
@@ -43,6 +51,49 @@ class RegisterModule(Module):
         ctx.add_feature(NS_REGISTER)
         ctx.iq_handler(NS_REGISTER, IqType.GET, self.on_get, IqTarget.HOST)
         ctx.iq_handler(NS_REGISTER, IqType.SET, self.on_set, IqTarget.BOTH)
+        preauth: Callable[..., object] | None = getattr(ctx, "preauth_iq_handler", None)
+        self.registration_supported = callable(preauth)
+        if preauth is not None and self.registration_supported:
+            preauth(NS_REGISTER, self.on_preauth)
+            ctx.add_stream_feature(self._register_feature, before_auth=True)
+
+    def _register_feature(self, _session: C2SStream) -> Element | None:
+        if not self.ctx.host.limits.registration_allowed:
+            return None
+        return Element("register", NS_REGISTER_FEATURE)
+
+    async def on_preauth(self, _session: C2SStream, iq: Element) -> Element:
+        """§3.1 registration of a new account before authentication (host option, off by
+        default): a get lists the fields, a set creates the account through
+        ``AccountAuth.register_account`` (limits and password policy apply there)."""
+        if not self.ctx.host.limits.registration_allowed:
+            raise StanzaError(
+                StanzaErrorCondition.NOT_ALLOWED, "this service does not allow registration"
+            )
+        if iq.get("type") == "get":
+            reply = result_of(iq)
+            query = reply.sub("query", NS_REGISTER)
+            query.sub("instructions", text="Choose a username and a password.")
+            query.sub("username")
+            query.sub("password")
+            return reply
+        form = iq.find("query", NS_REGISTER)
+        username = form.find_text("username", NS_REGISTER) if form is not None else None
+        password = form.find_text("password", NS_REGISTER) if form is not None else None
+        if not username or not password:
+            raise StanzaError(StanzaErrorCondition.BAD_REQUEST, "username and password needed")
+        try:
+            localpart = prepare_localpart(username)
+        except ValueError as exc:
+            raise StanzaError(StanzaErrorCondition.NOT_ACCEPTABLE, str(exc)) from None
+        auth = self.ctx.stores.auth
+        if await auth.account_exists(self.ctx.domain, localpart):
+            raise StanzaError(StanzaErrorCondition.CONFLICT, "this username is taken")
+        try:
+            await auth.register_account(self.ctx.domain, localpart, password)
+        except ValueError as exc:
+            raise StanzaError(StanzaErrorCondition.NOT_ACCEPTABLE, str(exc)) from None
+        return result_of(iq)
 
     def on_get(self, event: StanzaEvent) -> Element:
         session = event.session
