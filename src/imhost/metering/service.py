@@ -437,25 +437,32 @@ def _existing_orgs(session: Session, org_ids: Iterable[str]) -> set[str]:
 def _stored_contents(
     session: Session, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[str | None, str, datetime, Decimal, str | None]]:
-    by_org: dict[str, list[str]] = defaultdict(list)
-    for org, key in keys:
-        by_org[org].append(key)
+    """What is stored under these (organization, key) pairs, its original bucket included.
+
+    One query per chunk of keys, whatever the number of organizations: both columns of the
+    unique index are filtered with IN lists, and pairs that merely cross-match are dropped.
+    """
+    wanted = set(keys)
     out: dict[tuple[str, str], tuple[str | None, str, datetime, Decimal, str | None]] = {}
-    for org, org_keys in by_org.items():
-        for chunk in _chunks(sorted(set(org_keys)), _CHUNK):
-            for row in session.execute(
-                select(
-                    UsageRecord.idempotency_key,
-                    UsageRecord.service_id,
-                    UsageRecord.metric,
-                    func.coalesce(UsageRecord.original_bucket_start, UsageRecord.bucket_start),
-                    UsageRecord.quantity,
-                    UsageRecord.subject,
-                ).where(UsageRecord.organization_id == org, UsageRecord.idempotency_key.in_(chunk))
-            ):
-                key, service_id, metric, bucket, qty, subject = row
-                bucket = _utc(bucket)
-                out[(org, key)] = (service_id, metric, bucket, Decimal(qty), subject)
+    for chunk in _chunks(sorted(wanted), 1000):
+        orgs = sorted({org for org, _ in chunk})
+        for row in session.execute(
+            select(
+                UsageRecord.organization_id,
+                UsageRecord.idempotency_key,
+                UsageRecord.service_id,
+                UsageRecord.metric,
+                func.coalesce(UsageRecord.original_bucket_start, UsageRecord.bucket_start),
+                UsageRecord.quantity,
+                UsageRecord.subject,
+            ).where(
+                UsageRecord.organization_id.in_(orgs),
+                UsageRecord.idempotency_key.in_(sorted({key for _, key in chunk})),
+            )
+        ):
+            org, key, service_id, metric, bucket, qty, subject = row
+            if (org, key) in wanted:
+                out[(org, key)] = (service_id, metric, _utc(bucket), Decimal(qty), subject)
     return out
 
 
@@ -484,13 +491,22 @@ _SQLITE_INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (organization_id, idempotency_key) DO NOTHING"
 )
-_PG_INSERT = (
+_PG_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS usage_records_stage ("
+    "organization_id varchar(32), service_id varchar(64), metric varchar(40), "
+    "bucket_start timestamptz, quantity numeric(38, 12), subject varchar(255), "
+    "idempotency_key varchar(200), received_at timestamptz, original_bucket_start timestamptz"
+    ") ON COMMIT DELETE ROWS"
+)
+_PG_COPY = (
+    "COPY usage_records_stage (organization_id, service_id, metric, bucket_start, quantity, "
+    "subject, idempotency_key, received_at, original_bucket_start) FROM STDIN"
+)
+_PG_MERGE = (
     "INSERT INTO usage_records (organization_id, service_id, metric, bucket_start, quantity, "
     "subject, idempotency_key, received_at, original_bucket_start) "
-    "SELECT o, s, m, b, q::numeric, subj, k, r, ob FROM unnest("
-    "%s::varchar[], %s::varchar[], %s::varchar[], %s::timestamptz[], %s::text[], "
-    "%s::varchar[], %s::varchar[], %s::timestamptz[], %s::timestamptz[]"
-    ") AS t(o, s, m, b, q, subj, k, r, ob) "
+    "SELECT organization_id, service_id, metric, bucket_start, quantity, subject, "
+    "idempotency_key, received_at, original_bucket_start FROM usage_records_stage "
     "ON CONFLICT (organization_id, idempotency_key) DO NOTHING"
 )
 
@@ -518,19 +534,28 @@ def _insert_rows(session: Session, rows: list[_Row]) -> int:
 
     The direct path of the engine goes through here, so it skips the ORM's per-value type
     processing: SQLite gets one ``executemany`` of pre-formatted values (the formats
-    ``UtcDateTime`` and ``Amount`` store), PostgreSQL one ``INSERT ... SELECT FROM unnest()``
-    of column arrays per chunk. Rows a conflict skipped are not counted.
+    ``UtcDateTime`` and ``Amount`` store); PostgreSQL a ``COPY`` into a temporary staging
+    table and one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. Rows a conflict skipped
+    are not counted.
     """
     if not rows:
         return 0
     conn = session.connection()
     inserted = 0
     if _dialect(session) == "postgresql":
-        for chunk in _chunks(rows, 20_000):
-            columns = list(zip(*chunk, strict=True))
-            columns[4] = tuple(_quantity_text(q) for q in columns[4])
-            result = conn.exec_driver_sql(_PG_INSERT, tuple(list(c) for c in columns))
-            inserted += max(result.rowcount, 0)
+        # COPY into a session-private staging table, then one INSERT ... SELECT ... ON
+        # CONFLICT DO NOTHING: COPY is the fastest way in, and the INSERT keeps idempotency.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cur:
+            cur.execute(_PG_STAGE)
+            for chunk in _chunks(rows, 20_000):
+                with cur.copy(_PG_COPY) as copy:
+                    for row in chunk:
+                        copy.write_row(row)
+                cur.execute(_PG_MERGE)
+                inserted += max(cur.rowcount, 0)
+                cur.execute("TRUNCATE usage_records_stage")
         return inserted
     # An engine flush carries few distinct buckets (minutes) and one receipt time: format each
     # timestamp once.
