@@ -50,6 +50,7 @@ class Client(slixmpp.ClientXMPP):  # type: ignore[misc,name-defined]
         self.ssl_context.check_hostname = False
         self.ssl_context.verify_mode = ssl.CERT_NONE
         self.enable_plaintext = False
+        self.register_plugin("xep_0092", {"software_name": "e2e-client", "version": "4.2"})
         self.add_event_handler("session_start", self._start)
         self.add_event_handler("failed_auth", lambda *_: self.failed.set())
         self.add_event_handler("stream_error", self.stream_errors.put_nowait)
@@ -163,6 +164,12 @@ async def test_a_real_client_logs_in_then_is_closed_when_the_organization_is_sus
             )
         )
     assert "messages" in metrics
+    await live.server.backend.flush_batches()
+    with transaction(live.runtime.session_factory) as session:
+        service = hosting.get_service_by_domain(session, DOMAIN)
+        alice_row = hosting.get_account(session, service, "alice")
+        assert alice_row.last_login_at is not None
+        assert (alice_row.client_version or "").startswith("e2e-client 4.2")
 
 
 def _free_port() -> int:

@@ -469,9 +469,12 @@ class DbBackend:
         except Exception:
             log.exception("writing %d auth events failed; dropped", len(failed) + len(logins))
 
-    async def report_client_version(self, domain: str, localpart: str, version: str) -> None:
+    def note_client_version(self, domain: str, localpart: str, version: str) -> None:
         """XEP-0092 answer of a client after login, kept on the account (batched)."""
-        self._client_versions[(domain, localpart)] = version
+        self._client_versions[(domain, localpart)] = version[:300]
+
+    async def report_client_version(self, domain: str, localpart: str, version: str) -> None:
+        self.note_client_version(domain, localpart, version)
 
     def _refuse(self, exc: DomainError) -> ValueError:
         return ValueError(exc.detail)
