@@ -241,3 +241,30 @@ async def test_blocking_the_own_domain_still_lets_server_pushes_through() -> Non
         assert named(pushes, "iq", type="set")  # the push from the own bare JID still arrives
         _, pushes = await exchange(alice, unblock(DOMAIN))
         assert named(pushes, "iq", type="set")
+
+
+async def test_block_list_size_is_limited() -> None:
+    from imhost.xmpp.modules.blocking import MAX_BLOCKED
+
+    async with Harness(modules=MODULES) as h:
+        alice = await h.online("alice")
+        jids = [f"spammer{i}@spam.example" for i in range(MAX_BLOCKED + 1)]
+        reply, _ = await exchange(alice, block(*jids))
+        assert error_of(reply) == "not-acceptable"
+        assert await h.backend.get_blocklist(DOMAIN, "alice") == set()
+        reply, _ = await exchange(alice, block(*jids[:MAX_BLOCKED], id_="b2"))
+        assert reply.get("type") == "result"
+        assert len(await h.backend.get_blocklist(DOMAIN, "alice")) == MAX_BLOCKED
+
+
+async def test_after_the_blocking_user_logs_out_others_talk_freely_again() -> None:
+    async with Harness(modules=MODULES) as h:
+        alice = await h.online("alice")
+        await exchange(alice, block("carol@example.test"))
+        alice.send("</stream:stream>")
+        await alice.recv()
+        bob = await h.online("bob")
+        carol = await h.online("carol")
+        carol.send(f"<message to='{B}' type='chat'><body>hello bob</body></message>")
+        assert [m.find_text("body") for m in named(await bob.recv(), "message")] == ["hello bob"]
+        assert named(await carol.recv(), "message") == []

@@ -169,3 +169,13 @@ async def test_carbons_are_advertised_in_disco() -> None:
         query = reply.find("query")
         assert query is not None
         assert NS_CARBONS in {f.get("var") for f in query.elements() if f.name == "feature"}
+
+
+async def test_a_message_between_own_resources_is_not_copied_to_its_recipient() -> None:
+    async with Harness(modules=MODULES) as h:
+        phone, desktop, _bob = await three(h)
+        await exchange(desktop, ENABLE.replace("c1", "c3"))
+        desktop.send(f"<message to='{A}/phone' type='chat'><body>note to self</body></message>")
+        got = named(await phone.recv(), "message")
+        assert [m.find_text("body") for m in got] == ["note to self"]  # the message, no carbon
+        assert named(await desktop.recv(), "message") == []

@@ -460,3 +460,21 @@ async def test_messages_to_the_bare_jid_follow_priorities() -> None:
         assert [m.find_text("body") for m in named(await high.recv(), "message")] == ["to the best"]
         assert named(await low.recv(), "message") == []
         assert named(await negative.recv(), "message") == []
+
+
+async def test_removing_an_item_refuses_a_pending_request_from_that_contact() -> None:
+    async with Harness(modules=MODULES) as h:
+        await seed(h, "alice", "bob", "none+ask")
+        await seed(h, "bob", "alice", "none+pending")
+        alice, bob = await online_pair(h)
+        reply, _ = await exchange(
+            bob,
+            f"<iq type='set' id='rm'><query xmlns='jabber:iq:roster'>"
+            f"<item jid='{A}' subscription='remove'/></query></iq>",
+        )
+        assert reply.get("type") == "result"
+        got_a = await alice.recv(40)
+        assert named(got_a, "presence", type="unsubscribed")[0].get("from") == B
+        assert pushed(got_a) == {B: {"jid": B, "subscription": "none"}}
+        assert await state(h, "alice", "bob") == "none"
+        assert await state(h, "bob", "alice") == "-"

@@ -76,3 +76,15 @@ async def test_version_of_another_account_is_not_answered_by_the_server() -> Non
             alice, f"<iq type='get' id='v2' to='bob@{DOMAIN}'><query xmlns='{NS_VERSION}'/></iq>"
         )
         assert error_of(reply) == "service-unavailable"
+
+
+async def test_the_question_is_abandoned_when_the_session_ends() -> None:
+    async with Harness(modules=[VersionModule]) as h:
+        alice = await h.online("alice", presence=False)
+        ask = await alice.wait_for("iq")
+        assert ask.find("query", NS_VERSION) is not None
+        pending = dict(h.server.router.pending_iq)
+        assert len(pending) == 1
+        alice.send("</stream:stream>")
+        await alice.recv()
+        assert h.server.router.pending_iq == {}

@@ -150,7 +150,10 @@ class CarbonsModule(Module):
         if not delivered:
             return None  # offline storage: the message comes later, to whoever logs in
         bare = to.bare
+        sender = stanza.attrs.get("from")
         for other in sessions:
+            if other.jid_str == sender:
+                continue  # a message between own resources: the sender wrote it
             if other.get(CARBONS) and other not in delivered and other.available:
                 other.deliver(wrap(stanza, "received", bare, other.jid_str))
         return None

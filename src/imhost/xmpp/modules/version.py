@@ -41,6 +41,7 @@ class ClientVersion:
 
 
 CLIENT_VERSION = SessionKey[ClientVersion | None]("client-version", None)
+_QUERY = SessionKey["asyncio.Task[None] | None"]("client-version-query", None)
 
 
 def server_version() -> str:
@@ -74,6 +75,7 @@ class VersionModule(Module):
         self.ctx.add_feature(NS_VERSION)
         self.ctx.iq_handler(NS_VERSION, IqType.GET, self.on_query, IqTarget.HOST)
         self.ctx.hook(Hook.SESSION_BOUND, self.on_bound)
+        self.ctx.hook(Hook.SESSION_CLOSED, self.on_closed)
 
     def on_query(self, event: StanzaEvent) -> Element:
         reply = result_of(event.stanza)
@@ -83,7 +85,13 @@ class VersionModule(Module):
         return reply
 
     def on_bound(self, event: SessionEvent) -> None:
-        self.ctx.spawn(self._ask(event.session))
+        event.session.set(_QUERY, self.ctx.spawn(self._ask(event.session)))
+
+    def on_closed(self, event: SessionEvent) -> None:
+        task = event.session.get(_QUERY)
+        if task is not None and not task.done():
+            task.cancel()
+        event.session.set(_QUERY, None)
 
     async def _ask(self, session: C2SStream) -> None:
         iq = new_iq("get")
