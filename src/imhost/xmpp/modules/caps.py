@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -100,7 +99,7 @@ class CapsModule(Module):
             iq = new_iq("get")
             iq.sub("query", NS_DISCO_INFO, {"node": f"{node}#{ver}"})
             answer = await self.ctx.request(session, iq, timeout=15)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
             return
         finally:
             self._resolving.discard(ver)

@@ -41,7 +41,7 @@ class ClientVersion:
 
 
 CLIENT_VERSION = SessionKey[ClientVersion | None]("client-version", None)
-_QUERY = SessionKey["asyncio.Task[None] | None"]("client-version-query", None)
+_QUERY = SessionKey[asyncio.Task[None] | None]("client-version-query", None)
 
 
 def server_version() -> str:
@@ -98,8 +98,10 @@ class VersionModule(Module):
         iq.sub("query", NS_VERSION)
         try:
             answer = await self.ctx.request(session, iq, timeout=self.query_timeout)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
             return
+        finally:
+            session.set(_QUERY, None)
         query = answer.find("query", NS_VERSION)
         if answer.get("type") != "result" or query is None or session.closed:
             return
