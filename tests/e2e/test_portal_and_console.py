@@ -1,0 +1,187 @@
+"""End-to-end in a real browser: what a customer and a staff member do, start to finish."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from imhost.accounts.mfa import totp_code
+from tests.e2e.conftest import Site, shoot
+
+pytestmark = pytest.mark.e2e
+
+
+def sign_in(page: Any, site: Site, email: str, password: str, *, next_path: str = "") -> None:
+    page.goto(site.url + "/portal/sign-in" + (f"?next={next_path}" if next_path else ""))
+    page.get_by_label("E-mail address").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+
+
+def code_at(secret: str, delta: int = 0) -> str:
+    return totp_code(secret, datetime.now(UTC) + timedelta(seconds=delta))
+
+
+def enrol_totp(page: Any) -> str:
+    """On the two-factor page: set up, read the key, confirm with a code; returns the key."""
+    page.get_by_role("button", name="Set up two-factor authentication").click()
+    secret = page.locator("#totp-secret").inner_text().strip()
+    assert page.locator(".qr svg").count() == 1
+    page.get_by_label("Code shown by the app").fill(code_at(secret))
+    page.get_by_role("button", name="Turn on").click()
+    assert page.locator("#recovery-codes li").count() == 10
+    return secret
+
+
+def test_a_customer_signs_up_with_a_plan_turns_on_two_factor_and_signs_in_with_a_code(site: Site, browser_page: Any) -> None:
+    page = browser_page
+    page.goto(site.url + "/")
+    assert page.url.endswith("/portal/sign-in?next=%2Fportal%2F")
+    shoot(page, "sign-in")
+    page.goto(site.url + "/portal/sign-up")
+    plans = page.locator(".plan")
+    assert plans.count() >= 2
+    shoot(page, "sign-up")
+    plans.nth(0).click()
+    page.get_by_label("Your name").fill("Zoe Zed")
+    page.get_by_label("E-mail address").fill("zoe@zeta.example.com")
+    page.get_by_label("Password").fill("short")
+    page.get_by_label("Organization name").fill("Zeta Talk")
+    page.get_by_role("button", name="Create account").click()
+    # The error is next to the field, and what was typed is still there.
+    assert page.locator("#e-password").is_visible()
+    assert page.get_by_label("Organization name").input_value() == "Zeta Talk"
+    shoot(page, "sign-up-error")
+    page.get_by_label("Password").fill("copper meadow violin harbour")
+    page.get_by_role("button", name="Create account").click()
+    page.wait_for_url("**/portal/orgs/zeta-talk/")
+    assert "confirm your address" in page.locator(".flash").inner_text()
+    shoot(page, "overview")
+
+    page.goto(site.url + "/portal/account/mfa")
+    secret = enrol_totp(page)
+    shoot(page, "recovery-codes")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/portal/sign-in")
+
+    sign_in(page, site, "zoe@zeta.example.com", "copper meadow violin harbour")
+    page.wait_for_url("**/portal/sign-in/code**")
+    shoot(page, "sign-in-code")
+    page.get_by_label("Code").fill(code_at(secret, 30))  # the next step: the enrolment used this one
+    page.get_by_role("button", name="Continue").click()
+    page.wait_for_url("**/portal/orgs/zeta-talk/")
+    assert page.get_by_role("heading", level=1).inner_text() == "Zeta Talk"
+
+
+def test_a_customer_creates_xmpp_accounts_and_reads_usage_and_forecast(site: Site, browser_page: Any, tmp_path: Any) -> None:
+    page = browser_page
+    owner = "owner@demo.example.com"
+    sign_in(page, site, owner, site.password_of(owner))
+    page.wait_for_url("**/portal/orgs/demo/")
+    page.get_by_role("link", name="Service", exact=True).click()
+    assert page.get_by_text("How to connect").is_visible()
+    shoot(page, "service")
+    page.get_by_role("link", name="XMPP accounts").click()
+    page.get_by_label("Username").fill("carol")
+    page.get_by_label("Display name").fill("Carol")
+    page.get_by_role("button", name="Create account").click()
+    assert page.locator("#new-pass").inner_text().strip()
+    assert page.get_by_role("cell", name=re.compile(r"^carol@")).is_visible()
+    csv = tmp_path / "people.csv"
+    csv.write_text("username,password,name\ndave,lilac-otter-canyon-drum,Dave\nbad name,x,Nope\n")
+    page.get_by_label("CSV file").set_input_files(str(csv))
+    page.get_by_role("button", name="Import").click()
+    assert "1 created, 1 refused" in page.get_by_role("heading", level=2, name=re.compile("^Import:")).inner_text()
+    shoot(page, "accounts")
+
+    page.get_by_role("link", name="Billing").click()
+    assert page.locator("svg.chart").count() == 2
+    assert page.get_by_role("heading", name="Forecast for this period").is_visible()
+    forecast = page.locator(".price strong").first.inner_text()
+    assert re.search(r"\d", forecast)
+    shoot(page, "billing")
+    page.get_by_label(re.compile("Monthly budget")).fill("abc")
+    page.get_by_role("button", name="Save budget").click()
+    assert page.locator("#e-amount").is_visible()
+    page.get_by_label(re.compile("Monthly budget")).fill("500")
+    page.get_by_role("button", name="Save budget").click()
+    assert "Budget saved" in page.locator(".flash").inner_text()
+    for path, name in (("/members", "members"), ("/security", "security"), ("/tokens", "tokens"), ("/billing/plan", "plan")):
+        page.goto(site.url + "/portal/orgs/demo" + path)
+        shoot(page, name)
+    # Fast: a page renders in well under 100 ms on the demo data.
+    for path in ("/", "/service", "/billing", "/members"):
+        start = time.perf_counter()
+        response = page.request.get(site.url + "/portal/orgs/demo" + path)
+        assert response.ok
+        assert time.perf_counter() - start < 0.25, path
+
+
+def test_staff_create_a_plan_run_billing_record_a_payment_and_suspend_a_customer(site: Site, browser_page: Any) -> None:
+    page = browser_page
+    admin = "admin@provider.example.com"
+    sign_in(page, site, admin, site.password_of(admin))
+    page.wait_for_url("**/portal/account/mfa")  # staff must enrol first
+    enrol_totp(page)
+    page.goto(site.url + "/console/")
+    assert page.get_by_role("link", name="Acme e2e").is_visible()
+    shoot(page, "console-customers")
+
+    page.get_by_role("link", name="Plans").click()
+    page.get_by_label("Code").fill("team-e2e")
+    page.get_by_label("Name", exact=True).fill("Team E2E")
+    page.get_by_label("Base fee per period").fill("19.90")
+    page.get_by_label("Metric").select_option("messages")
+    page.get_by_label("Price per unit").fill("0.001")
+    page.get_by_label("Included units").fill("10000")
+    page.get_by_role("button", name="Create plan").click()
+    page.wait_for_url("**/console/plans/team-e2e")
+    assert page.get_by_text("Plan Team E2E created.").is_visible()
+    shoot(page, "console-plan")
+
+    page.get_by_role("link", name="Billing run").click()
+    page.get_by_role("button", name="Run billing").click()
+    result = page.get_by_role("status").filter(has_text="Result")
+    assert result.is_visible()
+    shoot(page, "console-billing-run")
+
+    page.goto(site.url + "/console/invoices")
+    page.get_by_role("row").filter(has_text="Acme e2e").first.get_by_role("link").click()
+    if page.get_by_role("button", name="Finalize").count():
+        page.get_by_role("button", name="Finalize").click()
+    page.get_by_role("button", name="Record payment").click()
+    assert "recorded" in page.locator(".flash").inner_text()
+    shoot(page, "console-invoice")
+
+    customer = page.context.browser.new_context(viewport={"width": 390, "height": 844}, accept_downloads=True)
+    acme = customer.new_page()
+    email, password = site.acme_owner
+    sign_in(acme, site, email, password)
+    acme.goto(site.url + f"/portal/orgs/{site.acme_slug}/billing/invoices")
+    assert acme.get_by_text("paid").first.is_visible()
+    with acme.expect_download() as download:
+        acme.get_by_role("link", name=re.compile("^Download")).first.click()
+    pdf = download.value.path().read_bytes()
+    assert pdf.startswith(b"%PDF")
+    acme.get_by_role("link", name=re.compile(r"^\d|INV|-")).first.click()
+    shoot(acme, "invoice")
+
+    page.goto(site.url + "/console/")
+    page.get_by_role("link", name="Acme e2e").click()
+    page.get_by_role("button", name="Suspend…").click()
+    assert page.get_by_role("heading", name="Please confirm").is_visible()
+    page.get_by_label("Reason").fill("Payment dispute under review")
+    page.get_by_role("button", name="Suspend customer").click()
+    assert "suspended" in page.locator(".flash").inner_text()
+
+    acme.goto(site.url + f"/portal/orgs/{site.acme_slug}/")
+    banner = acme.get_by_role("alert")
+    assert "This organization is suspended" in banner.inner_text()
+    assert "Payment dispute under review" in banner.inner_text()
+    shoot(acme, "suspended")
+    customer.close()
