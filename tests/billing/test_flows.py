@@ -244,3 +244,38 @@ def test_two_runs_at_the_same_time_make_each_invoice_once(
     assert sorted(n.split("-")[-1] for n in numbers if n.startswith("INV-2026")) == [
         f"{k:06d}" for k in range(1, 13)
     ]
+
+
+def test_a_reverse_charge_invoice_carries_the_legal_note_and_no_tax(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 11, 1, 9))
+    with transaction(session_factory) as s:
+        service.set_tax_rate(s, clock, "FR", "20", "TVA")
+        org = make_org(s, clock, org_id="fr", country="FR", tax_id="FR40303265045")
+        service.start_subscription(s, clock, org.id, make_plan(s, clock).id)
+    run_billing(session_factory, clock, clock.now())
+    with session_factory() as s:
+        invoice = s.scalars(select(Invoice)).one()
+        tax_line = service.invoice_lines(s, invoice.id)[-1]
+    assert invoice.total == Decimal("49.00") and invoice.tax_total == 0
+    assert invoice.tax_note is not None and "Reverse charge" in invoice.tax_note
+    assert invoice.customer_tax_id == "FR40303265045"
+    assert tax_line.calculation == "reverse charge: 0 % of 49.00 = 0.00"
+
+
+def test_tax_inclusive_prices_keep_the_total_and_state_the_tax_inside(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 11, 1, 9))
+    with transaction(session_factory) as s:
+        service.update_profile(s, prices_include_tax=True)
+        service.set_tax_rate(s, clock, "DE", "19")
+        org = make_org(s, clock, org_id="de", country="DE")
+        service.start_subscription(s, clock, org.id, make_plan(s, clock, base_fee="119.00").id)
+    run_billing(session_factory, clock, clock.now())
+    with session_factory() as s:
+        invoice = s.scalars(select(Invoice)).one()
+    assert invoice.total == Decimal("119.00")
+    assert invoice.tax_total == Decimal("19.00") and invoice.subtotal == Decimal("100.00")
+    assert invoice.prices_include_tax
