@@ -291,6 +291,8 @@ async def test_unsubscribing_tells_the_contact() -> None:
         alice.send(f"<presence to='{B}' type='unsubscribe'/>")
         got_a, got_b = await settle_all(alice, bob)
         assert named(got_b, "presence", type="unsubscribe")[0].get("from") == A
+        # §3.3.3: alice no longer sees bob
+        assert named(got_a, "presence", type="unavailable")[0].get("from") == f"{B}/res"
         assert pushed(got_b) == {A: {"jid": A, "subscription": "none"}}
         assert pushed(got_a) == {B: {"jid": B, "subscription": "none"}}
 

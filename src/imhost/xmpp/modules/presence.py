@@ -329,6 +329,7 @@ class PresenceModule(Module):
         deliver = False
         answer: str | None = None
         share_presence = False
+        withdraw_presence = False
         stanza.attrs["from"] = contact
         stanza.attrs["to"] = to.bare
         async with roster.lock(localpart):
@@ -361,7 +362,7 @@ class PresenceModule(Module):
                     deliver = True
                 if item is not None and sub in ("from", "both"):
                     new = with_from(item, False)
-                    deliver = True
+                    deliver = withdraw_presence = True  # §3.3.3
             elif item is not None and (sub in ("to", "both") or item.ask):  # unsubscribed
                 new = replace(with_to(item, False), ask=False)
                 deliver = True
@@ -376,6 +377,9 @@ class PresenceModule(Module):
         if share_presence:
             for s in available_sessions(ctx, localpart):
                 await _wait(ctx.route(_presence_of(s, contact)))
+        if withdraw_presence:
+            for s in available_sessions(ctx, localpart):
+                await _wait(ctx.route(presence(s.jid_str, contact, "unavailable")))
         return True
 
     # -- session life -------------------------------------------------------------------------
