@@ -55,7 +55,9 @@ def fresh_engine(backend: str, pg_url: str | None, tmp: Path) -> Engine:
     else:
         assert pg_url is not None
         base = make_url(normalize_url(pg_url))
-        admin = make_engine(base.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
+        admin = make_engine(
+            base.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as conn:
             conn.execute(text('DROP DATABASE IF EXISTS "imhost_bench_metering" WITH (FORCE)'))
             conn.execute(text('CREATE DATABASE "imhost_bench_metering"'))
@@ -67,10 +69,10 @@ def fresh_engine(backend: str, pg_url: str | None, tmp: Path) -> Engine:
     return engine
 
 
-def make_orgs(factory: sessionmaker[Session], n: int) -> list[str]:
+def make_orgs(factory: sessionmaker[Session], n: int, prefix: str = "bench-org") -> list[str]:
     with factory() as session:
         orgs = [
-            Organization(name=f"Org {i}", slug=f"bench-org-{i}", created_at=NOW) for i in range(n)
+            Organization(name=f"Org {i}", slug=f"{prefix}-{i}", created_at=NOW) for i in range(n)
         ]
         session.add_all(orgs)
         session.commit()
@@ -99,7 +101,9 @@ def timed(label: str, count: int, fn: Callable[[], Any]) -> float:
     return rate
 
 
-def bench_direct(factory: sessionmaker[Session], org_ids: list[str], total: int, flush: int) -> None:
+def bench_direct(
+    factory: sessionmaker[Session], org_ids: list[str], total: int, flush: int
+) -> None:
     clock = FrozenClock(NOW)
     records = engine_records(org_ids, total, "direct")
 
@@ -110,7 +114,7 @@ def bench_direct(factory: sessionmaker[Session], org_ids: list[str], total: int,
                 session.commit()
 
     timed(f"direct path, flushes of {flush:,}", total, run)
-    timed(f"direct path, the same again (all duplicates)", total, run)
+    timed("direct path, the same again (all duplicates)", total, run)
 
 
 def bench_service(factory: sessionmaker[Session], org_ids: list[str], total: int) -> None:
@@ -193,7 +197,7 @@ def bench_api(engine: Engine, tmp: Path, total: int) -> None:
 
 def bench_reads(factory: sessionmaker[Session]) -> None:
     """One organization with a month of minute buckets; time the aggregate reads."""
-    [org_id] = make_orgs(factory, 1)
+    [org_id] = make_orgs(factory, 1, "bench-reads")
     clock = FrozenClock(NOW)
     minutes = 31 * 24 * 60
     records: list[EngineUsage] = []

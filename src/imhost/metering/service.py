@@ -770,7 +770,9 @@ def _gauge_integral(
         ).all()
         if values:
             level[(service_id, metric)] = _to_gb(metric, max(values))
-    samples: dict[tuple[str | None, str, datetime], Decimal] = {}
+    # Integer arithmetic: levels in milli-bytes (a storage_gb record has at most 12 decimals,
+    # so 10^-12 GB = 10^-3 byte is exact), times in microseconds since the epoch.
+    samples: dict[tuple[str | None, str, int], int] = {}
     for service_id, metric, bucket, qty in session.execute(
         select(
             UsageRecord.service_id,
@@ -779,24 +781,41 @@ def _gauge_integral(
             UsageRecord.quantity,
         ).where(_in_period(organization_id, gauges, start, as_of))
     ):
-        key = (service_id, metric, bucket)
-        gb = _to_gb(metric, qty)
-        if key not in samples or gb > samples[key]:
-            samples[key] = gb
-    by_series: dict[tuple[str | None, str], list[tuple[datetime, Decimal]]] = defaultdict(list)
-    for (service_id, metric, bucket), gb in samples.items():
-        by_series[(service_id, metric)].append((bucket, gb))
-    integral = ZERO
-    current = ZERO
+        key = (service_id, metric, (bucket - _EPOCH) // _US)
+        level_mb = _milli_bytes(metric, qty)
+        if level_mb > samples.get(key, -1):
+            samples[key] = level_mb
+    by_series: dict[tuple[str | None, str], list[tuple[int, int]]] = defaultdict(list)
+    for (service_id, metric, at), level_mb in samples.items():
+        by_series[(service_id, metric)].append((at, level_mb))
+    start_us = (start - _EPOCH) // _US
+    end_us = (as_of - _EPOCH) // _US
+    integral = 0
+    current = 0
     for series in set(level) | set(by_series):
-        value = level.get(series, ZERO)
-        t = start
-        for bucket, gb in sorted(by_series.get(series, [])):
-            integral += value * _seconds(bucket - t)
-            value, t = gb, bucket
-        integral += value * _seconds(as_of - t)
+        value = _milli_bytes_of_gb(level.get(series, ZERO))
+        t = start_us
+        for at, level_mb in sorted(by_series.get(series, [])):
+            integral += value * (at - t)
+            value, t = level_mb, at
+        integral += value * (end_us - t)
         current += value
-    return _GaugeIntegral(integral, current)
+    # milli-byte x microsecond = 10^-3 x 10^-9 GB x 10^-6 s
+    return _GaugeIntegral(Decimal(integral).scaleb(-18), Decimal(current).scaleb(-12))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def _milli_bytes(metric: str, qty: Decimal) -> int:
+    if metric == m.STORAGE_GB:
+        return int(qty.scaleb(12))
+    return int(qty) * 1000
+
+
+def _milli_bytes_of_gb(gb: Decimal) -> int:
+    return int(gb.scaleb(12))
 
 
 def _to_gb(metric: str, qty: Decimal) -> Decimal:
