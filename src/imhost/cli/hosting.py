@@ -102,7 +102,7 @@ def list_services(
                 fail(f"no organization {org!r}")
             org_id = found.id
         rows, total = hosting.list_services(session, organization_id=org_id, limit=1000)
-        table = Table("domain", "status", "accounts", "max accounts", "connections", "reason")
+        table = Table("domain", "status", "accounts", "max accounts", "max connections", "reason")
         for s in rows:
             table.add_row(
                 s.domain,
@@ -190,7 +190,7 @@ def import_accounts(
         Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV file.")
     ],
 ) -> None:
-    """Create accounts from CSV ``username,password[,name]``; prints a report per row."""
+    """Create accounts from a CSV file (username,password[,name]); prints a report per row."""
     if csv_file.stat().st_size > hosting.CSV_MAX_BYTES:
         fail(f"{csv_file} is larger than {hosting.CSV_MAX_BYTES // (1024 * 1024)} MiB; split it")
     try:
