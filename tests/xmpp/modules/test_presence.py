@@ -480,3 +480,32 @@ async def test_removing_an_item_refuses_a_pending_request_from_that_contact() ->
         assert pushed(got_a) == {B: {"jid": B, "subscription": "none"}}
         assert await state(h, "alice", "bob") == "none"
         assert await state(h, "bob", "alice") == "-"
+
+
+async def test_a_resumed_session_keeps_its_presence_and_roster_interest() -> None:
+    from imhost.xmpp.core.xml import NS_SM
+
+    async with Harness(modules=MODULES) as h:
+        await seed(h, "alice", "bob", "from")
+        await seed(h, "bob", "alice", "to")
+        alice, bob = await online_pair(h)
+        alice.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+        enabled = await alice.wait_for("enabled")
+        alice.stream.connection_lost(ConnectionResetError())  # hibernates, not gone
+        assert presences(await bob.recv(40)) == []
+        again = h.client()
+        await again.login_plain("alice")
+        again.restart()
+        await again.open()
+        again.send(f"<resume xmlns='{NS_SM}' previd='{enabled.get('id')}' h='0'/>")
+        assert (await again.wait_for("resumed")).name == "resumed"
+        await again.recv()
+        _, pushes = await exchange(
+            again,
+            "<iq type='set' id='s1'><query xmlns='jabber:iq:roster'>"
+            "<item jid='carol@example.test'/></query></iq>",
+        )
+        assert "carol@example.test" in pushed(pushes)  # still an interested resource
+        again.send("</stream:stream>")
+        [gone] = presences(await bob.recv(40))
+        assert gone.get("type") == "unavailable" and gone.get("from") == f"{A}/res"
