@@ -16,7 +16,7 @@ from imhost.runtime import Runtime
 from tests.factories import make_world
 from tests.web.conftest import signed_in
 
-from .factories import make_plan, messages_per_unit
+from .factories import add_usage, make_plan, messages_per_unit
 
 
 def _setup(app: FastAPI, clock: FrozenClock) -> tuple[object, str, str]:
@@ -161,3 +161,28 @@ def test_bad_input_is_refused_with_a_reason(app: FastAPI, clock: FrozenClock) ->
         json={"amount": "10.00", "currency": "USD"},
     )
     assert r.status_code == 422 and "EUR" in r.json()["detail"]
+
+
+def test_a_usage_line_links_to_the_usage_records_behind_it(
+    app: FastAPI, clock: FrozenClock
+) -> None:
+    world, business, _ = _setup(app, clock)
+    org_id = world.org.id  # type: ignore[attr-defined]
+    runtime: Runtime = app.state.runtime
+    owner = signed_in(app, world.members[OrgRole.OWNER])  # type: ignore[attr-defined]
+    owner.post(f"/api/v1/orgs/{org_id}/billing/subscription", json={"plan_version_id": business})
+    clock.set(utc(2026, 11, 20))
+    with transaction(runtime.session_factory) as s:
+        add_usage(s, clock, org_id, utc(2026, 11, 10, 12), 2500, key="m-1")
+    clock.set(utc(2026, 12, 1, 1))
+    staff = signed_in(app, world.staff[StaffRole.BILLING])  # type: ignore[attr-defined]
+    assert staff.post("/api/v1/admin/billing/runs", json={}).json()["invoices"] == 2
+    owner = signed_in(app, world.members[OrgRole.OWNER])  # type: ignore[attr-defined]
+    items = owner.get(f"/api/v1/orgs/{org_id}/billing/invoices").json()["items"]
+    latest = next(i for i in items if i["period_start"].startswith("2026-12-01"))
+    detail = owner.get(f"/api/v1/orgs/{org_id}/billing/invoices/{latest['id']}").json()
+    [usage] = [line for line in detail["lines"] if line["kind"] == "usage"]
+    assert usage["calculation"] and usage["metric"] == "messages"
+    records = owner.get(usage["usage_url"])
+    assert records.status_code == 200, records.text
+    assert [r["quantity"] for r in records.json()] in (["2500"], [2500])

@@ -120,8 +120,8 @@ def usage_url(invoice: Invoice, line: InvoiceLine) -> str | None:
     query = urlencode(
         {
             "metric": line.metric,
-            "start": line.period_start.isoformat(),
-            "end": line.period_end.isoformat(),
+            "period_start": line.period_start.isoformat(),
+            "period_end": line.period_end.isoformat(),
         }
     )
     return f"/api/v1/orgs/{invoice.organization_id}/usage/records?{query}"
