@@ -63,6 +63,7 @@ def site(engine: Engine, session_factory: sessionmaker[Session], tmp_path: Path)
     from imhost.cli.demo import seed_demo
 
     logins = seed_demo(runtime)
+    _demo_usage(runtime)
     acme = _acme_with_a_due_subscription(runtime)
     app = create_app(runtime)
     portal.install(app)
@@ -80,6 +81,16 @@ def site(engine: Engine, session_factory: sessionmaker[Session], tmp_path: Path)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def _demo_usage(runtime: Runtime) -> None:
+    """The metering demo's usage records for the demo customer (charts and forecast)."""
+    from imhost.accounts import service as accounts
+    from imhost.metering import demo
+
+    with runtime.session_factory() as session:
+        demo.seed(session, runtime, accounts.get_organization(session, "demo"), {}, None)
+        session.commit()
 
 
 def _acme_with_a_due_subscription(runtime: Runtime) -> tuple[str, str]:

@@ -10,8 +10,9 @@ from html import escape
 
 from markupsafe import Markup
 
-WIDTH, HEIGHT = 640, 220
-LEFT, BOTTOM, TOP = 56, 28, 16
+WIDTH, HEIGHT = 440, 200
+LEFT, BOTTOM, TOP = 44, 26, 14
+BUDGET_WIDTH = 440
 
 
 def _fmt(value: Decimal) -> str:
@@ -33,7 +34,7 @@ def bars(title: str, points: Sequence[tuple[str, Decimal]], *, unit: str = "", f
         f'<text x="{LEFT - 6}" y="{TOP + 10}" text-anchor="end">{escape(_fmt(peak))}</text>',
         f'<text x="{LEFT - 6}" y="{TOP + plot_h}" text-anchor="end">0</text>',
     ]
-    label_every = max(1, n // 8)
+    label_every = max(1, -(-n // 6))
     for i, (label, value) in enumerate(points):
         h = float(value / peak) * plot_h
         x = LEFT + i * step + step * 0.15
@@ -53,9 +54,9 @@ def against_budget(title: str, items: Sequence[tuple[str, Decimal]], budget: Dec
     """Horizontal bars (e.g. billed so far, forecast) with the budget as a dashed line."""
     peak = max([v for _, v in items] + [budget or Decimal(0), Decimal(1)])
     height = 40 + 44 * len(items)
-    plot_w = WIDTH - 170
+    plot_w = BUDGET_WIDTH - 200
     parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" aria-labelledby="b-t b-d" xmlns="http://www.w3.org/2000/svg">',
+        f'<svg class="chart" viewBox="0 0 {BUDGET_WIDTH} {height}" role="img" aria-labelledby="b-t b-d" xmlns="http://www.w3.org/2000/svg">',
         f'<title id="b-t">{escape(title)}</title>',
         '<desc id="b-d">'
         + escape(
@@ -69,10 +70,10 @@ def against_budget(title: str, items: Sequence[tuple[str, Decimal]], budget: Dec
         w = float(value / peak) * plot_w
         cls = "bar forecast" if i else "bar"
         parts.append(f'<text x="0" y="{y + 18}">{escape(label)}</text>')
-        parts.append(f'<rect class="{cls}" x="120" y="{y}" width="{w:.1f}" height="26"/>')
-        parts.append(f'<text x="{124 + w:.1f}" y="{y + 18}">{escape(_fmt(value))} {escape(currency)}</text>')
+        parts.append(f'<rect class="{cls}" x="80" y="{y}" width="{w:.1f}" height="26"/>')
+        parts.append(f'<text x="{84 + w:.1f}" y="{y + 18}">{escape(_fmt(value))} {escape(currency)}</text>')
     if budget:
-        x = 120 + float(budget / peak) * plot_w
+        x = 80 + float(budget / peak) * plot_w
         parts.append(f'<line class="budget" x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{height - 14}"/>')
         parts.append(f'<text x="{x:.1f}" y="{height - 2}" text-anchor="middle">budget {escape(_fmt(budget))}</text>')
     parts.append("</svg>")

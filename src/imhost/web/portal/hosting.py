@@ -95,7 +95,7 @@ def service_page(request: Request, principal: HostingRead, db: Db, runtime: Runt
     items = []
     for s in services:
         conn = connection(runtime, s)
-        items.append({"service": s, "limits": limits_of(db, s), "connection": conn, "qr": markup(qr_svg(conn["uri"], scale=3))})
+        items.append({"service": s, "limits": limits_of(db, s), "connection": conn, "qr": markup(qr_svg(conn["uri"], scale=5))})
     return render(
         request,
         "portal/service.html",
