@@ -281,3 +281,37 @@ def test_the_direct_path_drops_malformed_records_with_a_reason(
     result = service.ingest_engine_batch(db, records, clock=clock)
     assert result.accepted == 1
     assert [r.index for r in result.rejected] == [0, 1]
+
+
+def test_the_direct_path_refuses_non_finite_and_fractional_counts_without_raising(
+    db: Session, clock: FrozenClock
+) -> None:
+    org = make_org(db, clock)
+    when = utc(2026, 1, 15, 11)
+    records = [
+        EngineUsage(org.id, "messages", when, Decimal("NaN"), "nan"),
+        EngineUsage(org.id, "messages", when, Decimal("Infinity"), "inf"),
+        EngineUsage(org.id, "messages", when, Decimal("1.5"), "frac"),
+        EngineUsage(org.id, "traffic_gb", when, Decimal("1.5"), "gb"),
+    ]
+    result = service.ingest_engine_batch(db, records, clock=clock)
+    assert [r.key for r in result.rejected] == ["nan", "inf", "frac"]
+    assert result.accepted == 1
+
+
+def test_the_direct_path_stores_over_long_keys_and_subjects_as_their_digest(
+    db: Session, clock: FrozenClock
+) -> None:
+    org = make_org(db, clock)
+    when = utc(2026, 1, 15, 11)
+    long_jid = "a" * 1000 + "@acme.example"
+    records = [
+        EngineUsage(org.id, "active_users", when, 1, "k" * 300, subject=long_jid),
+        EngineUsage(org.id, "active_users", when, 1, "k" * 300, subject=long_jid),
+        EngineUsage(org.id, "active_users", when, 1, "short", subject="b" * 1000),
+    ]
+    result = service.ingest_engine_batch(db, records, clock=clock)
+    assert (result.accepted, result.duplicates) == (2, 1)
+    stored = db.scalars(select(UsageRecord.subject)).all()
+    assert all(s is not None and s.startswith("sha256:") for s in stored)
+    assert service.billable_quantities(db, org.id, JAN, FEB)["monthly_active_users"] == 2

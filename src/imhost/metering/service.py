@@ -23,6 +23,7 @@ whole-unit metrics (cast to integer) and in Python for the fractional ones.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -587,6 +588,16 @@ def _insert_rows(session: Session, rows: list[_Row]) -> int:
     return inserted
 
 
+_MAX_INT_QUANTITY = 10**20
+_SERVICE_ID_MAX = 64
+_KEY_MAX = 200
+_SUBJECT_MAX = 255
+
+
+def _digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def ingest_engine_batch(
     session: Session,
     records: Sequence[UsageLike],
@@ -595,11 +606,14 @@ def ingest_engine_batch(
 ) -> IngestResult:
     """The direct path of the built-in engine: one bulk INSERT ... ON CONFLICT DO NOTHING.
 
-    The engine is trusted to send well-formed records; still, unknown metrics, negative
-    quantities and naive timestamps are dropped (listed in ``rejected``), and closed periods
-    follow the late-usage policy as in :func:`ingest`. Duplicates (a retried flush) collapse
-    on the idempotency key. ``accepted`` counts rows actually inserted (``duplicates`` the
-    rest); organizations are not looked up (hosting only sends its own).
+    The engine is trusted to send well-formed records; still, every record gets the checks
+    of :func:`ingest` that a bad value would need (unknown metric, negative or non-finite
+    quantity, naive timestamp: listed in ``rejected``, never an exception that would make the
+    engine retry the flush for ever), over-long keys and subjects are stored as their
+    SHA-256, and closed periods follow the late-usage policy as in :func:`ingest`.
+    Duplicates (a retried flush) collapse on the idempotency key. ``accepted`` counts rows
+    actually inserted (``duplicates`` the rest); organizations are not looked up (hosting
+    only sends its own).
     """
     clock = clock or SystemClock()
     now = clock.now()
@@ -610,46 +624,48 @@ def ingest_engine_batch(
     rows: list[_Row] = []
     known = m.INGESTIBLE_METRICS
     for index, rec in enumerate(records):
-        qty = rec.quantity
+        qty: Decimal | int = rec.quantity
         bucket = rec.bucket_start
-        if (
-            rec.metric not in known
-            or isinstance(qty, float)
-            or qty < 0
-            or bucket.tzinfo is None
-            or not rec.organization_id
-            or not rec.idempotency_key
+        key = rec.idempotency_key
+        subject = rec.subject
+        if not (
+            type(qty) is int
+            and 0 <= qty < _MAX_INT_QUANTITY
+            and rec.metric in known
+            and bucket.tzinfo is not None
+            and rec.organization_id
+            and key
         ):
-            _, reason = _check_record(rec, now)
-            result.rejected.append(
-                Rejection(index, rec.idempotency_key, reason or "malformed record")
-            )
+            # The uncommon case (a Decimal, or something wrong): the full checks.
+            checked, reason = _check_record(rec, now)
+            if checked is None or reason is not None:
+                result.rejected.append(Rejection(index, key, reason or "malformed record"))
+                continue
+            qty = checked
+        if rec.service_id is not None and len(rec.service_id) > _SERVICE_ID_MAX:
+            result.rejected.append(Rejection(index, key, "service_id is too long"))
             continue
+        # Over-long keys and subjects (a JID may be 3,071 bytes) are stored as their SHA-256:
+        # still unique, still distinct, and never too long for the column.
+        if len(key) > _KEY_MAX:
+            key = _digest(key)
+        if subject is not None and len(subject) > _SUBJECT_MAX:
+            subject = _digest(subject)
+        org_id = rec.organization_id
+        assert org_id is not None  # checked above
         original = None
-        org_periods = periods.get(rec.organization_id)
+        org_periods = periods.get(org_id)
         if org_periods and _closed_at(org_periods, bucket):
             if policy is None:
                 policy = get_late_usage_policy(session)
             if policy is LateUsagePolicy.REFUSE or rec.metric in m.GAUGE_METRICS:
                 result.rejected.append(
-                    Rejection(index, rec.idempotency_key, "bucket in a closed (invoiced) period")
+                    Rejection(index, key, "bucket in a closed (invoiced) period")
                 )
                 continue
             original, bucket = bucket, _next_open(org_periods, bucket)
             result.corrected += 1
-        rows.append(
-            (
-                rec.organization_id,
-                rec.service_id,
-                rec.metric,
-                bucket,
-                qty,
-                rec.subject,
-                rec.idempotency_key,
-                now,
-                original,
-            )
-        )
+        rows.append((org_id, rec.service_id, rec.metric, bucket, qty, subject, key, now, original))
     inserted = _insert_rows(session, rows)
     result.accepted = inserted
     result.duplicates = len(rows) - inserted

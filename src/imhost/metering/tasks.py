@@ -85,7 +85,13 @@ def spend(
             pricing.base_fee,
             pricing.currency,
         ).total
-    quantities = service.usage_to_date(session, organization_id, pricing.period_start, clock.now())
+    now = clock.now()
+    if now >= pricing.period_end:  # the period is over but not invoiced yet
+        quantities = service.billable_quantities(
+            session, organization_id, pricing.period_start, pricing.period_end
+        )
+    else:
+        quantities = service.usage_to_date(session, organization_id, pricing.period_start, now)
     total = round_minor(pricing.base_fee, pricing.currency)
     for spec in pricing.price_specs:
         total += rate(spec, quantities.get(spec.metric, Decimal(0))).amount
