@@ -27,8 +27,14 @@ CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -47,17 +53,22 @@ class Site:
     acme_slug: str
 
     def password_of(self, email: str) -> str:
-        return next(p for _who, e, p in self.logins.web if e == email)
+        return str(next(p for _who, e, p in self.logins.web if e == email))
 
 
 @pytest.fixture
 def site(engine: Engine, session_factory: sessionmaker[Session], tmp_path: Path) -> Iterator[Site]:
     if not CHROMIUM.exists():
-        pytest.skip("end-to-end tests need Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+        pytest.skip(
+            "end-to-end tests need Debian's chromium at /usr/bin/chromium "
+            "(apt-get install chromium)"
+        )
     port = _free_port()
     settings = load_settings(
-        data_dir=tmp_path / "data", secret_key="e2e-" + "k" * 40,
-        public_url=f"http://127.0.0.1:{port}", security=SecuritySettings(cookie_secure=False),
+        data_dir=tmp_path / "data",
+        secret_key="e2e-" + "k" * 40,
+        public_url=f"http://127.0.0.1:{port}",
+        security=SecuritySettings(cookie_secure=False),
     )
     runtime = build_runtime(settings, clock=SystemClock(), engine=engine, sleep=lambda _s: None)
     from imhost.cli.demo import seed_demo
@@ -68,7 +79,9 @@ def site(engine: Engine, session_factory: sessionmaker[Session], tmp_path: Path)
     app = create_app(runtime)
     portal.install(app)
     console.install(app)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -102,11 +115,17 @@ def _acme_with_a_due_subscription(runtime: Runtime) -> tuple[str, str]:
     email, password = "owner@acme-e2e.example.com", "amber falcon river lantern"
     past = FrozenClock(SystemClock().now() - timedelta(days=40))
     with runtime.session_factory() as session:
-        user = accounts.create_user(session, past, email=email, name="Ann Acme", email_verified=True)
+        user = accounts.create_user(
+            session, past, email=email, name="Ann Acme", email_verified=True
+        )
         runtime.auth.set_password_directly(session, user, password)
-        org = accounts.create_organization(session, past, name="Acme e2e", owner=user, country="DE", slug="acme-e2e")
+        org = accounts.create_organization(
+            session, past, name="Acme e2e", owner=user, country="DE", slug="acme-e2e"
+        )
         plan = next(v for v in catalog.list_plans(session) if v.versions)
-        billing.start_subscription(session, past, org.id, plan.versions[0].version.id, with_trial=False)
+        billing.start_subscription(
+            session, past, org.id, plan.versions[0].version.id, with_trial=False
+        )
         session.commit()
     return email, password
 
@@ -117,7 +136,9 @@ def browser_page(site: Site) -> Iterator[Any]:
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 900}, accept_downloads=True
+        )
         page = context.new_page()
         page.set_default_timeout(15_000)
         try:

@@ -30,7 +30,7 @@ def code_at(secret: str, delta: int = 0) -> str:
 def enrol_totp(page: Any) -> str:
     """On the two-factor page: set up, read the key, confirm with a code; returns the key."""
     page.get_by_role("button", name="Set up two-factor authentication").click()
-    secret = page.locator("#totp-secret").inner_text().strip()
+    secret: str = page.locator("#totp-secret").inner_text().strip()
     assert page.locator(".qr svg").count() == 1
     page.get_by_label("Code shown by the app").fill(code_at(secret))
     page.get_by_role("button", name="Turn on").click()
@@ -38,7 +38,9 @@ def enrol_totp(page: Any) -> str:
     return secret
 
 
-def test_a_customer_signs_up_with_a_plan_turns_on_two_factor_and_signs_in_with_a_code(site: Site, browser_page: Any) -> None:
+def test_a_customer_signs_up_with_a_plan_turns_on_two_factor_and_signs_in_with_a_code(
+    site: Site, browser_page: Any
+) -> None:
     page = browser_page
     page.goto(site.url + "/")
     assert page.url.endswith("/portal/sign-in?next=%2Fportal%2F")
@@ -72,13 +74,17 @@ def test_a_customer_signs_up_with_a_plan_turns_on_two_factor_and_signs_in_with_a
     sign_in(page, site, "zoe@zeta.example.com", "copper meadow violin harbour")
     page.wait_for_url("**/portal/sign-in/code**")
     shoot(page, "sign-in-code")
-    page.get_by_label("Code").fill(code_at(secret, 30))  # the next step: the enrolment used this one
+    page.get_by_label("Code").fill(
+        code_at(secret, 30)
+    )  # the next step: the enrolment used this one
     page.get_by_role("button", name="Continue").click()
     page.wait_for_url("**/portal/orgs/zeta-talk/")
     assert page.get_by_role("heading", level=1).inner_text() == "Zeta Talk"
 
 
-def test_a_customer_creates_xmpp_accounts_and_reads_usage_and_forecast(site: Site, browser_page: Any, tmp_path: Any) -> None:
+def test_a_customer_creates_xmpp_accounts_and_reads_usage_and_forecast(
+    site: Site, browser_page: Any, tmp_path: Any
+) -> None:
     page = browser_page
     owner = "owner@demo.example.com"
     sign_in(page, site, owner, site.password_of(owner))
@@ -96,7 +102,10 @@ def test_a_customer_creates_xmpp_accounts_and_reads_usage_and_forecast(site: Sit
     csv.write_text("username,password,name\ndave,lilac-otter-canyon-drum,Dave\nbad name,x,Nope\n")
     page.get_by_label("CSV file").set_input_files(str(csv))
     page.get_by_role("button", name="Import").click()
-    assert "1 created, 1 refused" in page.get_by_role("heading", level=2, name=re.compile("^Import:")).inner_text()
+    assert (
+        "1 created, 1 refused"
+        in page.get_by_role("heading", level=2, name=re.compile("^Import:")).inner_text()
+    )
     shoot(page, "accounts")
 
     page.get_by_role("link", name="Billing").click()
@@ -111,7 +120,12 @@ def test_a_customer_creates_xmpp_accounts_and_reads_usage_and_forecast(site: Sit
     page.get_by_label(re.compile("Monthly budget")).fill("500")
     page.get_by_role("button", name="Save budget").click()
     assert "Budget saved" in page.locator(".flash").inner_text()
-    for path, name in (("/members", "members"), ("/security", "security"), ("/tokens", "tokens"), ("/billing/plan", "plan")):
+    for path, name in (
+        ("/members", "members"),
+        ("/security", "security"),
+        ("/tokens", "tokens"),
+        ("/billing/plan", "plan"),
+    ):
         page.goto(site.url + "/portal/orgs/demo" + path)
         shoot(page, name)
     # Fast: a page renders in well under 100 ms on the demo data.
@@ -122,7 +136,9 @@ def test_a_customer_creates_xmpp_accounts_and_reads_usage_and_forecast(site: Sit
         assert time.perf_counter() - start < 0.25, path
 
 
-def test_staff_create_a_plan_run_billing_record_a_payment_and_suspend_a_customer(site: Site, browser_page: Any) -> None:
+def test_staff_create_a_plan_run_billing_record_a_payment_and_suspend_a_customer(
+    site: Site, browser_page: Any
+) -> None:
     page = browser_page
     admin = "admin@provider.example.com"
     sign_in(page, site, admin, site.password_of(admin))
@@ -158,7 +174,9 @@ def test_staff_create_a_plan_run_billing_record_a_payment_and_suspend_a_customer
     assert "recorded" in page.locator(".flash").inner_text()
     shoot(page, "console-invoice")
 
-    customer = page.context.browser.new_context(viewport={"width": 390, "height": 844}, accept_downloads=True)
+    customer = page.context.browser.new_context(
+        viewport={"width": 390, "height": 844}, accept_downloads=True
+    )
     acme = customer.new_page()
     email, password = site.acme_owner
     sign_in(acme, site, email, password)

@@ -25,7 +25,7 @@ from imhost.accounts.permissions import Scope
 from imhost.kit.clock import FrozenClock
 from imhost.runtime import Runtime
 from imhost.web import console, portal
-from imhost.web.pages import FORM_COOKIE, page_routes
+from imhost.web.pages import FORM_COOKIE, PageRoute, page_routes
 from tests.factories import World, make_world
 from tests.web.test_authorization_matrix import (
     CALLERS,
@@ -51,7 +51,7 @@ def pages_app(app: FastAPI) -> FastAPI:
     return app
 
 
-def _routes():  # type: ignore[no-untyped-def]
+def _routes() -> list[PageRoute]:
     return page_routes(portal.routers() + console.routers())
 
 
@@ -72,8 +72,13 @@ def _browser(app: FastAPI, world: World, caller: Caller) -> tuple[TestClient, st
     runtime: Runtime = app.state.runtime
     with runtime.session_factory() as session:
         new = sessions.start_session(
-            session, runtime.clock, runtime.settings.security, user_id=user.id,
-            address="testclient", user_agent="pytest", mfa_verified=True,
+            session,
+            runtime.clock,
+            runtime.settings.security,
+            user_id=user.id,
+            address="testclient",
+            user_agent="pytest",
+            mfa_verified=True,
         )
         session.commit()
     client.cookies.set(sessions.COOKIE_NAME, new.cookie_value)
@@ -105,7 +110,9 @@ def test_every_page_is_served_by_the_app(pages_app: FastAPI, world: World) -> No
     for route in _routes():
         response = client.request(route.method, _concrete(route.path, world))
         # Served by a page (an HTML page or a redirect), not the framework's JSON 404/405.
-        served = response.status_code == 303 or response.headers["content-type"].startswith("text/html")
+        served = response.status_code == 303 or response.headers["content-type"].startswith(
+            "text/html"
+        )
         assert served, (route, response.status_code, response.text[:200])
 
 
@@ -132,10 +139,15 @@ def test_each_visitor_gets_exactly_what_the_matrix_allows(
             continue
         if _expected_allowed(req, caller):
             if _refused(response):
-                failures.append(f"{route.method} {route.path}: refused with {status} {response.headers.get('location', '')}")
+                failures.append(
+                    f"{route.method} {route.path}: refused with {status} "
+                    + response.headers.get("location", "")
+                )
             continue
         if caller.kind == "anonymous":
-            ok = status == 303 and response.headers["location"].startswith("/portal/sign-in?next=%2F")
+            ok = status == 303 and response.headers["location"].startswith(
+                "/portal/sign-in?next=%2F"
+            )
         elif req.scope is Scope.ORG and caller.kind == "outsider":
             ok = status == 404
         else:
@@ -148,8 +160,8 @@ def test_each_visitor_gets_exactly_what_the_matrix_allows(
 def test_a_post_without_the_session_csrf_token_is_refused_before_anything_happens(
     pages_app: FastAPI, world: World
 ) -> None:
-    from tests.web.test_authorization_matrix import Caller as C
     from imhost.accounts.models import OrgRole
+    from tests.web.test_authorization_matrix import Caller as C
 
     client, _csrf = _browser(pages_app, world, C("owner", "member", org_role=OrgRole.OWNER))
     for route in _routes():

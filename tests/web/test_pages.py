@@ -54,8 +54,13 @@ def as_user(app: FastAPI, user: User) -> tuple[TestClient, str]:
     runtime: Runtime = app.state.runtime
     with runtime.session_factory() as session:
         new = sessions.start_session(
-            session, runtime.clock, runtime.settings.security, user_id=user.id,
-            address="testclient", user_agent="pytest", mfa_verified=True,
+            session,
+            runtime.clock,
+            runtime.settings.security,
+            user_id=user.id,
+            address="testclient",
+            user_agent="pytest",
+            mfa_verified=True,
         )
         session.commit()
     client = TestClient(app, raise_server_exceptions=False, follow_redirects=False)
@@ -74,37 +79,59 @@ def form_token(client: TestClient, url: str) -> str:
 # --- signing in ---------------------------------------------------------------------------------
 
 
-def test_a_page_sends_an_anonymous_visitor_to_sign_in_and_back(browser: TestClient, world: World) -> None:
+def test_a_page_sends_an_anonymous_visitor_to_sign_in_and_back(
+    browser: TestClient, world: World
+) -> None:
     response = browser.get(f"/portal/orgs/{world.org.slug}/members")
     assert response.status_code == 303
-    assert response.headers["location"] == f"/portal/sign-in?next=%2Fportal%2Forgs%2F{world.org.slug}%2Fmembers"
+    assert (
+        response.headers["location"]
+        == f"/portal/sign-in?next=%2Fportal%2Forgs%2F{world.org.slug}%2Fmembers"
+    )
     token = form_token(browser, response.headers["location"])
     signed = browser.post(
         "/portal/sign-in",
-        data={"csrf_token": token, "email": "admin@a.example.com", "password": PASSWORD, "next": f"/portal/orgs/{world.org.slug}/members"},
+        data={
+            "csrf_token": token,
+            "email": "admin@a.example.com",
+            "password": PASSWORD,
+            "next": f"/portal/orgs/{world.org.slug}/members",
+        },
     )
     assert signed.status_code == 303
     assert signed.headers["location"] == f"/portal/orgs/{world.org.slug}/members"
     assert browser.get(signed.headers["location"]).status_code == 200
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil", "javascript:alert(1)", ""])
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example/x", "/\\evil", "javascript:alert(1)", ""]
+)
 def test_only_a_local_path_is_followed_after_signing_in(target: str) -> None:
     assert safe_next(target) == "/portal/"
 
 
-def test_a_wrong_password_keeps_the_email_and_says_why_without_echoing_the_password(browser: TestClient, world: World) -> None:
+def test_a_wrong_password_keeps_the_email_and_says_why_without_echoing_the_password(
+    browser: TestClient, world: World
+) -> None:
     token = form_token(browser, "/portal/sign-in")
-    response = browser.post("/portal/sign-in", data={"csrf_token": token, "email": "owner@a.example.com", "password": "not-it-at-all"})
+    response = browser.post(
+        "/portal/sign-in",
+        data={"csrf_token": token, "email": "owner@a.example.com", "password": "not-it-at-all"},
+    )
     assert response.status_code == 401
     assert 'value="owner@a.example.com"' in response.text
     assert "not right" in response.text
     assert "not-it-at-all" not in response.text
 
 
-def test_the_sign_in_form_is_refused_without_its_csrf_token(browser: TestClient, world: World) -> None:
+def test_the_sign_in_form_is_refused_without_its_csrf_token(
+    browser: TestClient, world: World
+) -> None:
     browser.get("/portal/sign-in")
-    response = browser.post("/portal/sign-in", data={"csrf_token": "forged", "email": "owner@a.example.com", "password": PASSWORD})
+    response = browser.post(
+        "/portal/sign-in",
+        data={"csrf_token": "forged", "email": "owner@a.example.com", "password": PASSWORD},
+    )
     assert response.status_code == 403
     assert sessions.COOKIE_NAME not in response.cookies
 
@@ -120,11 +147,18 @@ def test_signing_in_with_a_second_factor_asks_for_the_code(
     secret = re.search(r'id="totp-secret">([A-Z2-7]+)<', page.text)
     factor_id = re.search(r'name="factor_id" value="([^"]+)"', page.text)
     assert secret and factor_id
-    wrong = client.post("/portal/account/mfa/confirm", data={"csrf_token": csrf, "factor_id": factor_id.group(1), "code": "000000"})
+    wrong = client.post(
+        "/portal/account/mfa/confirm",
+        data={"csrf_token": csrf, "factor_id": factor_id.group(1), "code": "000000"},
+    )
     assert wrong.status_code == 422 and 'id="e-code"' in wrong.text
     done = client.post(
         "/portal/account/mfa/confirm",
-        data={"csrf_token": csrf, "factor_id": factor_id.group(1), "code": totp_code(secret.group(1), clock.now())},
+        data={
+            "csrf_token": csrf,
+            "factor_id": factor_id.group(1),
+            "code": totp_code(secret.group(1), clock.now()),
+        },
     )
     codes = re.findall(r"<li>([0-9a-z-]{8,})</li>", done.text)
     assert done.status_code == 200 and len(codes) == 10
@@ -133,20 +167,36 @@ def test_signing_in_with_a_second_factor_asks_for_the_code(
     clock.advance(timedelta(minutes=1))
     browser = TestClient(pages, raise_server_exceptions=False, follow_redirects=False)
     token = form_token(browser, "/portal/sign-in")
-    first = browser.post("/portal/sign-in", data={"csrf_token": token, "email": owner.email, "password": PASSWORD})
+    first = browser.post(
+        "/portal/sign-in", data={"csrf_token": token, "email": owner.email, "password": PASSWORD}
+    )
     assert first.status_code == 303 and first.headers["location"].startswith("/portal/sign-in/code")
-    assert browser.get(f"/portal/orgs/{world.org.slug}/").headers["location"].startswith("/portal/sign-in/code")
+    assert (
+        browser.get(f"/portal/orgs/{world.org.slug}/")
+        .headers["location"]
+        .startswith("/portal/sign-in/code")
+    )
     code_token = form_token(browser, "/portal/sign-in/code")
     bad = browser.post("/portal/sign-in/code", data={"csrf_token": code_token, "code": "123456"})
     assert bad.status_code == 401 and 'id="e-code"' in bad.text
-    good = browser.post("/portal/sign-in/code", data={"csrf_token": code_token, "code": totp_code(secret.group(1), clock.now())})
+    good = browser.post(
+        "/portal/sign-in/code",
+        data={"csrf_token": code_token, "code": totp_code(secret.group(1), clock.now())},
+    )
     assert good.status_code == 303
     assert browser.get(f"/portal/orgs/{world.org.slug}/").status_code == 200
 
 
 def test_staff_without_a_second_factor_are_sent_to_enrol(browser: TestClient, world: World) -> None:
     token = form_token(browser, "/portal/sign-in")
-    response = browser.post("/portal/sign-in", data={"csrf_token": token, "email": world.staff[StaffRole.ADMIN].email, "password": PASSWORD})
+    response = browser.post(
+        "/portal/sign-in",
+        data={
+            "csrf_token": token,
+            "email": world.staff[StaffRole.ADMIN].email,
+            "password": PASSWORD,
+        },
+    )
     assert response.headers["location"] == "/portal/account/mfa"
     assert browser.get("/console/").headers["location"] == "/portal/account/mfa"
     assert "required" in browser.get("/portal/account/mfa").text
@@ -155,11 +205,19 @@ def test_staff_without_a_second_factor_are_sent_to_enrol(browser: TestClient, wo
 # --- sign-up --------------------------------------------------------------------------------------
 
 
-def test_sign_up_shows_each_password_problem_next_to_the_field_and_keeps_the_rest(browser: TestClient) -> None:
+def test_sign_up_shows_each_password_problem_next_to_the_field_and_keeps_the_rest(
+    browser: TestClient,
+) -> None:
     token = form_token(browser, "/portal/sign-up")
     response = browser.post(
         "/portal/sign-up",
-        data={"csrf_token": token, "email": "new@c.example.com", "password": "password", "name": "Nia", "organization_name": "Gamma"},
+        data={
+            "csrf_token": token,
+            "email": "new@c.example.com",
+            "password": "password",
+            "name": "Nia",
+            "organization_name": "Gamma",
+        },
     )
     assert response.status_code == 422
     assert 'id="e-password"' in response.text
@@ -182,7 +240,15 @@ def test_sign_up_with_a_plan_creates_the_organization_subscribed_and_signed_in(
     token = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
     response = browser.post(
         "/portal/sign-up",
-        data={"csrf_token": token, "email": "nia@c.example.com", "password": "violet tractor kettle summit", "name": "Nia", "organization_name": "Gamma Chat", "country": "NL", "plan": versions[0]},
+        data={
+            "csrf_token": token,
+            "email": "nia@c.example.com",
+            "password": "violet tractor kettle summit",
+            "name": "Nia",
+            "organization_name": "Gamma Chat",
+            "country": "NL",
+            "plan": versions[0],
+        },
     )
     assert response.status_code == 303, response.text[:500]
     assert response.headers["location"] == "/portal/orgs/gamma-chat/"
@@ -193,7 +259,9 @@ def test_sign_up_with_a_plan_creates_the_organization_subscribed_and_signed_in(
         assert sub is not None and sub.plan_version_id == versions[0]
 
 
-def test_sign_up_refuses_a_plan_that_is_not_offered(browser: TestClient, session_factory: sessionmaker[Session], clock: FrozenClock) -> None:
+def test_sign_up_refuses_a_plan_that_is_not_offered(
+    browser: TestClient, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
     from imhost.catalog import service as catalog
 
     with session_factory() as session:
@@ -202,7 +270,13 @@ def test_sign_up_refuses_a_plan_that_is_not_offered(browser: TestClient, session
     token = form_token(browser, "/portal/sign-up")
     response = browser.post(
         "/portal/sign-up",
-        data={"csrf_token": token, "email": "x@c.example.com", "password": "violet tractor kettle summit", "organization_name": "X", "plan": "f" * 32},
+        data={
+            "csrf_token": token,
+            "email": "x@c.example.com",
+            "password": "violet tractor kettle summit",
+            "organization_name": "X",
+            "plan": "f" * 32,
+        },
     )
     assert response.status_code == 422 and 'id="e-plan"' in response.text
     with session_factory() as session:
@@ -212,18 +286,27 @@ def test_sign_up_refuses_a_plan_that_is_not_offered(browser: TestClient, session
 # --- members, confirmation, CSRF ----------------------------------------------------------------
 
 
-def test_an_invitation_with_a_bad_address_shows_the_error_next_to_the_field_and_keeps_the_role(pages: FastAPI, world: World) -> None:
+def test_an_invitation_with_a_bad_address_shows_the_error_next_to_the_field_and_keeps_the_role(
+    pages: FastAPI, world: World
+) -> None:
     client, csrf = as_user(pages, world.members[OrgRole.OWNER])
-    response = client.post(f"/portal/orgs/{world.org.slug}/invitations", data={"csrf_token": csrf, "email": "not an address", "role": "billing"})
+    response = client.post(
+        f"/portal/orgs/{world.org.slug}/invitations",
+        data={"csrf_token": csrf, "email": "not an address", "role": "billing"},
+    )
     assert response.status_code == 422
     assert 'id="e-email"' in response.text and 'value="not an address"' in response.text
     assert '<option value="billing" selected>' in response.text
 
 
-def test_removing_a_member_asks_for_confirmation_first(pages: FastAPI, world: World, session_factory: sessionmaker[Session]) -> None:
+def test_removing_a_member_asks_for_confirmation_first(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session]
+) -> None:
     client, csrf = as_user(pages, world.members[OrgRole.OWNER])
     with session_factory() as session:
-        membership = accounts.get_membership(session, world.org.id, world.members[OrgRole.TECHNICAL].id)
+        membership = accounts.get_membership(
+            session, world.org.id, world.members[OrgRole.TECHNICAL].id
+        )
         assert membership is not None
         member_id = membership.id
     url = f"/portal/orgs/{world.org.slug}/members/{member_id}/remove"
@@ -238,20 +321,30 @@ def test_removing_a_member_asks_for_confirmation_first(pages: FastAPI, world: Wo
         assert session.get(Membership, member_id) is None
 
 
-def test_a_form_posted_with_another_sessions_token_changes_nothing(pages: FastAPI, world: World, session_factory: sessionmaker[Session]) -> None:
+def test_a_form_posted_with_another_sessions_token_changes_nothing(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session]
+) -> None:
     client, _ = as_user(pages, world.members[OrgRole.OWNER])
     _other, other_csrf = as_user(pages, world.members[OrgRole.ADMIN])
-    response = client.post(f"/portal/orgs/{world.org.slug}/invitations", data={"csrf_token": other_csrf, "email": "eve@x.example.com", "role": "owner"})
+    response = client.post(
+        f"/portal/orgs/{world.org.slug}/invitations",
+        data={"csrf_token": other_csrf, "email": "eve@x.example.com", "role": "owner"},
+    )
     assert response.status_code == 403
     with session_factory() as session:
-        assert not accounts.list_invitations(session, FrozenClock(world.org.created_at), world.org.id)
+        assert not accounts.list_invitations(
+            session, FrozenClock(world.org.created_at), world.org.id
+        )
 
 
 def test_a_read_only_member_sees_no_controls_and_cannot_post(pages: FastAPI, world: World) -> None:
     client, csrf = as_user(pages, world.members[OrgRole.READ_ONLY])
     page = client.get(f"/portal/orgs/{world.org.slug}/members")
     assert page.status_code == 200 and "Invite someone" not in page.text
-    refused = client.post(f"/portal/orgs/{world.org.slug}/invitations", data={"csrf_token": csrf, "email": "a@b.example.com", "role": "owner"})
+    refused = client.post(
+        f"/portal/orgs/{world.org.slug}/invitations",
+        data={"csrf_token": csrf, "email": "a@b.example.com", "role": "owner"},
+    )
     assert refused.status_code == 403 and "cannot change members" in refused.text
 
 
@@ -267,7 +360,15 @@ def test_another_organizations_page_is_a_not_found_page(pages: FastAPI, world: W
 
 def test_an_api_token_is_shown_once(pages: FastAPI, world: World) -> None:
     client, csrf = as_user(pages, world.members[OrgRole.OWNER])
-    created = client.post(f"/portal/orgs/{world.org.slug}/tokens", data={"csrf_token": csrf, "name": "ci", "role": "technical", "scopes": ["hosting:write", "members:read"]})
+    created = client.post(
+        f"/portal/orgs/{world.org.slug}/tokens",
+        data={
+            "csrf_token": csrf,
+            "name": "ci",
+            "role": "technical",
+            "scopes": ["hosting:write", "members:read"],
+        },
+    )
     secret = re.search(r'id="new-token">([^<]+)<', created.text)
     assert created.status_code == 200 and secret is not None
     assert secret.group(1) not in client.get(f"/portal/orgs/{world.org.slug}/tokens").text
@@ -275,15 +376,36 @@ def test_an_api_token_is_shown_once(pages: FastAPI, world: World) -> None:
 
 def test_a_token_without_scopes_keeps_the_name_and_says_so(pages: FastAPI, world: World) -> None:
     client, csrf = as_user(pages, world.members[OrgRole.OWNER])
-    response = client.post(f"/portal/orgs/{world.org.slug}/tokens", data={"csrf_token": csrf, "name": "deploy bot"})
-    assert response.status_code == 422 and 'id="e-scopes"' in response.text and 'value="deploy bot"' in response.text
+    response = client.post(
+        f"/portal/orgs/{world.org.slug}/tokens", data={"csrf_token": csrf, "name": "deploy bot"}
+    )
+    assert (
+        response.status_code == 422
+        and 'id="e-scopes"' in response.text
+        and 'value="deploy bot"' in response.text
+    )
 
 
-def test_the_security_log_paginates(pages: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock) -> None:
+def test_the_security_log_paginates(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
     with session_factory() as session:
         for i in range(40):
-            audit.record(session, clock, AuditAction.LOGIN_FAILED, actor=Actor(label=f"probe{i:02d}@x.example"), organization_id=world.org.id)
-        total = session.scalar(select(func.count()).select_from(audit.query_events(organization_id=world.org.id).subquery()))
+            audit.record(
+                session,
+                clock,
+                AuditAction.LOGIN_FAILED,
+                actor=Actor(label=f"probe{i:02d}@x.example"),
+                organization_id=world.org.id,
+            )
+        total = (
+            session.scalar(
+                select(func.count()).select_from(
+                    audit.query_events(organization_id=world.org.id).subquery()
+                )
+            )
+            or 0
+        )
         session.commit()
     client, _ = as_user(pages, world.members[OrgRole.OWNER])
     first = client.get(f"/portal/orgs/{world.org.slug}/security/log")
@@ -295,32 +417,56 @@ def test_the_security_log_paginates(pages: FastAPI, world: World, session_factor
     assert 'rel="next"' not in last.text and 'rel="prev"' in last.text
 
 
-def test_a_suspended_organization_says_so_with_the_reason_on_every_page(pages: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock) -> None:
+def test_a_suspended_organization_says_so_with_the_reason_on_every_page(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
     admin, csrf = as_user(pages, world.staff[StaffRole.ADMIN])
     url = f"/console/customers/{world.org.id}/status"
-    asked = admin.post(url, data={"csrf_token": csrf, "action": "suspend", "confirmed": "yes", "reason": ""})
+    asked = admin.post(
+        url, data={"csrf_token": csrf, "action": "suspend", "confirmed": "yes", "reason": ""}
+    )
     assert asked.status_code == 200 and 'id="e-reason"' in asked.text  # a reason is required
-    done = admin.post(url, data={"csrf_token": csrf, "action": "suspend", "confirmed": "yes", "reason": "Invoice 2026-0042 is 30 days overdue"})
+    done = admin.post(
+        url,
+        data={
+            "csrf_token": csrf,
+            "action": "suspend",
+            "confirmed": "yes",
+            "reason": "Invoice 2026-0042 is 30 days overdue",
+        },
+    )
     assert done.status_code == 303
     client, _ = as_user(pages, world.members[OrgRole.READ_ONLY])
     for page in ("/", "/members", "/service", "/billing"):
         text = client.get(f"/portal/orgs/{world.org.slug}{page}").text
-        assert "This organization is suspended" in text and "Invoice 2026-0042 is 30 days overdue" in text
+        assert (
+            "This organization is suspended" in text
+            and "Invoice 2026-0042 is 30 days overdue" in text
+        )
     other, _ = as_user(pages, world.outsider)
     assert "suspended" not in other.get(f"/portal/orgs/{world.other_org.slug}/").text
 
 
-def test_impersonation_is_read_only_and_audited(pages: FastAPI, world: World, session_factory: sessionmaker[Session]) -> None:
+def test_impersonation_is_read_only_and_audited(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session]
+) -> None:
     support, csrf = as_user(pages, world.staff[StaffRole.SUPPORT])
-    started = support.post(f"/console/customers/{world.org.id}/impersonate", data={"csrf_token": csrf})
+    started = support.post(
+        f"/console/customers/{world.org.id}/impersonate", data={"csrf_token": csrf}
+    )
     assert started.headers["location"] == f"/portal/orgs/{world.org.slug}/"
     page = support.get(f"/portal/orgs/{world.org.slug}/members")
     assert page.status_code == 200 and "as staff, read-only" in page.text
-    refused = support.post(f"/portal/orgs/{world.org.slug}/invitations", data={"csrf_token": csrf, "email": "a@b.example.com", "role": "admin"})
+    refused = support.post(
+        f"/portal/orgs/{world.org.slug}/invitations",
+        data={"csrf_token": csrf, "email": "a@b.example.com", "role": "admin"},
+    )
     assert refused.status_code == 403
     assert support.get(f"/portal/orgs/{world.other_org.slug}/").status_code == 404
     with session_factory() as session:
-        events, _ = audit.list_events(session, organization_id=world.org.id, action=AuditAction.IMPERSONATION_STARTED)
+        events, _ = audit.list_events(
+            session, organization_id=world.org.id, action=AuditAction.IMPERSONATION_STARTED
+        )
         assert [e.actor_label for e in events] == [world.staff[StaffRole.SUPPORT].email]
 
 
@@ -336,10 +482,16 @@ def test_the_form_cookie_token_is_set_for_anonymous_forms(browser: TestClient) -
     assert CSRF.search(page.text).group(1) == page.cookies.get(FORM_COOKIE)  # type: ignore[union-attr]
 
 
-def test_totp_factor_rows_are_not_left_behind_by_a_restarted_enrolment(pages: FastAPI, world: World, session_factory: sessionmaker[Session]) -> None:
+def test_totp_factor_rows_are_not_left_behind_by_a_restarted_enrolment(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session]
+) -> None:
     client, csrf = as_user(pages, world.members[OrgRole.ADMIN])
     client.post("/portal/account/mfa/start", data={"csrf_token": csrf})
     client.post("/portal/account/mfa/start", data={"csrf_token": csrf})
     with session_factory() as session:
-        rows = session.scalar(select(func.count()).select_from(MfaFactor).where(MfaFactor.user_id == world.members[OrgRole.ADMIN].id))
+        rows = session.scalar(
+            select(func.count())
+            .select_from(MfaFactor)
+            .where(MfaFactor.user_id == world.members[OrgRole.ADMIN].id)
+        )
         assert rows == 1

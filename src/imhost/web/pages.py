@@ -40,7 +40,7 @@ from imhost.accounts.auth import confirmed_factor
 from imhost.accounts.models import Organization, StaffRole, User
 from imhost.accounts.permissions import Access, Scope
 from imhost.accounts.sessions import COOKIE_NAME, lookup_session
-from imhost.kit.errors import DomainError, NotFound, PermissionDenied, Unauthenticated
+from imhost.kit.errors import DomainError, PermissionDenied, Unauthenticated
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, Requirement, RuntimeDep, client_address
 
@@ -506,7 +506,7 @@ def pagination(page: str = "1") -> Pagination:
 PageNo = Annotated[Pagination, Depends(pagination)]
 
 
-# --- install ---------------------------------------------------------------------------------------
+# --- install -----------------------------------------------------------------------------
 
 
 def _status_page(request: Request, exc: DomainError) -> HTMLResponse:
@@ -571,7 +571,7 @@ def page_routes(routers: list[APIRouter]) -> list[PageRoute]:
         for route in router.routes:
             if isinstance(route, APIRoute):
                 reqs = list(_requirements(route.dependant))
-                for method in sorted(route.methods):
+                for method in sorted(route.methods or ()):
                     out.append(PageRoute(method, route.path, reqs[0] if reqs else None))
     return sorted(out, key=lambda r: (r.path, r.method))
 

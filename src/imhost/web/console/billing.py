@@ -45,14 +45,29 @@ CatalogWrite = Annotated[Principal, Depends(staff("catalog", Access.WRITE))]
 BillingRead = Annotated[Principal, Depends(staff("billing-admin", Access.READ))]
 BillingWrite = Annotated[Principal, Depends(staff("billing-admin", Access.WRITE))]
 
-PLAN_FIELDS = {"code", "name", "description", "base_fee", "setup_fee", "trial_days", "currency", "max_xmpp_accounts", "metric", "unit_price", "included_quantity", "change_note"}
+PLAN_FIELDS = {
+    "code",
+    "name",
+    "description",
+    "base_fee",
+    "setup_fee",
+    "trial_days",
+    "currency",
+    "max_xmpp_accounts",
+    "metric",
+    "unit_price",
+    "included_quantity",
+    "change_note",
+}
 
 
 def _validation(exc: ValidationError) -> InvalidInput:
     first = exc.errors()[0]
     loc = [str(x) for x in first.get("loc", ())]
     names = {"max_xmpp_accounts", "unit_price", "included_quantity", "metric"}
-    field = next((x for x in reversed(loc) if x in PLAN_FIELDS or x in names), loc[0] if loc else None)
+    field = next(
+        (x for x in reversed(loc) if x in PLAN_FIELDS or x in names), loc[0] if loc else None
+    )
     return InvalidInput(str(first["msg"]).removeprefix("Value error, "), field=field)
 
 
@@ -82,18 +97,28 @@ def _component(form: FormData) -> list[dict[str, Any]]:
     metric = text(form, "metric", max_length=40)
     if not metric:
         return []
-    return [{
-        "metric": metric,
-        "pricing_model": "per_unit",
-        "unit_price": _decimal(form, "unit_price", required=True),
-        "included_quantity": _decimal(form, "included_quantity") or Decimal(0),
-    }]
+    return [
+        {
+            "metric": metric,
+            "pricing_model": "per_unit",
+            "unit_price": _decimal(form, "unit_price", required=True),
+            "included_quantity": _decimal(form, "included_quantity") or Decimal(0),
+        }
+    ]
 
 
 # --- plans ----------------------------------------------------------------------------------------
 
 
-def _plans_page(request: Request, principal: Principal, db: Db, *, values: dict[str, str] | None = None, errors: FormErrors | None = None, status: int = 200) -> Response:
+def _plans_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    *,
+    values: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
+    status: int = 200,
+) -> Response:
     return render(
         request,
         "console/plans.html",
@@ -117,7 +142,9 @@ def plans(request: Request, principal: CatalogRead, db: Db) -> Response:
 
 
 @router.post("/plans")
-def create_plan(request: Request, principal: CatalogWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def create_plan(
+    request: Request, principal: CatalogWrite, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     try:
         try:
             data = PlanCreate(
@@ -136,10 +163,25 @@ def create_plan(request: Request, principal: CatalogWrite, form: Form, db: Db, r
         except ValidationError as exc:
             raise _validation(exc) from None
         plan = catalog.create_plan(db, runtime.clock, data, known_metrics=BILLABLE_CODES)
-        audit.record(db, runtime.clock, "catalog.plan_created", actor=principal.actor, target_type="plan", target_id=plan.id, target_label=plan.code)
+        audit.record(
+            db,
+            runtime.clock,
+            "catalog.plan_created",
+            actor=principal.actor,
+            target_type="plan",
+            target_id=plan.id,
+            target_label=plan.code,
+        )
     except DomainError as exc:
         db.rollback()
-        return _plans_page(request, principal, db, values=values_of(form), errors=FormErrors.of(exc, PLAN_FIELDS), status=exc.status)
+        return _plans_page(
+            request,
+            principal,
+            db,
+            values=values_of(form),
+            errors=FormErrors.of(exc, PLAN_FIELDS),
+            status=exc.status,
+        )
     return redirect(request, f"/console/plans/{plan.code}", f"Plan {plan.name} created.")
 
 
@@ -147,14 +189,25 @@ def create_plan(request: Request, principal: CatalogWrite, form: Form, db: Db, r
 def plan(request: Request, code: str, principal: CatalogRead, db: Db) -> Response:
     view = catalog.plan_out(catalog.plan_view(db, code[:64], current_only=False))
     return render(
-        request, "console/plan.html",
-        {"title": view.name, "plan": view, "metrics": sorted(BILLABLE_CODES), "values": {}, "errors": FormErrors()},
-        principal=principal, db=db, section="Plans",
+        request,
+        "console/plan.html",
+        {
+            "title": view.name,
+            "plan": view,
+            "metrics": sorted(BILLABLE_CODES),
+            "values": {},
+            "errors": FormErrors(),
+        },
+        principal=principal,
+        db=db,
+        section="Plans",
     )
 
 
 @router.post("/plans/{code}/versions")
-def new_version(request: Request, code: str, principal: CatalogWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def new_version(
+    request: Request, code: str, principal: CatalogWrite, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     code = code[:64]
     try:
         try:
@@ -166,18 +219,36 @@ def new_version(request: Request, code: str, principal: CatalogWrite, form: Form
             )
         except ValidationError as exc:
             raise _validation(exc) from None
-        version = catalog.new_plan_version(db, runtime.clock, code, change, known_metrics=BILLABLE_CODES)
+        version = catalog.new_plan_version(
+            db, runtime.clock, code, change, known_metrics=BILLABLE_CODES
+        )
         audit.record(
-            db, runtime.clock, "catalog.plan_version_created", actor=principal.actor, target_type="plan_version",
-            target_id=version.id, target_label=f"{code} v{version.version} {version.currency}", note=change.change_note or None,
+            db,
+            runtime.clock,
+            "catalog.plan_version_created",
+            actor=principal.actor,
+            target_type="plan_version",
+            target_id=version.id,
+            target_label=f"{code} v{version.version} {version.currency}",
+            note=change.change_note or None,
         )
     except DomainError as exc:
         db.rollback()
         view = catalog.plan_out(catalog.plan_view(db, code, current_only=False))
         return render(
-            request, "console/plan.html",
-            {"title": view.name, "plan": view, "metrics": sorted(BILLABLE_CODES), "values": values_of(form), "errors": FormErrors.of(exc, PLAN_FIELDS)},
-            principal=principal, db=db, status_code=exc.status, section="Plans",
+            request,
+            "console/plan.html",
+            {
+                "title": view.name,
+                "plan": view,
+                "metrics": sorted(BILLABLE_CODES),
+                "values": values_of(form),
+                "errors": FormErrors.of(exc, PLAN_FIELDS),
+            },
+            principal=principal,
+            db=db,
+            status_code=exc.status,
+            section="Plans",
         )
     return redirect(request, f"/console/plans/{code}", f"Version {version.version} is now current.")
 
@@ -188,7 +259,14 @@ def new_version(request: Request, code: str, principal: CatalogWrite, form: Form
 @router.get("/billing")
 def billing_run_page(request: Request, principal: BillingRead, db: Db) -> Response:
     recent = audit.list_events(db, organization_id=None, action="billing.run", limit=10)[0]
-    return render(request, "console/billing.html", {"title": "Billing run", "recent": recent, "summary": None}, principal=principal, db=db, section="Billing run")
+    return render(
+        request,
+        "console/billing.html",
+        {"title": "Billing run", "recent": recent, "summary": None},
+        principal=principal,
+        db=db,
+        section="Billing run",
+    )
 
 
 @router.post("/billing")
@@ -200,42 +278,94 @@ async def billing_run(request: Request, principal: BillingWrite, runtime: Runtim
     def _finish() -> Response:
         with runtime.session_factory() as db:
             audit.record(
-                db, runtime.clock, "billing.run", actor=principal.actor, target_type="billing_run",
-                target_id=as_of.isoformat(), invoices=summary.invoices, failures=len(summary.failures),
+                db,
+                runtime.clock,
+                "billing.run",
+                actor=principal.actor,
+                target_type="billing_run",
+                target_id=as_of.isoformat(),
+                invoices=summary.invoices,
+                failures=len(summary.failures),
             )
             db.commit()
             recent = audit.list_events(db, organization_id=None, action="billing.run", limit=10)[0]
-            return render(request, "console/billing.html", {"title": "Billing run", "recent": recent, "summary": summary}, principal=principal, db=db, section="Billing run")
+            return render(
+                request,
+                "console/billing.html",
+                {"title": "Billing run", "recent": recent, "summary": summary},
+                principal=principal,
+                db=db,
+                section="Billing run",
+            )
 
     return await run_in_threadpool(_finish)
 
 
-# --- invoices ----------------------------------------------------------------------------------------
+# --- invoices ----------------------------------------------------------------------------
 
 
 @router.get("/invoices")
-def invoices(request: Request, principal: BillingRead, db: Db, page: PageNo, status: str = "", customer: str = "") -> Response:
-    rows = billing.list_invoices(db, organization_id=customer[:32] or None, status=status[:16] or None, limit=page.per_page, offset=page.offset)
+def invoices(
+    request: Request,
+    principal: BillingRead,
+    db: Db,
+    page: PageNo,
+    status: str = "",
+    customer: str = "",
+) -> Response:
+    rows = billing.list_invoices(
+        db,
+        organization_id=customer[:32] or None,
+        status=status[:16] or None,
+        limit=page.per_page,
+        offset=page.offset,
+    )
     return render(
-        request, "console/invoices.html",
-        {"title": "Invoices", "invoices": rows, "pg": page, "status": status[:16], "customer": customer[:32]},
-        principal=principal, db=db, section="Invoices",
+        request,
+        "console/invoices.html",
+        {
+            "title": "Invoices",
+            "invoices": rows,
+            "pg": page,
+            "status": status[:16],
+            "customer": customer[:32],
+        },
+        principal=principal,
+        db=db,
+        section="Invoices",
     )
 
 
-def _invoice_page(request: Request, principal: Principal, db: Db, invoice_id: str, *, values: dict[str, str] | None = None, errors: FormErrors | None = None, status: int = 200) -> Response:
+def _invoice_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    invoice_id: str,
+    *,
+    values: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
+    status: int = 200,
+) -> Response:
     invoice = billing.get_invoice(db, invoice_id[:64])
     return render(
-        request, "console/invoice.html",
+        request,
+        "console/invoice.html",
         {
             "title": f"Invoice {invoice.number or '(draft)'}",
             "invoice": invoice,
             "lines": billing.invoice_lines(db, invoice.id),
             "payments": billing.invoice_payments(db, invoice.id),
-            "values": values or {"currency": invoice.currency, "amount": str(invoice.total - invoice.amount_paid - invoice.amount_credited)},
+            "values": values
+            or {
+                "currency": invoice.currency,
+                "amount": str(invoice.total - invoice.amount_paid - invoice.amount_credited),
+            },
             "errors": errors or FormErrors(),
         },
-        principal=principal, db=db, status_code=status, section="Invoices",
+        principal=principal,
+        db=db,
+        status_code=status,
+        section="Invoices",
     )
 
 
@@ -244,72 +374,207 @@ def invoice(request: Request, invoice_id: str, principal: BillingRead, db: Db) -
     return _invoice_page(request, principal, db, invoice_id)
 
 
-def _billing_audit(db: Db, runtime: RuntimeDep, principal: Principal, action: str, *, organization_id: str | None, target_type: str, target_id: str, **details: Any) -> None:
-    audit.record(db, runtime.clock, f"billing.{action}", actor=principal.actor, organization_id=organization_id, target_type=target_type, target_id=target_id, **details)
+def _billing_audit(
+    db: Db,
+    runtime: RuntimeDep,
+    principal: Principal,
+    action: str,
+    *,
+    organization_id: str | None,
+    target_type: str,
+    target_id: str,
+    **details: Any,
+) -> None:
+    audit.record(
+        db,
+        runtime.clock,
+        f"billing.{action}",
+        actor=principal.actor,
+        organization_id=organization_id,
+        target_type=target_type,
+        target_id=target_id,
+        **details,
+    )
 
 
 @router.post("/invoices/{invoice_id}/finalize")
-def finalize(request: Request, invoice_id: str, principal: BillingWrite, db: Db, runtime: RuntimeDep) -> Response:
+def finalize(
+    request: Request, invoice_id: str, principal: BillingWrite, db: Db, runtime: RuntimeDep
+) -> Response:
     inv = billing.finalize_invoice(db, runtime.clock, billing.get_invoice(db, invoice_id[:64]))
-    _billing_audit(db, runtime, principal, "invoice_finalized", organization_id=inv.organization_id, target_type="invoice", target_id=inv.id, number=inv.number)
+    _billing_audit(
+        db,
+        runtime,
+        principal,
+        "invoice_finalized",
+        organization_id=inv.organization_id,
+        target_type="invoice",
+        target_id=inv.id,
+        number=inv.number,
+    )
     return redirect(request, f"/console/invoices/{inv.id}", f"Invoice {inv.number} is final.")
 
 
 @router.post("/invoices/{invoice_id}/void")
-def void(request: Request, invoice_id: str, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def void(
+    request: Request,
+    invoice_id: str,
+    principal: BillingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
     url = f"/console/invoices/{invoice_id[:64]}"
     ask = confirmation(
-        request, form, principal=principal, db=db, question="Void this invoice?",
+        request,
+        form,
+        principal=principal,
+        db=db,
+        question="Void this invoice?",
         consequence="It stays in the records with its number but is no longer owed.",
-        button="Void invoice", cancel_url=url, reason_field="reason",
+        button="Void invoice",
+        cancel_url=url,
+        reason_field="reason",
     )
     if ask is not None:
         return ask
     reason = text(form, "reason", max_length=500)
     inv = billing.void_invoice(db, runtime.clock, invoice_id[:64], reason)
-    _billing_audit(db, runtime, principal, "invoice_voided", organization_id=inv.organization_id, target_type="invoice", target_id=inv.id, reason=reason)
+    _billing_audit(
+        db,
+        runtime,
+        principal,
+        "invoice_voided",
+        organization_id=inv.organization_id,
+        target_type="invoice",
+        target_id=inv.id,
+        reason=reason,
+    )
     return redirect(request, url, "The invoice is void.")
 
 
 @router.post("/invoices/{invoice_id}/credit-note")
-def credit_note(request: Request, invoice_id: str, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def credit_note(
+    request: Request,
+    invoice_id: str,
+    principal: BillingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
     url = f"/console/invoices/{invoice_id[:64]}"
     ask = confirmation(
-        request, form, principal=principal, db=db, question="Credit this whole invoice?",
+        request,
+        form,
+        principal=principal,
+        db=db,
+        question="Credit this whole invoice?",
         consequence="A credit note is issued and the amount goes to the customer's account credit.",
-        button="Issue credit note", cancel_url=url, reason_field="reason",
+        button="Issue credit note",
+        cancel_url=url,
+        reason_field="reason",
     )
     if ask is not None:
         return ask
     reason = text(form, "reason", max_length=500)
     try:
-        note = billing.issue_credit_note(db, runtime.clock, invoice_id[:64], reason=reason, lines=None, refund_to="credit", created_by=principal.actor.label)
+        note = billing.issue_credit_note(
+            db,
+            runtime.clock,
+            invoice_id[:64],
+            reason=reason,
+            lines=None,
+            refund_to="credit",
+            created_by=principal.actor.label,
+        )
     except DomainError as exc:
         db.rollback()
-        return _invoice_page(request, principal, db, invoice_id, errors=FormErrors(general=[exc.detail]), status=exc.status)
-    _billing_audit(db, runtime, principal, "credit_note_issued", organization_id=note.organization_id, target_type="credit_note", target_id=note.id, number=note.number, total=str(note.total), reason=reason)
+        return _invoice_page(
+            request,
+            principal,
+            db,
+            invoice_id,
+            errors=FormErrors(general=[exc.detail]),
+            status=exc.status,
+        )
+    _billing_audit(
+        db,
+        runtime,
+        principal,
+        "credit_note_issued",
+        organization_id=note.organization_id,
+        target_type="credit_note",
+        target_id=note.id,
+        number=note.number,
+        total=str(note.total),
+        reason=reason,
+    )
     return redirect(request, url, f"Credit note {note.number} issued.")
 
 
 @router.post("/invoices/{invoice_id}/payments")
-def record_payment(request: Request, invoice_id: str, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def record_payment(
+    request: Request,
+    invoice_id: str,
+    principal: BillingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
     try:
         amount = _decimal(form, "amount", required=True)
+        assert amount is not None
         method = text(form, "method", max_length=32) or "bank_transfer"
         if method not in ("bank_transfer", "cash", "cheque", "card", "other"):
             raise InvalidInput("Pick a payment method.", field="method")
         payment = billing.record_payment(
-            db, runtime.clock, invoice_id[:64], amount=amount, currency=text(form, "currency", max_length=3).upper(),
-            method=method, reference=text(form, "reference", max_length=200) or None, received_at=None,
+            db,
+            runtime.clock,
+            invoice_id[:64],
+            amount=amount,
+            currency=text(form, "currency", max_length=3).upper(),
+            method=method,
+            reference=text(form, "reference", max_length=200) or None,
+            received_at=None,
             recorded_by=principal.actor.label,
         )
     except DomainError as exc:
         db.rollback()
-        return _invoice_page(request, principal, db, invoice_id, values=values_of(form), errors=FormErrors.of(exc, {"amount", "currency", "method", "reference"}), status=exc.status)
-    _billing_audit(db, runtime, principal, "payment_recorded", organization_id=payment.organization_id, target_type="payment", target_id=payment.id, amount=str(payment.amount), currency=payment.currency, invoice_id=invoice_id[:64])
-    return redirect(request, f"/console/invoices/{invoice_id[:64]}", f"Payment of {payment.amount} {payment.currency} recorded.")
+        return _invoice_page(
+            request,
+            principal,
+            db,
+            invoice_id,
+            values=values_of(form),
+            errors=FormErrors.of(exc, {"amount", "currency", "method", "reference"}),
+            status=exc.status,
+        )
+    _billing_audit(
+        db,
+        runtime,
+        principal,
+        "payment_recorded",
+        organization_id=payment.organization_id,
+        target_type="payment",
+        target_id=payment.id,
+        amount=str(payment.amount),
+        currency=payment.currency,
+        invoice_id=invoice_id[:64],
+    )
+    return redirect(
+        request,
+        f"/console/invoices/{invoice_id[:64]}",
+        f"Payment of {payment.amount} {payment.currency} recorded.",
+    )
 
 
 @router.get("/dunning")
 def dunning(request: Request, principal: BillingRead, db: Db, runtime: RuntimeDep) -> Response:
-    return render(request, "console/dunning.html", {"title": "Dunning", "rows": billing.dunning_status(db, runtime.clock)}, principal=principal, db=db, section="Dunning")
+    return render(
+        request,
+        "console/dunning.html",
+        {"title": "Dunning", "rows": billing.dunning_status(db, runtime.clock)},
+        principal=principal,
+        db=db,
+        section="Dunning",
+    )

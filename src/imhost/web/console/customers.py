@@ -50,8 +50,12 @@ def _customer(db: Db, customer_id: str) -> Organization:
 
 
 @router.get("/")
-def customers(request: Request, principal: CustomersRead, db: Db, page: PageNo, q: str = "") -> Response:
-    rows, total = accounts.list_organizations(db, search=q[:100] or None, limit=page.per_page, offset=page.offset)
+def customers(
+    request: Request, principal: CustomersRead, db: Db, page: PageNo, q: str = ""
+) -> Response:
+    rows, total = accounts.list_organizations(
+        db, search=q[:100] or None, limit=page.per_page, offset=page.offset
+    )
     return render(
         request,
         "console/customers.html",
@@ -83,37 +87,65 @@ def customer(request: Request, customer_id: str, principal: CustomersRead, db: D
 
             ctx["terms"] = load_plan_terms(db, sub.plan_version_id)
         ctx["invoices"] = billing.list_invoices(db, organization_id=org.id, limit=10, offset=0)
-    return render(request, "console/customer.html", ctx, principal=principal, db=db, section="Customers")
+    return render(
+        request, "console/customer.html", ctx, principal=principal, db=db, section="Customers"
+    )
 
 
 @router.post("/customers/{customer_id}/status")
-def set_status(request: Request, customer_id: str, principal: CustomerStatusWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def set_status(
+    request: Request,
+    customer_id: str,
+    principal: CustomerStatusWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
     org = _customer(db, customer_id)
     suspend = text(form, "action") == "suspend"
     url = f"/console/customers/{org.id}"
     if suspend:
         ask = confirmation(
-            request, form, principal=principal, db=db, question=f"Suspend {org.name}?",
+            request,
+            form,
+            principal=principal,
+            db=db,
+            question=f"Suspend {org.name}?",
             consequence="Their XMPP service closes and their portal shows the reason you give.",
-            button="Suspend customer", cancel_url=url, reason_field="reason",
+            button="Suspend customer",
+            cancel_url=url,
+            reason_field="reason",
         )
         if ask is not None:
             return ask
     accounts.set_organization_status(
-        db, runtime.clock, org, suspended=suspend, reason=text(form, "reason", max_length=500), actor=principal.actor
+        db,
+        runtime.clock,
+        org,
+        suspended=suspend,
+        reason=text(form, "reason", max_length=500),
+        actor=principal.actor,
     )
     return redirect(request, url, f"{org.name} is {'suspended' if suspend else 'active again'}.")
 
 
 @router.post("/customers/{customer_id}/impersonate")
-def impersonate(request: Request, customer_id: str, principal: CustomersRead, db: Db, runtime: RuntimeDep) -> Response:
+def impersonate(
+    request: Request, customer_id: str, principal: CustomersRead, db: Db, runtime: RuntimeDep
+) -> Response:
     if principal.web_session is None:
         raise PermissionDenied("impersonation needs a signed-in staff browser session")
     org = _customer(db, customer_id)
     principal.web_session.impersonating_org_id = org.id
     audit_log.record(
-        db, runtime.clock, AuditAction.IMPERSONATION_STARTED, actor=principal.actor,
-        organization_id=org.id, target_type="organization", target_id=org.id, target_label=org.name,
+        db,
+        runtime.clock,
+        AuditAction.IMPERSONATION_STARTED,
+        actor=principal.actor,
+        organization_id=org.id,
+        target_type="organization",
+        target_id=org.id,
+        target_label=org.name,
     )
     return redirect(request, f"/portal/orgs/{org.slug}/", f"You are viewing {org.name} read-only.")
 
@@ -123,34 +155,81 @@ def stop_impersonating(request: Request, principal: CustomersRead) -> Response:
     org_id = principal.web_session.impersonating_org_id if principal.web_session else None
     if principal.web_session is not None:
         principal.web_session.impersonating_org_id = None
-    return redirect(request, f"/console/customers/{org_id}" if org_id else "/console/", "You stopped viewing the customer.")
+    return redirect(
+        request,
+        f"/console/customers/{org_id}" if org_id else "/console/",
+        "You stopped viewing the customer.",
+    )
 
 
 @router.get("/alerts")
 def alerts(request: Request, principal: SecurityRead, db: Db, page: PageNo) -> Response:
-    rows, total = threats.list_alerts(db, organization_id=None, limit=page.per_page, offset=page.offset)
-    return render(request, "console/alerts.html", {"title": "Security alerts", "alerts": rows, "pg": page.with_total(total)}, principal=principal, db=db, section="Alerts")
+    rows, total = threats.list_alerts(
+        db, organization_id=None, limit=page.per_page, offset=page.offset
+    )
+    return render(
+        request,
+        "console/alerts.html",
+        {"title": "Security alerts", "alerts": rows, "pg": page.with_total(total)},
+        principal=principal,
+        db=db,
+        section="Alerts",
+    )
 
 
 @router.get("/audit")
-def audit(request: Request, principal: AuditRead, db: Db, page: PageNo, action: str = "", customer: str = "") -> Response:
+def audit(
+    request: Request,
+    principal: AuditRead,
+    db: Db,
+    page: PageNo,
+    action: str = "",
+    customer: str = "",
+) -> Response:
     rows, total = audit_log.list_events(
-        db, organization_id=customer[:32] or None, action=action[:64] or None, limit=page.per_page, offset=page.offset
+        db,
+        organization_id=customer[:32] or None,
+        action=action[:64] or None,
+        limit=page.per_page,
+        offset=page.offset,
     )
     return render(
-        request, "console/audit.html",
-        {"title": "Audit log", "events": rows, "pg": page.with_total(total), "action": action[:64], "customer": customer[:32]},
-        principal=principal, db=db, section="Audit log",
+        request,
+        "console/audit.html",
+        {
+            "title": "Audit log",
+            "events": rows,
+            "pg": page.with_total(total),
+            "action": action[:64],
+            "customer": customer[:32],
+        },
+        principal=principal,
+        db=db,
+        section="Audit log",
     )
 
 
 @router.get("/outbox")
 def outbox(request: Request, principal: OutboxRead, db: Db, page: PageNo) -> Response:
     rows = mail.list_outbox(db, limit=page.per_page, offset=page.offset)
-    return render(request, "console/outbox.html", {"title": "E-mail outbox", "emails": rows, "pg": page}, principal=principal, db=db, section="Outbox")
+    return render(
+        request,
+        "console/outbox.html",
+        {"title": "E-mail outbox", "emails": rows, "pg": page},
+        principal=principal,
+        db=db,
+        section="Outbox",
+    )
 
 
 @router.get("/outbox/{email_id}")
 def outbox_email(request: Request, email_id: str, principal: OutboxRead, db: Db) -> Response:
     email = mail.get_email(db, email_id[:64])
-    return render(request, "console/email.html", {"title": email.subject, "email": email}, principal=principal, db=db, section="Outbox")
+    return render(
+        request,
+        "console/email.html",
+        {"title": email.subject, "email": email},
+        principal=principal,
+        db=db,
+        section="Outbox",
+    )

@@ -27,7 +27,16 @@ from imhost.web.portal.auth import SelfPage, SelfPending
 router = APIRouter(prefix="/portal/account", include_in_schema=False)
 
 
-def _account(request: Request, principal: Principal, db: Db, runtime: RuntimeDep, *, errors: FormErrors | None = None, values: dict[str, str] | None = None, status: int = 200) -> Response:
+def _account(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    runtime: RuntimeDep,
+    *,
+    errors: FormErrors | None = None,
+    values: dict[str, str] | None = None,
+    status: int = 200,
+) -> Response:
     user = principal.user
     assert user is not None
     return render(
@@ -54,11 +63,21 @@ def account(request: Request, principal: SelfPage, db: Db, runtime: RuntimeDep) 
 
 
 @router.post("")
-def update_profile(request: Request, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def update_profile(
+    request: Request, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     assert principal.user is not None
     name = text(form, "name", max_length=300).strip()
     if len(name) > 200:
-        return _account(request, principal, db, runtime, values=values_of(form), errors=FormErrors(fields={"name": "Use at most 200 characters."}), status=422)
+        return _account(
+            request,
+            principal,
+            db,
+            runtime,
+            values=values_of(form),
+            errors=FormErrors(fields={"name": "Use at most 200 characters."}),
+            status=422,
+        )
     principal.user.name = name
     return redirect(request, "/portal/account", "Your profile is saved.")
 
@@ -66,8 +85,22 @@ def update_profile(request: Request, principal: SelfPage, form: Form, db: Db, ru
 # --- password -------------------------------------------------------------------------------
 
 
-def _password_page(request: Request, principal: Principal, db: Db, errors: FormErrors | None = None, status: int = 200) -> Response:
-    return render(request, "portal/password.html", {"title": "Change password", "errors": errors or FormErrors(), "values": {}}, principal=principal, db=db, status_code=status, section="Account")
+def _password_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    errors: FormErrors | None = None,
+    status: int = 200,
+) -> Response:
+    return render(
+        request,
+        "portal/password.html",
+        {"title": "Change password", "errors": errors or FormErrors(), "values": {}},
+        principal=principal,
+        db=db,
+        status_code=status,
+        section="Account",
+    )
 
 
 @router.get("/password")
@@ -76,22 +109,43 @@ def password_page(request: Request, principal: SelfPage, db: Db) -> Response:
 
 
 @router.post("/password")
-def change_password(request: Request, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def change_password(
+    request: Request, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     assert principal.web_session is not None
     new_password = text(form, "new_password", max_length=1024)
     if new_password != text(form, "repeat_password", max_length=1024):
-        return _password_page(request, principal, db, FormErrors(fields={"repeat_password": "The two new passwords differ."}), 422)
+        return _password_page(
+            request,
+            principal,
+            db,
+            FormErrors(fields={"repeat_password": "The two new passwords differ."}),
+            422,
+        )
     try:
         with commit_even_on_refusal(db):
             new = runtime.auth.change_password(
-                db, principal.web_session, current=text(form, "current_password", max_length=1024), new=new_password
+                db,
+                principal.web_session,
+                current=text(form, "current_password", max_length=1024),
+                new=new_password,
             )
     except (Unauthenticated, TooManyRequests) as exc:
-        return _password_page(request, principal, db, FormErrors(fields={"current_password": exc.detail}), exc.status)
+        return _password_page(
+            request, principal, db, FormErrors(fields={"current_password": exc.detail}), exc.status
+        )
     except DomainError as exc:
         db.rollback()
-        return _password_page(request, principal, db, FormErrors.of(exc, {"new_password", "current_password"}), exc.status)
-    response = redirect(request, "/portal/account", "Your password is changed; your other sessions have ended.")
+        return _password_page(
+            request,
+            principal,
+            db,
+            FormErrors.of(exc, {"new_password", "current_password"}),
+            exc.status,
+        )
+    response = redirect(
+        request, "/portal/account", "Your password is changed; your other sessions have ended."
+    )
     set_session_cookie(response, runtime, new.cookie_value)
     return response
 
@@ -111,7 +165,15 @@ def _mfa_page(request: Request, principal: Principal, db: Db, **ctx: object) -> 
         "errors": FormErrors(),
     }
     base.update(ctx)
-    return render(request, "portal/mfa.html", base, principal=principal, db=db, status_code=status, section="Account")
+    return render(
+        request,
+        "portal/mfa.html",
+        base,
+        principal=principal,
+        db=db,
+        status_code=status,
+        section="Account",
+    )
 
 
 @router.get("/mfa")
@@ -130,7 +192,9 @@ def _reauthenticate(db: Db, runtime: RuntimeDep, principal: Principal, form: For
 
 
 @router.post("/mfa/start")
-def start_mfa(request: Request, principal: SelfPending, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def start_mfa(
+    request: Request, principal: SelfPending, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     assert principal.web_session is not None and principal.user is not None
     try:
         if confirmed_factor(db, principal.user.id) is not None:
@@ -141,19 +205,31 @@ def start_mfa(request: Request, principal: SelfPending, form: Form, db: Db, runt
             db, principal.web_session, issuer=runtime.settings.provider_name
         )
     except DomainError as exc:
-        return _mfa_page(request, principal, db, errors=FormErrors.of(exc, {"password"}), status=exc.status)
-    return _mfa_page(request, principal, db, factor_id=factor.id, secret=factor.secret, uri=uri, qr=markup(svg))
+        return _mfa_page(
+            request, principal, db, errors=FormErrors.of(exc, {"password"}), status=exc.status
+        )
+    return _mfa_page(
+        request, principal, db, factor_id=factor.id, secret=factor.secret, uri=uri, qr=markup(svg)
+    )
 
 
 @router.post("/mfa/confirm")
-def confirm_mfa(request: Request, principal: SelfPending, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def confirm_mfa(
+    request: Request, principal: SelfPending, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     assert principal.web_session is not None and principal.user is not None
     factor_id = text(form, "factor_id", max_length=64)
     try:
-        if not principal.web_session.mfa_verified and confirmed_factor(db, principal.user.id) is not None:
+        if (
+            not principal.web_session.mfa_verified
+            and confirmed_factor(db, principal.user.id) is not None
+        ):
             raise Unauthenticated("Enter a code from your current app first.")
         codes = runtime.auth.confirm_totp_enrolment(
-            db, principal.web_session, factor_id=factor_id, code=text(form, "code", max_length=64).strip()
+            db,
+            principal.web_session,
+            factor_id=factor_id,
+            code=text(form, "code", max_length=64).strip(),
         )
     except DomainError as exc:
         from imhost.accounts.mfa import provisioning_uri, qr_svg
@@ -161,34 +237,53 @@ def confirm_mfa(request: Request, principal: SelfPending, form: Form, db: Db, ru
 
         factor = db.get(MfaFactor, factor_id)
         if factor is None or factor.user_id != principal.user.id or factor.confirmed_at is not None:
-            return _mfa_page(request, principal, db, errors=FormErrors(general=[exc.detail]), status=exc.status)
+            return _mfa_page(
+                request, principal, db, errors=FormErrors(general=[exc.detail]), status=exc.status
+            )
         uri = provisioning_uri(factor.secret, principal.user.email, runtime.settings.provider_name)
         return _mfa_page(
-            request, principal, db, factor_id=factor.id, secret=factor.secret, uri=uri,
-            qr=markup(qr_svg(uri)), errors=FormErrors(fields={"code": exc.detail}), status=exc.status,
+            request,
+            principal,
+            db,
+            factor_id=factor.id,
+            secret=factor.secret,
+            uri=uri,
+            qr=markup(qr_svg(uri)),
+            errors=FormErrors(fields={"code": exc.detail}),
+            status=exc.status,
         )
     return _mfa_page(request, principal, db, recovery_codes=codes, mfa_on=True, pending=False)
 
 
 @router.post("/mfa/recovery-codes")
-def new_recovery_codes(request: Request, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def new_recovery_codes(
+    request: Request, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     assert principal.web_session is not None
     try:
         _reauthenticate(db, runtime, principal, form)
         codes = runtime.auth.regenerate_recovery_codes(db, principal.web_session)
     except DomainError as exc:
-        return _mfa_page(request, principal, db, errors=FormErrors.of(exc, {"password"}), status=exc.status)
+        return _mfa_page(
+            request, principal, db, errors=FormErrors.of(exc, {"password"}), status=exc.status
+        )
     return _mfa_page(request, principal, db, recovery_codes=codes)
 
 
 @router.post("/mfa/disable")
-def disable_mfa(request: Request, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def disable_mfa(
+    request: Request, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     assert principal.web_session is not None
     ask = confirmation(
-        request, form, principal=principal, db=db,
+        request,
+        form,
+        principal=principal,
+        db=db,
         question="Turn off two-factor authentication?",
         consequence="Anyone with your password could then sign in as you.",
-        button="Turn it off", cancel_url="/portal/account/mfa",
+        button="Turn it off",
+        cancel_url="/portal/account/mfa",
     )
     if ask is not None:
         return ask
@@ -198,7 +293,9 @@ def disable_mfa(request: Request, principal: SelfPage, form: Form, db: Db, runti
     except DomainError as exc:
         if not isinstance(exc, (Unauthenticated, TooManyRequests)):
             db.rollback()
-        return _mfa_page(request, principal, db, errors=FormErrors.of(exc, {"password"}), status=exc.status)
+        return _mfa_page(
+            request, principal, db, errors=FormErrors.of(exc, {"password"}), status=exc.status
+        )
     return redirect(request, "/portal/account/mfa", "Two-factor authentication is off.")
 
 
@@ -223,16 +320,29 @@ def sessions_page(request: Request, principal: SelfPage, db: Db, runtime: Runtim
 
 
 @router.post("/sessions/{session_id}/end")
-def end_session(request: Request, session_id: str, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def end_session(
+    request: Request, session_id: str, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     assert principal.user is not None
     ask = confirmation(
-        request, form, principal=principal, db=db,
-        question="End this session?", consequence="That browser will have to sign in again.",
-        button="End session", cancel_url="/portal/account/sessions",
+        request,
+        form,
+        principal=principal,
+        db=db,
+        question="End this session?",
+        consequence="That browser will have to sign in again.",
+        button="End session",
+        cancel_url="/portal/account/sessions",
     )
     if ask is not None:
         return ask
-    sessions.end_user_session(db, runtime.clock, user_id=principal.user.id, session_id=session_id[:64], actor=principal.actor)
+    sessions.end_user_session(
+        db,
+        runtime.clock,
+        user_id=principal.user.id,
+        session_id=session_id[:64],
+        actor=principal.actor,
+    )
     return redirect(request, "/portal/account/sessions", "The session has ended.")
 
 

@@ -18,8 +18,8 @@ from imhost.kit import optional_module
 from imhost.kit.errors import DomainError, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from imhost.web.api.v1.auth import set_session_cookie
 from imhost.web.deps import Db, Principal, RuntimeDep, client_address, commit_even_on_refusal
+from imhost.accounts.sessions import COOKIE_NAME
 from imhost.web.pages import (
-    COOKIE_NAME,
     Form,
     FormErrors,
     page_public,
@@ -75,7 +75,9 @@ def sign_in_page(request: Request, principal: PublicPage, next: str = "") -> Res
 
 
 @router.post("/portal/sign-in")
-def sign_in(request: Request, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def sign_in(
+    request: Request, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     values = values_of(form)
     email = text(form, "email", max_length=320)
     try:
@@ -115,14 +117,20 @@ def code_page(request: Request, principal: SelfPending, db: Db, next: str = "") 
     return render(
         request,
         "portal/sign_in_code.html",
-        {"values": {"next": safe_next(next, "")}, "errors": FormErrors(), "title": "Enter your code"},
+        {
+            "values": {"next": safe_next(next, "")},
+            "errors": FormErrors(),
+            "title": "Enter your code",
+        },
         principal=principal,
         db=db,
     )
 
 
 @router.post("/portal/sign-in/code")
-def verify_code(request: Request, principal: SelfPending, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def verify_code(
+    request: Request, principal: SelfPending, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     assert principal.web_session is not None and principal.user is not None
     try:
         with commit_even_on_refusal(db):
@@ -142,13 +150,17 @@ def verify_code(request: Request, principal: SelfPending, form: Form, db: Db, ru
             db=db,
             status_code=exc.status,
         )
-    return RedirectResponse(safe_next(text(form, "next"), home_for(db, principal.user)), status_code=303)
+    return RedirectResponse(
+        safe_next(text(form, "next"), home_for(db, principal.user)), status_code=303
+    )
 
 
 @router.post("/portal/sign-out")
 def sign_out(request: Request, principal: SelfPending, db: Db, runtime: RuntimeDep) -> Response:
     assert principal.web_session is not None
-    sessions.end_session(db, runtime.clock, principal.web_session, reason="signed out", actor=principal.actor)
+    sessions.end_session(
+        db, runtime.clock, principal.web_session, reason="signed out", actor=principal.actor
+    )
     response = redirect(request, "/portal/sign-in", "You are signed out.")
     response.delete_cookie(COOKIE_NAME, path="/")
     return response
@@ -164,7 +176,14 @@ def public_plans(db: Db) -> list[Any]:
     return [catalog.plan_out(v) for v in catalog.list_plans(db) if v.versions]
 
 
-def _signup_page(request: Request, principal: Principal, db: Db, values: dict[str, str], errors: FormErrors, status: int = 200) -> Response:
+def _signup_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    values: dict[str, str],
+    errors: FormErrors,
+    status: int = 200,
+) -> Response:
     return render(
         request,
         "portal/sign_up.html",
@@ -183,7 +202,9 @@ SIGNUP_FIELDS = {"email", "password", "name", "organization_name", "country", "p
 
 
 @router.post("/portal/sign-up")
-def sign_up(request: Request, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def sign_up(
+    request: Request, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     values = values_of(form)
     name = text(form, "name", max_length=200).strip()
     org_name = text(form, "organization_name", max_length=200).strip()
@@ -201,7 +222,9 @@ def sign_up(request: Request, principal: PublicPage, form: Form, db: Db, runtime
         validate_new_password(password, policy, user_inputs=[email, name, org_name])
         user = accounts.create_user(db, runtime.clock, email=email, name=name)
         runtime.auth.set_password_directly(db, user, password)
-        org = accounts.create_organization(db, runtime.clock, name=org_name, owner=user, country=country)
+        org = accounts.create_organization(
+            db, runtime.clock, name=org_name, owner=user, country=country
+        )
         db.flush()
         billing = optional_module("imhost.billing.service")
         if billing is not None and plan_version_id:
@@ -211,7 +234,9 @@ def sign_up(request: Request, principal: PublicPage, form: Form, db: Db, runtime
         request_verification(db, runtime.clock, user)
     except DomainError as exc:
         db.rollback()
-        return _signup_page(request, principal, db, values, FormErrors.of(exc, SIGNUP_FIELDS), exc.status)
+        return _signup_page(
+            request, principal, db, values, FormErrors.of(exc, SIGNUP_FIELDS), exc.status
+        )
     new = sessions.start_session(
         db,
         runtime.clock,
@@ -235,11 +260,18 @@ def sign_up(request: Request, principal: PublicPage, form: Form, db: Db, runtime
 
 @router.get("/portal/verify-email/{token}")
 def verify_email_page(request: Request, token: str, principal: PublicPage) -> Response:
-    return render(request, "portal/verify_email.html", {"token": token[:200], "title": "Confirm your e-mail"}, principal=principal)
+    return render(
+        request,
+        "portal/verify_email.html",
+        {"token": token[:200], "title": "Confirm your e-mail"},
+        principal=principal,
+    )
 
 
 @router.post("/portal/verify-email/{token}")
-def verify_email(request: Request, token: str, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def verify_email(
+    request: Request, token: str, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     from imhost.accounts.verification import confirm
 
     try:
@@ -261,28 +293,47 @@ def _invitation_context(db: Db, runtime: RuntimeDep, token: str) -> dict[str, An
     except NotFound as exc:
         return {"error": exc.detail, "token": token}
     org = accounts.get_organization(db, inv.organization_id)
-    return {"invitation": inv, "org_name": org.name, "role": OrgRole(inv.role).value, "token": token}
+    return {
+        "invitation": inv,
+        "org_name": org.name,
+        "role": OrgRole(inv.role).value,
+        "token": token,
+    }
 
 
 @router.get("/portal/invitations/{token}")
-def invitation_page(request: Request, token: str, principal: PublicPage, db: Db, runtime: RuntimeDep) -> Response:
+def invitation_page(
+    request: Request, token: str, principal: PublicPage, db: Db, runtime: RuntimeDep
+) -> Response:
     ctx = _invitation_context(db, runtime, token)
     web = _signed_in(request, db, runtime)
     user = db.get(User, web.user_id) if web is not None else None
     ctx.update(signed_in_as=user.email if user else None, title="Invitation")
     if web is not None:
         ctx["csrf_token"] = web.csrf_token
-    return render(request, "portal/invitation.html", ctx, principal=principal, status_code=404 if "error" in ctx else 200)
+    return render(
+        request,
+        "portal/invitation.html",
+        ctx,
+        principal=principal,
+        status_code=404 if "error" in ctx else 200,
+    )
 
 
 def _signed_in(request: Request, db: Db, runtime: RuntimeDep) -> WebSession | None:
     cookie = request.cookies.get(COOKIE_NAME)
-    web = sessions.lookup_session(db, runtime.clock, runtime.settings.security, cookie) if cookie else None
+    web = (
+        sessions.lookup_session(db, runtime.clock, runtime.settings.security, cookie)
+        if cookie
+        else None
+    )
     return web if web is not None and web.mfa_verified else None
 
 
 @router.post("/portal/invitations/{token}")
-def accept_invitation(request: Request, token: str, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def accept_invitation(
+    request: Request, token: str, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     assert principal.user is not None
     try:
         membership = accounts.accept_invitation(db, runtime.clock, token[:200], principal.user)
@@ -290,7 +341,14 @@ def accept_invitation(request: Request, token: str, principal: SelfPage, form: F
         db.rollback()
         ctx = _invitation_context(db, runtime, token)
         ctx.update(signed_in_as=principal.user.email, error=exc.detail, title="Invitation")
-        return render(request, "portal/invitation.html", ctx, principal=principal, db=db, status_code=exc.status)
+        return render(
+            request,
+            "portal/invitation.html",
+            ctx,
+            principal=principal,
+            db=db,
+            status_code=exc.status,
+        )
     org = accounts.get_organization(db, membership.organization_id)
     return redirect(request, f"/portal/orgs/{org.slug}/", f"You joined {org.name}.")
 

@@ -63,8 +63,14 @@ def _forecast(db: Db, runtime: Runtime, org_id: str) -> tuple[Any, BudgetPricing
     else:
         effective = pricing
     fc = metering.forecast(
-        db, runtime.clock, org_id, effective.period_start, effective.period_end,
-        effective.price_specs, effective.base_fee, effective.currency,
+        db,
+        runtime.clock,
+        org_id,
+        effective.period_start,
+        effective.period_end,
+        effective.price_specs,
+        effective.base_fee,
+        effective.currency,
     )
     return fc, pricing
 
@@ -81,7 +87,9 @@ def billing_summary(db: Db, runtime: Runtime, principal: Principal) -> dict[str,
     return {"plan_name": terms.plan_name, "status": sub.status, "forecast": fc}
 
 
-def daily_usage(db: Db, org_id: str, metric: str, start: Any, end: Any) -> list[tuple[str, Decimal]]:
+def daily_usage(
+    db: Db, org_id: str, metric: str, start: Any, end: Any
+) -> list[tuple[str, Decimal]]:
     """The day-by-day sums of one summed metric's records over [start, end)."""
     rows = db.execute(
         select(UsageRecord.bucket_start, UsageRecord.quantity).where(
@@ -94,7 +102,7 @@ def daily_usage(db: Db, org_id: str, metric: str, start: Any, end: Any) -> list[
     per_day: dict[str, Decimal] = defaultdict(Decimal)
     for at, qty in rows:
         per_day[at.strftime("%m-%d")] += Decimal(qty)
-    days = []
+    days: list[tuple[str, Decimal]] = []
     day = start
     while day < end and len(days) < 400:
         days.append((day.strftime("%m-%d"), per_day.get(day.strftime("%m-%d"), Decimal(0))))
@@ -102,7 +110,16 @@ def daily_usage(db: Db, org_id: str, metric: str, start: Any, end: Any) -> list[
     return days
 
 
-def _billing_page(request: Request, principal: Principal, db: Db, runtime: Runtime, *, values: dict[str, str] | None = None, errors: FormErrors | None = None, status: int = 200) -> Response:
+def _billing_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    runtime: Runtime,
+    *,
+    values: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
+    status: int = 200,
+) -> Response:
     org_id = principal.org_id
     sub = billing.current_subscription(db, org_id)
     terms = load_plan_terms(db, sub.plan_version_id) if sub is not None else None
@@ -117,7 +134,9 @@ def _billing_page(request: Request, principal: Principal, db: Db, runtime: Runti
         "terms": terms,
         "forecast": fc,
         "units": {code: metric.unit for code, metric in m.BILLABLE_METRICS.items()},
-        "usage_chart": charts.bars("Messages per day this period", days, unit="messages", forecast_from=today),
+        "usage_chart": charts.bars(
+            "Messages per day this period", days, unit="messages", forecast_from=today
+        ),
         "budget_chart": charts.against_budget(
             "Forecast against budget",
             [("Base fee", fc.base_fee), ("Forecast", fc.total)],
@@ -127,11 +146,28 @@ def _billing_page(request: Request, principal: Principal, db: Db, runtime: Runti
         "budget": budget,
         "credit": billing.credit_balances(db, org_id) if _allowed(principal, "billing") else {},
         "can_billing": _allowed(principal, "billing"),
-        "values": values or ({"amount": str(budget.amount), "thresholds": ", ".join(str(t) for t in budget.thresholds), "hard_cap": "on" if budget.hard_cap else ""} if budget else {"thresholds": "50, 80, 100"}),
+        "values": values
+        or (
+            {
+                "amount": str(budget.amount),
+                "thresholds": ", ".join(str(t) for t in budget.thresholds),
+                "hard_cap": "on" if budget.hard_cap else "",
+            }
+            if budget
+            else {"thresholds": "50, 80, 100"}
+        ),
         "errors": errors or FormErrors(),
         "has_pricing": pricing is not None,
     }
-    return render(request, "portal/billing.html", ctx, principal=principal, db=db, status_code=status, section="Billing")
+    return render(
+        request,
+        "portal/billing.html",
+        ctx,
+        principal=principal,
+        db=db,
+        status_code=status,
+        section="Billing",
+    )
 
 
 @router.get("")
@@ -140,7 +176,9 @@ def billing_page(request: Request, principal: UsageRead, db: Db, runtime: Runtim
 
 
 @router.post("/budget")
-def set_budget(request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def set_budget(
+    request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     fc, _ = _forecast(db, runtime, principal.org_id)
     try:
         try:
@@ -148,19 +186,41 @@ def set_budget(request: Request, principal: BillingWrite, form: Form, db: Db, ru
         except InvalidOperation:
             raise InvalidInput("Type an amount such as 100 or 99.50.", field="amount") from None
         try:
-            thresholds = [int(t) for t in text(form, "thresholds", max_length=100).replace(" ", "").split(",") if t]
+            thresholds = [
+                int(t)
+                for t in text(form, "thresholds", max_length=100).replace(" ", "").split(",")
+                if t
+            ]
         except ValueError:
-            raise InvalidInput("Thresholds are whole percentages separated by commas, e.g. 50, 80, 100.", field="thresholds") from None
+            raise InvalidInput(
+                "Thresholds are whole percentages separated by commas, e.g. 50, 80, 100.",
+                field="thresholds",
+            ) from None
         try:
-            data = BudgetIn(amount=amount, currency=fc.currency, thresholds=thresholds, hard_cap=form.get("hard_cap") == "on")
+            data = BudgetIn(
+                amount=amount,
+                currency=fc.currency,
+                thresholds=thresholds,
+                hard_cap=form.get("hard_cap") == "on",
+            )
         except ValidationError as exc:
             first = exc.errors()[0]
             field = str(first["loc"][0]) if first.get("loc") else None
-            raise InvalidInput(str(first["msg"]).removeprefix("Value error, "), field=field) from None
+            raise InvalidInput(
+                str(first["msg"]).removeprefix("Value error, "), field=field
+            ) from None
         metering.set_budget(db, runtime.clock, principal.org_id, data)
     except DomainError as exc:
         db.rollback()
-        return _billing_page(request, principal, db, runtime, values=values_of(form), errors=FormErrors.of(exc, {"amount", "thresholds"}), status=exc.status)
+        return _billing_page(
+            request,
+            principal,
+            db,
+            runtime,
+            values=values_of(form),
+            errors=FormErrors.of(exc, {"amount", "thresholds"}),
+            status=exc.status,
+        )
     return redirect(request, f"/portal/orgs/{principal.org.slug}/billing", "Budget saved.")
 
 
@@ -173,7 +233,13 @@ def plan_page(request: Request, principal: BillingRead, db: Db) -> Response:
     return render(
         request,
         "portal/plan.html",
-        {"title": "Change plan", "plans": public_plans(db), "sub": sub, "values": {"plan": sub.plan_version_id if sub else ""}, "errors": FormErrors()},
+        {
+            "title": "Change plan",
+            "plans": public_plans(db),
+            "sub": sub,
+            "values": {"plan": sub.plan_version_id if sub else ""},
+            "errors": FormErrors(),
+        },
         principal=principal,
         db=db,
         section="Billing",
@@ -181,7 +247,9 @@ def plan_page(request: Request, principal: BillingRead, db: Db) -> Response:
 
 
 @router.post("/plan/preview")
-def preview_plan(request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def preview_plan(
+    request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     version_id = text(form, "plan", max_length=64)
     sub = billing.current_subscription(db, principal.org_id)
     try:
@@ -193,31 +261,59 @@ def preview_plan(request: Request, principal: BillingWrite, form: Form, db: Db, 
     except DomainError as exc:
         db.rollback()
         return render(
-            request, "portal/plan.html",
-            {"title": "Change plan", "plans": public_plans(db), "sub": sub, "values": {"plan": version_id}, "errors": FormErrors(fields={"plan": exc.detail})},
-            principal=principal, db=db, status_code=exc.status, section="Billing",
+            request,
+            "portal/plan.html",
+            {
+                "title": "Change plan",
+                "plans": public_plans(db),
+                "sub": sub,
+                "values": {"plan": version_id},
+                "errors": FormErrors(fields={"plan": exc.detail}),
+            },
+            principal=principal,
+            db=db,
+            status_code=exc.status,
+            section="Billing",
         )
     return render(
-        request, "portal/plan_preview.html",
-        {"title": "Confirm the plan change", "preview": preview, "terms": load_plan_terms(db, version_id), "version_id": version_id},
-        principal=principal, db=db, section="Billing",
+        request,
+        "portal/plan_preview.html",
+        {
+            "title": "Confirm the plan change",
+            "preview": preview,
+            "terms": load_plan_terms(db, version_id),
+            "version_id": version_id,
+        },
+        principal=principal,
+        db=db,
+        section="Billing",
     )
 
 
 @router.post("/plan/change")
-def change_plan(request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def change_plan(
+    request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     version_id = text(form, "plan", max_length=64)
     url = f"/portal/orgs/{principal.org.slug}/billing"
     if billing.current_subscription(db, principal.org_id) is None:
         billing.start_subscription(db, runtime.clock, principal.org_id, version_id)
         return redirect(request, url, "Your plan has started.")
-    preview = billing.change_plan(db, runtime.clock, principal.org_id, version_id, changed_by=principal.actor.label)
+    preview = billing.change_plan(
+        db, runtime.clock, principal.org_id, version_id, changed_by=principal.actor.label
+    )
     from imhost.accounts import audit
 
     audit.record(
-        db, runtime.clock, "billing.plan_changed", actor=principal.actor, organization_id=principal.org_id,
-        target_type="subscription", target_id=preview.subscription_id,
-        from_plan_version_id=preview.from_plan_version_id, to_plan_version_id=preview.to_plan_version_id,
+        db,
+        runtime.clock,
+        "billing.plan_changed",
+        actor=principal.actor,
+        organization_id=principal.org_id,
+        target_type="subscription",
+        target_id=preview.subscription_id,
+        from_plan_version_id=preview.from_plan_version_id,
+        to_plan_version_id=preview.to_plan_version_id,
         proration=str(preview.total),
     )
     return redirect(request, url, "Your plan is changed.")
@@ -229,13 +325,22 @@ def change_plan(request: Request, principal: BillingWrite, form: Form, db: Db, r
 @router.get("/invoices")
 def invoices_page(request: Request, principal: BillingRead, db: Db, page: PageNo) -> Response:
     rows = [
-        i for i in billing.list_invoices(db, organization_id=principal.org_id, limit=page.per_page, offset=page.offset)
+        i
+        for i in billing.list_invoices(
+            db, organization_id=principal.org_id, limit=page.per_page, offset=page.offset
+        )
         if i.status != "draft"
     ]
     return render(
         request,
         "portal/invoices.html",
-        {"title": "Invoices", "invoices": rows, "pg": page, "payments": billing.list_payments(db, principal.org_id)[:20], "credit": billing.credit_balances(db, principal.org_id)},
+        {
+            "title": "Invoices",
+            "invoices": rows,
+            "pg": page,
+            "payments": billing.list_payments(db, principal.org_id)[:20],
+            "credit": billing.credit_balances(db, principal.org_id),
+        },
         principal=principal,
         db=db,
         section="Billing",
@@ -255,7 +360,12 @@ def invoice_page(request: Request, invoice_id: str, principal: BillingRead, db: 
     return render(
         request,
         "portal/invoice.html",
-        {"title": f"Invoice {invoice.number}", "invoice": invoice, "lines": billing.invoice_lines(db, invoice.id), "payments": billing.invoice_payments(db, invoice.id)},
+        {
+            "title": f"Invoice {invoice.number}",
+            "invoice": invoice,
+            "lines": billing.invoice_lines(db, invoice.id),
+            "payments": billing.invoice_payments(db, invoice.id),
+        },
         principal=principal,
         db=db,
         section="Billing",

@@ -19,7 +19,20 @@ def _fmt(value: Decimal) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value.normalize():,f}"
 
 
-def bars(title: str, points: Sequence[tuple[str, Decimal]], *, unit: str = "", forecast_from: int | None = None) -> Markup:
+SVG_NS = "http://www.w3.org/2000/svg"
+
+
+def _point(label: str, value: Decimal, unit: str) -> str:
+    return f"{label}: {_fmt(value)} {unit}".strip()
+
+
+def bars(
+    title: str,
+    points: Sequence[tuple[str, Decimal]],
+    *,
+    unit: str = "",
+    forecast_from: int | None = None,
+) -> Markup:
     """One bar per point (label, value); bars from ``forecast_from`` on are drawn lighter."""
     peak = max((v for _, v in points), default=Decimal(0)) or Decimal(1)
     n = max(len(points), 1)
@@ -27,10 +40,12 @@ def bars(title: str, points: Sequence[tuple[str, Decimal]], *, unit: str = "", f
     plot_h = HEIGHT - BOTTOM - TOP
     step = plot_w / n
     parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="c-t c-d" xmlns="http://www.w3.org/2000/svg">',
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-labelledby="c-t c-d" xmlns="{SVG_NS}">',
         f'<title id="c-t">{escape(title)}</title>',
-        f'<desc id="c-d">{escape(", ".join(f"{label}: {_fmt(v)} {unit}".strip() for label, v in points))}</desc>',
-        f'<line class="axis" x1="{LEFT}" y1="{TOP + plot_h}" x2="{WIDTH - 8}" y2="{TOP + plot_h}"/>',
+        f'<desc id="c-d">{escape(", ".join(_point(label, v, unit) for label, v in points))}</desc>',
+        f'<line class="axis" x1="{LEFT}" y1="{TOP + plot_h}" '
+        f'x2="{WIDTH - 8}" y2="{TOP + plot_h}"/>',
         f'<text x="{LEFT - 6}" y="{TOP + 10}" text-anchor="end">{escape(_fmt(peak))}</text>',
         f'<text x="{LEFT - 6}" y="{TOP + plot_h}" text-anchor="end">0</text>',
     ]
@@ -40,23 +55,28 @@ def bars(title: str, points: Sequence[tuple[str, Decimal]], *, unit: str = "", f
         x = LEFT + i * step + step * 0.15
         cls = "bar forecast" if forecast_from is not None and i >= forecast_from else "bar"
         parts.append(
-            f'<rect class="{cls}" x="{x:.1f}" y="{TOP + plot_h - h:.1f}" width="{step * 0.7:.1f}" height="{h:.1f}"/>'
+            f'<rect class="{cls}" x="{x:.1f}" y="{TOP + plot_h - h:.1f}" '
+            f'width="{step * 0.7:.1f}" height="{h:.1f}"/>'
         )
         if i % label_every == 0:
             parts.append(
-                f'<text x="{x + step * 0.35:.1f}" y="{HEIGHT - 8}" text-anchor="middle">{escape(label)}</text>'
+                f'<text x="{x + step * 0.35:.1f}" y="{HEIGHT - 8}" '
+                f'text-anchor="middle">{escape(label)}</text>'
             )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every input is escaped above
 
 
-def against_budget(title: str, items: Sequence[tuple[str, Decimal]], budget: Decimal | None, currency: str) -> Markup:
+def against_budget(
+    title: str, items: Sequence[tuple[str, Decimal]], budget: Decimal | None, currency: str
+) -> Markup:
     """Horizontal bars (e.g. billed so far, forecast) with the budget as a dashed line."""
     peak = max([v for _, v in items] + [budget or Decimal(0), Decimal(1)])
     height = 40 + 44 * len(items)
     plot_w = BUDGET_WIDTH - 200
     parts = [
-        f'<svg class="chart" viewBox="0 0 {BUDGET_WIDTH} {height}" role="img" aria-labelledby="b-t b-d" xmlns="http://www.w3.org/2000/svg">',
+        f'<svg class="chart" viewBox="0 0 {BUDGET_WIDTH} {height}" role="img" '
+        f'aria-labelledby="b-t b-d" xmlns="{SVG_NS}">',
         f'<title id="b-t">{escape(title)}</title>',
         '<desc id="b-d">'
         + escape(
@@ -71,10 +91,15 @@ def against_budget(title: str, items: Sequence[tuple[str, Decimal]], budget: Dec
         cls = "bar forecast" if i else "bar"
         parts.append(f'<text x="0" y="{y + 18}">{escape(label)}</text>')
         parts.append(f'<rect class="{cls}" x="80" y="{y}" width="{w:.1f}" height="26"/>')
-        parts.append(f'<text x="{84 + w:.1f}" y="{y + 18}">{escape(_fmt(value))} {escape(currency)}</text>')
+        parts.append(
+            f'<text x="{84 + w:.1f}" y="{y + 18}">{escape(_fmt(value))} {escape(currency)}</text>'
+        )
     if budget:
         x = 80 + float(budget / peak) * plot_w
         parts.append(f'<line class="budget" x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{height - 14}"/>')
-        parts.append(f'<text x="{x:.1f}" y="{height - 2}" text-anchor="middle">budget {escape(_fmt(budget))}</text>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{height - 2}" '
+            f'text-anchor="middle">budget {escape(_fmt(budget))}</text>'
+        )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every input is escaped above

@@ -84,7 +84,10 @@ def services_summary(db: Db, principal: Principal) -> list[dict[str, Any]]:
     if not allowed:
         return []
     return [
-        {"service": s, "accounts": Limit("Accounts", hosting.count_accounts(db, s.id), s.max_accounts)}
+        {
+            "service": s,
+            "accounts": Limit("Accounts", hosting.count_accounts(db, s.id), s.max_accounts),
+        }
         for s in hosting.services_of(db, principal.org_id)
     ]
 
@@ -95,7 +98,14 @@ def service_page(request: Request, principal: HostingRead, db: Db, runtime: Runt
     items = []
     for s in services:
         conn = connection(runtime, s)
-        items.append({"service": s, "limits": limits_of(db, s), "connection": conn, "qr": markup(qr_svg(conn["uri"], scale=5))})
+        items.append(
+            {
+                "service": s,
+                "limits": limits_of(db, s),
+                "connection": conn,
+                "qr": markup(qr_svg(conn["uri"], scale=5)),
+            }
+        )
     return render(
         request,
         "portal/service.html",
@@ -106,8 +116,23 @@ def service_page(request: Request, principal: HostingRead, db: Db, runtime: Runt
     )
 
 
-def _accounts_page(request: Request, principal: Principal, db: Db, service: HostedService, page: Any, *, q: str = "", values: dict[str, str] | None = None, errors: FormErrors | None = None, shown: dict[str, str] | None = None, report: Any = None, status: int = 200) -> Response:
-    rows, total = hosting.list_accounts(db, service, limit=page.per_page, offset=page.offset, search=q or None)
+def _accounts_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    service: HostedService,
+    page: Any,
+    *,
+    q: str = "",
+    values: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
+    shown: dict[str, str] | None = None,
+    report: Any = None,
+    status: int = 200,
+) -> Response:
+    rows, total = hosting.list_accounts(
+        db, service, limit=page.per_page, offset=page.offset, search=q or None
+    )
     return render(
         request,
         "portal/accounts.html",
@@ -121,7 +146,9 @@ def _accounts_page(request: Request, principal: Principal, db: Db, service: Host
             "errors": errors or FormErrors(),
             "shown": shown,
             "report": report,
-            "limit": Limit("Accounts", hosting.count_accounts(db, service.id), service.max_accounts),
+            "limit": Limit(
+                "Accounts", hosting.count_accounts(db, service.id), service.max_accounts
+            ),
         },
         principal=principal,
         db=db,
@@ -135,69 +162,168 @@ def _service(db: Db, principal: Principal, service_id: str) -> HostedService:
 
 
 @router.get("/{service_id}/accounts")
-def accounts_page(request: Request, service_id: str, principal: HostingRead, db: Db, page: PageNo, q: str = "") -> Response:
-    return _accounts_page(request, principal, db, _service(db, principal, service_id), page, q=q[:100])
+def accounts_page(
+    request: Request, service_id: str, principal: HostingRead, db: Db, page: PageNo, q: str = ""
+) -> Response:
+    return _accounts_page(
+        request, principal, db, _service(db, principal, service_id), page, q=q[:100]
+    )
 
 
 @router.post("/{service_id}/accounts")
-def create_account(request: Request, service_id: str, principal: HostingWrite, form: Form, db: Db, runtime: RuntimeDep, page: PageNo) -> Response:
+def create_account(
+    request: Request,
+    service_id: str,
+    principal: HostingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+    page: PageNo,
+) -> Response:
     service = _service(db, principal, service_id)
     try:
         account, generated = hosting.create_account(
-            db, runtime.clock, service, username=text(form, "username", max_length=1100),
-            password=text(form, "password", max_length=1024) or None, name=text(form, "name", max_length=200),
-            security=runtime.settings.security, actor=principal.actor,
+            db,
+            runtime.clock,
+            service,
+            username=text(form, "username", max_length=1100),
+            password=text(form, "password", max_length=1024) or None,
+            name=text(form, "name", max_length=200),
+            security=runtime.settings.security,
+            actor=principal.actor,
         )
     except DomainError as exc:
         db.rollback()
-        return _accounts_page(request, principal, db, service, page, values=values_of(form), errors=FormErrors.of(exc, {"username", "password", "name"}), status=exc.status)
-    shown = {"jid": f"{account.localpart}@{service.domain}", "password": generated} if generated else {"jid": f"{account.localpart}@{service.domain}"}
+        return _accounts_page(
+            request,
+            principal,
+            db,
+            service,
+            page,
+            values=values_of(form),
+            errors=FormErrors.of(exc, {"username", "password", "name"}),
+            status=exc.status,
+        )
+    shown = (
+        {"jid": f"{account.localpart}@{service.domain}", "password": generated}
+        if generated
+        else {"jid": f"{account.localpart}@{service.domain}"}
+    )
     return _accounts_page(request, principal, db, service, page, shown=shown)
 
 
 @router.post("/{service_id}/accounts/{username}/password")
-def reset_password(request: Request, service_id: str, username: str, principal: HostingWrite, form: Form, db: Db, runtime: RuntimeDep, page: PageNo) -> Response:
+def reset_password(
+    request: Request,
+    service_id: str,
+    username: str,
+    principal: HostingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+    page: PageNo,
+) -> Response:
     service = _service(db, principal, service_id)
     account = hosting.get_account(db, service, username[:1100])
     ask = confirmation(
-        request, form, principal=principal, db=db, question=f"Reset the password of {account.localpart}@{service.domain}?",
-        consequence="A new password is generated and shown once; the account's open sessions are closed.",
-        button="Reset password", cancel_url=f"/portal/orgs/{principal.org.slug}/service/{service.id}/accounts",
+        request,
+        form,
+        principal=principal,
+        db=db,
+        question=f"Reset the password of {account.localpart}@{service.domain}?",
+        consequence=(
+            "A new password is generated and shown once; the account's open sessions are closed."
+        ),
+        button="Reset password",
+        cancel_url=f"/portal/orgs/{principal.org.slug}/service/{service.id}/accounts",
     )
     if ask is not None:
         return ask
     generated = hosting.reset_password(
-        db, runtime.clock, service, account, password=None, security=runtime.settings.security, actor=principal.actor
+        db,
+        runtime.clock,
+        service,
+        account,
+        password=None,
+        security=runtime.settings.security,
+        actor=principal.actor,
     )
-    return _accounts_page(request, principal, db, service, page, shown={"jid": f"{account.localpart}@{service.domain}", "password": generated or ""})
+    return _accounts_page(
+        request,
+        principal,
+        db,
+        service,
+        page,
+        shown={"jid": f"{account.localpart}@{service.domain}", "password": generated or ""},
+    )
 
 
 @router.post("/{service_id}/accounts/{username}/disable")
-def disable_account(request: Request, service_id: str, username: str, principal: HostingWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def disable_account(
+    request: Request,
+    service_id: str,
+    username: str,
+    principal: HostingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
     service = _service(db, principal, service_id)
     account = hosting.get_account(db, service, username[:1100])
     url = f"/portal/orgs/{principal.org.slug}/service/{service.id}/accounts"
     ask = confirmation(
-        request, form, principal=principal, db=db, question=f"Disable {account.localpart}@{service.domain}?",
+        request,
+        form,
+        principal=principal,
+        db=db,
+        question=f"Disable {account.localpart}@{service.domain}?",
         consequence="Its sessions close and it cannot sign in until enabled again.",
-        button="Disable account", cancel_url=url, reason_field="reason",
+        button="Disable account",
+        cancel_url=url,
+        reason_field="reason",
     )
     if ask is not None:
         return ask
-    hosting.disable_account(db, runtime.clock, service, account, text(form, "reason", max_length=500), actor=principal.actor)
+    hosting.disable_account(
+        db,
+        runtime.clock,
+        service,
+        account,
+        text(form, "reason", max_length=500),
+        actor=principal.actor,
+    )
     return redirect(request, url, f"{account.localpart}@{service.domain} is disabled.")
 
 
 @router.post("/{service_id}/accounts/{username}/enable")
-def enable_account(request: Request, service_id: str, username: str, principal: HostingWrite, db: Db, runtime: RuntimeDep) -> Response:
+def enable_account(
+    request: Request,
+    service_id: str,
+    username: str,
+    principal: HostingWrite,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
     service = _service(db, principal, service_id)
     account = hosting.get_account(db, service, username[:1100])
     hosting.enable_account(db, runtime.clock, service, account, actor=principal.actor)
-    return redirect(request, f"/portal/orgs/{principal.org.slug}/service/{service.id}/accounts", f"{account.localpart}@{service.domain} is enabled.")
+    return redirect(
+        request,
+        f"/portal/orgs/{principal.org.slug}/service/{service.id}/accounts",
+        f"{account.localpart}@{service.domain} is enabled.",
+    )
 
 
 @router.post("/{service_id}/accounts/import")
-async def import_accounts(request: Request, service_id: str, principal: HostingWrite, form: Form, db: Db, runtime: RuntimeDep, page: PageNo) -> Response:
+async def import_accounts(
+    request: Request,
+    service_id: str,
+    principal: HostingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+    page: PageNo,
+) -> Response:
     from starlette.concurrency import run_in_threadpool
 
     service = await run_in_threadpool(_service, db, principal, service_id)
@@ -213,12 +339,22 @@ async def import_accounts(request: Request, service_id: str, principal: HostingW
         except UnicodeDecodeError:
             raise InvalidInput("The file must be UTF-8 text.", field="file") from None
         report = await run_in_threadpool(
-            hosting.import_accounts_csv, db, runtime.clock, service, csv_text,
-            security=runtime.settings.security, actor=principal.actor,
+            hosting.import_accounts_csv,
+            db,
+            runtime.clock,
+            service,
+            csv_text,
+            security=runtime.settings.security,
+            actor=principal.actor,
         )
     except DomainError as exc:
         db.rollback()
+        errors, status = FormErrors.of(exc, {"file"}), exc.status
         return await run_in_threadpool(
-            lambda: _accounts_page(request, principal, db, service, page, errors=FormErrors.of(exc, {"file"}), status=exc.status)
+            lambda: _accounts_page(
+                request, principal, db, service, page, errors=errors, status=status
+            )
         )
-    return await run_in_threadpool(lambda: _accounts_page(request, principal, db, service, page, report=report))
+    return await run_in_threadpool(
+        lambda: _accounts_page(request, principal, db, service, page, report=report)
+    )

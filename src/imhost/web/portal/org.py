@@ -39,7 +39,13 @@ AuditRead = Annotated[Principal, Depends(page_require("audit", Access.READ))]
 SecurityRead = Annotated[Principal, Depends(page_require("security", Access.READ))]
 SecurityWrite = Annotated[Principal, Depends(page_require("security", Access.WRITE))]
 
-_ROLE_RANK = {OrgRole.READ_ONLY: 0, OrgRole.BILLING: 1, OrgRole.TECHNICAL: 1, OrgRole.ADMIN: 2, OrgRole.OWNER: 3}
+_ROLE_RANK = {
+    OrgRole.READ_ONLY: 0,
+    OrgRole.BILLING: 1,
+    OrgRole.TECHNICAL: 1,
+    OrgRole.ADMIN: 2,
+    OrgRole.OWNER: 3,
+}
 ROLE_CHOICES = [(r.value, r.value.replace("-", " ")) for r in OrgRole]
 
 
@@ -72,7 +78,16 @@ def overview(request: Request, principal: OrgRead, db: Db, runtime: RuntimeDep) 
 # --- members and invitations ---------------------------------------------------------------------
 
 
-def _members_page(request: Request, principal: Principal, db: Db, runtime: RuntimeDep, *, values: dict[str, str] | None = None, errors: FormErrors | None = None, status: int = 200) -> Response:
+def _members_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    runtime: RuntimeDep,
+    *,
+    values: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
+    status: int = 200,
+) -> Response:
     return render(
         request,
         "portal/members.html",
@@ -112,67 +127,153 @@ def _role(value: str, field: str = "role") -> OrgRole:
 
 
 @router.post("/invitations")
-def invite(request: Request, principal: MembersWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def invite(
+    request: Request, principal: MembersWrite, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     try:
         _invitation, _token = accounts.invite(
-            db, runtime.clock, principal.org, email=text(form, "email", max_length=320),
-            role=_role(text(form, "role")), actor=principal.actor, actor_role=principal.role_for_rules,
+            db,
+            runtime.clock,
+            principal.org,
+            email=text(form, "email", max_length=320),
+            role=_role(text(form, "role")),
+            actor=principal.actor,
+            actor_role=principal.role_for_rules,
         )
     except DomainError as exc:
         db.rollback()
-        return _members_page(request, principal, db, runtime, values=values_of(form), errors=FormErrors.of(exc, {"email", "role"}), status=exc.status)
-    return redirect(request, base_url(principal) + "/members", f"Invitation sent to {_invitation.email}.")
+        return _members_page(
+            request,
+            principal,
+            db,
+            runtime,
+            values=values_of(form),
+            errors=FormErrors.of(exc, {"email", "role"}),
+            status=exc.status,
+        )
+    return redirect(
+        request, base_url(principal) + "/members", f"Invitation sent to {_invitation.email}."
+    )
 
 
 @router.post("/invitations/{invitation_id}/revoke")
-def revoke_invitation(request: Request, invitation_id: str, principal: MembersWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def revoke_invitation(
+    request: Request,
+    invitation_id: str,
+    principal: MembersWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
     ask = confirmation(
-        request, form, principal=principal, db=db, question="Withdraw this invitation?",
-        consequence="Its link stops working.", button="Withdraw", cancel_url=base_url(principal) + "/members",
+        request,
+        form,
+        principal=principal,
+        db=db,
+        question="Withdraw this invitation?",
+        consequence="Its link stops working.",
+        button="Withdraw",
+        cancel_url=base_url(principal) + "/members",
     )
     if ask is not None:
         return ask
-    accounts.revoke_invitation(db, runtime.clock, principal.org_id, invitation_id[:64], actor=principal.actor)
+    accounts.revoke_invitation(
+        db, runtime.clock, principal.org_id, invitation_id[:64], actor=principal.actor
+    )
     return redirect(request, base_url(principal) + "/members", "The invitation is withdrawn.")
 
 
 @router.post("/members/{member_id}/role")
-def change_role(request: Request, member_id: str, principal: MembersWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def change_role(
+    request: Request,
+    member_id: str,
+    principal: MembersWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
     m = _membership(db, principal, member_id)
     try:
         accounts.change_role(
-            db, runtime.clock, principal.org, m, _role(text(form, "role")),
-            actor=principal.actor, actor_role=principal.role_for_rules,
+            db,
+            runtime.clock,
+            principal.org,
+            m,
+            _role(text(form, "role")),
+            actor=principal.actor,
+            actor_role=principal.role_for_rules,
         )
     except DomainError as exc:
         db.rollback()
-        return _members_page(request, principal, db, runtime, errors=FormErrors(general=[exc.detail]), status=exc.status)
+        return _members_page(
+            request,
+            principal,
+            db,
+            runtime,
+            errors=FormErrors(general=[exc.detail]),
+            status=exc.status,
+        )
     return redirect(request, base_url(principal) + "/members", "The role is changed.")
 
 
 @router.post("/members/{member_id}/remove")
-def remove_member(request: Request, member_id: str, principal: MembersWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def remove_member(
+    request: Request,
+    member_id: str,
+    principal: MembersWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
     m = _membership(db, principal, member_id)
     user = accounts.get_user(db, m.user_id)
     ask = confirmation(
-        request, form, principal=principal, db=db, question=f"Remove {user.email} from {principal.org.name}?",
+        request,
+        form,
+        principal=principal,
+        db=db,
+        question=f"Remove {user.email} from {principal.org.name}?",
         consequence="Their sessions end and the API tokens they made here are revoked.",
-        button="Remove member", cancel_url=base_url(principal) + "/members",
+        button="Remove member",
+        cancel_url=base_url(principal) + "/members",
     )
     if ask is not None:
         return ask
     try:
-        accounts.remove_member(db, runtime.clock, principal.org, m, actor=principal.actor, actor_role=principal.role_for_rules)
+        accounts.remove_member(
+            db,
+            runtime.clock,
+            principal.org,
+            m,
+            actor=principal.actor,
+            actor_role=principal.role_for_rules,
+        )
     except DomainError as exc:
         db.rollback()
-        return _members_page(request, principal, db, runtime, errors=FormErrors(general=[exc.detail]), status=exc.status)
+        return _members_page(
+            request,
+            principal,
+            db,
+            runtime,
+            errors=FormErrors(general=[exc.detail]),
+            status=exc.status,
+        )
     return redirect(request, base_url(principal) + "/members", f"{user.email} is removed.")
 
 
 # --- API tokens -----------------------------------------------------------------------------------
 
 
-def _tokens_page(request: Request, principal: Principal, db: Db, *, values: dict[str, str] | None = None, errors: FormErrors | None = None, created: str | None = None, status: int = 200) -> Response:
+def _tokens_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    *,
+    values: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
+    created: str | None = None,
+    status: int = 200,
+) -> Response:
     return render(
         request,
         "portal/tokens.html",
@@ -199,7 +300,9 @@ def tokens_page(request: Request, principal: TokensRead, db: Db) -> Response:
 
 
 @router.post("/tokens")
-def create_token(request: Request, principal: TokensWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def create_token(
+    request: Request, principal: TokensWrite, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     scopes = [str(s) for s in form.getlist("scopes") if isinstance(s, str)][:64]
     values = values_of(form)
     values["__scopes"] = " ".join(scopes)
@@ -208,24 +311,45 @@ def create_token(request: Request, principal: TokensWrite, form: Form, db: Db, r
             raise InvalidInput("Choose at least one scope.", field="scopes")
         creator = principal.role_for_rules or OrgRole.OWNER
         role = _role(text(form, "role") or creator.value)
-        if _ROLE_RANK[role] > _ROLE_RANK[creator] or (role is OrgRole.OWNER and creator is not OrgRole.OWNER):
+        if _ROLE_RANK[role] > _ROLE_RANK[creator] or (
+            role is OrgRole.OWNER and creator is not OrgRole.OWNER
+        ):
             raise PermissionDenied("A token cannot have a higher role than yours.", field="role")
         issued = tokens.create_token(
-            db, runtime.clock, organization_id=principal.org_id, name=text(form, "name", max_length=200),
-            scopes=scopes, role=role.value, created_by=principal.actor,
+            db,
+            runtime.clock,
+            organization_id=principal.org_id,
+            name=text(form, "name", max_length=200),
+            scopes=scopes,
+            role=role.value,
+            created_by=principal.actor,
         )
     except DomainError as exc:
         db.rollback()
-        return _tokens_page(request, principal, db, values=values, errors=FormErrors.of(exc, {"name", "scopes", "role"}), status=exc.status)
+        return _tokens_page(
+            request,
+            principal,
+            db,
+            values=values,
+            errors=FormErrors.of(exc, {"name", "scopes", "role"}),
+            status=exc.status,
+        )
     return _tokens_page(request, principal, db, created=issued.plaintext)
 
 
 @router.post("/tokens/{token_id}/revoke")
-def revoke_token(request: Request, token_id: str, principal: TokensWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def revoke_token(
+    request: Request, token_id: str, principal: TokensWrite, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
     token = tokens.get_token(db, principal.org_id, token_id[:64])
     ask = confirmation(
-        request, form, principal=principal, db=db, question=f"Revoke the token {token.name}?",
-        consequence="Programs using it stop working at once.", button="Revoke token",
+        request,
+        form,
+        principal=principal,
+        db=db,
+        question=f"Revoke the token {token.name}?",
+        consequence="Programs using it stop working at once.",
+        button="Revoke token",
         cancel_url=base_url(principal) + "/tokens",
     )
     if ask is not None:
@@ -251,14 +375,25 @@ def security(request: Request, principal: SecurityRead, db: Db, page: PageNo) ->
 
 
 @router.get("/security/log")
-def security_log(request: Request, principal: AuditRead, db: Db, page: PageNo, action: str = "") -> Response:
+def security_log(
+    request: Request, principal: AuditRead, db: Db, page: PageNo, action: str = ""
+) -> Response:
     rows, total = audit_log.list_events(
-        db, organization_id=principal.org_id, action=action[:64] or None, limit=page.per_page, offset=page.offset
+        db,
+        organization_id=principal.org_id,
+        action=action[:64] or None,
+        limit=page.per_page,
+        offset=page.offset,
     )
     return render(
         request,
         "portal/security_log.html",
-        {"title": "Security log", "events": rows, "pg": page.with_total(total), "action": action[:64]},
+        {
+            "title": "Security log",
+            "events": rows,
+            "pg": page.with_total(total),
+            "action": action[:64],
+        },
         principal=principal,
         db=db,
         section="Security",
@@ -267,7 +402,9 @@ def security_log(request: Request, principal: AuditRead, db: Db, page: PageNo, a
 
 @router.get("/security/alerts")
 def alerts_page(request: Request, principal: SecurityRead, db: Db, page: PageNo) -> Response:
-    rows, total = threats.list_alerts(db, organization_id=principal.org_id, limit=page.per_page, offset=page.offset)
+    rows, total = threats.list_alerts(
+        db, organization_id=principal.org_id, limit=page.per_page, offset=page.offset
+    )
     return render(
         request,
         "portal/alerts.html",
@@ -279,7 +416,9 @@ def alerts_page(request: Request, principal: SecurityRead, db: Db, page: PageNo)
 
 
 @router.post("/security/alerts/{alert_id}/acknowledge")
-def acknowledge(request: Request, alert_id: str, principal: SecurityWrite, db: Db, runtime: RuntimeDep) -> Response:
+def acknowledge(
+    request: Request, alert_id: str, principal: SecurityWrite, db: Db, runtime: RuntimeDep
+) -> Response:
     alert = db.get(SecurityAlert, alert_id[:64])
     if alert is None or alert.organization_id != principal.org_id:
         raise NotFound("no such alert")
@@ -303,20 +442,32 @@ def reviews_page(request: Request, principal: SecurityRead, db: Db) -> Response:
 
 
 @router.post("/security/reviews")
-def open_review(request: Request, principal: SecurityWrite, db: Db, runtime: RuntimeDep) -> Response:
+def open_review(
+    request: Request, principal: SecurityWrite, db: Db, runtime: RuntimeDep
+) -> Response:
     review = reviews.open_review(db, runtime.clock, runtime.settings.security, principal.org)
     if review is None:
-        return redirect(request, base_url(principal) + "/security/reviews", "This period's review is open already.")
+        return redirect(
+            request,
+            base_url(principal) + "/security/reviews",
+            "This period's review is open already.",
+        )
     return redirect(request, f"{base_url(principal)}/security/reviews/{review.id}")
 
 
 @router.get("/security/reviews/{review_id}")
-def review_page(request: Request, review_id: str, principal: SecurityRead, db: Db, error: str = "") -> Response:
+def review_page(
+    request: Request, review_id: str, principal: SecurityRead, db: Db, error: str = ""
+) -> Response:
     review = reviews.get_review(db, principal.org_id, review_id[:64])
     return render(
         request,
         "portal/review.html",
-        {"title": f"Access review {review.period_label}", "review": review, "items": reviews.review_items(db, review.id)},
+        {
+            "title": f"Access review {review.period_label}",
+            "review": review,
+            "items": reviews.review_items(db, review.id),
+        },
         principal=principal,
         db=db,
         section="Security",
@@ -324,20 +475,42 @@ def review_page(request: Request, review_id: str, principal: SecurityRead, db: D
 
 
 @router.post("/security/reviews/{review_id}/items/{item_id}")
-def decide(request: Request, review_id: str, item_id: str, principal: SecurityWrite, form: Form, db: Db, runtime: RuntimeDep) -> Response:
+def decide(
+    request: Request,
+    review_id: str,
+    item_id: str,
+    principal: SecurityWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
     review = reviews.get_review(db, principal.org_id, review_id[:64])
     decision = text(form, "decision", max_length=16)
     url = f"{base_url(principal)}/security/reviews/{review.id}"
     if decision == "revoke":
         ask = confirmation(
-            request, form, principal=principal, db=db, question="Revoke this access?",
+            request,
+            form,
+            principal=principal,
+            db=db,
+            question="Revoke this access?",
             consequence="A member is removed from the organization; a token is revoked.",
-            button="Revoke access", cancel_url=url,
+            button="Revoke access",
+            cancel_url=url,
         )
         if ask is not None:
             return ask
     try:
-        reviews.decide(db, runtime.clock, principal.org, review, item_id[:64], decision, actor=principal.actor, actor_role=principal.role_for_rules)
+        reviews.decide(
+            db,
+            runtime.clock,
+            principal.org,
+            review,
+            item_id[:64],
+            decision,
+            actor=principal.actor,
+            actor_role=principal.role_for_rules,
+        )
     except DomainError as exc:
         db.rollback()
         return redirect(request, url, exc.detail)
@@ -345,7 +518,9 @@ def decide(request: Request, review_id: str, item_id: str, principal: SecurityWr
 
 
 @router.post("/security/reviews/{review_id}/complete")
-def complete_review(request: Request, review_id: str, principal: SecurityWrite, db: Db, runtime: RuntimeDep) -> Response:
+def complete_review(
+    request: Request, review_id: str, principal: SecurityWrite, db: Db, runtime: RuntimeDep
+) -> Response:
     review = reviews.get_review(db, principal.org_id, review_id[:64])
     url = f"{base_url(principal)}/security/reviews/{review.id}"
     try:
