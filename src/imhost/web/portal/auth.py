@@ -14,11 +14,11 @@ from imhost.accounts import sessions
 from imhost.accounts.auth import confirmed_factor, password_policy_for, validate_new_password
 from imhost.accounts.models import OrgRole, User, WebSession
 from imhost.accounts.permissions import Access, Scope
+from imhost.accounts.sessions import COOKIE_NAME
 from imhost.kit import optional_module
 from imhost.kit.errors import DomainError, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from imhost.web.api.v1.auth import set_session_cookie
 from imhost.web.deps import Db, Principal, RuntimeDep, client_address, commit_even_on_refusal
-from imhost.accounts.sessions import COOKIE_NAME
 from imhost.web.pages import (
     Form,
     FormErrors,
