@@ -509,3 +509,33 @@ async def test_a_resumed_session_keeps_its_presence_and_roster_interest() -> Non
         again.send("</stream:stream>")
         [gone] = presences(await bob.recv(40))
         assert gone.get("type") == "unavailable" and gone.get("from") == f"{A}/res"
+
+
+async def test_a_kept_request_carries_only_status_and_nick() -> None:
+    async with Harness(modules=MODULES) as h:
+        alice = await h.online("alice")
+        alice.send(
+            f"<presence to='{B}' type='subscribe'><status>it is me</status>"
+            "<nick xmlns='http://jabber.org/protocol/nick'>Ally</nick>"
+            f"<junk xmlns='urn:example:junk'>{'x' * 5000}</junk></presence>"
+        )
+        await alice.recv()
+        bob = await h.online("bob", presence=False)
+        bob.send("<presence/>")
+        [request] = named(await bob.recv(), "presence", type="subscribe")
+        assert request.find_text("status") == "it is me"
+        assert request.find_text("nick", "http://jabber.org/protocol/nick") == "Ally"
+        assert request.find("junk", "urn:example:junk") is None
+
+
+async def test_a_flood_of_requests_is_capped_per_account() -> None:
+    from imhost.xmpp.modules.presence import MAX_PENDING_REQUESTS
+
+    async with Harness(modules=MODULES) as h:
+        for i in range(MAX_PENDING_REQUESTS):
+            await h.backend.set_pending_in(DOMAIN, "bob", f"fan{i}@example.test", "<presence/>")
+        alice = await h.online("alice")
+        alice.send(f"<presence to='{B}' type='subscribe'/>")
+        await alice.recv()
+        pending = await h.backend.get_pending_in(DOMAIN, "bob")
+        assert len(pending) == MAX_PENDING_REQUESTS and A not in pending

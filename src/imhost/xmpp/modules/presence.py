@@ -42,6 +42,11 @@ NS_PREAPPROVAL = "urn:xmpp:features:pre-approval"
 
 SUBSCRIPTION_TYPES = frozenset(("subscribe", "subscribed", "unsubscribe", "unsubscribed"))
 
+MAX_PENDING_REQUESTS = 500
+"""Unanswered inbound subscription requests kept per account (a flood beyond is dropped)."""
+MAX_STATUS_CHARS = 1024
+NS_NICK = "http://jabber.org/protocol/nick"
+
 BROADCAST = SessionKey[bool]("presence-broadcast", False)
 """The session's available presence has been broadcast (so unavailable must follow)."""
 DIRECTED = SessionKey[set[str] | None]("presence-directed", None)
@@ -349,8 +354,14 @@ class PresenceModule(Module):
                 ):
                     answer = "unsubscribed"  # §3.1.3: no such contact
                 else:
-                    await store.set_pending_in(ctx.domain, localpart, contact, stanza.serialize())
-                    deliver = True
+                    pending = await store.get_pending_in(ctx.domain, localpart)
+                    if contact in pending or len(pending) < MAX_PENDING_REQUESTS:
+                        stanza = _request_to_keep(stanza)
+                        await store.set_pending_in(
+                            ctx.domain, localpart, contact, stanza.serialize()
+                        )
+                        deliver = True
+                    # else: the user has a flood of unanswered requests; this one is dropped
             elif ptype == "subscribed":
                 if item is not None and item.ask:
                     new = replace(with_to(item, True), ask=False)
@@ -403,6 +414,19 @@ class PresenceModule(Module):
     def on_closed(self, event: SessionEvent) -> None:
         """§4.5.2 unavailable on disconnect (a stream closing without unavailable)."""
         self._broadcast_unavailable(event.session)
+
+
+def _request_to_keep(stanza: Element) -> Element:
+    """A subscription request as stored and delivered: addresses, type, and only the
+    ``<status/>`` and XEP-0172 ``<nick/>`` a person reads (bounded), not arbitrary payloads."""
+    kept = Element("presence", stanza.ns, {k: stanza.attrs[k] for k in ("from", "to", "type")})
+    status = stanza.find("status")
+    if status is not None and status.ns == stanza.ns:
+        kept.sub("status", text=status.text[:MAX_STATUS_CHARS])
+    nick = stanza.find("nick", NS_NICK)
+    if nick is not None:
+        kept.sub("nick", NS_NICK, text=nick.text[:MAX_STATUS_CHARS])
+    return kept
 
 
 def _presence_of(session: C2SStream, to: str) -> Element:
