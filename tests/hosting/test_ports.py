@@ -334,3 +334,29 @@ async def test_changes_committed_by_another_process_arrive_with_the_refresh(
     }
     assert setup.listener.disabled == [("a.example", "bob", "fired")]
     assert await setup.backend.account_disabled("a.example", "bob") == "fired"
+
+
+async def test_a_change_committed_on_another_thread_reaches_the_listener_on_the_loop(
+    setup: Setup,
+) -> None:
+    import asyncio
+    import threading
+
+    loop_thread = threading.get_ident()
+    calls: list[int] = []
+    setup.listener.on_host_changed = lambda host: calls.append(threading.get_ident())  # type: ignore[method-assign]
+
+    def suspend_in_a_worker_thread() -> None:  # like a web request in the thread pool
+        with setup.factory() as session:
+            service = hosting.get_service(session, setup.a.id)
+            hosting.suspend_service(session, setup.clock, service, "from a request")
+            session.commit()
+
+    await asyncio.to_thread(suspend_in_a_worker_thread)
+    for _ in range(20):
+        if calls:
+            break
+        await asyncio.sleep(0.01)
+    assert calls == [loop_thread]
+    host = await setup.backend.get_host("a.example")
+    assert host is not None and host.status_reason == "from a request"

@@ -337,3 +337,12 @@ def test_removing_a_service_deletes_its_accounts(db: Session, clock: FrozenClock
     assert db.get(HostedService, service_id) is None
     assert db.scalar(select(XmppAccount).where(XmppAccount.service_id == service_id)) is None
     assert isinstance(changes.staged(db)[-1], changes.HostRemoved)
+
+
+def test_renaming_changes_the_display_name_only(db: Session, clock: FrozenClock) -> None:
+    service = make_service(db, clock)
+    account = make_account(db, clock, service, "alice")
+    hosting.rename_account(db, clock, service, account, "  Alice   Liddell ")
+    assert (account.localpart, account.name) == ("alice", "Alice Liddell")
+    with pytest.raises(InvalidInput, match="200"):
+        hosting.rename_account(db, clock, service, account, "x" * 201)

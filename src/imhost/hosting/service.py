@@ -606,6 +606,26 @@ def list_accounts(
     return list(items), int(total or 0)
 
 
+def rename_account(
+    session: Session,
+    clock: Clock,
+    service: HostedService,
+    account: XmppAccount,
+    name: str,
+    *,
+    actor: Actor | None = None,
+) -> XmppAccount:
+    """Change the person's display name (the username, part of the JID, never changes)."""
+    text = " ".join(name.split())
+    if len(text) > 200:
+        raise InvalidInput("The name is at most 200 characters.", field="name")
+    account.name = text
+    account.updated_at = clock.now()
+    session.flush()
+    _audit_account(session, clock, service, account, "renamed", actor)
+    return account
+
+
 def disable_account(
     session: Session,
     clock: Clock,

@@ -22,7 +22,6 @@ from imhost.hosting.schemas import (
     AccountIn,
     AccountOut,
     AccountPage,
-    AccountUpdateIn,
     ConnectionInfo,
     ImportReportOut,
     ImportRowOut,
@@ -171,22 +170,6 @@ def create_account(
 def get_account(service_id: str, username: str, principal: HostingRead, db: Db) -> AccountOut:
     service = _service(db, principal, service_id)
     return AccountOut.of(service, hosting.get_account(db, service, username))
-
-
-@router.patch("/orgs/{org_id}/services/{service_id}/accounts/{username}", response_model=AccountOut)
-def update_account(
-    service_id: str,
-    username: str,
-    body: AccountUpdateIn,
-    principal: HostingWrite,
-    db: Db,
-    runtime: RuntimeDep,
-) -> AccountOut:
-    """Change the display name (a username cannot change: create another account)."""
-    service = _service(db, principal, service_id)
-    account = hosting.get_account(db, service, username)
-    hosting.rename_account(db, runtime.clock, service, account, body.name, actor=principal.actor)
-    return AccountOut.of(service, account)
 
 
 @router.delete(
