@@ -15,8 +15,6 @@ from .api import NS_CLIENT, Element, Module, ModuleContext, SessionKey
 if TYPE_CHECKING:
     from .api import C2SStream
 
-NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
-
 BLOCKLIST = SessionKey[frozenset[str]]("blocklist", frozenset())
 """XEP-0191: the account's block list (bare, full and domain JIDs), the same frozenset on every
 session of the account. Set by :mod:`.blocking`; read by presence to skip blocked contacts."""
