@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -209,3 +210,43 @@ def test_the_billing_role_manages_the_budget_and_a_technical_member_only_reads_i
     assert billing.get(url).json() == []
     bad = billing.post(url, json={"amount": "-5", "currency": "EUR"})
     assert bad.status_code == 422
+
+
+def test_usage_and_forecast_follow_the_subscriptions_period_and_prices(
+    app: FastAPI,
+    world: World,
+    session_factory: sessionmaker[Session],
+    clock: FrozenClock,
+) -> None:
+    from imhost.billing import subscriptions
+    from imhost.catalog import service as catalog
+
+    with session_factory() as session:
+        catalog.seed_default_plans(session, clock)
+        version = catalog.current_plan_version(session, "starter")
+        sub = subscriptions.start_subscription(
+            session, clock, world.org.id, version.id, with_trial=False
+        )
+        period = (sub.current_period_start, sub.current_period_end)
+        session.commit()
+    owner = signed_in(app, world.members[OrgRole.OWNER])
+    engine_batch = {
+        "records": [record("a", quantity=150_000, bucket_start=clock.now().isoformat())]
+    }
+    assert owner.post(f"/api/v1/orgs/{world.org.id}/usage", json=engine_batch).status_code == 200
+    # At the very start of the period the usage stamped at that instant already counts.
+    at_start = owner.get(f"/api/v1/orgs/{world.org.id}/usage").json()
+    assert Decimal(at_start["quantities"]["messages"]) == 150_000
+    clock.advance(timedelta(days=10))
+    owner = signed_in(app, world.members[OrgRole.OWNER])  # the old session has timed out
+    usage = owner.get(f"/api/v1/orgs/{world.org.id}/usage").json()
+    assert usage["period_start"].startswith(period[0].date().isoformat())
+    assert Decimal(usage["quantities"]["messages"]) == 150_000
+    forecast = owner.get(f"/api/v1/orgs/{world.org.id}/usage/forecast").json()
+    assert forecast["currency"] == "EUR" and Decimal(forecast["base_fee"]) == Decimal("9.00")
+    lines = {line["metric"]: line for line in forecast["lines"]}
+    assert set(lines) == {"messages", "traffic_gb", "monthly_active_users", "storage_gb"}
+    assert Decimal(lines["messages"]["projected_quantity"]) >= 150_000
+    assert Decimal(forecast["total"]) == Decimal("9.00") + sum(
+        Decimal(line["projected_amount"]) for line in forecast["lines"]
+    )

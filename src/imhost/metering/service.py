@@ -898,7 +898,7 @@ def usage_to_date(
     Records stamped up to five minutes ahead of ``now`` (clock skew) are included.
     """
     _aware(now, "now")
-    if now <= period_start:
+    if now < period_start:
         return dict.fromkeys(m.BILLABLE_CODES, ZERO)
     quantities, _ = _aggregate(session, organization_id, period_start, now + FUTURE_TOLERANCE, now)
     return quantities
@@ -1001,7 +1001,7 @@ def forecast(
     total_seconds = _seconds(period_end - period_start)
     elapsed_seconds = _seconds(now - period_start)
     fraction = elapsed_seconds / total_seconds
-    if now <= period_start:
+    if now < period_start:
         to_date = dict.fromkeys(m.BILLABLE_CODES, ZERO)
         gauge = _GaugeIntegral(ZERO, ZERO)
     else:
