@@ -495,3 +495,47 @@ def test_totp_factor_rows_are_not_left_behind_by_a_restarted_enrolment(
             .where(MfaFactor.user_id == world.members[OrgRole.ADMIN].id)
         )
         assert rows == 1
+
+
+def test_only_an_owner_can_require_two_factor_authentication(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    url = f"/portal/orgs/{world.org.slug}/settings"
+    admin, csrf = as_user(pages, world.members[OrgRole.ADMIN])
+    refused = admin.post(url, data={"csrf_token": csrf, "name": "Acme Chat", "require_mfa": "on"})
+    assert refused.status_code == 403
+    owner, owner_csrf = as_user(pages, world.members[OrgRole.OWNER])
+    bad = owner.post(
+        url, data={"csrf_token": owner_csrf, "name": "Acme Chat", "country": "Germany"}
+    )
+    assert bad.status_code == 422 and 'id="e-country"' in bad.text and 'value="Germany"' in bad.text
+    done = owner.post(
+        url,
+        data={"csrf_token": owner_csrf, "name": "Acme Chat", "country": "DE", "require_mfa": "on"},
+    )
+    assert done.status_code == 303
+    with session_factory() as session:
+        assert accounts.get_organization(session, world.org.id).require_mfa
+
+
+def test_the_links_in_security_emails_lead_to_the_organizations_pages(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    from imhost.accounts import reviews
+
+    with session_factory() as session:
+        org = accounts.get_organization(session, world.org.id)
+        review = reviews.open_review(session, clock, pages.state.runtime.settings.security, org)
+        assert review is not None
+        review_id = review.id
+        session.commit()
+    owner, _ = as_user(pages, world.members[OrgRole.OWNER])
+    assert (
+        owner.get("/portal/security").headers["location"]
+        == f"/portal/orgs/{world.org.slug}/security"
+    )
+    link = owner.get(f"/portal/security/reviews/{review_id}")
+    assert link.headers["location"] == f"/portal/orgs/{world.org.slug}/security/reviews/{review_id}"
+    assert owner.get(link.headers["location"]).status_code == 200
+    outsider, _ = as_user(pages, world.outsider)
+    assert outsider.get(f"/portal/security/reviews/{review_id}").status_code == 404

@@ -355,3 +355,34 @@ def accept_invitation(
 
 def has_mfa(db: Db, user_id: str) -> bool:
     return confirmed_factor(db, user_id) is not None
+
+
+# --- links in e-mails that name no organization ------------------------------------------------
+
+
+@router.get("/portal/security")
+def security_link(principal: SelfPage, db: Db) -> Response:
+    """The security e-mails link here: the security page of the person's first organization."""
+    assert principal.user is not None
+    orgs = accounts.organizations_of(db, principal.user.id)
+    if not orgs:
+        return RedirectResponse("/portal/account/sessions", status_code=303)
+    return RedirectResponse(f"/portal/orgs/{orgs[0][0].slug}/security", status_code=303)
+
+
+@router.get("/portal/security/reviews/{review_id}")
+def review_link(review_id: str, principal: SelfPage, db: Db) -> Response:
+    """The access-review e-mail links here: the review in its organization's pages."""
+    from imhost.accounts.models import AccessReview
+
+    assert principal.user is not None
+    review = db.get(AccessReview, review_id[:64])
+    if (
+        review is None
+        or accounts.get_membership(db, review.organization_id, principal.user.id) is None
+    ):
+        raise NotFound("no such access review")
+    org = accounts.get_organization(db, review.organization_id)
+    return RedirectResponse(
+        f"/portal/orgs/{org.slug}/security/reviews/{review.id}", status_code=303
+    )

@@ -13,7 +13,6 @@ from imhost.accounts import reviews, threats, tokens
 from imhost.accounts import service as accounts
 from imhost.accounts.models import Membership, OrgRole, SecurityAlert
 from imhost.accounts.permissions import Access, all_scopes
-from imhost.kit import optional_module
 from imhost.kit.errors import DomainError, InvalidInput, NotFound, PermissionDenied
 from imhost.web.deps import Db, Principal, RuntimeDep
 from imhost.web.pages import (
@@ -456,9 +455,7 @@ def open_review(
 
 
 @router.get("/security/reviews/{review_id}")
-def review_page(
-    request: Request, review_id: str, principal: SecurityRead, db: Db, error: str = ""
-) -> Response:
+def review_page(request: Request, review_id: str, principal: SecurityRead, db: Db) -> Response:
     review = reviews.get_review(db, principal.org_id, review_id[:64])
     return render(
         request,
@@ -531,5 +528,85 @@ def complete_review(
     return redirect(request, url, "The review is complete.")
 
 
-def billing_available() -> bool:
-    return optional_module("imhost.billing.service") is not None
+# --- organization settings --------------------------------------------------------------------
+
+OrgWrite = Annotated[Principal, Depends(page_require("organization", Access.WRITE))]
+SETTINGS_FIELDS = {"name", "country", "tax_id", "billing_email", "password_min_length"}
+
+
+def _settings_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    *,
+    values: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
+    status: int = 200,
+) -> Response:
+    org = principal.org
+    current = {
+        "name": org.name,
+        "country": org.country or "",
+        "tax_id": org.tax_id or "",
+        "billing_email": org.billing_email or "",
+        "password_min_length": str(org.password_min_length or ""),
+        "require_mfa": "on" if org.require_mfa else "",
+    }
+    return render(
+        request,
+        "portal/settings.html",
+        {
+            "title": "Organization settings",
+            "values": values if values is not None else current,
+            "errors": errors or FormErrors(),
+            "is_owner": principal.role_for_rules in (OrgRole.OWNER, None),
+        },
+        principal=principal,
+        db=db,
+        status_code=status,
+        section="Settings",
+    )
+
+
+@router.get("/settings")
+def settings_page(request: Request, principal: OrgRead, db: Db) -> Response:
+    return _settings_page(request, principal, db)
+
+
+@router.post("/settings")
+def save_settings(
+    request: Request, principal: OrgWrite, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
+    org = principal.org
+    require_mfa = form.get("require_mfa") == "on"
+    try:
+        if require_mfa != org.require_mfa and principal.role_for_rules not in (OrgRole.OWNER, None):
+            raise PermissionDenied("Only an owner can require two-factor authentication.")
+        length = text(form, "password_min_length", max_length=5).strip()
+        try:
+            min_length = int(length) if length else None
+        except ValueError:
+            raise InvalidInput("Type a whole number.", field="password_min_length") from None
+        accounts.update_organization(
+            db,
+            runtime.clock,
+            org,
+            actor=principal.actor,
+            name=text(form, "name", max_length=300),
+            country=text(form, "country", max_length=10) or None,
+            tax_id=text(form, "tax_id", max_length=100),
+            billing_email=text(form, "billing_email", max_length=320) or None,
+            password_min_length=min_length,
+            require_mfa=require_mfa if require_mfa != org.require_mfa else None,
+        )
+    except DomainError as exc:
+        db.rollback()
+        return _settings_page(
+            request,
+            principal,
+            db,
+            values=values_of(form),
+            errors=FormErrors.of(exc, SETTINGS_FIELDS),
+            status=exc.status,
+        )
+    return redirect(request, base_url(principal) + "/settings", "Settings saved.")
