@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -102,7 +102,14 @@ def list_services(
                 fail(f"no organization {org!r}")
             org_id = found.id
         rows, total = hosting.list_services(session, organization_id=org_id, limit=1000)
-        table = Table("domain", "status", "accounts", "max accounts", "max connections", "reason")
+        table = Table(
+            Column("domain", no_wrap=True),
+            "status",
+            "accounts",
+            "max accounts",
+            "max connections",
+            "reason",
+        )
         for s in rows:
             table.add_row(
                 s.domain,
@@ -136,7 +143,7 @@ def list_accounts(
         rows, total = hosting.list_accounts(
             session, service, limit=limit, offset=offset, search=search
         )
-        table = Table("jid", "name", "disabled", "last login", "client")
+        table = Table(Column("jid", no_wrap=True), "name", "disabled", "last login", "client")
         for a in rows:
             table.add_row(
                 f"{a.localpart}@{service.domain}",
