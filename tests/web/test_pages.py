@@ -539,3 +539,22 @@ def test_the_links_in_security_emails_lead_to_the_organizations_pages(
     assert owner.get(link.headers["location"]).status_code == 200
     outsider, _ = as_user(pages, world.outsider)
     assert outsider.get(f"/portal/security/reviews/{review_id}").status_code == 404
+
+
+def test_the_console_lists_subscriptions_for_billing_staff_only(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    from imhost.billing import service as billing
+    from imhost.catalog import service as catalog
+
+    with session_factory() as session:
+        plans = catalog.seed_default_plans(session, clock)
+        view = catalog.plan_view(session, plans[0].code)
+        billing.start_subscription(session, clock, world.org.id, view.versions[0].version.id)
+        session.commit()
+    reader, _ = as_user(pages, world.staff[StaffRole.READ_ONLY])
+    page = reader.get("/console/subscriptions")
+    assert page.status_code == 200
+    assert "Acme Chat" in page.text and plans[0].name in page.text
+    support, _ = as_user(pages, world.staff[StaffRole.SUPPORT])
+    assert support.get("/console/subscriptions").status_code == 403

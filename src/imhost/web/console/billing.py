@@ -578,3 +578,31 @@ def dunning(request: Request, principal: BillingRead, db: Db, runtime: RuntimeDe
         db=db,
         section="Dunning",
     )
+
+
+@router.get("/subscriptions")
+def subscriptions(request: Request, principal: BillingRead, db: Db, page: PageNo) -> Response:
+    """Every subscription with its customer and plan, newest first (read-only)."""
+    from sqlalchemy import func, select
+
+    from imhost.accounts.models import Organization
+    from imhost.billing.models import Subscription
+    from imhost.billing.plans import load_plan_terms
+
+    total = db.scalar(select(func.count()).select_from(Subscription)) or 0
+    rows = db.execute(
+        select(Subscription, Organization)
+        .join(Organization, Organization.id == Subscription.organization_id)
+        .order_by(Subscription.started_at.desc(), Subscription.id)
+        .limit(page.per_page)
+        .offset(page.offset)
+    ).all()
+    items = [(sub, org, load_plan_terms(db, sub.plan_version_id)) for sub, org in rows]
+    return render(
+        request,
+        "console/subscriptions.html",
+        {"title": "Subscriptions", "items": items, "pg": page.with_total(total)},
+        principal=principal,
+        db=db,
+        section="Subscriptions",
+    )
