@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.billing.invoicing import FaultHook, RunCache, _no_fault, invoice_subscription
-from imhost.billing.models import Subscription
+from imhost.billing.models import PendingCharge, Subscription
 from imhost.billing.settings import billing_terms
 from imhost.db.engine import transaction
 from imhost.kit.clock import Clock, ensure_utc
@@ -92,7 +92,16 @@ def run_billing(
     summary = RunSummary(as_of=as_of)
     with transaction(session_factory) as session:
         heap = _due(session, as_of)
-        cache = RunCache(terms=billing_terms(session))
+        cache = RunCache(
+            terms=billing_terms(session),
+            orgs_with_charges=set(
+                session.scalars(
+                    select(PendingCharge.organization_id)
+                    .where(PendingCharge.invoice_id.is_(None), PendingCharge.created_at <= as_of)
+                    .distinct()
+                )
+            ),
+        )
     heapq.heapify(heap)
     failed: set[str] = set()
     total_known = len(heap)

@@ -45,6 +45,7 @@ from imhost.billing.subscriptions import add_ons_of
 from imhost.catalog.pricing import rate
 from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
+from imhost.kit.ids import new_id
 from imhost.kit.money import round_minor
 from imhost.metering import service as metering
 
@@ -70,6 +71,9 @@ class RunCache:
     are immutable once created) and add-on prices."""
 
     terms: BillingTerms
+    # Organizations with uninvoiced charges when the run began (None: not known, look).
+    # Charges recorded later are dated after the run's billing points, so they wait anyway.
+    orgs_with_charges: set[str] | None = None
     plans: dict[str, PlanTerms] = field(default_factory=dict)
     add_ons: dict[str, AddOnTerms] = field(default_factory=dict)
 
@@ -201,7 +205,12 @@ def draft_lines(
                 )
             )
     consumed: list[str] = []
-    for charge in charges_due(session, sub.organization_id, cur, point.at):
+    pending = (
+        charges_due(session, sub.organization_id, cur, point.at)
+        if cache.orgs_with_charges is None or sub.organization_id in cache.orgs_with_charges
+        else []
+    )
+    for charge in pending:
         lines.append(
             DraftLine(
                 kind=charge.kind,
@@ -235,6 +244,7 @@ def _write_invoice(
     related_invoice_id: str | None = None,
 ) -> Invoice:
     invoice = Invoice(
+        id=new_id(),
         organization_id=org.id,
         subscription_id=subscription_id,
         kind=kind,
@@ -258,7 +268,6 @@ def _write_invoice(
         created_at=clock.now(),
     )
     session.add(invoice)
-    session.flush()
     for position, line in enumerate(composed.lines, start=1):
         session.add(
             InvoiceLine(
