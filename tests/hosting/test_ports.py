@@ -360,3 +360,15 @@ async def test_a_change_committed_on_another_thread_reaches_the_listener_on_the_
     assert calls == [loop_thread]
     host = await setup.backend.get_host("a.example")
     assert host is not None and host.status_reason == "from a request"
+
+
+async def test_expired_cache_entries_are_forgotten(setup: Setup) -> None:
+    backend = setup.backend
+    backend.credential_ttl = backend.negative_ttl = 0.0
+    await backend.account_exists("a.example", "alice")
+    await backend.account_exists("a.example", "nobody")
+    await backend.is_locked_out("a.example", "alice", "192.0.2.9")
+    backend._locks = {k: (until, 0.0) for k, (until, _) in backend._locks.items()}
+    backend.prune()
+    assert backend._accounts == {} and backend._locks == {}
+    assert await backend.account_exists("a.example", "alice")  # read again from the database

@@ -179,10 +179,19 @@ class DbBackend:
                 if time.monotonic() - last_refresh >= self.host_refresh_seconds:
                     last_refresh = time.monotonic()
                     await self.refresh()
+                    self.prune()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("hosting background work failed; retrying")
+
+    def prune(self) -> None:
+        """Forget expired cache entries (many accounts or addresses must not grow memory)."""
+        now = time.monotonic()
+        for key in [k for k, (expires, _) in self._accounts.items() if expires <= now]:
+            del self._accounts[key]
+        for lock_key in [k for k, (_, checked) in self._locks.items() if checked <= now]:
+            del self._locks[lock_key]
 
     # -- change delivery (after commit, from any thread) ------------------------------------
 
