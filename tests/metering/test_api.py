@@ -250,3 +250,8 @@ def test_usage_and_forecast_follow_the_subscriptions_period_and_prices(
     assert Decimal(forecast["total"]) == Decimal("9.00") + sum(
         Decimal(line["projected_amount"]) for line in forecast["lines"]
     )
+    # A budget must be in the currency the organization is billed in.
+    wrong = owner.post(
+        f"/api/v1/orgs/{world.org.id}/budgets", json={"amount": "50", "currency": "USD"}
+    )
+    assert wrong.status_code == 422 and wrong.json()["field"] == "currency"

@@ -274,6 +274,16 @@ def _budget_out(budget: Budget) -> BudgetOut:
     )
 
 
+def _check_budget_currency(db: Session, org_id: str, body: BudgetIn) -> None:
+    pricing = pricing_for(db, org_id)
+    if pricing is not None and pricing.currency != body.currency:
+        raise InvalidInput(
+            f"the organization is billed in {pricing.currency}; set the budget in "
+            f"{pricing.currency}",
+            field="currency",
+        )
+
+
 def _own_budget(db: Session, org_id: str, budget_id: str) -> Budget:
     budget = metering.get_budget(db, org_id)
     if budget is None or budget.id != budget_id:
@@ -296,6 +306,7 @@ def create_budget(body: BudgetIn, principal: BudgetWrite, db: Db, runtime: Runti
     optional hard cap that stops billable overage at 100 %."""
     if metering.get_budget(db, principal.org_id) is not None:
         raise Conflict("this organization has a budget already; change it with PUT")
+    _check_budget_currency(db, principal.org_id, body)
     budget = metering.set_budget(db, runtime.clock, principal.org_id, body)
     _audit_budget(db, runtime, principal, budget, "usage.budget_created")
     return _budget_out(budget)
@@ -311,6 +322,7 @@ def replace_budget(
     budget_id: str, body: BudgetIn, principal: BudgetWrite, db: Db, runtime: RuntimeDep
 ) -> BudgetOut:
     _own_budget(db, principal.org_id, budget_id)
+    _check_budget_currency(db, principal.org_id, body)
     budget = metering.set_budget(db, runtime.clock, principal.org_id, body)
     _audit_budget(db, runtime, principal, budget, "usage.budget_changed")
     return _budget_out(budget)
