@@ -127,6 +127,40 @@ async def _login(live: Live, user: str) -> Client:
     return client
 
 
+async def test_messages_between_online_users_touch_no_store(live: Live) -> None:
+    from sqlalchemy import event
+
+    alice = await _login(live, "alice")
+    bob = await _login(live, "bob")
+    await asyncio.sleep(0.5)  # logins, initial presence, rosters and version queries done
+    reads: list[str] = []
+
+    def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if re.search(r"\bxmpp_\w+|hosted_services", statement) and not statement.startswith(
+            "UPDATE"
+        ):
+            reads.append(statement)
+
+    event.listen(live.runtime.engine, "before_cursor_execute", watch)
+    try:
+        for n in range(20):
+            alice.send_message(mto=f"bob@{DOMAIN}", mbody=f"m{n}", mtype="chat")
+        for _ in range(20):
+            await asyncio.wait_for(bob.inbox.get(), 5)
+        assert reads == []
+        # The watch does see the store: a message to an unknown account looks it up.
+        alice.send_message(mto=f"zed@{DOMAIN}", mbody="anyone?", mtype="chat")
+        for _ in range(50):
+            if reads:
+                break
+            await asyncio.sleep(0.02)
+        assert any("xmpp_accounts" in r for r in reads)
+    finally:
+        event.remove(live.runtime.engine, "before_cursor_execute", watch)
+    for client in (alice, bob):
+        client.abort()
+
+
 async def test_a_real_client_logs_in_then_is_closed_when_the_organization_is_suspended(
     live: Live,
 ) -> None:
