@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from imhost import events
 from imhost.catalog.pricing import PriceSpec, rate
@@ -220,3 +220,19 @@ def test_budgets_are_set_replaced_and_removed(db: Session) -> None:
         BudgetIn(amount=Decimal(10), currency="EUR", thresholds=[50, 50])
     with pytest.raises(ValidationError):
         BudgetIn(amount=Decimal(-1), currency="EUR")
+
+
+def test_the_scheduled_check_commits_its_alerts_once(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 1, 10))
+    with session_factory() as session:
+        org = make_org(session, clock)
+        service.set_budget(session, clock, org.id, BudgetIn(amount=Decimal(10), currency="EUR"))
+        service.ingest(session, clock, [usage(org, "messages", utc(2026, 1, 9), 600)], atomic=True)
+        session.commit()
+    pricing = monthly_pricing(clock, [MESSAGES])  # 6.00 of 10.00
+    assert tasks.scheduled_budget_check(session_factory, clock, pricing) == 1
+    assert tasks.scheduled_budget_check(session_factory, clock, pricing) == 0
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).select_from(BudgetAlert)) == 1

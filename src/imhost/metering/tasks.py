@@ -16,10 +16,11 @@ from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from imhost import events
 from imhost.catalog.pricing import PriceSpec, rate
+from imhost.db.engine import transaction
 from imhost.kit.clock import Clock
 from imhost.kit.money import round_minor
 from imhost.metering import service
@@ -217,3 +218,19 @@ def _record(
     except IntegrityError:
         return False
     return True
+
+
+def scheduled_budget_check(
+    session_factory: sessionmaker[Session],
+    clock: Clock,
+    pricing_for: PricingLookup,
+    *,
+    basis: Literal["actual", "forecast"] = "actual",
+) -> int:
+    """The worker's job: check every budget in one transaction; returns the crossings.
+
+    The caller binds ``pricing_for`` (billing's answer: the subscription's period and plan
+    version prices; ``imhost.web.api.v1.usage.pricing_for`` shows it).
+    """
+    with transaction(session_factory) as session:
+        return len(check_budgets(session, clock, pricing_for, basis=basis))
