@@ -346,3 +346,11 @@ def test_renaming_changes_the_display_name_only(db: Session, clock: FrozenClock)
     assert (account.localpart, account.name) == ("alice", "Alice Liddell")
     with pytest.raises(InvalidInput, match="200"):
         hosting.rename_account(db, clock, service, account, "x" * 201)
+
+
+def test_a_file_with_too_many_rows_is_refused_whole(db: Session, clock: FrozenClock) -> None:
+    service = make_service(db, clock)
+    text = "".join(f"user{n},{PASSWORD}\n" for n in range(hosting.CSV_MAX_ROWS + 1))
+    with pytest.raises(InvalidInput, match=f"At most {hosting.CSV_MAX_ROWS}"):
+        hosting.import_accounts_csv(db, clock, service, text, security=SECURITY)
+    assert hosting.count_accounts(db, service.id) == 0

@@ -43,7 +43,7 @@ from imhost.xmpp.ports import HostLimits, HostStatus, VirtualHost
 OFFLINE_CEILING = 10_000
 """Offline messages per account when the plan sets no limit (a safety ceiling)."""
 DEFAULT_BURST = 200
-CSV_MAX_ROWS = 10_000
+CSV_MAX_ROWS = 2_000
 CSV_MAX_BYTES = 2 * 1024 * 1024
 REASON_MAX = 500
 
@@ -391,6 +391,35 @@ def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
 
+def _policy_context(
+    session: Session, security: SecuritySettings, service: HostedService
+) -> tuple[PasswordPolicy, str]:
+    """The policy for the service's accounts and the organization's name (a context word)."""
+    policy = password_policy(session, security, service.organization_id)
+    org_name = session.scalar(
+        select(Organization.name).where(Organization.id == service.organization_id)
+    )
+    return policy, org_name or ""
+
+
+def _refuse_weak(
+    password: str,
+    policy: PasswordPolicy,
+    service: HostedService,
+    localpart: str,
+    name: str,
+    org_name: str,
+) -> None:
+    inputs = [localpart, f"{localpart}@{service.domain}", service.domain, name, org_name]
+    problems = check_password(password, policy, user_inputs=[i for i in inputs if i])
+    if problems:
+        raise InvalidInput(
+            " ".join(p.message for p in problems),
+            field="password",
+            problems=[{"code": p.code.value, "message": p.message} for p in problems],
+        )
+
+
 def check_xmpp_password(
     session: Session,
     security: SecuritySettings,
@@ -401,30 +430,38 @@ def check_xmpp_password(
     name: str = "",
 ) -> None:
     """Raise :class:`InvalidInput` listing every reason the policy refuses ``password``."""
-    policy = password_policy(session, security, service.organization_id)
-    org_name = session.scalar(
-        select(Organization.name).where(Organization.id == service.organization_id)
-    )
-    inputs = [localpart, f"{localpart}@{service.domain}", service.domain, name, org_name or ""]
-    problems = check_password(password, policy, user_inputs=[i for i in inputs if i])
-    if problems:
-        raise InvalidInput(
-            " ".join(p.message for p in problems),
-            field="password",
-            problems=[{"code": p.code.value, "message": p.message} for p in problems],
-        )
+    policy, org_name = _policy_context(session, security, service)
+    _refuse_weak(password, policy, service, localpart, name, org_name)
 
 
-def _set_credentials(account: XmppAccount, password: str, iterations: int) -> None:
+@dataclass(frozen=True, slots=True)
+class _Secret:
+    """The stored form of a password (never the password)."""
+
+    sha1: ScramCredentials
+    sha256: ScramCredentials
+
+
+def _derive(password: str, iterations: int) -> _Secret:
     try:
-        sha1 = derive_credentials(password, ScramHash.SHA1, iterations=iterations)
-        sha256 = derive_credentials(password, ScramHash.SHA256, iterations=iterations)
+        return _Secret(
+            sha1=derive_credentials(password, ScramHash.SHA1, iterations=iterations),
+            sha256=derive_credentials(password, ScramHash.SHA256, iterations=iterations),
+        )
     except ValueError as exc:
         raise InvalidInput(f"This password cannot be used: {exc}.", field="password") from None
+
+
+def _store(account: XmppAccount, secret: _Secret) -> None:
+    sha1, sha256 = secret.sha1, secret.sha256
     account.sha1_salt, account.sha1_iterations = sha1.salt, sha1.iterations
     account.sha1_stored_key, account.sha1_server_key = sha1.stored_key, sha1.server_key
     account.sha256_salt, account.sha256_iterations = sha256.salt, sha256.iterations
     account.sha256_stored_key, account.sha256_server_key = sha256.stored_key, sha256.server_key
+
+
+def _set_credentials(account: XmppAccount, password: str, iterations: int) -> None:
+    _store(account, _derive(password, iterations))
 
 
 def credentials_of(account: XmppAccount, h: ScramHash) -> ScramCredentials:
@@ -505,25 +542,15 @@ def _lock_service(session: Session, service: HostedService) -> None:
     )
 
 
-def create_account(
-    session: Session,
-    clock: Clock,
-    service: HostedService,
-    *,
-    username: str,
-    password: str | None,
-    security: SecuritySettings,
-    name: str = "",
-    actor: Actor | None = None,
-    iterations: int = DEFAULT_ITERATIONS,
-) -> tuple[XmppAccount, str | None]:
-    """Create ``username@service.domain``. Without ``password`` a strong one is generated and
-    returned (show it once; it is not stored); with one, it must satisfy the policy and
-    ``None`` is returned."""
-    localpart = prepare_username(username)
-    name = " ".join(name.split())
-    if len(name) > 200:
+def _display_name(name: str) -> str:
+    text = " ".join(name.split())
+    if len(text) > 200:
         raise InvalidInput("The name is at most 200 characters.", field="name")
+    return text
+
+
+def _ensure_room(session: Session, service: HostedService, localpart: str) -> None:
+    """Refuse when the service is at its account limit or the username is taken."""
     _lock_service(session, service)
     if (
         service.max_accounts is not None
@@ -541,11 +568,17 @@ def create_account(
     )
     if exists:
         raise Conflict(f"{localpart}@{service.domain} already exists.", field="username")
-    generated = None
-    if password is None:
-        password = generated = generate_password()
-    else:
-        check_xmpp_password(session, security, service, localpart, password, name=name)
+
+
+def _insert_account(
+    session: Session,
+    clock: Clock,
+    service: HostedService,
+    localpart: str,
+    name: str,
+    secret: _Secret,
+    actor: Actor | None,
+) -> XmppAccount:
     now = clock.now()
     account = XmppAccount(
         service_id=service.id,
@@ -558,11 +591,39 @@ def create_account(
         updated_at=now,
         password_changed_at=now,
     )
-    _set_credentials(account, password, iterations)
+    _store(account, secret)
     session.add(account)
     session.flush()
     _audit_account(session, clock, service, account, "created", actor)
     changes.stage(session, changes.AccountChanged(service.domain, localpart))
+    return account
+
+
+def create_account(
+    session: Session,
+    clock: Clock,
+    service: HostedService,
+    *,
+    username: str,
+    password: str | None,
+    security: SecuritySettings,
+    name: str = "",
+    actor: Actor | None = None,
+    iterations: int = DEFAULT_ITERATIONS,
+) -> tuple[XmppAccount, str | None]:
+    """Create ``username@service.domain``. Without ``password`` a strong one is generated and
+    returned (show it once; it is not stored); with one, it must satisfy the policy and
+    ``None`` is returned."""
+    localpart = prepare_username(username)
+    name = _display_name(name)
+    _ensure_room(session, service, localpart)
+    generated = None
+    if password is None:
+        password = generated = generate_password()
+    else:
+        check_xmpp_password(session, security, service, localpart, password, name=name)
+    secret = _derive(password, iterations)
+    account = _insert_account(session, clock, service, localpart, name, secret, actor)
     return account, generated
 
 
@@ -616,10 +677,7 @@ def rename_account(
     actor: Actor | None = None,
 ) -> XmppAccount:
     """Change the person's display name (the username, part of the JID, never changes)."""
-    text = " ".join(name.split())
-    if len(text) > 200:
-        raise InvalidInput("The name is at most 200 characters.", field="name")
-    account.name = text
+    account.name = _display_name(name)
     account.updated_at = clock.now()
     session.flush()
     _audit_account(session, clock, service, account, "renamed", actor)
@@ -787,6 +845,8 @@ def _csv_rows(text: str) -> list[tuple[int, list[str]]]:
         ) from None
     if rows and [f.strip().lower() for f in rows[0][1][:2]] == ["username", "password"]:
         rows = rows[1:]
+    if len(rows) > CSV_MAX_ROWS:
+        raise InvalidInput(f"At most {CSV_MAX_ROWS} accounts per file.", field="file")
     if not rows:
         raise InvalidInput(
             "The file has no accounts (columns: username,password[,name]).", field="file"
@@ -808,43 +868,50 @@ def import_accounts_csv(
 
     Every valid row is created and every bad row is refused with its reason, in one report:
     nothing is skipped silently. A file that cannot be read as a whole (not CSV, too large,
-    empty) is refused before any row is created. Each row runs in a SAVEPOINT, so a refused
-    row leaves the others intact; the caller commits the created rows together.
+    empty) is refused before any row is created.
+
+    Two phases, so the database is written only briefly: first every row is checked and its
+    password checked and derived (the slow part, ~15 ms a row, no writes); then the accounts
+    are inserted, each in a SAVEPOINT so a row refused there (username taken, account limit)
+    leaves the others. The caller commits the created rows together.
     """
-    report = ImportReport()
-    for line, fields in _csv_rows(text):
+    rows = _csv_rows(text)
+    policy, org_name = _policy_context(session, security, service)
+    outcome: dict[int, ImportRow] = {}
+    ready: list[tuple[int, str, str, _Secret]] = []
+    for line, fields in rows:
         username = fields[0].strip() if fields else ""
         if len(fields) not in (2, 3):
-            report.rows.append(
-                ImportRow(line, username, "refused", "expected username,password[,name]")
+            outcome[line] = ImportRow(
+                line, username, "refused", "expected username,password[,name]"
             )
             continue
         password = fields[1]
-        name = fields[2] if len(fields) == 3 else ""
         if not password:
-            report.rows.append(ImportRow(line, username, "refused", "the password is empty"))
+            outcome[line] = ImportRow(line, username, "refused", "the password is empty")
             continue
         try:
+            localpart = prepare_username(username)
+            name = _display_name(fields[2] if len(fields) == 3 else "")
+            _refuse_weak(password, policy, service, localpart, name, org_name)
+            secret = _derive(password, iterations)
+        except InvalidInput as exc:
+            outcome[line] = ImportRow(line, username, "refused", exc.detail)
+            continue
+        ready.append((line, localpart, name, secret))
+    for line, localpart, name, secret in ready:
+        try:
             with session.begin_nested():
-                account, _ = create_account(
-                    session,
-                    clock,
-                    service,
-                    username=username,
-                    password=password,
-                    security=security,
-                    name=name,
-                    actor=actor,
-                    iterations=iterations,
-                )
+                _ensure_room(session, service, localpart)
+                _insert_account(session, clock, service, localpart, name, secret, actor)
         except (InvalidInput, Conflict) as exc:
-            report.rows.append(ImportRow(line, username, "refused", exc.detail))
+            outcome[line] = ImportRow(line, localpart, "refused", exc.detail)
             continue
         except IntegrityError:
-            report.rows.append(ImportRow(line, username, "refused", "this username already exists"))
+            outcome[line] = ImportRow(line, localpart, "refused", "this username already exists")
             continue
-        report.rows.append(ImportRow(line, account.localpart, "created"))
-    return report
+        outcome[line] = ImportRow(line, localpart, "created")
+    return ImportReport(rows=[outcome[line] for line, _ in rows])
 
 
 # --- engine reports ------------------------------------------------------------------------
