@@ -128,12 +128,15 @@ def test_a_customer_creates_xmpp_accounts_and_reads_usage_and_forecast(
     ):
         page.goto(site.url + "/portal/orgs/demo" + path)
         shoot(page, name)
-    # Fast: a page renders in well under 100 ms on the demo data.
+    # Fast: a page renders in well under 100 ms on the demo data (the best of five, so that a
+    # busy machine running other tests does not decide it).
     for path in ("/", "/service", "/billing", "/members"):
-        start = time.perf_counter()
-        response = page.request.get(site.url + "/portal/orgs/demo" + path)
-        assert response.ok
-        assert time.perf_counter() - start < 0.25, path
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            assert page.request.get(site.url + "/portal/orgs/demo" + path).ok
+            times.append(time.perf_counter() - start)
+        assert min(times) < 0.1, (path, times)
 
 
 def test_staff_create_a_plan_run_billing_record_a_payment_and_suspend_a_customer(
