@@ -165,8 +165,9 @@ def test_staff_create_a_plan_run_billing_record_a_payment_and_suspend_a_customer
 
     page.get_by_role("link", name="Billing run").click()
     page.get_by_role("button", name="Run billing").click()
-    result = page.get_by_role("status").filter(has_text="Result")
-    assert result.is_visible()
+    page.wait_for_url("**/console/billing/runs/**")
+    page.get_by_role("heading", name="Result").wait_for()  # the page follows the run
+    assert page.get_by_role("heading", name="Finished").is_visible()
     shoot(page, "console-billing-run")
 
     page.goto(site.url + "/console/invoices")

@@ -558,3 +558,25 @@ def test_the_console_lists_subscriptions_for_billing_staff_only(
     assert "Acme Chat" in page.text and plans[0].name in page.text
     support, _ = as_user(pages, world.staff[StaffRole.SUPPORT])
     assert support.get("/console/subscriptions").status_code == 403
+
+
+def test_a_billing_run_started_in_the_console_shows_its_progress_then_its_result(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    import time
+
+    admin, csrf = as_user(pages, world.staff[StaffRole.BILLING])
+    started = admin.post("/console/billing", data={"csrf_token": csrf})
+    assert started.status_code == 303
+    run_url = started.headers["location"]
+    assert run_url.startswith("/console/billing/runs/")
+    deadline = time.monotonic() + 10
+    page = admin.get(run_url)
+    while '<h2 id="res-h">Result</h2>' not in page.text and time.monotonic() < deadline:
+        assert 'http-equiv="refresh"' in page.text  # the page follows the run
+        time.sleep(0.05)
+        page = admin.get(run_url)
+    assert "Finished" in page.text and 'http-equiv="refresh"' not in page.text
+    with session_factory() as session:
+        runs, _ = audit.list_events(session, organization_id=None, action="billing.run")
+        assert [e.actor_label for e in runs] == [world.staff[StaffRole.BILLING].email]

@@ -3,23 +3,28 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from imhost.accounts import audit
 from imhost.accounts.permissions import Access, Scope
 from imhost.billing import service as billing
-from imhost.billing.flows import run_billing
+from imhost.billing.flows import RunSummary, run_billing
 from imhost.catalog import service as catalog
 from imhost.catalog.schemas import PlanCreate, PlanVersionChange
-from imhost.kit.errors import DomainError, InvalidInput
+from imhost.kit.errors import DomainError, InvalidInput, NotFound
+from imhost.kit.ids import new_id
 from imhost.metering.metrics import BILLABLE_CODES
+from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, Requirement, RuntimeDep
 from imhost.web.pages import (
     Form,
@@ -34,6 +39,7 @@ from imhost.web.pages import (
 )
 
 router = APIRouter(prefix="/console", include_in_schema=False)
+log = logging.getLogger(__name__)
 
 
 def staff(area: str, access: Access) -> Requirement:
@@ -256,26 +262,39 @@ def new_version(
 # --- the billing run ----------------------------------------------------------------------------
 
 
-@router.get("/billing")
-def billing_run_page(request: Request, principal: BillingRead, db: Db) -> Response:
-    recent = audit.list_events(db, organization_id=None, action="billing.run", limit=10)[0]
-    return render(
-        request,
-        "console/billing.html",
-        {"title": "Billing run", "recent": recent, "summary": None},
-        principal=principal,
-        db=db,
-        section="Billing run",
-    )
+@dataclass
+class BillingRunState:
+    """A billing run started from the console, followed by its page while it runs."""
+
+    id: str
+    started_by: str
+    as_of: datetime
+    done: int = 0
+    total: int = 0
+    current: str = ""
+    finished: bool = False
+    summary: RunSummary | None = None
+    error: str | None = None
 
 
-@router.post("/billing")
-async def billing_run(request: Request, principal: BillingWrite, runtime: RuntimeDep) -> Response:
-    """Run billing up to now; each invoice commits on its own, so the run can be resumed."""
-    as_of = runtime.clock.now()
-    summary = await run_in_threadpool(run_billing, runtime.session_factory, runtime.clock, as_of)
+def _runs(request: Request) -> dict[str, BillingRunState]:
+    runs: dict[str, BillingRunState] | None = getattr(request.app.state, "billing_runs", None)
+    if runs is None:
+        runs = {}
+        request.app.state.billing_runs = runs
+    return runs
 
-    def _finish() -> Response:
+
+def _execute(runtime: Runtime, state: BillingRunState, principal: Principal) -> None:
+    """Run billing in the background; each invoice commits on its own (resumable)."""
+
+    def progress(done: int, total: int, current: str) -> None:
+        state.done, state.total, state.current = done, total, current
+
+    try:
+        summary = run_billing(
+            runtime.session_factory, runtime.clock, state.as_of, progress=progress
+        )
         with runtime.session_factory() as db:
             audit.record(
                 db,
@@ -283,22 +302,66 @@ async def billing_run(request: Request, principal: BillingWrite, runtime: Runtim
                 "billing.run",
                 actor=principal.actor,
                 target_type="billing_run",
-                target_id=as_of.isoformat(),
+                target_id=state.as_of.isoformat(),
                 invoices=summary.invoices,
                 failures=len(summary.failures),
             )
             db.commit()
-            recent = audit.list_events(db, organization_id=None, action="billing.run", limit=10)[0]
-            return render(
-                request,
-                "console/billing.html",
-                {"title": "Billing run", "recent": recent, "summary": summary},
-                principal=principal,
-                db=db,
-                section="Billing run",
-            )
+        state.summary = summary
+    except Exception as exc:  # shown on the run page, never lost silently
+        log.exception("billing run %s failed", state.id)
+        state.error = f"The run stopped: {exc}. Start it again; finished invoices are kept."
+    finally:
+        state.finished = True
 
-    return await run_in_threadpool(_finish)
+
+@router.get("/billing")
+def billing_run_page(request: Request, principal: BillingRead, db: Db) -> Response:
+    recent = audit.list_events(db, organization_id=None, action="billing.run", limit=10)[0]
+    running = [r for r in _runs(request).values() if not r.finished]
+    return render(
+        request,
+        "console/billing.html",
+        {"title": "Billing run", "recent": recent, "running": running},
+        principal=principal,
+        db=db,
+        section="Billing run",
+    )
+
+
+@router.post("/billing")
+def billing_run(request: Request, principal: BillingWrite, runtime: RuntimeDep) -> Response:
+    """Start a billing run up to now and follow it on its page."""
+    runs = _runs(request)
+    running = next((r for r in runs.values() if not r.finished), None)
+    if running is not None:
+        return redirect(request, f"/console/billing/runs/{running.id}", "A run is in progress.")
+    state = BillingRunState(
+        id=new_id(), started_by=principal.actor.label, as_of=runtime.clock.now()
+    )
+    runs[state.id] = state
+    threading.Thread(
+        target=_execute,
+        args=(runtime, state, principal),
+        name=f"billing-run-{state.id}",
+        daemon=True,
+    ).start()
+    return redirect(request, f"/console/billing/runs/{state.id}")
+
+
+@router.get("/billing/runs/{run_id}")
+def billing_run_progress(request: Request, run_id: str, principal: BillingRead, db: Db) -> Response:
+    state = _runs(request).get(run_id[:64])
+    if state is None:
+        raise NotFound("no such billing run (runs are kept until the server restarts)")
+    return render(
+        request,
+        "console/billing_run.html",
+        {"title": "Billing run", "run": state},
+        principal=principal,
+        db=db,
+        section="Billing run",
+    )
 
 
 # --- invoices ----------------------------------------------------------------------------

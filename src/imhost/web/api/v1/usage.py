@@ -23,6 +23,7 @@ from imhost.accounts import audit as audit_log
 from imhost.accounts.permissions import Access, Scope
 from imhost.billing import plans as billing_plans
 from imhost.billing import subscriptions as billing_subscriptions
+from imhost.catalog.pricing import tidy, tidy_money
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.metering import metrics as m
 from imhost.metering import service as metering
@@ -248,7 +249,7 @@ def usage_records(
             service_id=r.service_id,
             metric=r.metric,
             bucket_start=r.bucket_start,
-            quantity=r.quantity,
+            quantity=tidy(r.quantity),
             subject=r.subject,
             idempotency_key=r.idempotency_key,
             received_at=r.received_at,
@@ -265,7 +266,7 @@ def _budget_out(budget: Budget) -> BudgetOut:
     return BudgetOut(
         id=budget.id,
         organization_id=budget.organization_id,
-        amount=budget.amount,
+        amount=tidy_money(budget.amount, budget.currency),
         currency=budget.currency,
         thresholds=list(budget.thresholds),
         hard_cap=budget.hard_cap,
@@ -344,8 +345,8 @@ def list_budget_alerts(budget_id: str, principal: UsageRead, db: Db) -> list[Bud
         BudgetAlertOut(
             period_start=a.period_start,
             threshold=a.threshold,
-            amount=a.amount,
-            budget_amount=a.budget_amount,
+            amount=tidy_money(a.amount, budget.currency),
+            budget_amount=tidy_money(a.budget_amount, budget.currency),
             created_at=a.created_at,
         )
         for a in metering.budget_alerts(db, budget.id)
@@ -363,7 +364,7 @@ def _audit_budget(
         organization_id=budget.organization_id,
         target_type="budget",
         target_id=budget.id,
-        amount=str(budget.amount),
+        amount=str(tidy_money(budget.amount, budget.currency)),
         currency=budget.currency,
         thresholds=list(budget.thresholds),
         hard_cap=budget.hard_cap,
