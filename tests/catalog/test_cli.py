@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -36,9 +37,10 @@ def test_create_from_options_and_show(session_factory: sessionmaker[Session]) ->
     )
     assert result.exit_code == 0, result.output
     with session_factory() as session:
-        assert str(service.current_plan_version(session, "mini").base_fee) == "3.50"
+        assert service.current_plan_version(session, "mini").base_fee == Decimal("3.50")
     shown = runner.invoke(cli.app, ["show", "mini"])
     assert "version 1" in shown.output and "unlimited" in shown.output
+    assert "base fee 3.50," in shown.output
 
 
 def test_create_from_json_refuses_an_unknown_metric(tmp_path: Path) -> None:

@@ -217,3 +217,17 @@ def test_a_refused_new_version_leaves_the_current_one_current(
         service.new_plan_version(db, clock, "team", bad)
     assert err.value.field == "components[0].package_size"
     assert service.current_plan_version(db, "team").version == 1
+
+
+def test_prices_read_back_from_the_database_explain_themselves_without_padding(
+    db: Session, clock: FrozenClock
+) -> None:
+    # PostgreSQL returns numeric(38, 12) as 0.050000000000; the invoice must say "at 0.05".
+    create_plan(db, clock)
+    db.expire_all()
+    version = service.current_plan_version(db, "team")
+    traffic = next(s for s in service.price_specs_for(db, version.id) if s.metric == "traffic_gb")
+    assert "35.5 at 0.05 = 1.775" in rate(traffic, Decimal("35.5")).explanation
+    out = service.version_out(service.plan_view(db, "team").versions[0])
+    assert str(out.base_fee) == "19.00"
+    assert str(out.components[1].unit_price) == "0.05"

@@ -204,7 +204,7 @@ def test_the_billing_role_manages_the_budget_and_a_technical_member_only_reads_i
     change = {"amount": "150", "currency": "EUR", "thresholds": [75]}
     assert technical.put(f"{url}/{budget['id']}", json=change).status_code == 403
     changed = billing.put(f"{url}/{budget['id']}", json=change)
-    assert changed.json()["thresholds"] == [75] and changed.json()["amount"] == "150"
+    assert changed.json()["thresholds"] == [75] and changed.json()["amount"] == "150.00"
     assert billing.get(f"{url}/{budget['id']}/alerts").json() == []
     assert billing.delete(f"{url}/{budget['id']}").status_code == 204
     assert billing.get(url).json() == []

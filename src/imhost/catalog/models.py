@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from imhost.catalog.pricing import PriceSpec, parse_tiers
+from imhost.catalog.pricing import PriceSpec, parse_tiers, tidy
 from imhost.db.base import Base, CreatedMixin, IdMixin
 from imhost.db.types import Amount, UtcDateTime
 
@@ -154,16 +154,21 @@ class PriceComponent(IdMixin, Base):
     position: Mapped[int] = mapped_column(Integer, default=0)
 
     def to_spec(self) -> PriceSpec:
+        def opt(value: Decimal | None) -> Decimal | None:
+            return None if value is None else tidy(value)
+
+        # PostgreSQL gives numeric(38, 12) back padded with zeros; the calculation shown on
+        # invoices reads "at 0.05", not "at 0.050000000000".
         return PriceSpec(
             model=self.pricing_model,
             metric=self.metric,
             currency=self.currency,
-            unit_price=self.unit_price,
+            unit_price=opt(self.unit_price),
             tiers=parse_tiers(self.tiers) if self.tiers else (),
-            package_size=self.package_size,
-            included_quantity=self.included_quantity,
-            cap=self.cap,
-            minimum=self.minimum,
+            package_size=opt(self.package_size),
+            included_quantity=tidy(self.included_quantity),
+            cap=opt(self.cap),
+            minimum=opt(self.minimum),
         )
 
 

@@ -54,6 +54,8 @@ __all__ = [
     "Tier",
     "parse_tiers",
     "rate",
+    "tidy",
+    "tidy_money",
     "tiers_to_json",
 ]
 
@@ -421,6 +423,24 @@ def _band_label(lower: Decimal, upper: Decimal | None, *, open_ended: bool = Fal
         return f"{start}+"
     end = _num(upper)
     return start if start == end else f"{start}-{end}"
+
+
+def tidy(value: Decimal) -> Decimal:
+    """``value`` without the trailing zeros a ``numeric(38, 12)`` column pads it with
+    (``3.500000000000`` -> ``3.5``, ``100.000`` -> ``100``), never in exponent form."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
+
+
+def tidy_money(value: Decimal, currency: str) -> Decimal:
+    """An amount tidied but with at least the currency's minor digits (``3.5`` -> ``3.50``)."""
+    value = tidy(value)
+    exponent = value.as_tuple().exponent
+    digits = MINOR_UNITS.get(currency, 2)
+    if isinstance(exponent, int) and -exponent < digits:
+        return value.quantize(Decimal(1).scaleb(-digits))
+    return value
 
 
 def _num(value: Decimal) -> str:

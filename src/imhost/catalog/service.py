@@ -22,7 +22,7 @@ from imhost.catalog.models import (
     PlanVersion,
     PriceComponent,
 )
-from imhost.catalog.pricing import PriceSpec, parse_tiers
+from imhost.catalog.pricing import PriceSpec, parse_tiers, tidy_money
 from imhost.catalog.schemas import (
     AddOnIn,
     AddOnOut,
@@ -364,22 +364,22 @@ def version_out(view: PlanVersionView) -> PlanVersionOut:
         version=v.version,
         currency=v.currency,
         billing_interval=v.billing_interval,
-        base_fee=v.base_fee,
-        setup_fee=v.setup_fee,
+        base_fee=tidy_money(v.base_fee, v.currency),
+        setup_fee=tidy_money(v.setup_fee, v.currency),
         trial_days=v.trial_days,
         limits={f: getattr(v, f) for f in LIMIT_FIELDS},
         components=[
             PriceComponentOut(
-                metric=c.metric,
-                pricing_model=c.pricing_model,
-                unit_price=c.unit_price,
+                metric=spec.metric,
+                pricing_model=str(spec.model),
+                unit_price=spec.unit_price,
                 tiers=c.tiers,
-                package_size=c.package_size,
-                included_quantity=c.included_quantity,
-                cap=c.cap,
-                minimum=c.minimum,
+                package_size=spec.package_size,
+                included_quantity=spec.included_quantity,
+                cap=spec.cap,
+                minimum=spec.minimum,
             )
-            for c in view.components
+            for c, spec in ((c, c.to_spec()) for c in view.components)
         ],
         change_note=v.change_note,
         created_at=v.created_at,
@@ -473,7 +473,7 @@ def addon_out(addon: AddOn) -> AddOnOut:
         description=addon.description,
         kind=addon.kind,
         currency=addon.currency,
-        price=addon.price,
+        price=tidy_money(addon.price, addon.currency),
         billing_interval=addon.billing_interval,
         limit_deltas=dict(addon.limit_deltas or {}),
         is_active=addon.is_active,

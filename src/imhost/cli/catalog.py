@@ -13,7 +13,7 @@ from rich.table import Table
 
 from imhost.catalog import service as catalog
 from imhost.catalog.models import LIMIT_FIELDS
-from imhost.catalog.pricing import rate
+from imhost.catalog.pricing import rate, tidy_money
 from imhost.catalog.schemas import PlanCreate, PlanVersionChange
 from imhost.cli.context import console, fail, runtime_or_exit
 from imhost.db.engine import transaction
@@ -80,8 +80,8 @@ def list_plans(
                     _yes(view.plan.is_public),
                     str(v.version.version),
                     f"{v.version.currency} {v.version.billing_interval}",
-                    str(v.version.base_fee),
-                    str(v.version.setup_fee),
+                    str(tidy_money(v.version.base_fee, v.version.currency)),
+                    str(tidy_money(v.version.setup_fee, v.version.currency)),
                     f"{v.version.trial_days} d",
                     _summary(v.components),
                 )
@@ -110,7 +110,8 @@ def show_plan(
             state = "current" if ver.superseded_at is None else f"superseded {ver.superseded_at}"
             console.print(
                 f"\n[bold]version {ver.version}[/], {ver.currency} {ver.billing_interval} "
-                f"({state}): base fee {ver.base_fee}, setup fee {ver.setup_fee}, "
+                f"({state}): base fee {tidy_money(ver.base_fee, ver.currency)}, "
+                f"setup fee {tidy_money(ver.setup_fee, ver.currency)}, "
                 f"trial {ver.trial_days} days"
             )
             limits = Table("limit", "value")
@@ -122,6 +123,7 @@ def show_plan(
                 "metric", "model", "unit price", "tiers", "package", "included", "cap", "minimum"
             )
             for c in v.components:
+                spec = c.to_spec()
                 tiers = "; ".join(
                     f"up to {t['up_to'] if t['up_to'] is not None else 'inf'}: "
                     f"{t['unit_price']} + {t['flat_fee']} flat"
@@ -130,12 +132,12 @@ def show_plan(
                 prices.add_row(
                     c.metric,
                     c.pricing_model,
-                    _opt(c.unit_price),
+                    _opt(spec.unit_price),
                     tiers or "-",
-                    _opt(c.package_size),
-                    str(c.included_quantity),
-                    _opt(c.cap),
-                    _opt(c.minimum),
+                    _opt(spec.package_size),
+                    str(spec.included_quantity),
+                    _opt(spec.cap),
+                    _opt(spec.minimum),
                 )
             console.print(prices)
 

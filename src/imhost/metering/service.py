@@ -864,9 +864,9 @@ def _aggregate(
     elapsed = _seconds(as_of - start)
     storage = _gb(gauge.gb_seconds / elapsed) if elapsed > 0 else ZERO
     quantities = {
-        m.MESSAGES: sums[m.MESSAGES],
+        m.MESSAGES: _normal(sums[m.MESSAGES]),
         m.TRAFFIC_GB: _normal(traffic),
-        m.PEAK_CONNECTIONS: _peak(session, organization_id, start, end),
+        m.PEAK_CONNECTIONS: _normal(_peak(session, organization_id, start, end)),
         m.MONTHLY_ACTIVE_USERS: _unique_subjects(session, organization_id, start, end),
         m.STORAGE_GB: _normal(storage),
     }

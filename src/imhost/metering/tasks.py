@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost import events
-from imhost.catalog.pricing import PriceSpec, rate
+from imhost.catalog.pricing import PriceSpec, rate, tidy_money
 from imhost.db.engine import transaction
 from imhost.kit.clock import Clock
 from imhost.kit.money import round_minor
@@ -135,6 +135,7 @@ def check_budgets(
             )
             continue
         amount = spend(session, clock, budget.organization_id, pricing, basis=basis)
+        budget_amount = tidy_money(budget.amount, budget.currency)
         already = set(
             session.scalars(
                 select(BudgetAlert.threshold).where(
@@ -156,7 +157,7 @@ def check_budgets(
                 budget_id=budget.id,
                 threshold=threshold,
                 amount=amount,
-                budget_amount=budget.amount,
+                budget_amount=budget_amount,
                 currency=budget.currency,
                 period_start=pricing.period_start,
             )
@@ -169,7 +170,7 @@ def check_budgets(
                         organization_id=budget.organization_id,
                         metric="*",
                         reason=(
-                            f"the monthly budget of {budget.amount} {budget.currency} is "
+                            f"the monthly budget of {budget_amount} {budget.currency} is "
                             f"reached ({amount} {budget.currency} this period); billable "
                             "usage beyond the plan's included quantities is stopped"
                         ),
@@ -184,7 +185,7 @@ def check_budgets(
                         budget_id=budget.id,
                         threshold=threshold,
                         amount=amount,
-                        budget_amount=budget.amount,
+                        budget_amount=budget_amount,
                         currency=budget.currency,
                         period_start=pricing.period_start,
                     ),
