@@ -539,3 +539,45 @@ async def test_a_flood_of_requests_is_capped_per_account() -> None:
         await alice.recv()
         pending = await h.backend.get_pending_in(DOMAIN, "bob")
         assert len(pending) == MAX_PENDING_REQUESTS and A not in pending
+
+
+async def test_probe_of_an_offline_contact_gets_its_last_unavailable_presence() -> None:
+    from datetime import UTC, datetime
+
+    from imhost.kit.clock import FrozenClock
+    from imhost.xmpp.core.xml import NS_DELAY
+
+    clock = FrozenClock(datetime(2026, 5, 4, 9, 15, 0, tzinfo=UTC))
+    async with Harness(modules=MODULES, clock=clock) as h:
+        await seed(h, "alice", "bob", "from")
+        await seed(h, "bob", "alice", "to")
+        await seed(h, "alice", "carol", "none")
+        await seed(h, "carol", "alice", "to")  # carol's roster claims more than alice granted
+        alice = await h.online("alice")
+        alice.send("<presence type='unavailable'><status>gone fishing</status></presence>")
+        alice.send("</stream:stream>")
+        await alice.recv()
+        bob = await h.online("bob", presence=False)
+        bob.send("<presence/>")
+        [last] = presences(await bob.recv(40))
+        assert last.get("type") == "unavailable" and last.get("from") == f"{A}/res"
+        assert last.find_text("status") == "gone fishing"
+        delay = last.find("delay", NS_DELAY)
+        assert delay is not None and delay.get("stamp") == "2026-05-04T09:15:00Z"
+        carol = await h.online("carol", presence=False)
+        carol.send("<presence/>")
+        assert presences(await carol.recv(40)) == []
+
+
+async def test_last_unavailable_is_forgotten_when_the_contact_comes_back() -> None:
+    async with Harness(modules=MODULES) as h:
+        await seed(h, "alice", "bob", "from")
+        await seed(h, "bob", "alice", "to")
+        alice = await h.online("alice")
+        alice.send("</stream:stream>")
+        await alice.recv()
+        module = h.server.router.hosts[DOMAIN].modules[1]
+        assert isinstance(module, PresenceModule)
+        assert module.last_seen("alice") is not None
+        await h.online("alice", "again")
+        assert module.last_seen("alice") is None

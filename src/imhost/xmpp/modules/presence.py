@@ -4,7 +4,7 @@ broadcast, probes, directed presence and unavailable on disconnect."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from imhost.kit.jid import JID, try_parse_jid
@@ -47,6 +47,21 @@ MAX_PENDING_REQUESTS = 500
 MAX_STATUS_CHARS = 1024
 NS_NICK = "http://jabber.org/protocol/nick"
 
+MAX_LAST_SEEN = 10_000
+"""Accounts per host whose last unavailable presence is remembered for probes (§4.3.2)."""
+NS_DELAY = "urn:xmpp:delay"
+
+
+@dataclass(frozen=True, slots=True)
+class LastSeen:
+    """An offline account's last unavailable presence (stamped) and who may see it: the
+    subscribers and block list as they were when it went offline."""
+
+    presence: Element
+    subscribers: frozenset[str]
+    blocklist: frozenset[str]
+
+
 BROADCAST = SessionKey[bool]("presence-broadcast", False)
 """The session's available presence has been broadcast (so unavailable must follow)."""
 DIRECTED = SessionKey[set[str] | None]("presence-directed", None)
@@ -78,6 +93,7 @@ class PresenceModule(Module):
     depends = ("roster",)
 
     def load(self) -> None:
+        self._last_seen: dict[str, LastSeen] = {}
         register_module(self)
         ctx = self.ctx
         ctx.hook(Hook.PRESENCE_OUT, self.on_presence_out)
@@ -132,6 +148,8 @@ class PresenceModule(Module):
         """§4.2.2 initial presence (probes too) and §4.4.2 presence updates."""
         initial = not session.get(BROADCAST)
         session.set(BROADCAST, True)
+        if self._last_seen:
+            self._last_seen.pop(session.localpart, None)
         roster = self.roster.cached(session.localpart)
         if roster is None:
             return self._broadcast_available_async(session, stanza, initial)
@@ -191,10 +209,33 @@ class PresenceModule(Module):
                     continue
                 sent.add(item.jid)
                 _spawn(ctx, ctx.route(retarget(stanza, item.jid)))
+        remaining = False
         for other in available_sessions(ctx, session.localpart):
             if other is not session:
+                remaining = True
                 other.deliver(retarget(stanza, other.jid_str))
+        if not remaining and roster is not None:
+            self._remember(session, stanza, roster.items.values())
         self._directed_unavailable(session, stanza, sent)
+
+    def _remember(self, session: C2SStream, stanza: Element, items: Iterable[RosterItem]) -> None:
+        """§4.3.2: keep the account's last unavailable presence to answer probes with."""
+        last = self._last_seen
+        last.pop(session.localpart, None)
+        if len(last) >= MAX_LAST_SEEN:
+            del last[next(iter(last))]
+        kept = Element("presence", stanza.ns, dict(stanza.attrs), list(stanza.children))
+        kept.attrs.pop("to", None)
+        kept.attrs["from"] = session.jid_str
+        kept.attrs["type"] = "unavailable"
+        stamp = self.ctx.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        kept.sub("delay", NS_DELAY, {"from": self.ctx.domain, "stamp": stamp})
+        subscribers = frozenset(i.jid for i in items if i.subscription in ("from", "both"))
+        last[session.localpart] = LastSeen(kept, subscribers, session.get(BLOCKLIST))
+
+    def last_seen(self, localpart: str) -> LastSeen | None:
+        """The remembered last unavailable presence of an offline account."""
+        return self._last_seen.get(localpart)
 
     def _directed_unavailable(
         self, session: C2SStream, stanza: Element | None, already: set[str]
@@ -275,6 +316,7 @@ class PresenceModule(Module):
                     new = replace(current, approved=False)
             if new is not None and new != item:
                 await roster.save(localpart, new)
+                self._last_seen.pop(localpart, None)
         if route:
             await _wait(ctx.route(out))
         if share_presence:
@@ -306,6 +348,14 @@ class PresenceModule(Module):
         """§4.3.2: a subscribed prober gets the presence of every available resource."""
         sessions = available_sessions(self.ctx, to.local)
         if not sessions:
+            last = self._last_seen.get(to.local)
+            if (
+                last is not None
+                and prober.domain == self.ctx.domain
+                and prober.bare in last.subscribers
+                and not is_blocked(last.blocklist, prober)
+            ):
+                _spawn(self.ctx, self.ctx.route(retarget(last.presence, str(prober))))
             return True
         blocklist = sessions[0].get(BLOCKLIST)
         if blocklist and is_blocked(blocklist, prober):
@@ -379,6 +429,7 @@ class PresenceModule(Module):
                 deliver = True
             if new is not None and new != item:
                 await roster.save(localpart, new)
+                self._last_seen.pop(localpart, None)
         if deliver:
             data: str | None = None
             for s in available_sessions(ctx, localpart):
