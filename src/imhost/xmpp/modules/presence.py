@@ -95,6 +95,7 @@ class PresenceModule(Module):
     def load(self) -> None:
         self._last_seen: dict[str, LastSeen] = {}
         register_module(self)
+        self._roster: RosterModule | None = sibling(self.ctx, "roster", RosterModule)
         ctx = self.ctx
         ctx.hook(Hook.PRESENCE_OUT, self.on_presence_out)
         ctx.hook(Hook.PRESENCE_TO_BARE, self.on_presence_in)
@@ -108,9 +109,12 @@ class PresenceModule(Module):
 
     @property
     def roster(self) -> RosterModule:
-        module = sibling(self.ctx, "roster", RosterModule)
+        """The roster module of this host (looked up once: it is loaded before presence)."""
+        module = self._roster
         if module is None:
-            raise RuntimeError("the presence module needs the roster module")
+            module = self._roster = sibling(self.ctx, "roster", RosterModule)
+            if module is None:
+                raise RuntimeError("the presence module needs the roster module")
         return module
 
     # -- from the user's client ---------------------------------------------------------------
