@@ -372,3 +372,28 @@ async def test_expired_cache_entries_are_forgotten(setup: Setup) -> None:
     backend.prune()
     assert backend._accounts == {} and backend._locks == {}
     assert await backend.account_exists("a.example", "alice")  # read again from the database
+
+
+async def test_a_batch_the_database_refuses_is_retried_at_the_next_flush(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from imhost.hosting import ports
+
+    backend = setup.backend
+    calls: list[int] = []
+
+    def busy(*args: object) -> None:
+        calls.append(1)
+        raise OperationalError("UPDATE xmpp_accounts", {}, Exception("database is locked"))
+
+    await backend.report_auth(AuthAttempt("a.example", "alice", "", True, "PLAIN"))
+    monkeypatch.setattr(hosting, "record_logins", busy)
+    await backend.flush_batches()
+    assert len(calls) == ports.DB_ATTEMPTS  # tried again before giving up for now
+    monkeypatch.undo()
+    await backend.flush_batches()
+    with setup.factory() as session:
+        account = hosting.get_account(session, hosting.get_service(session, setup.a.id), "alice")
+        assert account.last_login_at == setup.clock.now()

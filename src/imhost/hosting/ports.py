@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.accounts import audit
@@ -72,6 +73,9 @@ HOST_REFRESH_SECONDS = 10.0
 BATCH_SECONDS = 1.0
 GAUGE_TTL_SECONDS = 30.0
 LOCK_TTL_SECONDS = 5.0
+DB_ATTEMPTS = 4
+BATCH_MAX = 10_000
+"""Queued auth events kept for a retry when the database refuses a batch (then dropped)."""
 ACCOUNT_POLL_OVERLAP = timedelta(seconds=2)
 """Accounts changed this long before the last refresh are looked at again (commits in flight)."""
 
@@ -136,11 +140,23 @@ class DbBackend:
     # -- plumbing ---------------------------------------------------------------------------
 
     async def _db(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in one transaction on a worker thread."""
+        """Run ``work`` in one transaction on a worker thread.
+
+        A transaction the database refuses for concurrency (SQLite: a reader that cannot
+        become a writer because another connection wrote, "database is locked"; PostgreSQL:
+        a deadlock or serialization failure) is run again from the start, a few times.
+        """
 
         def run() -> T:
-            with transaction(self.factory) as session:
-                return work(session)
+            for attempt in range(DB_ATTEMPTS):
+                try:
+                    with transaction(self.factory) as session:
+                        return work(session)
+                except OperationalError:
+                    if attempt == DB_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.02 * (attempt + 1))
+            raise AssertionError("unreachable")
 
         return await asyncio.to_thread(run)
 
@@ -476,7 +492,14 @@ class DbBackend:
         try:
             await self._db(write)
         except Exception:
-            log.exception("writing %d auth events failed; dropped", len(failed) + len(logins))
+            # Keep them for the next flush (bounded): a busy database must not lose them.
+            log.exception("writing %d auth events failed", len(failed) + len(logins))
+            self._failed_logins[:0] = failed[-BATCH_MAX:]
+            self._logins[:0] = logins[-BATCH_MAX:]
+            for key, version in versions.items():
+                self._client_versions.setdefault(key, version)
+            del self._failed_logins[BATCH_MAX:]
+            del self._logins[BATCH_MAX:]
 
     def note_client_version(self, domain: str, localpart: str, version: str) -> None:
         """XEP-0092 answer of a client after login, kept on the account (batched)."""
