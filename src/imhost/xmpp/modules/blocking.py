@@ -190,7 +190,9 @@ class BlockingModule(Module):
             await self.ctx.stores.blocklist.block(self.ctx.domain, session.localpart, new)
             # §3.3: contacts subscribed to the user's presence see the user go offline.
             self._presence_to(session, new, available=False)
-            self._cache(session.localpart, current | frozenset(new))
+            # re-read: another resource may have changed the list while the store wrote
+            latest = self._lists.get(session.localpart, current)
+            self._cache(session.localpart, latest | frozenset(new))
         self._push(session.localpart, "block", jids)
         return result_of(iq)
 
@@ -198,7 +200,8 @@ class BlockingModule(Module):
         current = session.get(BLOCKLIST)
         await self.ctx.stores.blocklist.unblock(self.ctx.domain, session.localpart, jids)
         removed = sorted(current) if jids is None else [j for j in jids if j in current]
-        self._cache(session.localpart, frozenset() if jids is None else current - frozenset(jids))
+        latest = self._lists.get(session.localpart, current)
+        self._cache(session.localpart, frozenset() if jids is None else latest - frozenset(jids))
         self._presence_to(session, removed, available=True)
         self._push(session.localpart, "unblock", jids or [])
         return result_of(iq)
