@@ -288,7 +288,7 @@ async def test_roster_of_an_account_on_another_tenant_is_unreachable() -> None:
         assert error_of(reply) == "remote-server-not-found"
 
 
-async def test_roster_is_cached_while_bound_and_released_after_logout() -> None:
+async def test_roster_get_is_served_from_memory_while_bound_and_released_after_logout() -> None:
     async with Harness(modules=MODULES) as h:
         alice = await h.online("alice")
         module = h.server.router.hosts[DOMAIN].modules[0]
