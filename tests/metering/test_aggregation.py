@@ -194,3 +194,20 @@ def test_one_organizations_usage_never_shows_in_anothers(db: Session, clock: Fro
     when: datetime = utc(2026, 1, 9)
     put(db, clock, usage(a, "messages", when, 5), usage(a, "active_users", when, 1, subject="x"))
     assert all(q == 0 for q in service.billable_quantities(db, b.id, JAN, FEB).values())
+
+
+def test_repeated_and_same_minute_gauge_reports_give_the_right_average(
+    db: Session, clock: FrozenClock
+) -> None:
+    org = make_org(db, clock)
+    records = [
+        usage(org, "offline_storage_bytes", JAN, 5 * GB),
+        # Two flushes of one minute: the higher report is the level (7 GB).
+        usage(org, "offline_storage_bytes", utc(2026, 1, 2), 5 * GB),
+        usage(org, "offline_storage_bytes", utc(2026, 1, 2), 7 * GB),
+        # Back to 5 GB, then the same level reported every day (no change).
+        *[usage(org, "offline_storage_bytes", utc(2026, 1, day), 5 * GB) for day in range(3, 32)],
+    ]
+    put(db, clock, *records)
+    expected = _gb((Decimal(5) * 1 + Decimal(7) * 1 + Decimal(5) * 29) / 31)
+    assert service.billable_quantities(db, org.id, JAN, FEB)["storage_gb"] == expected

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Integer, and_, cast, func, select
+from sqlalchemy import ColumnElement, Integer, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from imhost.accounts.models import Organization
@@ -789,14 +789,7 @@ def _gauge_integral(
     # Integer arithmetic: levels in milli-bytes (a storage_gb record has at most 12 decimals,
     # so 10^-12 GB = 10^-3 byte is exact), times in microseconds since the epoch.
     samples: dict[tuple[str | None, str, int], int] = {}
-    for service_id, metric, bucket, qty in session.execute(
-        select(
-            UsageRecord.service_id,
-            UsageRecord.metric,
-            UsageRecord.bucket_start,
-            UsageRecord.quantity,
-        ).where(_in_period(organization_id, gauges, start, as_of))
-    ):
+    for service_id, metric, bucket, qty in _gauge_samples(session, organization_id, start, as_of):
         key = (service_id, metric, (bucket - _EPOCH) // _US)
         level_mb = _milli_bytes(metric, qty)
         if level_mb > samples.get(key, -1):
@@ -820,13 +813,69 @@ def _gauge_integral(
     return _GaugeIntegral(Decimal(integral).scaleb(-18), Decimal(current).scaleb(-12))
 
 
+def _gauge_samples(
+    session: Session, organization_id: str, start: datetime, as_of: datetime
+) -> list[tuple[str | None, str, datetime, Decimal | int]]:
+    """The gauge samples of [start, as_of) that change the level, per service and gauge.
+
+    The engine reports a level every minute even when it has not moved; only the changes
+    matter to the average. For the byte gauges the database does the work: the highest
+    report of each minute (several flushes of one minute collapse), then only the minutes
+    whose level differs from the minute before (``LAG``). ``storage_gb`` records (fractional,
+    from external engines) are read as they are.
+    """
+    byte_gauges = (m.OFFLINE_STORAGE_BYTES, m.PRIVATE_STORAGE_BYTES)
+    per_minute = (
+        select(
+            UsageRecord.service_id,
+            UsageRecord.metric,
+            UsageRecord.bucket_start,
+            func.max(_qty(session)).label("q"),
+        )
+        .where(_in_period(organization_id, byte_gauges, start, as_of))
+        .group_by(UsageRecord.service_id, UsageRecord.metric, UsageRecord.bucket_start)
+        .subquery()
+    )
+    previous = (
+        func.lag(per_minute.c.q)
+        .over(
+            partition_by=(per_minute.c.service_id, per_minute.c.metric),
+            order_by=per_minute.c.bucket_start,
+        )
+        .label("previous")
+    )
+    with_previous = select(per_minute, previous).subquery()
+    changes = select(
+        with_previous.c.service_id,
+        with_previous.c.metric,
+        with_previous.c.bucket_start,
+        with_previous.c.q,
+    ).where(or_(with_previous.c.previous.is_(None), with_previous.c.previous != with_previous.c.q))
+    rows: list[tuple[str | None, str, datetime, Decimal | int]] = [
+        (service_id, metric, bucket, qty)
+        for service_id, metric, bucket, qty in session.execute(changes)
+    ]
+    rows += [
+        (service_id, metric, bucket, qty)
+        for service_id, metric, bucket, qty in session.execute(
+            select(
+                UsageRecord.service_id,
+                UsageRecord.metric,
+                UsageRecord.bucket_start,
+                UsageRecord.quantity,
+            ).where(_in_period(organization_id, (m.STORAGE_GB,), start, as_of))
+        )
+    ]
+    return rows
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 
-def _milli_bytes(metric: str, qty: Decimal) -> int:
+def _milli_bytes(metric: str, qty: Decimal | int) -> int:
     if metric == m.STORAGE_GB:
-        return int(qty.scaleb(12))
+        return int(Decimal(qty).scaleb(12))
     return int(qty) * 1000
 
 
