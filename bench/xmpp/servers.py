@@ -175,6 +175,7 @@ allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
 modules_enabled = {{ "roster", "saslauth", "disco", "ping" }}
 modules_disabled = {{ "s2s" }}
+network_backend = "epoll"
 network_settings = {{ tcp_backlog = 1024 }}
 VirtualHost "{self.domain}"
 """)
@@ -198,8 +199,7 @@ VirtualHost "{self.domain}"
             stderr=subprocess.DEVNULL,
         )
         await wait_port(self.port)
-        out = subprocess.run(["prosody", "--version"], capture_output=True, text=True)
-        self.version = (out.stdout.split("\n")[0].split()[-1]) if out.stdout else "0.12"
+        self.version = _package_version("prosody")
 
 
 class Ejabberd(Server):
@@ -286,7 +286,7 @@ modules:
             env=env,
         )
         await wait_port(self.port, 120)
-        self.version = "23.01"
+        self.version = _package_version("ejabberd")
         await self.register_users()
 
     async def register_users(self) -> None:
@@ -316,10 +316,27 @@ modules:
         await asyncio.gather(*(one(i) for i in range(self.users)))
 
     async def stop(self) -> None:
+        # ejabberdctl runs beam as a child: stop the beam (the process on our port) first
+        beam = pid_listening(self.port)
+        if beam is not None:
+            os.kill(beam, signal.SIGTERM)
+            for _ in range(100):
+                if not Path(f"/proc/{beam}").exists():
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                os.kill(beam, signal.SIGKILL)
         await super().stop()
         # stop the epmd daemon this run started (by its pid; one that ran before is left)
         for pid in set(_pids_named("epmd")) - getattr(self, "epmd_before", set()):
             os.kill(pid, signal.SIGTERM)
+
+
+def _package_version(package: str) -> str:
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, timeout=10
+    )
+    return out.stdout.strip()
 
 
 def _pids_named(name: str) -> list[int]:

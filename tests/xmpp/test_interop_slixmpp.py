@@ -50,11 +50,12 @@ def make_bot(
     mech: str | None = None,
     password: str | None = None,
     sm: bool = False,
+    resource: str = "slix",
 ) -> Bot:
     kw: dict[str, Any] = {}
     if mech:
         kw["sasl_mech"] = mech
-    bot = Bot(f"{user}@{live.domain}/slix", password or live.password, **kw)
+    bot = Bot(f"{user}@{live.domain}/{resource}", password or live.password, **kw)
     bot.enable_direct_tls = direct_tls
     bot.enable_starttls = not direct_tls
     bot.enable_plaintext = False

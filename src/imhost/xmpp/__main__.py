@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 from pathlib import Path
@@ -55,6 +56,12 @@ async def run(args: argparse.Namespace) -> None:
     if args.no_tls:
         server.settings = settings
     await server.start()
+    # Long-lived objects (accounts, sessions) leave the collector's view; collections of the
+    # young generation stay cheap and full ones rare (a full pass over thousands of sessions
+    # is a latency spike of tens of milliseconds).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
     print(f"ready c2s={server.c2s_port} tls={server.direct_tls_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -579,6 +579,8 @@ class C2SStream(asyncio.Protocol):
     def _on_stanza(self, el: Element) -> None:
         if self.state is State.BOUND:
             if self._busy or self._queue:
+                if el.name == "iq" and self._answer_to_server(el):
+                    return
                 self._queue.append(el)
                 if len(self._queue) > 256 and self.transport is not None and not self.ws:
                     self.transport.pause_reading()
@@ -589,6 +591,26 @@ class C2SStream(asyncio.Protocol):
             self._ws_framing(el)
             return
         self._negotiate(el)
+
+    def _answer_to_server(self, el: Element) -> bool:
+        """An iq result/error answering a server request (``ctx.request``) is delivered at
+        once, even while earlier stanzas wait: the handler that is waiting may be the one
+        holding the queue (a module asking the client something), and answers carry no order.
+        """
+        if el.attrs.get("type") not in ("result", "error"):
+            return False
+        pending = self.services.router.pending_iq.get(el.attrs.get("id", ""))
+        if pending is None:
+            return False
+        to = el.attrs.get("to")
+        if to and to != self.domain:
+            return False
+        if self.sm_enabled:
+            self.sm_in += 1
+        del self.services.router.pending_iq[el.attrs.get("id", "")]
+        if not pending.done():
+            pending.set_result(el)
+        return True
 
     def _process(self, el: Element) -> None:
         ns = el.ns
