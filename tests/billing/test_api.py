@@ -186,3 +186,31 @@ def test_a_usage_line_links_to_the_usage_records_behind_it(
     records = owner.get(usage["usage_url"])
     assert records.status_code == 200, records.text
     assert [Decimal(str(r["quantity"])) for r in records.json()] == [Decimal(2500)]
+
+
+def test_a_time_without_a_zone_is_refused_not_a_server_error(
+    app: FastAPI, clock: FrozenClock
+) -> None:
+    world, business, _ = _setup(app, clock)
+    org_id = world.org.id  # type: ignore[attr-defined]
+    owner = signed_in(app, world.members[OrgRole.OWNER])  # type: ignore[attr-defined]
+    owner.post(f"/api/v1/orgs/{org_id}/billing/subscription", json={"plan_version_id": business})
+    staff = signed_in(app, world.staff[StaffRole.ADMIN])  # type: ignore[attr-defined]
+    staff.post("/api/v1/admin/billing/runs", json={})
+    invoice_id = owner.get(f"/api/v1/orgs/{org_id}/billing/invoices").json()["items"][0]["id"]
+    r = staff.post(
+        f"/api/v1/admin/billing/invoices/{invoice_id}/payments",
+        json={"amount": "5.00", "currency": "EUR", "received_at": "2026-11-02T10:00:00"},
+    )
+    assert r.status_code == 422 and "time zone" in r.text
+    r = staff.post(
+        "/api/v1/admin/billing/coupons",
+        json={
+            "code": "X1",
+            "kind": "percent",
+            "percent_off": "10",
+            "duration": "once",
+            "redeem_by": "2027-01-01T00:00:00",
+        },
+    )
+    assert r.status_code == 422 and "time zone" in r.text

@@ -156,6 +156,8 @@ def create_coupon(
             )
     else:
         duration_periods = None
+    if redeem_by is not None and redeem_by.tzinfo is None:
+        raise InvalidInput("redeem_by needs a time zone", field="redeem_by")
     if max_redemptions is not None and max_redemptions < 1:
         raise InvalidInput("max_redemptions is at least 1", field="max_redemptions")
     if session.scalar(select(Coupon.id).where(Coupon.code == code)) is not None:
@@ -211,6 +213,8 @@ def update_coupon(
             )
         coupon.max_redemptions = max_redemptions
     if redeem_by is not None:
+        if redeem_by.tzinfo is None:
+            raise InvalidInput("redeem_by needs a time zone", field="redeem_by")
         coupon.redeem_by = redeem_by
     session.flush()
     return coupon

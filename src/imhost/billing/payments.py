@@ -99,6 +99,8 @@ def record_payment(
         if existing is not None:
             return existing
     get_gateway(driver)
+    if received_at is not None and received_at.tzinfo is None:
+        raise InvalidInput("received_at needs a time zone", field="received_at")
     now = clock.now()
     applied = min(value, invoice.amount_due)
     payment = Payment(

@@ -12,7 +12,16 @@ Money = Decimal
 
 
 class _In(BaseModel):
+    """Request bodies: unknown fields are refused, and every time must carry its zone."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _aware_times(cls, value: object) -> object:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            raise ValueError("give a time zone, e.g. 2026-12-01T00:00:00Z")
+        return value
 
 
 class _Out(BaseModel):
