@@ -210,3 +210,25 @@ def test_add_ons_are_billed_in_advance_and_a_removed_add_on_is_credited_pro_rata
     with transaction(session_factory) as s:
         preview = service.change_plan(s, clock, "a", pv.id, add_ons={support_id: 1})
     assert [x.amount for x in preview.lines] == [Decimal("-7.50")]
+
+
+def test_cancelling_at_once_at_the_first_second_of_a_paid_period_credits_it_all(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 11, 30, 22))
+    with transaction(session_factory) as s:
+        org = make_org(s, clock, org_id="z", country="US")
+        service.start_subscription(s, clock, org.id, make_plan(s, clock, base_fee="30.00").id)
+    clock.set(utc(2026, 12, 30, 1))
+    run_billing(session_factory, clock, clock.now())  # Nov 30 and Dec 30 invoiced
+    with transaction(session_factory) as s:
+        sub = s.scalars(select(Subscription)).one()
+        assert sub.current_period_start == utc(2026, 12, 30)
+    clock = FrozenClock(utc(2026, 12, 30))
+    with transaction(session_factory) as s:
+        service.cancel_subscription(s, clock, "z", at_period_end=False)
+    summary = run_billing(session_factory, clock, clock.now())
+    assert summary.ok and summary.invoices == 0  # nothing was used: nothing to invoice
+    with session_factory() as s:
+        assert service.credit_balance(s, "z", "EUR") == Decimal("30.00")
+        assert s.scalars(select(Subscription)).one().status == "canceled"

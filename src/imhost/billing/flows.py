@@ -131,6 +131,13 @@ def run_billing(
                 summary.failures.append(RunFailure(sub_id, org_id, point, detail))
                 log.warning("billing: %s at %s failed: %s", sub_id, point, detail)
             continue
+        if invoice is None and next_at is not None and ensure_utc(next_at) == point:
+            # Not billed, yet still due at this point: an invoice for the period exists but the
+            # subscription did not move on. Staff must look; the run reports it.
+            failed.add(sub_id)
+            detail = "an invoice for this period exists but the subscription was not advanced"
+            summary.failures.append(RunFailure(sub_id, org_id, point, detail))
+            continue
         if invoice is None:
             summary.skipped += 1
         else:

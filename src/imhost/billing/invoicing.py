@@ -109,7 +109,7 @@ def billing_point(sub: Subscription) -> BillingPoint:
         # The first paid period opens: its base fee in advance, no usage yet.
         return BillingPoint(at, None, (s, e), False)
     trialing = sub.status == SubscriptionStatus.TRIALING.value
-    usage = None if trialing else (s, e)
+    usage = None if trialing or e <= s else (s, e)
     if sub.cancel_at_period_end:
         return BillingPoint(at, usage, None, True)
     return BillingPoint(at, usage, (e, period_end(e, sub.billing_anchor_day, sub.interval)), False)
@@ -508,8 +508,10 @@ def invoice_subscription(
         )
     apply_account_credit(session, clock, invoice, at=point.at)
     fault("credit_applied")
-    if point.usage_period is not None or sub.status == SubscriptionStatus.TRIALING.value:
-        us, ue = sub.current_period_start, sub.current_period_end
+    us, ue = sub.current_period_start, sub.current_period_end
+    if ue > us and (
+        point.usage_period is not None or sub.status == SubscriptionStatus.TRIALING.value
+    ):
         metering.close_period(session, org.id, us, ue, clock)
     fault("period_closed")
     _advance(session, sub, point, plan)

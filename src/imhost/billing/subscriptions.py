@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from imhost import events
 from imhost.accounts.models import Organization
 from imhost.billing.charges import add_pending_charge
+from imhost.billing.credits import add_credit
 from imhost.billing.models import LineKind, Subscription, SubscriptionAddOn, SubscriptionStatus
 from imhost.billing.periods import (
     day_start,
@@ -362,6 +363,30 @@ def cancel_subscription(
         return sub
     unbilled = sub.next_billing_at == sub.current_period_start
     if sub.status == SubscriptionStatus.TRIALING.value or unbilled:
+        _end(session, sub, now)
+        return sub
+    if now <= sub.current_period_start:
+        # Not a second of the paid period was used, and the previous period's usage is on
+        # its invoice already: the whole period is credited to the account, nothing is left
+        # to invoice.
+        if sub.period_base_billed:
+            plan = load_plan_terms(session, sub.plan_version_id)
+            whole: list[tuple[str, Decimal]] = [(plan.plan_name, plan.base_fee)]
+            for add_on_id, qty in add_ons_of(session, sub.id).items():
+                name, price = _addon_price(session, add_on_id)
+                whole.append((f"{qty} × {name}", price * qty))
+            for label, price in whole:
+                if price > 0:
+                    add_credit(
+                        session,
+                        clock,
+                        organization_id,
+                        price,
+                        sub.currency,
+                        kind="cancellation",
+                        description=f"{label}, {fmt_date(sub.current_period_start)} to "
+                        f"{fmt_date(sub.current_period_end)}, cancelled before it began",
+                    )
         _end(session, sub, now)
         return sub
     if sub.period_base_billed and sub.current_period_start <= now < sub.current_period_end:
