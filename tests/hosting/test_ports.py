@@ -397,3 +397,25 @@ async def test_a_batch_the_database_refuses_is_retried_at_the_next_flush(
     with setup.factory() as session:
         account = hosting.get_account(session, hosting.get_service(session, setup.a.id), "alice")
         assert account.last_login_at == setup.clock.now()
+
+
+async def test_a_refresh_never_undoes_a_change_committed_while_it_read(setup: Setup) -> None:
+    backend = setup.backend
+    original = backend._read_hosts
+    commits: list[int] = []
+
+    def read_then_commit(session: Session) -> dict[str, object]:
+        snapshot = original(session)
+        if not commits:  # a request commits a suspension while the refresh is reading
+            commits.append(1)
+            with setup.factory() as other:
+                service = hosting.get_service(other, setup.a.id)
+                hosting.suspend_service(other, setup.clock, service, "during refresh")
+                other.commit()
+        return snapshot  # type: ignore[return-value]
+
+    backend._read_hosts = read_then_commit  # type: ignore[method-assign,assignment]
+    await backend.refresh()
+    host = await backend.get_host("a.example")
+    assert host is not None and not host.active
+    assert [h.active for h in setup.listener.changed] == [False]

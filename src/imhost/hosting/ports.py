@@ -120,7 +120,7 @@ class DbBackend:
         self._loaded = False
         self._accounts: dict[tuple[str, str], tuple[float, _AccountEntry | None]] = {}
         self._locks: dict[str, tuple[float, float]] = {}
-        """Throttle key -> (locked until, as epoch seconds; checked at, monotonic)."""
+        """Throttle key -> (locked until, epoch seconds; cached until, monotonic seconds)."""
         self._listeners: list[HostListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -136,6 +136,8 @@ class DbBackend:
         self._hub.subscribe(self._on_committed)
         self._closed = False
         self._accounts_polled_at: datetime | None = None
+        self._generation = 0
+        """Counts applied changes, so a host snapshot read meanwhile is not trusted."""
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -223,6 +225,7 @@ class DbBackend:
             loop.call_soon_threadsafe(self._apply, committed, True)
 
     def _apply(self, committed: Sequence[changes.Change], notify: bool = True) -> None:
+        self._generation += 1
         for change in committed:
             if isinstance(change, changes.HostChanged):
                 self.hosts[change.host.domain] = _HostEntry(change.host, change.organization_id)
@@ -272,7 +275,15 @@ class DbBackend:
         }
 
     async def _reload_hosts(self, *, notify: bool) -> None:
-        fresh = await self._db(self._read_hosts)
+        for _ in range(3):
+            seen = self._generation
+            fresh = await self._db(self._read_hosts)
+            if seen == self._generation:
+                break
+            # A committed change arrived while reading: this snapshot may predate it.
+        else:
+            if self._loaded:
+                return  # try again at the next refresh rather than undo a newer change
         old = self.hosts
         self.hosts = fresh
         self._loaded = True
