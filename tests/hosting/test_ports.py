@@ -419,3 +419,35 @@ async def test_a_refresh_never_undoes_a_change_committed_while_it_read(setup: Se
     host = await backend.get_host("a.example")
     assert host is not None and not host.active
     assert [h.active for h in setup.listener.changed] == [False]
+
+
+async def test_credentials_read_while_a_reset_commits_are_not_cached(setup: Setup) -> None:
+    backend = setup.backend
+    original = backend._read_account
+    resets: list[str] = []
+
+    def read_then_reset(session: Session, domain: str, localpart: str) -> object:
+        entry = original(session, domain, localpart)
+        if not resets:  # the administrator resets the password while the login reads
+            with setup.factory() as other:
+                service = hosting.get_service(other, setup.a.id)
+                account = hosting.get_account(other, service, "alice")
+                new = hosting.reset_password(
+                    other,
+                    setup.clock,
+                    service,
+                    account,
+                    password=None,
+                    security=SECURITY,
+                    iterations=ITERATIONS,
+                )
+                other.commit()
+            assert new is not None
+            resets.append(new)
+        return entry
+
+    backend._read_account = read_then_reset  # type: ignore[method-assign,assignment]
+    stale = await backend.get_credentials("a.example", "alice", ScramHash.SHA256)
+    assert stale is not None and verify_plain(PASSWORD, stale, ScramHash.SHA256)  # that read
+    current = await backend.get_credentials("a.example", "alice", ScramHash.SHA256)
+    assert current is not None and verify_plain(resets[0], current, ScramHash.SHA256)

@@ -385,9 +385,11 @@ class DbBackend:
             return cached[1]
         if domain not in self.hosts:
             return None
+        seen = self._generation
         entry = await self._db(lambda s: self._read_account(s, domain, localpart))
-        ttl = self.credential_ttl if entry is not None else self.negative_ttl
-        self._accounts[key] = (time.monotonic() + ttl, entry)
+        if seen == self._generation:  # else a change (a password reset?) may postdate the read
+            ttl = self.credential_ttl if entry is not None else self.negative_ttl
+            self._accounts[key] = (time.monotonic() + ttl, entry)
         return entry
 
     async def get_credentials(
