@@ -133,6 +133,8 @@ async def test_messages_between_online_users_touch_no_store(live: Live) -> None:
     alice = await _login(live, "alice")
     bob = await _login(live, "bob")
     await asyncio.sleep(0.5)  # logins, initial presence, rosters and version queries done
+    assert live.server.connections(DOMAIN) == 2
+    assert live.server.connections("elsewhere.example") == 0
     reads: list[str] = []
 
     def watch(conn: Any, cursor: Any, statement: str, *args: Any) -> None:

@@ -58,8 +58,9 @@ class HostedXmppServer(XmppServer):
             self.backend.note_client_version(jid.domain, jid.local, text)
 
     def connections(self, domain: str) -> int:
-        """Sessions open on ``domain`` now."""
-        return self.metrics_snapshot().get(domain, {}).get("connections", 0)
+        """Sessions open on ``domain`` now (safe to call from another thread: one lookup)."""
+        counters = self.meter.hosts.get(domain)
+        return int(counters.connections) if counters is not None else 0
 
 
 def _covers(cert_path: Path, names: Sequence[str]) -> bool:

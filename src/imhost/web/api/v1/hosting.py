@@ -54,9 +54,9 @@ def _detail(db: Db, runtime: Runtime, service: HostedService) -> ServiceOut:
     out = ServiceOut.of(service)
     connections = None
     server = runtime.xmpp
-    if server is not None and hasattr(server, "metrics_snapshot"):
-        snapshot: dict[str, dict[str, int]] = server.metrics_snapshot()
-        connections = snapshot.get(service.domain, {}).get("connections", 0)
+    if server is not None and hasattr(server, "connections"):
+        # One lookup in the engine's counters (this runs on a worker thread).
+        connections = int(server.connections(service.domain))
     out.usage = UsageOut(accounts=hosting.count_accounts(db, service.id), connections=connections)
     x = runtime.settings.xmpp
     public = runtime.settings.public_url.rstrip("/")
