@@ -935,15 +935,3 @@ def record_logins(
         if account is not None and (account.last_login_at is None or account.last_login_at < at):
             account.last_login_at = at
 
-
-def record_client_version(
-    session: Session, service: HostedService, localpart: str, version: str
-) -> None:
-    """Keep the XEP-0092 answer of the account's client (for troubleshooting)."""
-    account = session.scalar(
-        select(XmppAccount).where(
-            XmppAccount.service_id == service.id, XmppAccount.localpart == localpart
-        )
-    )
-    if account is not None:
-        account.client_version = version[:300]
