@@ -934,4 +934,3 @@ def record_logins(
         )
         if account is not None and (account.last_login_at is None or account.last_login_at < at):
             account.last_login_at = at
-
