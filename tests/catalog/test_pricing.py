@@ -93,7 +93,7 @@ def test_graduated_tiers_charge_each_band_at_its_own_price_and_volume_the_whole_
 def test_graduated_explanation_lists_every_band_with_its_price_and_amount() -> None:
     charge = rate(spec("graduated", tiers=MESSAGE_TIERS), D(12000))
     assert charge.explanation == (
-        "graduated: 1-1000 at 0.000 = 0.00; 1001-10000 at 0.002 = 18.00; "
+        "graduated: 1-1000 at 0.00 = 0.00; 1001-10000 at 0.002 = 18.00; "
         "10001-12000 at 0.001 = 2.00 = 20.00"
     )
     assert [s.quantity for s in charge.steps] == [D(1000), D(9000), D(2000)]
@@ -119,7 +119,7 @@ def test_volume_adds_the_flat_fee_of_the_band_the_quantity_falls_in() -> None:
     s = spec("volume", tiers=tiers)
     assert rate(s, D(10)).amount == D("12.00")  # 10 x 1 + 2
     assert rate(s, D(11)).amount == D("15.50")  # 11 x 0.5 + 10
-    assert "11 in tier 11+, all at 0.5 + 10.00 flat = 15.5" in rate(s, D(11)).explanation
+    assert "11 in tier 11+, all at 0.50 + 10.00 flat = 15.50" in rate(s, D(11)).explanation
 
 
 def test_graduated_with_included_quantity_applies_bands_to_the_billable_part() -> None:
@@ -138,7 +138,7 @@ def test_package_rounds_a_partial_block_up_after_the_allowance() -> None:
     assert rate(s, D(501)).amount == D("5.00")  # 1 billable -> 1 block
     assert rate(s, D(1500)).amount == D("5.00")  # 1000 billable -> 1 block
     assert rate(s, D(1501)).amount == D("10.00")  # 1001 billable -> 2 blocks
-    assert "1001 in 2 blocks of 1000 at 5 = 10.00" in rate(s, D(1501)).explanation
+    assert "1001 in 2 blocks of 1000 at 5.00 = 10.00" in rate(s, D(1501)).explanation
 
 
 def test_package_of_fractional_units_counts_blocks_of_the_fraction() -> None:
@@ -254,6 +254,15 @@ def test_invalid_price_specs_are_refused_naming_the_field(
 def test_negative_quantities_cannot_be_rated() -> None:
     with pytest.raises(InvalidInput):
         rate(spec("per_unit", unit_price="1"), D(-1))
+
+
+def test_prices_in_the_calculation_show_at_least_the_minor_unit_and_no_padding() -> None:
+    # 4 and 4.000000000000 (as PostgreSQL reads numeric(38, 12) back) both read 4.00.
+    for price in ("4", "4.000000000000"):
+        s = spec("per_unit", metric="traffic_gb", unit_price=price)
+        assert rate(s, D(2)).explanation == "per_unit: 2 at 4.00 = 8.00 = 8.00"
+    fine = spec("per_unit", unit_price="0.002000000000")
+    assert "1000 at 0.002 = 2.00" in rate(fine, D(1000)).explanation
 
 
 def test_tiers_round_trip_through_their_json_form() -> None:

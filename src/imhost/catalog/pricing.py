@@ -350,7 +350,7 @@ def _per_unit(spec: PriceSpec, billable: Decimal) -> list[RatingStep]:
         return []
     price = spec.unit_price if spec.unit_price is not None else ZERO
     amount = billable * price
-    text = f"{_num(billable)} at {price} = {_money(amount, spec.currency)}"
+    text = f"{_num(billable)} at {_price(price, spec.currency)} = {_money(amount, spec.currency)}"
     return [RatingStep(_num(billable), billable, price, ZERO, amount, text)]
 
 
@@ -364,7 +364,7 @@ def _graduated(spec: PriceSpec, billable: Decimal) -> list[RatingStep]:
         band = upper - lower
         amount = band * tier.unit_price + tier.flat_fee
         label = _band_label(lower, upper)
-        text = f"{label} at {tier.unit_price}"
+        text = f"{label} at {_price(tier.unit_price, spec.currency)}"
         if tier.flat_fee:
             text += f" + {_money(tier.flat_fee, spec.currency)} flat"
         text += f" = {_money(amount, spec.currency)}"
@@ -389,7 +389,10 @@ def _volume(spec: PriceSpec, billable: Decimal, *, flat_only: bool) -> list[Rati
                 )
             else:
                 amount = billable * tier.unit_price + tier.flat_fee
-                text = f"{_num(billable)} in tier {label}, all at {tier.unit_price}"
+                text = (
+                    f"{_num(billable)} in tier {label}, "
+                    f"all at {_price(tier.unit_price, spec.currency)}"
+                )
                 if tier.flat_fee:
                     text += f" + {_money(tier.flat_fee, spec.currency)} flat"
                 text += f" = {_money(amount, spec.currency)}"
@@ -407,7 +410,8 @@ def _package(spec: PriceSpec, billable: Decimal) -> list[RatingStep]:
     amount = blocks * price
     plural = "block" if blocks == 1 else "blocks"
     text = (
-        f"{_num(billable)} in {_num(blocks)} {plural} of {_num(size)} at {price} "
+        f"{_num(billable)} in {_num(blocks)} {plural} of {_num(size)} "
+        f"at {_price(price, spec.currency)} "
         f"= {_money(amount, spec.currency)}"
     )
     return [RatingStep(f"{_num(blocks)} x {_num(size)}", billable, price, ZERO, amount, text)]
@@ -448,6 +452,13 @@ def _num(value: Decimal) -> str:
     if value == value.to_integral_value():
         return str(value.quantize(Decimal(1)))
     return format(value.normalize(), "f")
+
+
+def _price(value: Decimal, currency: str) -> str:
+    """A unit price with at least the currency's minor digits and no padding beyond its own:
+    ``4.00``, ``0.50``, ``0.002``, the same on every database (PostgreSQL reads ``4`` back as
+    ``4.000000000000``)."""
+    return str(tidy_money(value, currency))
 
 
 def _money(value: Decimal, currency: str) -> str:
