@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from imhost.accounts.mfa import totp_code
 from tests.e2e.conftest import Site, shoot
@@ -20,6 +21,14 @@ def sign_in(page: Any, site: Site, email: str, password: str, *, next_path: str 
     page.get_by_label("E-mail address").fill(email)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
+    # Wait until the browser has left the sign-in form (for the code page or beyond).
+    expect(page).not_to_have_url(re.compile(r"/portal/sign-in(\?[^/]*)?$"))
+    page.wait_for_load_state()
+
+
+def arrive(page: Any, path: str) -> None:
+    """Wait until the browser shows ``path`` (a regular expression) and the page has loaded."""
+    expect(page).to_have_url(re.compile(rf"^https?://[^/]+{path}$"))
     page.wait_for_load_state()
 
 
@@ -31,10 +40,10 @@ def enrol_totp(page: Any) -> str:
     """On the two-factor page: set up, read the key, confirm with a code; returns the key."""
     page.get_by_role("button", name="Set up two-factor authentication").click()
     secret: str = page.locator("#totp-secret").inner_text().strip()
-    assert page.locator(".qr svg").count() == 1
+    expect(page.locator(".qr svg")).to_have_count(1)
     page.get_by_label("Code shown by the app").fill(code_at(secret))
     page.get_by_role("button", name="Turn on").click()
-    assert page.locator("#recovery-codes li").count() == 10
+    expect(page.locator("#recovery-codes li")).to_have_count(10)
     return secret
 
 
@@ -56,30 +65,30 @@ def test_a_customer_signs_up_with_a_plan_turns_on_two_factor_and_signs_in_with_a
     page.get_by_label("Organization name").fill("Zeta Talk")
     page.get_by_role("button", name="Create account").click()
     # The error is next to the field, and what was typed is still there.
-    assert page.locator("#e-password").is_visible()
+    expect(page.locator("#e-password")).to_be_visible()
     assert page.get_by_label("Organization name").input_value() == "Zeta Talk"
     shoot(page, "sign-up-error")
     page.get_by_label("Password").fill("copper meadow violin harbour")
     page.get_by_role("button", name="Create account").click()
-    page.wait_for_url("**/portal/orgs/zeta-talk/")
-    assert "confirm your address" in page.locator(".flash").inner_text()
+    arrive(page, r"/portal/orgs/zeta-talk/")
+    expect(page.locator(".flash")).to_contain_text("confirm your address")
     shoot(page, "overview")
 
     page.goto(site.url + "/portal/account/mfa")
     secret = enrol_totp(page)
     shoot(page, "recovery-codes")
     page.get_by_role("button", name="Sign out").click()
-    page.wait_for_url("**/portal/sign-in")
+    arrive(page, r"/portal/sign-in")
 
     sign_in(page, site, "zoe@zeta.example.com", "copper meadow violin harbour")
-    page.wait_for_url("**/portal/sign-in/code**")
+    arrive(page, r"/portal/sign-in/code(\?.*)?")
     shoot(page, "sign-in-code")
     page.get_by_label("Code").fill(
         code_at(secret, 30)
     )  # the next step: the enrolment used this one
     page.get_by_role("button", name="Continue").click()
-    page.wait_for_url("**/portal/orgs/zeta-talk/")
-    assert page.get_by_role("heading", level=1).inner_text() == "Zeta Talk"
+    arrive(page, r"/portal/orgs/zeta-talk/")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Zeta Talk")
 
 
 def test_a_customer_creates_xmpp_accounts_and_reads_usage_and_forecast(
@@ -88,38 +97,37 @@ def test_a_customer_creates_xmpp_accounts_and_reads_usage_and_forecast(
     page = browser_page
     owner = "owner@demo.example.com"
     sign_in(page, site, owner, site.password_of(owner))
-    page.wait_for_url("**/portal/orgs/demo/")
+    arrive(page, r"/portal/orgs/demo/")
     page.get_by_role("link", name="Service", exact=True).click()
-    assert page.get_by_text("How to connect").is_visible()
+    expect(page.get_by_text("How to connect")).to_be_visible()
     shoot(page, "service")
     page.get_by_role("link", name="XMPP accounts").click()
     page.get_by_label("Username").fill("carol")
     page.get_by_label("Display name").fill("Carol")
     page.get_by_role("button", name="Create account").click()
     assert page.locator("#new-pass").inner_text().strip()
-    assert page.get_by_role("cell", name=re.compile(r"^carol@")).is_visible()
+    expect(page.get_by_role("cell", name=re.compile(r"^carol@"))).to_be_visible()
     csv = tmp_path / "people.csv"
     csv.write_text("username,password,name\ndave,lilac-otter-canyon-drum,Dave\nbad name,x,Nope\n")
     page.get_by_label("CSV file").set_input_files(str(csv))
     page.get_by_role("button", name="Import").click()
-    assert (
-        "1 created, 1 refused"
-        in page.get_by_role("heading", level=2, name=re.compile("^Import:")).inner_text()
+    expect(page.get_by_role("heading", level=2, name=re.compile("^Import:"))).to_have_text(
+        "Import: 1 created, 1 refused"
     )
     shoot(page, "accounts")
 
     page.get_by_role("link", name="Billing").click()
-    assert page.locator("svg.chart").count() == 2
-    assert page.get_by_role("heading", name="Forecast for this period").is_visible()
+    expect(page.locator("svg.chart")).to_have_count(2)
+    expect(page.get_by_role("heading", name="Forecast for this period")).to_be_visible()
     forecast = page.locator(".price strong").first.inner_text()
     assert re.search(r"\d", forecast)
     shoot(page, "billing")
     page.get_by_label(re.compile("Monthly budget")).fill("abc")
     page.get_by_role("button", name="Save budget").click()
-    assert page.locator("#e-amount").is_visible()
+    expect(page.locator("#e-amount")).to_be_visible()
     page.get_by_label(re.compile("Monthly budget")).fill("500")
     page.get_by_role("button", name="Save budget").click()
-    assert "Budget saved" in page.locator(".flash").inner_text()
+    expect(page.locator(".flash")).to_contain_text("Budget saved")
     for path, name in (
         ("/members", "members"),
         ("/security", "security"),
@@ -145,10 +153,10 @@ def test_staff_create_a_plan_run_billing_record_a_payment_and_suspend_a_customer
     page = browser_page
     admin = "admin@provider.example.com"
     sign_in(page, site, admin, site.password_of(admin))
-    page.wait_for_url("**/portal/account/mfa")  # staff must enrol first
+    arrive(page, r"/portal/account/mfa")  # staff must enrol first
     enrol_totp(page)
     page.goto(site.url + "/console/")
-    assert page.get_by_role("link", name="Acme e2e").is_visible()
+    expect(page.get_by_role("link", name="Acme e2e")).to_be_visible()
     shoot(page, "console-customers")
 
     page.get_by_role("link", name="Plans").click()
@@ -159,23 +167,25 @@ def test_staff_create_a_plan_run_billing_record_a_payment_and_suspend_a_customer
     page.get_by_label("Price per unit").fill("0.001")
     page.get_by_label("Included units").fill("10000")
     page.get_by_role("button", name="Create plan").click()
-    page.wait_for_url("**/console/plans/team-e2e")
-    assert page.get_by_text("Plan Team E2E created.").is_visible()
+    arrive(page, r"/console/plans/team-e2e")
+    expect(page.locator(".flash")).to_have_text("Plan Team E2E created.")
     shoot(page, "console-plan")
 
     page.get_by_role("link", name="Billing run").click()
     page.get_by_role("button", name="Run billing").click()
-    page.wait_for_url("**/console/billing/runs/**")
-    page.get_by_role("heading", name="Result").wait_for()  # the page follows the run
-    assert page.get_by_role("heading", name="Finished").is_visible()
+    arrive(page, r"/console/billing/runs/\w+")
+    # The page follows the run (it reloads itself) until the result is there.
+    expect(page.get_by_role("heading", name="Result")).to_be_visible(timeout=20_000)
+    expect(page.get_by_role("heading", name="Finished")).to_be_visible()
     shoot(page, "console-billing-run")
 
     page.goto(site.url + "/console/invoices")
     page.get_by_role("row").filter(has_text="Acme e2e").first.get_by_role("link").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(re.compile(r"^Invoice "))
     if page.get_by_role("button", name="Finalize").count():
         page.get_by_role("button", name="Finalize").click()
     page.get_by_role("button", name="Record payment").click()
-    assert "recorded" in page.locator(".flash").inner_text()
+    expect(page.locator(".flash")).to_contain_text("recorded")
     shoot(page, "console-invoice")
 
     customer = page.context.browser.new_context(
@@ -185,7 +195,7 @@ def test_staff_create_a_plan_run_billing_record_a_payment_and_suspend_a_customer
     email, password = site.acme_owner
     sign_in(acme, site, email, password)
     acme.goto(site.url + f"/portal/orgs/{site.acme_slug}/billing/invoices")
-    assert acme.get_by_text("paid").first.is_visible()
+    expect(acme.get_by_text("paid").first).to_be_visible()
     with acme.expect_download() as download:
         acme.get_by_role("link", name=re.compile("^Download")).first.click()
     pdf = download.value.path().read_bytes()
@@ -196,14 +206,14 @@ def test_staff_create_a_plan_run_billing_record_a_payment_and_suspend_a_customer
     page.goto(site.url + "/console/")
     page.get_by_role("link", name="Acme e2e").click()
     page.get_by_role("button", name="Suspend…").click()
-    assert page.get_by_role("heading", name="Please confirm").is_visible()
+    expect(page.get_by_role("heading", name="Please confirm")).to_be_visible()
     page.get_by_label("Reason").fill("Payment dispute under review")
     page.get_by_role("button", name="Suspend customer").click()
-    assert "suspended" in page.locator(".flash").inner_text()
+    expect(page.locator(".flash")).to_contain_text("suspended")
 
     acme.goto(site.url + f"/portal/orgs/{site.acme_slug}/")
     banner = acme.get_by_role("alert")
-    assert "This organization is suspended" in banner.inner_text()
-    assert "Payment dispute under review" in banner.inner_text()
+    expect(banner).to_contain_text("This organization is suspended")
+    expect(banner).to_contain_text("Payment dispute under review")
     shoot(acme, "suspended")
     customer.close()

@@ -184,6 +184,7 @@ class PageOrgRequirement(Requirement):
 
 
 def _check_page(req: Requirement, request: Request, db: Session, runtime: Runtime) -> Principal:
+    request.state.page_db = db
     from imhost.accounts.permissions import staff_role_allows
 
     if req.scope is Scope.PUBLIC:
@@ -259,7 +260,20 @@ def _read_flash(request: Request) -> str | None:
     return text if hmac.compare_digest(sig, _sign(text, runtime.secret_key)) else None
 
 
+def commit_now(request: Request) -> None:
+    """Commit the page's unit of work before the response leaves.
+
+    The request's session (``web.deps.get_db``) commits only after the response has been
+    sent; a browser following a redirect at once could otherwise read the old state (a new
+    session cookie not yet valid, a flash about a change not yet visible).
+    """
+    db: Session | None = getattr(request.state, "page_db", None)
+    if db is not None:
+        db.commit()
+
+
 def redirect(request: Request, location: str, message: str | None = None) -> Response:
+    commit_now(request)
     response = RedirectResponse(location, status_code=303)
     if message:
         flash(response, request, message)
@@ -304,6 +318,8 @@ def render(
     status_code: int = 200,
     section: str = "",
 ) -> HTMLResponse:
+    if request.method == "POST":
+        commit_now(request)
     ctx: dict[str, Any] = dict(context or {})
     nav = ctx.pop("nav", None)
     if nav is None:

@@ -22,6 +22,7 @@ from imhost.web.deps import Db, Principal, RuntimeDep, client_address, commit_ev
 from imhost.web.pages import (
     Form,
     FormErrors,
+    commit_now,
     page_public,
     page_require,
     redirect,
@@ -104,6 +105,7 @@ def sign_in(
         location = "/portal/account/mfa"
     else:
         location = target or home_for(db, result.user)
+    commit_now(request)
     response = RedirectResponse(location, status_code=303)
     set_session_cookie(response, runtime, result.cookie_value)
     return response
@@ -150,6 +152,7 @@ def verify_code(
             db=db,
             status_code=exc.status,
         )
+    commit_now(request)
     return RedirectResponse(
         safe_next(text(form, "next"), home_for(db, principal.user)), status_code=303
     )
