@@ -149,7 +149,7 @@ def _billing_page(
         "values": values
         or (
             {
-                "amount": str(budget.amount),
+                "amount": f"{budget.amount:.2f}",
                 "thresholds": ", ".join(str(t) for t in budget.thresholds),
                 "hard_cap": "on" if budget.hard_cap else "",
             }
