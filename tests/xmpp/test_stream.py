@@ -447,3 +447,19 @@ async def test_per_service_connection_limit() -> None:
         await c.login_plain("carol")
         iq = await c.bind("c")
         assert iq.find("error").find("resource-constraint") is not None
+
+
+async def test_idle_parser_is_freed_and_recreated_transparently() -> None:
+    async with Harness() as h:
+        a = await h.online("alice")
+        b = await h.online("bob")
+        assert a.stream.park_parser()
+        assert a.stream.parser is None
+        a.send("<message to='bob@example.test'><body>after a nap</body></message>")
+        assert [m.find_text("body") for m in await b.recv()] == ["after a nap"]
+        assert a.stream.parser is not None
+        # not at a stanza boundary: never parked
+        a.send("<message to='bob@example.test'><body>half")
+        assert not a.stream.park_parser()
+        a.send(" done</body></message>")
+        assert [m.find_text("body") for m in await b.recv()] == ["half done"]

@@ -187,6 +187,18 @@ def make_tls_context(cert: Path, key: Path) -> tuple[ssl.SSLContext, bytes]:
     return ctx, tls_server_end_point(der)
 
 
+def _release_free_memory() -> None:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``), after many parsers were
+    freed at once; a no-op where it is not available."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return
+
+
 def default_modules() -> list[type[Module]]:
     """The IM modules (``imhost.xmpp.modules.defaults.DEFAULT_MODULES``), if present."""
     try:
@@ -349,13 +361,16 @@ class XmppServer:
 
     async def _sweep(self) -> None:
         """Free the parser of idle connections (memory per idle connection)."""
-        interval = self.settings.idle_parser_seconds
+        interval = self.settings.idle_parser_seconds / 2
         while True:
             await asyncio.sleep(interval)
+            parked = 0
             for stream in list(self.services.streams):
-                if not stream.rx_seen:
-                    stream.park_parser()
+                if not stream.rx_seen and stream.park_parser():
+                    parked += 1
                 stream.rx_seen = False
+            if parked >= 64:
+                _release_free_memory()
 
     # -- in-process and WebSocket connections -----------------------------------------------
 

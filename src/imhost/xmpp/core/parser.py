@@ -107,7 +107,7 @@ class StreamParser:
     def _make(self) -> pyexpat.XMLParserType:
         p = pyexpat.ParserCreate("UTF-8", _SEP)
         p.buffer_text = True
-        p.buffer_size = 65536
+        p.buffer_size = 4096  # text arrives in chunks of at most this
         p.ordered_attributes = False
         p.specified_attributes = True
         p.SetParamEntityParsing(pyexpat.XML_PARAM_ENTITY_PARSING_NEVER)
