@@ -72,3 +72,18 @@ def test_a_failing_job_is_recorded_and_does_not_stop_the_others(
         assert lease is not None and "database went away" in (lease.last_error or "")
         assert lease.lease_owner is None
     finish(session_factory, clock, Job("missing", timedelta(hours=1), lambda: None), None)
+
+
+def test_the_default_jobs_include_billing_dunning_budgets_and_reviews(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from imhost.config import load_settings
+    from imhost.db.engine import make_engine
+    from imhost.runtime import build_runtime
+    from imhost.worker.jobs import default_jobs
+
+    runtime = build_runtime(
+        load_settings(data_dir=tmp_path, secret_key="j" * 40),
+        clock=FrozenClock(),
+        engine=make_engine(f"sqlite:///{tmp_path / 'x.db'}"),
+    )
+    names = {job.name for job in default_jobs(runtime)}
+    assert {"access-reviews", "billing-run", "dunning", "budget-check"} <= names

@@ -231,7 +231,7 @@ def scheduled_budget_check(
     """The worker's job: check every budget in one transaction; returns the crossings.
 
     The caller binds ``pricing_for`` (billing's answer: the subscription's period and plan
-    version prices; ``imhost.web.api.v1.usage.pricing_for`` shows it).
+    version prices; ``imhost.billing.budgets.pricing_for`` is it).
     """
     with transaction(session_factory) as session:
         return len(check_budgets(session, clock, pricing_for, basis=basis))

@@ -32,6 +32,16 @@ def default_jobs(runtime: Runtime) -> list[Job]:
         ("imhost.billing.tasks", "billing-run", timedelta(hours=1), "scheduled_billing_run"),
         ("imhost.billing.tasks", "dunning", timedelta(hours=6), "run_dunning"),
     )
+    budgets = optional_module("imhost.billing.budgets")
+    metering_tasks = optional_module("imhost.metering.tasks")
+    if budgets is not None and metering_tasks is not None:
+        jobs.append(
+            Job(
+                "budget-check",
+                timedelta(minutes=15),
+                _bind(metering_tasks.scheduled_budget_check, factory, clock, budgets.pricing_for),
+            )
+        )
     for module_name, name, every, func_name in contributed:
         module = optional_module(module_name)
         if module is None:

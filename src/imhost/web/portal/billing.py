@@ -26,7 +26,7 @@ from imhost.metering.models import UsageRecord
 from imhost.metering.schemas import BudgetIn
 from imhost.metering.tasks import BudgetPricing, calendar_month
 from imhost.runtime import Runtime
-from imhost.web.api.v1.usage import pricing_for
+from imhost.billing.budgets import pricing_for
 from imhost.web.deps import Db, Principal, RuntimeDep
 from imhost.web.pages import (
     Form,

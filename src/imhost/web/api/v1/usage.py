@@ -21,8 +21,7 @@ from sqlalchemy.orm import Session
 
 from imhost.accounts import audit as audit_log
 from imhost.accounts.permissions import Access, Scope
-from imhost.billing import plans as billing_plans
-from imhost.billing import subscriptions as billing_subscriptions
+from imhost.billing.budgets import pricing_for
 from imhost.catalog.pricing import tidy, tidy_money
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.metering import metrics as m
@@ -54,24 +53,6 @@ UsageAdminWrite = Annotated[
 ]
 
 UNITS = {code: metric.unit for code, metric in m.BILLABLE_METRICS.items()}
-
-
-def pricing_for(session: Session, organization_id: str) -> BudgetPricing | None:
-    """The organization's current period and prices, from its subscription (None: none).
-
-    This is the ``pricing_for`` that :func:`imhost.metering.tasks.check_budgets` expects.
-    """
-    sub = billing_subscriptions.current_subscription(session, organization_id)
-    if sub is None:
-        return None
-    terms = billing_plans.load_plan_terms(session, sub.plan_version_id)
-    return BudgetPricing(
-        period_start=sub.current_period_start,
-        period_end=sub.current_period_end,
-        price_specs=terms.specs,
-        base_fee=terms.base_fee,
-        currency=terms.currency,
-    )
 
 
 def _period(
