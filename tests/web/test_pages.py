@@ -580,3 +580,67 @@ def test_a_billing_run_started_in_the_console_shows_its_progress_then_its_result
     with session_factory() as session:
         runs, _ = audit.list_events(session, organization_id=None, action="billing.run")
         assert [e.actor_label for e in runs] == [world.staff[StaffRole.BILLING].email]
+
+
+def test_a_plan_change_shows_its_proration_before_it_is_confirmed(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    from imhost.billing import service as billing
+    from imhost.catalog import service as catalog
+
+    with session_factory() as session:
+        plans = catalog.seed_default_plans(session, clock)
+        first = catalog.plan_view(session, plans[0].code).versions[0].version.id
+        bigger = catalog.plan_view(session, plans[1].code).versions[0].version.id
+        billing.start_subscription(session, clock, world.org.id, first, with_trial=False)
+        session.commit()
+    clock.advance(timedelta(days=10))
+    client, csrf = as_user(pages, world.members[OrgRole.BILLING])
+    base = f"/portal/orgs/{world.org.slug}/billing/plan"
+    preview = client.post(base + "/preview", data={"csrf_token": csrf, "plan": bigger})
+    assert preview.status_code == 200 and "Confirm the change" in preview.text
+    assert "Total on your next invoice" in preview.text
+    with session_factory() as session:
+        sub = billing.current_subscription(session, world.org.id)
+        assert sub is not None and sub.plan_version_id == first  # nothing changed yet
+    done = client.post(base + "/change", data={"csrf_token": csrf, "plan": bigger})
+    assert done.status_code == 303
+    with session_factory() as session:
+        sub = billing.current_subscription(session, world.org.id)
+        assert sub is not None and sub.plan_version_id == bigger
+
+
+def test_disabling_an_xmpp_account_asks_for_a_reason_first(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    from imhost.hosting import service as hosting
+
+    runtime: Runtime = pages.state.runtime
+    with session_factory() as session:
+        org = accounts.get_organization(session, world.org.id)
+        service = hosting.create_service(session, clock, org, base_domain="chat.example.net")
+        hosting.create_account(
+            session,
+            clock,
+            service,
+            username="ann",
+            password=None,
+            name="Ann",
+            security=runtime.settings.security,
+            actor=Actor.system(),
+        )
+        service_id = service.id
+        session.commit()
+    client, csrf = as_user(pages, world.members[OrgRole.TECHNICAL])
+    url = f"/portal/orgs/{world.org.slug}/service/{service_id}/accounts/ann/disable"
+    asked = client.post(url, data={"csrf_token": csrf})
+    assert asked.status_code == 200 and 'name="reason"' in asked.text
+    no_reason = client.post(url, data={"csrf_token": csrf, "confirmed": "yes", "reason": " "})
+    assert no_reason.status_code == 200 and 'id="e-reason"' in no_reason.text
+    done = client.post(url, data={"csrf_token": csrf, "confirmed": "yes", "reason": "left us"})
+    assert done.status_code == 303
+    with session_factory() as session:
+        service = hosting.get_service(session, service_id)
+        assert hosting.get_account(session, service, "ann").disabled
+    listing = client.get(f"/portal/orgs/{world.org.slug}/service/{service_id}/accounts")
+    assert "left us" in listing.text
