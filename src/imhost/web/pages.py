@@ -598,15 +598,23 @@ def markup(svg: str) -> Markup:
 
 
 __all__ = [
+    "FORM_COOKIE",
     "Form",
     "FormErrors",
     "PageNo",
     "PageRedirect",
+    "PageRoute",
+    "Pagination",
+    "commit_now",
+    "confirmation",
     "install_common",
+    "markup",
     "page_public",
     "page_require",
     "page_routes",
     "redirect",
     "render",
     "safe_next",
+    "text",
+    "values_of",
 ]
