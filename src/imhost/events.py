@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -72,10 +72,16 @@ class OrganizationReactivated(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class SubscriptionChanged(Event):
-    """The organization's plan (and so its limits) changed."""
+    """The organization's plan (and so its limits) changed.
+
+    ``plan_id`` None: the subscription ended. ``plan_version_id`` and ``add_ons`` (add-on id
+    to quantity) let hosting apply the exact limits, add-on deltas included.
+    """
 
     organization_id: str
     plan_id: str | None
+    plan_version_id: str | None = None
+    add_ons: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

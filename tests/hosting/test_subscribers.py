@@ -143,3 +143,38 @@ def test_a_budget_cap_stops_the_service_with_a_text_the_user_sees(runtime: FakeR
         assert "budget cap (messages)" in host.status_reason
         hosting.reactivate_service(session, clock, service)
         assert hosting.virtual_host(service).active
+
+
+def test_a_plan_change_adds_the_add_ons_limit_deltas(runtime: FakeRuntime) -> None:
+    from decimal import Decimal
+
+    from imhost.catalog.models import AddOn
+
+    factory, clock = runtime.session_factory, runtime.clock
+    with factory() as session:
+        org = make_org(session, clock)
+        service = make_service(session, clock, org)
+        version = make_plan_version(session, clock, max_xmpp_accounts=50)
+        seats = AddOn(
+            created_at=clock.now(),
+            code="extra-seats",
+            name="10 more accounts",
+            kind="extra_accounts",
+            currency="EUR",
+            price=Decimal("5.00"),
+            limit_deltas={"max_xmpp_accounts": 10},
+        )
+        session.add(seats)
+        session.flush()
+        events.publish(
+            session,
+            events.SubscriptionChanged(
+                at=clock.now(),
+                organization_id=org.id,
+                plan_id=version.plan_id,
+                plan_version_id=version.id,
+                add_ons={seats.id: 2},
+            ),
+        )
+        session.commit()
+        assert hosting.virtual_host(service).limits.max_accounts == 70

@@ -152,7 +152,13 @@ def start_subscription(
     session.flush()
     events.publish(
         session,
-        events.SubscriptionChanged(at=now, organization_id=organization_id, plan_id=plan.plan_id),
+        events.SubscriptionChanged(
+            at=now,
+            organization_id=organization_id,
+            plan_id=plan.plan_id,
+            plan_version_id=sub.plan_version_id,
+            add_ons=add_ons_of(session, sub.id),
+        ),
     )
     return sub
 
@@ -323,7 +329,11 @@ def change_plan(
     events.publish(
         session,
         events.SubscriptionChanged(
-            at=preview.at, organization_id=organization_id, plan_id=new.plan_id
+            at=preview.at,
+            organization_id=organization_id,
+            plan_id=new.plan_id,
+            plan_version_id=plan_version_id,
+            add_ons=add_ons_of(session, sub.id),
         ),
     )
     return preview
@@ -463,6 +473,8 @@ def pause_subscription(session: Session, clock: Clock, organization_id: str) -> 
             at=clock.now(),
             organization_id=organization_id,
             plan_id=load_plan_terms(session, sub.plan_version_id).plan_id,
+            plan_version_id=sub.plan_version_id,
+            add_ons=add_ons_of(session, sub.id),
         ),
     )
     return sub
@@ -512,6 +524,8 @@ def resume_subscription(session: Session, clock: Clock, organization_id: str) ->
             at=now,
             organization_id=organization_id,
             plan_id=load_plan_terms(session, sub.plan_version_id).plan_id,
+            plan_version_id=sub.plan_version_id,
+            add_ons=add_ons_of(session, sub.id),
         ),
     )
     return sub

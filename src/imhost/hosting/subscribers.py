@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from imhost import events
 from imhost.accounts.audit import Actor
-from imhost.catalog.models import PlanLimits, PlanVersion
+from imhost.catalog.models import AddOn, PlanLimits, PlanVersion
 from imhost.db.engine import transaction
 from imhost.hosting import service as hosting
 from imhost.hosting.models import ServiceStatus
@@ -86,11 +86,17 @@ def on_subscription_changed(
 ) -> None:
     if event.plan_id is None:
         return  # the subscription ended: dunning/staff decide about the service, not limits
-    version_id = getattr(event, "plan_version_id", None)
-    limits = plan_limits(session, event.plan_id, version_id)
+    limits = plan_limits(session, event.plan_id, event.plan_version_id)
     if limits is None:
         log.warning("plan %s has no current version; limits left as they are", event.plan_id)
         return
+    deltas: dict[str, int] = {}
+    for add_on_id, quantity in event.add_ons.items():
+        add_on = session.get(AddOn, add_on_id)
+        for name, delta in (add_on.limit_deltas if add_on else {}).items():
+            deltas[name] = deltas.get(name, 0) + int(delta) * quantity
+    if deltas:
+        limits = limits.plus(deltas)
     for service in hosting.services_of(session, event.organization_id):
         hosting.change_plan_limits(session, clock, service, limits, actor=BILLING)
 
