@@ -644,3 +644,66 @@ def test_disabling_an_xmpp_account_asks_for_a_reason_first(
         assert hosting.get_account(session, service, "ann").disabled
     listing = client.get(f"/portal/orgs/{world.org.slug}/service/{service_id}/accounts")
     assert "left us" in listing.text
+
+
+def test_an_invitation_link_lets_the_invited_person_join_after_signing_in(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    from tests.factories import make_user
+
+    with session_factory() as session:
+        org = accounts.get_organization(session, world.org.id)
+        invitee = make_user(session, clock, "nora@n.example.com")
+        _inv, token = accounts.invite(
+            session,
+            clock,
+            org,
+            email="nora@n.example.com",
+            role=OrgRole.BILLING,
+            actor=Actor.system(),
+            actor_role=None,
+        )
+        session.commit()
+    anonymous = TestClient(pages, raise_server_exceptions=False, follow_redirects=False)
+    page = anonymous.get(f"/portal/invitations/{token}")
+    assert page.status_code == 200 and "Acme Chat" in page.text and "Sign in to accept" in page.text
+    wrong, wrong_csrf = as_user(pages, world.outsider)
+    refused = wrong.post(f"/portal/invitations/{token}", data={"csrf_token": wrong_csrf})
+    assert refused.status_code == 403 and "another e-mail address" in refused.text
+    client, _ = as_user(pages, invitee)
+    shown = client.get(f"/portal/invitations/{token}")
+    csrf = CSRF.search(shown.text).group(1)  # type: ignore[union-attr]
+    joined = client.post(f"/portal/invitations/{token}", data={"csrf_token": csrf})
+    assert (
+        joined.status_code == 303
+        and joined.headers["location"] == f"/portal/orgs/{world.org.slug}/"
+    )
+    with session_factory() as session:
+        membership = accounts.get_membership(session, world.org.id, invitee.id)
+        assert membership is not None and membership.role == OrgRole.BILLING
+    assert anonymous.get(f"/portal/invitations/{token}").status_code == 404  # used once
+
+
+def test_the_verification_link_confirms_the_address_only_when_the_button_is_pressed(
+    browser: TestClient, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    from imhost.accounts.verification import request_verification
+    from tests.factories import make_user
+
+    with session_factory() as session:
+        user = make_user(session, clock, "vera@v.example.com")
+        user.email_verified_at = None
+        token = request_verification(session, clock, user)
+        user_id = user.id
+        session.commit()
+    page = browser.get(f"/portal/verify-email/{token}")
+    assert page.status_code == 200
+    with session_factory() as session:
+        assert session.get(User, user_id).email_verified_at is None  # type: ignore[union-attr]
+    csrf = CSRF.search(page.text).group(1)  # type: ignore[union-attr]
+    confirmed = browser.post(f"/portal/verify-email/{token}", data={"csrf_token": csrf})
+    assert confirmed.status_code == 303
+    with session_factory() as session:
+        assert session.get(User, user_id).email_verified_at is not None  # type: ignore[union-attr]
+    again = browser.post(f"/portal/verify-email/{token}", data={"csrf_token": csrf})
+    assert again.status_code == 404 and "not valid any more" in again.text

@@ -62,10 +62,19 @@ def connection(runtime: Runtime, service: HostedService) -> dict[str, Any]:
     }
 
 
-def limits_of(db: Db, service: HostedService) -> list[Limit]:
+def live_connections(runtime: Runtime, service: HostedService) -> int | None:
+    """Connections open now, when this process runs the XMPP engine (else unknown)."""
+    server = runtime.xmpp
+    if server is None or not hasattr(server, "metrics_snapshot"):
+        return None
+    snapshot: dict[str, dict[str, int]] = server.metrics_snapshot()
+    return int(snapshot.get(service.domain, {}).get("connections", 0))
+
+
+def limits_of(db: Db, runtime: Runtime, service: HostedService) -> list[Limit]:
     return [
         Limit("Accounts", hosting.count_accounts(db, service.id), service.max_accounts),
-        Limit("Connections at once", None, service.max_connections),
+        Limit("Connections at once", live_connections(runtime, service), service.max_connections),
         Limit("Connections per account", None, service.max_connections_per_account),
         Limit("Messages per second per account", None, service.message_rate),
         Limit("Offline messages kept", None, service.max_offline_messages),
@@ -101,7 +110,7 @@ def service_page(request: Request, principal: HostingRead, db: Db, runtime: Runt
         items.append(
             {
                 "service": s,
-                "limits": limits_of(db, s),
+                "limits": limits_of(db, runtime, s),
                 "connection": conn,
                 "qr": markup(qr_svg(conn["uri"], scale=5)),
             }
