@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from imhost.accounts.permissions import Access, org_role_allows, staff_role_allows
 from imhost.billing import service as billing
+from imhost.billing.budgets import pricing_for
 from imhost.billing.models import Invoice
 from imhost.billing.plans import load_plan_terms
 from imhost.billing.render import render_invoice_pdf
@@ -26,7 +27,6 @@ from imhost.metering.models import UsageRecord
 from imhost.metering.schemas import BudgetIn
 from imhost.metering.tasks import BudgetPricing, calendar_month
 from imhost.runtime import Runtime
-from imhost.billing.budgets import pricing_for
 from imhost.web.deps import Db, Principal, RuntimeDep
 from imhost.web.pages import (
     Form,
