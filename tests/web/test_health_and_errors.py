@@ -110,3 +110,38 @@ def test_engine_metrics_render_per_host_in_the_prometheus_format() -> None:
     assert samples[("imhost_xmpp_messages_total", "a.example")] == 10
     assert samples[("imhost_xmpp_connections", 'b"x')] == 1
     assert samples[("imhost_xmpp_engine_streams", None)] == 4
+
+
+def test_a_write_is_committed_before_the_answer_is_sent(app: FastAPI, runtime) -> None:  # type: ignore[no-untyped-def]
+    """The request's transaction ends before its response: a failing commit is the caller's
+    error (5xx problem), never a success whose data then vanishes."""
+    from sqlalchemy import event
+
+    from tests.factories import make_org, make_user
+    from tests.web.conftest import signed_in
+
+    with runtime.session_factory() as s:
+        owner = make_user(s, runtime.clock, "commit@x.example.com")
+        org = make_org(s, runtime.clock, "Commit Co", owner)
+        s.commit()
+    client = signed_in(app, owner)
+
+    def refuse(session, *_args):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the database refused the commit")
+
+    event.listen(runtime.session_factory, "before_commit", refuse)
+    try:
+        r = client.patch(f"/api/v1/orgs/{org.id}", json={"name": "Renamed"})
+    finally:
+        event.remove(runtime.session_factory, "before_commit", refuse)
+    assert r.status_code == 500
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert client.get(f"/api/v1/orgs/{org.id}").json()["name"] == "Commit Co"
+
+
+def test_the_app_serves_the_portal_and_the_console(app_client: TestClient) -> None:
+    for path in ("/portal/", "/console/"):
+        r = app_client.get(path, follow_redirects=False)
+        assert r.status_code in (200, 302, 303), (path, r.status_code)
+    signin = app_client.get("/portal/", follow_redirects=True)
+    assert signin.status_code == 200 and "<form" in signin.text

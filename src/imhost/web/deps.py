@@ -80,7 +80,10 @@ def get_db(request: Request) -> Iterator[Session]:
             raise
 
 
-Db = Annotated[Session, Depends(get_db)]
+# scope="function": the transaction commits when the route returns, BEFORE the response is
+# sent (by default this FastAPI ends yield-dependencies after sending, so a client could act on
+# an answer whose commit then failed, or read its own write before it was committed).
+Db = Annotated[Session, Depends(get_db, scope="function")]
 
 
 @contextmanager
