@@ -25,11 +25,13 @@ from sqlalchemy.orm import Session
 
 from imhost import events
 from imhost.accounts.audit import Actor
+from imhost.accounts.models import Organization
 from imhost.catalog.models import AddOn, PlanLimits, PlanVersion
 from imhost.db.engine import transaction
 from imhost.hosting import service as hosting
 from imhost.hosting.models import ServiceStatus
 from imhost.kit.clock import Clock
+from imhost.kit.errors import Conflict, InvalidInput
 
 if TYPE_CHECKING:  # runtime stands above hosting: type only
     from imhost.runtime import Runtime
@@ -120,8 +122,34 @@ def _handler(
     return handle
 
 
+def provision_first_service(
+    session: Session, clock: Clock, event: events.SubscriptionChanged, *, base_domain: str
+) -> None:
+    """A customer's first subscription gets its service on ``<slug>.<base domain>`` at once
+    (ARCHITECTURE.md, the main flow); a custom domain can follow once its DNS is verified."""
+    if event.plan_id is None or hosting.services_of(session, event.organization_id):
+        return
+    org = session.get(Organization, event.organization_id)
+    if org is None:
+        return
+    limits = plan_limits(session, event.plan_id, event.plan_version_id)
+    try:
+        hosting.create_service(
+            session, clock, org, base_domain=base_domain, limits=limits, actor=BILLING
+        )
+    except (Conflict, InvalidInput) as exc:
+        # Never fail the subscription over it: staff can create the service by hand.
+        log.warning("no service provisioned for %s: %s", org.slug, exc.detail)
+
+
 def register_runtime(runtime: Runtime) -> None:
     bus = runtime.bus
+    base_domain = runtime.settings.base_domain
+
+    def provision(session: Session, clock: Clock, event: events.SubscriptionChanged) -> None:
+        provision_first_service(session, clock, event, base_domain=base_domain)
+
+    bus.subscribe(events.SubscriptionChanged, _handler(runtime, provision))
     bus.subscribe(events.OrganizationSuspended, _handler(runtime, on_organization_suspended))
     bus.subscribe(events.OrganizationReactivated, _handler(runtime, on_organization_reactivated))
     bus.subscribe(events.SubscriptionChanged, _handler(runtime, on_subscription_changed))
