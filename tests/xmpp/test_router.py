@@ -418,3 +418,41 @@ async def test_module_api() -> None:
         b.send("</stream:stream>")
         await b.recv()
         assert module.closed == ["bob@example.test/res"]
+
+
+class NonzaAndPreauthModule(Module):
+    """Registers a top-level element handler and a pre-authentication iq handler."""
+
+    name = "nonza"
+
+    def load(self) -> None:
+        self.seen: list[str] = []
+        self.ctx.nonza_handler("urn:test:nonza", lambda s, el: self.seen.append(el.name))
+        self.ctx.preauth_iq_handler("urn:test:pre", self.pre)
+
+    async def pre(self, session: object, iq: Element) -> Element:
+        await asyncio.sleep(0)
+        reply = result_of(iq)
+        reply.sub("pre", "urn:test:pre", text="before auth")
+        return reply
+
+
+async def test_nonza_and_preauth_iq_dispatch() -> None:
+    async with Harness(modules=[NonzaAndPreauthModule]) as h:
+        module = h.server.router.hosts[DOMAIN].modules[0]
+        c = h.client()
+        await c.open()
+        c.send("<iq type='get' id='p1'><q xmlns='urn:test:pre'/></iq>")
+        reply = await c.wait_for("iq")
+        assert reply.get("id") == "p1" and reply.find("pre").text == "before auth"
+        # an iq nobody handles before authentication is still refused
+        c.send("<iq type='get' id='p2'><q xmlns='urn:other'/></iq>")
+        await c.recv()
+        assert stream_error_from_raw(c) == "not-authorized"
+        a = await h.online("alice")
+        a.send("<inactive xmlns='urn:test:nonza'/>")
+        await a.recv()
+        assert module.seen == ["inactive"]
+        a.send("<unknown xmlns='urn:test:nothing'/>")
+        await a.recv()
+        assert stream_error_from_raw(a) == "unsupported-stanza-type"

@@ -46,6 +46,8 @@ log = logging.getLogger("imhost.xmpp.router")
 
 IqHandler = Callable[[StanzaEvent], "Element | Awaitable[Element | None] | None"]
 StreamFeature = Callable[["C2SStream"], "Element | None"]
+NonzaHandler = Callable[["C2SStream", Element], "Awaitable[None] | None"]
+PreauthIqHandler = Callable[["C2SStream", Element], "Element | Awaitable[Element | None] | None"]
 
 
 @dataclass(slots=True)
@@ -111,6 +113,10 @@ class HostState:
         self.preauth_features: list[StreamFeature] = []
         self.buckets: dict[str, TokenBucket] = {}
         self.modules: list[Any] = []
+        self.nonza_handlers: dict[str, NonzaHandler] = {}
+        """Top-level elements of a bound stream in another namespace (e.g. XEP-0352)."""
+        self.preauth_iq_handlers: dict[str, PreauthIqHandler] = {}
+        """iq before authentication, by payload namespace (e.g. XEP-0077 registration)."""
         # RFC 3921 §3 session establishment: a no-op kept for old clients (RFC 6121 App. E).
         self.iq_handlers[(NS_SESSION, IqType.SET)] = [(IqTarget.BOTH, _session_iq)]
 

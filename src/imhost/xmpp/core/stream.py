@@ -631,7 +631,13 @@ class C2SStream(asyncio.Protocol):
         if self.ws and ns == NS_FRAMING:
             self._ws_framing(el)
             return
-        raise StreamError(StreamErrorCondition.UNSUPPORTED_STANZA_TYPE, f"{el.name} in {ns}")
+        host = self.host_state
+        handler = host.nonza_handlers.get(ns) if host is not None else None
+        if handler is None:
+            raise StreamError(StreamErrorCondition.UNSUPPORTED_STANZA_TYPE, f"{el.name} in {ns}")
+        pending = handler(self, el)
+        if pending is not None:
+            self._run(pending)
 
     def _run(self, pending: Awaitable[Any]) -> None:
         """Process an asynchronous step; later stanzas wait (RFC 6120 §10.1 in-order)."""
@@ -684,6 +690,8 @@ class C2SStream(asyncio.Protocol):
             self._sasl_element(el)
             return
         if not self.authenticated:
+            if ns == NS_CLIENT and name == "iq" and self._preauth_iq(el):
+                return
             raise StreamError(StreamErrorCondition.NOT_AUTHORIZED, "authenticate first")
         if ns == NS_CLIENT and name == "iq":
             if el.find("bind", NS_BIND) is not None:
@@ -701,6 +709,53 @@ class C2SStream(asyncio.Protocol):
                 self._write(_SM_UNEXPECTED)
                 return
         raise StreamError(StreamErrorCondition.NOT_AUTHORIZED, "bind a resource first")
+
+    def _preauth_iq(self, iq: Element) -> bool:
+        """Dispatch an iq before authentication to a module (XEP-0077 registration), where
+        SASL itself would be offered. Return False if nobody handles it."""
+        host = self.host_state
+        if host is None or iq.get("type") not in ("get", "set") or iq.get("id") is None:
+            return False
+        payload = next(iter(iq.elements()), None)
+        if payload is None:
+            return False
+        handler = host.preauth_iq_handlers.get(payload.ns)
+        if handler is None:
+            return False
+        settings = self.services.settings
+        secure_enough = (
+            self.tls
+            or self.ws
+            or not settings.require_encryption
+            or self.services.ssl_context is None
+        )
+        if not secure_enough:
+            return False
+        try:
+            result = handler(self, iq)
+        except StanzaError as exc:
+            self._write_stanza(make_error_reply(iq, exc.condition, exc.text, exc.type))
+            return True
+        if isinstance(result, Element) or result is None:
+            if result is not None:
+                self._write_stanza(result)
+            return True
+        self._barrier()
+        self._run(self._preauth_reply(iq, result))
+        return True
+
+    async def _preauth_reply(self, iq: Element, pending: Awaitable[Element | None]) -> None:
+        try:
+            result = await pending
+        except StanzaError as exc:
+            self._write_stanza(make_error_reply(iq, exc.condition, exc.text, exc.type))
+            return
+        except Exception:
+            log.exception("pre-auth iq handler failed")
+            self._write_stanza(make_error_reply(iq, _cond("internal-server-error")))
+            return
+        if result is not None:
+            self._write_stanza(result)
 
     def _starttls(self) -> None:
         """RFC 6120 §5.4.2."""

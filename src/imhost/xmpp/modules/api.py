@@ -36,7 +36,7 @@ from ..core.hooks import (
     SessionKey,
     StanzaEvent,
 )
-from ..core.router import IqHandler, Stores, StreamFeature
+from ..core.router import IqHandler, NonzaHandler, PreauthIqHandler, Stores, StreamFeature
 from ..core.xml import NS_CLIENT, Element
 from ..ports import VirtualHost
 
@@ -119,6 +119,20 @@ class ModuleContext:
         no ``to``); ``event.session`` is the sender.
         """
         self._host.iq_handlers.setdefault((ns, type_), []).append((target, handler))
+
+    def nonza_handler(self, ns: str, handler: NonzaHandler) -> None:
+        """Handle top-level elements in namespace ``ns`` that a bound client sends and that are
+        not stanzas (e.g. XEP-0352 ``<active/>``/``<inactive/>``): ``handler(session, el)``.
+        Without a handler such an element is an ``unsupported-stanza-type`` stream error."""
+        self._host.nonza_handlers[ns] = handler
+
+    def preauth_iq_handler(self, ns: str, handler: PreauthIqHandler) -> None:
+        """Handle an iq get/set with a payload in ``ns`` sent before authentication (XEP-0077
+        §3.1 registration). ``handler(session, iq)`` returns the reply (or raises
+        :class:`StanzaError`); it may be async. Only offered where SASL is (i.e. after
+        STARTTLS when encryption is required); any other iq before authentication closes
+        the stream with ``not-authorized``."""
+        self._host.preauth_iq_handlers[ns] = handler
 
     def add_feature(self, var: str, target: IqTarget = IqTarget.HOST) -> None:
         """Advertise a disco#info feature on the host and/or on accounts (XEP-0030)."""
