@@ -87,6 +87,9 @@ class ModuleContext:
         self.clock = clock
         self.stores: Stores = router.stores
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.report_client_version: Callable[[C2SStream, Any], None] | None = None
+        """Set by the integrator (hosting/): the version module reports each session's
+        XEP-0092 client version through it, for troubleshooting."""
 
     # -- identity ---------------------------------------------------------------------------
 
