@@ -707,3 +707,18 @@ def test_the_verification_link_confirms_the_address_only_when_the_button_is_pres
         assert session.get(User, user_id).email_verified_at is not None  # type: ignore[union-attr]
     again = browser.post(f"/portal/verify-email/{token}", data={"csrf_token": csrf})
     assert again.status_code == 404 and "not valid any more" in again.text
+
+
+def test_sign_up_compares_the_plans_in_a_chart_with_a_text_alternative(
+    app_client: TestClient, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    from imhost.catalog.service import seed_default_plans
+
+    with session_factory() as s:
+        seed_default_plans(s, clock)
+        s.commit()
+    page = app_client.get("/portal/sign-up").text
+    assert 'aria-labelledby="p-t p-d"' in page
+    desc = page.split('<desc id="p-d">')[1].split("</desc>")[0]
+    assert "Price (EUR per month): Starter 9" in desc and "Enterprise" in desc
+    assert "per 100" in page or "per 1" in page  # package prices say per how many units

@@ -56,6 +56,12 @@ ENROL_PAGE = "/portal/account/mfa"
 # --- templates ------------------------------------------------------------------------------
 
 
+def _plan_comparison(plans: Any) -> Any:
+    from imhost.web.portal.charts import plan_comparison
+
+    return plan_comparison(plans)
+
+
 def _money(amount: Decimal | str | int | None, currency: str = "") -> str:
     if amount is None:
         return "-"
@@ -82,6 +88,7 @@ templates = Environment(
     lstrip_blocks=True,
 )
 templates.filters["money"] = _money
+templates.globals["plan_comparison"] = _plan_comparison
 templates.filters["when"] = _when
 templates.filters["day"] = lambda v: _when(v, "%Y-%m-%d")
 templates.filters["number"] = _number

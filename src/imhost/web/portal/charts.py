@@ -103,3 +103,66 @@ def against_budget(
         )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every input is escaped above
+
+
+COMPARE_WIDTH = 330
+
+# What a buyer compares first: (label, how to read it from a plan version out).
+COMPARED = (
+    ("Price per period", "base_fee"),
+    ("XMPP accounts", "max_xmpp_accounts"),
+    ("Connections at once", "max_connections"),
+    ("Storage (MB)", "storage_mb"),
+)
+
+
+def plan_comparison(plans: Sequence[object]) -> Markup:
+    """Plans side by side: one group of horizontal bars per dimension, each group scaled to
+    its own largest value, so price and allowances can be compared at a glance."""
+    rows: list[tuple[str, list[tuple[str, Decimal | None]]]] = []
+    first = plans[0].versions[0] if plans else None  # type: ignore[attr-defined]
+    for label, key in COMPARED:
+        if key == "base_fee" and first is not None:
+            per = "month" if first.billing_interval == "monthly" else "year"
+            label = f"Price ({first.currency} per {per})"
+        values: list[tuple[str, Decimal | None]] = []
+        for plan in plans:
+            version = plan.versions[0]  # type: ignore[attr-defined]
+            raw = getattr(version, key) if key == "base_fee" else version.limits.get(key)
+            values.append((str(plan.name), None if raw is None else Decimal(raw)))  # type: ignore[attr-defined]
+        rows.append((label, values))
+    n = max(len(plans), 1)
+    group_h = 22 + 20 * n
+    height = group_h * len(rows) + 6
+    plot_w = COMPARE_WIDTH - 165
+    parts = [
+        f'<svg class="chart" viewBox="0 0 {COMPARE_WIDTH} {height}" role="img" '
+        f'aria-labelledby="p-t p-d" xmlns="{SVG_NS}">',
+        '<title id="p-t">Plans compared</title>',
+        '<desc id="p-d">'
+        + escape(
+            "; ".join(
+                f"{label}: "
+                + ", ".join(f"{name} {'unlimited' if v is None else _fmt(v)}" for name, v in vals)
+                for label, vals in rows
+            )
+        )
+        + "</desc>",
+    ]
+    for g, (label, vals) in enumerate(rows):
+        y0 = g * group_h
+        finite = [v for _, v in vals if v is not None]
+        peak = max(finite, default=Decimal(1)) or Decimal(1)
+        parts.append(f'<text class="group" x="0" y="{y0 + 14}">{escape(label)}</text>')
+        for i, (name, value) in enumerate(vals):
+            y = y0 + 20 + i * 20
+            w = plot_w if value is None else float(value / peak) * plot_w
+            shown = "unlimited" if value is None else _fmt(value)
+            parts.append(f'<text x="4" y="{y + 12}">{escape(name)}</text>')
+            parts.append(
+                f'<rect class="bar{" forecast" if value is None else ""}" x="92" y="{y}" '
+                f'width="{max(w, 1.0):.1f}" height="14"/>'
+            )
+            parts.append(f'<text x="{96 + w:.1f}" y="{y + 12}">{escape(shown)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))  # noqa: S704 - every input is escaped above
