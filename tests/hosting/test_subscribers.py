@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost import events
+from imhost.config import Settings, load_settings
 from imhost.hosting import changes
 from imhost.hosting import service as hosting
 from imhost.hosting.subscribers import register_runtime
@@ -19,18 +20,19 @@ from .factories import make_org, make_plan_version, make_service
 
 @dataclass
 class FakeRuntime:
-    """The three parts of the runtime ``register_runtime`` uses."""
+    """The parts of the runtime ``register_runtime`` uses."""
 
     bus: events.EventBus
     clock: FrozenClock
     session_factory: sessionmaker[Session]
+    settings: Settings
 
 
 @pytest.fixture
 def runtime(session_factory: sessionmaker[Session], clock: FrozenClock) -> FakeRuntime:
     bus = events.make_bus()
     session_factory.kw.setdefault("info", {})["bus"] = bus
-    rt = FakeRuntime(bus, clock, session_factory)
+    rt = FakeRuntime(bus, clock, session_factory, load_settings(secret_key="s" * 40))
     register_runtime(rt)  # type: ignore[arg-type]
     return rt
 
