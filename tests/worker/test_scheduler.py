@@ -87,3 +87,34 @@ def test_the_default_jobs_include_billing_dunning_budgets_and_reviews(tmp_path) 
     )
     names = {job.name for job in default_jobs(runtime)}
     assert {"access-reviews", "billing-run", "dunning", "budget-check"} <= names
+    assert "login-throttle-purge" in names
+
+
+def test_the_throttle_purge_job_forgets_old_failures_and_keeps_live_locks(
+    session_factory: sessionmaker[Session],
+    clock: FrozenClock,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    from imhost.accounts.throttle import LoginThrottleService
+    from imhost.config import load_settings
+    from imhost.runtime import build_runtime
+    from imhost.worker.jobs import default_jobs
+
+    settings = load_settings(data_dir=tmp_path, secret_key="p" * 40)
+    with session_factory() as s:
+        throttle = LoginThrottleService(s, clock, settings.security)
+        throttle.fail("account:old")
+        s.commit()
+    clock.advance(timedelta(hours=13))
+    with session_factory() as s:
+        throttle = LoginThrottleService(s, clock, settings.security)
+        for _ in range(5):
+            throttle.fail("account:locked")
+        s.commit()
+    runtime = build_runtime(settings, clock=clock, engine=session_factory.kw["bind"])
+    job = next(j for j in default_jobs(runtime) if j.name == "login-throttle-purge")
+    job.run()
+    with session_factory() as s:
+        throttle = LoginThrottleService(s, clock, settings.security)
+        assert throttle.state("account:old").failures == 0
+        assert throttle.state("account:locked").failures == 5

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from imhost.accounts import reviews
+from imhost.accounts.throttle import LoginThrottleService
 from imhost.db.engine import transaction
 from imhost.kit import optional_module
 from imhost.runtime import Runtime
@@ -26,7 +27,14 @@ def default_jobs(runtime: Runtime) -> list[Job]:
         with transaction(factory) as session:
             reviews.open_due_reviews(session, clock, runtime.settings.security)
 
-    jobs = [Job("access-reviews", timedelta(hours=6), access_reviews)]
+    def purge_login_throttles() -> None:
+        with transaction(factory) as session:
+            LoginThrottleService(session, clock, runtime.settings.security).purge_stale()
+
+    jobs = [
+        Job("access-reviews", timedelta(hours=6), access_reviews),
+        Job("login-throttle-purge", timedelta(hours=6), purge_login_throttles),
+    ]
     # Jobs contributed by domain packages: module -> (job name, interval, function(factory, clock)).
     contributed = (
         ("imhost.billing.tasks", "billing-run", timedelta(hours=1), "scheduled_billing_run"),
