@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from imhost.accounts import audit
 from imhost.accounts.permissions import Access, Scope
+from imhost.billing import audit as billing_audit
 from imhost.billing import service as billing
 from imhost.billing.flows import RunSummary, run_billing
 from imhost.catalog import service as catalog
@@ -437,38 +438,15 @@ def invoice(request: Request, invoice_id: str, principal: BillingRead, db: Db) -
     return _invoice_page(request, principal, db, invoice_id)
 
 
-def _billing_audit(
-    db: Db,
-    runtime: RuntimeDep,
-    principal: Principal,
-    action: str,
-    *,
-    organization_id: str | None,
-    target_type: str,
-    target_id: str,
-    **details: Any,
-) -> None:
-    audit.record(
-        db,
-        runtime.clock,
-        f"billing.{action}",
-        actor=principal.actor,
-        organization_id=organization_id,
-        target_type=target_type,
-        target_id=target_id,
-        **details,
-    )
-
-
 @router.post("/invoices/{invoice_id}/finalize")
 def finalize(
     request: Request, invoice_id: str, principal: BillingWrite, db: Db, runtime: RuntimeDep
 ) -> Response:
     inv = billing.finalize_invoice(db, runtime.clock, billing.get_invoice(db, invoice_id[:64]))
-    _billing_audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "invoice_finalized",
         organization_id=inv.organization_id,
         target_type="invoice",
@@ -503,10 +481,10 @@ def void(
         return ask
     reason = text(form, "reason", max_length=500)
     inv = billing.void_invoice(db, runtime.clock, invoice_id[:64], reason)
-    _billing_audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "invoice_voided",
         organization_id=inv.organization_id,
         target_type="invoice",
@@ -560,10 +538,10 @@ def credit_note(
             errors=FormErrors(general=[exc.detail]),
             status=exc.status,
         )
-    _billing_audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "credit_note_issued",
         organization_id=note.organization_id,
         target_type="credit_note",
@@ -612,10 +590,10 @@ def record_payment(
             errors=FormErrors.of(exc, {"amount", "currency", "method", "reference"}),
             status=exc.status,
         )
-    _billing_audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "payment_recorded",
         organization_id=payment.organization_id,
         target_type="payment",

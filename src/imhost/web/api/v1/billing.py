@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from imhost.accounts import audit
 from imhost.accounts.permissions import Access, Scope
+from imhost.billing import audit as billing_audit
 from imhost.billing import service
 from imhost.billing.flows import run_billing
 from imhost.billing.models import Invoice, InvoiceLine, Subscription
@@ -67,29 +68,6 @@ AdminWrite = Annotated[
 
 ORG = "/orgs/{org_id}/billing"
 ADMIN = "/admin/billing"
-
-
-def _audit(
-    db: Db,
-    runtime: RuntimeDep,
-    principal: Principal,
-    action: str,
-    *,
-    organization_id: str | None,
-    target_type: str,
-    target_id: str,
-    **details: Any,
-) -> None:
-    audit.record(
-        db,
-        runtime.clock,
-        f"billing.{action}",
-        actor=principal.actor,
-        organization_id=organization_id,
-        target_type=target_type,
-        target_id=target_id,
-        **details,
-    )
 
 
 def _sub_out(db: Db, sub: Subscription) -> SubscriptionOut:
@@ -168,10 +146,10 @@ def subscribe(
         anchor_day=body.anchor_day,
         with_trial=body.with_trial,
     )
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "subscription_started",
         organization_id=principal.org_id,
         target_type="subscription",
@@ -205,10 +183,10 @@ def change_plan(
         add_ons=body.add_ons,
         changed_by=principal.actor.label,
     )
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "plan_changed",
         organization_id=principal.org_id,
         target_type="subscription",
@@ -225,10 +203,10 @@ def cancel(body: CancelIn, principal: BillingWrite, db: Db, runtime: RuntimeDep)
     sub = service.cancel_subscription(
         db, runtime.clock, principal.org_id, at_period_end=body.at_period_end
     )
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "subscription_canceled",
         organization_id=principal.org_id,
         target_type="subscription",
@@ -241,10 +219,10 @@ def cancel(body: CancelIn, principal: BillingWrite, db: Db, runtime: RuntimeDep)
 @router.post(ORG + "/subscription/pause", response_model=SubscriptionOut)
 def pause(principal: BillingWrite, db: Db, runtime: RuntimeDep) -> SubscriptionOut:
     sub = service.pause_subscription(db, runtime.clock, principal.org_id)
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "subscription_paused",
         organization_id=principal.org_id,
         target_type="subscription",
@@ -256,10 +234,10 @@ def pause(principal: BillingWrite, db: Db, runtime: RuntimeDep) -> SubscriptionO
 @router.post(ORG + "/subscription/resume", response_model=SubscriptionOut)
 def resume(principal: BillingWrite, db: Db, runtime: RuntimeDep) -> SubscriptionOut:
     sub = service.resume_subscription(db, runtime.clock, principal.org_id)
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "subscription_resumed",
         organization_id=principal.org_id,
         target_type="subscription",
@@ -314,10 +292,10 @@ def pay_invoice_from_credit(
 ) -> PaymentOut:
     invoice = _org_invoice(db, principal, invoice_id)
     payment = service.pay_from_credit(db, runtime.clock, invoice.id, principal.org_id)
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "paid_from_credit",
         organization_id=principal.org_id,
         target_type="invoice",
@@ -347,10 +325,10 @@ def apply_coupon(
     body: CouponApplyIn, principal: BillingWrite, db: Db, runtime: RuntimeDep
 ) -> RedemptionOut:
     redemption = service.apply_coupon(db, runtime.clock, principal.org_id, body.code)
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "coupon_applied",
         organization_id=principal.org_id,
         target_type="coupon",
@@ -425,10 +403,10 @@ def admin_invoice(invoice_id: str, principal: AdminRead, db: Db) -> InvoiceDetai
 @router.post(ADMIN + "/invoices/{invoice_id}/finalize", response_model=InvoiceOut)
 def finalize(invoice_id: str, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> InvoiceOut:
     invoice = service.finalize_invoice(db, runtime.clock, service.get_invoice(db, invoice_id))
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "invoice_finalized",
         organization_id=invoice.organization_id,
         target_type="invoice",
@@ -443,10 +421,10 @@ def void(
     invoice_id: str, body: VoidIn, principal: AdminWrite, db: Db, runtime: RuntimeDep
 ) -> InvoiceOut:
     invoice = service.void_invoice(db, runtime.clock, invoice_id, body.reason)
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "invoice_voided",
         organization_id=invoice.organization_id,
         target_type="invoice",
@@ -471,10 +449,10 @@ def credit_note(
         refund_to=body.refund_to,
         created_by=principal.actor.label,
     )
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "credit_note_issued",
         organization_id=note.organization_id,
         target_type="credit_note",
@@ -501,10 +479,10 @@ def record_payment(
         received_at=body.received_at,
         recorded_by=principal.actor.label,
     )
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "payment_recorded",
         organization_id=payment.organization_id,
         target_type="payment",
@@ -528,10 +506,10 @@ def refund(
         reason=body.reason,
         created_by=principal.actor.label,
     )
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "refund_made",
         organization_id=result.organization_id,
         target_type="refund",
@@ -575,10 +553,10 @@ def add_charge(
         reason=body.reason,
         created_by=principal.actor.label,
     )
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "charge_added",
         organization_id=organization_id,
         target_type="pending_charge",
@@ -593,10 +571,10 @@ def add_charge(
 @router.delete(ADMIN + "/charges/{charge_id}", status_code=status.HTTP_204_NO_CONTENT)
 def remove_charge(charge_id: str, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> Response:
     service.remove_pending_charge(db, charge_id)
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "charge_removed",
         organization_id=None,
         target_type="pending_charge",
@@ -613,10 +591,10 @@ def coupons(principal: AdminRead, db: Db) -> list[CouponOut]:
 @router.post(ADMIN + "/coupons", response_model=CouponOut, status_code=201)
 def create_coupon(body: CouponIn, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> CouponOut:
     coupon = service.create_coupon(db, runtime.clock, **body.model_dump())
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "coupon_created",
         organization_id=None,
         target_type="coupon",
@@ -636,10 +614,10 @@ def update_coupon(
     coupon_id: str, body: CouponPatch, principal: AdminWrite, db: Db, runtime: RuntimeDep
 ) -> CouponOut:
     coupon = service.update_coupon(db, coupon_id, **body.model_dump(exclude_unset=True))
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "coupon_updated",
         organization_id=None,
         target_type="coupon",
@@ -652,10 +630,10 @@ def update_coupon(
 @router.delete(ADMIN + "/coupons/{coupon_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_coupon(coupon_id: str, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> Response:
     service.delete_coupon(db, coupon_id)
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "coupon_deleted",
         organization_id=None,
         target_type="coupon",
@@ -674,10 +652,10 @@ def set_tax_rate(
     country: str, body: TaxRateIn, principal: AdminWrite, db: Db, runtime: RuntimeDep
 ) -> TaxRateOut:
     rate = service.set_tax_rate(db, runtime.clock, country, body.percent, body.name)
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "tax_rate_set",
         organization_id=None,
         target_type="tax_rate",
@@ -691,10 +669,10 @@ def set_tax_rate(
 @router.delete(ADMIN + "/tax-rates/{country}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_tax_rate(country: str, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> Response:
     service.delete_tax_rate(db, country)
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "tax_rate_deleted",
         organization_id=None,
         target_type="tax_rate",
@@ -714,10 +692,10 @@ def update_settings(
 ) -> BillingSettingsOut:
     changes = body.model_dump(exclude_unset=True)
     profile = service.update_profile(db, **changes)
-    _audit(
+    billing_audit.record(
         db,
-        runtime,
-        principal,
+        runtime.clock,
+        principal.actor,
         "settings_changed",
         organization_id=None,
         target_type="billing_settings",
