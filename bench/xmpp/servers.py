@@ -7,6 +7,7 @@ Every server is pinned to core 0 with ``taskset``.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import os
 import re
@@ -53,7 +54,7 @@ async def wait_port(port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"nothing listens on {port}")
 
 
-class Server:
+class Server(abc.ABC):
     name = "server"
     version = ""
 
@@ -77,8 +78,9 @@ class Server:
     def rss_kb(self) -> int:
         return rss_kb(self.pid)
 
+    @abc.abstractmethod
     async def start(self) -> None:
-        raise NotImplementedError
+        """Start the server on loopback with its private config (each peer its own way)."""
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
