@@ -37,3 +37,67 @@ def test_upgrade_is_idempotent(tmp_path: Path, backend: str) -> None:
     url = make_test_database_url(tmp_path, "migrations2", backend)
     upgrade(url)
     upgrade(url)  # a second start applies nothing and does not fail
+
+
+def test_the_rollup_migration_fills_rollups_from_stored_records(
+    tmp_path: Path, backend: str
+) -> None:
+    """Records stored before usage rollups existed are rolled up, decimals exact."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from sqlalchemy import text
+
+    url = make_test_database_url(tmp_path, "migrations3", backend)
+    upgrade(url, "75e2ce8126b5")
+    engine = make_engine(url)
+    try:
+        tables = load_models().tables
+        with engine.begin() as conn:
+            conn.execute(
+                tables["organizations"].insert(),
+                {
+                    "id": "o1",
+                    "name": "O",
+                    "slug": "o",
+                    "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+                },
+            )
+            for i, (metric, minute, qty) in enumerate(
+                [
+                    ("messages", 5, "3"),
+                    ("messages", 50, "4"),
+                    ("messages", 70, "5"),
+                    ("traffic_gb", 10, "0.25"),
+                    ("traffic_gb", 11, "0.5"),
+                ]
+            ):
+                bucket = datetime(2026, 1, 1, minute // 60, minute % 60, tzinfo=UTC)
+                conn.execute(
+                    tables["usage_records"].insert(),
+                    {
+                        "organization_id": "o1",
+                        "service_id": "s",
+                        "metric": metric,
+                        "bucket_start": bucket,
+                        "quantity": Decimal(qty),
+                        "idempotency_key": f"k{i}",
+                        "received_at": bucket,
+                    },
+                )
+        upgrade(url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT metric, quantity, peak, records FROM usage_rollups "
+                    "ORDER BY metric, hour_start"
+                )
+            ).all()
+        got = [(metric, Decimal(str(q)), Decimal(str(p)), n) for metric, q, p, n in rows]
+        assert got == [
+            ("messages", Decimal(7), Decimal(4), 2),
+            ("messages", Decimal(5), Decimal(5), 1),
+            ("traffic_gb", Decimal("0.75"), Decimal("0.5"), 2),
+        ]
+    finally:
+        engine.dispose()

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -38,15 +39,31 @@ DEFAULT_THRESHOLDS: tuple[int, ...] = (50, 80, 100)
 class UsageRecord(Base):
     """One quantity of one metric for one organization in one time bucket.
 
-    ``idempotency_key`` is unique per organization: a record sent twice is stored once.
-    ``original_bucket_start`` is set on a correction: late usage for an invoiced (closed)
-    period moved into the next open period (``late_usage_policy = next_invoice``).
+    A record is identified by its organization, metric, bucket and ``idempotency_key``: a
+    record sent twice is stored once. That one unique index is also the index every read by
+    period uses (organization, metric, bucket range), so an insert updates one B-tree besides
+    the table. ``original_bucket_start`` is set on a correction: late usage for an invoiced
+    (closed) period moved into the next open period (``late_usage_policy = next_invoice``);
+    corrections are found again by their key through a small partial index, so a correction
+    sent twice is stored once even when the period it moved to has changed since.
     """
 
     __tablename__ = "usage_records"
     __table_args__ = (
-        UniqueConstraint("organization_id", "idempotency_key"),
-        Index("ix_usage_records_org_metric_bucket", "organization_id", "metric", "bucket_start"),
+        UniqueConstraint(
+            "organization_id",
+            "metric",
+            "bucket_start",
+            "idempotency_key",
+            name="uq_usage_records_org_metric_bucket_key",
+        ),
+        Index(
+            "ix_usage_records_corrections",
+            "organization_id",
+            "idempotency_key",
+            sqlite_where=text("original_bucket_start IS NOT NULL"),
+            postgresql_where=text("original_bucket_start IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(_BIG_ID, primary_key=True, autoincrement=True)
@@ -59,6 +76,28 @@ class UsageRecord(Base):
     idempotency_key: Mapped[str] = mapped_column(String(200))
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     original_bucket_start: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+
+
+class UsageRollup(Base):
+    """Usage of one organization, metric and service in one UTC hour, kept on ingestion.
+
+    ``quantity`` is the sum of the hour's records, ``peak`` the highest single record,
+    ``records`` their number. ``service_key`` is the record's ``service_id`` or ``""``.
+    Reads of a period take whole hours from here and only the partial hours at its edges
+    from the records (see :mod:`imhost.metering.rollups`).
+    """
+
+    __tablename__ = "usage_rollups"
+
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    metric: Mapped[str] = mapped_column(String(40), primary_key=True)
+    hour_start: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    service_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    quantity: Mapped[Decimal] = mapped_column(Amount())
+    peak: Mapped[Decimal] = mapped_column(Amount())
+    records: Mapped[int] = mapped_column(BigInteger)
 
 
 class ClosedPeriod(IdMixin, Base):

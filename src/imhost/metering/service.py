@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, Integer, and_, cast, func, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imhost.accounts.models import Organization
@@ -41,6 +41,18 @@ from imhost.kit.clock import Clock, SystemClock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.kit.money import check_currency, round_minor
 from imhost.metering import metrics as m
+from imhost.metering import rollups
+from imhost.metering.aggregate import (
+    GaugeIntegral,
+    Request,
+    aggregate,
+    billable_quantities,
+    billable_quantities_many,
+    gb,
+    normal,
+    seconds,
+    usage_to_date,
+)
 from imhost.metering.models import (
     Budget,
     BudgetAlert,
@@ -273,13 +285,6 @@ def _check_record(rec: UsageLike, now: datetime) -> tuple[Decimal | None, str | 
     return qty, None
 
 
-def _same(
-    stored: tuple[str | None, str, datetime, Decimal, str | None],
-    sent: tuple[str | None, str, datetime, Decimal, str | None],
-) -> bool:
-    return stored == sent
-
-
 def ingest(
     session: Session,
     clock: Clock,
@@ -288,10 +293,11 @@ def ingest(
     atomic: bool,
     organization_id: str | None = None,
 ) -> IngestResult:
-    """Store a batch of usage records, each once (by its idempotency key).
+    """Store a batch of usage records, each once.
 
-    A record whose key was seen before with the same content is a duplicate (counted once,
-    fine); with different content it is refused as a conflict. Unknown metric, negative,
+    A record is identified by its organization, metric, bucket and idempotency key. One
+    sent again with the same quantity, subject and service is a duplicate (counted once,
+    fine); with a different one it is refused as a conflict. Unknown metric, negative,
     non-finite or fractional-where-whole quantities, naive or future timestamps, unknown
     organizations and buckets in closed periods are refused with a reason (late usage is
     moved to the next open period instead when the provider's ``late_usage_policy`` is
@@ -329,28 +335,33 @@ def ingest(
     known_orgs = _existing_orgs(session, org_ids)
     periods = closed_periods(session, org_ids)
     stored = _stored_contents(
-        session, [(org, rec.idempotency_key) for _, rec, org, _ in candidates]
+        session,
+        {
+            (org, rec.metric, rec.bucket_start.astimezone(UTC), rec.idempotency_key)
+            for _, rec, org, _ in candidates
+        },
     )
 
     rows: list[_Row] = []
-    seen: dict[tuple[str, str], tuple[str | None, str, datetime, Decimal, str | None]] = {}
+    seen: dict[_Identity, _Content] = {}
     for index, rec, org_id, qty in candidates:
         key = rec.idempotency_key
         if org_id not in known_orgs:
             result.rejected.append(Rejection(index, key, f"unknown organization {org_id!r}"))
             continue
-        content = (rec.service_id, rec.metric, rec.bucket_start, qty, rec.subject)
-        previous = stored.get((org_id, key)) or seen.get((org_id, key))
+        identity = (org_id, rec.metric, rec.bucket_start.astimezone(UTC), key)
+        content = (rec.service_id, qty, rec.subject)
+        previous = stored.get(identity) or seen.get(identity)
         if previous is not None:
-            if _same(previous, content):
+            if previous == content:
                 result.duplicates += 1
             else:
                 result.rejected.append(
                     Rejection(
                         index,
                         key,
-                        "conflict: this idempotency_key was already used for a different "
-                        "record (metric, bucket, quantity, subject or service differ)",
+                        "conflict: a record with this idempotency_key, metric and bucket is "
+                        "stored already with another quantity, subject or service",
                     )
                 )
             continue
@@ -376,7 +387,7 @@ def ingest(
             original = bucket
             bucket = _next_open(org_periods, bucket)
             result.corrected += 1
-        seen[(org_id, key)] = content
+        seen[identity] = content
         rows.append(
             (org_id, rec.service_id, rec.metric, bucket, qty, rec.subject, key, now, original)
         )
@@ -435,35 +446,60 @@ def _existing_orgs(session: Session, org_ids: Iterable[str]) -> set[str]:
     return found
 
 
-def _stored_contents(
-    session: Session, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[str | None, str, datetime, Decimal, str | None]]:
-    """What is stored under these (organization, key) pairs, its original bucket included.
+_Identity = tuple[str, str, datetime, str]
+"""organization_id, metric, bucket_start (as sent), idempotency_key: what makes a record."""
+_Content = tuple[str | None, Decimal, str | None]
+"""service_id, quantity, subject: what must match for a resent record to be a duplicate."""
 
-    One query per chunk of keys, whatever the number of organizations: both columns of the
-    unique index are filtered with IN lists, and pairs that merely cross-match are dropped.
+
+def _stored_contents(session: Session, wanted: set[_Identity]) -> dict[_Identity, _Content]:
+    """What is stored for these record identities (corrections found by original bucket).
+
+    One query per chunk: the four columns of the unique index are filtered with IN lists,
+    and tuples that merely cross-match are dropped; corrections come from the partial index
+    on (organization, key).
     """
-    wanted = set(keys)
-    out: dict[tuple[str, str], tuple[str | None, str, datetime, Decimal, str | None]] = {}
+    out: dict[_Identity, _Content] = {}
     for chunk in _chunks(sorted(wanted), 1000):
-        orgs = sorted({org for org, _ in chunk})
-        for row in session.execute(
+        orgs = sorted({w[0] for w in chunk})
+        keys = sorted({w[3] for w in chunk})
+        for org, metric, bucket, key, service_id, qty, subject in session.execute(
             select(
                 UsageRecord.organization_id,
+                UsageRecord.metric,
+                UsageRecord.bucket_start,
                 UsageRecord.idempotency_key,
                 UsageRecord.service_id,
-                UsageRecord.metric,
-                func.coalesce(UsageRecord.original_bucket_start, UsageRecord.bucket_start),
                 UsageRecord.quantity,
                 UsageRecord.subject,
             ).where(
                 UsageRecord.organization_id.in_(orgs),
-                UsageRecord.idempotency_key.in_(sorted({key for _, key in chunk})),
+                UsageRecord.metric.in_(sorted({w[1] for w in chunk})),
+                UsageRecord.bucket_start.in_(sorted({w[2] for w in chunk})),
+                UsageRecord.idempotency_key.in_(keys),
             )
         ):
-            org, key, service_id, metric, bucket, qty, subject = row
-            if (org, key) in wanted:
-                out[(org, key)] = (service_id, metric, _utc(bucket), Decimal(qty), subject)
+            identity = (org, metric, bucket, key)
+            if identity in wanted:
+                out[identity] = (service_id, Decimal(qty), subject)
+        for org, metric, original, key, service_id, qty, subject in session.execute(
+            select(
+                UsageRecord.organization_id,
+                UsageRecord.metric,
+                UsageRecord.original_bucket_start,
+                UsageRecord.idempotency_key,
+                UsageRecord.service_id,
+                UsageRecord.quantity,
+                UsageRecord.subject,
+            ).where(
+                UsageRecord.original_bucket_start.is_not(None),
+                UsageRecord.organization_id.in_(orgs),
+                UsageRecord.idempotency_key.in_(keys),
+            )
+        ):
+            identity = (org, metric, _utc(original), key)
+            if identity in wanted:
+                out[identity] = (service_id, Decimal(qty), subject)
     return out
 
 
@@ -490,7 +526,7 @@ _SQLITE_INSERT = (
     "INSERT INTO usage_records (organization_id, service_id, metric, bucket_start, quantity, "
     "subject, idempotency_key, received_at, original_bucket_start) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (organization_id, idempotency_key) DO NOTHING"
+    "ON CONFLICT (organization_id, metric, bucket_start, idempotency_key) DO NOTHING"
 )
 _PG_STAGE = (
     "CREATE TEMP TABLE IF NOT EXISTS usage_records_stage ("
@@ -502,13 +538,6 @@ _PG_STAGE = (
 _PG_COPY = (
     "COPY usage_records_stage (organization_id, service_id, metric, bucket_start, quantity, "
     "subject, idempotency_key, received_at, original_bucket_start) FROM STDIN"
-)
-_PG_MERGE = (
-    "INSERT INTO usage_records (organization_id, service_id, metric, bucket_start, quantity, "
-    "subject, idempotency_key, received_at, original_bucket_start) "
-    "SELECT organization_id, service_id, metric, bucket_start, quantity, subject, "
-    "idempotency_key, received_at, original_bucket_start FROM usage_records_stage "
-    "ON CONFLICT (organization_id, idempotency_key) DO NOTHING"
 )
 
 
@@ -531,21 +560,27 @@ def _quantity_text(value: Decimal | int) -> str:
 
 
 def _insert_rows(session: Session, rows: list[_Row]) -> int:
-    """Bulk INSERT ... ON CONFLICT (organization, key) DO NOTHING; returns rows inserted.
+    """Bulk INSERT ... ON CONFLICT DO NOTHING, rollups kept; returns the rows inserted.
 
+    A row is a duplicate when its (organization, metric, bucket, key) is stored already, or,
+    for a correction, when a correction with the same (organization, key, original bucket) is.
     The direct path of the engine goes through here, so it skips the ORM's per-value type
     processing: SQLite gets one ``executemany`` of pre-formatted values (the formats
     ``UtcDateTime`` and ``Amount`` store); PostgreSQL a ``COPY`` into a temporary staging
-    table and one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``. Rows a conflict skipped
-    are not counted.
+    table and one statement that inserts and updates the hourly rollups
+    (:mod:`imhost.metering.rollups`). Rows a conflict skipped are not counted.
     """
     if not rows:
         return 0
+    if any(row[8] is not None for row in rows):
+        rows = _without_stored_corrections(session, rows)
+        if not rows:
+            return 0
     conn = session.connection()
     inserted = 0
     if _dialect(session) == "postgresql":
-        # COPY into a session-private staging table, then one INSERT ... SELECT ... ON
-        # CONFLICT DO NOTHING: COPY is the fastest way in, and the INSERT keeps idempotency.
+        # COPY into a session-private staging table, then one statement that inserts with
+        # ON CONFLICT DO NOTHING and adds what it inserted to the rollups.
         driver = conn.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cur:
@@ -554,8 +589,9 @@ def _insert_rows(session: Session, rows: list[_Row]) -> int:
                 with cur.copy(_PG_COPY) as copy:
                     for row in chunk:
                         copy.write_row(row)
-                cur.execute(_PG_MERGE)
-                inserted += max(cur.rowcount, 0)
+                cur.execute(rollups.PG_MERGE_WITH_ROLLUPS)
+                found = cur.fetchone()
+                inserted += int(found[0]) if found else 0
                 cur.execute("TRUNCATE usage_records_stage")
         return inserted
     # An engine flush carries few distinct buckets (minutes) and one receipt time: format each
@@ -568,6 +604,8 @@ def _insert_rows(session: Session, rows: list[_Row]) -> int:
             found = times[value] = _sqlite_time(value)
         return found  # type: ignore[return-value]
 
+    deltas = rollups.Deltas()
+    to_rebuild: set[tuple[str, str, datetime]] = set()
     for chunk in _chunks(rows, 5_000):
         values = [
             (
@@ -575,7 +613,7 @@ def _insert_rows(session: Session, rows: list[_Row]) -> int:
                 service_id,
                 metric,
                 text(bucket),
-                _quantity_text(qty),
+                qty if type(qty) is int else _quantity_text(qty),
                 subject,
                 key,
                 text(received),
@@ -583,9 +621,51 @@ def _insert_rows(session: Session, rows: list[_Row]) -> int:
             )
             for org, service_id, metric, bucket, qty, subject, key, received, original in chunk
         ]
-        result = conn.exec_driver_sql(_SQLITE_INSERT, values)
-        inserted += max(result.rowcount, 0)
+        count = max(conn.exec_driver_sql(_SQLITE_INSERT, values).rowcount, 0)
+        inserted += count
+        if count == len(chunk):
+            add = deltas.add
+            for org, service_id, metric, bucket, qty, *_ in chunk:
+                add(org, service_id, metric, bucket, qty)
+        elif count:
+            # Some rows were duplicates and sqlite3 does not say which: recompute the hours.
+            to_rebuild.update(
+                (org, metric, rollups.hour_floor(bucket)) for org, _, metric, bucket, *_ in chunk
+            )
+    if to_rebuild:
+        for key in [k for k in deltas.groups if k[:3] in to_rebuild]:
+            del deltas.groups[key]
+    rollups.apply_sqlite(conn, deltas)
+    if to_rebuild:
+        rollups.rebuild(session, to_rebuild)
     return inserted
+
+
+def _without_stored_corrections(session: Session, rows: list[_Row]) -> list[_Row]:
+    """Drop corrections already stored: same organization, key, metric and original bucket.
+
+    A correction's bucket is the next open period at the time it came; sent again after
+    another period closed it would land elsewhere, so it is matched by its original bucket.
+    """
+    wanted = {(r[0], r[6]) for r in rows if r[8] is not None}
+    stored: set[tuple[str, str, str, datetime]] = set()
+    for chunk in _chunks(sorted(wanted), 500):
+        for org, key, metric, original in session.execute(
+            select(
+                UsageRecord.organization_id,
+                UsageRecord.idempotency_key,
+                UsageRecord.metric,
+                UsageRecord.original_bucket_start,
+            ).where(
+                UsageRecord.original_bucket_start.is_not(None),
+                UsageRecord.organization_id.in_(sorted({o for o, _ in chunk})),
+                UsageRecord.idempotency_key.in_(sorted({k for _, k in chunk})),
+            )
+        ):
+            stored.add((org, key, metric, _utc(original)))
+    return [
+        r for r in rows if r[8] is None or (r[0], r[6], r[2], r[8].astimezone(UTC)) not in stored
+    ]
 
 
 _MAX_INT_QUANTITY = 10**20
@@ -672,300 +752,7 @@ def ingest_engine_batch(
     return result
 
 
-# --- aggregation ----------------------------------------------------------------------------
-
-
-def _qty(session: Session) -> ColumnElement[Any]:
-    """The quantity column as an exact number in SQL (whole-unit metrics on SQLite)."""
-    if _dialect(session) == "postgresql":
-        return UsageRecord.quantity.expression
-    return cast(UsageRecord.quantity, Integer)
-
-
-def _in_period(
-    organization_id: str, metrics: Iterable[str], start: datetime, end: datetime
-) -> ColumnElement[bool]:
-    return and_(
-        UsageRecord.organization_id == organization_id,
-        UsageRecord.metric.in_(list(metrics)),
-        UsageRecord.bucket_start >= start,
-        UsageRecord.bucket_start < end,
-    )
-
-
-def _sums(
-    session: Session, organization_id: str, metrics: Sequence[str], start: datetime, end: datetime
-) -> dict[str, Decimal]:
-    out = dict.fromkeys(metrics, ZERO)
-    pg = _dialect(session) == "postgresql"
-    whole = [x for x in metrics if pg or x not in m.FRACTIONAL_METRICS]
-    if whole:
-        for metric, total in session.execute(
-            select(UsageRecord.metric, func.sum(_qty(session)))
-            .where(_in_period(organization_id, whole, start, end))
-            .group_by(UsageRecord.metric)
-        ):
-            out[metric] = Decimal(total or 0)
-    fractional = [x for x in metrics if x not in whole]
-    if fractional:
-        for metric, qty in session.execute(
-            select(UsageRecord.metric, UsageRecord.quantity).where(
-                _in_period(organization_id, fractional, start, end)
-            )
-        ):
-            out[metric] += qty
-    return out
-
-
-def _peak(session: Session, organization_id: str, start: datetime, end: datetime) -> Decimal:
-    per_service = (
-        select(
-            UsageRecord.service_id,
-            UsageRecord.bucket_start,
-            func.max(_qty(session)).label("q"),
-        )
-        .where(_in_period(organization_id, (m.CONNECTIONS_PEAK, m.PEAK_CONNECTIONS), start, end))
-        .group_by(UsageRecord.service_id, UsageRecord.bucket_start)
-        .subquery()
-    )
-    per_bucket = (
-        select(func.sum(per_service.c.q).label("s")).group_by(per_service.c.bucket_start).subquery()
-    )
-    value = session.execute(select(func.max(per_bucket.c.s))).scalar()
-    return Decimal(value or 0)
-
-
-def _unique_subjects(
-    session: Session, organization_id: str, start: datetime, end: datetime
-) -> Decimal:
-    value = session.execute(
-        select(func.count(func.distinct(UsageRecord.subject))).where(
-            _in_period(organization_id, (m.ACTIVE_USERS, m.MONTHLY_ACTIVE_USERS), start, end),
-            UsageRecord.subject.is_not(None),
-        )
-    ).scalar()
-    return Decimal(value or 0)
-
-
-@dataclass(frozen=True, slots=True)
-class _GaugeIntegral:
-    gb_seconds: Decimal
-    """Integral of the stored GB over [start, as_of], in GB x seconds."""
-    current_gb: Decimal
-    """The level at ``as_of`` (the sum of every series' last value)."""
-
-
-def _gauge_integral(
-    session: Session, organization_id: str, start: datetime, as_of: datetime
-) -> _GaugeIntegral:
-    gauges = tuple(m.GAUGE_METRICS)
-    # The level at the period's start: each series' last sample before it.
-    last_before = session.execute(
-        select(UsageRecord.service_id, UsageRecord.metric, func.max(UsageRecord.bucket_start))
-        .where(
-            UsageRecord.organization_id == organization_id,
-            UsageRecord.metric.in_(gauges),
-            UsageRecord.bucket_start < start,
-        )
-        .group_by(UsageRecord.service_id, UsageRecord.metric)
-    ).all()
-    level: dict[tuple[str | None, str], Decimal] = {}
-    for service_id, metric, bucket in last_before:
-        service_cond = (
-            UsageRecord.service_id.is_(None)
-            if service_id is None
-            else UsageRecord.service_id == service_id
-        )
-        values = session.scalars(
-            select(UsageRecord.quantity).where(
-                UsageRecord.organization_id == organization_id,
-                UsageRecord.metric == metric,
-                service_cond,
-                UsageRecord.bucket_start == _utc(bucket),
-            )
-        ).all()
-        if values:
-            level[(service_id, metric)] = _to_gb(metric, max(values))
-    # Integer arithmetic: levels in milli-bytes (a storage_gb record has at most 12 decimals,
-    # so 10^-12 GB = 10^-3 byte is exact), times in microseconds since the epoch.
-    samples: dict[tuple[str | None, str, int], int] = {}
-    for service_id, metric, bucket, qty in _gauge_samples(session, organization_id, start, as_of):
-        key = (service_id, metric, (bucket - _EPOCH) // _US)
-        level_mb = _milli_bytes(metric, qty)
-        if level_mb > samples.get(key, -1):
-            samples[key] = level_mb
-    by_series: dict[tuple[str | None, str], list[tuple[int, int]]] = defaultdict(list)
-    for (service_id, metric, at), level_mb in samples.items():
-        by_series[(service_id, metric)].append((at, level_mb))
-    start_us = (start - _EPOCH) // _US
-    end_us = (as_of - _EPOCH) // _US
-    integral = 0
-    current = 0
-    for series in set(level) | set(by_series):
-        value = _milli_bytes_of_gb(level.get(series, ZERO))
-        t = start_us
-        for at, level_mb in sorted(by_series.get(series, [])):
-            integral += value * (at - t)
-            value, t = level_mb, at
-        integral += value * (end_us - t)
-        current += value
-    # milli-byte x microsecond = 10^-3 x 10^-9 GB x 10^-6 s
-    return _GaugeIntegral(Decimal(integral).scaleb(-18), Decimal(current).scaleb(-12))
-
-
-def _gauge_samples(
-    session: Session, organization_id: str, start: datetime, as_of: datetime
-) -> list[tuple[str | None, str, datetime, Decimal | int]]:
-    """The gauge samples of [start, as_of) that change the level, per service and gauge.
-
-    The engine reports a level every minute even when it has not moved; only the changes
-    matter to the average. For the byte gauges the database does the work: the highest
-    report of each minute (several flushes of one minute collapse), then only the minutes
-    whose level differs from the minute before (``LAG``). ``storage_gb`` records (fractional,
-    from external engines) are read as they are.
-    """
-    byte_gauges = (m.OFFLINE_STORAGE_BYTES, m.PRIVATE_STORAGE_BYTES)
-    per_minute = (
-        select(
-            UsageRecord.service_id,
-            UsageRecord.metric,
-            UsageRecord.bucket_start,
-            func.max(_qty(session)).label("q"),
-        )
-        .where(_in_period(organization_id, byte_gauges, start, as_of))
-        .group_by(UsageRecord.service_id, UsageRecord.metric, UsageRecord.bucket_start)
-        .subquery()
-    )
-    previous = (
-        func.lag(per_minute.c.q)
-        .over(
-            partition_by=(per_minute.c.service_id, per_minute.c.metric),
-            order_by=per_minute.c.bucket_start,
-        )
-        .label("previous")
-    )
-    with_previous = select(per_minute, previous).subquery()
-    changes = select(
-        with_previous.c.service_id,
-        with_previous.c.metric,
-        with_previous.c.bucket_start,
-        with_previous.c.q,
-    ).where(or_(with_previous.c.previous.is_(None), with_previous.c.previous != with_previous.c.q))
-    rows: list[tuple[str | None, str, datetime, Decimal | int]] = [
-        (service_id, metric, bucket, qty)
-        for service_id, metric, bucket, qty in session.execute(changes)
-    ]
-    rows += [
-        (service_id, metric, bucket, qty)
-        for service_id, metric, bucket, qty in session.execute(
-            select(
-                UsageRecord.service_id,
-                UsageRecord.metric,
-                UsageRecord.bucket_start,
-                UsageRecord.quantity,
-            ).where(_in_period(organization_id, (m.STORAGE_GB,), start, as_of))
-        )
-    ]
-    return rows
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
-
-
-def _milli_bytes(metric: str, qty: Decimal | int) -> int:
-    if metric == m.STORAGE_GB:
-        return int(Decimal(qty).scaleb(12))
-    return int(qty) * 1000
-
-
-def _milli_bytes_of_gb(gb: Decimal) -> int:
-    return int(gb.scaleb(12))
-
-
-def _to_gb(metric: str, qty: Decimal) -> Decimal:
-    return qty if metric == m.STORAGE_GB else qty.scaleb(-9)
-
-
-def _seconds(delta: timedelta) -> Decimal:
-    return Decimal(delta // timedelta(microseconds=1)).scaleb(-6)
-
-
-def _gb(value: Decimal) -> Decimal:
-    return value.quantize(GB_QUANTUM, rounding=ROUND_HALF_UP)
-
-
-def _aggregate(
-    session: Session, organization_id: str, start: datetime, end: datetime, as_of: datetime
-) -> tuple[dict[str, Decimal], _GaugeIntegral]:
-    """Billable quantities of buckets in [start, end); the gauges integrated to ``as_of``."""
-    _aware(start, "period_start")
-    _aware(end, "period_end")
-    sums = _sums(
-        session,
-        organization_id,
-        (m.MESSAGES, m.BYTES_IN, m.BYTES_OUT, m.TRAFFIC_GB),
-        start,
-        end,
-    )
-    traffic = (sums[m.BYTES_IN] + sums[m.BYTES_OUT]).scaleb(-9) + sums[m.TRAFFIC_GB]
-    gauge = _gauge_integral(session, organization_id, start, as_of)
-    elapsed = _seconds(as_of - start)
-    storage = _gb(gauge.gb_seconds / elapsed) if elapsed > 0 else ZERO
-    quantities = {
-        m.MESSAGES: _normal(sums[m.MESSAGES]),
-        m.TRAFFIC_GB: _normal(traffic),
-        m.PEAK_CONNECTIONS: _normal(_peak(session, organization_id, start, end)),
-        m.MONTHLY_ACTIVE_USERS: _unique_subjects(session, organization_id, start, end),
-        m.STORAGE_GB: _normal(storage),
-    }
-    return quantities, gauge
-
-
-def _normal(value: Decimal) -> Decimal:
-    """Drop trailing zeros of a fraction (``1.500000000`` -> ``1.5``), keep integers plain."""
-    if value == value.to_integral_value():
-        return value.quantize(Decimal(1))
-    return value.normalize()
-
-
-def billable_quantities(
-    session: Session, organization_id: str, period_start: datetime, period_end: datetime
-) -> dict[str, Decimal]:
-    """Every billable metric's quantity for the period (0 without usage). Billing rates these."""
-    if period_end <= period_start:
-        raise InvalidInput("period_end must be after period_start", field="period_end")
-    quantities, _ = _aggregate(session, organization_id, period_start, period_end, period_end)
-    return quantities
-
-
-def billable_quantities_many(
-    session: Session, periods: Sequence[tuple[str, datetime, datetime]]
-) -> list[dict[str, Decimal]]:
-    """:func:`billable_quantities` for many (organization, period start, period end) at once.
-
-    The answer has one dict per request, in the order given. The billing run asks for a block
-    of organizations at a time, so the work is done in a few set-based queries rather than a
-    handful per organization.
-    """
-    for _, start, end in periods:
-        if end <= start:
-            raise InvalidInput("period_end must be after period_start", field="period_end")
-    return [billable_quantities(session, org, start, end) for org, start, end in periods]
-
-
-def usage_to_date(
-    session: Session, organization_id: str, period_start: datetime, now: datetime
-) -> dict[str, Decimal]:
-    """Billable quantities from ``period_start`` until ``now`` (storage averaged so far).
-
-    Records stamped up to five minutes ahead of ``now`` (clock skew) are included.
-    """
-    _aware(now, "now")
-    if now < period_start:
-        return dict.fromkeys(m.BILLABLE_CODES, ZERO)
-    quantities, _ = _aggregate(session, organization_id, period_start, now + FUTURE_TOLERANCE, now)
-    return quantities
+# --- aggregation (imhost.metering.aggregate) -----------------------------------------------
 
 
 def usage_records_for(
@@ -995,7 +782,12 @@ def usage_records_for(
     return list(
         session.scalars(
             select(UsageRecord)
-            .where(_in_period(organization_id, sorted(metrics), period_start, period_end))
+            .where(
+                UsageRecord.organization_id == organization_id,
+                UsageRecord.metric.in_(sorted(metrics)),
+                UsageRecord.bucket_start >= period_start,
+                UsageRecord.bucket_start < period_end,
+            )
             .order_by(UsageRecord.bucket_start, UsageRecord.id)
             .limit(limit)
             .offset(offset)
@@ -1062,25 +854,26 @@ def forecast(
                 field="currency",
             )
     now = min(max(clock.now(), period_start), period_end)
-    total_seconds = _seconds(period_end - period_start)
-    elapsed_seconds = _seconds(now - period_start)
+    total_seconds = seconds(period_end - period_start)
+    elapsed_seconds = seconds(now - period_start)
     fraction = elapsed_seconds / total_seconds
     if now < period_start:
         to_date = dict.fromkeys(m.BILLABLE_CODES, ZERO)
-        gauge = _GaugeIntegral(ZERO, ZERO)
+        gauge = GaugeIntegral(ZERO, ZERO)
     else:
-        to_date, gauge = _aggregate(
-            session, organization_id, period_start, min(now + FUTURE_TOLERANCE, period_end), now
+        request = Request(
+            organization_id, period_start, min(now + FUTURE_TOLERANCE, period_end), now
         )
+        to_date, gauge = aggregate(session, [request])[0]
     projected: dict[str, Decimal] = {}
     for code, metric in m.BILLABLE_METRICS.items():
         value = to_date[code]
         if metric.aggregation is m.Aggregation.SUM:
-            projected[code] = _normal(value / fraction) if fraction > 0 else value
+            projected[code] = normal(value / fraction) if fraction > 0 else value
         elif metric.aggregation is m.Aggregation.TIME_WEIGHTED_AVERAGE:
             remaining = total_seconds - elapsed_seconds
-            projected[code] = _normal(
-                _gb((gauge.gb_seconds + gauge.current_gb * remaining) / total_seconds)
+            projected[code] = normal(
+                gb((gauge.gb_seconds + gauge.current_gb * remaining) / total_seconds)
             )
         else:
             projected[code] = value
@@ -1088,7 +881,7 @@ def forecast(
         code: (
             v.quantize(Decimal("1"), rounding=ROUND_HALF_UP)
             if code not in m.FRACTIONAL_METRICS
-            else _normal(_gb(v))
+            else normal(gb(v))
         )
         for code, v in projected.items()
     }
@@ -1186,6 +979,7 @@ __all__ = [
     "UsageIn",
     "UsageRejected",
     "billable_quantities",
+    "billable_quantities_many",
     "close_period",
     "forecast",
     "ingest",

@@ -1,0 +1,579 @@
+"""Billable quantities of periods, for one organization or a block of them at once.
+
+A record belongs to a period when ``period_start <= bucket_start < period_end``. The
+aggregations (docs/billing.md, "Usage, forecasts and budgets"):
+
+- ``messages``: sum of ``messages`` records.
+- ``traffic_gb``: (sum of ``bytes_in`` + sum of ``bytes_out``) / 10^9, plus ``traffic_gb``
+  records as sent; fractional.
+- ``peak_connections``: per minute bucket, each service's highest reported
+  ``connections_peak`` (several flushes of one bucket collapse to their maximum), added over
+  the services; then the highest bucket of the period.
+- ``monthly_active_users``: distinct ``subject`` of ``active_users`` records in the period.
+- ``storage_gb``: time-weighted average over the period of the sum of the gauges
+  ``offline_storage_bytes`` + ``private_storage_bytes`` (bytes / 10^9) and ``storage_gb``
+  (GB). A sample holds until the next sample of the same service and gauge; the level at the
+  period's start is the last sample before it (0 if none). Rounded to 10^-9 GB (one byte).
+
+How it is read (:mod:`imhost.metering.rollups`): sums and peaks of the whole hours of a period
+come from the hourly rollups, the partial hours at its edges from the records. When an
+organization's peak records come from more than one service, the per-minute sum over
+services is read from the records (a rollup's hourly maxima cannot be added exactly). The
+distinct users and the storage samples are read from the records.
+
+Every query takes a block of requests at once: the requests are a ``VALUES`` list joined to
+the tables, so a billing run of 500 organizations costs a handful of queries, not thousands.
+Quantities are summed exactly: in SQL on PostgreSQL (``numeric``) and, on SQLite, in SQL for
+whole-unit metrics (cast to integer) and in Python for the fractional ones.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    and_,
+    cast,
+    column,
+    func,
+    or_,
+    select,
+    values,
+)
+from sqlalchemy.orm import Session
+
+from imhost.db.types import UtcDateTime
+from imhost.kit.clock import ensure_utc
+from imhost.kit.errors import InvalidInput
+from imhost.metering import metrics as m
+from imhost.metering import rollups
+from imhost.metering.models import UsageRecord, UsageRollup
+
+ZERO = Decimal(0)
+GB_QUANTUM = Decimal("0.000000001")
+FUTURE_TOLERANCE = timedelta(minutes=5)
+BLOCK = 500
+"""Requests per query; keeps the VALUES lists and the bound parameters small."""
+
+_SUMMED = (m.MESSAGES, m.BYTES_IN, m.BYTES_OUT, m.TRAFFIC_GB)
+_PEAKS = (m.CONNECTIONS_PEAK, m.PEAK_CONNECTIONS)
+_USERS = (m.ACTIVE_USERS, m.MONTHLY_ACTIVE_USERS)
+_BYTE_GAUGES = (m.OFFLINE_STORAGE_BYTES, m.PRIVATE_STORAGE_BYTES)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class GaugeIntegral:
+    gb_seconds: Decimal
+    """Integral of the stored GB over [start, as_of], in GB x seconds."""
+    current_gb: Decimal
+    """The level at ``as_of`` (the sum of every series' last value)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    organization_id: str
+    start: datetime
+    end: datetime
+    """Records with ``start <= bucket_start < end`` count."""
+    as_of: datetime
+    """Gauges are integrated over ``[start, as_of]``."""
+
+
+def _utc(value: Any) -> datetime:
+    """``coalesce``/``max`` lose the column type on SQLite; read the value back as aware UTC."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return ensure_utc(value)
+
+
+def _pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(f"{name} must carry a time zone (UTC)", field=name)
+    return value
+
+
+def _ranges(rows: Sequence[tuple[int, str, datetime, datetime]]) -> Any:
+    """A ``VALUES`` list of (request index, organization, low, high) to join to a table.
+
+    As a CTE (``WITH ranges(idx, org, lo, hi) AS (VALUES ...)``): SQLite does not take
+    column names on a ``VALUES`` alias.
+    """
+    return (
+        values(
+            column("idx", Integer),
+            column("org", String),
+            column("lo", UtcDateTime()),
+            column("hi", UtcDateTime()),
+            name="ranges",
+        )
+        .data(list(rows))
+        .cte("ranges")
+    )
+
+
+def _whole(session: Session, qty: Any) -> ColumnElement[Any]:
+    return qty if _pg(session) else cast(qty, Integer)
+
+
+def _sum_rows(
+    session: Session,
+    table: Any,
+    when: Any,
+    ranges: Sequence[tuple[int, str, datetime, datetime]],
+    metrics: Sequence[str],
+    out: dict[int, dict[str, Decimal]],
+) -> None:
+    """Add to ``out[idx][metric]`` the sums of ``table`` over each (idx, org, lo, hi)."""
+    if not ranges:
+        return
+    pg = _pg(session)
+    whole = [x for x in metrics if pg or x not in m.FRACTIONAL_METRICS]
+    fractional = [x for x in metrics if x not in whole]
+    for chunk in _chunks(ranges, BLOCK):
+        r = _ranges(chunk)
+        on = and_(table.organization_id == r.c.org, when >= r.c.lo, when < r.c.hi)
+        if whole:
+            query: Select[Any] = (
+                select(r.c.idx, table.metric, func.sum(_whole(session, table.quantity)))
+                .join_from(r, table, on)
+                .where(table.metric.in_(whole))
+                .group_by(r.c.idx, table.metric)
+            )
+            for idx, metric, total in session.execute(query):
+                out[idx][metric] += Decimal(total or 0)
+        if fractional:
+            query = (
+                select(r.c.idx, table.metric, table.quantity)
+                .join_from(r, table, on)
+                .where(table.metric.in_(fractional))
+            )
+            for idx, metric, qty in session.execute(query):
+                out[idx][metric] += Decimal(qty)
+
+
+def _split(requests: Sequence[Request]) -> tuple[list[Any], list[Any]]:
+    """(whole-hour ranges for the rollups, edge ranges for the records) of every request."""
+    hours: list[tuple[int, str, datetime, datetime]] = []
+    edges: list[tuple[int, str, datetime, datetime]] = []
+    for idx, q in enumerate(requests):
+        whole = rollups.split(q.start, q.end)
+        if whole is None:
+            edges.append((idx, q.organization_id, q.start, q.end))
+            continue
+        h1, h2 = whole
+        hours.append((idx, q.organization_id, h1, h2))
+        if q.start < h1:
+            edges.append((idx, q.organization_id, q.start, h1))
+        if h2 < q.end:
+            edges.append((idx, q.organization_id, h2, q.end))
+    return hours, edges
+
+
+def _sums(
+    session: Session, requests: Sequence[Request], hours: list[Any], edges: list[Any]
+) -> dict[int, dict[str, Decimal]]:
+    out = {idx: dict.fromkeys(_SUMMED, ZERO) for idx in range(len(requests))}
+    _sum_rows(session, UsageRollup, UsageRollup.hour_start, hours, _SUMMED, out)
+    _sum_rows(session, UsageRecord, UsageRecord.bucket_start, edges, _SUMMED, out)
+    return out
+
+
+def _peaks(
+    session: Session, requests: Sequence[Request], hours: list[Any], edges: list[Any]
+) -> dict[int, Decimal]:
+    """The period's peak: from rollups and edges for one service, from the records otherwise."""
+    best: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    services: dict[int, set[str]] = defaultdict(set)
+    for table, when, ranges, service in (
+        (UsageRollup, UsageRollup.hour_start, hours, UsageRollup.service_key),
+        (
+            UsageRecord,
+            UsageRecord.bucket_start,
+            edges,
+            func.coalesce(UsageRecord.service_id, ""),
+        ),
+    ):
+        peak_column = UsageRollup.peak if table is UsageRollup else UsageRecord.quantity
+        for chunk in _chunks(ranges, BLOCK):
+            r = _ranges(chunk)
+            query = (
+                select(
+                    r.c.idx,
+                    func.max(_whole(session, peak_column)),
+                    func.min(service),
+                    func.max(service),
+                )
+                .join_from(
+                    r,
+                    table,
+                    and_(table.organization_id == r.c.org, when >= r.c.lo, when < r.c.hi),
+                )
+                .where(table.metric.in_(_PEAKS))
+                .group_by(r.c.idx)
+            )
+            for idx, peak, low, high in session.execute(query):
+                best[idx] = max(best[idx], Decimal(peak or 0))
+                services[idx].update((low, high))
+    out: dict[int, Decimal] = {}
+    several = [idx for idx, found in services.items() if len(found) > 1]
+    for idx in range(len(requests)):
+        out[idx] = best[idx]
+    for idx in several:
+        q = requests[idx]
+        out[idx] = _peak_over_services(session, q.organization_id, q.start, q.end)
+    return out
+
+
+def _peak_over_services(
+    session: Session, organization_id: str, start: datetime, end: datetime
+) -> Decimal:
+    """Highest per-minute sum over services of each service's highest report (records)."""
+    per_service = (
+        select(
+            UsageRecord.service_id,
+            UsageRecord.bucket_start,
+            func.max(_whole(session, UsageRecord.quantity)).label("q"),
+        )
+        .where(
+            UsageRecord.organization_id == organization_id,
+            UsageRecord.metric.in_(_PEAKS),
+            UsageRecord.bucket_start >= start,
+            UsageRecord.bucket_start < end,
+        )
+        .group_by(UsageRecord.service_id, UsageRecord.bucket_start)
+        .subquery()
+    )
+    per_bucket = (
+        select(func.sum(per_service.c.q).label("s")).group_by(per_service.c.bucket_start).subquery()
+    )
+    value = session.execute(select(func.max(per_bucket.c.s))).scalar()
+    return Decimal(value or 0)
+
+
+def _users(session: Session, requests: Sequence[Request]) -> dict[int, Decimal]:
+    out: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    ranges = [(i, q.organization_id, q.start, q.end) for i, q in enumerate(requests)]
+    for chunk in _chunks(ranges, BLOCK):
+        r = _ranges(chunk)
+        query = (
+            select(r.c.idx, func.count(func.distinct(UsageRecord.subject)))
+            .join_from(
+                r,
+                UsageRecord,
+                and_(
+                    UsageRecord.organization_id == r.c.org,
+                    UsageRecord.bucket_start >= r.c.lo,
+                    UsageRecord.bucket_start < r.c.hi,
+                ),
+            )
+            .where(UsageRecord.metric.in_(_USERS), UsageRecord.subject.is_not(None))
+            .group_by(r.c.idx)
+        )
+        for idx, count in session.execute(query):
+            out[idx] = Decimal(count or 0)
+    return out
+
+
+# --- storage gauges -------------------------------------------------------------------------
+
+
+def _milli_bytes(metric: str, qty: Decimal | int) -> int:
+    if metric == m.STORAGE_GB:
+        return int(Decimal(qty).scaleb(12))
+    return int(qty) * 1000
+
+
+def _gauge_orgs(session: Session, requests: Sequence[Request]) -> set[int]:
+    """The requests whose organization has any gauge sample before ``as_of`` (rollups)."""
+    found: set[int] = set()
+    ranges = [(i, q.organization_id, _EPOCH, q.as_of) for i, q in enumerate(requests)]
+    for chunk in _chunks(ranges, BLOCK):
+        r = _ranges(chunk)
+        query = (
+            select(r.c.idx)
+            .join_from(
+                r,
+                UsageRollup,
+                and_(
+                    UsageRollup.organization_id == r.c.org,
+                    UsageRollup.hour_start < r.c.hi,
+                ),
+            )
+            .where(UsageRollup.metric.in_(tuple(m.GAUGE_METRICS)))
+            .distinct()
+        )
+        found.update(idx for (idx,) in session.execute(query))
+    return found
+
+
+def _levels_before(
+    session: Session, requests: Sequence[Request], which: Sequence[int]
+) -> dict[int, dict[tuple[str | None, str], int]]:
+    """Each series' level (milli-bytes) at its request's start: its last sample before it."""
+    out: dict[int, dict[tuple[str | None, str], int]] = defaultdict(dict)
+    ranges = [(i, requests[i].organization_id, _EPOCH, requests[i].start) for i in which]
+    for chunk in _chunks(ranges, BLOCK):
+        r = _ranges(chunk)
+        last = (
+            select(
+                r.c.idx,
+                r.c.org,
+                UsageRecord.service_id,
+                UsageRecord.metric,
+                func.max(UsageRecord.bucket_start).label("at"),
+            )
+            .join_from(
+                r,
+                UsageRecord,
+                and_(UsageRecord.organization_id == r.c.org, UsageRecord.bucket_start < r.c.hi),
+            )
+            .where(UsageRecord.metric.in_(tuple(m.GAUGE_METRICS)))
+            .group_by(r.c.idx, r.c.org, UsageRecord.service_id, UsageRecord.metric)
+            .subquery()
+        )
+        query = select(
+            last.c.idx, UsageRecord.service_id, UsageRecord.metric, UsageRecord.quantity
+        ).join_from(
+            last,
+            UsageRecord,
+            and_(
+                UsageRecord.organization_id == last.c.org,
+                UsageRecord.metric == last.c.metric,
+                UsageRecord.bucket_start == last.c.at,
+                or_(
+                    UsageRecord.service_id == last.c.service_id,
+                    and_(UsageRecord.service_id.is_(None), last.c.service_id.is_(None)),
+                ),
+            ),
+        )
+        for idx, service_id, metric, qty in session.execute(query):
+            level = _milli_bytes(metric, Decimal(qty))
+            series = (service_id, metric)
+            if level > out[idx].get(series, -1):
+                out[idx][series] = level
+    return out
+
+
+def _samples(
+    session: Session, requests: Sequence[Request], which: Sequence[int]
+) -> dict[int, list[tuple[str | None, str, datetime, Decimal | int]]]:
+    """The gauge samples of [start, as_of) that change the level, per request and series.
+
+    The engine reports a level every minute even when it has not moved; only the changes
+    matter to the average. For the byte gauges the database does the work: the highest
+    report of each minute (several flushes of one minute collapse), then only the minutes
+    whose level differs from the minute before (``LAG``). ``storage_gb`` records (fractional,
+    from external engines) are read as they are.
+    """
+    out: dict[int, list[tuple[str | None, str, datetime, Decimal | int]]] = defaultdict(list)
+    ranges = [(i, requests[i].organization_id, requests[i].start, requests[i].as_of) for i in which]
+    for chunk in _chunks(ranges, BLOCK):
+        r = _ranges(chunk)
+        on = and_(
+            UsageRecord.organization_id == r.c.org,
+            UsageRecord.bucket_start >= r.c.lo,
+            UsageRecord.bucket_start < r.c.hi,
+        )
+        per_minute = (
+            select(
+                r.c.idx,
+                UsageRecord.service_id,
+                UsageRecord.metric,
+                UsageRecord.bucket_start,
+                func.max(_whole(session, UsageRecord.quantity)).label("q"),
+            )
+            .join_from(r, UsageRecord, on)
+            .where(UsageRecord.metric.in_(_BYTE_GAUGES))
+            .group_by(r.c.idx, UsageRecord.service_id, UsageRecord.metric, UsageRecord.bucket_start)
+            .subquery()
+        )
+        previous = (
+            func.lag(per_minute.c.q)
+            .over(
+                partition_by=(per_minute.c.idx, per_minute.c.service_id, per_minute.c.metric),
+                order_by=per_minute.c.bucket_start,
+            )
+            .label("previous")
+        )
+        with_previous = select(per_minute, previous).subquery()
+        changes = select(
+            with_previous.c.idx,
+            with_previous.c.service_id,
+            with_previous.c.metric,
+            with_previous.c.bucket_start,
+            with_previous.c.q,
+        ).where(
+            or_(with_previous.c.previous.is_(None), with_previous.c.previous != with_previous.c.q)
+        )
+        for idx, service_id, metric, bucket, qty in session.execute(changes):
+            out[idx].append((service_id, metric, _utc(bucket), qty))
+        for idx, service_id, metric, bucket, qty in session.execute(
+            select(
+                r.c.idx,
+                UsageRecord.service_id,
+                UsageRecord.metric,
+                UsageRecord.bucket_start,
+                UsageRecord.quantity,
+            )
+            .join_from(r, UsageRecord, on)
+            .where(UsageRecord.metric == m.STORAGE_GB)
+        ):
+            out[idx].append((service_id, metric, _utc(bucket), qty))
+    return out
+
+
+def _integral(
+    start: datetime,
+    as_of: datetime,
+    level: dict[tuple[str | None, str], int],
+    samples: list[tuple[str | None, str, datetime, Decimal | int]],
+) -> GaugeIntegral:
+    # Integer arithmetic: levels in milli-bytes (a storage_gb record has at most 12 decimals,
+    # so 10^-12 GB = 10^-3 byte is exact), times in microseconds since the epoch.
+    highest: dict[tuple[str | None, str, int], int] = {}
+    for service_id, metric, bucket, qty in samples:
+        key = (service_id, metric, (bucket - _EPOCH) // _US)
+        level_mb = _milli_bytes(metric, qty)
+        if level_mb > highest.get(key, -1):
+            highest[key] = level_mb
+    by_series: dict[tuple[str | None, str], list[tuple[int, int]]] = defaultdict(list)
+    for (service_id, metric, at), level_mb in highest.items():
+        by_series[(service_id, metric)].append((at, level_mb))
+    start_us = (start - _EPOCH) // _US
+    end_us = (as_of - _EPOCH) // _US
+    integral = 0
+    current = 0
+    for series in set(level) | set(by_series):
+        value = level.get(series, 0)
+        t = start_us
+        for at, level_mb in sorted(by_series.get(series, [])):
+            integral += value * (at - t)
+            value, t = level_mb, at
+        integral += value * (end_us - t)
+        current += value
+    # milli-byte x microsecond = 10^-3 x 10^-9 GB x 10^-6 s
+    return GaugeIntegral(Decimal(integral).scaleb(-18), Decimal(current).scaleb(-12))
+
+
+def _gauges(session: Session, requests: Sequence[Request]) -> dict[int, GaugeIntegral]:
+    which = sorted(_gauge_orgs(session, requests))
+    levels = _levels_before(session, requests, which) if which else {}
+    samples = _samples(session, requests, which) if which else {}
+    out: dict[int, GaugeIntegral] = {}
+    for idx, q in enumerate(requests):
+        if idx in levels or idx in samples:
+            out[idx] = _integral(q.start, q.as_of, levels.get(idx, {}), samples.get(idx, []))
+        else:
+            out[idx] = GaugeIntegral(ZERO, ZERO)
+    return out
+
+
+# --- the answers ----------------------------------------------------------------------------
+
+
+def seconds(delta: timedelta) -> Decimal:
+    return Decimal(delta // timedelta(microseconds=1)).scaleb(-6)
+
+
+def gb(value: Decimal) -> Decimal:
+    return value.quantize(GB_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def normal(value: Decimal) -> Decimal:
+    """Drop trailing zeros of a fraction (``1.500000000`` -> ``1.5``), keep integers plain."""
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
+
+
+def aggregate(
+    session: Session, requests: Sequence[Request]
+) -> list[tuple[dict[str, Decimal], GaugeIntegral]]:
+    """Billable quantities of each request, and its gauges' integral, in request order."""
+    for q in requests:
+        _aware(q.start, "period_start")
+        _aware(q.end, "period_end")
+        _aware(q.as_of, "as_of")
+    if not requests:
+        return []
+    hours, edges = _split(requests)
+    sums = _sums(session, requests, hours, edges)
+    peaks = _peaks(session, requests, hours, edges)
+    users = _users(session, requests)
+    gauges = _gauges(session, requests)
+    out: list[tuple[dict[str, Decimal], GaugeIntegral]] = []
+    for idx, q in enumerate(requests):
+        s = sums[idx]
+        traffic = (s[m.BYTES_IN] + s[m.BYTES_OUT]).scaleb(-9) + s[m.TRAFFIC_GB]
+        gauge = gauges[idx]
+        elapsed = seconds(q.as_of - q.start)
+        storage = gb(gauge.gb_seconds / elapsed) if elapsed > 0 else ZERO
+        quantities = {
+            m.MESSAGES: normal(s[m.MESSAGES]),
+            m.TRAFFIC_GB: normal(traffic),
+            m.PEAK_CONNECTIONS: normal(peaks[idx]),
+            m.MONTHLY_ACTIVE_USERS: users[idx],
+            m.STORAGE_GB: normal(storage),
+        }
+        out.append((quantities, gauge))
+    return out
+
+
+def billable_quantities(
+    session: Session, organization_id: str, period_start: datetime, period_end: datetime
+) -> dict[str, Decimal]:
+    """Every billable metric's quantity for the period (0 without usage). Billing rates these."""
+    return billable_quantities_many(session, [(organization_id, period_start, period_end)])[0]
+
+
+def billable_quantities_many(
+    session: Session, periods: Sequence[tuple[str, datetime, datetime]]
+) -> list[dict[str, Decimal]]:
+    """:func:`billable_quantities` for many (organization, period start, period end) at once.
+
+    The answer has one dict per request, in the order given, computed in a few queries per
+    block of 500 requests (the billing run asks for a block of organizations at a time).
+    """
+    requests = []
+    for org, start, end in periods:
+        _aware(start, "period_start")
+        _aware(end, "period_end")
+        if end <= start:
+            raise InvalidInput("period_end must be after period_start", field="period_end")
+        requests.append(Request(org, start, end, end))
+    return [quantities for quantities, _ in aggregate(session, requests)]
+
+
+def usage_to_date(
+    session: Session, organization_id: str, period_start: datetime, now: datetime
+) -> dict[str, Decimal]:
+    """Billable quantities from ``period_start`` until ``now`` (storage averaged so far).
+
+    Records stamped up to five minutes ahead of ``now`` (clock skew) are included.
+    """
+    _aware(now, "now")
+    if now < period_start:
+        return dict.fromkeys(m.BILLABLE_CODES, ZERO)
+    request = Request(organization_id, period_start, now + FUTURE_TOLERANCE, now)
+    quantities, _ = aggregate(session, [request])[0]
+    return quantities
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
