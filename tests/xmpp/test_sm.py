@@ -102,3 +102,22 @@ async def test_hibernation_timeout_sends_unacked_messages_offline() -> None:
         assert h.server.router.sessions_of(DOMAIN, "bob") == []
         await asyncio.sleep(0.05)
         assert await h.backend.count(DOMAIN, "bob") == 1
+
+
+async def test_nothing_follows_the_closing_tag_while_stanzas_are_unacked() -> None:
+    """RFC 6120 §4.4: the closing tag is the last thing sent. An ack request (<r/>) used to
+    follow it when stanzas were unacknowledged (found by xmpp.js over WebSocket, whose <a/>
+    undercounts)."""
+    async with Harness() as h:
+        a = await h.online("alice")
+        b = await h.online("bob")
+        b.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+        await b.recv()
+        a.send("<message to='bob@example.test/res'><body>1</body></message>")
+        assert [e.name for e in await b.recv()] == ["message", "r"]
+        b.send(f"<a xmlns='{NS_SM}' h='0'/>")  # acknowledges nothing
+        await b.recv()
+        b.send("</stream:stream>")
+        await asyncio.sleep(0.05)
+        assert b.raw.endswith("</stream:stream>")
+        assert b.transport.closed

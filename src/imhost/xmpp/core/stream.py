@@ -1153,8 +1153,12 @@ class C2SStream(asyncio.Protocol):
         else:
             out.append(data)
 
-    def flush(self) -> None:
-        """Write everything queued in one call (TCP) or one frame per element (WebSocket)."""
+    def flush(self, *, request_ack: bool = True) -> None:
+        """Write everything queued in one call (TCP) or one frame per element (WebSocket).
+
+        With stream management on, an ``<r/>`` follows unacknowledged stanzas, unless
+        ``request_ack`` is false: when the batch ends with the closing tag, nothing may follow
+        it (RFC 6120 §4.4, RFC 7395 §3.6)."""
         out = self._out
         if out is None:
             return
@@ -1162,7 +1166,7 @@ class C2SStream(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.sm_enabled and not self.sm_r_pending and self.sm_unacked:
+        if request_ack and self.sm_enabled and not self.sm_r_pending and self.sm_unacked:
             self.sm_r_pending = True
             out.append(f"<r xmlns='{NS_SM}'/>")
         if self.ws:
@@ -1226,7 +1230,7 @@ class C2SStream(asyncio.Protocol):
             if not self._header_sent:
                 self._write_header()
             self._write("</stream:stream>")
-        self.flush()
+        self.flush(request_ack=False)
         self._shutdown_transport()
 
     def _shutdown_transport(self) -> None:
