@@ -1,5 +1,6 @@
 """The ejabberd driver against a real ejabberd (Debian's 23.01) started on loopback with a
-private configuration; skipped where ejabberd is not installed or cannot be started."""
+private configuration; skipped where ejabberd is not installed or cannot be started, a failure
+instead under ``IMHOST_REQUIRE_PEERS=1`` (CI installs it)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ import pytest
 from imhost.hosting.engines.base import EngineError
 from imhost.hosting.engines.ejabberd import EjabberdEngine
 
+from ..peers import missing_peer
+
 pytestmark = [pytest.mark.interop, pytest.mark.slow, pytest.mark.anyio]
 
 DOMAIN = "ej.example"
@@ -31,6 +34,11 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _log_tail(base: Path, lines: int = 20) -> str:
+    logs = [p.read_text(errors="replace") for p in sorted((base / "logs").glob("*.log"))]
+    return "\n".join("\n".join(logs).splitlines()[-lines:]) or "(nothing logged)"
 
 
 @dataclass
@@ -79,9 +87,9 @@ modules:
 @pytest.fixture(scope="module")
 def ejabberd() -> Iterator[Ejabberd]:
     if shutil.which("ejabberdctl") is None or shutil.which("setpriv") is None:
-        pytest.skip("ejabberd is not installed (apt-get install ejabberd)")
+        missing_peer("ejabberd is not installed (apt-get install ejabberd)")
     if os.geteuid() != 0:
-        pytest.skip("starting ejabberd as its own user needs root")
+        missing_peer("starting ejabberd as its own user needs root")
     base = Path(tempfile.mkdtemp(prefix="imhost-ejabberd-"))
     for sub in ("conf", "logs", "spool"):
         (base / sub).mkdir()
@@ -129,7 +137,7 @@ def ejabberd() -> Iterator[Ejabberd]:
                 break
             except httpx.HTTPError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.skip("ejabberd did not start")
+                    missing_peer(f"ejabberd did not start; its log ends:\n{_log_tail(base)}")
                 time.sleep(0.5)
         yield Ejabberd(api, c2s_port)
     finally:
