@@ -181,7 +181,20 @@ class Router:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self.flush_pending()
+
+    def flush_pending(self) -> None:
+        """Write every queued output now (a stream calls this after each read it parsed).
+
+        Waiting for the end of the loop iteration would merge writes to one recipient from
+        several senders' reads, but that is rare (one message per read is the usual shape)
+        and costs latency: after a busy iteration (or after the process was descheduled on a
+        shared core) the first messages parsed would wait for the last. Stanzas produced by
+        one read are still written with one call per recipient.
+        """
         dirty = self._dirty
+        if not dirty:
+            return
         self._dirty = []
         for stream in dirty:
             stream.flush()

@@ -306,6 +306,7 @@ class C2SStream(asyncio.Protocol):
             counters.bytes_in += len(data)
         self.rx_seen = True
         self._feed(data)
+        self.services.router.flush_pending()
 
     def _feed(self, data: bytes) -> None:
         if self.state is State.CLOSED:
