@@ -250,6 +250,11 @@ class StepResult:
     backlog: list[int] = field(default_factory=list)
     gen_cpu: float = 0.0
     drained_s: float = 0.0
+    server_cpu: float = 0.0
+    """Share of one CPU the server used during the step (all its threads)."""
+    server_wait: float = 0.0
+    """Time the server was runnable but waiting for a CPU (other processes had it)."""
+    server_us_per_msg: float = 0.0
 
     @property
     def sustained(self) -> bool:

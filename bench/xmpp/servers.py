@@ -3,12 +3,19 @@
 imhost runs ``python -m imhost.xmpp`` (memory backend); Prosody 0.12 and ejabberd 23.01 run
 from their Debian packages with the settings and traps listed in /work/shared/PEERS.md.
 Every server is pinned to core 0 with ``taskset``.
+
+``hashed=True`` makes a peer store salted SCRAM-SHA-1 keys instead of plain passwords
+(Prosody ``internal_hashed``, ejabberd ``auth_password_format: scram``), 4,096 iterations
+everywhere; imhost always stores SCRAM keys only. :meth:`Server.cpu_times` reads the CPU the
+server used and the time it waited for a CPU (``/proc/<pid>/task/*/schedstat``, all threads).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import hashlib
+import hmac
 import os
 import re
 import shutil
@@ -21,6 +28,16 @@ import time
 from pathlib import Path
 
 SERVER_CORE = "0"
+SCRAM_ITERATIONS = 4096
+
+
+def scram_sha1_keys(password: str, salt: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """RFC 5802 §3: (ClientKey, ServerKey, StoredKey, ServerKey) for SCRAM-SHA-1."""
+    salted = hashlib.pbkdf2_hmac("sha1", password.encode(), salt, SCRAM_ITERATIONS)
+    client_key = hmac.new(salted, b"Client Key", "sha1").digest()
+    server_key = hmac.new(salted, b"Server Key", "sha1").digest()
+    stored_key = hashlib.sha1(client_key).digest()  # noqa: S324 - SCRAM-SHA-1 by definition
+    return client_key, server_key, stored_key, server_key
 
 
 def free_port() -> int:
@@ -33,6 +50,19 @@ def pid_listening(port: int) -> int | None:
     out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True)
     m = re.search(r"pid=(\d+)", out.stdout)
     return int(m.group(1)) if m else None
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one), summed over all threads."""
+    run = wait = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        run += int(fields[0])
+        wait += int(fields[1])
+    return run / 1e9, wait / 1e9
 
 
 def rss_kb(pid: int) -> int:
@@ -58,11 +88,16 @@ class Server(abc.ABC):
     name = "server"
     version = ""
 
-    def __init__(self, domain: str, users: int, password: str, prefix: str = "u") -> None:
+    def __init__(
+        self, domain: str, users: int, password: str, prefix: str = "u", hashed: bool = False
+    ) -> None:
         self.domain = domain
         self.users = users
         self.password = password
         self.prefix = prefix
+        self.hashed = hashed
+        self.scram_cache: dict[bytes, tuple[bytes, bytes]] = {}
+        """Client keys the load generator may use at once (when the salts are known here)."""
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
@@ -77,6 +112,13 @@ class Server(abc.ABC):
 
     def rss_kb(self) -> int:
         return rss_kb(self.pid)
+
+    def cpu_times(self) -> tuple[float, float]:
+        return cpu_times(self.pid)
+
+    @property
+    def storage(self) -> str:
+        return "scram" if self.hashed else "plain"
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -110,6 +152,10 @@ class Imhost(Server):
         self.modules = modules
         super().__init__(*a, **kw)  # type: ignore[arg-type]
         self.version = "0.1.0"
+
+    @property
+    def storage(self) -> str:
+        return "scram"  # SCRAM-SHA-1 and SCRAM-SHA-256 keys only, whatever ``hashed`` says
 
     async def start(self) -> None:
         cmd = [
@@ -158,9 +204,7 @@ class Prosody(Server):
         accounts = data / self.domain.replace(".", "%2e") / "accounts"
         accounts.mkdir(parents=True)
         for i in range(self.users):
-            (accounts / f"{self.prefix}{i}.dat").write_text(
-                f'return {{\n\t["password"] = "{self.password}";\n}};\n'
-            )
+            (accounts / f"{self.prefix}{i}.dat").write_text(self._account_file(i))
         cfg = self.dir / "prosody.cfg.lua"
         cfg.write_text(f"""
 pidfile = "{self.dir}/prosody.pid"
@@ -174,7 +218,7 @@ http_ports = {{ }}
 https_ports = {{ }}
 c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
-authentication = "internal_plain"
+authentication = "{"internal_hashed" if self.hashed else "internal_plain"}"
 modules_enabled = {{ "roster", "saslauth", "disco", "ping" }}
 modules_disabled = {{ "s2s" }}
 network_backend = "epoll"
@@ -203,6 +247,25 @@ VirtualHost "{self.domain}"
         await wait_port(self.port)
         self.version = _package_version("prosody")
 
+    def _account_file(self, i: int) -> str:
+        """One account in Prosody's internal storage (a Lua table): the plain password, or
+        (``internal_hashed``) salt, iteration count and hex StoredKey/ServerKey."""
+        if not self.hashed:
+            return f'return {{\n\t["password"] = "{self.password}";\n}};\n'
+        salt = f"salt-{self.prefix}{i}-{self.port}"
+        client_key, server_key, stored_key, _ = scram_sha1_keys(self.password, salt.encode())
+        # the load generator's SCRAM cache, keyed like loadgen.Conn (salt + iterations)
+        self.scram_cache[salt.encode() + str(SCRAM_ITERATIONS).encode()] = (
+            client_key,
+            server_key,
+        )
+        return (
+            f'return {{\n\t["iteration_count"] = {SCRAM_ITERATIONS};\n'
+            f'\t["salt"] = "{salt}";\n'
+            f'\t["stored_key"] = "{stored_key.hex()}";\n'
+            f'\t["server_key"] = "{server_key.hex()}";\n}};\n'
+        )
+
 
 class Ejabberd(Server):
     name = "ejabberd"
@@ -226,7 +289,8 @@ listen:
     backlog: 1024
     max_stanza_size: 262144
 auth_method: internal
-auth_password_format: plain
+auth_password_format: {"scram" if self.hashed else "plain"}
+auth_scram_hash: sha
 registration_timeout: infinity
 acl:
   local:
