@@ -199,7 +199,9 @@ def test_a_run_killed_at_a_random_point_and_rerun_matches_an_uninterrupted_run(
                 raise Crash(point)
 
         try:
-            run_billing(session_factory, clock, as_of, fault=fault)
+            # Small blocks, so that a kill lands inside a block as well as between blocks
+            # (a kill loses the block in flight); the uninterrupted run above used one block.
+            run_billing(session_factory, clock, as_of, fault=fault, block_size=3)
         except Crash:
             crashes += 1
             continue

@@ -1,16 +1,42 @@
 """The billing run: invoice every subscription whose billing point has come.
 
-Each (subscription, billing point) is invoiced in its own transaction: draft, finalize with
-the next gapless number, move pending charges and coupons on, apply account credit, close
-the metering period, advance the subscription, publish ``InvoiceEvent``. Either all of that
-commits, or none of it.
+Each (subscription, billing point) is invoiced in its own savepoint: draft, finalize with the
+next gapless number, move pending charges and coupons on, apply account credit, close the
+metering period, advance the subscription, publish ``InvoiceEvent``. Either all of that
+stays, or none of it: a subscription that fails is rolled back alone and reported.
 
-The run is idempotent and resumable: it works from the subscriptions' ``next_billing_at``,
-which only moves when its invoice commits, and invoices are unique per (subscription,
-period start). Killed at any point and run again, it makes each invoice once. Work is taken
-in a fixed order, billing point then subscription id (a heap, so a subscription owing
-several periods takes its turn for each), so the numbers come out the same as in an
-uninterrupted run.
+Blocks. Invoices are committed a block at a time (``BLOCK_SIZE``, 100 by default), one
+transaction per block. The block's transaction first locks its subscriptions
+(``invoicing.prefetch_block``: ``SELECT ... FOR UPDATE`` in id order on PostgreSQL, the
+database's write lock on SQLite) and then reads, in a few set-based queries, what its
+invoices need: organizations, existing invoices at those billing points, add-ons, who has
+account credit, closed metering periods, and the billable quantities of every usage period
+billed (``metering.billable_quantities_many``). A kill loses at most the block in flight.
+
+Idempotent and resumable: the run works from the subscriptions' ``next_billing_at``, which
+only moves when its invoice commits, and invoices are unique per (subscription, period
+start). Work is taken in a fixed order, billing point then subscription id (a heap, so a
+subscription owing several periods takes its turn for each), one item at a time whatever
+the block boundaries, so the numbers come out the same as in an uninterrupted run. A block
+is the next ``BLOCK_SIZE`` items of the heap, plus later periods of its own subscriptions
+pushed back as they are billed; so all it invoices was locked at its start. Two runs lock
+their blocks' subscriptions in id order before anything else, so they wait for each other
+rather than deadlock; the second finds the points moved and skips them.
+
+Why the prefetched quantities are right. They are read inside the transaction that invoices
+them and closes their periods, after the subscriptions are locked, and the periods are
+closed (``usage_closed_periods`` rows, written at the end of the block) in that same
+transaction. On SQLite the block holds the database's write lock from its first statement,
+so no usage can be committed between the read and the commit: the answer is exact. On
+PostgreSQL usage committed before the read is counted; usage that arrives after the block
+commits finds the period closed and is refused or moved to the next open period by the
+late-usage policy. What remains is metering's own window, present before blocks too (then
+from the read to the commit of one invoice, now of one block, under a second): an ingest
+that read the closed periods before the block committed and commits after the quantities
+were read lands in a closed period unbilled. Closing it needs metering's ingest to
+serialize with closing (lock the organizations' rows ``FOR KEY SHARE`` before reading the
+closed periods; billing would then lock them ``FOR UPDATE`` before reading quantities).
+Account credit added by another transaction during a block is used by the next invoice.
 """
 
 from __future__ import annotations
@@ -27,7 +53,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from imhost.billing.invoicing import FaultHook, RunCache, _no_fault, invoice_subscription
+from imhost.billing.invoicing import (
+    BlockPrefetch,
+    FaultHook,
+    RunCache,
+    _no_fault,
+    invoice_subscription,
+    prefetch_block,
+    write_block_closings,
+)
 from imhost.billing.models import PendingCharge, Subscription
 from imhost.billing.settings import billing_terms
 from imhost.db.engine import transaction
@@ -37,6 +71,8 @@ from imhost.kit.errors import DomainError
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, str], None]  # (done, known total, message)
+
+BLOCK_SIZE = 100  # invoices committed together
 
 
 @dataclass
@@ -79,15 +115,19 @@ def run_billing(
     progress: Progress | None = None,
     fault: FaultHook | None = None,
     max_invoices: int | None = None,
+    block_size: int = BLOCK_SIZE,
 ) -> RunSummary:
     """Invoice every subscription whose billing point is at or before ``as_of``.
 
-    ``fault`` is a test hook called at named points of each invoice's transaction (raise
-    from it to simulate a crash). A subscription that fails with an error is rolled back,
-    reported in ``failures`` and the run goes on with the others.
+    ``fault`` is a test hook called at named points of each invoice (raise from it to
+    simulate a crash; ``before_commit`` is called before each block commits). A subscription
+    that fails with an error is rolled back alone (its savepoint), reported in ``failures``,
+    and the run goes on with the others. ``block_size``: how many (subscription, billing
+    point) items one transaction takes.
     """
     as_of = ensure_utc(as_of)
     hook = fault or _no_fault
+    block_size = max(1, block_size)
     started = time.monotonic()
     summary = RunSummary(as_of=as_of)
     with transaction(session_factory) as session:
@@ -108,48 +148,106 @@ def run_billing(
     while heap:
         if max_invoices is not None and summary.invoices >= max_invoices:
             break
-        point, sub_id, org_id = heapq.heappop(heap)
-        if sub_id in failed:
-            continue
-        try:
-            with transaction(session_factory) as session:
-                invoice = invoice_subscription(
-                    session, clock, sub_id, fault=hook, cache=cache, expected_at=point
-                )
-                sub = session.get(Subscription, sub_id)
-                next_at = sub.next_billing_at if sub is not None else None
-                hook("before_commit")
-                if invoice is not None:
-                    number, total, currency = invoice.number, invoice.total, invoice.currency
-        except (DomainError, IntegrityError) as exc:
-            detail = exc.detail if isinstance(exc, DomainError) else "already invoiced elsewhere"
-            if isinstance(exc, IntegrityError):
+        room = block_size
+        if max_invoices is not None:
+            room = min(room, max_invoices - summary.invoices)
+        outcomes: list[_Outcome] = []
+        with transaction(session_factory) as session:
+            # The block is the next ``room`` items in heap order (plus the later periods of its
+            # own subscriptions, pushed back as they are billed): all locked and read here.
+            upcoming = [
+                sub_id
+                for _, sub_id, _ in heapq.nsmallest(room + len(failed), heap)
+                if sub_id not in failed
+            ][:room]
+            block = prefetch_block(session, upcoming, cache)
+            taken = 0
+            while heap and taken < room:
+                point, sub_id, org_id = heapq.heappop(heap)
+                if sub_id in failed:
+                    continue
+                taken += 1
+                outcome = _invoice_one(session, clock, cache, block, hook, point, sub_id, org_id)
+                outcomes.append(outcome)
+                if outcome.failure is not None:
+                    failed.add(sub_id)
+                    continue
+                next_at = outcome.next_at
+                if next_at is not None and point < next_at <= as_of:
+                    heapq.heappush(heap, (next_at, sub_id, org_id))
+                    total_known += 1
+            write_block_closings(session, block, clock)
+            hook("before_commit")
+        # Committed: only now do the block's invoices count.
+        for outcome in outcomes:
+            if outcome.failure is not None:
+                summary.failures.append(outcome.failure)
+            elif outcome.number is None:
                 summary.skipped += 1
-                log.info("billing: %s at %s was invoiced by another run", sub_id, point)
             else:
-                failed.add(sub_id)
-                summary.failures.append(RunFailure(sub_id, org_id, point, detail))
-                log.warning("billing: %s at %s failed: %s", sub_id, point, detail)
-            continue
-        if invoice is None and next_at is not None and ensure_utc(next_at) == point:
-            # Not billed, yet still due at this point: an invoice for the period exists but the
-            # subscription did not move on. Staff must look; the run reports it.
-            failed.add(sub_id)
-            detail = "an invoice for this period exists but the subscription was not advanced"
-            summary.failures.append(RunFailure(sub_id, org_id, point, detail))
-            continue
-        if invoice is None:
-            summary.skipped += 1
-        else:
-            summary.invoices += 1
-            summary.invoice_numbers.append(number or "")
-            summary.totals[currency] = summary.totals.get(currency, Decimal(0)) + total
-        if next_at is not None:
-            next_at = ensure_utc(next_at)
-            if point < next_at <= as_of:
-                heapq.heappush(heap, (next_at, sub_id, org_id))
-                total_known += 1
-        if progress is not None:
-            progress(summary.invoices + summary.skipped + len(failed), total_known, sub_id)
+                summary.invoices += 1
+                summary.invoice_numbers.append(outcome.number)
+                summary.totals[outcome.currency] = (
+                    summary.totals.get(outcome.currency, Decimal(0)) + outcome.total
+                )
+            if progress is not None:
+                done = summary.invoices + summary.skipped + len(summary.failures)
+                progress(done, total_known, outcome.subscription_id)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+@dataclass
+class _Outcome:
+    """One (subscription, billing point) of a block: invoiced, skipped or failed."""
+
+    subscription_id: str
+    number: str | None = None
+    total: Decimal = Decimal(0)
+    currency: str = ""
+    next_at: datetime | None = None
+    failure: RunFailure | None = None
+
+
+def _invoice_one(
+    session: Session,
+    clock: Clock,
+    cache: RunCache,
+    block: BlockPrefetch,
+    hook: FaultHook,
+    point: datetime,
+    sub_id: str,
+    org_id: str,
+) -> _Outcome:
+    """Invoice one (subscription, point) in its own savepoint of the block's transaction."""
+    outcome = _Outcome(sub_id)
+    mark = block.mark()
+    try:
+        with session.begin_nested():
+            invoice = invoice_subscription(
+                session, clock, sub_id, fault=hook, cache=cache, expected_at=point, block=block
+            )
+            sub = block.subscriptions.get(sub_id) or session.get(Subscription, sub_id)
+            next_at = sub.next_billing_at if sub is not None else None
+    except DomainError as exc:
+        block.undo(mark)
+        log.warning("billing: %s at %s failed: %s", sub_id, point, exc.detail)
+        outcome.failure = RunFailure(sub_id, org_id, point, exc.detail)
+        return outcome
+    except IntegrityError:
+        block.undo(mark)
+        # Unique (subscription, period start): another run made this invoice in between.
+        log.info("billing: %s at %s was invoiced by another run", sub_id, point)
+        return outcome
+    if invoice is None and next_at is not None and ensure_utc(next_at) == point:
+        # Not billed, yet still due at this point: an invoice for the period exists but the
+        # subscription did not move on. Staff must look; the run reports it.
+        detail = "an invoice for this period exists but the subscription was not advanced"
+        outcome.failure = RunFailure(sub_id, org_id, point, detail)
+        return outcome
+    if invoice is not None:
+        outcome.number = invoice.number or ""
+        outcome.total = invoice.total
+        outcome.currency = invoice.currency
+    outcome.next_at = ensure_utc(next_at) if next_at is not None else None
+    return outcome
