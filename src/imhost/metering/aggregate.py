@@ -21,8 +21,9 @@ organization's peak records come from more than one service, the per-minute sum 
 services is read from the records (a rollup's hourly maxima cannot be added exactly). The
 distinct users and the storage samples are read from the records.
 
-Every query takes a block of requests at once: the requests are a ``VALUES`` list joined to
-the tables, so a billing run of 500 organizations costs a handful of queries, not thousands.
+Every query takes a block of requests at once: the requests are rows of a scratch table
+(:mod:`imhost.metering.scratch`) joined to the tables, so a billing run of 500
+organizations costs a handful of queries, not thousands.
 Quantities are summed exactly: in SQL on PostgreSQL (``numeric``) and, on SQLite, in SQL for
 whole-unit metrics (cast to integer) and in Python for the fractional ones.
 """
@@ -40,29 +41,25 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
-    String,
     and_,
     cast,
-    column,
     func,
     or_,
     select,
-    values,
 )
 from sqlalchemy.orm import Session
 
-from imhost.db.types import UtcDateTime
 from imhost.kit.clock import ensure_utc
 from imhost.kit.errors import InvalidInput
 from imhost.metering import metrics as m
-from imhost.metering import rollups
+from imhost.metering import rollups, scratch
 from imhost.metering.models import UsageRecord, UsageRollup
 
 ZERO = Decimal(0)
 GB_QUANTUM = Decimal("0.000000001")
 FUTURE_TOLERANCE = timedelta(minutes=5)
-BLOCK = 500
-"""Requests per query; keeps the VALUES lists and the bound parameters small."""
+BLOCK = 5000
+"""Requests per query (a bound on the scratch table's rows)."""
 
 _SUMMED = (m.MESSAGES, m.BYTES_IN, m.BYTES_OUT, m.TRAFFIC_GB)
 _PEAKS = (m.CONNECTIONS_PEAK, m.PEAK_CONNECTIONS)
@@ -107,23 +104,9 @@ def _aware(value: datetime, name: str) -> datetime:
     return value
 
 
-def _ranges(rows: Sequence[tuple[int, str, datetime, datetime]]) -> Any:
-    """A ``VALUES`` list of (request index, organization, low, high) to join to a table.
-
-    As a CTE (``WITH ranges(idx, org, lo, hi) AS (VALUES ...)``): SQLite does not take
-    column names on a ``VALUES`` alias.
-    """
-    return (
-        values(
-            column("idx", Integer),
-            column("org", String),
-            column("lo", UtcDateTime()),
-            column("hi", UtcDateTime()),
-            name="ranges",
-        )
-        .data(list(rows))
-        .cte("ranges")
-    )
+def _ranges(session: Session, rows: Sequence[tuple[int, str, datetime, datetime]]) -> Any:
+    """The (request index, organization, low, high) rows, in a scratch table to join to."""
+    return scratch.fill(session, scratch.RANGES, rows)
 
 
 def _whole(session: Session, qty: Any) -> ColumnElement[Any]:
@@ -145,7 +128,7 @@ def _sum_rows(
     whole = [x for x in metrics if pg or x not in m.FRACTIONAL_METRICS]
     fractional = [x for x in metrics if x not in whole]
     for chunk in _chunks(ranges, BLOCK):
-        r = _ranges(chunk)
+        r = _ranges(session, chunk)
         on = and_(table.organization_id == r.c.org, when >= r.c.lo, when < r.c.hi)
         if whole:
             query: Select[Any] = (
@@ -210,7 +193,7 @@ def _peaks(
     ):
         peak_column = UsageRollup.peak if table is UsageRollup else UsageRecord.quantity
         for chunk in _chunks(ranges, BLOCK):
-            r = _ranges(chunk)
+            r = _ranges(session, chunk)
             query = (
                 select(
                     r.c.idx,
@@ -269,7 +252,7 @@ def _users(session: Session, requests: Sequence[Request]) -> dict[int, Decimal]:
     out: dict[int, Decimal] = defaultdict(lambda: ZERO)
     ranges = [(i, q.organization_id, q.start, q.end) for i, q in enumerate(requests)]
     for chunk in _chunks(ranges, BLOCK):
-        r = _ranges(chunk)
+        r = _ranges(session, chunk)
         query = (
             select(r.c.idx, func.count(func.distinct(UsageRecord.subject)))
             .join_from(
@@ -303,7 +286,7 @@ def _gauge_orgs(session: Session, requests: Sequence[Request]) -> set[int]:
     found: set[int] = set()
     ranges = [(i, q.organization_id, _EPOCH, q.as_of) for i, q in enumerate(requests)]
     for chunk in _chunks(ranges, BLOCK):
-        r = _ranges(chunk)
+        r = _ranges(session, chunk)
         query = (
             select(r.c.idx)
             .join_from(
@@ -328,7 +311,7 @@ def _levels_before(
     out: dict[int, dict[tuple[str | None, str], int]] = defaultdict(dict)
     ranges = [(i, requests[i].organization_id, _EPOCH, requests[i].start) for i in which]
     for chunk in _chunks(ranges, BLOCK):
-        r = _ranges(chunk)
+        r = _ranges(session, chunk)
         last = (
             select(
                 r.c.idx,
@@ -383,7 +366,7 @@ def _samples(
     out: dict[int, list[tuple[str | None, str, datetime, Decimal | int]]] = defaultdict(list)
     ranges = [(i, requests[i].organization_id, requests[i].start, requests[i].as_of) for i in which]
     for chunk in _chunks(ranges, BLOCK):
-        r = _ranges(chunk)
+        r = _ranges(session, chunk)
         on = and_(
             UsageRecord.organization_id == r.c.org,
             UsageRecord.bucket_start >= r.c.lo,

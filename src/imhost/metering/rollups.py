@@ -106,47 +106,54 @@ _SQLITE_UPSERT = (
 )
 
 
+_SQLITE_READ = (
+    "SELECT organization_id, metric, hour_start, service_key, quantity, peak, records "
+    "FROM usage_rollups WHERE organization_id IN ({orgs}) AND metric IN ({metrics}) "
+    "AND hour_start IN ({hours})"
+)
+
+
 def apply_sqlite(conn: Connection, deltas: Deltas) -> None:
-    """Add the deltas to the stored rollups (SQLite: read, add exactly, write back)."""
+    """Add the deltas to the stored rollups (SQLite: read, add exactly, write back).
+
+    One read of the touched rows (IN lists on organization, metric and hour; rows that only
+    cross-match are ignored) and one ``executemany`` upsert, both as plain SQL: this runs on
+    every engine flush.
+    """
     if not deltas:
         return
-    groups = deltas.groups
-    by_org: dict[str, set[str]] = {}
-    hours: set[datetime] = set()
-    for org, metric, hour, _ in groups:
-        by_org.setdefault(org, set()).add(metric)
-        hours.add(hour)
-    stored: dict[Key, tuple[Decimal, Decimal, int]] = {}
-    hour_list = sorted(hours)
-    for org, metrics in by_org.items():
-        for chunk in _chunks(hour_list, 500):
-            for metric, hour, service_key, qty, peak, count in conn.execute(
-                select(
-                    UsageRollup.metric,
-                    UsageRollup.hour_start,
-                    UsageRollup.service_key,
-                    UsageRollup.quantity,
-                    UsageRollup.peak,
-                    UsageRollup.records,
-                ).where(
-                    UsageRollup.organization_id == org,
-                    UsageRollup.metric.in_(sorted(metrics)),
-                    UsageRollup.hour_start.in_(chunk),
-                )
+    hour_text = {hour: _sqlite_hour(hour) for hour in {key[2] for key in deltas.groups}}
+    groups = {(o, mt, hour_text[h], sk): v for (o, mt, h, sk), v in deltas.groups.items()}
+    orgs = sorted({key[0] for key in groups})
+    metrics = sorted({key[1] for key in groups})
+    hours = sorted(hour_text.values())
+    stored: dict[tuple[str, str, str, str], tuple[str, str, int]] = {}
+    for org_chunk in _chunks(orgs, 200):
+        for hour_chunk in _chunks(hours, 200):
+            params = (*org_chunk, *metrics, *hour_chunk)
+            # Only "?" placeholders are formatted into the statement.
+            query = _SQLITE_READ.format(
+                orgs=_marks(org_chunk), metrics=_marks(metrics), hours=_marks(hour_chunk)
+            )
+            for org, metric, hour, service_key, qty, peak, count in conn.exec_driver_sql(
+                query, params
             ):
-                stored[(org, metric, hour, service_key)] = (qty, peak, int(count))
+                stored[(org, metric, hour, service_key)] = (qty, peak, count)
     values = []
     for key, (qty, peak, count) in groups.items():
         old = stored.get(key)
         if old is not None:
-            qty = old[0] + qty
-            peak = max(old[1], peak)
-            count += old[2]
-        org, metric, hour, service_key = key
-        values.append(
-            (org, metric, _sqlite_hour(hour), service_key, _text(qty), _text(peak), count)
-        )
+            qty = Decimal(old[0]) + qty
+            old_peak = Decimal(old[1])
+            if old_peak > peak:
+                peak = old_peak
+            count += int(old[2])
+        values.append((*key, _text(qty), _text(peak), count))
     conn.exec_driver_sql(_SQLITE_UPSERT, values)
+
+
+def _marks(items: Sequence[Any]) -> str:
+    return ", ".join("?" * len(items))
 
 
 def rebuild(session: Session, keys: Iterable[tuple[str, str, datetime]]) -> None:
