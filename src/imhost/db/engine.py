@@ -24,7 +24,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the pragmas imhost relies on.
 
     SQLite: WAL journal, foreign keys on, a busy timeout so the web app, the XMPP flusher and
-    the worker can share one file.
+    the worker can share one file. Transactions begin with a plain ``BEGIN`` (readers never
+    wait), or ``BEGIN IMMEDIATE`` for a session marked with :func:`write_intent`.
     """
     url = normalize_url(url)
     parsed = make_url(url)
@@ -47,13 +48,31 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
+            immediate = conn.get_execution_options().get(_WRITE_INTENT, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
+
+
+_WRITE_INTENT = "imhost_write_intent"
+
+
+def write_intent(session: Session) -> None:
+    """Begin the session's transaction as one that will write (SQLite: ``BEGIN IMMEDIATE``).
+
+    A transaction that reads first and writes later (a web request: authenticate, check a
+    password, then write the session and the audit event) would fail at once with "database
+    is locked" when another connection committed in between: SQLite cannot turn a stale
+    read snapshot into a write. Taking the write lock at the start makes it wait for the
+    other writer (up to the busy timeout) instead. Call before the session's first statement;
+    a no-op on PostgreSQL. Nothing in the same thread may then wait for another session's
+    write until this transaction ends.
+    """
+    session.connection(execution_options={_WRITE_INTENT: True})
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -46,6 +46,7 @@ from imhost.accounts.permissions import (
 )
 from imhost.accounts.sessions import COOKIE_NAME, lookup_session
 from imhost.accounts.tokens import authenticate_token
+from imhost.db.engine import write_intent
 from imhost.kit.clock import Clock
 from imhost.kit.errors import NotFound, PermissionDenied, TooManyRequests, Unauthenticated
 from imhost.runtime import Runtime
@@ -72,6 +73,8 @@ ClockDep = Annotated[Clock, Depends(get_clock)]
 def get_db(request: Request) -> Iterator[Session]:
     runtime = get_runtime(request)
     with runtime.session_factory() as session:
+        # Requests read, then write (sign-ins, forms): on SQLite take the write lock first.
+        write_intent(session)
         try:
             yield session
             session.commit()

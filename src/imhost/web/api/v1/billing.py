@@ -342,11 +342,14 @@ def apply_coupon(
 
 
 @router.post(ADMIN + "/runs", response_model=RunOut)
-def run(body: RunIn, principal: AdminWrite, runtime: RuntimeDep) -> RunOut:
+def run(body: RunIn, principal: AdminWrite, runtime: RuntimeDep, db: Db) -> RunOut:
     """Run billing now (up to ``as_of``, default now); each invoice commits on its own."""
     as_of = body.as_of or runtime.clock.now()
     if as_of > runtime.clock.now():
         raise InvalidInput("a billing run cannot look into the future", field="as_of")
+    # The run works in transactions of its own: end the request's (which authenticated the
+    # caller) first, or on SQLite the run would wait for this request's write lock.
+    db.commit()
     summary = run_billing(runtime.session_factory, runtime.clock, as_of)
     with runtime.session_factory() as db:
         audit.record(
