@@ -94,6 +94,15 @@ class BudgetCapReached(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class BudgetCapLifted(Event):
+    """A hard budget cap no longer holds (a new period began, the budget was raised, its hard
+    cap turned off or the budget removed): the service may carry billable usage again."""
+
+    organization_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class InvoiceEvent(Event):
     organization_id: str
     invoice_id: str

@@ -147,6 +147,35 @@ def test_a_budget_cap_stops_the_service_with_a_text_the_user_sees(runtime: FakeR
         assert hosting.virtual_host(service).active
 
 
+def test_a_lifted_budget_cap_brings_the_service_back_but_not_a_staff_suspension(
+    runtime: FakeRuntime,
+) -> None:
+    factory, clock = runtime.session_factory, runtime.clock
+    with factory() as session:
+        blocked = make_service(session, clock)
+        org_id = blocked.organization_id
+        cap = events.BudgetCapReached(
+            at=clock.now(), organization_id=org_id, metric="*", reason="budget reached"
+        )
+        events.publish(session, cap)
+        assert not hosting.virtual_host(blocked).active
+        events.publish(
+            session,
+            events.BudgetCapLifted(at=clock.now(), organization_id=org_id, reason="new period"),
+        )
+        assert hosting.virtual_host(blocked).active
+        # A service staff suspended stays suspended when a budget block is lifted.
+        events.publish(session, cap)
+        hosting.suspend_service(session, clock, blocked, "abuse report")
+        events.publish(
+            session,
+            events.BudgetCapLifted(at=clock.now(), organization_id=org_id, reason="new period"),
+        )
+        host = hosting.virtual_host(blocked)
+        assert not host.active
+        assert "abuse report" in host.status_reason
+
+
 def test_a_plan_change_adds_the_add_ons_limit_deltas(runtime: FakeRuntime) -> None:
     from decimal import Decimal
 

@@ -100,6 +100,7 @@ class Recorder:
         bus = events.make_bus()
         bus.subscribe(events.BudgetThresholdCrossed, lambda e, s: self.seen.append(e))
         bus.subscribe(events.BudgetCapReached, lambda e, s: self.seen.append(e))
+        bus.subscribe(events.BudgetCapLifted, lambda e, s: self.seen.append(e))
         db.info["bus"] = bus
 
     def thresholds(self) -> list[int]:
@@ -107,6 +108,9 @@ class Recorder:
 
     def caps(self) -> list[events.BudgetCapReached]:
         return [e for e in self.seen if isinstance(e, events.BudgetCapReached)]
+
+    def lifts(self) -> list[events.BudgetCapLifted]:
+        return [e for e in self.seen if isinstance(e, events.BudgetCapLifted)]
 
 
 def monthly_pricing(
@@ -178,6 +182,55 @@ def test_a_hard_cap_tells_the_service_to_stop_overage_once(db: Session) -> None:
     assert len(rec.caps()) == 1
     assert rec.caps()[0].organization_id == org.id
     assert "budget" in rec.caps()[0].reason
+
+
+def test_a_hard_cap_is_lifted_when_a_new_period_begins(db: Session) -> None:
+    clock = FrozenClock(utc(2026, 1, 10))
+    org = make_org(db, clock)
+    service.set_budget(
+        db, clock, org.id, BudgetIn(amount=Decimal(50), currency="EUR", hard_cap=True)
+    )
+    rec = Recorder(db)
+    pricing = monthly_pricing(clock, [MESSAGES])
+    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 5_000)], atomic=True)
+    tasks.check_budgets(db, clock, pricing)
+    assert len(rec.caps()) == 1 and rec.lifts() == []
+    tasks.check_budgets(db, clock, pricing)  # still capped: nothing new
+    assert (len(rec.caps()), len(rec.lifts())) == (1, 0)
+    clock.set(utc(2026, 2, 1, 0, 10))  # February: nothing spent yet
+    tasks.check_budgets(db, clock, pricing)
+    assert len(rec.lifts()) == 1
+    assert rec.lifts()[0].organization_id == org.id
+    assert "under the budget's hard cap" in rec.lifts()[0].reason
+    tasks.check_budgets(db, clock, pricing)  # lifted once
+    assert len(rec.lifts()) == 1
+    # February reaches the cap too: blocked again, once.
+    service.ingest(db, clock, [usage(org, "messages", utc(2026, 2, 1), 5_000)], atomic=True)
+    tasks.check_budgets(db, clock, pricing)
+    tasks.check_budgets(db, clock, pricing)
+    assert (len(rec.caps()), len(rec.lifts())) == (2, 1)
+
+
+def test_a_raised_budget_lifts_the_cap_and_a_second_crossing_blocks_again(db: Session) -> None:
+    clock = FrozenClock(utc(2026, 1, 10))
+    org = make_org(db, clock)
+    capped = BudgetIn(amount=Decimal(50), currency="EUR", hard_cap=True)
+    service.set_budget(db, clock, org.id, capped)
+    rec = Recorder(db)
+    pricing = monthly_pricing(clock, [MESSAGES])
+    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 5_000)], atomic=True)
+    tasks.check_budgets(db, clock, pricing)
+    service.set_budget(
+        db, clock, org.id, BudgetIn(amount=Decimal(80), currency="EUR", hard_cap=True)
+    )
+    tasks.check_budgets(db, clock, pricing)
+    assert (len(rec.caps()), len(rec.lifts())) == (1, 1)
+    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9, 1), 3_000)], atomic=True)
+    tasks.check_budgets(db, clock, pricing)  # 80.00 of 80: capped again in the same month
+    assert (len(rec.caps()), len(rec.lifts())) == (2, 1)
+    service.delete_budget(db, org.id, clock)  # removing the budget lifts the block
+    assert len(rec.lifts()) == 2
+    assert rec.lifts()[1].reason == "the budget was removed"
 
 
 def test_a_budget_in_another_currency_than_the_bill_is_not_checked(db: Session) -> None:

@@ -12,6 +12,8 @@ Handlers run in the publisher's transaction; the engine learns the result after 
   not superseded). If the event someday carries ``plan_version_id``, that version is used.
 - ``BudgetCapReached``: the services are stopped with the cap's reason (no billable overage)
   until staff reactivate them or the block is lifted.
+- ``BudgetCapLifted``: the budget block is lifted (a new period, a raised or removed budget);
+  a service suspended for another reason stays suspended.
 """
 
 from __future__ import annotations
@@ -109,6 +111,11 @@ def on_budget_cap_reached(session: Session, clock: Clock, event: events.BudgetCa
         hosting.block_for_budget(session, clock, service, reason[:500], actor=BILLING)
 
 
+def on_budget_cap_lifted(session: Session, clock: Clock, event: events.BudgetCapLifted) -> None:
+    for service in hosting.services_of(session, event.organization_id):
+        hosting.lift_budget_block(session, clock, service, actor=BILLING)
+
+
 def _handler(
     runtime: Runtime, react: Callable[[Session, Clock, E], None]
 ) -> Callable[[E, Any], None]:
@@ -154,3 +161,4 @@ def register_runtime(runtime: Runtime) -> None:
     bus.subscribe(events.OrganizationReactivated, _handler(runtime, on_organization_reactivated))
     bus.subscribe(events.SubscriptionChanged, _handler(runtime, on_subscription_changed))
     bus.subscribe(events.BudgetCapReached, _handler(runtime, on_budget_cap_reached))
+    bus.subscribe(events.BudgetCapLifted, _handler(runtime, on_budget_cap_lifted))

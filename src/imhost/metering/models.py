@@ -137,6 +137,9 @@ class Budget(IdMixin, CreatedMixin, Base):
     thresholds: Mapped[list[int]] = mapped_column(JSON, default=lambda: list(DEFAULT_THRESHOLDS))
     hard_cap: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    capped_since: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    """When the hard cap stopped billable usage; None while it does not (the block is lifted
+    by the budget check once the spend is under the cap again)."""
 
 
 class BudgetAlert(IdMixin, Base):

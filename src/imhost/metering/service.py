@@ -32,16 +32,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
+from imhost import events
 from imhost.accounts.models import Organization
 from imhost.catalog.pricing import PriceSpec, RatedCharge, rate
 from imhost.kit.clock import Clock, SystemClock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.kit.money import check_currency, round_minor
 from imhost.metering import metrics as m
-from imhost.metering import rollups
+from imhost.metering import rollups, scratch
 from imhost.metering.aggregate import (
     GaugeIntegral,
     Request,
@@ -455,14 +456,12 @@ _Content = tuple[str | None, Decimal, str | None]
 def _stored_contents(session: Session, wanted: set[_Identity]) -> dict[_Identity, _Content]:
     """What is stored for these record identities (corrections found by original bucket).
 
-    One query per chunk: the four columns of the unique index are filtered with IN lists,
-    and tuples that merely cross-match are dropped; corrections come from the partial index
-    on (organization, key).
+    The identities are a scratch table joined to the unique index (one index probe each);
+    corrections are found through the partial index on (organization, key).
     """
     out: dict[_Identity, _Content] = {}
     for chunk in _chunks(sorted(wanted), 1000):
-        orgs = sorted({w[0] for w in chunk})
-        keys = sorted({w[3] for w in chunk})
+        w = scratch.fill(session, scratch.IDENTITIES, chunk)
         for org, metric, bucket, key, service_id, qty, subject in session.execute(
             select(
                 UsageRecord.organization_id,
@@ -472,16 +471,18 @@ def _stored_contents(session: Session, wanted: set[_Identity]) -> dict[_Identity
                 UsageRecord.service_id,
                 UsageRecord.quantity,
                 UsageRecord.subject,
-            ).where(
-                UsageRecord.organization_id.in_(orgs),
-                UsageRecord.metric.in_(sorted({w[1] for w in chunk})),
-                UsageRecord.bucket_start.in_(sorted({w[2] for w in chunk})),
-                UsageRecord.idempotency_key.in_(keys),
+            ).join_from(
+                w,
+                UsageRecord,
+                and_(
+                    UsageRecord.organization_id == w.c.org,
+                    UsageRecord.metric == w.c.metric,
+                    UsageRecord.bucket_start == w.c.bucket,
+                    UsageRecord.idempotency_key == w.c.key,
+                ),
             )
         ):
-            identity = (org, metric, bucket, key)
-            if identity in wanted:
-                out[identity] = (service_id, Decimal(qty), subject)
+            out[(org, metric, bucket, key)] = (service_id, Decimal(qty), subject)
         for org, metric, original, key, service_id, qty, subject in session.execute(
             select(
                 UsageRecord.organization_id,
@@ -491,11 +492,17 @@ def _stored_contents(session: Session, wanted: set[_Identity]) -> dict[_Identity
                 UsageRecord.service_id,
                 UsageRecord.quantity,
                 UsageRecord.subject,
-            ).where(
-                UsageRecord.original_bucket_start.is_not(None),
-                UsageRecord.organization_id.in_(orgs),
-                UsageRecord.idempotency_key.in_(keys),
             )
+            .join_from(
+                w,
+                UsageRecord,
+                and_(
+                    UsageRecord.organization_id == w.c.org,
+                    UsageRecord.idempotency_key == w.c.key,
+                    UsageRecord.metric == w.c.metric,
+                ),
+            )
+            .where(UsageRecord.original_bucket_start.is_not(None))
         ):
             identity = (org, metric, _utc(original), key)
             if identity in wanted:
@@ -541,18 +548,15 @@ _PG_COPY = (
 )
 
 
-def _sqlite_time(value: datetime | None) -> str | None:
+def _sqlite_time(value: datetime) -> str:
     """The text SQLAlchemy's SQLite DateTime stores (naive UTC, microseconds always shown),
     so that the fast path and the ORM write and compare the very same strings."""
-    if value is None:
-        return None
     if value.utcoffset() != _NO_OFFSET:
         value = value.astimezone(UTC)
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 _NO_OFFSET = timedelta(0)
-_MISSING = object()
 
 
 def _quantity_text(value: Decimal | int) -> str:
@@ -596,31 +600,32 @@ def _insert_rows(session: Session, rows: list[_Row]) -> int:
         return inserted
     # An engine flush carries few distinct buckets (minutes) and one receipt time: format each
     # timestamp once.
-    times: dict[datetime | None, str | None] = {None: None}
-
-    def text(value: datetime | None) -> str | None:
-        found = times.get(value, _MISSING)
-        if found is _MISSING:
-            found = times[value] = _sqlite_time(value)
-        return found  # type: ignore[return-value]
-
+    times: dict[datetime, str] = {}
     deltas = rollups.Deltas()
     to_rebuild: set[tuple[str, str, datetime]] = set()
     for chunk in _chunks(rows, 5_000):
-        values = [
-            (
-                org,
-                service_id,
-                metric,
-                text(bucket),
-                qty if type(qty) is int else _quantity_text(qty),
-                subject,
-                key,
-                text(received),
-                text(original),
+        values: list[tuple[Any, ...]] = []
+        append = values.append
+        for org, service_id, metric, bucket, qty, subject, key, received, original in chunk:
+            bucket_text = times.get(bucket)
+            if bucket_text is None:
+                bucket_text = times[bucket] = _sqlite_time(bucket)
+            received_text = times.get(received)
+            if received_text is None:
+                received_text = times[received] = _sqlite_time(received)
+            append(
+                (
+                    org,
+                    service_id,
+                    metric,
+                    bucket_text,
+                    qty if type(qty) is int else _quantity_text(qty),
+                    subject,
+                    key,
+                    received_text,
+                    None if original is None else _sqlite_time(original),
+                )
             )
-            for org, service_id, metric, bucket, qty, subject, key, received, original in chunk
-        ]
         count = max(conn.exec_driver_sql(_SQLITE_INSERT, values).rowcount, 0)
         inserted += count
         if count == len(chunk):
@@ -948,8 +953,18 @@ def set_budget(session: Session, clock: Clock, organization_id: str, data: Budge
     return budget
 
 
-def delete_budget(session: Session, organization_id: str) -> None:
+def delete_budget(session: Session, organization_id: str, clock: Clock | None = None) -> None:
+    """Remove the budget; a block its hard cap put on the service is lifted with it."""
     budget = require_budget(session, organization_id)
+    if budget.capped_since is not None:
+        events.publish(
+            session,
+            events.BudgetCapLifted(
+                at=(clock or SystemClock()).now(),
+                organization_id=organization_id,
+                reason="the budget was removed",
+            ),
+        )
     session.delete(budget)
     session.flush()
 

@@ -113,8 +113,10 @@ def check_budgets(
     and threshold) and published as :class:`~imhost.events.BudgetThresholdCrossed`; running
     again never repeats it. With ``hard_cap``, reaching 100 % also publishes
     :class:`~imhost.events.BudgetCapReached` (once per period) so that hosting stops billable
-    overage. Without a subscription (``pricing_for`` returns None) the period is the UTC
-    calendar month and the spend is zero.
+    overage; when the spend is under the cap again (a new period began, the budget was raised
+    or its hard cap turned off), :class:`~imhost.events.BudgetCapLifted` lets the service
+    carry billable usage again. Without a subscription (``pricing_for`` returns None) the
+    period is the UTC calendar month and the spend is zero.
     """
     query = select(Budget).order_by(Budget.organization_id)
     if organization_ids is not None:
@@ -145,8 +147,30 @@ def check_budgets(
             )
         )
         reached = [t for t in sorted(budget.thresholds) if amount * 100 >= t * budget.amount]
-        if budget.hard_cap and amount >= budget.amount:
+        capped = budget.hard_cap and amount >= budget.amount
+        if capped:
             reached.append(CAP_MARKER)
+        elif budget.capped_since is not None:
+            # The cap held before and no longer does: a new period, or a raised budget.
+            budget.capped_since = None
+            events.publish(
+                session,
+                events.BudgetCapLifted(
+                    at=now,
+                    organization_id=budget.organization_id,
+                    reason=(
+                        f"the spend this period ({amount} {budget.currency}) is under the "
+                        f"budget's hard cap of {budget_amount} {budget.currency}"
+                        if budget.hard_cap
+                        else "the budget no longer has a hard cap"
+                    ),
+                ),
+            )
+        if capped and budget.capped_since is None and CAP_MARKER in already:
+            # Capped again in a period whose notice went out already (the cap was lifted by
+            # a raised budget, then reached again): block again without a second notice.
+            budget.capped_since = now
+            events.publish(session, _cap_event(budget, now, amount, budget_amount))
         for threshold in reached:
             if threshold in already:
                 continue
@@ -163,19 +187,8 @@ def check_budgets(
             )
             crossings.append(crossing)
             if threshold == CAP_MARKER:
-                events.publish(
-                    session,
-                    events.BudgetCapReached(
-                        at=now,
-                        organization_id=budget.organization_id,
-                        metric="*",
-                        reason=(
-                            f"the monthly budget of {budget_amount} {budget.currency} is "
-                            f"reached ({amount} {budget.currency} this period); billable "
-                            "usage beyond the plan's included quantities is stopped"
-                        ),
-                    ),
-                )
+                budget.capped_since = now
+                events.publish(session, _cap_event(budget, now, amount, budget_amount))
             else:
                 events.publish(
                     session,
@@ -191,6 +204,21 @@ def check_budgets(
                     ),
                 )
     return crossings
+
+
+def _cap_event(
+    budget: Budget, now: datetime, amount: Decimal, budget_amount: Decimal
+) -> events.BudgetCapReached:
+    return events.BudgetCapReached(
+        at=now,
+        organization_id=budget.organization_id,
+        metric="*",
+        reason=(
+            f"the monthly budget of {budget_amount} {budget.currency} is reached ({amount} "
+            f"{budget.currency} this period); billable usage beyond the plan's included "
+            "quantities is stopped"
+        ),
+    )
 
 
 def _record(

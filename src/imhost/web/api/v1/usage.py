@@ -314,7 +314,7 @@ def replace_budget(
 def delete_budget(budget_id: str, principal: BudgetWrite, db: Db, runtime: RuntimeDep) -> Response:
     budget = _own_budget(db, principal.org_id, budget_id)
     _audit_budget(db, runtime, principal, budget, "usage.budget_deleted")
-    metering.delete_budget(db, principal.org_id)
+    metering.delete_budget(db, principal.org_id, runtime.clock)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
