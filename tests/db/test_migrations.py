@@ -70,6 +70,8 @@ def test_the_rollup_migration_fills_rollups_from_stored_records(
                     ("messages", 70, "5"),
                     ("traffic_gb", 10, "0.25"),
                     ("traffic_gb", 11, "0.5"),
+                    ("offline_storage_bytes", 130, "100"),
+                    ("offline_storage_bytes", 160, "300"),
                 ]
             ):
                 bucket = datetime(2026, 1, 1, minute // 60, minute % 60, tzinfo=UTC)
@@ -97,7 +99,24 @@ def test_the_rollup_migration_fills_rollups_from_stored_records(
         assert got == [
             ("messages", Decimal(7), Decimal(4), 2),
             ("messages", Decimal(5), Decimal(5), 1),
+            ("offline_storage_bytes", Decimal(400), Decimal(300), 2),
             ("traffic_gb", Decimal("0.75"), Decimal("0.5"), 2),
         ]
+        with engine.connect() as conn:
+            first_at, last_level, integral = conn.execute(
+                tables["usage_rollups"]
+                .select()
+                .with_only_columns(
+                    tables["usage_rollups"].c.first_at,
+                    tables["usage_rollups"].c.last_level,
+                    tables["usage_rollups"].c.integral,
+                )
+                .where(tables["usage_rollups"].c.metric == "offline_storage_bytes")
+            ).one()
+        # 100 bytes from 02:10 to 02:40, then 300 bytes to 03:00 (milli-bytes x microseconds)
+        minute = 60 * 10**6
+        assert first_at == datetime(2026, 1, 1, 2, 10, tzinfo=UTC)
+        assert last_level == 300_000
+        assert int(integral) == 100_000 * 30 * minute + 300_000 * 20 * minute
     finally:
         engine.dispose()

@@ -19,7 +19,8 @@ How it is read (:mod:`imhost.metering.rollups`): sums and peaks of the whole hou
 come from the hourly rollups, the partial hours at its edges from the records. When an
 organization's peak records come from more than one service, the per-minute sum over
 services is read from the records (a rollup's hourly maxima cannot be added exactly). The
-distinct users and the storage samples are read from the records.
+storage average takes whole hours from the gauge rows' summaries (first sample, last level,
+integral) and the partial hours from the samples. Distinct users are read from the records.
 
 Every query takes a block of requests at once: the requests are rows of a scratch table
 (:mod:`imhost.metering.scratch`) joined to the tables, so a billing run of 500
@@ -44,7 +45,6 @@ from sqlalchemy import (
     and_,
     cast,
     func,
-    or_,
     select,
 )
 from sqlalchemy.orm import Session
@@ -64,7 +64,7 @@ BLOCK = 5000
 _SUMMED = (m.MESSAGES, m.BYTES_IN, m.BYTES_OUT, m.TRAFFIC_GB)
 _PEAKS = (m.CONNECTIONS_PEAK, m.PEAK_CONNECTIONS)
 _USERS = (m.ACTIVE_USERS, m.MONTHLY_ACTIVE_USERS)
-_BYTE_GAUGES = (m.OFFLINE_STORAGE_BYTES, m.PRIVATE_STORAGE_BYTES)
+_GAUGES = tuple(sorted(m.GAUGE_METRICS))
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
@@ -273,12 +273,15 @@ def _users(session: Session, requests: Sequence[Request]) -> dict[int, Decimal]:
 
 
 # --- storage gauges -------------------------------------------------------------------------
+#
+# Per series (service, gauge): the level at the start is the last sample before it (the raw
+# samples of the start's own hour, else the last summarised hour before); then the raw samples
+# of the partial first hour, the summaries of the whole hours, the raw samples of the partial
+# last hour; the last level holds until ``as_of``. Integers throughout: milli-bytes and
+# microseconds.
 
-
-def _milli_bytes(metric: str, qty: Decimal | int) -> int:
-    if metric == m.STORAGE_GB:
-        return int(Decimal(qty).scaleb(12))
-    return int(qty) * 1000
+Series = tuple[str, str]
+"""(service key, gauge metric)."""
 
 
 def _gauge_orgs(session: Session, requests: Sequence[Request]) -> set[int]:
@@ -292,120 +295,26 @@ def _gauge_orgs(session: Session, requests: Sequence[Request]) -> set[int]:
             .join_from(
                 r,
                 UsageRollup,
-                and_(
-                    UsageRollup.organization_id == r.c.org,
-                    UsageRollup.hour_start < r.c.hi,
-                ),
+                and_(UsageRollup.organization_id == r.c.org, UsageRollup.hour_start < r.c.hi),
             )
-            .where(UsageRollup.metric.in_(tuple(m.GAUGE_METRICS)))
+            .where(UsageRollup.metric.in_(_GAUGES))
             .distinct()
         )
         found.update(idx for (idx,) in session.execute(query))
     return found
 
 
-def _levels_before(
-    session: Session, requests: Sequence[Request], which: Sequence[int]
-) -> dict[int, dict[tuple[str | None, str], int]]:
-    """Each series' level (milli-bytes) at its request's start: its last sample before it."""
-    out: dict[int, dict[tuple[str | None, str], int]] = defaultdict(dict)
-    ranges = [(i, requests[i].organization_id, _EPOCH, requests[i].start) for i in which]
+_PRE, _HEAD, _TAIL = 0, 1, 2
+
+
+def _raw_gauge_samples(
+    session: Session, ranges: list[tuple[int, str, datetime, datetime]]
+) -> dict[int, dict[Series, list[tuple[int, int]]]]:
+    """Raw samples per range index and series, as (microseconds, milli-bytes)."""
+    out: dict[int, dict[Series, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
     for chunk in _chunks(ranges, BLOCK):
         r = _ranges(session, chunk)
-        last = (
-            select(
-                r.c.idx,
-                r.c.org,
-                UsageRecord.service_id,
-                UsageRecord.metric,
-                func.max(UsageRecord.bucket_start).label("at"),
-            )
-            .join_from(
-                r,
-                UsageRecord,
-                and_(UsageRecord.organization_id == r.c.org, UsageRecord.bucket_start < r.c.hi),
-            )
-            .where(UsageRecord.metric.in_(tuple(m.GAUGE_METRICS)))
-            .group_by(r.c.idx, r.c.org, UsageRecord.service_id, UsageRecord.metric)
-            .subquery()
-        )
-        query = select(
-            last.c.idx, UsageRecord.service_id, UsageRecord.metric, UsageRecord.quantity
-        ).join_from(
-            last,
-            UsageRecord,
-            and_(
-                UsageRecord.organization_id == last.c.org,
-                UsageRecord.metric == last.c.metric,
-                UsageRecord.bucket_start == last.c.at,
-                or_(
-                    UsageRecord.service_id == last.c.service_id,
-                    and_(UsageRecord.service_id.is_(None), last.c.service_id.is_(None)),
-                ),
-            ),
-        )
-        for idx, service_id, metric, qty in session.execute(query):
-            level = _milli_bytes(metric, Decimal(qty))
-            series = (service_id, metric)
-            if level > out[idx].get(series, -1):
-                out[idx][series] = level
-    return out
-
-
-def _samples(
-    session: Session, requests: Sequence[Request], which: Sequence[int]
-) -> dict[int, list[tuple[str | None, str, datetime, Decimal | int]]]:
-    """The gauge samples of [start, as_of) that change the level, per request and series.
-
-    The engine reports a level every minute even when it has not moved; only the changes
-    matter to the average. For the byte gauges the database does the work: the highest
-    report of each minute (several flushes of one minute collapse), then only the minutes
-    whose level differs from the minute before (``LAG``). ``storage_gb`` records (fractional,
-    from external engines) are read as they are.
-    """
-    out: dict[int, list[tuple[str | None, str, datetime, Decimal | int]]] = defaultdict(list)
-    ranges = [(i, requests[i].organization_id, requests[i].start, requests[i].as_of) for i in which]
-    for chunk in _chunks(ranges, BLOCK):
-        r = _ranges(session, chunk)
-        on = and_(
-            UsageRecord.organization_id == r.c.org,
-            UsageRecord.bucket_start >= r.c.lo,
-            UsageRecord.bucket_start < r.c.hi,
-        )
-        per_minute = (
-            select(
-                r.c.idx,
-                UsageRecord.service_id,
-                UsageRecord.metric,
-                UsageRecord.bucket_start,
-                func.max(_whole(session, UsageRecord.quantity)).label("q"),
-            )
-            .join_from(r, UsageRecord, on)
-            .where(UsageRecord.metric.in_(_BYTE_GAUGES))
-            .group_by(r.c.idx, UsageRecord.service_id, UsageRecord.metric, UsageRecord.bucket_start)
-            .subquery()
-        )
-        previous = (
-            func.lag(per_minute.c.q)
-            .over(
-                partition_by=(per_minute.c.idx, per_minute.c.service_id, per_minute.c.metric),
-                order_by=per_minute.c.bucket_start,
-            )
-            .label("previous")
-        )
-        with_previous = select(per_minute, previous).subquery()
-        changes = select(
-            with_previous.c.idx,
-            with_previous.c.service_id,
-            with_previous.c.metric,
-            with_previous.c.bucket_start,
-            with_previous.c.q,
-        ).where(
-            or_(with_previous.c.previous.is_(None), with_previous.c.previous != with_previous.c.q)
-        )
-        for idx, service_id, metric, bucket, qty in session.execute(changes):
-            out[idx].append((service_id, metric, _utc(bucket), qty))
-        for idx, service_id, metric, bucket, qty in session.execute(
+        query = (
             select(
                 r.c.idx,
                 UsageRecord.service_id,
@@ -413,56 +322,162 @@ def _samples(
                 UsageRecord.bucket_start,
                 UsageRecord.quantity,
             )
-            .join_from(r, UsageRecord, on)
-            .where(UsageRecord.metric == m.STORAGE_GB)
-        ):
-            out[idx].append((service_id, metric, _utc(bucket), qty))
+            .join_from(
+                r,
+                UsageRecord,
+                and_(
+                    UsageRecord.organization_id == r.c.org,
+                    UsageRecord.bucket_start >= r.c.lo,
+                    UsageRecord.bucket_start < r.c.hi,
+                ),
+            )
+            .where(UsageRecord.metric.in_(_GAUGES))
+        )
+        for idx, service_id, metric, bucket, qty in session.execute(query):
+            out[idx][(service_id or "", metric)].append(
+                (rollups.micros(_utc(bucket)), rollups.milli_bytes(metric, Decimal(qty)))
+            )
     return out
 
 
-def _integral(
-    start: datetime,
-    as_of: datetime,
-    level: dict[tuple[str | None, str], int],
-    samples: list[tuple[str | None, str, datetime, Decimal | int]],
-) -> GaugeIntegral:
-    # Integer arithmetic: levels in milli-bytes (a storage_gb record has at most 12 decimals,
-    # so 10^-12 GB = 10^-3 byte is exact), times in microseconds since the epoch.
-    highest: dict[tuple[str | None, str, int], int] = {}
-    for service_id, metric, bucket, qty in samples:
-        key = (service_id, metric, (bucket - _EPOCH) // _US)
-        level_mb = _milli_bytes(metric, qty)
-        if level_mb > highest.get(key, -1):
-            highest[key] = level_mb
-    by_series: dict[tuple[str | None, str], list[tuple[int, int]]] = defaultdict(list)
-    for (service_id, metric, at), level_mb in highest.items():
-        by_series[(service_id, metric)].append((at, level_mb))
-    start_us = (start - _EPOCH) // _US
-    end_us = (as_of - _EPOCH) // _US
-    integral = 0
-    current = 0
-    for series in set(level) | set(by_series):
-        value = level.get(series, 0)
-        t = start_us
-        for at, level_mb in sorted(by_series.get(series, [])):
-            integral += value * (at - t)
-            value, t = level_mb, at
-        integral += value * (end_us - t)
-        current += value
-    # milli-byte x microsecond = 10^-3 x 10^-9 GB x 10^-6 s
-    return GaugeIntegral(Decimal(integral).scaleb(-18), Decimal(current).scaleb(-12))
+def _summaries(
+    session: Session, ranges: list[tuple[int, str, datetime, datetime]]
+) -> dict[int, dict[Series, list[tuple[int, int, int, int]]]]:
+    """Summarised whole hours per request and series: (hour end, first, last level, integral)."""
+    out: dict[int, dict[Series, list[tuple[int, int, int, int]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    hour_us = rollups.micros(_EPOCH + rollups.HOUR)
+    for chunk in _chunks(ranges, BLOCK):
+        r = _ranges(session, chunk)
+        query = (
+            select(
+                r.c.idx,
+                UsageRollup.service_key,
+                UsageRollup.metric,
+                UsageRollup.hour_start,
+                UsageRollup.first_at,
+                UsageRollup.last_level,
+                UsageRollup.integral,
+            )
+            .join_from(
+                r,
+                UsageRollup,
+                and_(
+                    UsageRollup.organization_id == r.c.org,
+                    UsageRollup.hour_start >= r.c.lo,
+                    UsageRollup.hour_start < r.c.hi,
+                ),
+            )
+            .where(UsageRollup.metric.in_(_GAUGES))
+        )
+        for idx, service_key, metric, hour, first_at, last_level, integral in session.execute(
+            query
+        ):
+            out[idx][(service_key, metric)].append(
+                (
+                    rollups.micros(hour) + hour_us,
+                    rollups.micros(first_at),
+                    int(last_level),
+                    int(integral),
+                )
+            )
+    return out
+
+
+def _levels_before_hours(
+    session: Session, ranges: list[tuple[int, str, datetime, datetime]]
+) -> dict[int, dict[Series, int]]:
+    """Each series' level at the end of its last summarised hour before ``hi``."""
+    out: dict[int, dict[Series, int]] = defaultdict(dict)
+    for chunk in _chunks(ranges, BLOCK):
+        r = _ranges(session, chunk)
+        last = (
+            select(
+                r.c.idx,
+                r.c.org,
+                UsageRollup.service_key,
+                UsageRollup.metric,
+                func.max(UsageRollup.hour_start).label("hour"),
+            )
+            .join_from(
+                r,
+                UsageRollup,
+                and_(UsageRollup.organization_id == r.c.org, UsageRollup.hour_start < r.c.hi),
+            )
+            .where(UsageRollup.metric.in_(_GAUGES))
+            .group_by(r.c.idx, r.c.org, UsageRollup.service_key, UsageRollup.metric)
+            .subquery()
+        )
+        query = select(
+            last.c.idx, UsageRollup.service_key, UsageRollup.metric, UsageRollup.last_level
+        ).join_from(
+            last,
+            UsageRollup,
+            and_(
+                UsageRollup.organization_id == last.c.org,
+                UsageRollup.metric == last.c.metric,
+                UsageRollup.service_key == last.c.service_key,
+                UsageRollup.hour_start == last.c.hour,
+            ),
+        )
+        for idx, service_key, metric, level in session.execute(query):
+            out[idx][(service_key, metric)] = int(level or 0)
+    return out
 
 
 def _gauges(session: Session, requests: Sequence[Request]) -> dict[int, GaugeIntegral]:
     which = sorted(_gauge_orgs(session, requests))
-    levels = _levels_before(session, requests, which) if which else {}
-    samples = _samples(session, requests, which) if which else {}
-    out: dict[int, GaugeIntegral] = {}
-    for idx, q in enumerate(requests):
-        if idx in levels or idx in samples:
-            out[idx] = _integral(q.start, q.as_of, levels.get(idx, {}), samples.get(idx, []))
-        else:
-            out[idx] = GaugeIntegral(ZERO, ZERO)
+    out = {idx: GaugeIntegral(ZERO, ZERO) for idx in range(len(requests))}
+    if not which:
+        return out
+    raw: list[tuple[int, str, datetime, datetime]] = []
+    hours: list[tuple[int, str, datetime, datetime]] = []
+    before: list[tuple[int, str, datetime, datetime]] = []
+    for i in which:
+        q = requests[i]
+        floor = rollups.hour_floor(q.start)
+        before.append((i, q.organization_id, _EPOCH, floor))
+        if floor < q.start:
+            raw.append((i * 3 + _PRE, q.organization_id, floor, q.start))
+        whole = rollups.split(q.start, q.as_of)
+        if whole is None:
+            raw.append((i * 3 + _HEAD, q.organization_id, q.start, q.as_of))
+            continue
+        h1, h2 = whole
+        hours.append((i, q.organization_id, h1, h2))
+        if q.start < h1:
+            raw.append((i * 3 + _HEAD, q.organization_id, q.start, h1))
+        if h2 < q.as_of:
+            raw.append((i * 3 + _TAIL, q.organization_id, h2, q.as_of))
+    samples = _raw_gauge_samples(session, raw)
+    summaries = _summaries(session, hours)
+    levels = _levels_before_hours(session, before)
+    for i in which:
+        q = requests[i]
+        pre, head, tail = samples[i * 3 + _PRE], samples[i * 3 + _HEAD], samples[i * 3 + _TAIL]
+        series_set = set(levels[i]) | set(pre) | set(head) | set(tail) | set(summaries[i])
+        start_us, end_us = rollups.micros(q.start), rollups.micros(q.as_of)
+        integral = 0
+        current = 0
+        for series in series_set:
+            level = levels[i].get(series, 0)
+            if pre.get(series):
+                level = rollups.collapse(pre[series])[-1][1]
+            t = start_us
+            for at, value in rollups.collapse(head.get(series, [])):
+                integral += level * (at - t)
+                level, t = value, at
+            for hour_end, first, last, inner in sorted(summaries[i].get(series, [])):
+                integral += level * (first - t) + inner
+                level, t = last, hour_end
+            for at, value in rollups.collapse(tail.get(series, [])):
+                integral += level * (at - t)
+                level, t = value, at
+            integral += level * (end_us - t)
+            current += level
+        # milli-byte x microsecond = 10^-3 x 10^-9 GB x 10^-6 s
+        out[i] = GaugeIntegral(Decimal(integral).scaleb(-18), Decimal(current).scaleb(-12))
     return out
 
 

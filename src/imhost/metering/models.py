@@ -83,6 +83,7 @@ class UsageRollup(Base):
 
     ``quantity`` is the sum of the hour's records, ``peak`` the highest single record,
     ``records`` their number. ``service_key`` is the record's ``service_id`` or ``""``.
+    Gauge rows also summarise the hour's samples for the storage average.
     Reads of a period take whole hours from here and only the partial hours at its edges
     from the records (see :mod:`imhost.metering.rollups`).
     """
@@ -98,6 +99,13 @@ class UsageRollup(Base):
     quantity: Mapped[Decimal] = mapped_column(Amount())
     peak: Mapped[Decimal] = mapped_column(Amount())
     records: Mapped[int] = mapped_column(BigInteger)
+    # Gauges (storage) only, for time-weighted averages: the hour's first sample time, the
+    # level of its last sample and the integral from the first sample to the hour's end, in
+    # milli-bytes and milli-bytes x microseconds (exact integers; the integral as text, it
+    # can exceed 38 digits' worth of numeric with 12 decimals).
+    first_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    last_level: Mapped[Decimal | None] = mapped_column(Amount(), default=None)
+    integral: Mapped[str | None] = mapped_column(String(80), default=None)
 
 
 class ClosedPeriod(IdMixin, Base):

@@ -16,6 +16,12 @@ transaction, so records and rollups commit or roll back together:
   were duplicates, the touched hours are recomputed from the records. SQLite has one writer at
   a time, so the read-modify-write is safe.
 
+Gauge rows (storage) also summarise their hour for time-weighted averages: the first sample's
+time, the last sample's level and the integral of the level from the first sample to the
+hour's end (several samples of one minute collapse to the highest). They are recomputed from
+the hour's records whenever a gauge record for that hour is stored (:func:`refresh_gauges`),
+so a late or out-of-order sample is exact too.
+
 Reading a period ``[start, end)``: the whole hours in it come from the rollups, the partial
 hours at its edges from the records (see :func:`split`). A month of minute data is about 720
 rollup rows per metric and service instead of 44,640 records.
@@ -26,11 +32,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
+from imhost.metering import metrics as m
 from imhost.metering.models import UsageRecord, UsageRollup
 
 HOUR = timedelta(hours=1)
@@ -189,6 +197,93 @@ def rebuild(session: Session, keys: Iterable[tuple[str, str, datetime]]) -> None
             for (o, mt, h, sk), (q, p, n) in deltas.groups.items()
         )
     session.flush()
+
+
+GAUGES = frozenset(m.GAUGE_METRICS)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def micros(when: datetime) -> int:
+    """Microseconds since the epoch (exact integer time)."""
+    return (when - EPOCH) // _US
+
+
+def milli_bytes(metric: str, qty: Decimal | int) -> int:
+    """A gauge level in milli-bytes: exact for bytes and for ``storage_gb`` (12 decimals)."""
+    if metric == m.STORAGE_GB:
+        return int(Decimal(qty).scaleb(12))
+    return int(qty) * 1000
+
+
+def collapse(samples: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(time, level) samples sorted by time, several at one time collapsed to the highest."""
+    highest: dict[int, int] = {}
+    for at, level in samples:
+        if level > highest.get(at, -1):
+            highest[at] = level
+    return sorted(highest.items())
+
+
+def summarize(samples: list[tuple[int, int]], hour_end_us: int) -> tuple[int, int, int]:
+    """(first time, last level, integral from the first sample to ``hour_end_us``)."""
+    ordered = collapse(samples)
+    integral = 0
+    for (at, level), (next_at, _) in pairwise(ordered):
+        integral += level * (next_at - at)
+    last_at, last_level = ordered[-1]
+    integral += last_level * (hour_end_us - last_at)
+    return ordered[0][0], last_level, integral
+
+
+_SET_SUMMARY = (
+    update(UsageRollup)
+    .where(
+        UsageRollup.organization_id == bindparam("o"),
+        UsageRollup.metric == bindparam("mt"),
+        UsageRollup.hour_start == bindparam("h"),
+        UsageRollup.service_key == bindparam("sk"),
+    )
+    .values(
+        first_at=bindparam("first_at"),
+        last_level=bindparam("last_level"),
+        integral=bindparam("integral"),
+    )
+)
+
+
+def refresh_gauges(session: Session, keys: Iterable[tuple[str, str, datetime]]) -> None:
+    """Recompute the gauge summaries of these (organization, gauge metric, hour)."""
+    params = []
+    for org, metric, hour in sorted(set(keys)):
+        samples: dict[str, list[tuple[int, int]]] = {}
+        for service_id, bucket, qty in session.execute(
+            select(UsageRecord.service_id, UsageRecord.bucket_start, UsageRecord.quantity).where(
+                UsageRecord.organization_id == org,
+                UsageRecord.metric == metric,
+                UsageRecord.bucket_start >= hour,
+                UsageRecord.bucket_start < hour + HOUR,
+            )
+        ):
+            samples.setdefault(service_id or "", []).append(
+                (micros(bucket), milli_bytes(metric, Decimal(qty)))
+            )
+        end_us = micros(hour + HOUR)
+        for service_key, series in samples.items():
+            first, last, integral = summarize(series, end_us)
+            params.append(
+                {
+                    "o": org,
+                    "mt": metric,
+                    "h": hour,
+                    "sk": service_key,
+                    "first_at": EPOCH + first * _US,
+                    "last_level": Decimal(last),
+                    "integral": str(integral),
+                }
+            )
+    if params:
+        session.connection().execute(_SET_SUMMARY, params)
 
 
 PG_MERGE_WITH_ROLLUPS = (

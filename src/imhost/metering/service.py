@@ -597,6 +597,8 @@ def _insert_rows(session: Session, rows: list[_Row]) -> int:
                 found = cur.fetchone()
                 inserted += int(found[0]) if found else 0
                 cur.execute("TRUNCATE usage_records_stage")
+        if inserted:
+            _refresh_gauges(session, rows)
         return inserted
     # An engine flush carries few distinct buckets (minutes) and one receipt time: format each
     # timestamp once.
@@ -643,7 +645,17 @@ def _insert_rows(session: Session, rows: list[_Row]) -> int:
     rollups.apply_sqlite(conn, deltas)
     if to_rebuild:
         rollups.rebuild(session, to_rebuild)
+    if inserted:
+        _refresh_gauges(session, rows)
     return inserted
+
+
+def _refresh_gauges(session: Session, rows: list[_Row]) -> None:
+    """Gauge samples change their hours' summaries: recompute those (few per flush)."""
+    gauges = rollups.GAUGES
+    keys = {(r[0], r[2], rollups.hour_floor(r[3])) for r in rows if r[2] in gauges}
+    if keys:
+        rollups.refresh_gauges(session, keys)
 
 
 def _without_stored_corrections(session: Session, rows: list[_Row]) -> list[_Row]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +41,9 @@ def upgrade() -> None:
         sa.Column("quantity", imhost.db.types.Amount(precision=38, scale=12), nullable=False),
         sa.Column("peak", imhost.db.types.Amount(precision=38, scale=12), nullable=False),
         sa.Column("records", sa.BigInteger(), nullable=False),
+        sa.Column("first_at", imhost.db.types.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("last_level", imhost.db.types.Amount(precision=38, scale=12), nullable=True),
+        sa.Column("integral", sa.String(length=80), nullable=True),
         sa.ForeignKeyConstraint(
             ["organization_id"],
             ["organizations.id"],
@@ -72,6 +75,18 @@ def upgrade() -> None:
     _fill_rollups()
 
 
+GAUGES = {"offline_storage_bytes", "private_storage_bytes", "storage_gb"}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(when: datetime) -> int:
+    return (when - EPOCH) // timedelta(microseconds=1)
+
+
+def _milli_bytes(metric: str, qty: Decimal) -> int:
+    return int(qty.scaleb(12)) if metric == "storage_gb" else int(qty) * 1000
+
+
 def _fill_rollups() -> None:
     bind = op.get_bind()
     records = sa.table(
@@ -91,18 +106,28 @@ def _fill_rollups() -> None:
         sa.column("quantity", imhost.db.types.Amount()),
         sa.column("peak", imhost.db.types.Amount()),
         sa.column("records", sa.BigInteger),
+        sa.column("first_at", imhost.db.types.UtcDateTime()),
+        sa.column("last_level", imhost.db.types.Amount()),
+        sa.column("integral", sa.String),
     )
     groups: dict[tuple[str, str, datetime, str], list[Any]] = defaultdict(
         lambda: [Decimal(0), None, 0]
     )
+    samples: dict[tuple[str, str, datetime, str], list[tuple[int, int]]] = defaultdict(list)
     for org, service_id, metric, bucket, qty in bind.execute(sa.select(records)):
-        hour = bucket.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-        group = groups[(org, metric, hour, service_id or "")]
+        bucket = bucket.astimezone(UTC)
+        hour = bucket.replace(minute=0, second=0, microsecond=0)
+        key = (org, metric, hour, service_id or "")
+        group = groups[key]
         group[0] += qty
         group[1] = qty if group[1] is None else max(group[1], qty)
         group[2] += 1
-    rows = [
-        {
+        if metric in GAUGES:
+            samples[key].append((_micros(bucket), _milli_bytes(metric, qty)))
+    rows = []
+    for key, (total, peak, count) in groups.items():
+        org, metric, hour, service_key = key
+        row = {
             "organization_id": org,
             "metric": metric,
             "hour_start": hour,
@@ -110,9 +135,24 @@ def _fill_rollups() -> None:
             "quantity": total,
             "peak": peak,
             "records": count,
+            "first_at": None,
+            "last_level": None,
+            "integral": None,
         }
-        for (org, metric, hour, service_key), (total, peak, count) in groups.items()
-    ]
+        if key in samples:
+            # The summary the storage average reads (imhost.metering.rollups.summarize).
+            highest: dict[int, int] = {}
+            for at, level in samples[key]:
+                highest[at] = max(level, highest.get(at, -1))
+            ordered = sorted(highest.items())
+            end = _micros(hour + timedelta(hours=1))
+            integral = 0
+            for (at, level), (next_at, _) in zip(ordered, [*ordered[1:], (end, 0)], strict=True):
+                integral += level * (next_at - at)
+            row["first_at"] = EPOCH + timedelta(microseconds=ordered[0][0])
+            row["last_level"] = Decimal(ordered[-1][1])
+            row["integral"] = str(integral)
+        rows.append(row)
     for i in range(0, len(rows), 5000):
         bind.execute(sa.insert(rollups), rows[i : i + 5000])
 
