@@ -134,3 +134,10 @@ def test_a_period_closed_already_with_another_end_fails_that_subscription_alone(
         closed = closed_periods(s, ["o0", "o1", "o2"])
     assert closed["o0"] == closed["o2"] == [(utc(2026, 11, 1), utc(2026, 12, 1))]
     assert closed["o1"] == [(utc(2026, 11, 1), utc(2026, 11, 20))]
+    # s1 failed after taking its number (s0, s1, s2 in that order): s2 got it back, no gap.
+    numbers = _numbers_by_subscription(session_factory)
+    assert numbers["s0"][-1] == "INV-2026-000004" and numbers["s2"][-1] == "INV-2026-000005"
+    assert numbers["s1"] == ["INV-2026-000002"]
+    with session_factory() as s:
+        failed = s.get(Subscription, "s1")
+        assert failed is not None and failed.next_billing_at == utc(2026, 12, 1)

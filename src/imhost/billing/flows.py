@@ -1,7 +1,7 @@
 """The billing run: invoice every subscription whose billing point has come.
 
-Each (subscription, billing point) is invoiced in its own savepoint: draft, finalize with the
-next gapless number, move pending charges and coupons on, apply account credit, close the
+Each (subscription, billing point) is invoiced as one unit: draft, finalize with the next
+gapless number, move pending charges and coupons on, apply account credit, close the
 metering period, advance the subscription, publish ``InvoiceEvent``. Either all of that
 stays, or none of it: a subscription that fails is rolled back alone and reported.
 
@@ -12,6 +12,13 @@ database's write lock on SQLite) and then reads, in a few set-based queries, wha
 invoices need: organizations, existing invoices at those billing points, add-ons, who has
 account credit, closed metering periods, and the billable quantities of every usage period
 billed (``metering.billable_quantities_many``). A kill loses at most the block in flight.
+A block first runs without savepoints; if an invoice fails, the block is rolled back and
+done again with a savepoint per invoice, so only the failing subscription is left out (and
+reported) while the others commit. What every invoice of a block writes alike is written
+once at its end (``invoicing.finish_block``): the subscriptions advanced (one executemany
+UPDATE), the invoice counter (numbers are counted in the block from the first one taken,
+which locks the counter; a rolled-back invoice gives its number back), the metering periods
+closed. Per invoice remain its INSERT (numbered already) and one INSERT of its lines.
 
 Idempotent and resumable: the run works from the subscriptions' ``next_billing_at``, which
 only moves when its invoice commits, and invoices are unique per (subscription, period
@@ -45,6 +52,7 @@ import heapq
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -58,9 +66,9 @@ from imhost.billing.invoicing import (
     FaultHook,
     RunCache,
     _no_fault,
+    finish_block,
     invoice_subscription,
     prefetch_block,
-    write_block_closings,
 )
 from imhost.billing.models import PendingCharge, Subscription
 from imhost.billing.settings import billing_terms
@@ -151,33 +159,19 @@ def run_billing(
         room = block_size
         if max_invoices is not None:
             room = min(room, max_invoices - summary.invoices)
-        outcomes: list[_Outcome] = []
-        with transaction(session_factory) as session:
-            # The block is the next ``room`` items in heap order (plus the later periods of its
-            # own subscriptions, pushed back as they are billed): all locked and read here.
-            upcoming = [
-                sub_id
-                for _, sub_id, _ in heapq.nsmallest(room + len(failed), heap)
-                if sub_id not in failed
-            ][:room]
-            block = prefetch_block(session, upcoming, cache)
-            taken = 0
-            while heap and taken < room:
-                point, sub_id, org_id = heapq.heappop(heap)
-                if sub_id in failed:
-                    continue
-                taken += 1
-                outcome = _invoice_one(session, clock, cache, block, hook, point, sub_id, org_id)
-                outcomes.append(outcome)
-                if outcome.failure is not None:
-                    failed.add(sub_id)
-                    continue
-                next_at = outcome.next_at
-                if next_at is not None and point < next_at <= as_of:
-                    heapq.heappush(heap, (next_at, sub_id, org_id))
-                    total_known += 1
-            write_block_closings(session, block, clock)
-            hook("before_commit")
+        run = _Block(session_factory, clock, cache, hook, as_of, heap, failed, room)
+        heap_before, failed_before = list(heap), set(failed)
+        try:
+            outcomes = run.invoice(savepoints=False)
+        except _NeedsSavepoints as retry:
+            # Something failed: the whole block was rolled back; do it again with a savepoint
+            # per invoice, so that only the failing subscription is left out.
+            log.info("billing: block redone with savepoints (%s)", retry)
+            heap[:] = heap_before
+            failed.clear()
+            failed.update(failed_before)
+            outcomes = run.invoice(savepoints=True)
+        total_known += run.pushed
         # Committed: only now do the block's invoices count.
         for outcome in outcomes:
             if outcome.failure is not None:
@@ -209,32 +203,99 @@ class _Outcome:
     failure: RunFailure | None = None
 
 
+class _NeedsSavepoints(Exception):
+    """An invoice failed in a block run without savepoints: redo the block with them."""
+
+
+@dataclass
+class _Block:
+    """One block of the run: up to ``room`` items from the heap, one transaction."""
+
+    session_factory: sessionmaker[Session]
+    clock: Clock
+    cache: RunCache
+    hook: FaultHook
+    as_of: datetime
+    heap: list[tuple[datetime, str, str]]
+    failed: set[str]
+    room: int
+    pushed: int = 0
+
+    def invoice(self, *, savepoints: bool) -> list[_Outcome]:
+        """Invoice the block and commit it. Without ``savepoints`` (the common case, two
+        statements fewer per invoice) any failure rolls the whole block back and raises
+        :class:`_NeedsSavepoints`; with them, a failing subscription is rolled back alone."""
+        heap, failed = self.heap, self.failed
+        outcomes: list[_Outcome] = []
+        self.pushed = 0
+        with transaction(self.session_factory) as session:
+            # The block is the next ``room`` items in heap order (plus the later periods of its
+            # own subscriptions, pushed back as they are billed): all locked and read here.
+            upcoming = [
+                sub_id
+                for _, sub_id, _ in heapq.nsmallest(self.room + len(failed), heap)
+                if sub_id not in failed
+            ][: self.room]
+            block = prefetch_block(session, upcoming, self.cache)
+            taken = 0
+            while heap and taken < self.room:
+                point, sub_id, org_id = heapq.heappop(heap)
+                if sub_id in failed:
+                    continue
+                taken += 1
+                outcome = _invoice_one(
+                    session, self, block, point, sub_id, org_id, savepoint=savepoints
+                )
+                outcomes.append(outcome)
+                if outcome.failure is not None:
+                    failed.add(sub_id)
+                    continue
+                next_at = outcome.next_at
+                if next_at is not None and point < next_at <= self.as_of:
+                    heapq.heappush(heap, (next_at, sub_id, org_id))
+                    self.pushed += 1
+            finish_block(session, block, self.clock)
+            self.hook("before_commit")
+        return outcomes
+
+
 def _invoice_one(
     session: Session,
-    clock: Clock,
-    cache: RunCache,
+    run: _Block,
     block: BlockPrefetch,
-    hook: FaultHook,
     point: datetime,
     sub_id: str,
     org_id: str,
+    *,
+    savepoint: bool,
 ) -> _Outcome:
-    """Invoice one (subscription, point) in its own savepoint of the block's transaction."""
+    """Invoice one (subscription, point) in the block's transaction: in its own savepoint
+    when ``savepoint``, else a failure raises :class:`_NeedsSavepoints`."""
     outcome = _Outcome(sub_id)
     mark = block.mark()
     try:
-        with session.begin_nested():
+        with session.begin_nested() if savepoint else nullcontext():
             invoice = invoice_subscription(
-                session, clock, sub_id, fault=hook, cache=cache, expected_at=point, block=block
+                session,
+                run.clock,
+                sub_id,
+                fault=run.hook,
+                cache=run.cache,
+                expected_at=point,
+                block=block,
             )
             sub = block.subscriptions.get(sub_id) or session.get(Subscription, sub_id)
             next_at = sub.next_billing_at if sub is not None else None
     except DomainError as exc:
+        if not savepoint:
+            raise _NeedsSavepoints(f"{sub_id} at {point.isoformat()}: {exc.detail}") from exc
         block.undo(mark)
         log.warning("billing: %s at %s failed: %s", sub_id, point, exc.detail)
         outcome.failure = RunFailure(sub_id, org_id, point, exc.detail)
         return outcome
-    except IntegrityError:
+    except IntegrityError as exc:
+        if not savepoint:
+            raise _NeedsSavepoints(f"{sub_id} at {point.isoformat()}: conflict") from exc
         block.undo(mark)
         # Unique (subscription, period start): another run made this invoice in between.
         log.info("billing: %s at %s was invoiced by another run", sub_id, point)

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from imhost import events
 from imhost.accounts.models import Organization
@@ -25,6 +26,7 @@ from imhost.billing.composition import ComposedInvoice, DraftLine, compose_invoi
 from imhost.billing.credits import add_credit, coupon_for_invoice, coupon_used, credit_balance
 from imhost.billing.models import (
     CreditLedgerEntry,
+    DocumentCounter,
     Invoice,
     InvoiceKind,
     InvoiceLine,
@@ -44,7 +46,7 @@ from imhost.billing.periods import (
     seconds_between,
 )
 from imhost.billing.plans import AddOnTerms, PlanTerms, load_add_on, load_plan_terms
-from imhost.billing.settings import BillingTerms, allocate_number, billing_terms
+from imhost.billing.settings import AllocatedNumber, BillingTerms, allocate_number, billing_terms
 from imhost.billing.subscriptions import add_ons_of
 from imhost.catalog.pricing import rate
 from imhost.kit.clock import Clock
@@ -120,6 +122,13 @@ def billing_point(sub: Subscription) -> BillingPoint:
     return BillingPoint(at, usage, (e, period_end(e, sub.billing_anchor_day, sub.interval)), False)
 
 
+@dataclass(frozen=True)
+class BlockMark:
+    closings: int
+    numbers: dict[int, int]
+    advanced: int
+
+
 @dataclass
 class BlockPrefetch:
     """What the billing run reads once for a block of subscriptions, inside the block's
@@ -146,14 +155,56 @@ class BlockPrefetch:
     closed: dict[tuple[str, datetime], datetime] = field(default_factory=dict)
     to_close: list[tuple[str, datetime, datetime]] = field(default_factory=list)
 
-    def mark(self) -> int:
-        """Where the block stands, to :meth:`undo` what a rolled-back invoice added."""
-        return len(self.to_close)
+    # Invoice numbers: year -> [the counter as written in the database, the last taken].
+    numbers: dict[int, list[int]] = field(default_factory=dict)
+    # Subscriptions advanced in this block (written at its end): (row, before, after).
+    advanced: list[tuple[Subscription, dict[str, Any], dict[str, Any]]] = field(
+        default_factory=list
+    )
 
-    def undo(self, mark: int) -> None:
-        for org_id, start, _end in self.to_close[mark:]:
+    def mark(self) -> BlockMark:
+        """Where the block stands, to :meth:`undo` what a rolled-back invoice added."""
+        return BlockMark(
+            len(self.to_close),
+            {y: taken for y, (_, taken) in self.numbers.items()},
+            len(self.advanced),
+        )
+
+    def undo(self, mark: BlockMark) -> None:
+        for org_id, start, _end in self.to_close[mark.closings :]:
             self.closed.pop((org_id, start), None)
-        del self.to_close[mark:]
+        del self.to_close[mark.closings :]
+        for year in list(self.numbers):
+            if year in mark.numbers:
+                self.numbers[year][1] = mark.numbers[year]
+            else:  # its counter was first taken in the rolled-back part: taken back too
+                del self.numbers[year]
+        for sub, before, _after in reversed(self.advanced[mark.advanced :]):
+            for key, value in before.items():
+                set_committed_value(sub, key, value)
+        del self.advanced[mark.advanced :]
+
+    def take_number(self, session: Session, at: datetime, number_format: str) -> AllocatedNumber:
+        """The next invoice number: the first of a year in this block from the counter
+        (which locks it until the block commits), the next ones counted here; the counter is
+        brought up to the last one taken by :func:`finish_block`. Gapless, as an invoice
+        rolled back gives its number back (:meth:`undo`)."""
+        year = at.year
+        state = self.numbers.get(year)
+        if state is None:
+            allocated = allocate_number(session, "invoice", at, number_format=number_format)
+            self.numbers[year] = [allocated.seq, allocated.seq]
+            return allocated
+        state[1] += 1
+        seq = state[1]
+        return AllocatedNumber(number=number_format.format(year=year, seq=seq), year=year, seq=seq)
+
+    def advance(self, sub: Subscription, values: dict[str, Any]) -> None:
+        """Move a locked subscription on; the UPDATE is one of the block's (at its end)."""
+        before = {key: getattr(sub, key) for key in values}
+        for key, value in values.items():
+            set_committed_value(sub, key, value)
+        self.advanced.append((sub, before, values))
 
     def close_period(self, organization_id: str, start: datetime, end: datetime) -> None:
         """``metering.close_period`` for the block: same rules (idempotent, a different end
@@ -263,14 +314,53 @@ def prefetch_block(session: Session, subscription_ids: list[str], cache: RunCach
     return block
 
 
-def write_block_closings(session: Session, block: BlockPrefetch, clock: Clock) -> None:
-    """Write the metering periods the block's invoices closed, in one INSERT.
+_SUBSCRIPTIONS = cast(Table, Subscription.__table__)
+_ADVANCED = (
+    "status",
+    "current_period_start",
+    "current_period_end",
+    "next_billing_at",
+    "setup_fee_billed",
+    "period_base_billed",
+)
+_ADVANCE = (
+    update(_SUBSCRIPTIONS)
+    .where(_SUBSCRIPTIONS.c.id == bindparam("b_id"))
+    .values({k: bindparam(f"b_{k}", type_=_SUBSCRIPTIONS.c[k].type) for k in _ADVANCED})
+)
+_COUNTERS = cast(Table, DocumentCounter.__table__)
+_SET_COUNTER = (
+    update(_COUNTERS)
+    .where(_COUNTERS.c.scope == "invoice", _COUNTERS.c.year == bindparam("b_year"))
+    .values(last_seq=bindparam("b_seq"))
+)
+
+
+def finish_block(session: Session, block: BlockPrefetch, clock: Clock) -> None:
+    """Write what the block's invoices left to its end, a statement each: the subscriptions
+    advanced, the invoice counters brought up to the last number taken, and the metering
+    periods closed.
 
     Billing writes metering's ``usage_closed_periods`` rows itself here only because metering
     has no bulk form of ``close_period`` yet (the per-invoice call cost about a fifth of an
     invoice); the rules are the same (see :meth:`BlockPrefetch.close_period`). Should another
     transaction have closed one of them meanwhile, each is closed through metering instead.
     """
+    conn = session.connection()
+    if block.advanced:
+        conn.execute(
+            _ADVANCE,
+            [
+                # The row's values now (the last advance of a subscription billed twice).
+                {"b_id": sub.id, **{f"b_{k}": getattr(sub, k) for k in _ADVANCED}}
+                for sub in {id(sub): sub for sub, _before, _after in block.advanced}.values()
+            ],
+        )
+        block.advanced.clear()
+    for year, (written, taken) in block.numbers.items():
+        if taken > written:
+            conn.execute(_SET_COUNTER, {"b_year": year, "b_seq": taken})
+            block.numbers[year][0] = taken
     if not block.to_close:
         return
     now = clock.now()
@@ -535,6 +625,7 @@ def finalize_invoice(
     *,
     issued_at: datetime | None = None,
     terms: BillingTerms | None = None,
+    block: BlockPrefetch | None = None,
 ) -> Invoice:
     """Give the draft its gapless number and make it due. Zero totals are paid at once."""
     if invoice.status != InvoiceStatus.DRAFT.value:
@@ -542,8 +633,12 @@ def finalize_invoice(
     when = issued_at or clock.now()
     terms = terms or billing_terms(session)
     with session.no_autoflush:  # a draft not yet written is inserted once, with its number
-        allocated = allocate_number(
-            session, "invoice", when, number_format=terms.invoice_number_format
+        allocated = (
+            block.take_number(session, when, terms.invoice_number_format)
+            if block is not None
+            else allocate_number(
+                session, "invoice", when, number_format=terms.invoice_number_format
+            )
         )
     invoice.number = allocated.number
     invoice.issued_at = when
@@ -553,8 +648,24 @@ def finalize_invoice(
         invoice.paid_at = when
     else:
         invoice.status = InvoiceStatus.OPEN.value
-    session.flush()
+    if inspect(invoice).transient:
+        _insert_invoice(session, invoice)
+    else:
+        session.flush()
     return invoice
+
+
+_INVOICES = cast(Table, Invoice.__table__)
+
+
+def _insert_invoice(session: Session, invoice: Invoice) -> None:
+    """Write a new invoice with one Core INSERT, then attach the object to the session as
+    if loaded (no unit-of-work flush: it cost more than the statement)."""
+    session.connection().execute(
+        insert(_INVOICES), {c.key: getattr(invoice, c.key) for c in _INVOICES.columns}
+    )
+    make_transient_to_detached(invoice)
+    session.add(invoice)
 
 
 def apply_account_credit(
@@ -745,10 +856,9 @@ def invoice_subscription(
         plan_version_id=plan.plan_version_id,
         prices_include_tax=cache.terms.prices_include_tax,
     )
-    session.add(invoice)
     fault("draft_written")
     # Finalized before its first flush: the invoice is written once, with its number.
-    finalize_invoice(session, clock, invoice, issued_at=point.at, terms=cache.terms)
+    finalize_invoice(session, clock, invoice, issued_at=point.at, terms=cache.terms, block=block)
     _insert_lines(session, invoice.id, composed)
     fault("finalized")
     if consumed:
@@ -781,7 +891,7 @@ def invoice_subscription(
         else:
             metering.close_period(session, org.id, us, ue, clock)
     fault("period_closed")
-    _advance(session, sub, point, plan)
+    _advance(session, sub, point, plan, block if in_block else None)
     fault("advanced")
     events.publish(
         session,
@@ -792,7 +902,13 @@ def invoice_subscription(
     return invoice
 
 
-def _advance(session: Session, sub: Subscription, point: BillingPoint, plan: PlanTerms) -> None:
+def _advance(
+    session: Session,
+    sub: Subscription,
+    point: BillingPoint,
+    plan: PlanTerms,
+    block: BlockPrefetch | None = None,
+) -> None:
     paused = sub.status == SubscriptionStatus.PAUSED.value
     if point.ends_subscription:
         sub.status = SubscriptionStatus.CANCELED.value
@@ -809,17 +925,23 @@ def _advance(session: Session, sub: Subscription, point: BillingPoint, plan: Pla
         return
     assert point.advance_period is not None
     start, end = point.advance_period
-    if not paused:
-        if plan.setup_fee > 0:
-            sub.setup_fee_billed = True
-        sub.period_base_billed = True
-    else:
-        sub.period_base_billed = False
-    if sub.status == SubscriptionStatus.TRIALING.value:
-        sub.status = SubscriptionStatus.ACTIVE.value
-    sub.current_period_start = start
-    sub.current_period_end = end
-    sub.next_billing_at = end
+    values: dict[str, Any] = {
+        "status": (
+            SubscriptionStatus.ACTIVE.value
+            if sub.status == SubscriptionStatus.TRIALING.value
+            else sub.status
+        ),
+        "current_period_start": start,
+        "current_period_end": end,
+        "next_billing_at": end,
+        "setup_fee_billed": sub.setup_fee_billed or (not paused and plan.setup_fee > 0),
+        "period_base_billed": not paused,
+    }
+    if block is not None:
+        block.advance(sub, values)  # written with the block's other subscriptions
+        return
+    for key, value in values.items():
+        setattr(sub, key, value)
     session.flush()
 
 
