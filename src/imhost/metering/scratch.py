@@ -51,4 +51,8 @@ def fill(session: Session, table: Table, rows: Sequence[Sequence[Any]]) -> Table
     if rows:
         names = [c.name for c in table.columns]
         conn.execute(table.insert(), [dict(zip(names, row, strict=True)) for row in rows])
+    if conn.dialect.name == "postgresql":
+        # Autovacuum never analyzes temporary tables: without statistics the planner guesses
+        # and may scan the usage tables instead of probing their indexes once per row.
+        conn.exec_driver_sql(f"ANALYZE {table.name}")
     return table
