@@ -98,7 +98,7 @@ async def test_one_host_cannot_see_another_hosts_storage(setup: Setup) -> None:
     await backend.block("a.example", "alice", ["spam@x.example"])
     await backend.set_vcard("a.example", "alice", "<vCard xmlns='vcard-temp'/>")
     private = DbPrivateStore(backend)
-    await private.set_private("a.example", "alice", "storage:bookmarks", "<storage/>")
+    await private.set_private("a.example", "alice", [("storage:bookmarks", "<storage/>")])
     await backend.push("a.example", "alice", "<message/>", setup.clock.now(), 10)
     await backend.set_pending_in("a.example", "alice", "eve@b.example", "<presence/>")
 

@@ -11,7 +11,14 @@ path never waits on it:
 - credentials and account state are cached for ``credential_ttl`` seconds (absent accounts
   for ``negative_ttl``) and dropped at once when an account changes;
 - routing to an online user touches no store; the auth-failure audit trail and
-  ``last_login_at`` are written in batches by a background task, once a second.
+  ``last_login_at`` are written in batches by a background task, once a second;
+- the storage limit (``HostLimits.max_storage_bytes``) is checked against a byte counter per
+  service (:class:`_StoredBytes`), not a SUM per write: counted from the database on the first
+  limited write, moved by every write and deletion this process makes, counted again when
+  older than ``STORAGE_RECOUNT_SECONDS`` and at once after an account or host change here.
+  Exact for one process; with several nodes, each misses the others' writes and deletions
+  for at most that long (a host may go over by what the other nodes store meanwhile, or be
+  refused for up to 30 s after another node freed space).
 
 Brute-force protection is the accounts package's :class:`LoginThrottleService` under the
 keys ``xmpp:<bare jid>`` and ``address:<ip>``, so an XMPP account and a client address are
@@ -27,7 +34,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -61,6 +68,7 @@ from imhost.xmpp.ports import (
     HostListener,
     OfflineMessage,
     RosterItem,
+    StorageFull,
     UsageRecord,
     VirtualHost,
 )
@@ -76,6 +84,8 @@ LOCK_TTL_SECONDS = 5.0
 DB_ATTEMPTS = 4
 BATCH_MAX = 10_000
 """Queued auth events kept for a retry when the database refuses a batch (then dropped)."""
+STORAGE_RECOUNT_SECONDS = 30.0
+"""A service's stored-bytes counter is counted again from the database after this long."""
 ACCOUNT_POLL_OVERLAP = timedelta(seconds=2)
 """Accounts changed this long before the last refresh are looked at again (commits in flight)."""
 
@@ -91,6 +101,29 @@ class _AccountEntry:
 class _HostEntry:
     host: VirtualHost
     organization_id: str
+
+
+@dataclass(slots=True)
+class _StoredBytes:
+    """Offline and private bytes of one service, as this process knows them.
+
+    ``total`` is what the database held when counted, plus this process's writes since
+    (reserved before their commit, so two writes in flight cannot both take the last bytes),
+    minus its deletions (after their commit, so a failed deletion frees nothing).
+    """
+
+    total: int
+    counted_at: float
+    """``time.monotonic()`` of the count; older than STORAGE_RECOUNT_SECONDS: count again."""
+
+
+@dataclass(slots=True)
+class _StorageLedger:
+    """What one transaction does to the counters: growth reserved before the commit (given
+    back if it rolls back), bytes freed applied after it."""
+
+    reserved: list[tuple[str, int, _StoredBytes | None]] = field(default_factory=list)
+    freed: list[tuple[str, int]] = field(default_factory=list)
 
 
 class DbBackend:
@@ -132,6 +165,11 @@ class DbBackend:
         self._offline_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        self._stored: dict[str, _StoredBytes] = {}
+        """Service id -> stored bytes (see the module docstring); guarded by _stored_lock."""
+        self._in_flight: dict[str, int] = {}
+        """Service id -> bytes reserved by transactions not yet committed (for a recount)."""
+        self._stored_lock = threading.Lock()
         self._hub = changes.install_hub(factory)
         self._hub.subscribe(self._on_committed)
         self._closed = False
@@ -161,6 +199,116 @@ class DbBackend:
             raise AssertionError("unreachable")
 
         return await asyncio.to_thread(run)
+
+    async def _db_storage(self, work: Callable[[Session, _StorageLedger], T]) -> T:
+        """:meth:`_db` for a write that changes stored bytes: ``work`` notes in the ledger
+        what it reserves (:meth:`_reserve_storage`) and frees; both are settled once the
+        transaction has committed or rolled back."""
+
+        def run() -> T:
+            for attempt in range(DB_ATTEMPTS):
+                ledger = _StorageLedger()
+                try:
+                    with transaction(self.factory) as session:
+                        result = work(session, ledger)
+                except BaseException as exc:
+                    self._settle_storage(ledger, committed=False)
+                    if isinstance(exc, OperationalError) and attempt < DB_ATTEMPTS - 1:
+                        time.sleep(0.02 * (attempt + 1))
+                        continue
+                    raise
+                self._settle_storage(ledger, committed=True)
+                return result
+            raise AssertionError("unreachable")
+
+        return await asyncio.to_thread(run)
+
+    # -- stored bytes per service (the storage limit) ---------------------------------------
+
+    def _stored_counter(self, session: Session, service_id: str) -> _StoredBytes:
+        """The service's counter, counted from the database if missing or too old."""
+        with self._stored_lock:
+            counter = self._stored.get(service_id)
+            if counter is not None and time.monotonic() - counter.counted_at < (
+                STORAGE_RECOUNT_SECONDS
+            ):
+                return counter
+        offline = session.scalar(
+            select(func.coalesce(func.sum(XmppOfflineMessage.size), 0)).where(
+                XmppOfflineMessage.service_id == service_id
+            )
+        )
+        private = session.scalar(
+            select(func.coalesce(func.sum(XmppPrivateXml.size), 0)).where(
+                XmppPrivateXml.service_id == service_id
+            )
+        )
+        with self._stored_lock:
+            # Writes reserved but not committed are not in the sums yet: add them.
+            counted = int(offline or 0) + int(private or 0) + self._in_flight.get(service_id, 0)
+            counter = self._stored[service_id] = _StoredBytes(counted, time.monotonic())
+            return counter
+
+    def _reserve_storage(
+        self,
+        session: Session,
+        ledger: _StorageLedger,
+        domain: str,
+        service_id: str,
+        growth: int,
+        max_host_bytes: int | None,
+    ) -> None:
+        """Take ``growth`` bytes for this transaction, or raise :class:`StorageFull`.
+
+        Called before the rows are added or changed (a count must not see them). Shrinking
+        (negative growth) is never refused and frees its bytes only after the commit.
+        """
+        if growth < 0:
+            ledger.freed.append((service_id, -growth))
+            return
+        if growth == 0:
+            return
+        counter = self._stored_counter(session, service_id) if max_host_bytes is not None else None
+        with self._stored_lock:
+            if counter is None:
+                counter = self._stored.get(service_id)  # unlimited: keep a counter right
+            if counter is not None:
+                if max_host_bytes is not None and counter.total + growth > max_host_bytes:
+                    raise StorageFull(domain, max_host_bytes)
+                counter.total += growth
+            self._in_flight[service_id] = self._in_flight.get(service_id, 0) + growth
+        ledger.reserved.append((service_id, growth, counter))
+
+    def _settle_storage(self, ledger: _StorageLedger, *, committed: bool) -> None:
+        with self._stored_lock:
+            for service_id, growth, counter in ledger.reserved:
+                left = self._in_flight.get(service_id, 0) - growth
+                if left:
+                    self._in_flight[service_id] = left
+                else:
+                    self._in_flight.pop(service_id, None)
+                if not committed and counter is not None:
+                    counter.total -= growth
+            if committed:
+                for service_id, freed in ledger.freed:
+                    current = self._stored.get(service_id)
+                    if current is not None:
+                        current.total = max(0, current.total - freed)
+
+    def _forget_stored(self, service_id: str) -> None:
+        """Count this service again at its next limited write (its data changed elsewhere)."""
+        with self._stored_lock:
+            self._stored.pop(service_id, None)
+
+    def stored_bytes(self, domain: str) -> int | None:
+        """Offline and private bytes of a host as this process counts them (None: not counted
+        yet, i.e. no write under a storage limit since the last recount)."""
+        entry = self.hosts.get(domain)
+        if entry is None:
+            return None
+        with self._stored_lock:
+            counter = self._stored.get(entry.host.service_id)
+            return counter.total if counter is not None else None
 
     def _bind_loop(self) -> None:
         if self._loop is None:
@@ -236,12 +384,17 @@ class DbBackend:
                 entry = self.hosts.pop(change.domain, None)
                 if entry is not None:
                     self.removed[change.domain] = entry
+                    self._forget_stored(entry.host.service_id)
                 for key in [k for k in self._accounts if k[0] == change.domain]:
                     del self._accounts[key]
                 if notify:
                     self._notify_removed(change.domain)
             else:
                 self._accounts.pop((change.domain, change.localpart), None)
+                account_host = self.hosts.get(change.domain)
+                if account_host is not None and change.close_reason is not None:
+                    # Deleted? Its stored data went with it: count the service again.
+                    self._forget_stored(account_host.host.service_id)
                 if notify and change.close_reason is not None:
                     self._notify_account(change.domain, change.localpart, change.close_reason)
 
@@ -731,15 +884,22 @@ class DbBackend:
         return lock
 
     async def push(
-        self, domain: str, localpart: str, stanza: str, stored_at: datetime, limit: int
+        self,
+        domain: str,
+        localpart: str,
+        stanza: str,
+        stored_at: datetime,
+        limit: int,
+        max_host_bytes: int | None = None,
     ) -> bool:
         account_id = await self._account_id(domain, localpart)
         entry = self.hosts.get(domain)
         if account_id is None or entry is None:
             return False
         service_id = entry.host.service_id
+        size = len(stanza.encode("utf-8"))
 
-        def write(session: Session) -> bool:
+        def write(session: Session, ledger: _StorageLedger) -> bool:
             session.get(XmppAccount, account_id, with_for_update=True)  # serialise per account
             held = session.scalar(
                 select(func.count())
@@ -748,26 +908,27 @@ class DbBackend:
             )
             if (held or 0) >= limit:
                 return False
+            self._reserve_storage(session, ledger, domain, service_id, size, max_host_bytes)
             session.add(
                 XmppOfflineMessage(
                     account_id=account_id,
                     service_id=service_id,
                     stanza=stanza,
-                    size=len(stanza.encode("utf-8")),
+                    size=size,
                     stored_at=stored_at,
                 )
             )
             return True
 
         async with self._offline_lock(domain, localpart):
-            return await self._db(write)
+            return await self._db_storage(write)
 
     async def pop_all(self, domain: str, localpart: str) -> list[OfflineMessage]:
         account_id = await self._account_id(domain, localpart)
         if account_id is None:
             return []
 
-        def take(session: Session) -> list[OfflineMessage]:
+        def take(session: Session, ledger: _StorageLedger) -> list[OfflineMessage]:
             rows = list(
                 session.scalars(
                     select(XmppOfflineMessage)
@@ -782,10 +943,11 @@ class DbBackend:
                         XmppOfflineMessage.id.in_([r.id for r in rows])
                     )
                 )
+                ledger.freed.append((rows[0].service_id, sum(r.size for r in rows)))
             return [OfflineMessage(r.stanza, r.stored_at) for r in rows]
 
         async with self._offline_lock(domain, localpart):
-            return await self._db(take)
+            return await self._db_storage(take)
 
     async def count(self, domain: str, localpart: str) -> int:
         account_id = await self._account_id(domain, localpart)
@@ -857,26 +1019,42 @@ class DbBackend:
             )
         )
 
-    async def set_private(self, domain: str, localpart: str, key: str, xml: str) -> None:
+    async def set_private(
+        self,
+        domain: str,
+        localpart: str,
+        items: Sequence[tuple[str, str]],
+        max_host_bytes: int | None = None,
+    ) -> None:
         account_id = await self._account_id(domain, localpart)
         entry = self.hosts.get(domain)
-        if account_id is None or entry is None:
+        if account_id is None or entry is None or not items:
             return
         service_id = entry.host.service_id
+        new = {key: (xml, len(xml.encode("utf-8"))) for key, xml in items}
 
-        def write(session: Session) -> None:
-            row = session.scalar(
-                select(XmppPrivateXml).where(
-                    XmppPrivateXml.account_id == account_id, XmppPrivateXml.key == key
+        def write(session: Session, ledger: _StorageLedger) -> None:
+            session.get(XmppAccount, account_id, with_for_update=True)  # serialise per account
+            rows = {
+                row.key: row
+                for row in session.scalars(
+                    select(XmppPrivateXml).where(
+                        XmppPrivateXml.account_id == account_id,
+                        XmppPrivateXml.key.in_(list(new)),
+                    )
                 )
-            )
-            if row is None:
-                row = XmppPrivateXml(account_id=account_id, service_id=service_id, key=key)
-                session.add(row)
-            row.xml = xml
-            row.size = len(xml.encode("utf-8"))
+            }
+            growth = sum(size - (rows[k].size if k in rows else 0) for k, (_, size) in new.items())
+            self._reserve_storage(session, ledger, domain, service_id, growth, max_host_bytes)
+            for key, (xml, size) in new.items():
+                row = rows.get(key)
+                if row is None:
+                    row = XmppPrivateXml(account_id=account_id, service_id=service_id, key=key)
+                    session.add(row)
+                row.xml = xml
+                row.size = size
 
-        await self._db(write)
+        await self._db_storage(write)
 
     # VCardStore
 
@@ -991,8 +1169,14 @@ class DbPrivateStore:
     async def get_private(self, domain: str, localpart: str, key: str) -> str | None:
         return await self._b.get_private(domain, localpart, key)
 
-    async def set_private(self, domain: str, localpart: str, key: str, xml: str) -> None:
-        await self._b.set_private(domain, localpart, key, xml)
+    async def set_private(
+        self,
+        domain: str,
+        localpart: str,
+        items: Sequence[tuple[str, str]],
+        max_host_bytes: int | None = None,
+    ) -> None:
+        await self._b.set_private(domain, localpart, items, max_host_bytes)
 
     async def bytes_used(self, domain: str) -> int:
         return await self._b.private_bytes_used(domain)

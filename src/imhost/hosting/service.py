@@ -40,6 +40,8 @@ from imhost.kit.jid import prepare_domain, prepare_localpart
 from imhost.kit.scram import DEFAULT_ITERATIONS, ScramCredentials, ScramHash, derive_credentials
 from imhost.xmpp.ports import HostLimits, HostStatus, VirtualHost
 
+BYTES_PER_MB = 1_000_000
+"""A plan's ``storage_mb`` in bytes: decimal megabytes, as billing's GB are 10^9 bytes."""
 OFFLINE_CEILING = 10_000
 """Offline messages per account when the plan sets no limit (a safety ceiling)."""
 DEFAULT_BURST = 200
@@ -72,6 +74,9 @@ def virtual_host(service: HostedService) -> VirtualHost:
             message_burst=service.message_burst,
             max_stanza_bytes=service.max_stanza_bytes,
             max_offline_messages=service.max_offline_messages,
+            max_storage_bytes=(
+                service.storage_mb * BYTES_PER_MB if service.storage_mb is not None else None
+            ),
             registration_allowed=service.registration_allowed,
         ),
     )

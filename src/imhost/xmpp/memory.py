@@ -21,6 +21,7 @@ from .ports import (
     HostStatus,
     OfflineMessage,
     RosterItem,
+    StorageFull,
     UsageRecord,
     VirtualHost,
 )
@@ -65,6 +66,9 @@ class MemoryBackend:
         self.offline: dict[tuple[str, str], list[OfflineMessage]] = {}
         self.private: dict[tuple[str, str, str], str] = {}
         self.vcards: dict[tuple[str, str], str] = {}
+        self.offline_bytes: dict[str, int] = {}
+        self.private_bytes: dict[str, int] = {}
+        """Stored bytes per host, kept exact by every write and deletion (no scan per write)."""
         self.blocklists: dict[tuple[str, str], set[str]] = {}
         self.usage: list[UsageRecord] = []
         self.usage_keys: set[str] = set()
@@ -220,39 +224,71 @@ class MemoryBackend:
 
     # -- OfflineStore -----------------------------------------------------------------------
 
+    def stored_bytes(self, domain: str) -> int:
+        """Offline and private bytes of a host: what ``max_storage_bytes`` limits."""
+        return self.offline_bytes.get(domain, 0) + self.private_bytes.get(domain, 0)
+
+    def _check_storage(self, domain: str, growth: int, max_host_bytes: int | None) -> None:
+        if max_host_bytes is None or growth <= 0:
+            return
+        if self.stored_bytes(domain) + growth > max_host_bytes:
+            raise StorageFull(domain, max_host_bytes)
+
     async def push(
-        self, domain: str, localpart: str, stanza: str, stored_at: datetime, limit: int
+        self,
+        domain: str,
+        localpart: str,
+        stanza: str,
+        stored_at: datetime,
+        limit: int,
+        max_host_bytes: int | None = None,
     ) -> bool:
         queue = self.offline.setdefault((domain, localpart), [])
         if len(queue) >= limit:
             return False
+        size = len(stanza.encode())
+        self._check_storage(domain, size, max_host_bytes)
         queue.append(OfflineMessage(stanza, stored_at))
+        self.offline_bytes[domain] = self.offline_bytes.get(domain, 0) + size
         return True
 
     async def pop_all(self, domain: str, localpart: str) -> list[OfflineMessage]:
-        return self.offline.pop((domain, localpart), [])
+        messages = self.offline.pop((domain, localpart), [])
+        if messages:
+            freed = sum(len(m.stanza.encode()) for m in messages)
+            self.offline_bytes[domain] = self.offline_bytes.get(domain, 0) - freed
+        return messages
 
     async def count(self, domain: str, localpart: str) -> int:
         return len(self.offline.get((domain, localpart), ()))
 
     async def bytes_used(self, domain: str) -> int:
-        return sum(
-            len(m.stanza.encode())
-            for (d, _), msgs in self.offline.items()
-            if d == domain
-            for m in msgs
-        )
+        return self.offline_bytes.get(domain, 0)
 
     # -- PrivateStore -----------------------------------------------------------------------
 
     async def get_private(self, domain: str, localpart: str, key: str) -> str | None:
         return self.private.get((domain, localpart, key))
 
-    async def set_private(self, domain: str, localpart: str, key: str, xml: str) -> None:
-        self.private[(domain, localpart, key)] = xml
+    async def set_private(
+        self,
+        domain: str,
+        localpart: str,
+        items: Sequence[tuple[str, str]],
+        max_host_bytes: int | None = None,
+    ) -> None:
+        new = dict(items)  # a key given twice: the last one wins
+        growth = 0
+        for key, xml in new.items():
+            old = self.private.get((domain, localpart, key))
+            growth += len(xml.encode()) - (len(old.encode()) if old is not None else 0)
+        self._check_storage(domain, growth, max_host_bytes)
+        for key, xml in new.items():
+            self.private[(domain, localpart, key)] = xml
+        self.private_bytes[domain] = self.private_bytes.get(domain, 0) + growth
 
     async def private_bytes_used(self, domain: str) -> int:
-        return sum(len(v.encode()) for (d, _, _), v in self.private.items() if d == domain)
+        return self.private_bytes.get(domain, 0)
 
     # -- VCardStore -------------------------------------------------------------------------
 
@@ -303,8 +339,14 @@ class MemoryPrivateStore:
     async def get_private(self, domain: str, localpart: str, key: str) -> str | None:
         return await self._b.get_private(domain, localpart, key)
 
-    async def set_private(self, domain: str, localpart: str, key: str, xml: str) -> None:
-        await self._b.set_private(domain, localpart, key, xml)
+    async def set_private(
+        self,
+        domain: str,
+        localpart: str,
+        items: Sequence[tuple[str, str]],
+        max_host_bytes: int | None = None,
+    ) -> None:
+        await self._b.set_private(domain, localpart, items, max_host_bytes)
 
     async def bytes_used(self, domain: str) -> int:
         return await self._b.private_bytes_used(domain)

@@ -34,6 +34,7 @@ __all__ = [
     "RosterStore",
     "ScramCredentials",
     "ScramHash",
+    "StorageFull",
     "UsageRecord",
     "UsageSink",
     "VCardStore",
@@ -60,6 +61,11 @@ class HostLimits:
     """Token bucket size."""
     max_stanza_bytes: int = 262_144
     max_offline_messages: int = 1000
+    max_storage_bytes: int | None = None
+    """Bytes the host may store: its offline messages (XEP-0160) and private XML (XEP-0049),
+    the bytes metered as ``offline_storage_bytes`` and ``private_storage_bytes``. A write that
+    would go over it is refused (:class:`StorageFull`); a deletion or a write that does not
+    grow the total always passes."""
     registration_allowed: bool = False
     """XEP-0077 in-band registration of new accounts (password change is always allowed)."""
     federation_allowed: bool = False
@@ -196,6 +202,29 @@ class RosterStore(Protocol):
     async def remove_pending_in(self, domain: str, localpart: str, jid: str) -> None: ...
 
 
+class StorageFull(Exception):
+    """A write refused: it would take the host over ``HostLimits.max_storage_bytes``.
+
+    ``str()`` is a sentence for the person whose write was refused.
+    """
+
+    def __init__(self, domain: str, limit: int) -> None:
+        self.domain = domain
+        self.limit = limit
+        super().__init__(
+            f"the storage of {domain} is full (its plan allows {format_storage(limit)})"
+        )
+
+
+def format_storage(n: int) -> str:
+    """Bytes as a person reads a plan's storage: decimal megabytes (1 MB = 10^6 bytes)."""
+    if n % 1_000_000 == 0:
+        return f"{n // 1_000_000:,} MB"
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:,.1f} MB"
+    return f"{n:,} bytes"
+
+
 @dataclass(frozen=True, slots=True)
 class OfflineMessage:
     stanza: str
@@ -206,9 +235,19 @@ class OfflineStore(Protocol):
     """XEP-0160 offline storage."""
 
     async def push(
-        self, domain: str, localpart: str, stanza: str, stored_at: datetime, limit: int
+        self,
+        domain: str,
+        localpart: str,
+        stanza: str,
+        stored_at: datetime,
+        limit: int,
+        max_host_bytes: int | None = None,
     ) -> bool:
-        """Store one message; False (nothing stored) if the account already holds ``limit``."""
+        """Store one message; False (nothing stored) if the account already holds ``limit``.
+
+        Raises :class:`StorageFull` (nothing stored) if the host's stored bytes (offline and
+        private) plus this message would exceed ``max_host_bytes`` (``None``: no check).
+        """
         ...
 
     async def pop_all(self, domain: str, localpart: str) -> list[OfflineMessage]:
@@ -227,7 +266,20 @@ class PrivateStore(Protocol):
 
     async def get_private(self, domain: str, localpart: str, key: str) -> str | None: ...
 
-    async def set_private(self, domain: str, localpart: str, key: str, xml: str) -> None: ...
+    async def set_private(
+        self,
+        domain: str,
+        localpart: str,
+        items: Sequence[tuple[str, str]],
+        max_host_bytes: int | None = None,
+    ) -> None:
+        """Store these ``(key, xml)`` elements, all or none (one XEP-0049 set).
+
+        Raises :class:`StorageFull` (nothing stored) if the set grows the host's stored bytes
+        (offline and private) past ``max_host_bytes``; a set that does not grow them (the
+        same or smaller elements) always passes.
+        """
+        ...
 
     async def bytes_used(self, domain: str) -> int: ...
 

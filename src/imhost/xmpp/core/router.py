@@ -23,6 +23,7 @@ from ..ports import (
     OfflineStore,
     PrivateStore,
     RosterStore,
+    StorageFull,
     VCardStore,
     VirtualHost,
 )
@@ -403,13 +404,22 @@ class Router:
             if handled:
                 return
         stamp = self.clock.now()
-        ok = await stores.offline.push(
-            host.domain,
-            to.local,
-            el.serialize(NS_CLIENT),
-            stamp,
-            host.vhost.limits.max_offline_messages,
-        )
+        limits = host.vhost.limits
+        try:
+            ok = await stores.offline.push(
+                host.domain,
+                to.local,
+                el.serialize(NS_CLIENT),
+                stamp,
+                limits.max_offline_messages,
+                limits.max_storage_bytes,
+            )
+        except StorageFull as full:
+            # XEP-0160 §2 (3): what cannot be stored is refused with service-unavailable.
+            self.bounce(
+                el, StanzaErrorCondition.SERVICE_UNAVAILABLE, f"{full}; the message was not stored"
+            )
+            return
         if not ok:
             self.bounce(
                 el,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..core.parser import parse_fragment
+from ..ports import StorageFull
 from .api import (
     NS_CLIENT,
     Element,
@@ -46,7 +47,14 @@ class PrivateModule(Module):
     Nothing stored: the requested element comes back empty. Errors (§3): another account's
     storage ``forbidden``; a get with other than exactly one child, or an empty set,
     ``bad-request``; a refused namespace (jabber:client, jabber:server, jabber:iq:private,
-    none) or an element over 64 KiB ``not-acceptable``.
+    none) or an element over 64 KiB ``not-acceptable``. A set that would take the host over
+    its plan's storage (``HostLimits.max_storage_bytes``, offline messages included) stores
+    nothing and gets ``resource-constraint`` (RFC 6120 §8.3.3.18, type ``wait``) with the
+    text; a set that does not grow the storage (smaller or emptied elements) always passes::
+
+        S: <iq type='error' id='p3'><error type='wait'><resource-constraint .../>
+             <text ...>the storage of example.test is full (its plan allows 100 MB);
+             nothing was stored</text></error></iq>
     """
 
     name = "private"
@@ -106,6 +114,15 @@ class PrivateModule(Module):
                     f"<{child.name}/> is larger than {MAX_ELEMENT_BYTES // 1024} KiB",
                 )
             serialised.append((storage_key(child), xml))
-        for key, xml in serialised:
-            await self.ctx.stores.private.set_private(self.ctx.domain, session.localpart, key, xml)
+        try:
+            await self.ctx.stores.private.set_private(
+                self.ctx.domain,
+                session.localpart,
+                serialised,
+                self.ctx.host.limits.max_storage_bytes,
+            )
+        except StorageFull as full:
+            raise StanzaError(
+                StanzaErrorCondition.RESOURCE_CONSTRAINT, f"{full}; nothing was stored"
+            ) from None
         return result_of(event.stanza)
