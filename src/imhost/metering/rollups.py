@@ -164,6 +164,28 @@ def _marks(items: Sequence[Any]) -> str:
     return ", ".join("?" * len(items))
 
 
+_PG_UPSERT = (
+    "INSERT INTO usage_rollups (organization_id, metric, hour_start, service_key, quantity, "
+    "peak, records) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (organization_id, metric, hour_start, service_key) DO UPDATE SET "
+    "quantity = usage_rollups.quantity + excluded.quantity, "
+    "peak = greatest(usage_rollups.peak, excluded.peak), "
+    "records = usage_rollups.records + excluded.records"
+)
+
+
+def apply_postgresql(cursor: Any, deltas: Deltas) -> None:
+    """Add the deltas to the rollups (PostgreSQL: exact ``numeric`` arithmetic in SQL).
+
+    Written in key order, so concurrent writers lock the rows in the same order.
+    """
+    if deltas:
+        cursor.executemany(
+            _PG_UPSERT,
+            [(*key, qty, peak, count) for key, (qty, peak, count) in sorted(deltas.groups.items())],
+        )
+
+
 def rebuild(session: Session, keys: Iterable[tuple[str, str, datetime]]) -> None:
     """Recompute the rollups of these (organization, metric, hour) from the records."""
     for org, metric, hour in sorted(set(keys)):

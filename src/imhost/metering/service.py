@@ -32,7 +32,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
-from sqlalchemy import and_, select
+import psycopg
+from sqlalchemy import Connection, and_, select
 from sqlalchemy.orm import Session
 
 from imhost import events
@@ -542,6 +543,10 @@ _PG_STAGE = (
     "idempotency_key varchar(200), received_at timestamptz, original_bucket_start timestamptz"
     ") ON COMMIT DELETE ROWS"
 )
+_PG_COPY_DIRECT = (
+    "COPY usage_records (organization_id, service_id, metric, bucket_start, quantity, "
+    "subject, idempotency_key, received_at, original_bucket_start) FROM STDIN"
+)
 _PG_COPY = (
     "COPY usage_records_stage (organization_id, service_id, metric, bucket_start, quantity, "
     "subject, idempotency_key, received_at, original_bucket_start) FROM STDIN"
@@ -583,20 +588,7 @@ def _insert_rows(session: Session, rows: list[_Row]) -> int:
     conn = session.connection()
     inserted = 0
     if _dialect(session) == "postgresql":
-        # COPY into a session-private staging table, then one statement that inserts with
-        # ON CONFLICT DO NOTHING and adds what it inserted to the rollups.
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        with driver.cursor() as cur:
-            cur.execute(_PG_STAGE)
-            for chunk in _chunks(rows, 20_000):
-                with cur.copy(_PG_COPY) as copy:
-                    for row in chunk:
-                        copy.write_row(row)
-                cur.execute(rollups.PG_MERGE_WITH_ROLLUPS)
-                found = cur.fetchone()
-                inserted += int(found[0]) if found else 0
-                cur.execute("TRUNCATE usage_records_stage")
+        inserted = _insert_rows_postgresql(conn, rows)
         if inserted:
             _refresh_gauges(session, rows)
         return inserted
@@ -647,6 +639,46 @@ def _insert_rows(session: Session, rows: list[_Row]) -> int:
         rollups.rebuild(session, to_rebuild)
     if inserted:
         _refresh_gauges(session, rows)
+    return inserted
+
+
+def _insert_rows_postgresql(conn: Connection, rows: list[_Row]) -> int:
+    """PostgreSQL: COPY straight into the table when no row is stored already (the usual
+    case), else COPY into a staging table and merge with ON CONFLICT DO NOTHING.
+
+    The direct COPY runs under a savepoint: a duplicate (a resent flush, or a concurrent
+    writer's row) makes it fail as a whole, and the chunk is then merged instead, which
+    skips the rows that exist. Either way the rollups get exactly the rows inserted.
+    """
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    inserted = 0
+    with driver.cursor() as cur:
+        for chunk in _chunks(rows, 20_000):
+            cur.execute("SAVEPOINT usage_copy")
+            try:
+                with cur.copy(_PG_COPY_DIRECT) as copy:
+                    for row in chunk:
+                        copy.write_row(row)
+            except psycopg.errors.UniqueViolation:
+                cur.execute("ROLLBACK TO SAVEPOINT usage_copy")
+            else:
+                cur.execute("RELEASE SAVEPOINT usage_copy")
+                deltas = rollups.Deltas()
+                add = deltas.add
+                for org, service_id, metric, bucket, qty, *_ in chunk:
+                    add(org, service_id, metric, bucket, qty)
+                rollups.apply_postgresql(cur, deltas)
+                inserted += len(chunk)
+                continue
+            cur.execute(_PG_STAGE)
+            with cur.copy(_PG_COPY) as copy:
+                for row in chunk:
+                    copy.write_row(row)
+            cur.execute(rollups.PG_MERGE_WITH_ROLLUPS)
+            found = cur.fetchone()
+            inserted += int(found[0]) if found else 0
+            cur.execute("TRUNCATE usage_records_stage")
     return inserted
 
 
