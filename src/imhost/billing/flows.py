@@ -18,7 +18,10 @@ reported) while the others commit. What every invoice of a block writes alike is
 once at its end (``invoicing.finish_block``): the subscriptions advanced (one executemany
 UPDATE), the invoice counter (numbers are counted in the block from the first one taken,
 which locks the counter; a rolled-back invoice gives its number back), the metering periods
-closed. Per invoice remain its INSERT (numbered already) and one INSERT of its lines.
+closed, and, on the first try (no savepoints), the invoices and their lines (one executemany
+INSERT each), after which their ``InvoiceEvent``s are published, in order, in the same
+transaction (handlers find the rows). An invoice that consumes pending charges, a coupon or
+account credit has its rows written at once, since those refer to them.
 
 Idempotent and resumable: the run works from the subscriptions' ``next_billing_at``, which
 only moves when its invoice commits, and invoices are unique per (subscription, period
@@ -237,6 +240,7 @@ class _Block:
                 if sub_id not in failed
             ][: self.room]
             block = prefetch_block(session, upcoming, self.cache)
+            block.defer_writes = not savepoints
             taken = 0
             while heap and taken < self.room:
                 point, sub_id, org_id = heapq.heappop(heap)

@@ -58,6 +58,9 @@ from imhost.metering.models import ClosedPeriod
 
 FaultHook = Callable[[str], None]
 
+_INVOICES = cast(Table, Invoice.__table__)
+_LINES = cast(Table, InvoiceLine.__table__)
+
 
 def _no_fault(_point: str) -> None:
     return None
@@ -161,6 +164,25 @@ class BlockPrefetch:
     advanced: list[tuple[Subscription, dict[str, Any], dict[str, Any]]] = field(
         default_factory=list
     )
+
+    # Without savepoints (the billing run's first try of a block), invoice rows, their lines
+    # and their events wait for the block's end (one executemany each): an invoice that
+    # fails then fails the whole try anyway, and the block is redone with savepoints.
+    defer_writes: bool = False
+    pending_invoices: list[dict[str, Any]] = field(default_factory=list)
+    pending_lines: list[dict[str, Any]] = field(default_factory=list)
+    pending_events: list[events.Event] = field(default_factory=list)
+
+    def write_pending(self, session: Session) -> None:
+        """Write the invoices and lines waiting for the block's end (before anything that
+        refers to them)."""
+        conn = session.connection()
+        if self.pending_invoices:
+            conn.execute(insert(_INVOICES), self.pending_invoices)
+            self.pending_invoices.clear()
+        if self.pending_lines:
+            conn.execute(insert(_LINES), self.pending_lines)
+            self.pending_lines.clear()
 
     def mark(self) -> BlockMark:
         """Where the block stands, to :meth:`undo` what a rolled-back invoice added."""
@@ -361,6 +383,14 @@ def finish_block(session: Session, block: BlockPrefetch, clock: Clock) -> None:
         if taken > written:
             conn.execute(_SET_COUNTER, {"b_year": year, "b_seq": taken})
             block.numbers[year][0] = taken
+    block.write_pending(session)
+    _write_closings(session, block, clock)
+    pending_events, block.pending_events = block.pending_events, []
+    for event in pending_events:
+        events.publish(session, event)
+
+
+def _write_closings(session: Session, block: BlockPrefetch, clock: Clock) -> None:
     if not block.to_close:
         return
     now = clock.now()
@@ -554,7 +584,12 @@ def _new_invoice(
     )
 
 
-def _insert_lines(session: Session, invoice_id: str, composed: ComposedInvoice) -> None:
+def _insert_lines(
+    session: Session,
+    invoice_id: str,
+    composed: ComposedInvoice,
+    block: BlockPrefetch | None = None,
+) -> None:
     """Write the invoice's lines, each with its calculation, in one INSERT (executemany).
 
     The invoice row must be written first (foreign key). Lines are read back as rows
@@ -579,8 +614,10 @@ def _insert_lines(session: Session, invoice_id: str, composed: ComposedInvoice) 
         }
         for position, line in enumerate(composed.lines, start=1)
     ]
-    if rows:
-        session.connection().execute(insert(cast(Table, InvoiceLine.__table__)), rows)
+    if block is not None and block.defer_writes:
+        block.pending_lines.extend(rows)
+    elif rows:
+        session.connection().execute(insert(_LINES), rows)
 
 
 def _write_invoice(
@@ -649,21 +686,24 @@ def finalize_invoice(
     else:
         invoice.status = InvoiceStatus.OPEN.value
     if inspect(invoice).transient:
-        _insert_invoice(session, invoice)
+        _insert_invoice(session, invoice, block)
     else:
         session.flush()
     return invoice
 
 
-_INVOICES = cast(Table, Invoice.__table__)
-
-
-def _insert_invoice(session: Session, invoice: Invoice) -> None:
-    """Write a new invoice with one Core INSERT, then attach the object to the session as
-    if loaded (no unit-of-work flush: it cost more than the statement)."""
-    session.connection().execute(
-        insert(_INVOICES), {c.key: getattr(invoice, c.key) for c in _INVOICES.columns}
-    )
+def _insert_invoice(session: Session, invoice: Invoice, block: BlockPrefetch | None) -> None:
+    """Write a new invoice with one Core INSERT (or leave it to the block's end), then
+    attach the object to the session as if loaded (no unit-of-work flush: it cost more than
+    the statement)."""
+    row = {c.key: getattr(invoice, c.key) for c in _INVOICES.columns}
+    for key, value in row.items():
+        if key not in invoice.__dict__:
+            setattr(invoice, key, value)  # every column loaded: no refresh query later
+    if block is not None and block.defer_writes:
+        block.pending_invoices.append(row)
+    else:
+        session.connection().execute(insert(_INVOICES), row)
     make_transient_to_detached(invoice)
     session.add(invoice)
 
@@ -859,8 +899,13 @@ def invoice_subscription(
     fault("draft_written")
     # Finalized before its first flush: the invoice is written once, with its number.
     finalize_invoice(session, clock, invoice, issued_at=point.at, terms=cache.terms, block=block)
-    _insert_lines(session, invoice.id, composed)
+    _insert_lines(session, invoice.id, composed, block)
     fault("finalized")
+    uses_credit = block is None or org.id in block.orgs_with_credit
+    if block is not None and (
+        consumed or coupon is not None or composed.carried_to_credit > 0 or uses_credit
+    ):
+        block.write_pending(session)  # what follows refers to the invoice's row
     if consumed:
         for charge in session.scalars(select(PendingCharge).where(PendingCharge.id.in_(consumed))):
             charge.invoice_id = invoice.id
@@ -879,7 +924,7 @@ def invoice_subscription(
             description=f"Credit exceeding the charges of invoice {invoice.number}",
             invoice_id=invoice.id,
         )
-    if block is None or org.id in block.orgs_with_credit:
+    if uses_credit or composed.carried_to_credit > 0:
         apply_account_credit(session, clock, invoice, at=point.at)
     fault("credit_applied")
     us, ue = sub.current_period_start, sub.current_period_end
@@ -893,12 +938,13 @@ def invoice_subscription(
     fault("period_closed")
     _advance(session, sub, point, plan, block if in_block else None)
     fault("advanced")
-    events.publish(
-        session,
-        events.InvoiceEvent(
-            at=clock.now(), organization_id=org.id, invoice_id=invoice.id, kind="finalized"
-        ),
+    finalized = events.InvoiceEvent(
+        at=clock.now(), organization_id=org.id, invoice_id=invoice.id, kind="finalized"
     )
+    if block is not None and block.defer_writes:
+        block.pending_events.append(finalized)  # published once its rows are written
+    else:
+        events.publish(session, finalized)
     return invoice
 
 
