@@ -545,8 +545,19 @@ _PG_STAGE = (
 )
 _PG_COPY_DIRECT = (
     "COPY usage_records (organization_id, service_id, metric, bucket_start, quantity, "
-    "subject, idempotency_key, received_at, original_bucket_start) FROM STDIN"
+    "subject, idempotency_key, received_at, original_bucket_start) FROM STDIN (FORMAT BINARY)"
 )
+_PG_COPY_TYPES = [
+    "varchar",
+    "varchar",
+    "varchar",
+    "timestamptz",
+    "numeric",
+    "varchar",
+    "varchar",
+    "timestamptz",
+    "timestamptz",
+]
 _PG_COPY = (
     "COPY usage_records_stage (organization_id, service_id, metric, bucket_start, quantity, "
     "subject, idempotency_key, received_at, original_bucket_start) FROM STDIN"
@@ -658,6 +669,7 @@ def _insert_rows_postgresql(conn: Connection, rows: list[_Row]) -> int:
             cur.execute("SAVEPOINT usage_copy")
             try:
                 with cur.copy(_PG_COPY_DIRECT) as copy:
+                    copy.set_types(_PG_COPY_TYPES)
                     for row in chunk:
                         copy.write_row(row)
             except psycopg.errors.UniqueViolation:
