@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -11,14 +12,16 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.accounts.models import AuditEvent
+from imhost.catalog.models import PlanLimits
 from imhost.config import SecuritySettings
+from imhost.hosting import ports as hosting_ports
 from imhost.hosting import service as hosting
-from imhost.hosting.models import HostedService
+from imhost.hosting.models import HostedService, XmppAccount, XmppOfflineMessage, XmppPrivateXml
 from imhost.hosting.ports import DbBackend, DbPrivateStore
 from imhost.kit.clock import FrozenClock
 from imhost.kit.scram import ScramHash, verify_plain
 from imhost.metering.models import UsageRecord as MeteredUsage
-from imhost.xmpp.ports import AuthAttempt, RosterItem, UsageRecord, VirtualHost
+from imhost.xmpp.ports import AuthAttempt, RosterItem, StorageFull, UsageRecord, VirtualHost
 
 from .factories import ITERATIONS, PASSWORD, SECURITY, make_account, make_service
 
@@ -451,3 +454,144 @@ async def test_credentials_read_while_a_reset_commits_are_not_cached(setup: Setu
     assert stale is not None and verify_plain(PASSWORD, stale, ScramHash.SHA256)  # that read
     current = await backend.get_credentials("a.example", "alice", ScramHash.SHA256)
     assert current is not None and verify_plain(resets[0], current, ScramHash.SHA256)
+
+
+# -- the storage limit (HostLimits.max_storage_bytes) ------------------------------------------
+
+
+def stored_in_database(setup: Setup, service_id: str) -> int:
+    """What the database holds (offline + private bytes), counted the slow way."""
+    with setup.factory() as session:
+        offline = session.scalar(
+            select(func.coalesce(func.sum(XmppOfflineMessage.size), 0)).where(
+                XmppOfflineMessage.service_id == service_id
+            )
+        )
+        private = session.scalar(
+            select(func.coalesce(func.sum(XmppPrivateXml.size), 0)).where(
+                XmppPrivateXml.service_id == service_id
+            )
+        )
+        return int(offline or 0) + int(private or 0)
+
+
+def xml_of(n: int) -> str:
+    """An element of exactly ``n`` bytes (n >= 7)."""
+    return "<x>" + "y" * (n - 7) + "</x>"
+
+
+async def test_storage_past_the_hosts_limit_is_refused_and_frees_on_delivery(setup: Setup) -> None:
+    backend, now = setup.backend, setup.clock.now()
+    private = DbPrivateStore(backend)
+    await private.set_private("a.example", "alice", [("k1", xml_of(600))], 1000)
+    with pytest.raises(StorageFull, match=r"storage of a\.example is full"):
+        await backend.push("a.example", "bob", xml_of(401), now, 10, 1000)
+    assert await backend.push("a.example", "bob", xml_of(300), now, 10, 1000)
+    assert backend.stored_bytes("a.example") == 900 == stored_in_database(setup, setup.a.id)
+    with pytest.raises(StorageFull):
+        await private.set_private("a.example", "alice", [("k2", xml_of(101))], 1000)
+    assert await private.get_private("a.example", "alice", "k2") is None
+    # Same host name on another service: its own storage.
+    await private.set_private("b.example", "alice", [("k2", xml_of(1000))], 1000)
+    # Shrinking passes at the limit; delivering offline messages frees their bytes.
+    await private.set_private("a.example", "alice", [("k1", xml_of(7))], 1000)
+    assert len(await backend.pop_all("a.example", "bob")) == 1
+    assert backend.stored_bytes("a.example") == 7 == stored_in_database(setup, setup.a.id)
+    await private.set_private(
+        "a.example", "alice", [("k1", xml_of(500)), ("k2", xml_of(500))], 1000
+    )
+    assert stored_in_database(setup, setup.a.id) == 1000 == backend.stored_bytes("a.example")
+
+
+async def test_a_set_over_the_limit_stores_none_of_its_elements(setup: Setup) -> None:
+    private = DbPrivateStore(setup.backend)
+    with pytest.raises(StorageFull):
+        await private.set_private(
+            "a.example", "alice", [("k1", xml_of(600)), ("k2", xml_of(600))], 1000
+        )
+    assert await private.get_private("a.example", "alice", "k1") is None
+    assert stored_in_database(setup, setup.a.id) == 0
+    assert setup.backend.stored_bytes("a.example") == 0
+
+
+async def test_concurrent_writes_cannot_both_take_the_last_bytes(setup: Setup) -> None:
+    backend, now = setup.backend, setup.clock.now()
+    results = await asyncio.gather(
+        *(backend.push("a.example", user, xml_of(600), now, 10, 1000) for user in ("alice", "bob")),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in results) == ["StorageFull", "bool"]
+    assert stored_in_database(setup, setup.a.id) == 600 == backend.stored_bytes("a.example")
+
+
+async def test_the_counter_is_counted_from_the_database_and_again_when_old(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend, now = setup.backend, setup.clock.now()
+
+    def written_elsewhere(size: int) -> None:
+        """Another node (or process) stores bytes this backend does not see being written."""
+        with setup.factory() as session:
+            account = session.scalar(
+                select(XmppAccount).where(
+                    XmppAccount.service_id == setup.a.id, XmppAccount.localpart == "alice"
+                )
+            )
+            assert account is not None
+            session.add(
+                XmppOfflineMessage(
+                    account_id=account.id,
+                    service_id=setup.a.id,
+                    stanza=xml_of(size),
+                    size=size,
+                    stored_at=now,
+                )
+            )
+            session.commit()
+
+    written_elsewhere(700)
+    assert backend.stored_bytes("a.example") is None  # nothing counted before a limited write
+    with pytest.raises(StorageFull):  # the first limited write counts what is there
+        await backend.push("a.example", "bob", xml_of(301), now, 10, 1000)
+    assert backend.stored_bytes("a.example") == 700
+    written_elsewhere(200)  # unseen until the counter is recounted (bounded staleness)
+    assert await backend.push("a.example", "bob", xml_of(100), now, 10, 1000)
+    assert backend.stored_bytes("a.example") == 800
+    monkeypatch.setattr(hosting_ports, "STORAGE_RECOUNT_SECONDS", 0.0)
+    with pytest.raises(StorageFull):
+        await backend.push("a.example", "bob", xml_of(1), now, 10, 1000)
+    assert backend.stored_bytes("a.example") == 1000 == stored_in_database(setup, setup.a.id)
+
+
+async def test_deleting_an_account_frees_its_storage_at_once(setup: Setup) -> None:
+    backend, now = setup.backend, setup.clock.now()
+    assert await backend.push("a.example", "bob", xml_of(900), now, 10, 1000)
+    with pytest.raises(StorageFull):
+        await DbPrivateStore(backend).set_private("a.example", "alice", [("k", xml_of(200))], 1000)
+    with setup.factory() as session:
+        service = hosting.get_service(session, setup.a.id)
+        hosting.delete_account(
+            session, setup.clock, service, hosting.get_account(session, service, "bob")
+        )
+        session.commit()
+    await DbPrivateStore(backend).set_private("a.example", "alice", [("k", xml_of(200))], 1000)
+    assert backend.stored_bytes("a.example") == 200 == stored_in_database(setup, setup.a.id)
+
+
+async def test_the_plans_storage_reaches_the_engine_at_once_in_decimal_megabytes(
+    setup: Setup,
+) -> None:
+    host = await setup.backend.get_host("a.example")
+    assert host is not None and host.limits.max_storage_bytes is None
+    with setup.factory() as session:
+        service = hosting.get_service(session, setup.a.id)
+        hosting.change_plan_limits(session, setup.clock, service, PlanLimits(storage_mb=5))
+        session.commit()
+    host = await setup.backend.get_host("a.example")
+    assert host is not None and host.limits.max_storage_bytes == 5_000_000
+    with setup.factory() as session:
+        service = hosting.get_service(session, setup.a.id)
+        hosting.set_limits(session, setup.clock, service, {"storage_mb": None})
+        session.commit()
+    host = await setup.backend.get_host("a.example")
+    assert host is not None and host.limits.max_storage_bytes is None
