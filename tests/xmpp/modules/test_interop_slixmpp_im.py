@@ -1,14 +1,18 @@
 """Interop of the IM modules with slixmpp, a client we did not write: roster and
-subscriptions between two accounts, presence, carbons to a second resource, blocking, vCard."""
+subscriptions between two accounts, presence, carbons to a second resource, blocking, vCard,
+private XML storage refused past the plan's storage limit."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import ssl
+from dataclasses import replace
 from typing import Any
 
 import pytest
+
+from imhost.xmpp.ports import HostLimits
 
 from ..conftest import LiveServer
 
@@ -36,7 +40,7 @@ class Bot(slixmpp.ClientXMPP):  # type: ignore[misc,name-defined]
         self.enable_plaintext = False
         self.auto_authorize = None  # answer subscription requests by hand
         self.auto_subscribe = False
-        for plugin in ("xep_0030", "xep_0054", "xep_0191", "xep_0280", "xep_0092"):
+        for plugin in ("xep_0030", "xep_0049", "xep_0054", "xep_0191", "xep_0280", "xep_0092"):
             self.register_plugin(plugin)
         self.add_event_handler("session_start", self._start)
         self.add_event_handler("message", self._message)
@@ -186,4 +190,35 @@ async def test_disco_and_version_with_slixmpp(live_im: LiveServer) -> None:
     await until(lambda: sessions["slix"].get(CLIENT_VERSION) is not None)
     client = sessions["slix"].get(CLIENT_VERSION)
     assert client is not None and client.name == "Slixmpp"
+    await close(alice)
+
+
+class Prefs(slixmpp.xmlstream.ElementBase):  # type: ignore[misc,name-defined]
+    name = "prefs"
+    namespace = "urn:example:prefs"
+    plugin_attrib = "prefs"
+    interfaces = {"theme"}
+    sub_interfaces = interfaces
+
+
+async def test_private_storage_past_the_storage_limit_with_slixmpp(live_im: LiveServer) -> None:
+    host = live_im.backend.hosts[live_im.domain]
+    live_im.backend.put_host(
+        replace(host, limits=HostLimits(message_rate=None, max_storage_bytes=1000))
+    )
+    alice = await connect(live_im, "alice")
+    private = alice.plugin["xep_0049"]
+    private.register(Prefs)
+    small = Prefs()
+    small["theme"] = "dark"
+    await private.store(small)
+    large = Prefs()
+    large["theme"] = "x" * 2000
+    with pytest.raises(slixmpp.exceptions.IqError) as refused:
+        await private.store(large)
+    error = refused.value.iq["error"]
+    assert (error["condition"], error["type"]) == ("resource-constraint", "wait")
+    assert "storage of example.test is full" in error["text"]
+    answer = await private.retrieve("prefs")
+    assert answer["private"]["prefs"]["theme"] == "dark"
     await close(alice)
