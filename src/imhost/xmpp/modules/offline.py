@@ -12,7 +12,9 @@ class OfflineModule(Module):
     """XEP-0160 §4 best practices, on top of the core's storage.
 
     The core stores a chat/normal message with a body for an account with no available
-    resource (up to the host's ``max_offline_messages``, then ``service-unavailable``) and
+    resource (up to the host's ``max_offline_messages`` per account and its plan's storage,
+    ``max_storage_bytes``, shared with private XML; past either ``service-unavailable``, as
+    XEP-0160 §2 step 3 says, with a text naming which limit was reached) and
     delivers it at the next initial presence with
     ``<delay xmlns='urn:xmpp:delay' from='example.test' stamp='...'>`` (XEP-0203). This module
     advertises ``msgoffline`` (XEP-0160 §5) and honours the XEP-0334 hints

@@ -37,6 +37,11 @@ class VCardModule(Module):
     ``forbidden``; larger than 64 KiB ``not-acceptable``; a payload that is not a vCard
     ``bad-request``; an account that does not exist, or that blocked the requester,
     ``service-unavailable`` (RFC 6121 §8.5.1, XEP-0191 §3.4).
+
+    vCards do not count toward the plan's storage (``HostLimits.max_storage_bytes``): like the
+    roster and the block list they are one bounded profile per account (64 KiB at most, so the
+    account limit bounds them), and the storage limit covers exactly the bytes metered and
+    billed as storage (offline messages and private XML).
     """
 
     name = "vcard"
