@@ -10,7 +10,13 @@ from imhost.accounts.models import AuditEvent
 from imhost.catalog.models import PlanLimits
 from imhost.hosting import changes
 from imhost.hosting import service as hosting
-from imhost.hosting.models import HostedService, XmppAccount
+from imhost.hosting.models import (
+    HostedService,
+    XmppAccount,
+    XmppOfflineMessage,
+    XmppPrivateXml,
+    XmppVCard,
+)
 from imhost.kit.clock import FrozenClock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.kit.scram import ScramHash, verify_plain
@@ -50,6 +56,34 @@ def test_plan_limits_are_copied_to_the_service(db: Session, clock: FrozenClock) 
     assert host.limits.max_connections == 7
     assert host.limits.message_rate == 9.0
     assert host.limits.message_burst == 11
+    assert host.limits.max_storage_bytes is None
+
+
+def test_storage_is_given_to_the_engine_in_decimal_megabytes(
+    db: Session, clock: FrozenClock
+) -> None:
+    service = make_service(db, clock, limits=PlanLimits(storage_mb=250))
+    assert hosting.virtual_host(service).limits.max_storage_bytes == 250_000_000
+    hosting.set_limits(db, clock, service, {"storage_mb": 0})
+    assert hosting.virtual_host(service).limits.max_storage_bytes == 0
+
+
+def test_stored_bytes_count_offline_messages_and_private_xml_of_that_service_only(
+    db: Session, clock: FrozenClock
+) -> None:
+    a, b = make_service(db, clock), make_service(db, clock)
+    alice, other = make_account(db, clock, a, "alice"), make_account(db, clock, b, "alice")
+    db.add(
+        XmppOfflineMessage(
+            account_id=alice.id, service_id=a.id, stanza="x" * 300, size=300, stored_at=clock.now()
+        )
+    )
+    db.add(XmppPrivateXml(account_id=alice.id, service_id=a.id, key="k", xml="y" * 45, size=45))
+    db.add(XmppVCard(account_id=alice.id, xml="v" * 1000))  # vCards do not count
+    db.add(XmppPrivateXml(account_id=other.id, service_id=b.id, key="k", xml="z" * 7, size=7))
+    db.flush()
+    assert hosting.stored_bytes(db, a.id) == 345
+    assert hosting.stored_bytes(db, b.id) == 7
 
 
 def test_accounts_per_service_are_limited_with_a_clear_error(

@@ -646,6 +646,43 @@ def test_disabling_an_xmpp_account_asks_for_a_reason_first(
     assert "left us" in listing.text
 
 
+def test_the_service_page_shows_storage_used_against_the_plans_limit(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    from imhost.catalog.models import PlanLimits
+    from imhost.hosting import service as hosting
+    from imhost.hosting.models import XmppPrivateXml
+
+    runtime: Runtime = pages.state.runtime
+    with session_factory() as session:
+        org = accounts.get_organization(session, world.org.id)
+        service = hosting.create_service(
+            session, clock, org, base_domain="chat.example.net", limits=PlanLimits(storage_mb=5)
+        )
+        account, _ = hosting.create_account(
+            session,
+            clock,
+            service,
+            username="ann",
+            password=None,
+            name="Ann",
+            security=runtime.settings.security,
+            actor=Actor.system(),
+        )
+        xml = "<x>" + "y" * 1_200_000 + "</x>"
+        session.add(
+            XmppPrivateXml(
+                account_id=account.id, service_id=service.id, key="k", xml=xml, size=len(xml)
+            )
+        )
+        session.commit()
+    client, _ = as_user(pages, world.members[OrgRole.READ_ONLY])
+    text = client.get(f"/portal/orgs/{world.org.slug}/service").text
+    # 1.2 MB stored shows as 2 MB (rounded up) of 5, with its meter.
+    assert re.search(r'Storage \(MB\)</th><td class="num">2</td><td class="num">5</td>', text), text
+    assert "40% of the limit used" in text
+
+
 def test_an_invitation_link_lets_the_invited_person_join_after_signing_in(
     pages: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
 ) -> None:

@@ -33,6 +33,8 @@ from imhost.hosting.models import (
     HostedService,
     ServiceStatus,
     XmppAccount,
+    XmppOfflineMessage,
+    XmppPrivateXml,
 )
 from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
@@ -500,6 +502,23 @@ def prepare_username(username: str) -> str:
         return prepare_localpart(raw)
     except ValueError as exc:
         raise InvalidInput(f"{raw!r} cannot be a username: {exc}.", field="username") from None
+
+
+def stored_bytes(session: Session, service_id: str) -> int:
+    """Bytes the service stores against its plan's storage: offline messages and private XML
+    (what the engine limits and metering bills as storage). Two SUMs: for pages, not for the
+    engine's hot path (which keeps counters, ``hosting.ports``)."""
+    offline = session.scalar(
+        select(func.coalesce(func.sum(XmppOfflineMessage.size), 0)).where(
+            XmppOfflineMessage.service_id == service_id
+        )
+    )
+    private = session.scalar(
+        select(func.coalesce(func.sum(XmppPrivateXml.size), 0)).where(
+            XmppPrivateXml.service_id == service_id
+        )
+    )
+    return int(offline or 0) + int(private or 0)
 
 
 def count_accounts(session: Session, service_id: str) -> int:

@@ -71,6 +71,12 @@ def live_connections(runtime: Runtime, service: HostedService) -> int | None:
     return int(snapshot.get(service.domain, {}).get("connections", 0))
 
 
+def stored_mb(db: Db, service: HostedService) -> int:
+    """Offline messages and private XML stored, in MB of 10^6 bytes rounded up (what the plan's
+    storage limit counts; at the limit this shows the limit, not one less)."""
+    return -(-hosting.stored_bytes(db, service.id) // hosting.BYTES_PER_MB)
+
+
 def limits_of(db: Db, runtime: Runtime, service: HostedService) -> list[Limit]:
     return [
         Limit("Accounts", hosting.count_accounts(db, service.id), service.max_accounts),
@@ -78,7 +84,7 @@ def limits_of(db: Db, runtime: Runtime, service: HostedService) -> list[Limit]:
         Limit("Connections per account", None, service.max_connections_per_account),
         Limit("Messages per second per account", None, service.message_rate),
         Limit("Offline messages kept", None, service.max_offline_messages),
-        Limit("Storage (MB)", None, service.storage_mb),
+        Limit("Storage (MB)", stored_mb(db, service), service.storage_mb),
     ]
 
 
