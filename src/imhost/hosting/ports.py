@@ -15,7 +15,8 @@ path never waits on it:
 - the storage limit (``HostLimits.max_storage_bytes``) is checked against a byte counter per
   service (:class:`_StoredBytes`), not a SUM per write: counted from the database on the first
   limited write, moved by every write and deletion this process makes, counted again when
-  older than ``STORAGE_RECOUNT_SECONDS`` and at once after an account or host change here.
+  older than ``STORAGE_RECOUNT_SECONDS``, and at the next limited write after an account is
+  deleted, disabled or reset in this process (its data may have gone with it).
   Exact for one process; with several nodes, each misses the others' writes and deletions
   for at most that long (a host may go over by what the other nodes store meanwhile, or be
   refused for up to 30 s after another node freed space).
