@@ -310,3 +310,23 @@ def test_storage_averages_through_hour_summaries_equal_the_samples(
     results = aggregate(db, requests)
     for q, (_, gauge) in zip(requests, results, strict=True):
         assert gauge.gb_seconds == gauge_oracle(db, q.organization_id, q.start, q.as_of), q
+
+
+def test_sums_per_day_equal_the_records(db: Session, clock: FrozenClock) -> None:
+    clock = FrozenClock(NOW)
+    rng = random.Random(5)
+    orgs = [make_org(db, clock, "org").id]
+    service.ingest_engine_batch(db, random_records(rng, orgs, 2000, ("svc-1", None)), clock=clock)
+    db.flush()
+    start, end = utc(2026, 1, 4, 13, 27), utc(2026, 1, 19, 8, 5)
+    expected: dict[object, Decimal] = defaultdict(Decimal)
+    for r in db.scalars(
+        select(UsageRecord).where(
+            UsageRecord.metric == "messages",
+            UsageRecord.bucket_start >= start,
+            UsageRecord.bucket_start < end,
+        )
+    ):
+        expected[r.bucket_start.date()] += Decimal(r.quantity)
+    assert expected
+    assert service.sums_per_day(db, orgs[0], "messages", start, end) == dict(expected)

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -570,6 +570,45 @@ def usage_to_date(
     request = Request(organization_id, period_start, now + FUTURE_TOLERANCE, now)
     quantities, _ = aggregate(session, [request])[0]
     return quantities
+
+
+def sums_per_day(
+    session: Session, organization_id: str, metric: str, start: datetime, end: datetime
+) -> dict[date, Decimal]:
+    """A summed metric's total per UTC day over ``[start, end)`` (days without usage absent).
+
+    Whole hours come from the rollups, the partial hours at the edges from the records.
+    """
+    _aware(start, "start")
+    _aware(end, "end")
+    out: dict[date, Decimal] = defaultdict(lambda: ZERO)
+    whole = rollups.split(start, end)
+    edges = [(start, end)]
+    if whole is not None:
+        h1, h2 = whole
+        edges = [(start, h1), (h2, end)]
+        for hour, qty in session.execute(
+            select(UsageRollup.hour_start, UsageRollup.quantity).where(
+                UsageRollup.organization_id == organization_id,
+                UsageRollup.metric == metric,
+                UsageRollup.hour_start >= h1,
+                UsageRollup.hour_start < h2,
+            )
+        ):
+            out[_utc(hour).date()] += Decimal(qty)
+    for lo, hi in edges:
+        if lo >= hi:
+            continue
+        for bucket, qty in session.execute(
+            select(UsageRecord.bucket_start, UsageRecord.quantity).where(
+                UsageRecord.organization_id == organization_id,
+                UsageRecord.metric == metric,
+                UsageRecord.bucket_start >= lo,
+                UsageRecord.bucket_start < hi,
+            )
+        ):
+            out[_utc(bucket).date()] += Decimal(qty)
+    return dict(out)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

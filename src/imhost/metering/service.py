@@ -53,6 +53,7 @@ from imhost.metering.aggregate import (
     gb,
     normal,
     seconds,
+    sums_per_day,
     usage_to_date,
 )
 from imhost.metering.models import (
@@ -1055,6 +1056,7 @@ __all__ = [
     "forecast",
     "ingest",
     "ingest_engine_batch",
+    "sums_per_day",
     "usage_records_for",
     "usage_to_date",
 ]

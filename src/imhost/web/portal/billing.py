@@ -4,14 +4,12 @@ budget thresholds, invoices (with each line's calculation, and the PDF), payment
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
-from sqlalchemy import select
 from starlette.responses import Response
 
 from imhost.accounts.permissions import Access, org_role_allows, staff_role_allows
@@ -23,7 +21,6 @@ from imhost.billing.render import render_invoice_pdf
 from imhost.kit.errors import DomainError, InvalidInput, NotFound
 from imhost.metering import metrics as m
 from imhost.metering import service as metering
-from imhost.metering.models import UsageRecord
 from imhost.metering.schemas import BudgetIn
 from imhost.metering.tasks import BudgetPricing, calendar_month
 from imhost.runtime import Runtime
@@ -90,22 +87,12 @@ def billing_summary(db: Db, runtime: Runtime, principal: Principal) -> dict[str,
 def daily_usage(
     db: Db, org_id: str, metric: str, start: Any, end: Any
 ) -> list[tuple[str, Decimal]]:
-    """The day-by-day sums of one summed metric's records over [start, end)."""
-    rows = db.execute(
-        select(UsageRecord.bucket_start, UsageRecord.quantity).where(
-            UsageRecord.organization_id == org_id,
-            UsageRecord.metric == metric,
-            UsageRecord.bucket_start >= start,
-            UsageRecord.bucket_start < end,
-        )
-    ).all()
-    per_day: dict[str, Decimal] = defaultdict(Decimal)
-    for at, qty in rows:
-        per_day[at.strftime("%m-%d")] += Decimal(qty)
+    """The day-by-day sums of one summed metric over [start, end) (from the hourly rollups)."""
+    per_day = metering.sums_per_day(db, org_id, metric, start, end)
     days: list[tuple[str, Decimal]] = []
     day = start
     while day < end and len(days) < 400:
-        days.append((day.strftime("%m-%d"), per_day.get(day.strftime("%m-%d"), Decimal(0))))
+        days.append((day.strftime("%m-%d"), per_day.get(day.date(), Decimal(0))))
         day += timedelta(days=1)
     return days
 
