@@ -8,11 +8,13 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from imhost import events
 from imhost.billing import service
 from imhost.billing.flows import run_billing
 from imhost.billing.models import Invoice, Subscription
 from imhost.db.engine import transaction
 from imhost.kit.clock import FrozenClock, utc
+from imhost.kit.errors import InvalidInput
 from imhost.metering.service import close_period, closed_periods
 
 from .factories import add_usage, make_org, make_plan, messages_per_unit
@@ -141,3 +143,34 @@ def test_a_period_closed_already_with_another_end_fails_that_subscription_alone(
     with session_factory() as s:
         failed = s.get(Subscription, "s1")
         assert failed is not None and failed.next_billing_at == utc(2026, 12, 1)
+
+
+def test_an_invoice_event_handler_that_refuses_fails_that_subscription_alone(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 11, 1, 9))
+    _customers(session_factory, clock, 4)
+    bus = events.EventBus()
+    seen: list[str] = []
+
+    def on_invoice(event: events.InvoiceEvent, session: Session) -> None:
+        # Handlers find the invoice and its lines written, in the run's transaction.
+        invoice = session.get(Invoice, event.invoice_id)
+        assert invoice is not None and service.invoice_lines(session, invoice.id)
+        if event.organization_id == "o1":
+            raise InvalidInput("o1 refuses its invoice")
+        seen.append(event.organization_id)
+
+    bus.subscribe(events.InvoiceEvent, on_invoice)
+    factory = sessionmaker(
+        bind=session_factory.kw["bind"], expire_on_commit=False, info={"bus": bus}
+    )
+    summary = run_billing(factory, clock, clock.now())
+    assert summary.invoices == 3
+    assert [(f.subscription_id, f.error) for f in summary.failures] == [
+        ("s1", "o1 refuses its invoice")
+    ]
+    # The first try (events at the block's end) was rolled back; the second published each
+    # invoice's event once, in its savepoint.
+    assert seen[-3:] == ["o0", "o2", "o3"]
+    assert sorted(_numbers_by_subscription(session_factory)) == ["s0", "s2", "s3"]

@@ -258,7 +258,13 @@ class _Block:
                 if next_at is not None and point < next_at <= self.as_of:
                     heapq.heappush(heap, (next_at, sub_id, org_id))
                     self.pushed += 1
-            finish_block(session, block, self.clock)
+            try:
+                finish_block(session, block, self.clock)
+            except (DomainError, IntegrityError) as exc:
+                if savepoints:
+                    raise
+                # A deferred row or an event handler refused: find which, one savepoint each.
+                raise _NeedsSavepoints(f"end of block: {exc}") from exc
             self.hook("before_commit")
         return outcomes
 
