@@ -174,3 +174,24 @@ def test_an_invoice_event_handler_that_refuses_fails_that_subscription_alone(
     # invoice's event once, in its savepoint.
     assert seen[-3:] == ["o0", "o2", "o3"]
     assert sorted(_numbers_by_subscription(session_factory)) == ["s0", "s2", "s3"]
+
+
+def test_max_invoices_stops_mid_block_and_progress_counts_what_is_committed(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 11, 1, 9))
+    _customers(session_factory, clock, 5)
+    calls: list[tuple[int, int, str]] = []
+    summary = run_billing(
+        session_factory,
+        clock,
+        clock.now(),
+        max_invoices=3,
+        block_size=2,
+        progress=lambda done, total, sub_id: calls.append((done, total, sub_id)),
+    )
+    assert summary.invoices == 3
+    assert sorted(_numbers_by_subscription(session_factory)) == ["s0", "s1", "s2"]
+    assert calls == [(1, 5, "s0"), (2, 5, "s1"), (3, 5, "s2")]
+    rest = run_billing(session_factory, clock, clock.now())
+    assert rest.invoices == 2 and rest.invoice_numbers == ["INV-2026-000004", "INV-2026-000005"]
