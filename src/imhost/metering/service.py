@@ -220,6 +220,42 @@ def closed_periods(
     return out
 
 
+def lock_for_closing(session: Session, organization_ids: Iterable[str]) -> None:
+    """Billing calls this before reading the quantities of periods it will close.
+
+    Ingestion reads an organization's closed periods and then inserts; billing reads the
+    quantities and then closes the period. On PostgreSQL those two could interleave so that
+    a record is committed into a period after its quantities were read and the period
+    closed: billed never. Billing locks the organizations' rows ``FOR NO KEY UPDATE`` (in id
+    order) and ingestion ``FOR SHARE`` (:func:`_lock_for_ingest`), which conflict: either the
+    record commits first and is counted, or the closing does and the record follows the
+    late-usage policy. SQLite needs nothing: a writer there holds the only write lock, and a
+    stale reader cannot write.
+    """
+    if _dialect(session) != "postgresql":
+        return
+    for chunk in _chunks(sorted(set(organization_ids)), _CHUNK):
+        session.execute(
+            select(Organization.id)
+            .where(Organization.id.in_(chunk))
+            .order_by(Organization.id)
+            .with_for_update(key_share=True)
+        )
+
+
+def _lock_for_ingest(session: Session, organization_ids: Iterable[str]) -> None:
+    """The ingestion side of :func:`lock_for_closing` (``FOR SHARE``, in id order)."""
+    if _dialect(session) != "postgresql":
+        return
+    for chunk in _chunks(sorted(set(organization_ids)), _CHUNK):
+        session.execute(
+            select(Organization.id)
+            .where(Organization.id.in_(chunk))
+            .order_by(Organization.id)
+            .with_for_update(read=True)
+        )
+
+
 def _closed_at(periods: list[tuple[datetime, datetime]], when: datetime) -> bool:
     return any(start <= when < end for start, end in periods)
 
@@ -336,6 +372,7 @@ def ingest(
 
     org_ids = {org for _, _, org, _ in candidates}
     known_orgs = _existing_orgs(session, org_ids)
+    _lock_for_ingest(session, known_orgs)
     periods = closed_periods(session, org_ids)
     stored = _stored_contents(
         session,
@@ -761,6 +798,7 @@ def ingest_engine_batch(
     now = clock.now()
     result = IngestResult()
     org_ids = {r.organization_id for r in records if r.organization_id}
+    _lock_for_ingest(session, org_ids)
     periods = closed_periods(session, org_ids)
     policy: LateUsagePolicy | None = None
     rows: list[_Row] = []
@@ -1056,6 +1094,7 @@ __all__ = [
     "forecast",
     "ingest",
     "ingest_engine_batch",
+    "lock_for_closing",
     "sums_per_day",
     "usage_records_for",
     "usage_to_date",
