@@ -47,7 +47,7 @@ from imhost.accounts import audit
 from imhost.accounts.audit import Actor, AuditAction
 from imhost.accounts.throttle import LoginThrottleService, address_key, xmpp_key
 from imhost.config import SecuritySettings
-from imhost.db.engine import transaction
+from imhost.db.engine import transaction, write_intent
 from imhost.hosting import changes
 from imhost.hosting import service as hosting
 from imhost.hosting.models import (
@@ -180,8 +180,9 @@ class DbBackend:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _db(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in one transaction on a worker thread.
+    async def _db(self, work: Callable[[Session], T], *, write: bool = False) -> T:
+        """Run ``work`` in one transaction on a worker thread (``write``: one that will write,
+        begun as such so that on SQLite it waits for another writer rather than failing).
 
         A transaction the database refuses for concurrency (SQLite: a reader that cannot
         become a writer because another connection wrote, "database is locked"; PostgreSQL:
@@ -192,6 +193,8 @@ class DbBackend:
             for attempt in range(DB_ATTEMPTS):
                 try:
                     with transaction(self.factory) as session:
+                        if write:
+                            write_intent(session)
                         return work(session)
                 except OperationalError:
                     if attempt == DB_ATTEMPTS - 1:
@@ -1152,7 +1155,9 @@ class DbBackend:
             log.warning("usage of unknown hosts dropped: %s", ", ".join(sorted(unknown)))
         if not rows:
             return
-        result = await self._db(lambda s: ingest_engine_batch(s, rows, clock=self.clock))
+        result = await self._db(
+            lambda s: ingest_engine_batch(s, rows, clock=self.clock), write=True
+        )
         if result.rejected:
             log.warning(
                 "metering refused %d usage records, e.g. %s",
