@@ -34,18 +34,15 @@ their blocks' subscriptions in id order before anything else, so they wait for e
 rather than deadlock; the second finds the points moved and skips them.
 
 Why the prefetched quantities are right. They are read inside the transaction that invoices
-them and closes their periods, after the subscriptions are locked, and the periods are
-closed (``usage_closed_periods`` rows, written at the end of the block) in that same
-transaction. On SQLite the block holds the database's write lock from its first statement,
-so no usage can be committed between the read and the commit: the answer is exact. On
-PostgreSQL usage committed before the read is counted; usage that arrives after the block
-commits finds the period closed and is refused or moved to the next open period by the
-late-usage policy. What remains is metering's own window, present before blocks too (then
-from the read to the commit of one invoice, now of one block, under a second): an ingest
-that read the closed periods before the block committed and commits after the quantities
-were read lands in a closed period unbilled. Closing it needs metering's ingest to
-serialize with closing (lock the organizations' rows ``FOR KEY SHARE`` before reading the
-closed periods; billing would then lock them ``FOR UPDATE`` before reading quantities).
+them and closes their periods (``usage_closed_periods`` rows, written at the end of the
+block), after the subscriptions are locked and after ``metering.lock_for_closing`` has
+locked the block's organizations. On SQLite the block holds the database's write lock from
+its first statement, so no usage can be committed between the read and the commit. On
+PostgreSQL ingestion share-locks the organizations before it reads their closed periods, so
+it either committed before the block read the quantities (and is counted) or waits for the
+block to commit and then finds the period closed (the record is refused or moved to the
+next open period by the late-usage policy). Either way no record lands unbilled in a period
+the block closed.
 Account credit added by another transaction during a block is used by the next invoice.
 """
 

@@ -335,6 +335,9 @@ def prefetch_block(session: Session, subscription_ids: list[str], cache: RunCach
             if key not in block.quantities:
                 block.quantities[key] = {}
                 wanted.append(key)
+    # Before reading the quantities of the periods this block closes: ingestion of usage
+    # for these organizations waits for the block (PostgreSQL), or was committed before.
+    metering.lock_for_closing(session, org_ids)
     if wanted:
         answers = metering.billable_quantities_many(session, wanted)
         block.quantities = dict(zip(wanted, answers, strict=True))
@@ -878,6 +881,8 @@ def invoice_subscription(
             f"plan version {plan.plan_version_id} is in {plan.currency}, the subscription "
             f"in {sub.currency}"
         )
+    if not in_block:
+        metering.lock_for_closing(session, [sub.organization_id])
     lines, consumed = draft_lines(session, sub, point, plan, cache, block)
     fault("lines_drafted")
     coupon = coupon_for_invoice(session, sub) if lines else None
