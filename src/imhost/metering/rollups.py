@@ -94,6 +94,26 @@ class Deltas:
                 group[1] = qty
             group[2] += 1
 
+    def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        """:meth:`add` for usage rows (organization, service, metric, bucket, quantity, ...),
+        inlined: it runs for every record of an engine flush."""
+        hours, groups = self._hours, self.groups
+        for row in rows:
+            bucket = row[3]
+            hour = hours.get(bucket)
+            if hour is None:
+                hour = hours[bucket] = hour_floor(bucket)
+            qty = row[4]
+            key = (row[0], row[2], hour, row[1] or "")
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [qty, qty, 1]
+            else:
+                group[0] += qty
+                if qty > group[1]:
+                    group[1] = qty
+                group[2] += 1
+
     def __bool__(self) -> bool:
         return bool(self.groups)
 

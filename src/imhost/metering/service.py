@@ -672,9 +672,7 @@ def _insert_rows(session: Session, rows: list[_Row]) -> int:
         count = max(conn.exec_driver_sql(_SQLITE_INSERT, values).rowcount, 0)
         inserted += count
         if count == len(chunk):
-            add = deltas.add
-            for org, service_id, metric, bucket, qty, *_ in chunk:
-                add(org, service_id, metric, bucket, qty)
+            deltas.add_rows(chunk)
         elif count:
             # Some rows were duplicates and sqlite3 does not say which: recompute the hours.
             to_rebuild.update(
@@ -715,9 +713,7 @@ def _insert_rows_postgresql(conn: Connection, rows: list[_Row]) -> int:
             else:
                 cur.execute("RELEASE SAVEPOINT usage_copy")
                 deltas = rollups.Deltas()
-                add = deltas.add
-                for org, service_id, metric, bucket, qty, *_ in chunk:
-                    add(org, service_id, metric, bucket, qty)
+                deltas.add_rows(chunk)
                 rollups.apply_postgresql(cur, deltas)
                 inserted += len(chunk)
                 continue
