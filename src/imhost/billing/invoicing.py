@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, inspect, select, text, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -399,26 +398,9 @@ def finish_block(session: Session, block: BlockPrefetch, clock: Clock) -> None:
 
 
 def _write_closings(session: Session, block: BlockPrefetch, clock: Clock) -> None:
-    if not block.to_close:
-        return
-    now = clock.now()
-    rows = [
-        {
-            "id": new_id(),
-            "organization_id": org_id,
-            "period_start": start,
-            "period_end": end,
-            "closed_at": now,
-        }
-        for org_id, start, end in block.to_close
-    ]
-    try:
-        with session.begin_nested():
-            session.connection().execute(insert(cast(Table, ClosedPeriod.__table__)), rows)
-    except IntegrityError:
-        for org_id, start, end in block.to_close:
-            metering.close_period(session, org_id, start, end, clock)
-    block.to_close.clear()
+    if block.to_close:
+        metering.close_periods_many(session, block.to_close, clock)
+        block.to_close.clear()
 
 
 def _base_fee_line(

@@ -33,7 +33,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Protocol
 
 import psycopg
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from imhost import events
@@ -41,6 +42,7 @@ from imhost.accounts.models import Organization
 from imhost.catalog.pricing import PriceSpec, RatedCharge, rate
 from imhost.kit.clock import Clock, SystemClock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
+from imhost.kit.ids import new_id
 from imhost.kit.money import check_currency, round_minor
 from imhost.metering import metrics as m
 from imhost.metering import rollups, scratch
@@ -203,6 +205,41 @@ def close_period(
     session.add(row)
     session.flush()
     return row
+
+
+def close_periods_many(
+    session: Session, periods: Sequence[tuple[str, datetime, datetime]], clock: Clock
+) -> None:
+    """:func:`close_period` for many (organization, start, end) at once (the billing run).
+
+    One bulk INSERT in a savepoint; if any of them is closed already (a rerun, another run),
+    each is closed one by one with :func:`close_period`'s checks (idempotent, or a
+    ``Conflict`` for a different end).
+    """
+    if not periods:
+        return
+    for _, start, end in periods:
+        _aware(start, "period_start")
+        _aware(end, "period_end")
+        if end <= start:
+            raise InvalidInput("period_end must be after period_start", field="period_end")
+    now = clock.now()
+    rows = [
+        {
+            "id": new_id(),
+            "organization_id": org_id,
+            "period_start": start,
+            "period_end": end,
+            "closed_at": now,
+        }
+        for org_id, start, end in periods
+    ]
+    try:
+        with session.begin_nested():
+            session.execute(insert(ClosedPeriod), rows)
+    except IntegrityError:
+        for org_id, start, end in periods:
+            close_period(session, org_id, start, end, clock)
 
 
 def closed_periods(
@@ -1087,6 +1124,7 @@ __all__ = [
     "billable_quantities",
     "billable_quantities_many",
     "close_period",
+    "close_periods_many",
     "forecast",
     "ingest",
     "ingest_engine_batch",
