@@ -315,3 +315,23 @@ def test_the_direct_path_stores_over_long_keys_and_subjects_as_their_digest(
     stored = db.scalars(select(UsageRecord.subject)).all()
     assert all(s is not None and s.startswith("sha256:") for s in stored)
     assert service.billable_quantities(db, org.id, JAN, FEB)["monthly_active_users"] == 2
+
+
+def test_the_engine_path_refuses_records_of_an_unknown_organization(
+    db: Session, clock: FrozenClock
+) -> None:
+    """usage_records has no foreign key: the direct path checks organizations per batch."""
+    org = make_org(db, clock)
+    when = utc(2026, 1, 15, 11)
+    result = service.ingest_engine_batch(
+        db,
+        [
+            EngineUsage(org.id, "messages", when, 3, "ok-1"),
+            EngineUsage("no-such-org", "messages", when, 4, "ghost-1"),
+        ],
+        clock=clock,
+    )
+    assert result.accepted == 1
+    assert [(r.index, r.key) for r in result.rejected] == [(1, "ghost-1")]
+    assert "unknown organization" in result.rejected[0].reason
+    assert count(db) == 1

@@ -264,7 +264,8 @@ def lock_for_closing(session: Session, organization_ids: Iterable[str]) -> None:
     quantities and then closes the period. On PostgreSQL those two could interleave so that
     a record is committed into a period after its quantities were read and the period
     closed: billed never. Billing locks the organizations' rows ``FOR NO KEY UPDATE`` (in id
-    order) and ingestion ``FOR SHARE`` (:func:`_lock_for_ingest`), which conflict: either the
+    order) and ingestion ``FOR SHARE`` (:func:`_organizations_for_ingest`), which conflict:
+    either the
     record commits first and is counted, or the closing does and the record follows the
     late-usage policy. SQLite needs nothing: a writer there holds the only write lock, and a
     stale reader cannot write.
@@ -280,17 +281,23 @@ def lock_for_closing(session: Session, organization_ids: Iterable[str]) -> None:
         )
 
 
-def _lock_for_ingest(session: Session, organization_ids: Iterable[str]) -> None:
-    """The ingestion side of :func:`lock_for_closing` (``FOR SHARE``, in id order)."""
-    if _dialect(session) != "postgresql":
-        return
+def _organizations_for_ingest(session: Session, organization_ids: Iterable[str]) -> set[str]:
+    """The organizations that exist among these; on PostgreSQL share-locked (in id order).
+
+    ``usage_records`` has no foreign key to ``organizations`` (checking one per row was most
+    of PostgreSQL's cost on the engine's path): ingestion checks the organizations once per
+    batch here instead, and the lock (the ingestion side of :func:`lock_for_closing`) also
+    keeps a concurrent delete of the organization out until the batch commits.
+    Organizations are closed, never deleted, by imhost itself.
+    """
+    found: set[str] = set()
+    pg = _dialect(session) == "postgresql"
     for chunk in _chunks(sorted(set(organization_ids)), _CHUNK):
-        session.execute(
-            select(Organization.id)
-            .where(Organization.id.in_(chunk))
-            .order_by(Organization.id)
-            .with_for_update(read=True)
-        )
+        query = select(Organization.id).where(Organization.id.in_(chunk))
+        if pg:
+            query = query.order_by(Organization.id).with_for_update(read=True)
+        found.update(session.scalars(query))
+    return found
 
 
 def _closed_at(periods: list[tuple[datetime, datetime]], when: datetime) -> bool:
@@ -408,8 +415,7 @@ def ingest(
         candidates.append((index, rec, org_id, qty))
 
     org_ids = {org for _, _, org, _ in candidates}
-    known_orgs = _existing_orgs(session, org_ids)
-    _lock_for_ingest(session, known_orgs)
+    known_orgs = _organizations_for_ingest(session, org_ids)
     periods = closed_periods(session, org_ids)
     stored = _stored_contents(
         session,
@@ -514,13 +520,6 @@ class _WithOrg:
     @property
     def idempotency_key(self) -> str:
         return self.rec.idempotency_key
-
-
-def _existing_orgs(session: Session, org_ids: Iterable[str]) -> set[str]:
-    found: set[str] = set()
-    for chunk in _chunks(list(org_ids), _CHUNK):
-        found.update(session.scalars(select(Organization.id).where(Organization.id.in_(chunk))))
-    return found
 
 
 _Identity = tuple[str, str, datetime, str]
@@ -824,14 +823,14 @@ def ingest_engine_batch(
     engine retry the flush for ever), over-long keys and subjects are stored as their
     SHA-256, and closed periods follow the late-usage policy as in :func:`ingest`.
     Duplicates (a retried flush) collapse on the idempotency key. ``accepted`` counts rows
-    actually inserted (``duplicates`` the rest); organizations are not looked up (hosting
-    only sends its own).
+    actually inserted (``duplicates`` the rest); a record of an unknown organization is
+    refused (one lookup per batch).
     """
     clock = clock or SystemClock()
     now = clock.now()
     result = IngestResult()
     org_ids = {r.organization_id for r in records if r.organization_id}
-    _lock_for_ingest(session, org_ids)
+    known_orgs = _organizations_for_ingest(session, org_ids)
     periods = closed_periods(session, org_ids)
     policy: LateUsagePolicy | None = None
     rows: list[_Row] = []
@@ -866,6 +865,9 @@ def ingest_engine_batch(
             subject = _digest(subject)
         org_id = rec.organization_id
         assert org_id is not None  # checked above
+        if org_id not in known_orgs:
+            result.rejected.append(Rejection(index, key, f"unknown organization {org_id!r}"))
+            continue
         original = None
         org_periods = periods.get(org_id)
         if org_periods and _closed_at(org_periods, bucket):
