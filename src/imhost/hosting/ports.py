@@ -248,6 +248,13 @@ class DbBackend:
             )
         )
         with self._stored_lock:
+            # Another write may have counted (and reserved on its counter) meanwhile: use
+            # that counter, or both writes would reserve on counters of their own.
+            counter = self._stored.get(service_id)
+            if counter is not None and time.monotonic() - counter.counted_at < (
+                STORAGE_RECOUNT_SECONDS
+            ):
+                return counter
             # Writes reserved but not committed are not in the sums yet: add them.
             counted = int(offline or 0) + int(private or 0) + self._in_flight.get(service_id, 0)
             counter = self._stored[service_id] = _StoredBytes(counted, time.monotonic())
