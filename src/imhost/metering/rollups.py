@@ -6,10 +6,12 @@ stores usage records goes through :func:`imhost.metering.service._insert_rows`, 
 the records it actually inserted (duplicates skipped) into the rollups in the same
 transaction, so records and rollups commit or roll back together:
 
-- PostgreSQL: one statement. The records are inserted with ``ON CONFLICT DO NOTHING
-  RETURNING`` and the returned rows, grouped by hour, are added to the rollups with
-  ``ON CONFLICT DO UPDATE`` (row locks serialize concurrent writers; the groups are written in
-  key order, so two writers cannot deadlock on them).
+- PostgreSQL: a chunk COPYed straight into the table (no row existed) is added to the
+  rollups from the batch (:func:`apply_postgresql`); a chunk that had to be merged is inserted
+  with ``ON CONFLICT DO NOTHING RETURNING`` and the returned rows, grouped by hour, are added
+  in the same statement (:data:`PG_MERGE_WITH_ROLLUPS`). Either way ``ON CONFLICT DO UPDATE``
+  with exact ``numeric`` additions; row locks serialize concurrent writers, and the groups
+  are written in key order, so two writers cannot deadlock on them.
 - SQLite: the batch is inserted with one ``executemany``; when every row was inserted (the
   usual case) or none was (a resent flush), the rollups are updated from the batch itself in
   Python (exact decimals) with one read and one write of the touched rows. When only some rows
