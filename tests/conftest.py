@@ -7,12 +7,15 @@ Every test that uses the database runs on SQLite, and also on PostgreSQL when
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.db.engine import make_engine, make_session_factory, normalize_url
@@ -23,7 +26,32 @@ PG_URL = os.environ.get("IMHOST_TEST_DATABASE_URL")
 
 
 def _worker() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+    """This worker's part of a test database's name, unique per run: two suites running at
+    once on one PostgreSQL server (two people, or a check beside a CI run) must not drop each
+    other's databases. xdist gives every run an id; without xdist the process id serves."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")[:8] or f"p{os.getpid()}"
+    return f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{run}"
+
+
+_created: list[str] = []
+
+
+@atexit.register
+def _drop_created_databases() -> None:
+    """Drop the PostgreSQL databases this process made (their names are unique per run)."""
+    if not (_created and PG_URL):
+        return
+    from sqlalchemy.engine import make_url
+
+    admin = make_engine(
+        make_url(normalize_url(PG_URL)).render_as_string(hide_password=False),
+        isolation_level="AUTOCOMMIT",
+    )
+    # Best effort at exit: a leftover database harms nothing.
+    with contextlib.suppress(SQLAlchemyError), admin.connect() as conn:
+        for name in _created:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 BACKENDS = ["sqlite", *(["postgresql"] if PG_URL else [])]
@@ -46,6 +74,7 @@ def make_test_database_url(tmp_dir: Path, name: str, backend: str | None = None)
         conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
         conn.execute(text(f'CREATE DATABASE "{dbname}"'))
     admin.dispose()
+    _created.append(dbname)
     return base.set(database=dbname).render_as_string(hide_password=False)
 
 
