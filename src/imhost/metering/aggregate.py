@@ -42,13 +42,16 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Select,
+    String,
     and_,
     cast,
     func,
+    literal,
     select,
 )
 from sqlalchemy.orm import Session
 
+from imhost.db.types import UtcDateTime
 from imhost.kit.clock import ensure_utc
 from imhost.kit.errors import InvalidInput
 from imhost.metering import metrics as m
@@ -105,7 +108,19 @@ def _aware(value: datetime, name: str) -> datetime:
 
 
 def _ranges(session: Session, rows: Sequence[tuple[int, str, datetime, datetime]]) -> Any:
-    """The (request index, organization, low, high) rows, in a scratch table to join to."""
+    """The (request index, organization, low, high) rows to join to a table.
+
+    One row (a page view, a budget check) is a one-row subquery of bound values: exact for the
+    planner and no round trips. Many rows (a billing block) go into a scratch table.
+    """
+    if len(rows) == 1:
+        idx, org, lo, hi = rows[0]
+        return select(
+            literal(idx, Integer).label("idx"),
+            literal(org, String).label("org"),
+            literal(lo, UtcDateTime()).label("lo"),
+            literal(hi, UtcDateTime()).label("hi"),
+        ).subquery("ranges")
     return scratch.fill(session, scratch.RANGES, rows)
 
 
