@@ -237,16 +237,7 @@ class DbBackend:
                 STORAGE_RECOUNT_SECONDS
             ):
                 return counter
-        offline = session.scalar(
-            select(func.coalesce(func.sum(XmppOfflineMessage.size), 0)).where(
-                XmppOfflineMessage.service_id == service_id
-            )
-        )
-        private = session.scalar(
-            select(func.coalesce(func.sum(XmppPrivateXml.size), 0)).where(
-                XmppPrivateXml.service_id == service_id
-            )
-        )
+        stored = hosting.stored_bytes(session, service_id)
         with self._stored_lock:
             # Another write may have counted (and reserved on its counter) meanwhile: use
             # that counter, or both writes would reserve on counters of their own.
@@ -256,7 +247,7 @@ class DbBackend:
             ):
                 return counter
             # Writes reserved but not committed are not in the sums yet: add them.
-            counted = int(offline or 0) + int(private or 0) + self._in_flight.get(service_id, 0)
+            counted = stored + self._in_flight.get(service_id, 0)
             counter = self._stored[service_id] = _StoredBytes(counted, time.monotonic())
             return counter
 
