@@ -124,6 +124,12 @@ def _ranges(session: Session, rows: Sequence[tuple[int, str, datetime, datetime]
     return scratch.fill(session, scratch.RANGES, rows)
 
 
+def _in_ranges(r: Any, table: Any) -> ColumnElement[bool]:
+    """Join condition: ``table``'s rows of each range's organization timed in [lo, hi)."""
+    when = table.hour_start if table is UsageRollup else table.bucket_start
+    return and_(table.organization_id == r.c.org, when >= r.c.lo, when < r.c.hi)
+
+
 def _whole(session: Session, qty: Any) -> ColumnElement[Any]:
     return qty if _pg(session) else cast(qty, Integer)
 
@@ -131,7 +137,6 @@ def _whole(session: Session, qty: Any) -> ColumnElement[Any]:
 def _sum_rows(
     session: Session,
     table: Any,
-    when: Any,
     ranges: Sequence[tuple[int, str, datetime, datetime]],
     metrics: Sequence[str],
     out: dict[int, dict[str, Decimal]],
@@ -144,7 +149,7 @@ def _sum_rows(
     fractional = [x for x in metrics if x not in whole]
     for chunk in _chunks(ranges, BLOCK):
         r = _ranges(session, chunk)
-        on = and_(table.organization_id == r.c.org, when >= r.c.lo, when < r.c.hi)
+        on = _in_ranges(r, table)
         if whole:
             query: Select[Any] = (
                 select(r.c.idx, table.metric, func.sum(_whole(session, table.quantity)))
@@ -186,8 +191,8 @@ def _sums(
     session: Session, requests: Sequence[Request], hours: list[Any], edges: list[Any]
 ) -> dict[int, dict[str, Decimal]]:
     out = {idx: dict.fromkeys(_SUMMED, ZERO) for idx in range(len(requests))}
-    _sum_rows(session, UsageRollup, UsageRollup.hour_start, hours, _SUMMED, out)
-    _sum_rows(session, UsageRecord, UsageRecord.bucket_start, edges, _SUMMED, out)
+    _sum_rows(session, UsageRollup, hours, _SUMMED, out)
+    _sum_rows(session, UsageRecord, edges, _SUMMED, out)
     return out
 
 
@@ -197,14 +202,9 @@ def _peaks(
     """The period's peak: from rollups and edges for one service, from the records otherwise."""
     best: dict[int, Decimal] = defaultdict(lambda: ZERO)
     services: dict[int, set[str]] = defaultdict(set)
-    for table, when, ranges, service in (
-        (UsageRollup, UsageRollup.hour_start, hours, UsageRollup.service_key),
-        (
-            UsageRecord,
-            UsageRecord.bucket_start,
-            edges,
-            func.coalesce(UsageRecord.service_id, ""),
-        ),
+    for table, ranges, service in (
+        (UsageRollup, hours, UsageRollup.service_key),
+        (UsageRecord, edges, func.coalesce(UsageRecord.service_id, "")),
     ):
         peak_column = UsageRollup.peak if table is UsageRollup else UsageRecord.quantity
         for chunk in _chunks(ranges, BLOCK):
@@ -216,11 +216,7 @@ def _peaks(
                     func.min(service),
                     func.max(service),
                 )
-                .join_from(
-                    r,
-                    table,
-                    and_(table.organization_id == r.c.org, when >= r.c.lo, when < r.c.hi),
-                )
+                .join_from(r, table, _in_ranges(r, table))
                 .where(table.metric.in_(_PEAKS))
                 .group_by(r.c.idx)
             )
@@ -270,15 +266,7 @@ def _users(session: Session, requests: Sequence[Request]) -> dict[int, Decimal]:
         r = _ranges(session, chunk)
         query = (
             select(r.c.idx, func.count(func.distinct(UsageRecord.subject)))
-            .join_from(
-                r,
-                UsageRecord,
-                and_(
-                    UsageRecord.organization_id == r.c.org,
-                    UsageRecord.bucket_start >= r.c.lo,
-                    UsageRecord.bucket_start < r.c.hi,
-                ),
-            )
+            .join_from(r, UsageRecord, _in_ranges(r, UsageRecord))
             .where(UsageRecord.metric.in_(_USERS), UsageRecord.subject.is_not(None))
             .group_by(r.c.idx)
         )
@@ -337,15 +325,7 @@ def _raw_gauge_samples(
                 UsageRecord.bucket_start,
                 UsageRecord.quantity,
             )
-            .join_from(
-                r,
-                UsageRecord,
-                and_(
-                    UsageRecord.organization_id == r.c.org,
-                    UsageRecord.bucket_start >= r.c.lo,
-                    UsageRecord.bucket_start < r.c.hi,
-                ),
-            )
+            .join_from(r, UsageRecord, _in_ranges(r, UsageRecord))
             .where(UsageRecord.metric.in_(_GAUGES))
         )
         for idx, service_id, metric, bucket, qty in session.execute(query):
@@ -375,15 +355,7 @@ def _summaries(
                 UsageRollup.last_level,
                 UsageRollup.integral,
             )
-            .join_from(
-                r,
-                UsageRollup,
-                and_(
-                    UsageRollup.organization_id == r.c.org,
-                    UsageRollup.hour_start >= r.c.lo,
-                    UsageRollup.hour_start < r.c.hi,
-                ),
-            )
+            .join_from(r, UsageRollup, _in_ranges(r, UsageRollup))
             .where(UsageRollup.metric.in_(_GAUGES))
         )
         for idx, service_key, metric, hour, first_at, last_level, integral in session.execute(
