@@ -68,6 +68,7 @@ from imhost.xmpp.ports import (
     AuthAttempt,
     HostListener,
     OfflineMessage,
+    PrivateStoreView,
     RosterItem,
     StorageFull,
     UsageRecord,
@@ -1164,23 +1165,5 @@ class DbBackend:
             )
 
 
-class DbPrivateStore:
+class DbPrivateStore(PrivateStoreView):
     """``PrivateStore`` view of a :class:`DbBackend` (XEP-0049)."""
-
-    def __init__(self, backend: DbBackend) -> None:
-        self._b = backend
-
-    async def get_private(self, domain: str, localpart: str, key: str) -> str | None:
-        return await self._b.get_private(domain, localpart, key)
-
-    async def set_private(
-        self,
-        domain: str,
-        localpart: str,
-        items: Sequence[tuple[str, str]],
-        max_host_bytes: int | None = None,
-    ) -> None:
-        await self._b.set_private(domain, localpart, items, max_host_bytes)
-
-    async def bytes_used(self, domain: str) -> int:
-        return await self._b.private_bytes_used(domain)

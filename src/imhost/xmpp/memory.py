@@ -20,6 +20,7 @@ from .ports import (
     HostListener,
     HostStatus,
     OfflineMessage,
+    PrivateStoreView,
     RosterItem,
     StorageFull,
     UsageRecord,
@@ -327,26 +328,5 @@ class MemoryBackend:
         return sum(r.quantity for r in self.usage if r.host == host and r.metric == metric)
 
 
-class MemoryPrivateStore:
-    """Adapter exposing :class:`MemoryBackend`'s private storage as a ``PrivateStore``.
-
-    (``bytes_used`` is taken by the offline store on the backend itself.)
-    """
-
-    def __init__(self, backend: MemoryBackend) -> None:
-        self._b = backend
-
-    async def get_private(self, domain: str, localpart: str, key: str) -> str | None:
-        return await self._b.get_private(domain, localpart, key)
-
-    async def set_private(
-        self,
-        domain: str,
-        localpart: str,
-        items: Sequence[tuple[str, str]],
-        max_host_bytes: int | None = None,
-    ) -> None:
-        await self._b.set_private(domain, localpart, items, max_host_bytes)
-
-    async def bytes_used(self, domain: str) -> int:
-        return await self._b.private_bytes_used(domain)
+class MemoryPrivateStore(PrivateStoreView):
+    """``PrivateStore`` view of a :class:`MemoryBackend` (XEP-0049)."""

@@ -29,7 +29,9 @@ __all__ = [
     "HostStatus",
     "OfflineMessage",
     "OfflineStore",
+    "PrivateBackend",
     "PrivateStore",
+    "PrivateStoreView",
     "RosterItem",
     "RosterStore",
     "ScramCredentials",
@@ -282,6 +284,45 @@ class PrivateStore(Protocol):
         ...
 
     async def bytes_used(self, domain: str) -> int: ...
+
+
+class PrivateBackend(Protocol):
+    """A backend keeping private storage beside offline messages: both would be called
+    ``bytes_used``, so its private one is ``private_bytes_used``."""
+
+    async def get_private(self, domain: str, localpart: str, key: str) -> str | None: ...
+
+    async def set_private(
+        self,
+        domain: str,
+        localpart: str,
+        items: Sequence[tuple[str, str]],
+        max_host_bytes: int | None = None,
+    ) -> None: ...
+
+    async def private_bytes_used(self, domain: str) -> int: ...
+
+
+class PrivateStoreView:
+    """The :class:`PrivateStore` of a :class:`PrivateBackend`."""
+
+    def __init__(self, backend: PrivateBackend) -> None:
+        self._b = backend
+
+    async def get_private(self, domain: str, localpart: str, key: str) -> str | None:
+        return await self._b.get_private(domain, localpart, key)
+
+    async def set_private(
+        self,
+        domain: str,
+        localpart: str,
+        items: Sequence[tuple[str, str]],
+        max_host_bytes: int | None = None,
+    ) -> None:
+        await self._b.set_private(domain, localpart, items, max_host_bytes)
+
+    async def bytes_used(self, domain: str) -> int:
+        return await self._b.private_bytes_used(domain)
 
 
 class VCardStore(Protocol):
