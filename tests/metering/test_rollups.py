@@ -330,3 +330,23 @@ def test_sums_per_day_equal_the_records(db: Session, clock: FrozenClock) -> None
         expected[r.bucket_start.date()] += Decimal(r.quantity)
     assert expected
     assert service.sums_per_day(db, orgs[0], "messages", start, end) == dict(expected)
+
+
+def test_sums_past_64_bit_integers_stay_exact(db: Session, clock: FrozenClock) -> None:
+    """SQLite sums whole units as 64-bit integers: bigger values are added up exactly anyway
+    (they used to be clamped, or the read failed with "integer overflow")."""
+    clock = FrozenClock(NOW)
+    org = make_org(db, clock)
+    huge = Decimal("9" * 19)  # one record past 2^63
+    records = [
+        usage(org, "bytes_in", utc(2026, 1, 2, hour, 30), huge, key=f"b{hour}") for hour in range(3)
+    ]
+    records += [
+        usage(org, "messages", utc(2026, 1, 3, hour), 4 * 10**18, key=f"m{hour}")
+        for hour in range(3)
+    ]
+    service.ingest(db, clock, records, atomic=True)
+    db.flush()
+    got = service.usage_to_date(db, org.id, JAN, NOW)
+    assert got["messages"] == 12 * 10**18  # each fits, the sum does not
+    assert got["traffic_gb"] == (3 * huge / 10**9).normalize()

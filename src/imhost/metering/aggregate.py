@@ -49,6 +49,7 @@ from sqlalchemy import (
     literal,
     select,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from imhost.db.types import UtcDateTime
@@ -150,23 +151,60 @@ def _sum_rows(
     for chunk in _chunks(ranges, BLOCK):
         r = _ranges(session, chunk)
         on = _in_ranges(r, table)
+        exact = fractional
         if whole:
+            sums = _integer_sums(session, r, table, on, whole)
+            if sums is None:  # past SQLite's 64-bit integers: add them up in Python instead
+                exact = [*whole, *fractional]
+            else:
+                for idx, metric, total in sums:
+                    out[idx][metric] += Decimal(total or 0)
+        if exact:
             query: Select[Any] = (
-                select(r.c.idx, table.metric, func.sum(_whole(session, table.quantity)))
-                .join_from(r, table, on)
-                .where(table.metric.in_(whole))
-                .group_by(r.c.idx, table.metric)
-            )
-            for idx, metric, total in session.execute(query):
-                out[idx][metric] += Decimal(total or 0)
-        if fractional:
-            query = (
                 select(r.c.idx, table.metric, table.quantity)
                 .join_from(r, table, on)
-                .where(table.metric.in_(fractional))
+                .where(table.metric.in_(exact))
             )
             for idx, metric, qty in session.execute(query):
                 out[idx][metric] += Decimal(qty)
+
+
+_SQLITE_SAFE_DIGITS = 18
+"""Quantities of up to 18 digits, and their sums, fit SQLite's 64-bit integers."""
+
+
+def _integer_sums(
+    session: Session, r: Any, table: Any, on: ColumnElement[bool], metrics: Sequence[str]
+) -> list[Any] | None:
+    """Sums of whole-unit metrics in SQL; None on SQLite when a value or a sum would not fit
+    a 64-bit integer (``CAST`` would clamp it, ``sum`` would fail): the caller adds exactly."""
+    if _pg(session):
+        return list(
+            session.execute(
+                select(r.c.idx, table.metric, func.sum(table.quantity))
+                .join_from(r, table, on)
+                .where(table.metric.in_(metrics))
+                .group_by(r.c.idx, table.metric)
+            )
+        )
+    query = (
+        select(
+            r.c.idx,
+            table.metric,
+            func.sum(cast(table.quantity, Integer)),
+            func.max(func.length(table.quantity)),
+        )
+        .join_from(r, table, on)
+        .where(table.metric.in_(metrics))
+        .group_by(r.c.idx, table.metric)
+    )
+    try:
+        rows = list(session.execute(query))
+    except OperationalError:  # "integer overflow" of a sum
+        return None
+    if any((longest or 0) > _SQLITE_SAFE_DIGITS for *_, longest in rows):
+        return None
+    return [(idx, metric, total) for idx, metric, total, _ in rows]
 
 
 def _split(requests: Sequence[Request]) -> tuple[list[Any], list[Any]]:
