@@ -348,7 +348,7 @@ class XmppServer:
             self._sweeper.cancel()
             self._sweeper = None
         for stream in list(self.services.streams):
-            stream.sm_resumable = False
+            stream.sm.resumable = False
             stream.close_with_error(StreamErrorCondition.SYSTEM_SHUTDOWN, "server is stopping")
         for host in self.router.hosts.values():
             for stream in host.all_sessions():
