@@ -20,8 +20,6 @@ import ssl
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from imhost.kit.jid import JID
-
 from .errors import StreamError, StreamErrorCondition
 from .negotiation import State
 from .sasl import MECHANISMS, Outcome, SaslExchange, Step
@@ -185,15 +183,7 @@ class SaslAuth:
             self._exchange = None
             data = base64.b64encode(outcome.data).decode() if outcome.data else ""
             stream.write(f"<success xmlns='{NS_SASL}'>{data}</success>")
-            stream.authenticated = True
-            stream.localpart = outcome.localpart
-            host = stream.host_state
-            assert host is not None
-            host.counters.auth_successes += 1
-            stream.uncount_unauthenticated()
-            stream.bare_jid = JID(stream.localpart, host.domain)
-            stream.bare_str = stream.bare_jid.bare
-            stream.restart_after_input()
+            stream.authenticated_as(outcome.localpart)
             return
         self._exchange = None
         host = stream.host_state

@@ -729,8 +729,20 @@ class C2SStream(asyncio.Protocol):
         self.tls = True
         self.restart_after_input()
 
-    def uncount_unauthenticated(self) -> None:
-        """The stream no longer counts toward its address's unauthenticated connections."""
+    def authenticated_as(self, localpart: str) -> None:
+        """SASL succeeded for ``localpart``: the stream restarts authenticated (RFC 6120
+        §6.4.6) and no longer counts as an unauthenticated connection of its address."""
+        host = self.host_state
+        assert host is not None
+        self.authenticated = True
+        self.localpart = localpart
+        host.counters.auth_successes += 1
+        self._uncount_unauth()
+        self.bare_jid = JID(localpart, host.domain)
+        self.bare_str = self.bare_jid.bare
+        self.restart_after_input()
+
+    def _uncount_unauth(self) -> None:
         if self._counted_unauth:
             self._counted_unauth = False
             unauth = self.services.unauthenticated
@@ -920,7 +932,7 @@ class C2SStream(asyncio.Protocol):
         self.state = State.CLOSED
         services = self.services
         services.streams.discard(self)
-        self.uncount_unauthenticated()
+        self._uncount_unauth()
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
