@@ -24,10 +24,9 @@ AUTH = f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>AGFsaWNlAHg=</auth>"
 async def test_the_stream_drives_sasl_binding_and_sm_in_that_order() -> None:
     async with Harness() as h:
         stream = h.client().stream
-        steps: tuple[NegotiationStep, ...] = (stream.sasl, stream.binding, stream.sm)
-        assert isinstance(steps[0], SaslAuth)
-        assert isinstance(steps[1], ResourceBinding)
-        assert isinstance(steps[2], StreamManagement)
+        steps: tuple[NegotiationStep, ...] = stream.steps
+        assert [type(step) for step in steps] == [SaslAuth, ResourceBinding, StreamManagement]
+        assert steps == (stream.sasl, stream.binding, stream.sm)
 
 
 async def test_before_authentication_only_sasl_offers_something() -> None:

@@ -112,7 +112,6 @@ class C2SStream(asyncio.Protocol):
         "_out",
         "_queue",
         "_restart_pending",
-        "_steps",
         "_throttled",
         "address",
         "authenticated",
@@ -174,8 +173,11 @@ class C2SStream(asyncio.Protocol):
         self.sasl = SaslAuth(self)
         self.binding = ResourceBinding(self)
         self.sm = StreamManagement(self)
-        self._steps: tuple[NegotiationStep, ...] = (self.sasl, self.binding, self.sm)
-        """In the order they offer features and are asked to take an element."""
+
+    @property
+    def steps(self) -> tuple[NegotiationStep, ...]:
+        """The negotiation steps, in the order they offer features and take elements."""
+        return (self.sasl, self.binding, self.sm)
 
     # ======================================================================================
     # module-facing session API
@@ -501,7 +503,7 @@ class C2SStream(asyncio.Protocol):
         if not self.authenticated and not self.tls and tls_possible:
             required = "<required/>" if settings.require_encryption else ""
             parts.append(f"<starttls xmlns='{NS_TLS}'>{required}</starttls>")
-        parts.extend(step.offer() for step in self._steps)
+        parts.extend(step.offer() for step in self.steps)
         if not self.authenticated:
             module_features = host.preauth_features if self.secure_enough_for_auth() else []
         else:
@@ -641,7 +643,7 @@ class C2SStream(asyncio.Protocol):
         if el.ns == NS_TLS and el.name == "starttls" and not self.authenticated:
             self._starttls()
             return
-        for step in self._steps:
+        for step in self.steps:
             if step.negotiate(el):
                 return
         if not self.authenticated:
