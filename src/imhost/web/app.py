@@ -16,7 +16,7 @@ from imhost.kit import optional_module
 from imhost.runtime import Runtime
 from imhost.web import problems
 from imhost.web.api.v1 import build_router
-from imhost.web.metrics import HttpMetrics, render_engine_metrics
+from imhost.web.metrics import HttpMetrics, check_metrics_access, render_engine_metrics
 from imhost.web.xmpp_websocket import router as xmpp_websocket_router
 
 SECURITY_HEADERS = {
@@ -87,7 +87,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         return JSONResponse({"status": "ok", "migration": status.head})
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        check_metrics_access(request, runtime.settings.metrics)
         body = generate_latest(registry)
         xmpp = runtime.xmpp
         if xmpp is not None:
