@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,7 +54,7 @@ class MetricsSettings(BaseModel):
         None, min_length=32, description="Bearer token Prometheus sends (bearer_token_file)."
     )
     allow_networks: list[IPvAnyNetwork] = Field(
-        default_factory=lambda: [IPvAnyNetwork("127.0.0.0/8"), IPvAnyNetwork("::1/128")],
+        default_factory=lambda: [ip_network("127.0.0.0/8"), ip_network("::1/128")],
         max_length=100,
         description="Addresses let in without the token; [] lets in only the token.",
     )

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-
 from sqlalchemy import Engine
 
 from imhost.config import ConfigError, MetricsSettings, SecuritySettings, load_settings
@@ -106,9 +105,7 @@ def test_metrics_open_to_the_configured_token_and_networks(tmp_path: Path, engin
     app = _metrics_app(
         tmp_path,
         engine,
-        MetricsSettings.model_validate(
-            {"token": METRICS_TOKEN, "allow_networks": ["10.1.0.0/16"]}
-        ),
+        MetricsSettings.model_validate({"token": METRICS_TOKEN, "allow_networks": ["10.1.0.0/16"]}),
     )
     outsider = TestClient(app, client=("203.0.113.9", 40000), raise_server_exceptions=False)
     assert outsider.get("/metrics").status_code == 403

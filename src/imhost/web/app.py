@@ -28,6 +28,8 @@ SECURITY_HEADERS = {
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
     ),
 }
+# Only the static files (CSS, JS) may be kept by caches.
+CACHEABLE_PREFIXES = ("/static/",)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -56,6 +58,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         response = await http_metrics.middleware(request, call_next)
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
+        if not request.url.path.startswith(CACHEABLE_PREFIXES):
+            # Answers carry people's data and one-time secrets (new tokens, TOTP secrets,
+            # recovery codes): no browser or proxy may keep a copy.
+            response.headers.setdefault("Cache-Control", "no-store")
         if runtime.settings.security.cookie_secure:
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response

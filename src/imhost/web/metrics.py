@@ -33,9 +33,12 @@ def check_metrics_access(request: Request, settings: MetricsSettings) -> None:
     except ValueError:
         address = None
     relayed = any(name in request.headers for name in PROXY_HEADERS)
-    if address is not None and not relayed:
-        if any(address in network for network in settings.allow_networks):
-            return
+    if (
+        address is not None
+        and not relayed
+        and any(address in network for network in settings.allow_networks)
+    ):
+        return
     raise PermissionDenied(
         "The metrics are open only to the monitoring system: send the metrics token as "
         "'Authorization: Bearer <token>' (IMHOST_METRICS__TOKEN), or scrape from an address "

@@ -42,6 +42,14 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+DEFAULT_RETRY_AFTER_SECONDS = 60
+
+
+def retry_after(exc: TooManyRequests) -> str:
+    """The ``Retry-After`` of a 429 (RFC 9110, 10.2.3): every 429 says when to come back."""
+    return str(max(1, exc.retry_after or DEFAULT_RETRY_AFTER_SECONDS))
+
+
 def _field_name(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
     return ".".join(parts) or str(loc[0] if loc else "request")
@@ -51,8 +59,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         headers = None
-        if isinstance(exc, TooManyRequests) and exc.retry_after:
-            headers = {"Retry-After": str(exc.retry_after)}
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": retry_after(exc)}
         if exc.status == 401:
             headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="imhost"'}
         return problem(

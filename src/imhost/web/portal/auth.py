@@ -96,7 +96,7 @@ def sign_in(
             "portal/sign_in.html",
             {"values": values, "errors": FormErrors(general=[exc.detail]), "title": "Sign in"},
             principal=principal,
-            status_code=exc.status,
+            error=exc,
         )
     target = safe_next(text(form, "next"), "")
     if result.mfa_pending:
@@ -150,7 +150,7 @@ def verify_code(
             },
             principal=principal,
             db=db,
-            status_code=exc.status,
+            error=exc,
         )
     commit_now(request)
     return RedirectResponse(
@@ -350,7 +350,7 @@ def accept_invitation(
             ctx,
             principal=principal,
             db=db,
-            status_code=exc.status,
+            error=exc,
         )
     org = accounts.get_organization(db, membership.organization_id)
     return redirect(request, f"/portal/orgs/{org.slug}/", f"You joined {org.name}.")
