@@ -12,7 +12,7 @@ from imhost.accounts import audit as audit_log
 from imhost.accounts import service as accounts
 from imhost.accounts import threats, tokens
 from imhost.accounts.audit import AuditAction
-from imhost.accounts.models import Organization, StaffRole
+from imhost.accounts.models import Organization
 from imhost.accounts.permissions import Access, Scope
 from imhost.accounts.schemas import (
     AlertOut,
@@ -27,7 +27,7 @@ from imhost.accounts.schemas import (
     TokenOut,
     UserOut,
 )
-from imhost.kit.errors import InvalidInput, NotFound, PermissionDenied
+from imhost.kit.errors import NotFound, PermissionDenied
 from imhost.notify import mail
 from imhost.web.deps import Db, PageDep, Principal, Requirement, RuntimeDep, require
 
@@ -197,13 +197,9 @@ def list_provider_tokens(principal: TokensRead, db: Db) -> list[TokenOut]:
 def create_provider_token(
     body: TokenIn, principal: TokensWrite, db: Db, runtime: RuntimeDep
 ) -> TokenCreatedOut:
-    """A provider token (for the provider's own tools); its staff role defaults to read-only."""
-    try:
-        role = StaffRole(body.role) if body.role else StaffRole.READ_ONLY
-    except ValueError:
-        raise InvalidInput(
-            "role must be one of " + ", ".join(r.value for r in StaffRole), field="role"
-        ) from None
+    """A provider token (for the provider's own tools). Its staff role defaults to the
+    creator's, never more; its scopes (required) narrow it."""
+    role = tokens.staff_token_role(principal.staff_role, body.role)
     issued = tokens.create_token(
         db,
         runtime.clock,
