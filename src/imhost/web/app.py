@@ -55,7 +55,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def _metrics_and_headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        response = await http_metrics.middleware(request, call_next)
+        refused = problems.refuse_control_characters(request)
+        response = refused or await http_metrics.middleware(request, call_next)
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
         if not request.url.path.startswith(CACHEABLE_PREFIXES):

@@ -40,7 +40,14 @@ from imhost.accounts.auth import confirmed_factor
 from imhost.accounts.models import Organization, StaffRole, User
 from imhost.accounts.permissions import Access, Scope
 from imhost.accounts.sessions import COOKIE_NAME, lookup_session
-from imhost.kit.errors import DomainError, PermissionDenied, TooManyRequests, Unauthenticated
+from imhost.kit.errors import (
+    DomainError,
+    InvalidInput,
+    PermissionDenied,
+    TooManyRequests,
+    Unauthenticated,
+)
+from imhost.kit.text import CONTROL_MESSAGE, first_control_character
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, Requirement, RuntimeDep, client_address
 from imhost.web.problems import retry_after
@@ -451,8 +458,18 @@ def values_of(form: FormData, *, hide: tuple[str, ...] = ("password",)) -> dict[
 
 
 def text(form: FormData, name: str, *, max_length: int = 1000) -> str:
+    """What was typed in field ``name`` (cut at ``max_length``).
+
+    Invisible control characters (NUL, escapes, line breaks: ``kit.text``) are refused with the
+    field named, as the API's schemas refuse them; passwords follow the password policy instead.
+    """
     value = form.get(name, "")
-    return str(value)[:max_length] if isinstance(value, str) else ""
+    typed = str(value)[:max_length] if isinstance(value, str) else ""
+    if "password" not in name and first_control_character(typed) is not None:
+        raise InvalidInput(
+            "This field " + CONTROL_MESSAGE.format(", tabs or line breaks") + ".", field=name
+        )
+    return typed
 
 
 def confirmation(
