@@ -10,8 +10,7 @@ from pydantic import BaseModel
 
 from imhost.accounts import audit as audit_log
 from imhost.accounts import service as accounts
-from imhost.accounts import threats, tokens
-from imhost.accounts.audit import AuditAction
+from imhost.accounts import sessions, threats, tokens
 from imhost.accounts.models import Organization
 from imhost.accounts.permissions import Access, Scope
 from imhost.accounts.schemas import (
@@ -127,16 +126,8 @@ def impersonate(
     if principal.web_session is None:
         raise PermissionDenied("impersonation needs a signed-in staff browser session")
     org = _customer(db, customer_id)
-    principal.web_session.impersonating_org_id = org.id
-    audit_log.record(
-        db,
-        runtime.clock,
-        AuditAction.IMPERSONATION_STARTED,
-        actor=principal.actor,
-        organization_id=org.id,
-        target_type="organization",
-        target_id=org.id,
-        target_label=org.name,
+    sessions.start_impersonation(
+        db, runtime.clock, principal.web_session, org, actor=principal.actor
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -162,18 +153,9 @@ def create_staff(body: StaffIn, principal: StaffWrite, db: Db, runtime: RuntimeD
         name=body.name,
         staff_role=body.role,
         email_verified=True,
+        actor=principal.actor,
     )
     runtime.auth.set_password_directly(db, user, body.password)
-    audit_log.record(
-        db,
-        runtime.clock,
-        AuditAction.STAFF_CREATED,
-        actor=principal.actor,
-        target_type="user",
-        target_id=user.id,
-        target_label=user.email,
-        role=body.role.value,
-    )
     return UserOut.model_validate(user)
 
 
