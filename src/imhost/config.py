@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -39,6 +40,23 @@ class SecuritySettings(BaseModel):
     token_stale_days: int = Field(90, ge=1, le=3650)
     cookie_secure: bool = Field(
         True, description="Mark cookies Secure. Turned off by --demo on plain-http localhost."
+    )
+
+
+class MetricsSettings(BaseModel):
+    """Who may read ``/metrics`` (README, "Metrics"): it names every tenant's domain and traffic.
+
+    A request is let in when it carries ``Authorization: Bearer <token>`` with the configured
+    token, or when it comes straight (no proxy header) from an address of ``allow_networks``.
+    """
+
+    token: SecretStr | None = Field(
+        None, min_length=32, description="Bearer token Prometheus sends (bearer_token_file)."
+    )
+    allow_networks: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [ip_network("127.0.0.0/8"), ip_network("::1/128")],
+        max_length=100,
+        description="Addresses let in without the token; [] lets in only the token.",
     )
 
 
@@ -113,6 +131,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     role: Literal["all", "web", "xmpp", "worker"] = "all"
     security: SecuritySettings = SecuritySettings()
+    metrics: MetricsSettings = MetricsSettings()
     xmpp: XmppSettings = XmppSettings()
 
     @field_validator("base_domain")

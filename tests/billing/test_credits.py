@@ -187,11 +187,11 @@ def test_numbers_are_gapless_per_year_in_the_providers_format(
 ) -> None:
     clock = FrozenClock(utc(2026, 11, 1, 9))
     with transaction(session_factory) as s:
-        service.update_profile(s, invoice_number_format="ACME/{year}/{seq:04d}")
+        service.update_profile(s, clock, invoice_number_format="ACME/{year}/{seq:04d}")
         with pytest.raises(InvalidInput):
-            service.update_profile(s, invoice_number_format="INV-{year}-{customer}")
+            service.update_profile(s, clock, invoice_number_format="INV-{year}-{customer}")
         with pytest.raises(InvalidInput):
-            service.update_profile(s, invoice_number_format="INV-{year}")
+            service.update_profile(s, clock, invoice_number_format="INV-{year}")
     _subscribed(session_factory, clock)
     run_billing(session_factory, clock, utc(2027, 3, 1, 1))
     with session_factory() as s:

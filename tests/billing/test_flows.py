@@ -271,7 +271,7 @@ def test_tax_inclusive_prices_keep_the_total_and_state_the_tax_inside(
 ) -> None:
     clock = FrozenClock(utc(2026, 11, 1, 9))
     with transaction(session_factory) as s:
-        service.update_profile(s, prices_include_tax=True)
+        service.update_profile(s, clock, prices_include_tax=True)
         service.set_tax_rate(s, clock, "DE", "19")
         org = make_org(s, clock, org_id="de", country="DE")
         service.start_subscription(s, clock, org.id, make_plan(s, clock, base_fee="119.00").id)

@@ -149,7 +149,7 @@ def test_public_listing_shows_only_public_plans_with_current_prices(
 
 def test_plan_details_that_are_not_prices_change_in_place(db: Session, clock: FrozenClock) -> None:
     create_plan(db, clock)
-    service.update_plan(db, "team", PlanUpdate(name="Team plan", is_public=False))
+    service.update_plan(db, clock, "team", PlanUpdate(name="Team plan", is_public=False))
     assert service.get_plan(db, "team").name == "Team plan"
     assert db.scalar(select(func.count()).select_from(PlanVersion)) == 1
 

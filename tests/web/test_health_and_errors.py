@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
-from imhost.config import SecuritySettings, load_settings
+from imhost.config import ConfigError, MetricsSettings, SecuritySettings, load_settings
 from imhost.db.engine import make_engine
 from imhost.db.migrations import upgrade
 from imhost.kit.clock import FrozenClock
@@ -55,15 +57,72 @@ def test_readyz_reports_an_unreachable_database(tmp_path: Path) -> None:
     assert r.status_code == 503 and r.json()["status"] == "unavailable"
 
 
-def test_metrics_count_requests_by_route_template(app_client: TestClient) -> None:
-    app_client.get("/api/v1/orgs/some-org/members")
-    app_client.get("/api/v1/orgs/other-org/members")
-    text = app_client.get("/metrics").text
+def test_metrics_count_requests_by_route_template(app: FastAPI) -> None:
+    client = TestClient(app, client=("127.0.0.1", 40000))
+    client.get("/api/v1/orgs/some-org/members")
+    client.get("/api/v1/orgs/other-org/members")
+    text = client.get("/metrics").text
     assert (
         'imhost_http_requests_total{method="GET",'
         'route="/api/v1/orgs/{org_id}/members",status="401"} 2.0' in text
     )
     assert "imhost_http_request_duration_seconds_bucket" in text
+
+
+METRICS_TOKEN = "m" * 40
+
+
+def _metrics_app(tmp_path: Path, runtime_engine: Engine, metrics: MetricsSettings) -> FastAPI:
+    settings = load_settings(
+        data_dir=tmp_path / "m",
+        secret_key="r" * 40,
+        security=SecuritySettings(cookie_secure=False),
+        metrics=metrics,
+    )
+    return create_app(build_runtime(settings, clock=FrozenClock(), engine=runtime_engine))
+
+
+def test_metrics_are_refused_to_the_public_by_default(app: FastAPI) -> None:
+    """/metrics names every tenant's domain and traffic: a client from outside gets 403."""
+    outsider = TestClient(app, client=("203.0.113.9", 40000), raise_server_exceptions=False)
+    r = outsider.get("/metrics")
+    assert r.status_code == 403
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert "IMHOST_METRICS__TOKEN" in r.json()["detail"]
+    assert "imhost_http_requests_total" not in r.text
+
+
+def test_metrics_relayed_by_a_local_proxy_are_refused(app: FastAPI) -> None:
+    """Behind a reverse proxy every request comes from loopback: the proxy header tells."""
+    relayed = TestClient(app, client=("127.0.0.1", 40000), raise_server_exceptions=False)
+    for header in ("X-Forwarded-For", "Forwarded", "X-Real-IP"):
+        r = relayed.get("/metrics", headers={header: "203.0.113.9"})
+        assert r.status_code == 403, header
+    assert relayed.get("/metrics").status_code == 200
+
+
+def test_metrics_open_to_the_configured_token_and_networks(tmp_path: Path, engine: Engine) -> None:
+    app = _metrics_app(
+        tmp_path,
+        engine,
+        MetricsSettings.model_validate({"token": METRICS_TOKEN, "allow_networks": ["10.1.0.0/16"]}),
+    )
+    outsider = TestClient(app, client=("203.0.113.9", 40000), raise_server_exceptions=False)
+    assert outsider.get("/metrics").status_code == 403
+    ok = outsider.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert ok.status_code == 200 and "imhost_http_requests_total" in ok.text
+    wrong = outsider.get("/metrics", headers={"Authorization": "Bearer " + "x" * 40})
+    assert wrong.status_code == 401
+    # Loopback is no longer in the list; the listed network is.
+    loopback = TestClient(app, client=("127.0.0.1", 40000), raise_server_exceptions=False)
+    assert loopback.get("/metrics").status_code == 403
+    inside = TestClient(app, client=("10.1.2.3", 40000), raise_server_exceptions=False)
+    assert inside.get("/metrics").status_code == 200
+
+
+def test_a_short_metrics_token_fails_at_start() -> None:
+    with pytest.raises(ConfigError, match="IMHOST_METRICS__TOKEN"):
+        load_settings(metrics={"token": "short"})
 
 
 def test_errors_are_problem_json_with_a_useful_detail(app_client: TestClient) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.accounts import audit as audit_log
-from imhost.accounts.models import ApiToken, OrgRole, SecurityAlert, WebSession
+from imhost.accounts.models import ApiToken, OrgRole, SecurityAlert, StaffRole, WebSession
 from imhost.kit.clock import FrozenClock
 from imhost.notify.models import OutboundEmail
 from tests.factories import World, make_user, make_world
@@ -203,6 +203,43 @@ def test_tokens_are_shown_once_stored_hashed_and_never_above_their_creator(
     token_id = after["id"]
     admin = signed_in(app, world.members[OrgRole.ADMIN])  # the old session timed out meanwhile
     assert admin.delete(f"/api/v1/orgs/{world.org.id}/tokens/{token_id}").status_code == 204
+
+
+def test_a_provider_token_takes_its_creators_staff_role_unless_told_otherwise(
+    app: FastAPI, world: World
+) -> None:
+    """docs/security.md: a token's role defaults to its creator's; the scopes narrow it."""
+    admin = signed_in(app, world.staff[StaffRole.ADMIN])
+    default = admin.post("/api/v1/admin/tokens", json={"name": "ops", "scopes": ["*"]})
+    assert default.status_code == 201, default.text
+    assert default.json()["role"] == "admin"
+    bearer = TestClient(app, headers={"Authorization": f"Bearer {default.json()['token']}"})
+    assert (
+        bearer.post(
+            "/api/v1/admin/tokens", json={"name": "nested", "scopes": ["audit:read"]}
+        ).json()["role"]
+        == "admin"
+    )
+    narrowed = admin.post(
+        "/api/v1/admin/tokens", json={"name": "dash", "scopes": ["*"], "role": "read-only"}
+    )
+    assert narrowed.status_code == 201 and narrowed.json()["role"] == "read-only"
+    unknown = admin.post(
+        "/api/v1/admin/tokens", json={"name": "x", "scopes": ["*"], "role": "root"}
+    )
+    assert unknown.status_code == 422 and "role must be one of" in unknown.json()["detail"]
+
+
+def test_a_staff_token_is_never_above_its_creator() -> None:
+    from imhost.accounts.tokens import staff_token_role
+    from imhost.kit.errors import PermissionDenied
+
+    assert staff_token_role(StaffRole.SUPPORT, None) is StaffRole.SUPPORT
+    assert staff_token_role(StaffRole.SUPPORT, "read-only") is StaffRole.READ_ONLY
+    with pytest.raises(PermissionDenied):
+        staff_token_role(StaffRole.SUPPORT, "admin")
+    with pytest.raises(PermissionDenied):
+        staff_token_role(None, None)
 
 
 def test_token_used_from_a_new_address_raises_an_alert(

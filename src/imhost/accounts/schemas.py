@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from imhost.accounts.models import OrgRole, StaffRole
+from imhost.kit.text import MultilineText, PlainText
 
 
 class Out(BaseModel):
@@ -15,7 +16,7 @@ class Out(BaseModel):
 
 
 class LoginIn(BaseModel):
-    email: str = Field(max_length=320)
+    email: PlainText = Field(max_length=320)
     password: str = Field(max_length=1024)
 
 
@@ -30,7 +31,7 @@ class LoginOut(BaseModel):
 
 
 class CodeIn(BaseModel):
-    code: str = Field(min_length=1, max_length=64)
+    code: PlainText = Field(min_length=1, max_length=64)
 
 
 class PasswordIn(BaseModel):
@@ -43,11 +44,11 @@ class PasswordChangeIn(BaseModel):
 
 
 class SignupIn(BaseModel):
-    email: str = Field(max_length=320)
+    email: PlainText = Field(max_length=320)
     password: str = Field(max_length=1024)
-    name: str = Field(default="", max_length=200)
-    organization_name: str = Field(min_length=1, max_length=200)
-    country: str | None = Field(default=None, min_length=2, max_length=2)
+    name: PlainText = Field(default="", max_length=200)
+    organization_name: PlainText = Field(min_length=1, max_length=200)
+    country: PlainText | None = Field(default=None, min_length=2, max_length=2)
 
 
 class UserOut(Out):
@@ -61,7 +62,7 @@ class UserOut(Out):
 
 
 class ProfileIn(BaseModel):
-    name: str = Field(max_length=200)
+    name: PlainText = Field(max_length=200)
 
 
 class MeOut(BaseModel):
@@ -89,8 +90,8 @@ class TotpEnrolmentOut(BaseModel):
 
 
 class TotpConfirmIn(BaseModel):
-    factor_id: str = Field(max_length=32)
-    code: str = Field(min_length=1, max_length=16)
+    factor_id: PlainText = Field(max_length=32)
+    code: PlainText = Field(min_length=1, max_length=16)
 
 
 class RecoveryCodesOut(BaseModel):
@@ -114,10 +115,10 @@ class OrganizationOut(Out):
 
 
 class OrganizationIn(BaseModel):
-    name: str | None = Field(default=None, max_length=200)
-    country: str | None = Field(default=None, max_length=2)
-    tax_id: str | None = Field(default=None, max_length=64)
-    billing_email: str | None = Field(default=None, max_length=320)
+    name: PlainText | None = Field(default=None, max_length=200)
+    country: PlainText | None = Field(default=None, max_length=2)
+    tax_id: PlainText | None = Field(default=None, max_length=64)
+    billing_email: PlainText | None = Field(default=None, max_length=320)
     require_mfa: bool | None = None
     password_min_length: int | None = Field(default=None, ge=8, le=128)
     password_min_score: int | None = Field(default=None, ge=0, le=4)
@@ -125,8 +126,8 @@ class OrganizationIn(BaseModel):
 
 
 class OrganizationCreateIn(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
-    country: str | None = Field(default=None, min_length=2, max_length=2)
+    name: PlainText = Field(min_length=1, max_length=200)
+    country: PlainText | None = Field(default=None, min_length=2, max_length=2)
 
 
 class MemberOut(BaseModel):
@@ -144,7 +145,7 @@ class RoleIn(BaseModel):
 
 
 class InvitationIn(BaseModel):
-    email: str = Field(max_length=320)
+    email: PlainText = Field(max_length=320)
     role: OrgRole
 
 
@@ -157,19 +158,19 @@ class InvitationOut(Out):
 
 
 class AcceptInvitationIn(BaseModel):
-    token: str = Field(min_length=10, max_length=200)
+    token: PlainText = Field(min_length=10, max_length=200)
 
 
 class InvitationRegisterIn(BaseModel):
-    token: str = Field(min_length=10, max_length=200)
-    name: str = Field(default="", max_length=200)
+    token: PlainText = Field(min_length=10, max_length=200)
+    name: PlainText = Field(default="", max_length=200)
     password: str = Field(max_length=1024)
 
 
 class TokenIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    scopes: list[str] = Field(min_length=1, max_length=64)
-    role: str | None = Field(
+    name: PlainText = Field(min_length=1, max_length=100)
+    scopes: list[PlainText] = Field(min_length=1, max_length=64)
+    role: PlainText | None = Field(
         default=None, description="Defaults to the creator's role; never more than it."
     )
     expires_at: datetime | None = None
@@ -243,17 +244,17 @@ class ReviewDetailOut(ReviewOut):
 
 
 class DecisionIn(BaseModel):
-    decision: str = Field(pattern="^(keep|revoke)$")
+    decision: PlainText = Field(pattern="^(keep|revoke)$")
 
 
 class StatusIn(BaseModel):
     suspended: bool
-    reason: str = Field(default="", max_length=500)
+    reason: MultilineText = Field(default="", max_length=500)
 
 
 class StaffIn(BaseModel):
-    email: str = Field(max_length=320)
-    name: str = Field(default="", max_length=200)
+    email: PlainText = Field(max_length=320)
+    name: PlainText = Field(default="", max_length=200)
     role: StaffRole
     password: str = Field(max_length=1024)
 
@@ -263,8 +264,8 @@ class StaffRoleIn(BaseModel):
 
 
 class WebhookIn(BaseModel):
-    url: str = Field(max_length=500)
-    event_types: list[str] = Field(default_factory=list, max_length=50)
+    url: PlainText = Field(max_length=500)
+    event_types: list[PlainText] = Field(default_factory=list, max_length=50)
 
 
 class WebhookOut(Out):

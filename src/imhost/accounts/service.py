@@ -58,7 +58,9 @@ def create_user(
     password_hash: str | None = None,
     staff_role: StaffRole | None = None,
     email_verified: bool = False,
+    actor: Actor | None = None,
 ) -> User:
+    """A new person; a staff member's creation is audited (``actor`` made them)."""
     email = normalize_email(email)
     if session.scalar(select(User.id).where(User.email == email)):
         raise Conflict("an account with this e-mail address exists already", field="email")
@@ -74,6 +76,17 @@ def create_user(
     )
     session.add(user)
     session.flush()
+    if staff_role is not None:
+        audit.record(
+            session,
+            clock,
+            AuditAction.STAFF_CREATED,
+            actor=actor,
+            target_type="user",
+            target_id=user.id,
+            target_label=user.email,
+            role=staff_role.value,
+        )
     return user
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from imhost.accounts import audit
 from imhost.accounts.audit import Actor, AuditAction
-from imhost.accounts.models import WebSession
+from imhost.accounts.models import Organization, WebSession
 from imhost.config import SecuritySettings
 from imhost.kit.clock import Clock
 from imhost.kit.errors import NotFound
@@ -131,3 +131,21 @@ def end_all_sessions(
             end_session(session, clock, web, reason=reason)
             count += 1
     return count
+
+
+def start_impersonation(
+    session: Session, clock: Clock, web: WebSession, org: Organization, *, actor: Actor
+) -> None:
+    """Let a staff browser session view ``org``'s portal read-only (audited: the customer
+    sees it in their own log)."""
+    web.impersonating_org_id = org.id
+    audit.record(
+        session,
+        clock,
+        AuditAction.IMPERSONATION_STARTED,
+        actor=actor,
+        organization_id=org.id,
+        target_type="organization",
+        target_id=org.id,
+        target_label=org.name,
+    )

@@ -20,7 +20,7 @@ from imhost.accounts.audit import Actor, AuditAction
 from imhost.accounts.models import ApiToken, OrgRole, StaffRole, TokenAddress
 from imhost.accounts.permissions import ORG_MATRIX, STAFF_MATRIX
 from imhost.kit.clock import Clock, ensure_utc
-from imhost.kit.errors import InvalidInput, NotFound
+from imhost.kit.errors import InvalidInput, NotFound, PermissionDenied
 
 TOKEN_PREFIX = "imh"
 MAX_TOKEN_LIFETIME = timedelta(days=3650)
@@ -55,6 +55,24 @@ def _valid_scopes(scopes: list[str], *, staff: bool) -> list[str]:
     if not cleaned:
         raise InvalidInput("a token needs at least one scope", field="scopes")
     return sorted(set(cleaned))
+
+
+def staff_token_role(creator: StaffRole | None, requested: str | None) -> StaffRole:
+    """The staff role of a new provider token: the creator's by default (docs/security.md),
+    and never more than it: another role only for an admin, or read-only for anyone."""
+    if creator is None:
+        raise PermissionDenied("only staff can create provider tokens")
+    if not requested:
+        return creator
+    try:
+        role = StaffRole(requested)
+    except ValueError:
+        raise InvalidInput(
+            "role must be one of " + ", ".join(r.value for r in StaffRole), field="role"
+        ) from None
+    if role not in (creator, StaffRole.READ_ONLY) and creator is not StaffRole.ADMIN:
+        raise PermissionDenied("a token cannot have a higher role than its creator")
+    return role
 
 
 def create_token(

@@ -1,4 +1,9 @@
-"""Audit entries for billing actions (``billing.<action>``), one place for the API and console."""
+"""Audit entries for billing actions (``billing.<action>``).
+
+Written by the billing function that does the action (``start_subscription``, ``void_invoice``,
+...), never by a web handler, so that the API, the portal, the console and the CLI audit alike.
+Each such function takes ``actor`` (who acts; the system when not given).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from imhost.kit.clock import Clock
 def record(
     session: Session,
     clock: Clock,
-    actor: Actor,
+    actor: Actor | None,
     action: str,
     *,
     organization_id: str | None,
@@ -26,7 +31,7 @@ def record(
         session,
         clock,
         f"billing.{action}",
-        actor=actor,
+        actor=actor or Actor.system(),
         organization_id=organization_id,
         target_type=target_type,
         target_id=target_id,

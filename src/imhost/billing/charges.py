@@ -9,7 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from imhost.accounts.audit import Actor
 from imhost.accounts.models import Organization
+from imhost.billing import audit
 from imhost.billing.models import LineKind, PendingCharge
 from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
@@ -129,11 +131,12 @@ def add_one_off_charge(
     currency: str,
     reason: str,
     created_by: str,
+    actor: Actor | None = None,
 ) -> PendingCharge:
     """A charge staff add by hand (setup work, a migration service...). A reason is required."""
     if not reason.strip():
         raise InvalidInput("say why this charge is added", field="reason")
-    return add_pending_charge(
+    charge = add_pending_charge(
         session,
         organization_id,
         description,
@@ -146,6 +149,19 @@ def add_one_off_charge(
         created_by=created_by,
         calculation=f"one-off charge added by {created_by}: {reason.strip()[:200]}",
     )
+    audit.record(
+        session,
+        clock,
+        actor,
+        "charge_added",
+        organization_id=organization_id,
+        target_type="pending_charge",
+        target_id=charge.id,
+        amount=str(charge.amount),
+        currency=charge.currency,
+        reason=reason,
+    )
+    return charge
 
 
 def list_pending_charges(session: Session, organization_id: str) -> list[PendingCharge]:
@@ -161,7 +177,9 @@ def list_pending_charges(session: Session, organization_id: str) -> list[Pending
     )
 
 
-def remove_pending_charge(session: Session, charge_id: str) -> None:
+def remove_pending_charge(
+    session: Session, clock: Clock, charge_id: str, *, actor: Actor | None = None
+) -> None:
     charge = session.get(PendingCharge, charge_id)
     if charge is None:
         raise NotFound(f"no pending charge {charge_id!r}")
@@ -169,6 +187,15 @@ def remove_pending_charge(session: Session, charge_id: str) -> None:
         raise Conflict("this charge is on an invoice already; issue a credit note instead")
     session.delete(charge)
     session.flush()
+    audit.record(
+        session,
+        clock,
+        actor,
+        "charge_removed",
+        organization_id=charge.organization_id,
+        target_type="pending_charge",
+        target_id=charge_id,
+    )
 
 
 def charges_due(

@@ -8,6 +8,8 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from imhost.accounts.audit import Actor
+from imhost.billing import audit
 from imhost.billing.composition import CouponTerms
 from imhost.billing.models import (
     Coupon,
@@ -124,6 +126,7 @@ def create_coupon(
     max_redemptions: int | None = None,
     redeem_by: datetime | None = None,
     name: str = "",
+    actor: Actor | None = None,
 ) -> Coupon:
     code = code.strip().upper()
     if not code or len(code) > 64 or not all(c.isalnum() or c in "-_" for c in code):
@@ -177,6 +180,16 @@ def create_coupon(
     )
     session.add(coupon)
     session.flush()
+    audit.record(
+        session,
+        clock,
+        actor,
+        "coupon_created",
+        organization_id=None,
+        target_type="coupon",
+        target_id=coupon.id,
+        code=coupon.code,
+    )
     return coupon
 
 
@@ -193,12 +206,14 @@ def list_coupons(session: Session) -> list[Coupon]:
 
 def update_coupon(
     session: Session,
+    clock: Clock,
     coupon_id: str,
     *,
     name: str | None = None,
     active: bool | None = None,
     max_redemptions: int | None = None,
     redeem_by: datetime | None = None,
+    actor: Actor | None = None,
 ) -> Coupon:
     """Only what does not change past discounts can change: name, active, limits."""
     coupon = get_coupon(session, coupon_id)
@@ -217,10 +232,25 @@ def update_coupon(
             raise InvalidInput("redeem_by needs a time zone", field="redeem_by")
         coupon.redeem_by = redeem_by
     session.flush()
+    audit.record(  # the fields given (None ones are left out of the record)
+        session,
+        clock,
+        actor,
+        "coupon_updated",
+        organization_id=None,
+        target_type="coupon",
+        target_id=coupon.id,
+        name=name,
+        active=active,
+        max_redemptions=max_redemptions,
+        redeem_by=redeem_by.isoformat() if redeem_by else None,
+    )
     return coupon
 
 
-def delete_coupon(session: Session, coupon_id: str) -> None:
+def delete_coupon(
+    session: Session, clock: Clock, coupon_id: str, *, actor: Actor | None = None
+) -> None:
     """A coupon never redeemed is deleted; one redeemed is deactivated (history stays)."""
     coupon = get_coupon(session, coupon_id)
     if redemption_count(session, coupon.id):
@@ -228,6 +258,15 @@ def delete_coupon(session: Session, coupon_id: str) -> None:
     else:
         session.delete(coupon)
     session.flush()
+    audit.record(
+        session,
+        clock,
+        actor,
+        "coupon_deleted",
+        organization_id=None,
+        target_type="coupon",
+        target_id=coupon_id,
+    )
 
 
 def redemption_count(session: Session, coupon_id: str) -> int:
@@ -242,7 +281,12 @@ def redemption_count(session: Session, coupon_id: str) -> int:
 
 
 def apply_coupon(
-    session: Session, clock: Clock, organization_id: str, code: str
+    session: Session,
+    clock: Clock,
+    organization_id: str,
+    code: str,
+    *,
+    actor: Actor | None = None,
 ) -> CouponRedemption:
     """Attach a coupon to the organization's subscription; it applies from the next invoice."""
     now = clock.now()
@@ -292,6 +336,16 @@ def apply_coupon(
     session.flush()
     sub.coupon_redemption_id = redemption.id
     session.flush()
+    audit.record(
+        session,
+        clock,
+        actor,
+        "coupon_applied",
+        organization_id=organization_id,
+        target_type="coupon",
+        target_id=redemption.coupon_id,
+        code=code,
+    )
     return redemption
 
 

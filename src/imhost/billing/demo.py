@@ -31,6 +31,7 @@ def seed(
     if not profile.bank_details:
         service.update_profile(
             session,
+            clock,
             legal_name=runtime.settings.provider_name,
             home_country="DE",
             bank_details="IBAN DE00 0000 0000 0000 0000 00 (demo), BIC DEMODEXXX",

@@ -61,6 +61,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from imhost.accounts.audit import Actor
+from imhost.billing import audit
 from imhost.billing.invoicing import (
     BlockPrefetch,
     FaultHook,
@@ -124,6 +126,7 @@ def run_billing(
     fault: FaultHook | None = None,
     max_invoices: int | None = None,
     block_size: int = BLOCK_SIZE,
+    actor: Actor | None = None,
 ) -> RunSummary:
     """Invoice every subscription whose billing point is at or before ``as_of``.
 
@@ -131,7 +134,8 @@ def run_billing(
     simulate a crash; ``before_commit`` is called before each block commits). A subscription
     that fails with an error is rolled back alone (its savepoint), reported in ``failures``,
     and the run goes on with the others. ``block_size``: how many (subscription, billing
-    point) items one transaction takes.
+    point) items one transaction takes. ``actor``: who started the run (audited as
+    ``billing.run``, as is any run that invoiced or failed something).
     """
     as_of = ensure_utc(as_of)
     hook = fault or _no_fault
@@ -188,6 +192,20 @@ def run_billing(
                 done = summary.invoices + summary.skipped + len(summary.failures)
                 progress(done, total_known, outcome.subscription_id)
     summary.seconds = time.monotonic() - started
+    if actor is not None or summary.invoices or summary.failures:
+        # Who ran it and what came of it (a scheduled run that found nothing is not recorded).
+        with transaction(session_factory) as session:
+            audit.record(
+                session,
+                clock,
+                actor,
+                "run",
+                organization_id=None,
+                target_type="billing_run",
+                target_id=as_of.isoformat(),
+                invoices=summary.invoices,
+                failures=len(summary.failures),
+            )
     return summary
 
 

@@ -19,7 +19,9 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from imhost import events
+from imhost.accounts.audit import Actor
 from imhost.accounts.models import Organization
+from imhost.billing import audit
 from imhost.billing.charges import charges_due
 from imhost.billing.composition import ComposedInvoice, DraftLine, compose_invoice
 from imhost.billing.credits import add_credit, coupon_for_invoice, coupon_used, credit_balance
@@ -653,6 +655,7 @@ def finalize_invoice(
     issued_at: datetime | None = None,
     terms: BillingTerms | None = None,
     block: BlockPrefetch | None = None,
+    actor: Actor | None = None,
 ) -> Invoice:
     """Give the draft its gapless number and make it due. Zero totals are paid at once."""
     if invoice.status != InvoiceStatus.DRAFT.value:
@@ -679,6 +682,17 @@ def finalize_invoice(
         _insert_invoice(session, invoice, block)
     else:
         session.flush()
+    if actor is not None:  # a person's finalize; a run's invoices are in the run's record
+        audit.record(
+            session,
+            clock,
+            actor,
+            "invoice_finalized",
+            organization_id=invoice.organization_id,
+            target_type="invoice",
+            target_id=invoice.id,
+            number=invoice.number,
+        )
     return invoice
 
 
@@ -1019,7 +1033,14 @@ def list_invoices(
     return list(session.scalars(query.limit(min(max(limit, 1), 500)).offset(max(offset, 0))))
 
 
-def void_invoice(session: Session, clock: Clock, invoice_id: str, reason: str) -> Invoice:
+def void_invoice(
+    session: Session,
+    clock: Clock,
+    invoice_id: str,
+    reason: str,
+    *,
+    actor: Actor | None = None,
+) -> Invoice:
     """Void an invoice nothing was paid or credited on (a draft, or an open one by mistake).
 
     Its number stays used (gapless numbering keeps voided invoices); pending charges on it
@@ -1048,6 +1069,16 @@ def void_invoice(session: Session, clock: Clock, invoice_id: str, reason: str) -
             invoice_id=invoice.id,
             kind="voided",
         ),
+    )
+    audit.record(
+        session,
+        clock,
+        actor,
+        "invoice_voided",
+        organization_id=invoice.organization_id,
+        target_type="invoice",
+        target_id=invoice.id,
+        reason=invoice.void_reason,
     )
     return invoice
 

@@ -16,7 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imhost import events
+from imhost.accounts.audit import Actor
 from imhost.accounts.models import Organization, OrgStatus
+from imhost.billing import audit
 from imhost.billing.credits import add_credit, credit_balance
 from imhost.billing.drivers import get_gateway
 from imhost.billing.invoicing import (
@@ -78,6 +80,7 @@ def record_payment(
     recorded_by: str | None = None,
     driver: str = "manual",
     external_id: str | None = None,
+    actor: Actor | None = None,
 ) -> Payment:
     """Record money received for an invoice (staff, or a gateway's webhook).
 
@@ -142,11 +145,28 @@ def record_payment(
     if settle_if_paid(session, invoice, now):
         reactivate_if_settled(session, clock, invoice.organization_id)
     session.flush()
+    audit.record(
+        session,
+        clock,
+        actor,
+        "payment_recorded",
+        organization_id=payment.organization_id,
+        target_type="payment",
+        target_id=payment.id,
+        amount=str(payment.amount),
+        currency=payment.currency,
+        invoice_id=invoice_id,
+    )
     return payment
 
 
 def pay_from_credit(
-    session: Session, clock: Clock, invoice_id: str, organization_id: str | None = None
+    session: Session,
+    clock: Clock,
+    invoice_id: str,
+    organization_id: str | None = None,
+    *,
+    actor: Actor | None = None,
 ) -> Payment:
     invoice = _open_invoice(session, invoice_id, organization_id)
     if invoice.status != InvoiceStatus.OPEN.value:
@@ -157,6 +177,16 @@ def pay_from_credit(
     assert payment is not None
     if invoice.status == InvoiceStatus.PAID.value:
         reactivate_if_settled(session, clock, invoice.organization_id)
+    audit.record(
+        session,
+        clock,
+        actor,
+        "paid_from_credit",
+        organization_id=payment.organization_id,
+        target_type="invoice",
+        target_id=invoice_id,
+        amount=str(payment.amount),
+    )
     return payment
 
 
@@ -207,6 +237,7 @@ def issue_credit_note(
     lines: dict[str, Decimal | str] | None = None,
     refund_to: str = "credit",
     created_by: str | None = None,
+    actor: Actor | None = None,
 ) -> CreditNote:
     """Credit a finalized invoice, in full (``lines=None``) or per line (line id -> amount).
 
@@ -311,6 +342,7 @@ def issue_credit_note(
                     amount=refundable,
                     reason=f"credit note {number}: {reason.strip()[:200]}",
                     created_by=created_by,
+                    actor=actor,
                 )
                 note.refunded = refundable
                 note.to_credit = rest - refundable
@@ -325,6 +357,18 @@ def issue_credit_note(
             credit_note_id=note.id,
             invoice_id=invoice.id,
         ),
+    )
+    audit.record(
+        session,
+        clock,
+        actor,
+        "credit_note_issued",
+        organization_id=note.organization_id,
+        target_type="credit_note",
+        target_id=note.id,
+        number=note.number,
+        total=str(note.total),
+        reason=reason,
     )
     return note
 
@@ -363,6 +407,7 @@ def refund_credit(
     amount: Decimal | str,
     reason: str,
     created_by: str | None = None,
+    actor: Actor | None = None,
 ) -> Refund:
     """Pay account credit back to the customer through the gateway of ``payment_id``."""
     payment = session.scalar(select(Payment).where(Payment.id == payment_id).with_for_update())
@@ -422,6 +467,17 @@ def refund_credit(
         events.PaymentEvent(
             at=now, organization_id=payment.organization_id, payment_id=payment.id, kind="refunded"
         ),
+    )
+    audit.record(
+        session,
+        clock,
+        actor,
+        "refund_made",
+        organization_id=refund.organization_id,
+        target_type="refund",
+        target_id=refund.id,
+        amount=str(refund.amount),
+        reason=reason,
     )
     return refund
 

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from imhost.kit.text import MultilineText, PlainText
+
 Money = Decimal
 
 
@@ -48,15 +50,15 @@ class SubscriptionOut(_Out):
 
 
 class SubscribeIn(_In):
-    plan_version_id: str = Field(min_length=1, max_length=32)
-    add_ons: dict[str, int] = Field(default_factory=dict, max_length=50)
+    plan_version_id: PlainText = Field(min_length=1, max_length=32)
+    add_ons: dict[PlainText, int] = Field(default_factory=dict, max_length=50)
     anchor_day: int | None = Field(None, ge=1, le=31)
     with_trial: bool = True
 
 
 class ChangeIn(_In):
-    plan_version_id: str = Field(min_length=1, max_length=32)
-    add_ons: dict[str, int] | None = Field(None, max_length=50)
+    plan_version_id: PlainText = Field(min_length=1, max_length=32)
+    add_ons: dict[PlainText, int] | None = Field(None, max_length=50)
 
 
 class CancelIn(_In):
@@ -146,15 +148,15 @@ class PaymentOut(_Out):
 
 class PaymentIn(_In):
     amount: Money = Field(gt=0, max_digits=20, decimal_places=4)
-    currency: str = Field(min_length=3, max_length=3)
+    currency: PlainText = Field(min_length=3, max_length=3)
     method: Literal["bank_transfer", "cash", "cheque", "card", "other"] = "bank_transfer"
-    reference: str | None = Field(None, max_length=200)
+    reference: PlainText | None = Field(None, max_length=200)
     received_at: datetime | None = None
 
 
 class RefundIn(_In):
     amount: Money = Field(gt=0, max_digits=20, decimal_places=4)
-    reason: str = Field(min_length=1, max_length=500)
+    reason: MultilineText = Field(min_length=1, max_length=500)
 
 
 class RefundOut(_Out):
@@ -168,8 +170,8 @@ class RefundOut(_Out):
 
 
 class CreditNoteIn(_In):
-    reason: str = Field(min_length=1, max_length=500)
-    lines: dict[str, Money] | None = Field(None, max_length=200)
+    reason: MultilineText = Field(min_length=1, max_length=500)
+    lines: dict[PlainText, Money] | None = Field(None, max_length=200)
     refund_to: Literal["credit", "original"] = "credit"
 
 
@@ -187,7 +189,7 @@ class CreditNoteOut(_Out):
 
 
 class VoidIn(_In):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: MultilineText = Field(min_length=1, max_length=500)
 
 
 class CreditEntryOut(_Out):
@@ -206,16 +208,16 @@ class CreditOut(BaseModel):
 
 
 class CouponApplyIn(_In):
-    code: str = Field(min_length=1, max_length=64)
+    code: PlainText = Field(min_length=1, max_length=64)
 
 
 class CouponIn(_In):
-    code: str = Field(min_length=1, max_length=64)
-    name: str = Field("", max_length=200)
+    code: PlainText = Field(min_length=1, max_length=64)
+    name: PlainText = Field("", max_length=200)
     kind: Literal["percent", "amount"]
     percent_off: Money | None = Field(None, gt=0, le=100)
     amount_off: Money | None = Field(None, gt=0, max_digits=20, decimal_places=4)
-    currency: str | None = Field(None, min_length=3, max_length=3)
+    currency: PlainText | None = Field(None, min_length=3, max_length=3)
     duration: Literal["once", "repeating", "forever"]
     duration_periods: int | None = Field(None, ge=1, le=120)
     max_redemptions: int | None = Field(None, ge=1)
@@ -223,7 +225,7 @@ class CouponIn(_In):
 
 
 class CouponPatch(_In):
-    name: str | None = Field(None, max_length=200)
+    name: PlainText | None = Field(None, max_length=200)
     active: bool | None = None
     max_redemptions: int | None = Field(None, ge=1)
     redeem_by: datetime | None = None
@@ -253,7 +255,7 @@ class RedemptionOut(_Out):
 
 class TaxRateIn(_In):
     percent: Money = Field(ge=0, le=100)
-    name: str = Field("VAT", min_length=1, max_length=64)
+    name: PlainText = Field("VAT", min_length=1, max_length=64)
 
 
 class TaxRateOut(_Out):
@@ -263,10 +265,10 @@ class TaxRateOut(_Out):
 
 
 class ChargeIn(_In):
-    description: str = Field(min_length=1, max_length=500)
+    description: MultilineText = Field(min_length=1, max_length=500)
     amount: Money = Field(gt=0, max_digits=20, decimal_places=4)
-    currency: str = Field(min_length=3, max_length=3)
-    reason: str = Field(min_length=1, max_length=500)
+    currency: PlainText = Field(min_length=3, max_length=3)
+    reason: MultilineText = Field(min_length=1, max_length=500)
 
 
 class PendingChargeOut(_Out):
@@ -341,15 +343,15 @@ class BillingSettingsOut(_Out):
 
 
 class BillingSettingsIn(_In):
-    legal_name: str | None = Field(None, min_length=1, max_length=200)
-    address: str | None = Field(None, max_length=2000)
-    home_country: str | None = Field(None, min_length=2, max_length=2)
-    provider_tax_id: str | None = Field(None, max_length=64)
+    legal_name: PlainText | None = Field(None, min_length=1, max_length=200)
+    address: MultilineText | None = Field(None, max_length=2000)
+    home_country: PlainText | None = Field(None, min_length=2, max_length=2)
+    provider_tax_id: PlainText | None = Field(None, max_length=64)
     prices_include_tax: bool | None = None
-    invoice_number_format: str | None = Field(None, min_length=1, max_length=64)
-    credit_note_number_format: str | None = Field(None, min_length=1, max_length=64)
+    invoice_number_format: PlainText | None = Field(None, min_length=1, max_length=64)
+    credit_note_number_format: PlainText | None = Field(None, min_length=1, max_length=64)
     payment_terms_days: int | None = Field(None, ge=0, le=365)
-    bank_details: str | None = Field(None, max_length=2000)
+    bank_details: MultilineText | None = Field(None, max_length=2000)
     reminder_offsets: list[int] | None = Field(None, max_length=20)
     late_fee_after_days: int | None = Field(None, ge=0, le=365)
     late_fee_percent: Money | None = Field(None, ge=0, le=100)

@@ -12,6 +12,8 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from imhost.accounts.audit import Actor
+from imhost.billing import audit
 from imhost.billing.models import BillingProfile, DocumentCounter, TaxRate
 from imhost.billing.taxes import TaxDecision, decide_tax
 from imhost.kit.clock import Clock
@@ -93,7 +95,9 @@ PROFILE_FIELDS = {
 }
 
 
-def update_profile(session: Session, **changes: Any) -> BillingProfile:
+def update_profile(
+    session: Session, clock: Clock, *, actor: Actor | None = None, **changes: Any
+) -> BillingProfile:
     unknown = set(changes) - PROFILE_FIELDS
     if unknown:
         raise InvalidInput(f"unknown billing settings: {', '.join(sorted(unknown))}")
@@ -114,6 +118,16 @@ def update_profile(session: Session, **changes: Any) -> BillingProfile:
     for key, value in changes.items():
         setattr(profile, key, value)
     session.flush()
+    audit.record(
+        session,
+        clock,
+        actor,
+        "settings_changed",
+        organization_id=None,
+        target_type="billing_settings",
+        target_id=profile.key,
+        changed=sorted(changes),
+    )
     return profile
 
 
@@ -128,7 +142,13 @@ def check_country(country: str, field: str = "country") -> str:
 
 
 def set_tax_rate(
-    session: Session, clock: Clock, country: str, percent: Decimal | str, name: str = "VAT"
+    session: Session,
+    clock: Clock,
+    country: str,
+    percent: Decimal | str,
+    name: str = "VAT",
+    *,
+    actor: Actor | None = None,
 ) -> TaxRate:
     """Create or change the tax rate of a country."""
     code = check_country(country)
@@ -145,15 +165,37 @@ def set_tax_rate(
         rate.percent = value
         rate.name = name.strip()
     session.flush()
+    audit.record(
+        session,
+        clock,
+        actor,
+        "tax_rate_set",
+        organization_id=None,
+        target_type="tax_rate",
+        target_id=rate.country,
+        percent=str(rate.percent),
+        name=rate.name,
+    )
     return rate
 
 
-def delete_tax_rate(session: Session, country: str) -> None:
+def delete_tax_rate(
+    session: Session, clock: Clock, country: str, *, actor: Actor | None = None
+) -> None:
     rate = session.scalar(select(TaxRate).where(TaxRate.country == check_country(country)))
     if rate is None:
         raise NotFound(f"no tax rate for {country}")
     session.delete(rate)
     session.flush()
+    audit.record(
+        session,
+        clock,
+        actor,
+        "tax_rate_deleted",
+        organization_id=None,
+        target_type="tax_rate",
+        target_id=rate.country,
+    )
 
 
 def list_tax_rates(session: Session) -> list[TaxRate]:

@@ -16,7 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imhost import events
+from imhost.accounts.audit import Actor
 from imhost.accounts.models import Organization
+from imhost.billing import audit
 from imhost.billing.charges import add_pending_charge
 from imhost.billing.credits import add_credit
 from imhost.billing.models import LineKind, Subscription, SubscriptionAddOn, SubscriptionStatus
@@ -85,6 +87,7 @@ def start_subscription(
     anchor_day: int | None = None,
     with_trial: bool = True,
     subscription_id: str | None = None,
+    actor: Actor | None = None,
 ) -> Subscription:
     """Subscribe an organization to a plan version.
 
@@ -159,6 +162,16 @@ def start_subscription(
             plan_version_id=sub.plan_version_id,
             add_ons=add_ons_of(session, sub.id),
         ),
+    )
+    audit.record(
+        session,
+        clock,
+        actor,
+        "subscription_started",
+        organization_id=organization_id,
+        target_type="subscription",
+        target_id=sub.id,
+        plan_version_id=sub.plan_version_id,
     )
     return sub
 
@@ -286,6 +299,7 @@ def change_plan(
     *,
     add_ons: dict[str, int] | None = None,
     changed_by: str | None = None,
+    actor: Actor | None = None,
 ) -> ChangePreview:
     """Upgrade or downgrade now; the proration lines wait for the next invoice."""
     sub = require_subscription(session, organization_id)
@@ -336,6 +350,18 @@ def change_plan(
             add_ons=add_ons_of(session, sub.id),
         ),
     )
+    audit.record(
+        session,
+        clock,
+        actor,
+        "plan_changed",
+        organization_id=organization_id,
+        target_type="subscription",
+        target_id=preview.subscription_id,
+        from_plan_version_id=preview.from_plan_version_id,
+        to_plan_version_id=preview.to_plan_version_id,
+        proration=str(preview.total),
+    )
     return preview
 
 
@@ -355,7 +381,12 @@ def _lock(session: Session, sub: Subscription) -> None:
 
 
 def cancel_subscription(
-    session: Session, clock: Clock, organization_id: str, *, at_period_end: bool = True
+    session: Session,
+    clock: Clock,
+    organization_id: str,
+    *,
+    at_period_end: bool = True,
+    actor: Actor | None = None,
 ) -> Subscription:
     """Cancel at the end of the paid period, or at once.
 
@@ -367,6 +398,16 @@ def cancel_subscription(
     _lock(session, sub)
     now = clock.now()
     sub.canceled_at = now
+    audit.record(
+        session,
+        clock,
+        actor,
+        "subscription_canceled",
+        organization_id=organization_id,
+        target_type="subscription",
+        target_id=sub.id,
+        at_period_end=at_period_end,
+    )
     if at_period_end:
         sub.cancel_at_period_end = True
         session.flush()
@@ -456,7 +497,9 @@ def undo_cancel(session: Session, clock: Clock, organization_id: str) -> Subscri
     return sub
 
 
-def pause_subscription(session: Session, clock: Clock, organization_id: str) -> Subscription:
+def pause_subscription(
+    session: Session, clock: Clock, organization_id: str, *, actor: Actor | None = None
+) -> Subscription:
     """Pause: the paid period runs out, then no base fee or add-on is billed until resumed.
 
     Usage is still billed. The current paid period is not refunded.
@@ -477,10 +520,21 @@ def pause_subscription(session: Session, clock: Clock, organization_id: str) -> 
             add_ons=add_ons_of(session, sub.id),
         ),
     )
+    audit.record(
+        session,
+        clock,
+        actor,
+        "subscription_paused",
+        organization_id=organization_id,
+        target_type="subscription",
+        target_id=sub.id,
+    )
     return sub
 
 
-def resume_subscription(session: Session, clock: Clock, organization_id: str) -> Subscription:
+def resume_subscription(
+    session: Session, clock: Clock, organization_id: str, *, actor: Actor | None = None
+) -> Subscription:
     """Resume a paused subscription; an unbilled current period is charged pro rata."""
     sub = require_subscription(session, organization_id)
     if sub.status != SubscriptionStatus.PAUSED.value:
@@ -527,6 +581,15 @@ def resume_subscription(session: Session, clock: Clock, organization_id: str) ->
             plan_version_id=sub.plan_version_id,
             add_ons=add_ons_of(session, sub.id),
         ),
+    )
+    audit.record(
+        session,
+        clock,
+        actor,
+        "subscription_resumed",
+        organization_id=organization_id,
+        target_type="subscription",
+        target_id=sub.id,
     )
     return sub
 

@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from imhost.catalog.models import AddOnKind, BillingInterval
+from imhost.kit.text import MultilineText, PlainText
 
 CODE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
@@ -27,8 +28,10 @@ class TierIn(BaseModel):
 class PriceComponentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    metric: str = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
-    pricing_model: str = Field(description="per_unit, graduated, volume, package or flat_tier")
+    metric: PlainText = Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    pricing_model: PlainText = Field(
+        description="per_unit, graduated, volume, package or flat_tier"
+    )
     unit_price: Decimal | None = Field(None, ge=0, lt=MAX_AMOUNT)
     tiers: list[TierIn] | None = Field(None, max_length=50)
     package_size: Decimal | None = Field(None, gt=0, lt=MAX_AMOUNT)
@@ -55,22 +58,22 @@ class PlanVersionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    currency: str = Field("EUR", pattern=CURRENCY_PATTERN)
+    currency: PlainText = Field("EUR", pattern=CURRENCY_PATTERN)
     billing_interval: BillingInterval = BillingInterval.MONTHLY
     base_fee: Decimal = Field(ge=0, lt=MAX_AMOUNT)
     setup_fee: Decimal = Field(Decimal(0), ge=0, lt=MAX_AMOUNT)
     trial_days: int = Field(0, ge=0, le=365)
     limits: LimitsIn = LimitsIn()
     components: list[PriceComponentIn] = Field(default_factory=list, max_length=20)
-    change_note: str = Field("", max_length=500)
+    change_note: MultilineText = Field("", max_length=500)
 
 
 class PlanCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(pattern=CODE_PATTERN)
-    name: str = Field(min_length=1, max_length=100)
-    description: str = Field("", max_length=5000)
+    code: PlainText = Field(pattern=CODE_PATTERN)
+    name: PlainText = Field(min_length=1, max_length=100)
+    description: MultilineText = Field("", max_length=5000)
     is_public: bool = True
     position: int = Field(0, ge=0, le=10_000)
     version: PlanVersionIn
@@ -81,8 +84,8 @@ class PlanUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=100)
-    description: str | None = Field(None, max_length=5000)
+    name: PlainText | None = Field(None, min_length=1, max_length=100)
+    description: MultilineText | None = Field(None, max_length=5000)
     is_public: bool | None = None
     position: int | None = Field(None, ge=0, le=10_000)
 
@@ -96,7 +99,7 @@ class PlanVersionChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    currency: str = Field("EUR", pattern=CURRENCY_PATTERN)
+    currency: PlainText = Field("EUR", pattern=CURRENCY_PATTERN)
     billing_interval: BillingInterval = BillingInterval.MONTHLY
     base_fee: Decimal | None = Field(None, ge=0, lt=MAX_AMOUNT)
     setup_fee: Decimal | None = Field(None, ge=0, lt=MAX_AMOUNT)
@@ -107,7 +110,7 @@ class PlanVersionChange(BaseModel):
     components: list[PriceComponentIn] | None = Field(
         None, max_length=20, description="Replaces every usage price when given."
     )
-    change_note: str = Field("", max_length=500)
+    change_note: MultilineText = Field("", max_length=500)
 
 
 class PriceComponentOut(BaseModel):
@@ -148,23 +151,23 @@ class PlanOut(BaseModel):
 class AddOnIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(pattern=CODE_PATTERN)
-    name: str = Field(min_length=1, max_length=100)
-    description: str = Field("", max_length=5000)
+    code: PlainText = Field(pattern=CODE_PATTERN)
+    name: PlainText = Field(min_length=1, max_length=100)
+    description: MultilineText = Field("", max_length=5000)
     kind: AddOnKind
-    currency: str = Field("EUR", pattern=CURRENCY_PATTERN)
+    currency: PlainText = Field("EUR", pattern=CURRENCY_PATTERN)
     price: Decimal = Field(ge=0, lt=MAX_AMOUNT)
     billing_interval: BillingInterval = BillingInterval.MONTHLY
-    limit_deltas: dict[str, int] = Field(default_factory=dict)
+    limit_deltas: dict[PlainText, int] = Field(default_factory=dict)
 
 
 class AddOnUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=100)
-    description: str | None = Field(None, max_length=5000)
+    name: PlainText | None = Field(None, min_length=1, max_length=100)
+    description: MultilineText | None = Field(None, max_length=5000)
     price: Decimal | None = Field(None, ge=0, lt=MAX_AMOUNT)
-    limit_deltas: dict[str, int] | None = None
+    limit_deltas: dict[PlainText, int] | None = None
     is_active: bool | None = None
 
 

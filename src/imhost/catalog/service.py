@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from imhost.accounts import audit
+from imhost.accounts.audit import Actor
 from imhost.catalog import repository as repo
 from imhost.catalog.models import (
     LIMIT_FIELDS,
@@ -66,6 +68,7 @@ def create_plan(
     data: PlanCreate,
     *,
     known_metrics: Collection[str] | None = None,
+    actor: Actor | None = None,
 ) -> Plan:
     """Create a plan with its first version (version 1) in ``data.version.currency``."""
     if repo.plan_by_code(session, data.code) is not None:
@@ -85,10 +88,21 @@ def create_plan(
     session.add(plan)
     session.flush()
     _add_version(session, clock, plan, data.version, number=1, known_metrics=known_metrics)
+    audit.record(
+        session,
+        clock,
+        "catalog.plan_created",
+        actor=actor,
+        target_type="plan",
+        target_id=plan.id,
+        target_label=plan.code,
+    )
     return plan
 
 
-def update_plan(session: Session, code: str, data: PlanUpdate) -> Plan:
+def update_plan(
+    session: Session, clock: Clock, code: str, data: PlanUpdate, *, actor: Actor | None = None
+) -> Plan:
     """Change a plan's name, description, visibility or order (no new version needed)."""
     plan = get_plan(session, code)
     for name in ("name", "description", "is_public", "position"):
@@ -96,6 +110,16 @@ def update_plan(session: Session, code: str, data: PlanUpdate) -> Plan:
         if value is not None:
             setattr(plan, name, value)
     session.flush()
+    audit.record(
+        session,
+        clock,
+        "catalog.plan_updated",
+        actor=actor,
+        target_type="plan",
+        target_id=plan.id,
+        target_label=plan.code,
+        changes=data.model_dump(exclude_none=True),
+    )
     return plan
 
 
@@ -106,6 +130,7 @@ def new_plan_version(
     change: PlanVersionChange,
     *,
     known_metrics: Collection[str] | None = None,
+    actor: Actor | None = None,
 ) -> PlanVersion:
     """Copy the current version of one price book, apply ``change``, supersede the old one.
 
@@ -154,7 +179,18 @@ def new_plan_version(
         current.superseded_at = clock.now()
         session.flush()
     number = repo.latest_version_number(session, plan.id) + 1
-    return _add_version(session, clock, plan, data, number=number, known_metrics=known_metrics)
+    version = _add_version(session, clock, plan, data, number=number, known_metrics=known_metrics)
+    audit.record(
+        session,
+        clock,
+        "catalog.plan_version_created",
+        actor=actor,
+        target_type="plan_version",
+        target_id=version.id,
+        target_label=f"{code} v{version.version} {version.currency}",
+        note=change.change_note or None,
+    )
+    return version
 
 
 def _add_version(
@@ -401,7 +437,9 @@ def _check_deltas(deltas: dict[str, int]) -> None:
             raise InvalidInput(f"limit_deltas.{name} is out of range", field=f"limit_deltas.{name}")
 
 
-def create_addon(session: Session, clock: Clock, data: AddOnIn) -> AddOn:
+def create_addon(
+    session: Session, clock: Clock, data: AddOnIn, *, actor: Actor | None = None
+) -> AddOn:
     currency = _currency(data.currency)
     _check_deltas(data.limit_deltas)
     if repo.addon_by_code(session, data.code, currency) is not None:
@@ -420,6 +458,15 @@ def create_addon(session: Session, clock: Clock, data: AddOnIn) -> AddOn:
     )
     session.add(addon)
     session.flush()
+    audit.record(
+        session,
+        clock,
+        "catalog.addon_created",
+        actor=actor,
+        target_type="addon",
+        target_id=addon.id,
+        target_label=f"{addon.code} {addon.currency}",
+    )
     return addon
 
 
@@ -444,7 +491,14 @@ def list_addons(
 
 
 def update_addon(
-    session: Session, clock: Clock, code: str, currency: str, data: AddOnUpdate
+    session: Session,
+    clock: Clock,
+    code: str,
+    currency: str,
+    data: AddOnUpdate,
+    *,
+    actor: Actor | None = None,
+    action: str = "catalog.addon_updated",
 ) -> AddOn:
     """Change an add-on. A new price applies from the next period billing rates."""
     addon = get_addon(session, code, currency)
@@ -457,12 +511,35 @@ def update_addon(
             setattr(addon, name, value)
     addon.updated_at = clock.now()
     session.flush()
+    retired = action == "catalog.addon_retired"
+    audit.record(
+        session,
+        clock,
+        action,
+        actor=actor,
+        target_type="addon",
+        target_id=addon.id,
+        target_label=f"{addon.code} {addon.currency}",
+        changes=None
+        if retired
+        else {k: str(v) for k, v in data.model_dump(exclude_none=True).items()},
+    )
     return addon
 
 
-def deactivate_addon(session: Session, clock: Clock, code: str, currency: str) -> AddOn:
+def deactivate_addon(
+    session: Session, clock: Clock, code: str, currency: str, *, actor: Actor | None = None
+) -> AddOn:
     """Stop selling an add-on; existing subscriptions keep it (rows are never deleted)."""
-    return update_addon(session, clock, code, currency, AddOnUpdate(is_active=False))
+    return update_addon(
+        session,
+        clock,
+        code,
+        currency,
+        AddOnUpdate(is_active=False),
+        actor=actor,
+        action="catalog.addon_retired",
+    )
 
 
 def addon_out(addon: AddOn) -> AddOnOut:

@@ -15,7 +15,7 @@ from imhost.billing import service
 from imhost.billing.flows import RunSummary, run_billing
 from imhost.billing.periods import fmt
 from imhost.billing.tasks import run_dunning
-from imhost.cli.context import console, fail, runtime_or_exit
+from imhost.cli.context import cli_actor, console, fail, runtime_or_exit
 from imhost.db.engine import transaction
 from imhost.kit.errors import DomainError
 from imhost.runtime import Runtime
@@ -58,7 +58,9 @@ def billing_run(runtime: Runtime, as_of: datetime, out: Console) -> RunSummary:
         def progress(done: int, total: int, _current: str) -> None:
             bar.update(task, completed=done, total=total)
 
-        summary = run_billing(runtime.session_factory, runtime.clock, as_of, progress=progress)
+        summary = run_billing(
+            runtime.session_factory, runtime.clock, as_of, progress=progress, actor=cli_actor()
+        )
         bar.update(
             task,
             completed=summary.invoices + summary.skipped + len(summary.failures),
@@ -155,7 +157,9 @@ def tax_rate(
         fail(f"{percent!r} is not a number", 2)
     try:
         with transaction(runtime.session_factory) as session:
-            rate = service.set_tax_rate(session, runtime.clock, country, value, name)
+            rate = service.set_tax_rate(
+                session, runtime.clock, country, value, name, actor=cli_actor()
+            )
             console.print(f"{rate.country}: {rate.percent.normalize():f} % {rate.name}")
     except DomainError as exc:
         fail(exc.detail, 2)

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import getpass
 import sys
 from typing import NoReturn
 
 from rich.console import Console
 
+from imhost.accounts.audit import Actor
 from imhost.config import ConfigError, Settings, load_settings
 from imhost.runtime import Runtime, build_runtime
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def cli_actor() -> Actor:
+    """Who acts from the command line, for the audit log: the operating-system user."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Actor(label=f"cli ({user})")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -8,7 +8,6 @@ directory refresh interval when it runs in another one (docs/xmpp.md).
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,9 +18,8 @@ from rich.table import Column, Table
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from imhost.accounts.audit import Actor
 from imhost.accounts.models import Organization
-from imhost.cli.context import console, fail, runtime_or_exit
+from imhost.cli.context import cli_actor, console, fail, runtime_or_exit
 from imhost.db.engine import transaction
 from imhost.hosting import service as hosting
 from imhost.hosting.models import HostedService, XmppAccount
@@ -35,14 +33,6 @@ app.add_typer(services_app, name="services")
 app.add_typer(accounts_app, name="accounts")
 
 T = TypeVar("T")
-
-
-def _actor() -> Actor:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return Actor(label=f"cli ({user})")
 
 
 @contextmanager
@@ -180,7 +170,7 @@ def create_account(
             password=password,
             name=name,
             security=runtime.settings.security,
-            actor=_actor(),
+            actor=cli_actor(),
         )
         return generated
 
@@ -213,7 +203,7 @@ def import_accounts(
             service,
             text,
             security=runtime.settings.security,
-            actor=_actor(),
+            actor=cli_actor(),
         )
 
     report = _run(work)
@@ -236,7 +226,7 @@ def disable_account(
 
     def work(runtime: Runtime, session: Session) -> None:
         service, account = _account(session, jid)
-        hosting.disable_account(session, runtime.clock, service, account, reason, actor=_actor())
+        hosting.disable_account(session, runtime.clock, service, account, reason, actor=cli_actor())
 
     _run(work)
     console.print(f"disabled {jid}")
@@ -248,7 +238,7 @@ def enable_account(jid: Annotated[str, typer.Argument()]) -> None:
 
     def work(runtime: Runtime, session: Session) -> None:
         service, account = _account(session, jid)
-        hosting.enable_account(session, runtime.clock, service, account, actor=_actor())
+        hosting.enable_account(session, runtime.clock, service, account, actor=cli_actor())
 
     _run(work)
     console.print(f"enabled {jid}")
@@ -265,7 +255,7 @@ def delete_account(
 
     def work(runtime: Runtime, session: Session) -> None:
         service, account = _account(session, jid)
-        hosting.delete_account(session, runtime.clock, service, account, actor=_actor())
+        hosting.delete_account(session, runtime.clock, service, account, actor=cli_actor())
 
     _run(work)
     console.print(f"deleted {jid}")
@@ -290,7 +280,7 @@ def reset_password(
             account,
             password=password,
             security=runtime.settings.security,
-            actor=_actor(),
+            actor=cli_actor(),
         )
 
     generated = _run(work)

@@ -13,7 +13,7 @@ from imhost import __version__
 from imhost.accounts import service as accounts
 from imhost.accounts.auth import password_policy_for, validate_new_password
 from imhost.accounts.models import StaffRole, User
-from imhost.cli.context import console, fail, runtime_or_exit, settings_or_exit
+from imhost.cli.context import cli_actor, console, fail, runtime_or_exit, settings_or_exit
 from imhost.db.engine import transaction
 from imhost.kit import optional_module
 from imhost.kit.errors import DomainError
@@ -144,7 +144,13 @@ def admin_create(
             policy = password_policy_for(session, runtime.settings.security, None)
             validate_new_password(password, policy, user_inputs=[email, name])
             user = accounts.create_user(
-                session, runtime.clock, email=email, name=name, staff_role=role, email_verified=True
+                session,
+                runtime.clock,
+                email=email,
+                name=name,
+                staff_role=role,
+                email_verified=True,
+                actor=cli_actor(),
             )
             runtime.auth.set_password_directly(session, user, password)
     except DomainError as exc:

@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from imhost.hosting.models import HostedService, XmppAccount
+from imhost.kit.text import MultilineText, PlainText
 
 
 class LimitsOut(BaseModel):
@@ -117,13 +118,13 @@ class AccountPage(BaseModel):
 
 
 class AccountIn(BaseModel):
-    username: str = Field(min_length=1, max_length=1023)
+    username: PlainText = Field(min_length=1, max_length=1023)
     password: str | None = Field(
         default=None,
         max_length=1024,
         description="Leave out to have a strong password generated and shown once.",
     )
-    name: str = Field(default="", max_length=200)
+    name: PlainText = Field(default="", max_length=200)
 
 
 class AccountCreatedOut(BaseModel):
@@ -144,7 +145,7 @@ class PasswordOut(BaseModel):
 
 
 class ReasonIn(BaseModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: MultilineText = Field(min_length=1, max_length=500)
 
 
 class ImportRowOut(BaseModel):

@@ -40,6 +40,7 @@ from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.kit.jid import prepare_domain, prepare_localpart
 from imhost.kit.scram import DEFAULT_ITERATIONS, ScramCredentials, ScramHash, derive_credentials
+from imhost.kit.text import CONTROL_MESSAGE, first_control_character
 from imhost.xmpp.ports import HostLimits, HostStatus, VirtualHost
 
 BYTES_PER_MB = 1_000_000
@@ -570,6 +571,8 @@ def _display_name(name: str) -> str:
     text = " ".join(name.split())
     if len(text) > 200:
         raise InvalidInput("The name is at most 200 characters.", field="name")
+    if first_control_character(text) is not None:
+        raise InvalidInput("The name " + CONTROL_MESSAGE.format("") + ".", field="name")
     return text
 
 

@@ -7,6 +7,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from imhost.kit.text import PlainText
+
 MAX_BATCH = 10_000
 """The most records one API call may carry."""
 
@@ -21,13 +23,13 @@ class UsageIn(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    organization_id: str | None = Field(None, max_length=32)
-    service_id: str | None = Field(None, max_length=64)
-    metric: str = Field(max_length=40)
+    organization_id: PlainText | None = Field(None, max_length=32)
+    service_id: PlainText | None = Field(None, max_length=64)
+    metric: PlainText = Field(max_length=40)
     bucket_start: datetime
     quantity: Decimal = Field(allow_inf_nan=True)
-    subject: str | None = Field(None, max_length=255)
-    idempotency_key: str = Field(min_length=1, max_length=200)
+    subject: PlainText | None = Field(None, max_length=255)
+    idempotency_key: PlainText = Field(min_length=1, max_length=200)
 
 
 class UsageBatchIn(BaseModel):
@@ -87,7 +89,7 @@ class BudgetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: Decimal = Field(gt=0, lt=Decimal("1e12"))
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    currency: PlainText = Field(pattern=r"^[A-Z]{3}$")
     thresholds: list[int] = Field(default_factory=lambda: [50, 80, 100], max_length=10)
     hard_cap: bool = False
 

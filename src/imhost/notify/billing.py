@@ -73,6 +73,12 @@ def register(
         org = session.get(Organization, invoice.organization_id)
         return org.billing_email if org else None
 
+    def invoice_link(session: Session, invoice: Invoice) -> str:
+        """The invoice's page in the portal, under its organization."""
+        org = session.get(Organization, invoice.organization_id)
+        slug = org.slug if org is not None else invoice.organization_id
+        return f"{base}/portal/orgs/{slug}/billing/invoices/{invoice.id}"
+
     def on_invoice(event: events.InvoiceEvent, session: Any) -> None:
         invoice = session.get(Invoice, event.invoice_id)
         if invoice is None:
@@ -89,7 +95,7 @@ def register(
         if to is None:
             return
         amount = f"{fmt(invoice.total, invoice.currency)} {invoice.currency}"
-        link = f"{base}/portal/billing/invoices/{invoice.id}"
+        link = invoice_link(session, invoice)
         if event.kind == "finalized":
             due = f"{invoice.due_at:%Y-%m-%d}" if invoice.due_at else "now"
             if invoice.amount_due > 0:
@@ -167,8 +173,8 @@ def register(
             to,
             f"Reminder: invoice {invoice.number} {when}",
             f"Invoice {invoice.number} ({due} to pay) {when}.\n"
-            f"Pay by bank transfer with the reference {invoice.number}, or see {base}"
-            f"/portal/billing/invoices/{invoice.id}\n"
+            f"Pay by bank transfer with the reference {invoice.number}, or see "
+            f"{invoice_link(session, invoice)}\n"
             "If you have paid already, thank you, and please ignore this message.\n",
             attachments=[
                 (f"{invoice.number}.pdf", render_invoice_pdf(session, invoice), "application/pdf")

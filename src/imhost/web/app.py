@@ -16,7 +16,7 @@ from imhost.kit import optional_module
 from imhost.runtime import Runtime
 from imhost.web import problems
 from imhost.web.api.v1 import build_router
-from imhost.web.metrics import HttpMetrics, render_engine_metrics
+from imhost.web.metrics import HttpMetrics, check_metrics_access, render_engine_metrics
 from imhost.web.xmpp_websocket import router as xmpp_websocket_router
 
 SECURITY_HEADERS = {
@@ -28,6 +28,8 @@ SECURITY_HEADERS = {
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
     ),
 }
+# Only the static files (CSS, JS) may be kept by caches.
+CACHEABLE_PREFIXES = ("/static/",)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -53,9 +55,14 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def _metrics_and_headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        response = await http_metrics.middleware(request, call_next)
+        refused = problems.refuse_control_characters(request)
+        response = refused or await http_metrics.middleware(request, call_next)
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
+        if not request.url.path.startswith(CACHEABLE_PREFIXES):
+            # Answers carry people's data and one-time secrets (new tokens, TOTP secrets,
+            # recovery codes): no browser or proxy may keep a copy.
+            response.headers.setdefault("Cache-Control", "no-store")
         if runtime.settings.security.cookie_secure:
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
@@ -87,7 +94,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         return JSONResponse({"status": "ok", "migration": status.head})
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        check_metrics_access(request, runtime.settings.metrics)
         body = generate_latest(registry)
         xmpp = runtime.xmpp
         if xmpp is not None:

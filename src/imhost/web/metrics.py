@@ -2,12 +2,48 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
+
+from imhost.config import MetricsSettings
+from imhost.kit.errors import PermissionDenied, Unauthenticated
+
+# A request relayed by a reverse proxy comes from the proxy's (often loopback) address: it is
+# not a local scraper, whatever its address says.
+PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def check_metrics_access(request: Request, settings: MetricsSettings) -> None:
+    """Let a scraper in (the configured bearer token, or a direct request from an allowed
+    network); refuse everyone else: the figures name every tenant's domain and traffic."""
+    scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+    if settings.token is not None and scheme.lower() == "bearer" and sent:
+        if hmac.compare_digest(sent.strip().encode(), settings.token.get_secret_value().encode()):
+            return
+        raise Unauthenticated("The metrics token is wrong.")
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    relayed = any(name in request.headers for name in PROXY_HEADERS)
+    if (
+        address is not None
+        and not relayed
+        and any(address in network for network in settings.allow_networks)
+    ):
+        return
+    raise PermissionDenied(
+        "The metrics are open only to the monitoring system: send the metrics token as "
+        "'Authorization: Bearer <token>' (IMHOST_METRICS__TOKEN), or scrape from an address "
+        "in IMHOST_METRICS__ALLOW_NETWORKS without a proxy in between."
+    )
 
 
 class HttpMetrics:

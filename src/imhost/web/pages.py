@@ -40,9 +40,17 @@ from imhost.accounts.auth import confirmed_factor
 from imhost.accounts.models import Organization, StaffRole, User
 from imhost.accounts.permissions import Access, Scope
 from imhost.accounts.sessions import COOKIE_NAME, lookup_session
-from imhost.kit.errors import DomainError, PermissionDenied, Unauthenticated
+from imhost.kit.errors import (
+    DomainError,
+    InvalidInput,
+    PermissionDenied,
+    TooManyRequests,
+    Unauthenticated,
+)
+from imhost.kit.text import CONTROL_MESSAGE, first_control_character
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, Requirement, RuntimeDep, client_address
+from imhost.web.problems import retry_after
 
 STATIC_DIR = Path(__file__).parent / "static"
 FLASH_COOKIE = "imhost_flash"
@@ -324,7 +332,12 @@ def render(
     db: Session | None = None,
     status_code: int = 200,
     section: str = "",
+    error: DomainError | None = None,
 ) -> HTMLResponse:
+    """Render ``template``; a page shown because of ``error`` takes its status (and, for too
+    many attempts, its ``Retry-After``)."""
+    if error is not None:
+        status_code = error.status
     if request.method == "POST":
         commit_now(request)
     ctx: dict[str, Any] = dict(context or {})
@@ -361,6 +374,8 @@ def render(
             path="/",
         )
     response.headers["Cache-Control"] = "no-store"
+    if isinstance(error, TooManyRequests):
+        response.headers["Retry-After"] = retry_after(error)
     return response
 
 
@@ -443,8 +458,18 @@ def values_of(form: FormData, *, hide: tuple[str, ...] = ("password",)) -> dict[
 
 
 def text(form: FormData, name: str, *, max_length: int = 1000) -> str:
+    """What was typed in field ``name`` (cut at ``max_length``).
+
+    Invisible control characters (NUL, escapes, line breaks: ``kit.text``) are refused with the
+    field named, as the API's schemas refuse them; passwords follow the password policy instead.
+    """
     value = form.get(name, "")
-    return str(value)[:max_length] if isinstance(value, str) else ""
+    typed = str(value)[:max_length] if isinstance(value, str) else ""
+    if "password" not in name and first_control_character(typed) is not None:
+        raise InvalidInput(
+            "This field " + CONTROL_MESSAGE.format(", tabs or line breaks") + ".", field=name
+        )
+    return typed
 
 
 def confirmation(
@@ -546,7 +571,10 @@ def _status_page(request: Request, exc: DomainError) -> HTMLResponse:
         detail=exc.detail,
         status=status,
     )
-    return HTMLResponse(body, status_code=status)
+    response = HTMLResponse(body, status_code=status)
+    if isinstance(exc, TooManyRequests):
+        response.headers["Retry-After"] = retry_after(exc)
+    return response
 
 
 def install_common(app: FastAPI) -> None:

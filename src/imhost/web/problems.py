@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from imhost.kit.errors import DomainError, TooManyRequests
+from imhost.kit.text import first_control_character
 
 log = logging.getLogger(__name__)
 PROBLEM_BASE = "https://imhost.dev/problems/"
@@ -42,17 +43,39 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
+DEFAULT_RETRY_AFTER_SECONDS = 60
+
+
+def retry_after(exc: TooManyRequests) -> str:
+    """The ``Retry-After`` of a 429 (RFC 9110, 10.2.3): every 429 says when to come back."""
+    return str(max(1, exc.retry_after or DEFAULT_RETRY_AFTER_SECONDS))
+
+
 def _field_name(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "cookie")]
     return ".".join(parts) or str(loc[0] if loc else "request")
+
+
+def refuse_control_characters(request: Request) -> JSONResponse | None:
+    """400 for a path or query with a control character (``%00`` in an id, say), before any
+    route runs: no id or search has one, and PostgreSQL refuses NUL in text."""
+    parts = [request.url.path, *request.query_params.keys(), *request.query_params.values()]
+    if not any(first_control_character(part) is not None for part in parts):
+        return None
+    return problem(
+        400,
+        "Invalid address",
+        "The address (URL) holds an invisible control character such as NUL; remove it.",
+        slug="invalid-input",
+    )
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         headers = None
-        if isinstance(exc, TooManyRequests) and exc.retry_after:
-            headers = {"Retry-After": str(exc.retry_after)}
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": retry_after(exc)}
         if exc.status == 401:
             headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="imhost"'}
         return problem(

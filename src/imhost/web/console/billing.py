@@ -17,7 +17,6 @@ from starlette.responses import Response
 
 from imhost.accounts import audit
 from imhost.accounts.permissions import Access, Scope
-from imhost.billing import audit as billing_audit
 from imhost.billing import service as billing
 from imhost.billing.flows import RunSummary, run_billing
 from imhost.catalog import service as catalog
@@ -169,15 +168,8 @@ def create_plan(
             )
         except ValidationError as exc:
             raise _validation(exc) from None
-        plan = catalog.create_plan(db, runtime.clock, data, known_metrics=BILLABLE_CODES)
-        audit.record(
-            db,
-            runtime.clock,
-            "catalog.plan_created",
-            actor=principal.actor,
-            target_type="plan",
-            target_id=plan.id,
-            target_label=plan.code,
+        plan = catalog.create_plan(
+            db, runtime.clock, data, known_metrics=BILLABLE_CODES, actor=principal.actor
         )
     except DomainError as exc:
         db.rollback()
@@ -227,17 +219,7 @@ def new_version(
         except ValidationError as exc:
             raise _validation(exc) from None
         version = catalog.new_plan_version(
-            db, runtime.clock, code, change, known_metrics=BILLABLE_CODES
-        )
-        audit.record(
-            db,
-            runtime.clock,
-            "catalog.plan_version_created",
-            actor=principal.actor,
-            target_type="plan_version",
-            target_id=version.id,
-            target_label=f"{code} v{version.version} {version.currency}",
-            note=change.change_note or None,
+            db, runtime.clock, code, change, known_metrics=BILLABLE_CODES, actor=principal.actor
         )
     except DomainError as exc:
         db.rollback()
@@ -294,20 +276,12 @@ def _execute(runtime: Runtime, state: BillingRunState, principal: Principal) -> 
 
     try:
         summary = run_billing(
-            runtime.session_factory, runtime.clock, state.as_of, progress=progress
+            runtime.session_factory,
+            runtime.clock,
+            state.as_of,
+            progress=progress,
+            actor=principal.actor,
         )
-        with runtime.session_factory() as db:
-            audit.record(
-                db,
-                runtime.clock,
-                "billing.run",
-                actor=principal.actor,
-                target_type="billing_run",
-                target_id=state.as_of.isoformat(),
-                invoices=summary.invoices,
-                failures=len(summary.failures),
-            )
-            db.commit()
         state.summary = summary
     except Exception as exc:  # shown on the run page, never lost silently
         log.exception("billing run %s failed", state.id)
@@ -442,16 +416,8 @@ def invoice(request: Request, invoice_id: str, principal: BillingRead, db: Db) -
 def finalize(
     request: Request, invoice_id: str, principal: BillingWrite, db: Db, runtime: RuntimeDep
 ) -> Response:
-    inv = billing.finalize_invoice(db, runtime.clock, billing.get_invoice(db, invoice_id[:64]))
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "invoice_finalized",
-        organization_id=inv.organization_id,
-        target_type="invoice",
-        target_id=inv.id,
-        number=inv.number,
+    inv = billing.finalize_invoice(
+        db, runtime.clock, billing.get_invoice(db, invoice_id[:64]), actor=principal.actor
     )
     return redirect(request, f"/console/invoices/{inv.id}", f"Invoice {inv.number} is final.")
 
@@ -480,17 +446,7 @@ def void(
     if ask is not None:
         return ask
     reason = text(form, "reason", max_length=500)
-    inv = billing.void_invoice(db, runtime.clock, invoice_id[:64], reason)
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "invoice_voided",
-        organization_id=inv.organization_id,
-        target_type="invoice",
-        target_id=inv.id,
-        reason=reason,
-    )
+    billing.void_invoice(db, runtime.clock, invoice_id[:64], reason, actor=principal.actor)
     return redirect(request, url, "The invoice is void.")
 
 
@@ -527,6 +483,7 @@ def credit_note(
             lines=None,
             refund_to="credit",
             created_by=principal.actor.label,
+            actor=principal.actor,
         )
     except DomainError as exc:
         db.rollback()
@@ -538,18 +495,6 @@ def credit_note(
             errors=FormErrors(general=[exc.detail]),
             status=exc.status,
         )
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "credit_note_issued",
-        organization_id=note.organization_id,
-        target_type="credit_note",
-        target_id=note.id,
-        number=note.number,
-        total=str(note.total),
-        reason=reason,
-    )
     return redirect(request, url, f"Credit note {note.number} issued.")
 
 
@@ -578,6 +523,7 @@ def record_payment(
             reference=text(form, "reference", max_length=200) or None,
             received_at=None,
             recorded_by=principal.actor.label,
+            actor=principal.actor,
         )
     except DomainError as exc:
         db.rollback()
@@ -590,18 +536,6 @@ def record_payment(
             errors=FormErrors.of(exc, {"amount", "currency", "method", "reference"}),
             status=exc.status,
         )
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "payment_recorded",
-        organization_id=payment.organization_id,
-        target_type="payment",
-        target_id=payment.id,
-        amount=str(payment.amount),
-        currency=payment.currency,
-        invoice_id=invoice_id[:64],
-    )
     return redirect(
         request,
         f"/console/invoices/{invoice_id[:64]}",

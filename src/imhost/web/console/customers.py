@@ -10,8 +10,7 @@ from starlette.responses import Response
 
 from imhost.accounts import audit as audit_log
 from imhost.accounts import service as accounts
-from imhost.accounts import threats
-from imhost.accounts.audit import AuditAction
+from imhost.accounts import sessions, threats
 from imhost.accounts.models import Organization
 from imhost.accounts.permissions import Access, Scope
 from imhost.kit import optional_module
@@ -136,16 +135,8 @@ def impersonate(
     if principal.web_session is None:
         raise PermissionDenied("impersonation needs a signed-in staff browser session")
     org = _customer(db, customer_id)
-    principal.web_session.impersonating_org_id = org.id
-    audit_log.record(
-        db,
-        runtime.clock,
-        AuditAction.IMPERSONATION_STARTED,
-        actor=principal.actor,
-        organization_id=org.id,
-        target_type="organization",
-        target_id=org.id,
-        target_label=org.name,
+    sessions.start_impersonation(
+        db, runtime.clock, principal.web_session, org, actor=principal.actor
     )
     return redirect(request, f"/portal/orgs/{org.slug}/", f"You are viewing {org.name} read-only.")
 

@@ -91,6 +91,8 @@ def _password_page(
     db: Db,
     errors: FormErrors | None = None,
     status: int = 200,
+    *,
+    error: DomainError | None = None,
 ) -> Response:
     return render(
         request,
@@ -99,6 +101,7 @@ def _password_page(
         principal=principal,
         db=db,
         status_code=status,
+        error=error,
         section="Account",
     )
 
@@ -132,7 +135,11 @@ def change_password(
             )
     except (Unauthenticated, TooManyRequests) as exc:
         return _password_page(
-            request, principal, db, FormErrors(fields={"current_password": exc.detail}), exc.status
+            request,
+            principal,
+            db,
+            FormErrors(fields={"current_password": exc.detail}),
+            error=exc,
         )
     except DomainError as exc:
         db.rollback()
@@ -141,7 +148,7 @@ def change_password(
             principal,
             db,
             FormErrors.of(exc, {"new_password", "current_password"}),
-            exc.status,
+            error=exc,
         )
     response = redirect(
         request, "/portal/account", "Your password is changed; your other sessions have ended."
@@ -157,6 +164,8 @@ def _mfa_page(request: Request, principal: Principal, db: Db, **ctx: object) -> 
     user = principal.user
     assert user is not None and principal.web_session is not None
     status = int(ctx.pop("status", 200))  # type: ignore[call-overload]
+    error = ctx.pop("error", None)
+    assert error is None or isinstance(error, DomainError)
     base: dict[str, object] = {
         "title": "Two-factor authentication",
         "mfa_on": confirmed_factor(db, user.id) is not None,
@@ -173,6 +182,7 @@ def _mfa_page(request: Request, principal: Principal, db: Db, **ctx: object) -> 
         db=db,
         status_code=status,
         section="Account",
+        error=error,
     )
 
 
@@ -205,9 +215,7 @@ def start_mfa(
             db, principal.web_session, issuer=runtime.settings.provider_name
         )
     except DomainError as exc:
-        return _mfa_page(
-            request, principal, db, errors=FormErrors.of(exc, {"password"}), status=exc.status
-        )
+        return _mfa_page(request, principal, db, errors=FormErrors.of(exc, {"password"}), error=exc)
     return _mfa_page(
         request, principal, db, factor_id=factor.id, secret=factor.secret, uri=uri, qr=markup(svg)
     )
@@ -238,7 +246,7 @@ def confirm_mfa(
         factor = db.get(MfaFactor, factor_id)
         if factor is None or factor.user_id != principal.user.id or factor.confirmed_at is not None:
             return _mfa_page(
-                request, principal, db, errors=FormErrors(general=[exc.detail]), status=exc.status
+                request, principal, db, errors=FormErrors(general=[exc.detail]), error=exc
             )
         uri = provisioning_uri(factor.secret, principal.user.email, runtime.settings.provider_name)
         return _mfa_page(
@@ -250,7 +258,7 @@ def confirm_mfa(
             uri=uri,
             qr=markup(qr_svg(uri)),
             errors=FormErrors(fields={"code": exc.detail}),
-            status=exc.status,
+            error=exc,
         )
     return _mfa_page(request, principal, db, recovery_codes=codes, mfa_on=True, pending=False)
 
@@ -264,9 +272,7 @@ def new_recovery_codes(
         _reauthenticate(db, runtime, principal, form)
         codes = runtime.auth.regenerate_recovery_codes(db, principal.web_session)
     except DomainError as exc:
-        return _mfa_page(
-            request, principal, db, errors=FormErrors.of(exc, {"password"}), status=exc.status
-        )
+        return _mfa_page(request, principal, db, errors=FormErrors.of(exc, {"password"}), error=exc)
     return _mfa_page(request, principal, db, recovery_codes=codes)
 
 
@@ -293,9 +299,7 @@ def disable_mfa(
     except DomainError as exc:
         if not isinstance(exc, (Unauthenticated, TooManyRequests)):
             db.rollback()
-        return _mfa_page(
-            request, principal, db, errors=FormErrors.of(exc, {"password"}), status=exc.status
-        )
+        return _mfa_page(request, principal, db, errors=FormErrors.of(exc, {"password"}), error=exc)
     return redirect(request, "/portal/account/mfa", "Two-factor authentication is off.")
 
 

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from imhost.accounts import service as accounts
 from imhost.accounts import sessions
+from imhost.accounts.audit import Actor
 from imhost.accounts.auth import confirmed_factor, password_policy_for, validate_new_password
 from imhost.accounts.models import OrgRole, User, WebSession
 from imhost.accounts.permissions import Access, Scope
@@ -96,7 +97,7 @@ def sign_in(
             "portal/sign_in.html",
             {"values": values, "errors": FormErrors(general=[exc.detail]), "title": "Sign in"},
             principal=principal,
-            status_code=exc.status,
+            error=exc,
         )
     target = safe_next(text(form, "next"), "")
     if result.mfa_pending:
@@ -150,7 +151,7 @@ def verify_code(
             },
             principal=principal,
             db=db,
-            status_code=exc.status,
+            error=exc,
         )
     commit_now(request)
     return RedirectResponse(
@@ -231,7 +232,13 @@ def sign_up(
         db.flush()
         billing = optional_module("imhost.billing.service")
         if billing is not None and plan_version_id:
-            billing.start_subscription(db, runtime.clock, org.id, plan_version_id)
+            billing.start_subscription(
+                db,
+                runtime.clock,
+                org.id,
+                plan_version_id,
+                actor=Actor(user_id=user.id, label=user.email, address=client_address(request)),
+            )
         from imhost.accounts.verification import request_verification
 
         request_verification(db, runtime.clock, user)
@@ -350,7 +357,7 @@ def accept_invitation(
             ctx,
             principal=principal,
             db=db,
-            status_code=exc.status,
+            error=exc,
         )
     org = accounts.get_organization(db, membership.organization_id)
     return redirect(request, f"/portal/orgs/{org.slug}/", f"You joined {org.name}.")

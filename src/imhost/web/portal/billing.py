@@ -284,24 +284,17 @@ def change_plan(
     version_id = text(form, "plan", max_length=64)
     url = f"/portal/orgs/{principal.org.slug}/billing"
     if billing.current_subscription(db, principal.org_id) is None:
-        billing.start_subscription(db, runtime.clock, principal.org_id, version_id)
+        billing.start_subscription(
+            db, runtime.clock, principal.org_id, version_id, actor=principal.actor
+        )
         return redirect(request, url, "Your plan has started.")
-    preview = billing.change_plan(
-        db, runtime.clock, principal.org_id, version_id, changed_by=principal.actor.label
-    )
-    from imhost.accounts import audit
-
-    audit.record(
+    billing.change_plan(
         db,
         runtime.clock,
-        "billing.plan_changed",
+        principal.org_id,
+        version_id,
+        changed_by=principal.actor.label,
         actor=principal.actor,
-        organization_id=principal.org_id,
-        target_type="subscription",
-        target_id=preview.subscription_id,
-        from_plan_version_id=preview.from_plan_version_id,
-        to_plan_version_id=preview.to_plan_version_id,
-        proration=str(preview.total),
     )
     return redirect(request, url, "Your plan is changed.")
 

@@ -10,9 +10,8 @@ from pydantic import BaseModel
 
 from imhost.accounts import audit as audit_log
 from imhost.accounts import service as accounts
-from imhost.accounts import threats, tokens
-from imhost.accounts.audit import AuditAction
-from imhost.accounts.models import Organization, StaffRole
+from imhost.accounts import sessions, threats, tokens
+from imhost.accounts.models import Organization
 from imhost.accounts.permissions import Access, Scope
 from imhost.accounts.schemas import (
     AlertOut,
@@ -27,7 +26,7 @@ from imhost.accounts.schemas import (
     TokenOut,
     UserOut,
 )
-from imhost.kit.errors import InvalidInput, NotFound, PermissionDenied
+from imhost.kit.errors import NotFound, PermissionDenied
 from imhost.notify import mail
 from imhost.web.deps import Db, PageDep, Principal, Requirement, RuntimeDep, require
 
@@ -127,16 +126,8 @@ def impersonate(
     if principal.web_session is None:
         raise PermissionDenied("impersonation needs a signed-in staff browser session")
     org = _customer(db, customer_id)
-    principal.web_session.impersonating_org_id = org.id
-    audit_log.record(
-        db,
-        runtime.clock,
-        AuditAction.IMPERSONATION_STARTED,
-        actor=principal.actor,
-        organization_id=org.id,
-        target_type="organization",
-        target_id=org.id,
-        target_label=org.name,
+    sessions.start_impersonation(
+        db, runtime.clock, principal.web_session, org, actor=principal.actor
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -162,18 +153,9 @@ def create_staff(body: StaffIn, principal: StaffWrite, db: Db, runtime: RuntimeD
         name=body.name,
         staff_role=body.role,
         email_verified=True,
+        actor=principal.actor,
     )
     runtime.auth.set_password_directly(db, user, body.password)
-    audit_log.record(
-        db,
-        runtime.clock,
-        AuditAction.STAFF_CREATED,
-        actor=principal.actor,
-        target_type="user",
-        target_id=user.id,
-        target_label=user.email,
-        role=body.role.value,
-    )
     return UserOut.model_validate(user)
 
 
@@ -197,13 +179,9 @@ def list_provider_tokens(principal: TokensRead, db: Db) -> list[TokenOut]:
 def create_provider_token(
     body: TokenIn, principal: TokensWrite, db: Db, runtime: RuntimeDep
 ) -> TokenCreatedOut:
-    """A provider token (for the provider's own tools); its staff role defaults to read-only."""
-    try:
-        role = StaffRole(body.role) if body.role else StaffRole.READ_ONLY
-    except ValueError:
-        raise InvalidInput(
-            "role must be one of " + ", ".join(r.value for r in StaffRole), field="role"
-        ) from None
+    """A provider token (for the provider's own tools). Its staff role defaults to the
+    creator's, never more; its scopes (required) narrow it."""
+    role = tokens.staff_token_role(principal.staff_role, body.role)
     issued = tokens.create_token(
         db,
         runtime.clock,

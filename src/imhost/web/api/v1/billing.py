@@ -10,9 +10,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Response, status
 from fastapi.responses import HTMLResponse
 
-from imhost.accounts import audit
 from imhost.accounts.permissions import Access, Scope
-from imhost.billing import audit as billing_audit
 from imhost.billing import service
 from imhost.billing.flows import run_billing
 from imhost.billing.models import Invoice, InvoiceLine, Subscription
@@ -145,16 +143,7 @@ def subscribe(
         add_ons=body.add_ons,
         anchor_day=body.anchor_day,
         with_trial=body.with_trial,
-    )
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "subscription_started",
-        organization_id=principal.org_id,
-        target_type="subscription",
-        target_id=sub.id,
-        plan_version_id=body.plan_version_id,
+        actor=principal.actor,
     )
     return _sub_out(db, sub)
 
@@ -182,18 +171,7 @@ def change_plan(
         body.plan_version_id,
         add_ons=body.add_ons,
         changed_by=principal.actor.label,
-    )
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "plan_changed",
-        organization_id=principal.org_id,
-        target_type="subscription",
-        target_id=preview.subscription_id,
-        from_plan_version_id=preview.from_plan_version_id,
-        to_plan_version_id=preview.to_plan_version_id,
-        proration=str(preview.total),
+        actor=principal.actor,
     )
     return _preview_out(preview)
 
@@ -201,48 +179,20 @@ def change_plan(
 @router.post(ORG + "/subscription/cancel", response_model=SubscriptionOut)
 def cancel(body: CancelIn, principal: BillingWrite, db: Db, runtime: RuntimeDep) -> SubscriptionOut:
     sub = service.cancel_subscription(
-        db, runtime.clock, principal.org_id, at_period_end=body.at_period_end
-    )
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "subscription_canceled",
-        organization_id=principal.org_id,
-        target_type="subscription",
-        target_id=sub.id,
-        at_period_end=body.at_period_end,
+        db, runtime.clock, principal.org_id, at_period_end=body.at_period_end, actor=principal.actor
     )
     return _sub_out(db, sub)
 
 
 @router.post(ORG + "/subscription/pause", response_model=SubscriptionOut)
 def pause(principal: BillingWrite, db: Db, runtime: RuntimeDep) -> SubscriptionOut:
-    sub = service.pause_subscription(db, runtime.clock, principal.org_id)
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "subscription_paused",
-        organization_id=principal.org_id,
-        target_type="subscription",
-        target_id=sub.id,
-    )
+    sub = service.pause_subscription(db, runtime.clock, principal.org_id, actor=principal.actor)
     return _sub_out(db, sub)
 
 
 @router.post(ORG + "/subscription/resume", response_model=SubscriptionOut)
 def resume(principal: BillingWrite, db: Db, runtime: RuntimeDep) -> SubscriptionOut:
-    sub = service.resume_subscription(db, runtime.clock, principal.org_id)
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "subscription_resumed",
-        organization_id=principal.org_id,
-        target_type="subscription",
-        target_id=sub.id,
-    )
+    sub = service.resume_subscription(db, runtime.clock, principal.org_id, actor=principal.actor)
     return _sub_out(db, sub)
 
 
@@ -291,16 +241,8 @@ def pay_invoice_from_credit(
     invoice_id: str, principal: BillingWrite, db: Db, runtime: RuntimeDep
 ) -> PaymentOut:
     invoice = _org_invoice(db, principal, invoice_id)
-    payment = service.pay_from_credit(db, runtime.clock, invoice.id, principal.org_id)
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "paid_from_credit",
-        organization_id=principal.org_id,
-        target_type="invoice",
-        target_id=invoice.id,
-        amount=str(payment.amount),
+    payment = service.pay_from_credit(
+        db, runtime.clock, invoice.id, principal.org_id, actor=principal.actor
     )
     return PaymentOut.model_validate(payment)
 
@@ -324,16 +266,8 @@ def credit(principal: BillingRead, db: Db) -> CreditOut:
 def apply_coupon(
     body: CouponApplyIn, principal: BillingWrite, db: Db, runtime: RuntimeDep
 ) -> RedemptionOut:
-    redemption = service.apply_coupon(db, runtime.clock, principal.org_id, body.code)
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "coupon_applied",
-        organization_id=principal.org_id,
-        target_type="coupon",
-        target_id=redemption.coupon_id,
-        code=body.code,
+    redemption = service.apply_coupon(
+        db, runtime.clock, principal.org_id, body.code, actor=principal.actor
     )
     return RedemptionOut.model_validate(redemption)
 
@@ -350,19 +284,7 @@ def run(body: RunIn, principal: AdminWrite, runtime: RuntimeDep, db: Db) -> RunO
     # The run works in transactions of its own: end the request's (which authenticated the
     # caller) first, or on SQLite the run would wait for this request's write lock.
     db.commit()
-    summary = run_billing(runtime.session_factory, runtime.clock, as_of)
-    with runtime.session_factory() as db:
-        audit.record(
-            db,
-            runtime.clock,
-            "billing.run",
-            actor=principal.actor,
-            target_type="billing_run",
-            target_id=as_of.isoformat(),
-            invoices=summary.invoices,
-            failures=len(summary.failures),
-        )
-        db.commit()
+    summary = run_billing(runtime.session_factory, runtime.clock, as_of, actor=principal.actor)
     return RunOut(
         as_of=summary.as_of,
         invoices=summary.invoices,
@@ -405,16 +327,8 @@ def admin_invoice(invoice_id: str, principal: AdminRead, db: Db) -> InvoiceDetai
 
 @router.post(ADMIN + "/invoices/{invoice_id}/finalize", response_model=InvoiceOut)
 def finalize(invoice_id: str, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> InvoiceOut:
-    invoice = service.finalize_invoice(db, runtime.clock, service.get_invoice(db, invoice_id))
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "invoice_finalized",
-        organization_id=invoice.organization_id,
-        target_type="invoice",
-        target_id=invoice.id,
-        number=invoice.number,
+    invoice = service.finalize_invoice(
+        db, runtime.clock, service.get_invoice(db, invoice_id), actor=principal.actor
     )
     return InvoiceOut.model_validate(invoice)
 
@@ -423,16 +337,8 @@ def finalize(invoice_id: str, principal: AdminWrite, db: Db, runtime: RuntimeDep
 def void(
     invoice_id: str, body: VoidIn, principal: AdminWrite, db: Db, runtime: RuntimeDep
 ) -> InvoiceOut:
-    invoice = service.void_invoice(db, runtime.clock, invoice_id, body.reason)
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "invoice_voided",
-        organization_id=invoice.organization_id,
-        target_type="invoice",
-        target_id=invoice.id,
-        reason=body.reason,
+    invoice = service.void_invoice(
+        db, runtime.clock, invoice_id, body.reason, actor=principal.actor
     )
     return InvoiceOut.model_validate(invoice)
 
@@ -451,18 +357,7 @@ def credit_note(
         lines=dict(body.lines) if body.lines is not None else None,
         refund_to=body.refund_to,
         created_by=principal.actor.label,
-    )
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "credit_note_issued",
-        organization_id=note.organization_id,
-        target_type="credit_note",
-        target_id=note.id,
-        number=note.number,
-        total=str(note.total),
-        reason=body.reason,
+        actor=principal.actor,
     )
     return CreditNoteOut.model_validate(note)
 
@@ -481,18 +376,7 @@ def record_payment(
         reference=body.reference,
         received_at=body.received_at,
         recorded_by=principal.actor.label,
-    )
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "payment_recorded",
-        organization_id=payment.organization_id,
-        target_type="payment",
-        target_id=payment.id,
-        amount=str(payment.amount),
-        currency=payment.currency,
-        invoice_id=invoice_id,
+        actor=principal.actor,
     )
     return PaymentOut.model_validate(payment)
 
@@ -508,17 +392,7 @@ def refund(
         amount=body.amount,
         reason=body.reason,
         created_by=principal.actor.label,
-    )
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "refund_made",
-        organization_id=result.organization_id,
-        target_type="refund",
-        target_id=result.id,
-        amount=str(result.amount),
-        reason=body.reason,
+        actor=principal.actor,
     )
     return RefundOut.model_validate(result)
 
@@ -555,34 +429,14 @@ def add_charge(
         currency=body.currency,
         reason=body.reason,
         created_by=principal.actor.label,
-    )
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "charge_added",
-        organization_id=organization_id,
-        target_type="pending_charge",
-        target_id=charge.id,
-        amount=str(charge.amount),
-        currency=charge.currency,
-        reason=body.reason,
+        actor=principal.actor,
     )
     return PendingChargeOut.model_validate(charge)
 
 
 @router.delete(ADMIN + "/charges/{charge_id}", status_code=status.HTTP_204_NO_CONTENT)
 def remove_charge(charge_id: str, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> Response:
-    service.remove_pending_charge(db, charge_id)
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "charge_removed",
-        organization_id=None,
-        target_type="pending_charge",
-        target_id=charge_id,
-    )
+    service.remove_pending_charge(db, runtime.clock, charge_id, actor=principal.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -593,17 +447,7 @@ def coupons(principal: AdminRead, db: Db) -> list[CouponOut]:
 
 @router.post(ADMIN + "/coupons", response_model=CouponOut, status_code=201)
 def create_coupon(body: CouponIn, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> CouponOut:
-    coupon = service.create_coupon(db, runtime.clock, **body.model_dump())
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "coupon_created",
-        organization_id=None,
-        target_type="coupon",
-        target_id=coupon.id,
-        code=coupon.code,
-    )
+    coupon = service.create_coupon(db, runtime.clock, actor=principal.actor, **body.model_dump())
     return CouponOut.model_validate(coupon)
 
 
@@ -616,32 +460,15 @@ def get_coupon(coupon_id: str, principal: AdminRead, db: Db) -> CouponOut:
 def update_coupon(
     coupon_id: str, body: CouponPatch, principal: AdminWrite, db: Db, runtime: RuntimeDep
 ) -> CouponOut:
-    coupon = service.update_coupon(db, coupon_id, **body.model_dump(exclude_unset=True))
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "coupon_updated",
-        organization_id=None,
-        target_type="coupon",
-        target_id=coupon.id,
-        **body.model_dump(exclude_unset=True, mode="json"),
+    coupon = service.update_coupon(
+        db, runtime.clock, coupon_id, actor=principal.actor, **body.model_dump(exclude_unset=True)
     )
     return CouponOut.model_validate(coupon)
 
 
 @router.delete(ADMIN + "/coupons/{coupon_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_coupon(coupon_id: str, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> Response:
-    service.delete_coupon(db, coupon_id)
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "coupon_deleted",
-        organization_id=None,
-        target_type="coupon",
-        target_id=coupon_id,
-    )
+    service.delete_coupon(db, runtime.clock, coupon_id, actor=principal.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -654,33 +481,15 @@ def tax_rates(principal: AdminRead, db: Db) -> list[TaxRateOut]:
 def set_tax_rate(
     country: str, body: TaxRateIn, principal: AdminWrite, db: Db, runtime: RuntimeDep
 ) -> TaxRateOut:
-    rate = service.set_tax_rate(db, runtime.clock, country, body.percent, body.name)
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "tax_rate_set",
-        organization_id=None,
-        target_type="tax_rate",
-        target_id=rate.country,
-        percent=str(rate.percent),
-        name=rate.name,
+    rate = service.set_tax_rate(
+        db, runtime.clock, country, body.percent, body.name, actor=principal.actor
     )
     return TaxRateOut.model_validate(rate)
 
 
 @router.delete(ADMIN + "/tax-rates/{country}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_tax_rate(country: str, principal: AdminWrite, db: Db, runtime: RuntimeDep) -> Response:
-    service.delete_tax_rate(db, country)
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "tax_rate_deleted",
-        organization_id=None,
-        target_type="tax_rate",
-        target_id=country.upper(),
-    )
+    service.delete_tax_rate(db, runtime.clock, country, actor=principal.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -694,17 +503,7 @@ def update_settings(
     body: BillingSettingsIn, principal: AdminWrite, db: Db, runtime: RuntimeDep
 ) -> BillingSettingsOut:
     changes = body.model_dump(exclude_unset=True)
-    profile = service.update_profile(db, **changes)
-    billing_audit.record(
-        db,
-        runtime.clock,
-        principal.actor,
-        "settings_changed",
-        organization_id=None,
-        target_type="billing_settings",
-        target_id=profile.key,
-        changed=sorted(changes),
-    )
+    profile = service.update_profile(db, runtime.clock, actor=principal.actor, **changes)
     return BillingSettingsOut.model_validate(profile)
 
 

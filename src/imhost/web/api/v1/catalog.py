@@ -11,7 +11,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from imhost.accounts import audit as audit_log
 from imhost.accounts.permissions import Access, Scope
 from imhost.catalog import service as catalog
 from imhost.catalog.schemas import (
@@ -79,15 +78,8 @@ def admin_get_plan(code: str, principal: CatalogRead, db: Db) -> PlanOut:
 def admin_create_plan(
     body: PlanCreate, principal: CatalogWrite, db: Db, runtime: RuntimeDep
 ) -> PlanOut:
-    plan = catalog.create_plan(db, runtime.clock, body, known_metrics=BILLABLE_CODES)
-    audit_log.record(
-        db,
-        runtime.clock,
-        "catalog.plan_created",
-        actor=principal.actor,
-        target_type="plan",
-        target_id=plan.id,
-        target_label=plan.code,
+    plan = catalog.create_plan(
+        db, runtime.clock, body, known_metrics=BILLABLE_CODES, actor=principal.actor
     )
     return catalog.plan_out(catalog.plan_view(db, plan.code))
 
@@ -97,17 +89,7 @@ def admin_update_plan(
     code: str, body: PlanUpdate, principal: CatalogWrite, db: Db, runtime: RuntimeDep
 ) -> PlanOut:
     """Name, description, visibility, order: no new version needed."""
-    plan = catalog.update_plan(db, code, body)
-    audit_log.record(
-        db,
-        runtime.clock,
-        "catalog.plan_updated",
-        actor=principal.actor,
-        target_type="plan",
-        target_id=plan.id,
-        target_label=plan.code,
-        changes=body.model_dump(exclude_none=True),
-    )
+    catalog.update_plan(db, runtime.clock, code, body, actor=principal.actor)
     return catalog.plan_out(catalog.plan_view(db, code))
 
 
@@ -121,16 +103,8 @@ def admin_new_plan_version(
 ) -> PlanVersionOut:
     """A new version of one price book (currency and interval): the current one copied with
     these changes; the old one is superseded but kept for the subscriptions on it."""
-    version = catalog.new_plan_version(db, runtime.clock, code, body, known_metrics=BILLABLE_CODES)
-    audit_log.record(
-        db,
-        runtime.clock,
-        "catalog.plan_version_created",
-        actor=principal.actor,
-        target_type="plan_version",
-        target_id=version.id,
-        target_label=f"{code} v{version.version} {version.currency}",
-        note=body.change_note or None,
+    version = catalog.new_plan_version(
+        db, runtime.clock, code, body, known_metrics=BILLABLE_CODES, actor=principal.actor
     )
     return catalog.version_out(
         catalog.PlanVersionView(version, catalog.components_of(db, version.id))
@@ -149,16 +123,7 @@ def admin_list_addons(principal: CatalogRead, db: Db) -> list[AddOnOut]:
 def admin_create_addon(
     body: AddOnIn, principal: CatalogWrite, db: Db, runtime: RuntimeDep
 ) -> AddOnOut:
-    addon = catalog.create_addon(db, runtime.clock, body)
-    audit_log.record(
-        db,
-        runtime.clock,
-        "catalog.addon_created",
-        actor=principal.actor,
-        target_type="addon",
-        target_id=addon.id,
-        target_label=f"{addon.code} {addon.currency}",
-    )
+    addon = catalog.create_addon(db, runtime.clock, body, actor=principal.actor)
     return catalog.addon_out(addon)
 
 
@@ -176,17 +141,7 @@ def admin_update_addon(
     db: Db,
     runtime: RuntimeDep,
 ) -> AddOnOut:
-    addon = catalog.update_addon(db, runtime.clock, code, currency, body)
-    audit_log.record(
-        db,
-        runtime.clock,
-        "catalog.addon_updated",
-        actor=principal.actor,
-        target_type="addon",
-        target_id=addon.id,
-        target_label=f"{addon.code} {addon.currency}",
-        changes={k: str(v) for k, v in body.model_dump(exclude_none=True).items()},
-    )
+    addon = catalog.update_addon(db, runtime.clock, code, currency, body, actor=principal.actor)
     return catalog.addon_out(addon)
 
 
@@ -195,14 +150,5 @@ def admin_retire_addon(
     code: str, currency: str, principal: CatalogWrite, db: Db, runtime: RuntimeDep
 ) -> AddOnOut:
     """Stop selling an add-on (subscriptions that have it keep it; nothing is deleted)."""
-    addon = catalog.deactivate_addon(db, runtime.clock, code, currency)
-    audit_log.record(
-        db,
-        runtime.clock,
-        "catalog.addon_retired",
-        actor=principal.actor,
-        target_type="addon",
-        target_id=addon.id,
-        target_label=f"{addon.code} {addon.currency}",
-    )
+    addon = catalog.deactivate_addon(db, runtime.clock, code, currency, actor=principal.actor)
     return catalog.addon_out(addon)

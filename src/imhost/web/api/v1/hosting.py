@@ -34,6 +34,7 @@ from imhost.hosting.schemas import (
     UsageOut,
 )
 from imhost.kit.errors import InvalidInput, NotFound
+from imhost.kit.text import PlainText
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, PageDep, Principal, RuntimeDep, require
 
@@ -349,8 +350,8 @@ def admin_list_services(
 
 
 class ServiceCreateIn(BaseModel):
-    organization_id: str = Field(max_length=32)
-    domain: str | None = Field(
+    organization_id: PlainText = Field(max_length=32)
+    domain: PlainText | None = Field(
         default=None, max_length=253, description="Default: <organization slug>.<base domain>."
     )
 

@@ -1,0 +1,156 @@
+"""Every e-mail imhost sends is rendered, and every link in it leads to a page (no 404).
+
+The e-mails are made by the subscribers in ``src/imhost/notify/`` from real events (a billing
+run, a payment, a reminder, a credit note, an invitation, a verification, an alert, an access
+review). A new kind of e-mail fails ``test_every_kind_of_email_is_covered`` until it is added
+to ``_send_every_email`` here.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from imhost import events
+from imhost.accounts import reviews
+from imhost.accounts import service as accounts
+from imhost.accounts.audit import Actor
+from imhost.accounts.models import Organization, OrgRole
+from imhost.accounts.verification import request_verification
+from imhost.billing import service as billing
+from imhost.billing.flows import run_billing
+from imhost.billing.models import Invoice
+from imhost.db.engine import transaction
+from imhost.kit.clock import FrozenClock, utc
+from imhost.notify.models import OutboundEmail
+from imhost.runtime import Runtime
+from imhost.web import console, portal
+from tests.billing.factories import make_plan
+from tests.factories import World, make_world
+from tests.web.conftest import signed_in
+
+NOTIFY_DIR = Path(__file__).parents[2] / "src" / "imhost" / "notify"
+URL = re.compile(r"""https?://[^\s"'<>]+""")
+
+
+@pytest.fixture
+def world(session_factory: sessionmaker[Session], clock: FrozenClock) -> World:
+    clock.set(utc(2026, 11, 1, 8))
+    with session_factory() as session:
+        world = make_world(session, clock)
+        org = session.get(Organization, world.org.id)
+        assert org is not None
+        org.billing_email = world.members[OrgRole.OWNER].email
+        session.commit()
+        return world
+
+
+def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> None:
+    owner = world.members[OrgRole.OWNER]
+    with transaction(runtime.session_factory) as s:
+        billing.start_subscription(s, clock, world.org.id, make_plan(s, clock).id)
+    run_billing(runtime.session_factory, clock, clock.now())  # "invoice"
+    with transaction(runtime.session_factory) as s:
+        invoice = s.scalars(select(Invoice).where(Invoice.status == "open")).one()
+        events.publish(  # "invoice-reminder"
+            s,
+            events.DunningReminderDue(
+                organization_id=invoice.organization_id,
+                invoice_id=invoice.id,
+                step="reminder",
+                days_from_due=3,
+                at=clock.now(),
+            ),
+        )
+        billing.record_payment(  # "invoice-paid"
+            s, clock, invoice.id, amount=invoice.amount_due, currency=invoice.currency
+        )
+        billing.issue_credit_note(s, clock, invoice.id, reason="goodwill")  # "credit-note"
+        org = accounts.get_organization(s, world.org.id)
+        user = accounts.get_user(s, owner.id)
+        accounts.invite(  # "invitation"
+            s,
+            clock,
+            org,
+            email="new@a.example.com",
+            role=OrgRole.TECHNICAL,
+            actor=Actor(user_id=user.id, label=user.email),
+            actor_role=OrgRole.OWNER,
+        )
+        request_verification(s, clock, user)  # "verify-email"
+        events.publish(  # "security-alert"
+            s,
+            events.SecurityAlertRaised(
+                alert_id="a1",
+                rule="new-country-login",
+                summary="A sign-in from a new country.",
+                organization_id=org.id,
+                recipients=(owner.email,),
+                at=clock.now(),
+            ),
+        )
+        review = reviews.open_review(s, clock, runtime.settings.security, org)  # "access-review"
+        assert review is not None
+
+
+def _kinds_in_source() -> set[str]:
+    kinds: set[str] = set()
+    for path in NOTIFY_DIR.glob("*.py"):
+        kinds |= set(re.findall(r'kind="([a-z-]+)"', path.read_text()))
+    return kinds
+
+
+def test_every_kind_of_email_is_covered(
+    app: FastAPI, world: World, clock: FrozenClock, session_factory: sessionmaker[Session]
+) -> None:
+    _send_every_email(app.state.runtime, clock, world)
+    with session_factory() as s:
+        sent = set(s.scalars(select(OutboundEmail.kind)))
+    assert _kinds_in_source() - sent == set(), "e-mails this test does not send yet"
+
+
+def test_every_link_in_every_email_leads_to_a_page(
+    app: FastAPI, world: World, clock: FrozenClock, session_factory: sessionmaker[Session]
+) -> None:
+    portal.install(app)
+    console.install(app)
+    runtime: Runtime = app.state.runtime
+    _send_every_email(runtime, clock, world)
+    base = runtime.settings.public_url.rstrip("/")
+    with session_factory() as s:
+        mails = list(s.scalars(select(OutboundEmail)))
+    owner = signed_in(app, world.members[OrgRole.OWNER])
+    checked: dict[str, int] = {}
+    for mail in mails:
+        for url in URL.findall(mail.text + (mail.html or "")):
+            url = url.rstrip(".,;)")
+            assert url.startswith(base + "/"), f"{mail.kind}: link outside the site: {url}"
+            path = url[len(base) :]
+            status = owner.get(path).status_code
+            checked[f"{mail.kind} {path}"] = status
+    assert checked, "no links found"
+    broken = {link: status for link, status in checked.items() if status == 404 or status >= 500}
+    assert broken == {}
+    kinds_with_links = {link.split(" ")[0] for link in checked}
+    assert {"invoice", "invoice-paid", "invoice-reminder"} <= kinds_with_links
+
+
+def test_the_invoice_email_links_to_the_invoice_page_of_its_organization(
+    app: FastAPI, world: World, clock: FrozenClock, session_factory: sessionmaker[Session]
+) -> None:
+    portal.install(app)
+    _send_every_email(app.state.runtime, clock, world)
+    with session_factory() as s:
+        mail = s.scalars(select(OutboundEmail).where(OutboundEmail.kind == "invoice")).one()
+        invoice = s.scalars(select(Invoice)).one()
+    path = f"/portal/orgs/{world.org.slug}/billing/invoices/{invoice.id}"
+    assert path in mail.text
+    page = signed_in(app, world.members[OrgRole.OWNER]).get(path)
+    assert page.status_code == 200 and str(invoice.number) in page.text
+    assert Decimal(invoice.total) > 0
