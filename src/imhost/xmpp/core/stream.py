@@ -28,7 +28,7 @@ from imhost.kit.jid import JID, parse_jid, prepare_domain, prepare_resource
 
 from .errors import StanzaError, StreamError, StreamErrorCondition, make_error_reply
 from .hooks import Hook, SessionKey, StanzaEvent
-from .parser import StreamParser, parse_fragment
+from .parser import MAX_HEADER_BYTES, StreamParser, parse_fragment
 from .sasl import MECHANISMS, Outcome, SaslExchange, Step
 from .xml import (
     NS_BIND,
@@ -374,6 +374,8 @@ class C2SStream(asyncio.Protocol):
             self._on_stanza,
             self._on_end,
             max_stanza_bytes=limits,
+            # RFC 7395: a new WebSocket stream begins with <open/>, bounded as a header is
+            first_element_limit=MAX_HEADER_BYTES if self.ws and restart else None,
             header=header,
         )
         return self.parser
