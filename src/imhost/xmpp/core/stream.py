@@ -26,6 +26,7 @@ from imhost.config import XmppSettings
 from imhost.kit.clock import Clock
 from imhost.kit.jid import JID, parse_jid, prepare_domain, prepare_resource
 
+from .admission import ConnectionAdmission
 from .errors import StanzaError, StreamError, StreamErrorCondition, make_error_reply
 from .hooks import Hook, SessionKey, StanzaEvent
 from .parser import MAX_HEADER_BYTES, StreamParser, parse_fragment
@@ -99,7 +100,7 @@ class StreamServices:
     ssl_context: ssl.SSLContext | None
     tls_server_end_point: bytes | None
     secret: bytes
-    unauthenticated: dict[str, int] = field(default_factory=dict)
+    admission: ConnectionAdmission
     streams: set[C2SStream] = field(default_factory=set)
     auth_failures_total: int = 0
 
@@ -275,8 +276,11 @@ class C2SStream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.attach(transport)  # type: ignore[arg-type]
 
-    def attach(self, transport: Transport) -> None:
-        """Start the stream on ``transport`` (TCP, TLS or the WebSocket shim)."""
+    def attach(self, transport: Transport, *, admitted: bool = False) -> None:
+        """Start the stream on ``transport`` (TCP, TLS or the WebSocket shim).
+
+        ``admitted``: the connection already passed :class:`ConnectionAdmission` when it was
+        accepted (Direct TLS, before its handshake) and counts as unauthenticated."""
         services = self.services
         self.transport = transport
         peer = transport.get_extra_info("peername")
@@ -284,16 +288,10 @@ class C2SStream(asyncio.Protocol):
             self.address = str(peer[0])
         services.streams.add(self)
         self._new_parser()
-        count = services.unauthenticated.get(self.address, 0) + 1
-        services.unauthenticated[self.address] = count
-        self._counted_unauth = True
-        if count > services.settings.unauthenticated_per_address:
-            self.fail(
-                StreamError(
-                    StreamErrorCondition.POLICY_VIOLATION,
-                    "too many unauthenticated connections from your address",
-                )
-            )
+        refusal = None if admitted else services.admission.admit(self.address)
+        self._counted_unauth = refusal is None
+        if refusal is not None:
+            self.fail(StreamError(StreamErrorCondition.POLICY_VIOLATION, refusal))
             return
         loop = asyncio.get_running_loop()
         self._deadline = loop.call_later(
@@ -786,7 +784,7 @@ class C2SStream(asyncio.Protocol):
                 self,
                 ctx,
                 server_side=True,
-                ssl_handshake_timeout=self.services.settings.negotiation_timeout_seconds,
+                ssl_handshake_timeout=self.services.settings.tls_handshake_timeout_seconds,
             )
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
             log.info("TLS handshake failed from %s: %s", self.address, exc)
@@ -915,12 +913,7 @@ class C2SStream(asyncio.Protocol):
     def _uncount_unauth(self) -> None:
         if self._counted_unauth:
             self._counted_unauth = False
-            unauth = self.services.unauthenticated
-            n = unauth.get(self.address, 1) - 1
-            if n <= 0:
-                unauth.pop(self.address, None)
-            else:
-                unauth[self.address] = n
+            self.services.admission.release(self.address)
 
     def _bind(self, iq: Element) -> None:
         """RFC 6120 §7: bind a resource (server-generated when none is asked)."""
