@@ -42,6 +42,8 @@ class ClientVersion:
 
 CLIENT_VERSION = SessionKey[ClientVersion | None]("client-version", None)
 _QUERY = SessionKey[asyncio.Task[None] | None]("client-version-query", None)
+ASKED = SessionKey[bool]("client-version-asked", False)
+"""The session was (or is being) asked its version."""
 
 
 def server_version() -> str:
@@ -60,21 +62,32 @@ class VersionModule(Module):
              <query xmlns='jabber:iq:version'><name>imhost</name><version>0.1.0</version>
              </query></iq>
 
-    After a resource is bound the server asks the client the same question in the
-    background and keeps the answer on the session (``CLIENT_VERSION``), listed by
+    Once a session is set up the server asks the client the same question in the background
+    and keeps the answer on the session (``CLIENT_VERSION``), listed by
     :meth:`client_versions` and handed to ``ctx.report_client_version`` when the core offers
     it, so support can see which client someone uses. A client that does not answer, or
     answers with an error, is simply not identified.
+
+    "Set up" means after the client's first available presence, and then only once stream
+    management (XEP-0198) is on or ``sm_grace_seconds`` have passed. A query sent right
+    after binding crosses the client's ``<enable/>``: the server does not count it (it was
+    sent before ``<enable/>`` arrived) while a client that handles ``<enabled/>`` before the
+    stanzas read with it does (aioxmpp), and its next ``<a h=.../>`` acknowledges more than
+    was sent, which ends the stream. Clients enable stream management right after binding,
+    before their initial presence; a client that never sends presence is never asked.
     """
 
     name = "version"
     query_timeout = 20.0
+    sm_grace_seconds = 3.0
+    """Wait this long after the first presence of a client without stream management, in
+    case its ``<enable/>`` is on the way."""
 
     def load(self) -> None:
         self._server_version = server_version()
         self.ctx.add_feature(NS_VERSION)
         self.ctx.iq_handler(NS_VERSION, IqType.GET, self.on_query, IqTarget.HOST)
-        self.ctx.hook(Hook.SESSION_BOUND, self.on_bound)
+        self.ctx.hook(Hook.SESSION_AVAILABLE, self.on_available)
         self.ctx.hook(Hook.SESSION_CLOSED, self.on_closed)
 
     def on_query(self, event: StanzaEvent) -> Element:
@@ -84,8 +97,13 @@ class VersionModule(Module):
         query.sub("version", text=self._server_version)
         return reply
 
-    def on_bound(self, event: SessionEvent) -> None:
-        event.session.set(_QUERY, self.ctx.spawn(self._ask(event.session)))
+    def on_available(self, event: SessionEvent) -> None:
+        session = event.session
+        if session.get(ASKED):
+            return
+        session.set(ASKED, True)
+        delay = 0.0 if session.sm_enabled else self.sm_grace_seconds
+        session.set(_QUERY, self.ctx.spawn(self._ask(session, delay)))
 
     def on_closed(self, event: SessionEvent) -> None:
         task = event.session.get(_QUERY)
@@ -93,10 +111,14 @@ class VersionModule(Module):
             task.cancel()
         event.session.set(_QUERY, None)
 
-    async def _ask(self, session: C2SStream) -> None:
+    async def _ask(self, session: C2SStream, delay: float = 0.0) -> None:
         iq = new_iq("get")
         iq.sub("query", NS_VERSION)
         try:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if session.closed:
+                return
             answer = await self.ctx.request(session, iq, timeout=self.query_timeout)
         except TimeoutError:
             return
