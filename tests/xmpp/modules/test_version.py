@@ -15,12 +15,6 @@ pytestmark = pytest.mark.anyio
 SM = "urn:xmpp:sm:3"
 
 
-class AskAtOnce(VersionModule):
-    """Asks as soon as the client is available (no grace for stream management)."""
-
-    sm_grace_seconds = 0.0
-
-
 async def asked(h: Harness, user: str = "alice") -> tuple[Client, Element]:
     """``user`` online (initial presence sent) and the server's version question."""
     client = await h.online(user, presence=False)
@@ -42,7 +36,7 @@ async def test_server_answers_its_name_and_version_without_os() -> None:
 
 
 async def test_the_server_asks_a_new_session_its_version_and_keeps_it() -> None:
-    async with Harness(modules=[AskAtOnce]) as h:
+    async with Harness(modules=[VersionModule]) as h:
         alice, ask = await asked(h)
         assert ask.get("type") == "get" and ask.get("from") == DOMAIN
         assert ask.find("query", NS_VERSION) is not None
@@ -55,12 +49,12 @@ async def test_the_server_asks_a_new_session_its_version_and_keeps_it() -> None:
         assert info is not None
         assert (info.name, info.version, info.os) == ("Conversations", "2.16", "Android 14")
         module = h.server.router.hosts[DOMAIN].modules[0]
-        assert isinstance(module, AskAtOnce)
+        assert isinstance(module, VersionModule)
         assert module.client_versions() == {"alice@example.test/res": info}
 
 
 async def test_a_client_answering_with_an_error_is_not_identified() -> None:
-    async with Harness(modules=[AskAtOnce]) as h:
+    async with Harness(modules=[VersionModule]) as h:
         alice, ask = await asked(h)
         alice.send(
             f"<iq type='error' id='{ask.get('id')}' to='{DOMAIN}'><error type='cancel'>"
@@ -71,7 +65,7 @@ async def test_a_client_answering_with_an_error_is_not_identified() -> None:
 
 
 async def test_overlong_client_fields_are_cut() -> None:
-    async with Harness(modules=[AskAtOnce]) as h:
+    async with Harness(modules=[VersionModule]) as h:
         alice, ask = await asked(h)
         alice.send(
             f"<iq type='result' id='{ask.get('id')}'><query xmlns='{NS_VERSION}'>"
@@ -92,7 +86,7 @@ async def test_version_of_another_account_is_not_answered_by_the_server() -> Non
 
 
 async def test_the_question_is_abandoned_when_the_session_ends() -> None:
-    async with Harness(modules=[AskAtOnce]) as h:
+    async with Harness(modules=[VersionModule]) as h:
         alice, ask = await asked(h)
         assert ask.find("query", NS_VERSION) is not None
         pending = dict(h.server.router.pending_iq)
@@ -106,7 +100,7 @@ async def test_the_question_is_abandoned_when_the_session_ends() -> None:
 
 
 async def test_nothing_is_asked_right_after_binding() -> None:
-    async with Harness(modules=[AskAtOnce]) as h:
+    async with Harness(modules=[VersionModule]) as h:
         alice = await h.online("alice", presence=False)
         await alice.recv(40)
         assert "jabber:iq:version" not in alice.raw
@@ -131,14 +125,14 @@ async def test_the_question_comes_after_enabled_and_is_counted_by_both_sides() -
         assert not alice.transport.closed
 
 
-async def test_a_client_without_stream_management_is_asked_after_a_grace() -> None:
-    class ShortGrace(VersionModule):
-        sm_grace_seconds = 0.2
-
-    async with Harness(modules=[ShortGrace]) as h:
+async def test_a_client_without_stream_management_is_asked_after_its_first_presence() -> None:
+    async with Harness(modules=[VersionModule]) as h:
         alice = await h.online("alice", presence=False)
-        alice.send("<presence/>")
-        await alice.recv(10)
+        await alice.recv(40)
         assert "jabber:iq:version" not in alice.raw
+        alice.send("<presence/>")
         ask = await alice.wait_for("iq")
         assert ask.find("query", NS_VERSION) is not None
+        alice.send("<presence><show>away</show></presence>")  # asked once per session
+        await alice.recv(40)
+        assert alice.raw.count("jabber:iq:version") == 1

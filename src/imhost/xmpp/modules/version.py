@@ -68,20 +68,18 @@ class VersionModule(Module):
     it, so support can see which client someone uses. A client that does not answer, or
     answers with an error, is simply not identified.
 
-    "Set up" means after the client's first available presence, and then only once stream
-    management (XEP-0198) is on or ``sm_grace_seconds`` have passed. A query sent right
-    after binding crosses the client's ``<enable/>``: the server does not count it (it was
-    sent before ``<enable/>`` arrived) while a client that handles ``<enabled/>`` before the
-    stanzas read with it does (aioxmpp), and its next ``<a h=.../>`` acknowledges more than
-    was sent, which ends the stream. Clients enable stream management right after binding,
-    before their initial presence; a client that never sends presence is never asked.
+    "Set up" means after the client's first available presence. A query sent right after
+    binding crosses the client's ``<enable/>`` (XEP-0198): the server does not count it (it
+    was sent before ``<enable/>`` arrived) while a client that handles ``<enabled/>`` before
+    the stanzas read with it does (aioxmpp), and its next ``<a h=.../>`` acknowledges more
+    than was sent, which ends the stream. Clients enable stream management right after
+    binding, before their initial presence; what the server sends in answer to that presence
+    (the contacts' presence, offline messages, this question) comes after ``<enabled/>``.
+    A client that never sends presence is never asked.
     """
 
     name = "version"
     query_timeout = 20.0
-    sm_grace_seconds = 3.0
-    """Wait this long after the first presence of a client without stream management, in
-    case its ``<enable/>`` is on the way."""
 
     def load(self) -> None:
         self._server_version = server_version()
@@ -102,8 +100,7 @@ class VersionModule(Module):
         if session.get(ASKED):
             return
         session.set(ASKED, True)
-        delay = 0.0 if session.sm_enabled else self.sm_grace_seconds
-        session.set(_QUERY, self.ctx.spawn(self._ask(session, delay)))
+        session.set(_QUERY, self.ctx.spawn(self._ask(session)))
 
     def on_closed(self, event: SessionEvent) -> None:
         task = event.session.get(_QUERY)
@@ -111,12 +108,10 @@ class VersionModule(Module):
             task.cancel()
         event.session.set(_QUERY, None)
 
-    async def _ask(self, session: C2SStream, delay: float = 0.0) -> None:
+    async def _ask(self, session: C2SStream) -> None:
         iq = new_iq("get")
         iq.sub("query", NS_VERSION)
         try:
-            if delay > 0:
-                await asyncio.sleep(delay)
             if session.closed:
                 return
             answer = await self.ctx.request(session, iq, timeout=self.query_timeout)
