@@ -56,6 +56,13 @@ class XmppSettings(BaseModel):
     certificate: Path | None = None
     private_key: Path | None = None
     max_stanza_bytes: int = Field(262_144, ge=1024, le=16 * 1024 * 1024)
+    max_stanza_bytes_before_auth: int = Field(
+        8192,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Before sign-in (SASL, registration): an unfinished element costs the "
+        "server CPU on every read (expat parses it again), so it is kept small.",
+    )
     negotiation_timeout_seconds: float = Field(30.0, gt=0, le=600)
     tls_handshake_timeout_seconds: float = Field(
         10.0, gt=0, le=600, description="Direct TLS and STARTTLS: the handshake's time limit."

@@ -159,3 +159,55 @@ async def test_an_endless_websocket_open_gets_policy_violation() -> None:
         stream.data_received(f"<open xmlns='{FRAMING}' to='{DOMAIN}' version='1.0'/>".encode())
         await settle()
         assert b"<stream:features" in transport.data and not transport.closed
+
+
+# -- before sign-in: small elements, so an unfinished one cannot burn the CPU ----------------
+
+
+def auth_of(size: int) -> bytes:
+    """A SASL PLAIN <auth/> for alice of exactly ``size`` bytes (padded with whitespace,
+    which SASL ignores)."""
+    head = b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+    blob = b"AGFsaWNlAGNvcnJlY3QgaG9yc2UgYmF0dGVyeQ=="
+    tail = b"</auth>"
+    return head + blob + b" " * (size - len(head) - len(blob) - len(tail)) + tail
+
+
+async def test_before_sign_in_elements_are_limited_to_8_kib_exactly() -> None:
+    async with Harness() as h:
+        ok = h.client()
+        await ok.open()
+        ok.send(auth_of(8192))
+        assert (await ok.wait_for_any(("success", "failure"))).name == "success"
+
+        big = h.client()
+        await big.open()
+        big.send(auth_of(8193))
+        await settle()
+        assert stream_error_from_raw(big) == "policy-violation"
+        assert "stanza larger than 8192 bytes" in big.raw
+
+
+async def test_unfinished_attributes_fed_byte_by_byte_do_not_stall_the_server() -> None:
+    """The attack of the finding moved past the header: a valid header, then a start tag
+    whose attribute never ends, one byte per read. Expat parses an unfinished tag again on
+    every read, so its cost grows with the square of its length: 256 KiB cost minutes of
+    CPU per connection. Before sign-in the tag is cut at 8 KiB."""
+    import time
+
+    async with Harness() as h:
+        attackers = [h.client("198.51.100.66") for _ in range(8)]
+        for a in attackers:
+            await a.open()
+            a.send(b"<iq type='get' id='x' a='")
+        started = time.perf_counter()
+        for a in attackers:
+            for n in range(64 * 1024):
+                if a.transport.closed:
+                    break
+                a.send(b"x")
+                assert time.perf_counter() - started < 10, f"stalled after {n} bytes"
+            assert a.transport.closed and n <= 8192
+        # and a normal login is served at once
+        c = h.client()
+        assert (await c.login_plain("alice")).name == "success"

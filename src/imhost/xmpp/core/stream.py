@@ -379,11 +379,15 @@ class C2SStream(asyncio.Protocol):
         return self.parser
 
     def _max_stanza_bytes(self) -> int:
-        """The smaller of the server-wide limit and the host's plan limit."""
-        limit = self.services.settings.max_stanza_bytes
+        """The smaller of the server-wide limit and the host's plan limit; before
+        authentication the small ``max_stanza_bytes_before_auth`` (see config.py)."""
+        settings = self.services.settings
+        limit = settings.max_stanza_bytes
         host = self.host_state
         if host is not None:
             limit = min(limit, host.vhost.limits.max_stanza_bytes)
+        if not self.authenticated:
+            limit = min(limit, settings.max_stanza_bytes_before_auth)
         return limit
 
     def _barrier(self) -> None:
