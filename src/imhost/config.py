@@ -74,8 +74,29 @@ class XmppSettings(BaseModel):
     certificate: Path | None = None
     private_key: Path | None = None
     max_stanza_bytes: int = Field(262_144, ge=1024, le=16 * 1024 * 1024)
+    max_stanza_bytes_before_auth: int = Field(
+        8192,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Before sign-in (SASL, registration): an unfinished element costs the "
+        "server CPU on every read (expat parses it again), so it is kept small.",
+    )
     negotiation_timeout_seconds: float = Field(30.0, gt=0, le=600)
-    unauthenticated_per_address: int = Field(20, ge=1, le=100_000)
+    tls_handshake_timeout_seconds: float = Field(
+        10.0, gt=0, le=600, description="Direct TLS and STARTTLS: the handshake's time limit."
+    )
+    connection_rate_per_address: float = Field(
+        10.0, gt=0, le=100_000, description="New connections per second per address (or /64)."
+    )
+    connection_burst_per_address: int = Field(
+        50, ge=1, le=100_000, description="New connections one address may open at once."
+    )
+    unauthenticated_per_address: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="Concurrent connections per address not yet signed in (a memory bound).",
+    )
     metering_flush_seconds: float = Field(1.0, gt=0, le=3600)
     listen_backlog: int = Field(1024, ge=1, le=65535)
     direct_tls_enabled: bool = Field(True, description="Listen for XEP-0368 Direct TLS.")

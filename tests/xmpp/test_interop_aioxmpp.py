@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +23,13 @@ with warnings.catch_warnings():
 
 import imhost.xmpp.core.saslauth as saslauth_module
 from imhost.xmpp.core import sasl
+from imhost.xmpp.memory import MemoryBackend
+from imhost.xmpp.modules.version import ASKED, VersionModule
+from imhost.xmpp.ports import HostLimits
+from imhost.xmpp.server import XmppServer
 
 from .conftest import LiveServer
+from .harness import DOMAIN, PASSWORD, settings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.interop]
 
@@ -77,3 +84,50 @@ async def test_messages_both_ways(live: LiveServer) -> None:
         second = await asyncio.wait_for(got.get(), 5)
         assert second.body.any() == "and back"
         assert second.from_ == bob.local_jid
+
+
+@pytest.fixture
+async def live_with_version(cert_dir: Path) -> AsyncIterator[LiveServer]:
+    """Like ``live``, with the module that asks clients their software version."""
+    backend = MemoryBackend(iterations=4096)
+    backend.add_host(DOMAIN, limits=HostLimits(message_rate=None))
+    backend.create_account(DOMAIN, "alice", PASSWORD)
+    server = XmppServer.with_memory_backend(
+        settings(
+            require_encryption=True,
+            allow_plain_without_tls=False,
+            direct_tls_enabled=True,
+            c2s_port=0,
+            c2s_direct_tls_port=0,
+            certificate_dir=cert_dir,
+        ),
+        backend,
+        modules=[VersionModule],
+    )
+    await server.start()
+    assert server.c2s_port and server.direct_tls_port
+    yield LiveServer(server, backend, server.c2s_port, server.direct_tls_port)
+    await server.stop()
+
+
+async def test_the_version_question_does_not_break_stream_management_acks(
+    live_with_version: LiveServer,
+) -> None:
+    """aioxmpp enables XEP-0198 right after binding and counts every stanza it handles
+    after ``<enabled/>``, including one read just before it. A version query sent at bind
+    time was counted by aioxmpp and not by the server: its next ``<a/>`` acknowledged more
+    than was sent and the server closed the stream."""
+    live = live_with_version
+    for _ in range(3):
+        client = make_client(live, "alice", False)
+        async with client.connected():
+            assert client.stream.sm_enabled
+            for _ in range(10):
+                msg = aioxmpp.Message(to=client.local_jid, type_=aioxmpp.MessageType.CHAT)
+                msg.body[None] = "to myself"
+                await client.send(msg)  # delivered back: the server asks for acks (<r/>)
+                await asyncio.sleep(0.05)
+            assert client.running
+            [session] = live.server.router.sessions_of(DOMAIN, "alice")
+            assert session.get(ASKED)  # the question was asked meanwhile
+            assert session.sm.unacked is not None and len(session.sm.unacked) < 5

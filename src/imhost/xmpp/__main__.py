@@ -42,6 +42,8 @@ async def run(args: argparse.Namespace) -> None:
         direct_tls_enabled=not args.no_tls,
         certificate_dir=Path(args.cert_dir),
         unauthenticated_per_address=100_000,
+        connection_rate_per_address=100_000,
+        connection_burst_per_address=100_000,
         negotiation_timeout_seconds=60,
         metering_flush_seconds=args.flush,
         auth_failure_delay_seconds=0,

@@ -27,10 +27,11 @@ from typing import Any, Protocol
 from imhost.config import XmppSettings
 from imhost.kit.clock import Clock, SystemClock
 
+from .core.admission import ConnectionAdmission
 from .core.errors import StreamErrorCondition
 from .core.metering import Meter
 from .core.router import HostState, Router, Stores
-from .core.stream import C2SStream, State, StreamServices
+from .core.stream import C2SStream, State, StreamServices, spawn
 from .modules.api import Module, ModuleContext
 from .modules.defaults import DEFAULT_MODULES
 from .ports import (
@@ -224,6 +225,87 @@ def check_modules(modules: Sequence[type[Module]]) -> list[type[Module]]:
     return seen
 
 
+class DirectTlsAcceptor(asyncio.Protocol):
+    """A Direct TLS (XEP-0368) connection from accept to the end of its TLS handshake.
+
+    Admission (rate and cap per address) is decided at accept, before the handshake costs
+    anything: a refused connection is closed at once (no stream error can be sent before
+    TLS). An admitted one counts as unauthenticated from then on and has
+    ``tls_handshake_timeout_seconds`` to complete the handshake; then the stream begins.
+    """
+
+    def __init__(self, server: XmppServer, ctx: ssl.SSLContext) -> None:
+        self.server = server
+        self.ctx = ctx
+        self.address = ""
+        self.transport: asyncio.Transport | None = None
+        self.task: asyncio.Future[None] | None = None
+        self.early: list[bytes] = []
+        """Decrypted bytes that arrived between the handshake's end and the stream's start."""
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        refusal = self.server.services.admission.admit(self.address)
+        if refusal is not None:
+            log.debug("direct TLS connection from %s refused: %s", self.address, refusal)
+            transport.abort()
+            return
+        transport.pause_reading()  # the ClientHello waits in the socket for the handshake
+        self.transport = transport
+        self.server.handshakes.add(self)
+        self.task = spawn(self._handshake(transport))
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        services = self.server.services
+        loop = asyncio.get_running_loop()
+        try:
+            # this object stays the protocol until the stream takes over (see ``early``)
+            tls = await loop.start_tls(
+                transport,
+                self,
+                self.ctx,
+                server_side=True,
+                ssl_handshake_timeout=services.settings.tls_handshake_timeout_seconds,
+            )
+        except (TimeoutError, OSError, ssl.SSLError, ConnectionError, asyncio.CancelledError):
+            self.abandon()
+            return
+        finally:
+            self.server.handshakes.discard(self)
+        if tls is None:
+            self.abandon()
+            return
+        self.transport = None
+        stream = C2SStream(services, tls=True)
+        tls.set_protocol(stream)
+        stream.attach(tls, admitted=True)
+        early, self.early = b"".join(self.early), []
+        if early:
+            stream.data_received(early)
+        if self.lost:
+            stream.connection_lost(None)
+
+    def abandon(self) -> None:
+        """The handshake failed, timed out or the server stops: close and stop counting."""
+        transport = self.transport
+        if transport is None:
+            return
+        self.transport = None
+        self.server.services.admission.release(self.address)
+        self.server.handshakes_failed += 1
+        transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.early.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # before or during the handshake, start_tls fails and the connection is abandoned
+        self.lost = True
+
+
 class XmppServer:
     """The data plane. Hosts come from the directory and follow its changes at runtime.
 
@@ -274,7 +356,11 @@ class XmppServer:
             ssl_context=ssl_context,
             tls_server_end_point=tls_server_end_point,
             secret=secrets.token_bytes(32),
+            admission=ConnectionAdmission(settings, self.clock),
         )
+        self.handshakes: set[DirectTlsAcceptor] = set()
+        """Direct TLS connections admitted and still in their handshake."""
+        self.handshakes_failed = 0
         self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task[None] | None = None
         self.c2s_port: int | None = None
@@ -349,15 +435,15 @@ class XmppServer:
         )
         self._servers.append(c2s)
         self.c2s_port = c2s.sockets[0].getsockname()[1]
-        if s.direct_tls_enabled and self.ssl_context is not None:
+        ctx = self.ssl_context
+        if s.direct_tls_enabled and ctx is not None:
+            # plain TCP: admission happens at accept, then DirectTlsAcceptor runs the handshake
             tls = await loop.create_server(
-                lambda: C2SStream(services, tls=True),
+                lambda: DirectTlsAcceptor(self, ctx),
                 s.bind,
                 s.c2s_direct_tls_port,
                 backlog=s.listen_backlog,
                 reuse_address=True,
-                ssl=self.ssl_context,
-                ssl_handshake_timeout=s.negotiation_timeout_seconds,
             )
             self._servers.append(tls)
             self.direct_tls_port = tls.sockets[0].getsockname()[1]
@@ -371,6 +457,11 @@ class XmppServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        for pending in list(self.handshakes):
+            if pending.task is not None:
+                pending.task.cancel()
+            pending.abandon()
+        self.handshakes.clear()
         for stream in list(self.services.streams):
             stream.sm.resumable = False
             stream.close_with_error(StreamErrorCondition.SYSTEM_SHUTDOWN, "server is stopping")
@@ -386,6 +477,7 @@ class XmppServer:
     async def _sweep(self) -> None:
         """Free the parser of idle connections (memory per idle connection)."""
         interval = self.settings.idle_parser_seconds / 2
+        failed = self.handshakes_failed
         while True:
             await asyncio.sleep(interval)
             parked = 0
@@ -393,8 +485,10 @@ class XmppServer:
                 if not stream.rx_seen and stream.park_parser():
                     parked += 1
                 stream.rx_seen = False
-            if parked >= 64:
+            # many parsers or abandoned TLS handshakes freed: give the pages back to the OS
+            if parked >= 64 or self.handshakes_failed - failed >= 64:
                 _release_free_memory()
+            failed = self.handshakes_failed
 
     # -- in-process and WebSocket connections -----------------------------------------------
 
@@ -493,4 +587,7 @@ class XmppServer:
             "usage_records_pending": len(self.meter.pending),
             "usage_records_dropped": self.meter.dropped,
             "auth_failures": self.services.auth_failures_total,
+            "unauthenticated_connections": self.services.admission.total_unauthenticated(),
+            "tls_handshakes_pending": len(self.handshakes),
+            "connections_refused": self.services.admission.refused,
         }

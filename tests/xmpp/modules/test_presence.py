@@ -333,7 +333,8 @@ async def test_initial_presence_goes_to_subscribers_and_probes_subscriptions() -
         alice.send("<presence><show>chat</show><priority>5</priority></presence>")
         got_a = await alice.recv(40)
         froms = sorted(p.get("from", "") for p in named(got_a, "presence", type=None))
-        assert froms == [f"{B}/res", "carol@example.test/res"]  # answers to the probes
+        # answers to the probes, and her own presence (§4.2.2)
+        assert froms == [f"{A}/res", f"{B}/res", "carol@example.test/res"]
         got_b = named(await bob.recv(), "presence", type=None)
         assert [(p.get("from"), p.get("to"), p.find_text("show")) for p in got_b] == [
             (f"{A}/res", B, "chat")
@@ -385,11 +386,26 @@ async def test_own_resources_see_each_other() -> None:
         desktop = await h.online("alice", "desktop", presence=False)
         desktop.send("<presence><show>dnd</show></presence>")
         got_desktop = named(await desktop.recv(), "presence", type=None)
-        assert [p.get("from") for p in got_desktop] == [f"{A}/phone"]
+        assert sorted(p.get("from", "") for p in got_desktop) == [f"{A}/desktop", f"{A}/phone"]
         got_phone = named(await phone.recv(), "presence", type=None)
         assert [(p.get("from"), p.find_text("show")) for p in got_phone] == [
             (f"{A}/desktop", "dnd")
         ]
+
+
+async def test_a_client_gets_its_own_initial_presence_and_updates_back() -> None:
+    """RFC 6121 §4.2.2 and §4.4.2: broadcast to all of the user's available resources,
+    including the one that sent it (an entity is implicitly subscribed to itself)."""
+    async with Harness(modules=MODULES) as h:
+        alice = await h.online("alice", presence=False)
+        alice.send("<presence><show>chat</show><status>here</status></presence>")
+        [own] = presences(await alice.recv(40))
+        assert own.get("from") == f"{A}/res" and own.get("type") is None
+        assert (own.find_text("show"), own.find_text("status")) == ("chat", "here")
+        alice.send("<presence><show>away</show></presence>")
+        [update] = presences(await alice.recv(40))
+        assert update.get("from") == f"{A}/res" and update.find_text("show") == "away"
+        assert alice.raw.count("<presence") == 2
 
 
 async def test_no_presence_to_contacts_without_a_subscription_from_the_user() -> None:
@@ -408,7 +424,7 @@ async def test_a_probe_from_an_unsubscribed_account_is_not_answered() -> None:
         alice = await h.online("alice", presence=False)
         await seed(h, "alice", "bob", "to")  # alice believes she is subscribed; bob does not
         alice.send("<presence/>")
-        assert presences(await alice.recv(40)) == []
+        assert [p.get("from") for p in presences(await alice.recv(40))] == [f"{A}/res"]
 
 
 # -- directed presence (§4.6) and presence to a bare JID --------------------------------------
@@ -559,14 +575,16 @@ async def test_probe_of_an_offline_contact_gets_its_last_unavailable_presence() 
         await alice.recv()
         bob = await h.online("bob", presence=False)
         bob.send("<presence/>")
-        [last] = presences(await bob.recv(40))
+        [last] = [p for p in presences(await bob.recv(40)) if p.get("from") != f"{B}/res"]
         assert last.get("type") == "unavailable" and last.get("from") == f"{A}/res"
         assert last.find_text("status") == "gone fishing"
         delay = last.find("delay", NS_DELAY)
         assert delay is not None and delay.get("stamp") == "2026-05-04T09:15:00Z"
         carol = await h.online("carol", presence=False)
         carol.send("<presence/>")
-        assert presences(await carol.recv(40)) == []
+        assert [p.get("from") for p in presences(await carol.recv(40))] == [
+            "carol@example.test/res"
+        ]
 
 
 async def test_last_unavailable_is_forgotten_when_the_contact_comes_back() -> None:

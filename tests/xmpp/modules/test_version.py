@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import pytest
 
+from imhost.xmpp.core.xml import Element
 from imhost.xmpp.modules.version import CLIENT_VERSION, NS_VERSION, VersionModule, server_version
 
-from ..harness import DOMAIN
+from ..harness import DOMAIN, Client
 from .conv import Harness, error_of, exchange
 
 pytestmark = pytest.mark.anyio
+
+SM = "urn:xmpp:sm:3"
+
+
+async def asked(h: Harness, user: str = "alice") -> tuple[Client, Element]:
+    """``user`` online (initial presence sent) and the server's version question."""
+    client = await h.online(user, presence=False)
+    client.send("<presence/>")
+    return client, await client.wait_for("iq")
 
 
 async def test_server_answers_its_name_and_version_without_os() -> None:
@@ -27,8 +37,7 @@ async def test_server_answers_its_name_and_version_without_os() -> None:
 
 async def test_the_server_asks_a_new_session_its_version_and_keeps_it() -> None:
     async with Harness(modules=[VersionModule]) as h:
-        alice = await h.online("alice", presence=False)
-        ask = await alice.wait_for("iq")
+        alice, ask = await asked(h)
         assert ask.get("type") == "get" and ask.get("from") == DOMAIN
         assert ask.find("query", NS_VERSION) is not None
         alice.send(
@@ -46,8 +55,7 @@ async def test_the_server_asks_a_new_session_its_version_and_keeps_it() -> None:
 
 async def test_a_client_answering_with_an_error_is_not_identified() -> None:
     async with Harness(modules=[VersionModule]) as h:
-        alice = await h.online("alice", presence=False)
-        ask = await alice.wait_for("iq")
+        alice, ask = await asked(h)
         alice.send(
             f"<iq type='error' id='{ask.get('id')}' to='{DOMAIN}'><error type='cancel'>"
             "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>"
@@ -58,8 +66,7 @@ async def test_a_client_answering_with_an_error_is_not_identified() -> None:
 
 async def test_overlong_client_fields_are_cut() -> None:
     async with Harness(modules=[VersionModule]) as h:
-        alice = await h.online("alice", presence=False)
-        ask = await alice.wait_for("iq")
+        alice, ask = await asked(h)
         alice.send(
             f"<iq type='result' id='{ask.get('id')}'><query xmlns='{NS_VERSION}'>"
             f"<name>{'x' * 5000}</name><version>1</version></query></iq>"
@@ -80,8 +87,7 @@ async def test_version_of_another_account_is_not_answered_by_the_server() -> Non
 
 async def test_the_question_is_abandoned_when_the_session_ends() -> None:
     async with Harness(modules=[VersionModule]) as h:
-        alice = await h.online("alice", presence=False)
-        ask = await alice.wait_for("iq")
+        alice, ask = await asked(h)
         assert ask.find("query", NS_VERSION) is not None
         pending = dict(h.server.router.pending_iq)
         assert len(pending) == 1
@@ -95,6 +101,7 @@ async def test_the_client_version_is_kept_on_the_account_through_the_port() -> N
     client said, for support: name, version and OS in one line."""
     async with Harness(modules=[VersionModule]) as h:
         alice = await h.online("alice", presence=False)
+        alice.send("<presence/>")
         ask = await alice.wait_for("iq")
         alice.send(
             f"<iq type='result' id='{ask.get('id')}' to='{DOMAIN}'><query xmlns='{NS_VERSION}'>"
@@ -102,3 +109,45 @@ async def test_the_client_version_is_kept_on_the_account_through_the_port() -> N
         )
         await alice.recv()
         assert h.backend.client_versions == {(DOMAIN, "alice"): "Conversations 2.16 (Android 14)"}
+
+
+# -- not before the client could enable stream management (XEP-0198) --------------------------
+
+
+async def test_nothing_is_asked_right_after_binding() -> None:
+    async with Harness(modules=[VersionModule]) as h:
+        alice = await h.online("alice", presence=False)
+        await alice.recv(40)
+        assert "jabber:iq:version" not in alice.raw
+        assert h.server.router.pending_iq == {}
+
+
+async def test_the_question_comes_after_enabled_and_is_counted_by_both_sides() -> None:
+    async with Harness(modules=[VersionModule]) as h:  # the real grace: SM makes it moot
+        alice = await h.online("alice", presence=False)
+        alice.send(f"<enable xmlns='{SM}'/>")
+        await alice.wait_for("enabled")
+        assert "jabber:iq:version" not in alice.raw
+        alice.send("<presence/>")
+        ask = await alice.wait_for("iq")
+        assert ask.find("query", NS_VERSION) is not None
+        raw = alice.raw
+        after_enabled = raw[raw.index("<enabled") :]
+        received = sum(after_enabled.count(f"<{name} ") for name in ("iq", "presence", "message"))
+        assert received == alice.stream.sm.sent  # what the client counts is what was sent
+        alice.send(f"<a xmlns='{SM}' h='{received}'/><r xmlns='{SM}'/>")
+        await alice.wait_for("a")
+        assert not alice.transport.closed
+
+
+async def test_a_client_without_stream_management_is_asked_after_its_first_presence() -> None:
+    async with Harness(modules=[VersionModule]) as h:
+        alice = await h.online("alice", presence=False)
+        await alice.recv(40)
+        assert "jabber:iq:version" not in alice.raw
+        alice.send("<presence/>")
+        ask = await alice.wait_for("iq")
+        assert ask.find("query", NS_VERSION) is not None
+        alice.send("<presence><show>away</show></presence>")  # asked once per session
+        await alice.recv(40)
+        assert alice.raw.count("jabber:iq:version") == 1

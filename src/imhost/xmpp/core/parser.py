@@ -4,8 +4,10 @@ RFC 6120 §11 restricts what an XMPP stream may contain: no DTD, no comments, no
 instructions, no entity references other than the five predefined ones (§11.1), UTF-8 only
 (§11.6). This parser refuses all of them as soon as expat reports them (so Billion Laughs and
 the CVE-2022-0217 class never expand), and enforces limits on stanza size, depth, attribute
-count and name length *while* parsing: after every chunk the bytes buffered for the current
-stanza are checked, and every start tag is checked when expat reports it.
+count and name length *while* parsing, at the byte: expat is never given more than the limit's
+worth of bytes of one top-level element (see :meth:`StreamParser.feed`), and every start tag is
+checked when expat reports it. The stream header has its own small bound
+(:data:`MAX_HEADER_BYTES`), since it is not a stanza.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from .xml import NS_STREAMS, Element, escape_attr
 _SEP = "\x01"
 """Separator expat puts between namespace URI and local name (cannot occur in either)."""
 
+
+MAX_HEADER_BYTES = 4096
+"""Bytes allowed from the start of a stream up to the end of its header (XML declaration,
+``<stream:stream ...>``; on WebSocket the ``<open/>`` element). Real headers take 200-400."""
 
 _CACHE_MAX = 4096
 _QNAMES: dict[str, tuple[str, str]] = {}
@@ -45,22 +51,33 @@ class StreamParser:
     A handler may call :meth:`pause`: parsing stops right after the current element and
     :meth:`feed` returns the bytes not yet parsed. The parser cannot continue after a pause;
     create a new one with :meth:`resume_copy` (primed with the same stream header).
+
+    Size limits are exact: a top-level element of ``max_stanza_bytes`` bytes (from its ``<``
+    to the ``>`` of its end tag) passes, one byte more is refused, and expat never sees more
+    than that many of its bytes, however large the chunk that brought them. The header is
+    bounded the same way by ``max_header_bytes``; ``first_element_limit`` bounds the first
+    top-level element instead of ``max_stanza_bytes`` (RFC 7395's ``<open/>``, which stands
+    for the header on a WebSocket).
     """
 
     __slots__ = (
         "_base",
         "_decls",
         "_depth",
+        "_ended",
         "_fed",
         "_header_bytes",
-        "_mark",
         "_parser",
         "_paused",
         "_primed",
+        "_seek",
         "_stack",
+        "_start_at",
         "_stream_ns",
+        "first_element_limit",
         "max_attrs",
         "max_depth",
+        "max_header_bytes",
         "max_name",
         "max_stanza_bytes",
         "on_end",
@@ -78,6 +95,8 @@ class StreamParser:
         max_depth: int = 32,
         max_attrs: int = 64,
         max_name: int = 256,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        first_element_limit: int | None = None,
         header: bytes | None = None,
     ) -> None:
         self.on_header = on_header
@@ -87,11 +106,19 @@ class StreamParser:
         self.max_depth = max_depth
         self.max_attrs = max_attrs
         self.max_name = max_name
+        self.max_header_bytes = max_header_bytes
+        self.first_element_limit = first_element_limit
         self._stack: list[Element] = []
         self._depth = 0
         self._fed = 0
+        """Bytes given to expat so far (absolute positions count from the stream's start)."""
         self._base = 0
-        self._mark = 0
+        """Absolute position of the first byte of the chunk being fed."""
+        self._start_at = -1
+        """Absolute position of the ``<`` of the top-level element in progress (-1: none)."""
+        self._seek = 0
+        """Where to look for the next top-level element's ``<``: after the last one's end."""
+        self._ended = False
         self._paused = False
         self._stream_ns = ""
         self._header_bytes = header
@@ -102,7 +129,7 @@ class StreamParser:
             self._primed = True
             self._parser.Parse(header, False)
             self._primed = False
-            self._fed = self._base = self._mark = len(header)
+            self._fed = self._base = self._seek = len(header)
 
     def _make(self) -> pyexpat.XMLParserType:
         p = pyexpat.ParserCreate("UTF-8", _SEP)
@@ -158,9 +185,14 @@ class StreamParser:
         return self._header_bytes
 
     @property
+    def bytes_parsed(self) -> int:
+        """Bytes given to expat so far (a primed header included)."""
+        return self._fed
+
+    @property
     def at_boundary(self) -> bool:
         """True when no stanza is in progress and no input is buffered inside expat."""
-        return self._depth == 1 and self._mark >= self._fed
+        return self._depth == 1 and self._start_at < 0
 
     def pause(self) -> None:
         self._paused = True
@@ -169,25 +201,75 @@ class StreamParser:
         """Parse ``data``; return the unparsed remainder if a handler paused, else ``b""``.
 
         Raises :class:`StreamError` for anything RFC 6120 §11 forbids or a limit exceeded.
+
+        The chunk is given to expat in slices that end where the element in progress would
+        pass its limit. Between top-level elements only whitespace is allowed, and ``<``
+        cannot occur inside a tag (not even in an attribute value), so the next ``<`` after
+        the last element's end tag is the exact start of the next element; an element still
+        open when expat has seen its limit's worth of bytes, with more to come, is too large.
         """
-        self._base = self._fed
-        self._fed += len(data)
+        base = self._base = self._fed
+        end = base + len(data)
+        pos = base
         try:
-            self._parser.Parse(data, False)
+            while pos < end:
+                stop = self._allowed_end(data, base)
+                if stop <= pos:
+                    raise self._too_large()
+                if stop >= end:
+                    stop = end
+                    piece = data if pos == base else data[pos - base :]
+                else:
+                    piece = data[pos - base : stop - base]
+                self._fed = stop
+                self._parser.Parse(piece, False)
+                pos = stop
         except _Pause:
-            index = self._parser.CurrentByteIndex - self._base
-            end = data.find(b">", max(index, 0))
-            return data[end + 1 :] if end >= 0 else b""
+            after = max(self._parser.CurrentByteIndex - base + 1, 0)
+            index = data.find(b"<", after)
+            return data[index:] if index >= 0 else b""
         except pyexpat.ExpatError as exc:
             raise StreamError(StreamErrorCondition.NOT_WELL_FORMED, str(exc)) from None
         except RecursionError:
             raise StreamError(StreamErrorCondition.POLICY_VIOLATION, "too deep") from None
-        if self._depth >= 1 and self._fed - self._mark > self.max_stanza_bytes:
-            raise StreamError(
-                StreamErrorCondition.POLICY_VIOLATION,
-                f"stanza larger than {self.max_stanza_bytes} bytes",
-            )
+        self._locate(data, base)
         return b""
+
+    def _allowed_end(self, data: bytes, base: int) -> int:
+        """The absolute position expat may be fed up to (exclusive) under the limits."""
+        if self._depth == 0:
+            if self._ended:
+                return base + len(data)  # after the stream's end: expat refuses the rest
+            # up to the next '>' only: what follows the header must be bounded as a stanza
+            index = data.find(b">", max(self._fed - base, 0))
+            stop = base + index + 1 if index >= 0 else base + len(data)
+            return min(stop, self.max_header_bytes)
+        self._locate(data, base)
+        if self._start_at < 0:
+            return base + len(data)  # whitespace only (keepalives) until the chunk's end
+        return self._start_at + self._element_limit()
+
+    def _locate(self, data: bytes, base: int) -> None:
+        """Find the ``<`` that starts the next top-level element, if it has arrived."""
+        if self._depth == 1 and self._start_at < 0:
+            index = data.find(b"<", max(self._seek - base, 0))
+            if index >= 0:
+                self._start_at = base + index
+            else:
+                self._seek = max(self._seek, base + len(data))
+
+    def _element_limit(self) -> int:
+        first = self.first_element_limit
+        return first if first is not None else self.max_stanza_bytes
+
+    def _too_large(self) -> StreamError:
+        if self._depth == 0:
+            text = f"the stream header is larger than {self.max_header_bytes} bytes"
+        elif self.first_element_limit is not None:
+            text = f"the stream header is larger than {self.first_element_limit} bytes"
+        else:
+            text = f"stanza larger than {self.max_stanza_bytes} bytes"
+        return StreamError(StreamErrorCondition.POLICY_VIOLATION, text)
 
     def resume_copy(self) -> StreamParser:
         """A fresh parser in the same stream (after a pause), primed with the header."""
@@ -199,6 +281,7 @@ class StreamParser:
             max_depth=self.max_depth,
             max_attrs=self.max_attrs,
             max_name=self.max_name,
+            max_header_bytes=self.max_header_bytes,
             header=self._header_bytes,
         )
 
@@ -253,6 +336,7 @@ class StreamParser:
         el = Element(name, ns, attrs)
         self._depth = depth + 1
         if depth == 0:
+            self._seek = self._parser.CurrentByteIndex + 1
             if self._primed:
                 return
             self._stream_ns = ns
@@ -264,7 +348,7 @@ class StreamParser:
         if depth == 1:
             if name == "stream" and ns == NS_STREAMS:
                 raise StreamError(StreamErrorCondition.BAD_FORMAT, "nested stream header")
-            self._mark = self._base + max(self._parser.CurrentByteIndex - self._base, 0)
+            self._start_at = self._parser.CurrentByteIndex
             self._stack.append(el)
             return
         self._stack[-1].children.append(el)
@@ -274,11 +358,14 @@ class StreamParser:
         depth = self._depth - 1
         self._depth = depth
         if depth == 0:
+            self._ended = True
             self.on_end()
             return
         el = self._stack.pop()
         if depth == 1:
-            self._mark = self._fed
+            self._start_at = -1
+            self._seek = self._parser.CurrentByteIndex + 1
+            self.first_element_limit = None
             self.on_stanza(el)
             if self._paused:
                 raise _Pause
@@ -287,11 +374,9 @@ class StreamParser:
         if self._depth >= 2:
             children = self._stack[-1].children
             children.append(data)
-        elif self._depth == 1:
-            if not data.isspace():
-                raise StreamError(StreamErrorCondition.BAD_FORMAT, "text at stream level")
-            # whitespace keepalive (RFC 6120 §4.6.1)
-            self._mark = self._fed
+        elif self._depth == 1 and not data.isspace():
+            # only whitespace (keepalives, RFC 6120 §4.6.1) may stand between stanzas
+            raise StreamError(StreamErrorCondition.BAD_FORMAT, "text at stream level")
 
     def _xml_decl(self, version: str | None, encoding: str | None, standalone: int) -> None:
         if encoding is not None and encoding.upper() not in ("UTF-8", "UTF8"):

@@ -27,6 +27,7 @@ from imhost.config import XmppSettings
 from imhost.kit.clock import Clock
 from imhost.kit.jid import JID, prepare_domain
 
+from .admission import ConnectionAdmission
 from .binding import ResourceBinding
 from .errors import (
     StanzaError,
@@ -37,7 +38,7 @@ from .errors import (
 )
 from .hooks import Hook, SessionKey, StanzaEvent
 from .negotiation import NegotiationStep, State, spawn
-from .parser import StreamParser, parse_fragment
+from .parser import MAX_HEADER_BYTES, StreamParser, parse_fragment
 from .saslauth import SaslAuth
 from .stream_management import StreamManagement
 from .xml import (
@@ -93,7 +94,7 @@ class StreamServices:
     ssl_context: ssl.SSLContext | None
     tls_server_end_point: bytes | None
     secret: bytes
-    unauthenticated: dict[str, int] = field(default_factory=dict)
+    admission: ConnectionAdmission
     streams: set[C2SStream] = field(default_factory=set)
     auth_failures_total: int = 0
 
@@ -260,8 +261,11 @@ class C2SStream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.attach(transport)  # type: ignore[arg-type]
 
-    def attach(self, transport: Transport) -> None:
-        """Start the stream on ``transport`` (TCP, TLS or the WebSocket shim)."""
+    def attach(self, transport: Transport, *, admitted: bool = False) -> None:
+        """Start the stream on ``transport`` (TCP, TLS or the WebSocket shim).
+
+        ``admitted``: the connection already passed :class:`ConnectionAdmission` when it was
+        accepted (Direct TLS, before its handshake) and counts as unauthenticated."""
         services = self.services
         self.transport = transport
         peer = transport.get_extra_info("peername")
@@ -269,16 +273,10 @@ class C2SStream(asyncio.Protocol):
             self.address = str(peer[0])
         services.streams.add(self)
         self._new_parser()
-        count = services.unauthenticated.get(self.address, 0) + 1
-        services.unauthenticated[self.address] = count
-        self._counted_unauth = True
-        if count > services.settings.unauthenticated_per_address:
-            self.fail(
-                StreamError(
-                    StreamErrorCondition.POLICY_VIOLATION,
-                    "too many unauthenticated connections from your address",
-                )
-            )
+        refusal = None if admitted else services.admission.admit(self.address)
+        self._counted_unauth = refusal is None
+        if refusal is not None:
+            self.fail(StreamError(StreamErrorCondition.POLICY_VIOLATION, refusal))
             return
         loop = asyncio.get_running_loop()
         self._deadline = loop.call_later(
@@ -359,16 +357,22 @@ class C2SStream(asyncio.Protocol):
             self._on_stanza,
             self._on_end,
             max_stanza_bytes=limits,
+            # RFC 7395: a new WebSocket stream begins with <open/>, bounded as a header is
+            first_element_limit=MAX_HEADER_BYTES if self.ws and restart else None,
             header=header,
         )
         return self.parser
 
     def _max_stanza_bytes(self) -> int:
-        """The smaller of the server-wide limit and the host's plan limit."""
-        limit = self.services.settings.max_stanza_bytes
+        """The smaller of the server-wide limit and the host's plan limit; before
+        authentication the small ``max_stanza_bytes_before_auth`` (see config.py)."""
+        settings = self.services.settings
+        limit = settings.max_stanza_bytes
         host = self.host_state
         if host is not None:
             limit = min(limit, host.vhost.limits.max_stanza_bytes)
+        if not self.authenticated:
+            limit = min(limit, settings.max_stanza_bytes_before_auth)
         return limit
 
     def hold_input(self) -> None:
@@ -716,7 +720,7 @@ class C2SStream(asyncio.Protocol):
                 self,
                 ctx,
                 server_side=True,
-                ssl_handshake_timeout=self.services.settings.negotiation_timeout_seconds,
+                ssl_handshake_timeout=self.services.settings.tls_handshake_timeout_seconds,
             )
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
             log.info("TLS handshake failed from %s: %s", self.address, exc)
@@ -747,12 +751,7 @@ class C2SStream(asyncio.Protocol):
     def _uncount_unauth(self) -> None:
         if self._counted_unauth:
             self._counted_unauth = False
-            unauth = self.services.unauthenticated
-            n = unauth.get(self.address, 1) - 1
-            if n <= 0:
-                unauth.pop(self.address, None)
-            else:
-                unauth[self.address] = n
+            self.services.admission.release(self.address)
 
     def mark_bound(self, host: HostState) -> None:
         """The stream is now a session of ``host`` (bound or resumed): counted, no deadline."""

@@ -178,11 +178,11 @@ class PresenceModule(Module):
             if initial and item.subscription in ("to", "both"):
                 probe = presence(session.jid_str, item.jid, "probe")
                 _spawn(ctx, ctx.route(probe))
+        # §4.2.2 and §4.4.2: to every available resource of the user, the sender included
+        # (a client learns from the echo that its presence took effect, and with what)
         for other in available_sessions(ctx, session.localpart):
-            if other is session:
-                continue
             other.deliver(retarget(stanza, other.jid_str))
-            if initial and other.presence is not None:
+            if initial and other is not session and other.presence is not None:
                 session.deliver(_presence_of(other, session.jid_str))
 
     def _broadcast_unavailable(self, session: C2SStream, stanza: Element | None = None) -> None:

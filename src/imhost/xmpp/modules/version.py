@@ -42,6 +42,8 @@ class ClientVersion:
 
 CLIENT_VERSION = SessionKey[ClientVersion | None]("client-version", None)
 _QUERY = SessionKey[asyncio.Task[None] | None]("client-version-query", None)
+ASKED = SessionKey[bool]("client-version-asked", False)
+"""The session was (or is being) asked its version."""
 
 
 def server_version() -> str:
@@ -60,11 +62,20 @@ class VersionModule(Module):
              <query xmlns='jabber:iq:version'><name>imhost</name><version>0.1.0</version>
              </query></iq>
 
-    After a resource is bound the server asks the client the same question in the
-    background and keeps the answer on the session (``CLIENT_VERSION``), listed by
+    Once a session is set up the server asks the client the same question in the background
+    and keeps the answer on the session (``CLIENT_VERSION``), listed by
     :meth:`client_versions` and reported through ``ctx.report_client_version`` (kept on the
     account), so support can see which client someone uses. A client that does not answer, or
     answers with an error, is simply not identified.
+
+    "Set up" means after the client's first available presence. A query sent right after
+    binding crosses the client's ``<enable/>`` (XEP-0198): the server does not count it (it
+    was sent before ``<enable/>`` arrived) while a client that handles ``<enabled/>`` before
+    the stanzas read with it does (aioxmpp), and its next ``<a h=.../>`` acknowledges more
+    than was sent, which ends the stream. Clients enable stream management right after
+    binding, before their initial presence; what the server sends in answer to that presence
+    (the contacts' presence, offline messages, this question) comes after ``<enabled/>``.
+    A client that never sends presence is never asked.
     """
 
     name = "version"
@@ -74,7 +85,7 @@ class VersionModule(Module):
         self._server_version = server_version()
         self.ctx.add_feature(NS_VERSION)
         self.ctx.iq_handler(NS_VERSION, IqType.GET, self.on_query, IqTarget.HOST)
-        self.ctx.hook(Hook.SESSION_BOUND, self.on_bound)
+        self.ctx.hook(Hook.SESSION_AVAILABLE, self.on_available)
         self.ctx.hook(Hook.SESSION_CLOSED, self.on_closed)
 
     def on_query(self, event: StanzaEvent) -> Element:
@@ -84,8 +95,12 @@ class VersionModule(Module):
         query.sub("version", text=self._server_version)
         return reply
 
-    def on_bound(self, event: SessionEvent) -> None:
-        event.session.set(_QUERY, self.ctx.spawn(self._ask(event.session)))
+    def on_available(self, event: SessionEvent) -> None:
+        session = event.session
+        if session.get(ASKED):
+            return
+        session.set(ASKED, True)
+        session.set(_QUERY, self.ctx.spawn(self._ask(session)))
 
     def on_closed(self, event: SessionEvent) -> None:
         task = event.session.get(_QUERY)
@@ -97,6 +112,8 @@ class VersionModule(Module):
         iq = new_iq("get")
         iq.sub("query", NS_VERSION)
         try:
+            if session.closed:
+                return
             answer = await self.ctx.request(session, iq, timeout=self.query_timeout)
         except TimeoutError:
             return
