@@ -38,11 +38,12 @@ from imhost.billing.models import (
     SubscriptionStatus,
 )
 from imhost.billing.periods import (
+    charge_for_part,
     fmt,
     fmt_date,
-    period_before,
+    full_period,
+    interval_of,
     period_end,
-    seconds_between,
 )
 from imhost.billing.plans import AddOnTerms, PlanTerms, load_add_on, load_plan_terms
 from imhost.billing.settings import AllocatedNumber, BillingTerms, allocate_number, billing_terms
@@ -409,26 +410,41 @@ def _base_fee_line(
     cur = sub.currency
     if plan.base_fee == 0:
         return None
-    full_start = period_before(end, sub.billing_anchor_day, sub.interval)
+    full = full_period(start, end, sub.billing_anchor_day, sub.interval)
+    part = charge_for_part(plan.base_fee, cur, start, end, full)
     window = f"{fmt_date(start)} to {fmt_date(end)}"
-    label = f"Base fee {plan.plan_name} {plan.interval}"
-    if full_start < start:
-        used = seconds_between(start, end)
-        total = seconds_between(full_start, end)
-        amount = round_minor(plan.base_fee * Decimal(used) / Decimal(total), cur)
-        calc = (
-            f"{label} {window}, a shorter first period: {fmt(plan.base_fee, cur)} × "
-            f"{used:,} s / {total:,} s = {fmt(amount, cur)}"
-        )
+    label = f"Base fee {plan.plan_name} {interval_of(plan.interval).adjective}"
+    if not part.whole:
+        calc = f"{label} {window}, a shorter first period: {part.calculation(cur)}"
     else:
-        amount = round_minor(plan.base_fee, cur)
-        calc = f"base fee {plan.plan_name} {plan.interval} {window} = {fmt(amount, cur)}"
+        calc = f"{label[0].lower()}{label[1:]} {window} = {fmt(part.amount, cur)}"
     return DraftLine(
         kind=LineKind.BASE_FEE.value,
         description=f"{label}, {window}",
-        amount=amount,
+        amount=part.amount,
         calculation=calc,
         quantity=Decimal(1),
+        period_start=start,
+        period_end=end,
+    )
+
+
+def _add_on_line(
+    add_on: AddOnTerms, qty: int, sub: Subscription, start: datetime, end: datetime
+) -> DraftLine:
+    """An add-on in advance; a shorter first period costs its share, as the base fee."""
+    cur = sub.currency
+    full = full_period(start, end, sub.billing_anchor_day, sub.interval)
+    part = charge_for_part(add_on.price * qty, cur, start, end, full)
+    calc = f"{qty} × {fmt(add_on.price, cur)} = {fmt(part.amount, cur)}"
+    if not part.whole:
+        calc = f"{qty} × {fmt(add_on.price, cur)}, a shorter first period: {part.calculation(cur)}"
+    return DraftLine(
+        kind=LineKind.ADD_ON.value,
+        description=f"{add_on.name}, {fmt_date(start)} to {fmt_date(end)}",
+        amount=part.amount,
+        calculation=calc,
+        quantity=Decimal(qty),
         period_start=start,
         period_end=end,
     )
@@ -494,19 +510,7 @@ def draft_lines(
             else add_ons_of(session, sub.id)
         )
         for add_on_id, qty in add_ons.items():
-            add_on = cache.add_on(session, add_on_id)
-            amount = round_minor(add_on.price * qty, cur)
-            lines.append(
-                DraftLine(
-                    kind=LineKind.ADD_ON.value,
-                    description=f"{add_on.name}, {fmt_date(start)} to {fmt_date(end)}",
-                    amount=amount,
-                    calculation=f"{qty} × {fmt(add_on.price, cur)} = {fmt(amount, cur)}",
-                    quantity=Decimal(qty),
-                    period_start=start,
-                    period_end=end,
-                )
-            )
+            lines.append(_add_on_line(cache.add_on(session, add_on_id), qty, sub, start, end))
     consumed: list[str] = []
     pending = (
         charges_due(session, sub.organization_id, cur, point.at)

@@ -3,7 +3,9 @@
 Proration is by the second (docs/billing.md, "Proration"): when the plan changes at moment
 ``c`` of a paid period ``[s, e)``, the customer is credited the old price for the unused
 seconds ``e - c`` and charged the new price for the same seconds, each over the real length
-of the period ``e - s``. Both lines go on the next invoice.
+of the full period that ends at ``e`` (``periods.full_period``: longer than ``e - s`` in a
+shorter first period, the same denominator as the first invoice's base fee). Both lines go
+on the next invoice.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from imhost.billing.charges import add_pending_charge
 from imhost.billing.credits import add_credit
 from imhost.billing.models import LineKind, Subscription, SubscriptionAddOn, SubscriptionStatus
 from imhost.billing.periods import (
+    charge_for_part,
     day_start,
     first_boundary_after,
     fmt,
     fmt_date,
-    interval_months,
+    full_period,
+    interval_of,
     period_end,
-    split_by_seconds,
+    split_at,
 )
 from imhost.billing.plans import PlanTerms, check_add_on_fits, load_add_on, load_plan_terms
 from imhost.kit.clock import Clock
@@ -99,37 +103,51 @@ def start_subscription(
     if current_subscription(session, organization_id) is not None:
         raise Conflict("the organization has a subscription already; change its plan instead")
     plan = load_plan_terms(session, plan_version_id)
-    months = interval_months(plan.interval)
+    iv = interval_of(plan.interval)
     add_ons = {k: v for k, v in (add_ons or {}).items() if v}
     _check_add_ons(session, add_ons, plan)
     now = clock.now()
     start = day_start(now)
-    if anchor_day is not None:
+    if anchor_day is not None and anchor_day != start.day:
         if not 1 <= anchor_day <= 31:
             raise InvalidInput("the billing anchor is a day of the month, 1 to 31", field="anchor")
-        if months != 1 and anchor_day != start.day:
-            raise InvalidInput("a yearly plan is anchored on its start day", field="anchor_day")
+        if iv.months == 0:
+            raise InvalidInput(
+                f"a plan billed {iv.words} is anchored on its start day; "
+                "a calendar-aligned plan bills from Mondays",
+                field="anchor_day",
+            )
+        if iv.calendar:
+            raise InvalidInput(
+                f"a plan billed {iv.description} is anchored on the calendar, not on a day "
+                "you choose",
+                field="anchor_day",
+            )
     trial_end = None
     if with_trial and plan.trial_days > 0:
         trial_end = start + timedelta(days=plan.trial_days)
         status = SubscriptionStatus.TRIALING.value
-        anchor = trial_end.day
+        anchor = 1 if iv.calendar and iv.months else trial_end.day
         end = trial_end
         next_billing = trial_end
     else:
         status = SubscriptionStatus.ACTIVE.value
-        anchor = anchor_day or start.day
-        end = (
-            period_end(start, anchor, plan.interval)
-            if anchor == start.day
-            else first_boundary_after(start, anchor)
-        )
+        if iv.calendar:
+            anchor = 1 if iv.months else start.day
+            end = period_end(start, anchor, iv)  # the next calendar boundary
+        else:
+            anchor = anchor_day or start.day
+            end = (
+                period_end(start, anchor, iv)
+                if anchor == start.day
+                else first_boundary_after(start, anchor, iv)
+            )
         next_billing = start
     sub = Subscription(
         organization_id=organization_id,
         plan_version_id=plan.plan_version_id,
         currency=plan.currency,
-        interval=plan.interval,
+        interval=iv.code,
         status=status,
         billing_anchor_day=anchor,
         started_at=now,
@@ -247,7 +265,7 @@ def _preview(
         def piece(label: str, price: Decimal, sign: int) -> None:
             if price == 0:
                 return
-            split = split_by_seconds(price, cur, s, now, e)
+            split = split_at(price, cur, s, now, e, full=paid_period(sub))
             lines.append(
                 ProrationLine(
                     description=f"{label}, {window}",
@@ -344,6 +362,14 @@ def _proration_ref(sub: Subscription, at: datetime, what: str, index: int) -> st
     return f"{sub.id}:{at:%Y%m%dT%H%M%S.%f}:{what}:{index:03d}"
 
 
+def paid_period(sub: Subscription) -> tuple[datetime, datetime]:
+    """The full period the current period is (a part of): the denominator of its prorations,
+    the same as its invoice's (``periods.full_period``)."""
+    return full_period(
+        sub.current_period_start, sub.current_period_end, sub.billing_anchor_day, sub.interval
+    )
+
+
 def _lock(session: Session, sub: Subscription) -> None:
     session.execute(
         select(Subscription.id).where(Subscription.id == sub.id).with_for_update()
@@ -385,13 +411,15 @@ def cancel_subscription(
             for add_on_id, qty in add_ons_of(session, sub.id).items():
                 name, price = _addon_price(session, add_on_id)
                 whole.append((f"{qty} × {name}", price * qty))
+            s, e = sub.current_period_start, sub.current_period_end
             for label, price in whole:
-                if price > 0:
+                paid = charge_for_part(price, sub.currency, s, e, paid_period(sub)).amount
+                if paid > 0:
                     add_credit(
                         session,
                         clock,
                         organization_id,
-                        price,
+                        paid,
                         sub.currency,
                         kind="cancellation",
                         description=f"{label}, {fmt_date(sub.current_period_start)} to "
@@ -409,7 +437,7 @@ def cancel_subscription(
         for index, (label, price) in enumerate(prices):
             if price == 0:
                 continue
-            split = split_by_seconds(price, cur, s, now, e)
+            split = split_at(price, cur, s, now, e, full=paid_period(sub))
             if split.unused == 0:
                 continue
             add_pending_charge(
@@ -497,7 +525,7 @@ def resume_subscription(session: Session, clock: Clock, organization_id: str) ->
         for index, (label, price) in enumerate(prices):
             if price == 0:
                 continue
-            split = split_by_seconds(price, cur, s, now, e)
+            split = split_at(price, cur, s, now, e, full=paid_period(sub))
             if split.unused == 0:
                 continue
             add_pending_charge(
