@@ -187,3 +187,61 @@ def test_a_short_first_period_divides_by_the_full_interval_not_by_its_own_length
     assert split.unused == Decimal("16.33")  # 49.00 x 10/30, not 49.00 x 10/11 = 44.55
     assert split.unused_calculation("EUR") == "49.00 × 864,000 s / 2,592,000 s = 16.33"
     assert split.used == Decimal("1.64")
+
+
+# --- intervals of any months or weeks, anniversary or calendar aligned -------------------
+
+
+def test_a_quarterly_period_runs_three_months_on_the_anchor_day_clamped_like_months() -> None:
+    assert period_end(utc(2026, 11, 30), 30, "quarterly") == utc(2027, 2, 28)
+    assert period_end(utc(2027, 2, 28), 30, "quarterly") == utc(2027, 5, 30)
+    assert period_end(utc(2026, 1, 15), 15, "half-yearly") == utc(2026, 7, 15)
+    assert period_before(utc(2027, 2, 28), 30, "quarterly") == utc(2026, 11, 30)
+
+
+def test_weekly_periods_run_seven_days_times_the_count_from_the_start_day() -> None:
+    assert period_end(utc(2026, 12, 3), 3, "weekly") == utc(2026, 12, 10)
+    assert period_end(utc(2026, 12, 3), 3, "every-3-weeks") == utc(2026, 12, 24)
+    assert period_before(utc(2026, 12, 24), 3, "every-3-weeks") == utc(2026, 12, 3)
+
+
+def test_calendar_periods_end_on_the_next_calendar_boundary() -> None:
+    # Quarters start on 1 January, April, July and October; half-years in January and July.
+    assert period_end(utc(2026, 11, 20), 1, "calendar-quarterly") == utc(2027, 1, 1)
+    assert period_end(utc(2027, 1, 1), 1, "calendar-quarterly") == utc(2027, 4, 1)
+    assert period_end(utc(2026, 3, 31), 1, "calendar-half-yearly") == utc(2026, 7, 1)
+    assert period_end(utc(2026, 7, 1), 1, "calendar-yearly") == utc(2027, 1, 1)
+    assert period_end(utc(2026, 12, 31), 1, "calendar-monthly") == utc(2027, 1, 1)
+    # Weeks start on Mondays; 3 December 2026 is a Thursday.
+    assert period_end(utc(2026, 12, 3), 3, "calendar-weekly") == utc(2026, 12, 7)
+    two = period_end(utc(2026, 12, 3), 3, "calendar-every-2-weeks")
+    assert two.weekday() == 0 and two in (utc(2026, 12, 7), utc(2026, 12, 14))
+    assert period_end(two, 3, "calendar-every-2-weeks") == two + timedelta(days=14)
+
+
+def test_a_partial_first_calendar_quarter_is_charged_by_the_real_days_of_the_quarter() -> None:
+    s, e = utc(2026, 11, 20), utc(2027, 1, 1)
+    full = full_period(s, e, 1, "calendar-quarterly")
+    assert full == (utc(2026, 10, 1), e)  # 92 days: October 31, November 30, December 31
+    part = charge_for_part(Decimal("92.00"), "EUR", s, e, full)
+    assert (part.seconds, part.seconds_full) == (42 * DAY, 92 * DAY)
+    assert part.amount == Decimal("42.00")
+    # The first quarter of a year has 90 days (91 in a leap year).
+    q1 = full_period(utc(2028, 2, 1), utc(2028, 4, 1), 1, "calendar-quarterly")
+    assert seconds_between(*q1) == 91 * DAY
+    week = full_period(utc(2026, 12, 3), utc(2026, 12, 7), 3, "calendar-weekly")
+    assert week == (utc(2026, 11, 30), utc(2026, 12, 7))
+
+
+@given(
+    day=st.integers(min_value=0, max_value=3 * 366),
+    interval=st.sampled_from(INTERVALS),
+)
+def test_every_period_after_the_first_is_one_full_interval(day: int, interval: str) -> None:
+    start = utc(2026, 1, 1) + timedelta(days=day)
+    anchor = 1 if parse_interval(interval).calendar else start.day
+    _s, e = _first_period(start, anchor, interval)
+    for _ in range(4):
+        s, e = e, period_end(e, anchor, interval)
+        assert s < e
+        assert full_period(s, e, anchor, interval) == (s, e)  # no later period is short

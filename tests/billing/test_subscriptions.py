@@ -292,3 +292,45 @@ def test_a_plan_change_and_a_resume_in_a_short_first_period_use_the_invoices_den
         [charge] = service.list_pending_charges(s, "r")
     assert charge.amount == Decimal("5.81")
     assert charge.calculation == "30.00 × 518,400 s / 2,678,400 s = 5.81"
+
+
+def test_a_calendar_quarterly_plan_bills_a_partial_first_quarter_then_whole_quarters(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 11, 20, 10))
+    with transaction(session_factory) as s:
+        org = make_org(s, clock, org_id="cq", country="US")
+        pv = make_plan(s, clock, base_fee="92.00", interval="calendar-quarterly")
+        sub = service.start_subscription(s, clock, org.id, pv.id)
+        assert (sub.current_period_start, sub.current_period_end) == (
+            utc(2026, 11, 20),
+            utc(2027, 1, 1),
+        )
+    run_billing(session_factory, clock, clock.now())
+    [(kind, amount, calc), _tax] = _lines(session_factory, utc(2026, 11, 20))
+    # 42 of the quarter's 92 days (October 31 + November 30 + December 31).
+    assert (kind, amount) == ("base_fee", Decimal("42.00"))
+    assert calc.endswith("92.00 × 3,628,800 s / 7,948,800 s = 42.00")
+    assert calc.startswith("Base fee Business quarterly 2026-11-20 to 2027-01-01")
+    clock.set(utc(2027, 1, 1, 1))
+    run_billing(session_factory, clock, clock.now())
+    [(kind, amount, calc), _tax] = _lines(session_factory, utc(2027, 1, 1))
+    assert (kind, amount) == ("base_fee", Decimal("92.00"))
+    assert calc == "base fee Business quarterly 2027-01-01 to 2027-04-01 = 92.00"
+    with session_factory() as s:
+        sub = s.scalars(select(Subscription)).one()
+        assert sub.current_period_end == utc(2027, 4, 1)
+
+
+def test_a_weekly_plan_runs_seven_days_and_refuses_a_chosen_anchor_day(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 12, 3, 10))
+    with transaction(session_factory) as s:
+        org = make_org(s, clock, org_id="wk", country="US")
+        pv = make_plan(s, clock, base_fee="7.00", interval="every-2-weeks")
+        with pytest.raises(InvalidInput, match="every 2 weeks is anchored on its start day"):
+            service.start_subscription(s, clock, org.id, pv.id, anchor_day=1)
+        sub = service.start_subscription(s, clock, org.id, pv.id)
+        assert sub.current_period_end == utc(2026, 12, 17)
+        assert sub.interval == "every-2-weeks"

@@ -757,5 +757,5 @@ def test_sign_up_compares_the_plans_in_a_chart_with_a_text_alternative(
     page = app_client.get("/portal/sign-up").text
     assert 'aria-labelledby="p-t p-d"' in page
     desc = page.split('<desc id="p-d">')[1].split("</desc>")[0]
-    assert "Price (EUR per month): Starter 9" in desc and "Enterprise" in desc
+    assert "Price (EUR, every month): Starter 9" in desc and "Enterprise" in desc
     assert "per 100" in page or "per 1" in page  # package prices say per how many units

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, cast
 
@@ -20,6 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from imhost import events
 from imhost.accounts.models import Organization
+from imhost.billing import repository
 from imhost.billing.charges import charges_due
 from imhost.billing.composition import ComposedInvoice, DraftLine, compose_invoice
 from imhost.billing.credits import add_credit, coupon_for_invoice, coupon_used, credit_balance
@@ -48,7 +49,7 @@ from imhost.billing.periods import (
 from imhost.billing.plans import AddOnTerms, PlanTerms, load_add_on, load_plan_terms
 from imhost.billing.settings import AllocatedNumber, BillingTerms, allocate_number, billing_terms
 from imhost.billing.subscriptions import add_ons_of
-from imhost.catalog.pricing import rate
+from imhost.billing.usage_rating import price_parts, rate_usage
 from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.kit.ids import new_id
@@ -59,6 +60,7 @@ from imhost.metering.models import ClosedPeriod
 FaultHook = Callable[[str], None]
 
 _INVOICES = cast(Table, Invoice.__table__)
+_NO_END = datetime(9999, 12, 31, tzinfo=UTC)
 _LINES = cast(Table, InvoiceLine.__table__)
 
 
@@ -148,6 +150,8 @@ class BlockPrefetch:
     invoiced: set[tuple[str, datetime]] = field(default_factory=set)  # (subscription, point)
     add_ons: dict[str, dict[str, int]] = field(default_factory=dict)
     orgs_with_credit: set[str] = field(default_factory=set)
+    # subscription -> its plan changes inside its current period (prices in force)
+    plan_changes: dict[str, list[repository.ChangeRow]] = field(default_factory=dict)
     # (organization, usage period start, end) -> billable quantities
     quantities: dict[tuple[str, datetime, datetime], dict[str, Decimal]] = field(
         default_factory=dict
@@ -315,6 +319,11 @@ def prefetch_block(session: Session, subscription_ids: list[str], cache: RunCach
             .distinct()
         )
     )
+    # From the current period on (a subscription several periods behind is billed several
+    # times in the block; each usage period takes the changes inside it).
+    block.plan_changes = repository.plan_changes(
+        session, [(sub.id, sub.current_period_start, _NO_END) for sub in subs]
+    )
     starts = sorted({sub.current_period_start for sub in subs})
     block.close_checked = {(sub.organization_id, sub.current_period_start) for sub in subs}
     block.closed = {
@@ -462,30 +471,33 @@ def draft_lines(
     charge ids they consume."""
     cur = sub.currency
     lines: list[DraftLine] = []
-    if point.usage_period is not None and plan.specs:
+    if point.usage_period is not None:
         us, ue = point.usage_period
-        known = block.quantities.get((sub.organization_id, us, ue)) if block else None
-        quantities = (
-            known
-            if known is not None
-            else metering.billable_quantities(session, sub.organization_id, us, ue)
+        changes = (
+            block.plan_changes.get(sub.id, [])
+            if block is not None and sub.id in block.subscriptions
+            else repository.plan_changes(session, [(sub.id, us, ue)]).get(sub.id, [])
         )
-        for spec in plan.specs:
-            quantity = quantities.get(spec.metric, Decimal(0))
-            rated = rate(spec, quantity)
-            if rated.quantity == 0 and rated.amount == 0:
-                continue
-            label = METRIC_LABELS.get(spec.metric, spec.metric)
+        parts = price_parts(us, ue, changes, plan, lambda v: cache.plan(session, v))
+        known = block.quantities.get((sub.organization_id, us, ue)) if block else None
+
+        def quantities(start: datetime, end: datetime) -> dict[str, Decimal]:
+            if known is not None and (start, end) == (us, ue):
+                return known
+            return metering.billable_quantities(session, sub.organization_id, start, end)
+
+        for rated in rate_usage(parts, quantities):
+            label = METRIC_LABELS.get(rated.metric, rated.metric)
             lines.append(
                 DraftLine(
                     kind=LineKind.USAGE.value,
-                    description=f"{label}, {fmt_date(us)} to {fmt_date(ue)}",
+                    description=f"{label}, {fmt_date(rated.start)} to {fmt_date(rated.end)}",
                     amount=rated.amount,
-                    calculation=rated.explanation,
+                    calculation=rated.calculation,
                     quantity=rated.quantity,
-                    metric=spec.metric,
-                    period_start=us,
-                    period_end=ue,
+                    metric=rated.metric,
+                    period_start=rated.start,
+                    period_end=rated.end,
                 )
             )
     paused = sub.status == SubscriptionStatus.PAUSED.value

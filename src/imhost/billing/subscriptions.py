@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from imhost import events
 from imhost.accounts.models import Organization
+from imhost.billing import repository
 from imhost.billing.charges import add_pending_charge
 from imhost.billing.credits import add_credit
 from imhost.billing.models import LineKind, Subscription, SubscriptionAddOn, SubscriptionStatus
@@ -341,6 +342,11 @@ def change_plan(
                     created_at=preview.at,
                 )
             )
+    if plan_version_id != sub.plan_version_id:
+        # Usage until now stays at the old prices (billing.usage_rating).
+        repository.record_plan_change(
+            session, sub.id, preview.at, sub.plan_version_id, plan_version_id
+        )
     sub.plan_version_id = plan_version_id
     session.flush()
     new = load_plan_terms(session, plan_version_id)
