@@ -242,10 +242,11 @@ def _preview(
             f"price book, not {new.currency}",
             field="plan_version_id",
         )
-    if new.interval != sub.interval:
+    if interval_of(new.interval) != interval_of(sub.interval):
         raise InvalidInput(
-            f"the subscription is billed {sub.interval}; switching to {new.interval} is done by "
-            "cancelling at period end and subscribing again",
+            f"the subscription is billed {interval_of(sub.interval).adjective}; switching to "
+            f"{interval_of(new.interval).adjective} is done by cancelling at period end and "
+            "subscribing again",
             field="plan_version_id",
         )
     current_add_ons = add_ons_of(session, sub.id)
