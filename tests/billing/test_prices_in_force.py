@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.billing import service
 from imhost.billing.flows import run_billing
 from imhost.billing.models import Invoice
+from imhost.billing.plans import PlanTerms
+from imhost.billing.usage_rating import PricePart, price_parts, rate_usage
+from imhost.catalog.pricing import PriceSpec
 from imhost.db.engine import transaction
 from imhost.kit.clock import FrozenClock, utc
 
@@ -117,3 +123,63 @@ def test_a_period_without_a_plan_change_is_rated_as_a_whole_as_before(
             "per_unit: 300 messages, 100 included, 200 billable; 200 at 0.01 = 2.00 = 2.00",
         )
     ]
+
+
+def _terms(name: str, spec: PriceSpec) -> PlanTerms:
+    return PlanTerms(
+        plan_version_id=name,
+        plan_id=name,
+        plan_name=name,
+        version=1,
+        currency="EUR",
+        interval="monthly",
+        base_fee=Decimal(0),
+        setup_fee=Decimal(0),
+        trial_days=0,
+        specs=(spec,),
+    )
+
+
+@given(
+    before=st.integers(min_value=0, max_value=10**7),
+    after=st.integers(min_value=0, max_value=10**7),
+    cut=st.integers(min_value=1, max_value=30 * 86_400 - 1),
+    price=st.decimals(min_value=0, max_value=1, places=4),
+    included=st.integers(min_value=0, max_value=10**6),
+)
+def test_parts_at_unchanged_prices_add_up_to_the_whole_period_within_a_cent_a_part(
+    before: int, after: int, cut: int, price: Decimal, included: int
+) -> None:
+    """A change to a version with the same prices costs what no change would have: the
+    parts differ from the whole only by each part's own rounding."""
+    spec = PriceSpec(
+        model="per_unit",
+        metric="messages",
+        currency="EUR",
+        unit_price=price,
+        included_quantity=Decimal(included),
+    )
+    old, new = _terms("old", spec), _terms("new", spec)
+    start, end = utc(2026, 11, 1), utc(2026, 12, 1)
+    at = start + timedelta(seconds=cut)
+    measured = {
+        (start, at): {"messages": Decimal(before)},
+        (at, end): {"messages": Decimal(after)},
+        (start, end): {"messages": Decimal(before + after)},
+    }
+    parts = price_parts(start, end, [(at, "old", "new")], new, {"old": old, "new": new}.get)  # type: ignore[arg-type]
+    assert [(p.start, p.end, p.plan.plan_name) for p in parts] == [
+        (start, at, "old"),
+        (at, end, "new"),
+    ]
+    split = rate_usage(parts, lambda a, b: measured[(a, b)])
+    whole = rate_usage([PricePart(start, end, new)], lambda a, b: measured[(a, b)])
+    total = sum((line.amount for line in split), Decimal(0))
+    exact = sum((line.amount for line in whole), Decimal(0))
+    # Included quantities shared in proportion: no more free units than one period's.
+    if before * (30 * 86_400) >= included * cut and after * (30 * 86_400) >= included * (
+        30 * 86_400 - cut
+    ):
+        assert abs(total - exact) <= Decimal("0.01")
+    else:
+        assert total >= exact - Decimal("0.01")
