@@ -334,3 +334,21 @@ def test_a_weekly_plan_runs_seven_days_and_refuses_a_chosen_anchor_day(
         sub = service.start_subscription(s, clock, org.id, pv.id)
         assert sub.current_period_end == utc(2026, 12, 17)
         assert sub.interval == "every-2-weeks"
+
+
+def test_a_trial_ending_between_calendar_boundaries_starts_a_partial_first_paid_month(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 11, 20, 10))
+    with transaction(session_factory) as s:
+        org = make_org(s, clock, org_id="tc", country="US")
+        pv = make_plan(s, clock, base_fee="31.00", trial_days=14, interval="calendar-monthly")
+        service.start_subscription(s, clock, org.id, pv.id)
+    clock.set(utc(2026, 12, 4, 1))  # the trial ends on 4 December
+    run_billing(session_factory, clock, clock.now())
+    lines = _lines(session_factory, utc(2026, 12, 4))
+    # 28 of December's 31 days: 31.00 x 2,419,200 s / 2,678,400 s = 28.00
+    assert ("base_fee", Decimal("28.00")) in [(k, a) for k, a, _ in lines]
+    with session_factory() as s:
+        sub = s.scalars(select(Subscription)).one()
+        assert (sub.status, sub.current_period_end) == ("active", utc(2027, 1, 1))
