@@ -38,11 +38,6 @@ def interval_of(interval: str | Interval) -> Interval:
     return parse_interval(interval)
 
 
-def interval_months(interval: str | Interval) -> int:
-    """The interval's length in months (0 for weeks)."""
-    return interval_of(interval).months
-
-
 def anchored_date(year: int, month: int, anchor_day: int) -> datetime:
     """00:00 UTC on ``anchor_day`` of the month, clamped to the month's last day."""
     last = calendar.monthrange(year, month)[1]
