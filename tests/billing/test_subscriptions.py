@@ -232,3 +232,123 @@ def test_cancelling_at_once_at_the_first_second_of_a_paid_period_credits_it_all(
     with session_factory() as s:
         assert service.credit_balance(s, "z", "EUR") == Decimal("30.00")
         assert s.scalars(select(Subscription)).one().status == "canceled"
+
+
+def test_cancelling_right_after_a_mid_month_start_credits_no_more_than_was_paid(
+    session_factory: sessionmaker[Session],
+) -> None:
+    # Started on 20 November, anchored on the 1st: the first invoice charges 11 of November's
+    # 30 days (30.00 x 11/30 = 11.00, with 2 x 15.00 of add-ons: 11.00). Cancelled one day
+    # later, 10 of those days are unused: 30.00 x 10/30 = 10.00 and 30.00 x 10/30 = 10.00,
+    # not 30.00 x 10/11 = 27.27 each (the short period's own length as the denominator).
+    clock = FrozenClock(utc(2026, 11, 20))
+    with transaction(session_factory) as s:
+        org = make_org(s, clock, org_id="m", country="US")
+        pv = make_plan(s, clock, base_fee="30.00")
+        support = make_add_on(s, clock, price="15.00")
+        service.start_subscription(s, clock, org.id, pv.id, anchor_day=1, add_ons={support.id: 2})
+    run_billing(session_factory, clock, clock.now())
+    first = _lines(session_factory, utc(2026, 11, 20))
+    assert [(k, a) for k, a, _ in first] == [
+        ("base_fee", Decimal("11.00")),
+        ("add_on", Decimal("11.00")),
+        ("tax", Decimal("0.00")),
+    ]
+    paid = sum((a for _, a, _ in first), Decimal(0))
+    clock.set(utc(2026, 11, 21))
+    with transaction(session_factory) as s:
+        service.cancel_subscription(s, clock, "m", at_period_end=False)
+        credits = [c.amount for c in service.list_pending_charges(s, "m")]
+        calcs = [c.calculation for c in service.list_pending_charges(s, "m")]
+    assert credits == [Decimal("-10.00"), Decimal("-10.00")]
+    assert calcs[0] == "30.00 × 864,000 s / 2,592,000 s = 10.00"
+    assert -sum(credits, Decimal(0)) <= paid
+
+
+def test_a_plan_change_and_a_resume_in_a_short_first_period_use_the_invoices_denominator(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 11, 20))
+    with transaction(session_factory) as s:
+        org = make_org(s, clock, org_id="q", country="US")
+        cheap = make_plan(s, clock, base_fee="30.00")
+        dear = make_plan(s, clock, name="Enterprise", base_fee="60.00")
+        service.start_subscription(s, clock, org.id, cheap.id, anchor_day=1)
+    run_billing(session_factory, clock, clock.now())
+    clock.set(utc(2026, 11, 25))  # 6 of November's 30 days left
+    with transaction(session_factory) as s:
+        preview = service.preview_change(s, clock, "q", dear.id)
+    assert [x.amount for x in preview.lines] == [Decimal("-6.00"), Decimal("12.00")]
+
+    # A subscription paused before its short first period was billed, resumed inside it.
+    clock = FrozenClock(utc(2026, 12, 20))
+    with transaction(session_factory) as s:
+        org = make_org(s, clock, org_id="r", country="US")
+        sub = service.start_subscription(s, clock, org.id, cheap.id, anchor_day=1)
+        sub.status, sub.next_billing_at = "paused", sub.current_period_end
+    clock.set(utc(2026, 12, 26))  # 6 of December's 31 days left: 30.00 x 6/31 = 5.81
+    with transaction(session_factory) as s:
+        service.resume_subscription(s, clock, "r")
+        [charge] = service.list_pending_charges(s, "r")
+    assert charge.amount == Decimal("5.81")
+    assert charge.calculation == "30.00 × 518,400 s / 2,678,400 s = 5.81"
+
+
+def test_a_calendar_quarterly_plan_bills_a_partial_first_quarter_then_whole_quarters(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 11, 20, 10))
+    with transaction(session_factory) as s:
+        org = make_org(s, clock, org_id="cq", country="US")
+        pv = make_plan(s, clock, base_fee="92.00", interval="calendar-quarterly")
+        sub = service.start_subscription(s, clock, org.id, pv.id)
+        assert (sub.current_period_start, sub.current_period_end) == (
+            utc(2026, 11, 20),
+            utc(2027, 1, 1),
+        )
+    run_billing(session_factory, clock, clock.now())
+    [(kind, amount, calc), _tax] = _lines(session_factory, utc(2026, 11, 20))
+    # 42 of the quarter's 92 days (October 31 + November 30 + December 31).
+    assert (kind, amount) == ("base_fee", Decimal("42.00"))
+    assert calc.endswith("92.00 × 3,628,800 s / 7,948,800 s = 42.00")
+    assert calc.startswith("Base fee Business quarterly 2026-11-20 to 2027-01-01")
+    clock.set(utc(2027, 1, 1, 1))
+    run_billing(session_factory, clock, clock.now())
+    [(kind, amount, calc), _tax] = _lines(session_factory, utc(2027, 1, 1))
+    assert (kind, amount) == ("base_fee", Decimal("92.00"))
+    assert calc == "base fee Business quarterly 2027-01-01 to 2027-04-01 = 92.00"
+    with session_factory() as s:
+        sub = s.scalars(select(Subscription)).one()
+        assert sub.current_period_end == utc(2027, 4, 1)
+
+
+def test_a_weekly_plan_runs_seven_days_and_refuses_a_chosen_anchor_day(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 12, 3, 10))
+    with transaction(session_factory) as s:
+        org = make_org(s, clock, org_id="wk", country="US")
+        pv = make_plan(s, clock, base_fee="7.00", interval="every-2-weeks")
+        with pytest.raises(InvalidInput, match="every 2 weeks is anchored on its start day"):
+            service.start_subscription(s, clock, org.id, pv.id, anchor_day=1)
+        sub = service.start_subscription(s, clock, org.id, pv.id)
+        assert sub.current_period_end == utc(2026, 12, 17)
+        assert sub.interval == "every-2-weeks"
+
+
+def test_a_trial_ending_between_calendar_boundaries_starts_a_partial_first_paid_month(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 11, 20, 10))
+    with transaction(session_factory) as s:
+        org = make_org(s, clock, org_id="tc", country="US")
+        pv = make_plan(s, clock, base_fee="31.00", trial_days=14, interval="calendar-monthly")
+        service.start_subscription(s, clock, org.id, pv.id)
+    clock.set(utc(2026, 12, 4, 1))  # the trial ends on 4 December
+    run_billing(session_factory, clock, clock.now())
+    lines = _lines(session_factory, utc(2026, 12, 4))
+    # 28 of December's 31 days: 31.00 x 2,419,200 s / 2,678,400 s = 28.00
+    assert ("base_fee", Decimal("28.00")) in [(k, a) for k, a, _ in lines]
+    with session_factory() as s:
+        sub = s.scalars(select(Subscription)).one()
+        assert (sub.status, sub.current_period_end) == ("active", utc(2027, 1, 1))

@@ -135,3 +135,54 @@ def test_staff_manage_add_ons_and_retired_ones_leave_the_public_list(
     assert admin.delete("/api/v1/admin/addons/archive/EUR").json()["is_active"] is False
     assert app_client.get("/api/v1/addons").json() == []
     assert len(admin.get("/api/v1/admin/addons").json()) == 1
+
+
+def test_a_plan_is_billed_every_n_months_or_weeks_and_says_so_in_plain_words(
+    app: FastAPI,
+    world: World,
+    app_client: TestClient,
+) -> None:
+    staff = signed_in(app, world.staff[StaffRole.BILLING])
+    quarterly = {**NEW_PLAN, "version": {**NEW_PLAN["version"], "billing_interval": "3 months"}}
+    created = staff.post("/api/v1/admin/plans", json=quarterly)
+    assert created.status_code == 201, created.text
+    [version] = created.json()["versions"]
+    assert version["billing_interval"] == "quarterly"
+    assert version["interval"] == {
+        "count": 3,
+        "unit": "month",
+        "alignment": "anniversary",
+        "description": "every 3 months",
+    }
+    weekly = staff.post(
+        "/api/v1/admin/plans/pro/versions",
+        json={"billing_interval": "calendar-every-2-weeks", "base_fee": "7.00"},
+    )
+    assert weekly.status_code == 201, weekly.text
+    assert weekly.json()["interval"]["description"] == "every 2 weeks, from Mondays"
+    public = app_client.get("/api/v1/plans/pro").json()
+    assert sorted(v["interval"]["description"] for v in public["versions"]) == [
+        "every 2 weeks, from Mondays",
+        "every 3 months",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("interval", "says"),
+    [
+        ("every-0-months", "1 to 36 months"),
+        ("every-99-weeks", "1 to 52 weeks"),
+        ("calendar-every-5-months", "different months every year"),
+        ("fortnightly", "unknown billing interval"),
+        ("x" * 300, "at most 40 characters"),
+    ],
+)
+def test_a_nonsense_interval_is_refused_with_a_clear_message(
+    app: FastAPI, world: World, interval: str, says: str
+) -> None:
+    staff = signed_in(app, world.staff[StaffRole.BILLING])
+    bad = {**NEW_PLAN, "version": {**NEW_PLAN["version"], "billing_interval": interval}}
+    response = staff.post("/api/v1/admin/plans", json=bad)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert says in response.text

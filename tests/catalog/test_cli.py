@@ -69,3 +69,25 @@ def test_a_new_version_and_rating_a_quantity_explains_the_price() -> None:
     assert "graduated:" in result.output
     missing = runner.invoke(cli.app, ["rate", "starter", "peak_connections", "5"])
     assert missing.exit_code == 1
+
+
+def test_a_plan_billed_quarterly_is_listed_and_shown_in_plain_words() -> None:
+    created = runner.invoke(
+        cli.app,
+        ["create", "--code", "q", "--name", "Q", "--base-fee", "27", "--interval", "3 months"],
+    )
+    assert created.exit_code == 0, created.output
+    weekly = runner.invoke(
+        cli.app, ["version", "q", "--interval", "calendar-weekly", "--base-fee", "2"]
+    )
+    assert weekly.exit_code == 0, weekly.output
+    listed = runner.invoke(cli.app, ["list"])
+    assert "EUR every 3 months" in listed.output
+    assert "EUR every week, from Mondays" in listed.output
+    shown = runner.invoke(cli.app, ["show", "q"])
+    assert "EUR, billed every 3 months" in shown.output
+    refused = runner.invoke(
+        cli.app,
+        ["create", "--code", "z", "--name", "Z", "--base-fee", "1", "--interval", "0 weeks"],
+    )
+    assert refused.exit_code != 0 and "1 to 52 weeks" in " ".join(refused.output.split())

@@ -757,5 +757,29 @@ def test_sign_up_compares_the_plans_in_a_chart_with_a_text_alternative(
     page = app_client.get("/portal/sign-up").text
     assert 'aria-labelledby="p-t p-d"' in page
     desc = page.split('<desc id="p-d">')[1].split("</desc>")[0]
-    assert "Price (EUR per month): Starter 9" in desc and "Enterprise" in desc
+    assert "Price (EUR, every month): Starter 9" in desc and "Enterprise" in desc
     assert "per 100" in page or "per 1" in page  # package prices say per how many units
+
+
+def test_sign_up_shows_each_plans_interval_in_plain_words(
+    app_client: TestClient, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    from imhost.catalog.schemas import PlanCreate
+    from imhost.catalog.service import create_plan
+
+    with session_factory() as s:
+        create_plan(
+            s,
+            clock,
+            PlanCreate.model_validate(
+                {
+                    "code": "team",
+                    "name": "Team",
+                    "version": {"base_fee": "27.00", "billing_interval": "calendar-quarterly"},
+                }
+            ),
+        )
+        s.commit()
+    page = app_client.get("/portal/sign-up").text
+    assert "every 3 months, from the calendar&#39;s quarters" in page
+    assert "per year" not in page

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from imhost.accounts.audit import Actor
-from imhost.billing import audit
+from imhost.billing import audit, repository
 from imhost.billing.composition import CouponTerms
 from imhost.billing.models import (
     Coupon,
@@ -27,20 +27,7 @@ from imhost.kit.money import check_currency, round_minor, to_decimal
 
 def credit_balance(session: Session, organization_id: str, currency: str) -> Decimal:
     """The organization's account credit in ``currency``: the sum of its ledger entries."""
-    query = select(CreditLedgerEntry.amount).where(
-        CreditLedgerEntry.organization_id == organization_id,
-        CreditLedgerEntry.currency == currency,
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        total = session.scalar(
-            select(func.coalesce(func.sum(CreditLedgerEntry.amount), 0)).where(
-                CreditLedgerEntry.organization_id == organization_id,
-                CreditLedgerEntry.currency == currency,
-            )
-        )
-        return Decimal(total or 0)
-    # SQLite stores exact decimals as text; add them in Python to stay exact.
-    return sum(session.scalars(query).all(), Decimal(0))
+    return repository.credit_sum(session, organization_id, currency)
 
 
 def credit_balances(session: Session, organization_id: str) -> dict[str, Decimal]:

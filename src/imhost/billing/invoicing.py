@@ -10,24 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, inspect, select, text, update
-from sqlalchemy.orm import Session, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from imhost import events
 from imhost.accounts.audit import Actor
 from imhost.accounts.models import Organization
-from imhost.billing import audit
+from imhost.billing import audit, repository
 from imhost.billing.charges import charges_due
 from imhost.billing.composition import ComposedInvoice, DraftLine, compose_invoice
 from imhost.billing.credits import add_credit, coupon_for_invoice, coupon_used, credit_balance
 from imhost.billing.models import (
     CreditLedgerEntry,
-    DocumentCounter,
     Invoice,
     InvoiceKind,
     InvoiceLine,
@@ -40,16 +38,17 @@ from imhost.billing.models import (
     SubscriptionStatus,
 )
 from imhost.billing.periods import (
+    charge_for_part,
     fmt,
     fmt_date,
-    period_before,
+    full_period,
+    interval_of,
     period_end,
-    seconds_between,
 )
 from imhost.billing.plans import AddOnTerms, PlanTerms, load_add_on, load_plan_terms
 from imhost.billing.settings import AllocatedNumber, BillingTerms, allocate_number, billing_terms
 from imhost.billing.subscriptions import add_ons_of
-from imhost.catalog.pricing import rate
+from imhost.billing.usage_rating import price_parts, rate_usage
 from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.kit.ids import new_id
@@ -59,8 +58,7 @@ from imhost.metering.models import ClosedPeriod
 
 FaultHook = Callable[[str], None]
 
-_INVOICES = cast(Table, Invoice.__table__)
-_LINES = cast(Table, InvoiceLine.__table__)
+_NO_END = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 def _no_fault(_point: str) -> None:
@@ -149,6 +147,8 @@ class BlockPrefetch:
     invoiced: set[tuple[str, datetime]] = field(default_factory=set)  # (subscription, point)
     add_ons: dict[str, dict[str, int]] = field(default_factory=dict)
     orgs_with_credit: set[str] = field(default_factory=set)
+    # subscription -> its plan changes inside its current period (prices in force)
+    plan_changes: dict[str, list[repository.ChangeRow]] = field(default_factory=dict)
     # (organization, usage period start, end) -> billable quantities
     quantities: dict[tuple[str, datetime, datetime], dict[str, Decimal]] = field(
         default_factory=dict
@@ -177,13 +177,10 @@ class BlockPrefetch:
     def write_pending(self, session: Session) -> None:
         """Write the invoices and lines waiting for the block's end (before anything that
         refers to them)."""
-        conn = session.connection()
-        if self.pending_invoices:
-            conn.execute(insert(_INVOICES), self.pending_invoices)
-            self.pending_invoices.clear()
-        if self.pending_lines:
-            conn.execute(insert(_LINES), self.pending_lines)
-            self.pending_lines.clear()
+        repository.insert_invoice_rows(session, self.pending_invoices)
+        self.pending_invoices.clear()
+        repository.insert_line_rows(session, self.pending_lines)
+        self.pending_lines.clear()
 
     def mark(self) -> BlockMark:
         """Where the block stands, to :meth:`undo` what a rolled-back invoice added."""
@@ -203,8 +200,7 @@ class BlockPrefetch:
             else:  # its counter was first taken in the rolled-back part: taken back too
                 del self.numbers[year]
         for sub, before, _after in reversed(self.advanced[mark.advanced :]):
-            for key, value in before.items():
-                set_committed_value(sub, key, value)
+            repository.set_loaded(sub, before)
         del self.advanced[mark.advanced :]
 
     def take_number(self, session: Session, at: datetime, number_format: str) -> AllocatedNumber:
@@ -225,8 +221,7 @@ class BlockPrefetch:
     def advance(self, sub: Subscription, values: dict[str, Any]) -> None:
         """Move a locked subscription on; the UPDATE is one of the block's (at its end)."""
         before = {key: getattr(sub, key) for key in values}
-        for key, value in values.items():
-            set_committed_value(sub, key, value)
+        repository.set_loaded(sub, values)
         self.advanced.append((sub, before, values))
 
     def close_period(self, organization_id: str, start: datetime, end: datetime) -> None:
@@ -245,10 +240,6 @@ class BlockPrefetch:
         self.to_close.append((organization_id, start, end))
 
 
-def _sqlite(session: Session) -> bool:
-    return session.get_bind().dialect.name == "sqlite"
-
-
 def prefetch_block(session: Session, subscription_ids: list[str], cache: RunCache) -> BlockPrefetch:
     """Lock a block of subscriptions and read what their invoices need, a few queries in all.
 
@@ -262,25 +253,8 @@ def prefetch_block(session: Session, subscription_ids: list[str], cache: RunCach
     ids = sorted(set(subscription_ids))
     if not ids:
         return block
-    if session.get_bind().dialect.name == "postgresql":
-        # The block's statements have the same text every time (psycopg prepares them after a
-        # few runs), and a generic plan made while ``invoices`` was small scans it whole for
-        # ever after (30 ms a block at 10,000 invoices); plan each with its values.
-        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-    if _sqlite(session):
-        session.execute(
-            update(Subscription)
-            .where(Subscription.id.in_(ids))
-            .values(id=Subscription.id)
-            .execution_options(synchronize_session=False)
-        )
-    subs = session.scalars(
-        select(Subscription)
-        .where(Subscription.id.in_(ids))
-        .order_by(Subscription.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).all()
+    repository.plan_each_statement(session)
+    subs = repository.lock_subscriptions(session, ids)
     block.subscriptions = {sub.id: sub for sub in subs}
     block.points = {sub.id: sub.next_billing_at for sub in subs if sub.next_billing_at is not None}
     org_ids = sorted({sub.organization_id for sub in subs})
@@ -316,6 +290,11 @@ def prefetch_block(session: Session, subscription_ids: list[str], cache: RunCach
             .distinct()
         )
     )
+    # From the current period on (a subscription several periods behind is billed several
+    # times in the block; each usage period takes the changes inside it).
+    block.plan_changes = repository.plan_changes(
+        session, [(sub.id, sub.current_period_start, _NO_END) for sub in subs]
+    )
     starts = sorted({sub.current_period_start for sub in subs})
     block.close_checked = {(sub.organization_id, sub.current_period_start) for sub in subs}
     block.closed = {
@@ -345,28 +324,6 @@ def prefetch_block(session: Session, subscription_ids: list[str], cache: RunCach
     return block
 
 
-_SUBSCRIPTIONS = cast(Table, Subscription.__table__)
-_ADVANCED = (
-    "status",
-    "current_period_start",
-    "current_period_end",
-    "next_billing_at",
-    "setup_fee_billed",
-    "period_base_billed",
-)
-_ADVANCE = (
-    update(_SUBSCRIPTIONS)
-    .where(_SUBSCRIPTIONS.c.id == bindparam("b_id"))
-    .values({k: bindparam(f"b_{k}", type_=_SUBSCRIPTIONS.c[k].type) for k in _ADVANCED})
-)
-_COUNTERS = cast(Table, DocumentCounter.__table__)
-_SET_COUNTER = (
-    update(_COUNTERS)
-    .where(_COUNTERS.c.scope == "invoice", _COUNTERS.c.year == bindparam("b_year"))
-    .values(last_seq=bindparam("b_seq"))
-)
-
-
 def finish_block(session: Session, block: BlockPrefetch, clock: Clock) -> None:
     """Write what the block's invoices left to its end, a statement each: the subscriptions
     advanced, the invoice counters brought up to the last number taken, and the metering
@@ -377,20 +334,14 @@ def finish_block(session: Session, block: BlockPrefetch, clock: Clock) -> None:
     invoice); the rules are the same (see :meth:`BlockPrefetch.close_period`). Should another
     transaction have closed one of them meanwhile, each is closed through metering instead.
     """
-    conn = session.connection()
     if block.advanced:
-        conn.execute(
-            _ADVANCE,
-            [
-                # The row's values now (the last advance of a subscription billed twice).
-                {"b_id": sub.id, **{f"b_{k}": getattr(sub, k) for k in _ADVANCED}}
-                for sub in {id(sub): sub for sub, _before, _after in block.advanced}.values()
-            ],
-        )
+        # The rows' values now (the last advance of a subscription billed twice).
+        advanced = {id(sub): sub for sub, _before, _after in block.advanced}.values()
+        repository.advance_subscriptions(session, advanced)
         block.advanced.clear()
     for year, (written, taken) in block.numbers.items():
         if taken > written:
-            conn.execute(_SET_COUNTER, {"b_year": year, "b_seq": taken})
+            repository.set_invoice_counter(session, year, taken)
             block.numbers[year][0] = taken
     block.write_pending(session)
     _write_closings(session, block, clock)
@@ -411,26 +362,41 @@ def _base_fee_line(
     cur = sub.currency
     if plan.base_fee == 0:
         return None
-    full_start = period_before(end, sub.billing_anchor_day, sub.interval)
+    full = full_period(start, end, sub.billing_anchor_day, sub.interval)
+    part = charge_for_part(plan.base_fee, cur, start, end, full)
     window = f"{fmt_date(start)} to {fmt_date(end)}"
-    label = f"Base fee {plan.plan_name} {plan.interval}"
-    if full_start < start:
-        used = seconds_between(start, end)
-        total = seconds_between(full_start, end)
-        amount = round_minor(plan.base_fee * Decimal(used) / Decimal(total), cur)
-        calc = (
-            f"{label} {window}, a shorter first period: {fmt(plan.base_fee, cur)} × "
-            f"{used:,} s / {total:,} s = {fmt(amount, cur)}"
-        )
+    label = f"Base fee {plan.plan_name} {interval_of(plan.interval).adjective}"
+    if not part.whole:
+        calc = f"{label} {window}, a shorter first period: {part.calculation(cur)}"
     else:
-        amount = round_minor(plan.base_fee, cur)
-        calc = f"base fee {plan.plan_name} {plan.interval} {window} = {fmt(amount, cur)}"
+        calc = f"{label[0].lower()}{label[1:]} {window} = {fmt(part.amount, cur)}"
     return DraftLine(
         kind=LineKind.BASE_FEE.value,
         description=f"{label}, {window}",
-        amount=amount,
+        amount=part.amount,
         calculation=calc,
         quantity=Decimal(1),
+        period_start=start,
+        period_end=end,
+    )
+
+
+def _add_on_line(
+    add_on: AddOnTerms, qty: int, sub: Subscription, start: datetime, end: datetime
+) -> DraftLine:
+    """An add-on in advance; a shorter first period costs its share, as the base fee."""
+    cur = sub.currency
+    full = full_period(start, end, sub.billing_anchor_day, sub.interval)
+    part = charge_for_part(add_on.price * qty, cur, start, end, full)
+    calc = f"{qty} × {fmt(add_on.price, cur)} = {fmt(part.amount, cur)}"
+    if not part.whole:
+        calc = f"{qty} × {fmt(add_on.price, cur)}, a shorter first period: {part.calculation(cur)}"
+    return DraftLine(
+        kind=LineKind.ADD_ON.value,
+        description=f"{add_on.name}, {fmt_date(start)} to {fmt_date(end)}",
+        amount=part.amount,
+        calculation=calc,
+        quantity=Decimal(qty),
         period_start=start,
         period_end=end,
     )
@@ -448,30 +414,33 @@ def draft_lines(
     charge ids they consume."""
     cur = sub.currency
     lines: list[DraftLine] = []
-    if point.usage_period is not None and plan.specs:
+    if point.usage_period is not None:
         us, ue = point.usage_period
-        known = block.quantities.get((sub.organization_id, us, ue)) if block else None
-        quantities = (
-            known
-            if known is not None
-            else metering.billable_quantities(session, sub.organization_id, us, ue)
+        changes = (
+            block.plan_changes.get(sub.id, [])
+            if block is not None and sub.id in block.subscriptions
+            else repository.plan_changes(session, [(sub.id, us, ue)]).get(sub.id, [])
         )
-        for spec in plan.specs:
-            quantity = quantities.get(spec.metric, Decimal(0))
-            rated = rate(spec, quantity)
-            if rated.quantity == 0 and rated.amount == 0:
-                continue
-            label = METRIC_LABELS.get(spec.metric, spec.metric)
+        parts = price_parts(us, ue, changes, plan, lambda v: cache.plan(session, v))
+        known = block.quantities.get((sub.organization_id, us, ue)) if block else None
+
+        def quantities(start: datetime, end: datetime) -> dict[str, Decimal]:
+            if known is not None and (start, end) == (us, ue):
+                return known
+            return metering.billable_quantities(session, sub.organization_id, start, end)
+
+        for rated in rate_usage(parts, quantities):
+            label = METRIC_LABELS.get(rated.metric, rated.metric)
             lines.append(
                 DraftLine(
                     kind=LineKind.USAGE.value,
-                    description=f"{label}, {fmt_date(us)} to {fmt_date(ue)}",
+                    description=f"{label}, {fmt_date(rated.start)} to {fmt_date(rated.end)}",
                     amount=rated.amount,
-                    calculation=rated.explanation,
+                    calculation=rated.calculation,
                     quantity=rated.quantity,
-                    metric=spec.metric,
-                    period_start=us,
-                    period_end=ue,
+                    metric=rated.metric,
+                    period_start=rated.start,
+                    period_end=rated.end,
                 )
             )
     paused = sub.status == SubscriptionStatus.PAUSED.value
@@ -496,19 +465,7 @@ def draft_lines(
             else add_ons_of(session, sub.id)
         )
         for add_on_id, qty in add_ons.items():
-            add_on = cache.add_on(session, add_on_id)
-            amount = round_minor(add_on.price * qty, cur)
-            lines.append(
-                DraftLine(
-                    kind=LineKind.ADD_ON.value,
-                    description=f"{add_on.name}, {fmt_date(start)} to {fmt_date(end)}",
-                    amount=amount,
-                    calculation=f"{qty} × {fmt(add_on.price, cur)} = {fmt(amount, cur)}",
-                    quantity=Decimal(qty),
-                    period_start=start,
-                    period_end=end,
-                )
-            )
+            lines.append(_add_on_line(cache.add_on(session, add_on_id), qty, sub, start, end))
     consumed: list[str] = []
     pending = (
         charges_due(session, sub.organization_id, cur, point.at)
@@ -608,8 +565,8 @@ def _insert_lines(
     ]
     if block is not None and block.defer_writes:
         block.pending_lines.extend(rows)
-    elif rows:
-        session.connection().execute(insert(_LINES), rows)
+    else:
+        repository.insert_line_rows(session, rows)
 
 
 def _write_invoice(
@@ -678,7 +635,7 @@ def finalize_invoice(
         invoice.paid_at = when
     else:
         invoice.status = InvoiceStatus.OPEN.value
-    if inspect(invoice).transient:
+    if repository.is_new(invoice):
         _insert_invoice(session, invoice, block)
     else:
         session.flush()
@@ -700,16 +657,12 @@ def _insert_invoice(session: Session, invoice: Invoice, block: BlockPrefetch | N
     """Write a new invoice with one Core INSERT (or leave it to the block's end), then
     attach the object to the session as if loaded (no unit-of-work flush: it cost more than
     the statement)."""
-    row = {c.key: getattr(invoice, c.key) for c in _INVOICES.columns}
-    for key, value in row.items():
-        if key not in invoice.__dict__:
-            setattr(invoice, key, value)  # every column loaded: no refresh query later
+    row = repository.invoice_row(invoice)  # every column loaded: no refresh query later
     if block is not None and block.defer_writes:
         block.pending_invoices.append(row)
     else:
-        session.connection().execute(insert(_INVOICES), row)
-    make_transient_to_detached(invoice)
-    session.add(invoice)
+        repository.insert_invoice_rows(session, [row])
+    repository.attach_as_loaded(session, invoice)
 
 
 def apply_account_credit(
@@ -779,45 +732,6 @@ def settle_if_paid(session: Session, invoice: Invoice, at: datetime) -> bool:
     return False
 
 
-def lock_invoice(session: Session, invoice_id: str) -> Invoice | None:
-    """Read the invoice locked for this transaction (see :func:`lock_subscription`)."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(
-            update(Invoice)
-            .where(Invoice.id == invoice_id)
-            .values(id=Invoice.id)
-            .execution_options(synchronize_session=False)
-        )
-    return session.scalar(
-        select(Invoice)
-        .where(Invoice.id == invoice_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-
-
-def lock_subscription(session: Session, subscription_id: str) -> Subscription | None:
-    """Read the subscription locked for this transaction.
-
-    PostgreSQL: ``SELECT ... FOR UPDATE`` on its row. SQLite has no row locks: a no-op
-    UPDATE first takes the database's write lock (waiting for another writer rather than
-    failing later when this transaction would upgrade a read), so concurrent runs serialize.
-    """
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(
-            update(Subscription)
-            .where(Subscription.id == subscription_id)
-            .values(id=Subscription.id)
-            .execution_options(synchronize_session=False)
-        )
-    return session.scalar(
-        select(Subscription)
-        .where(Subscription.id == subscription_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-
-
 def invoice_subscription(
     session: Session,
     clock: Clock,
@@ -843,7 +757,7 @@ def invoice_subscription(
     sub = (
         block.subscriptions[subscription_id]
         if block is not None and in_block
-        else lock_subscription(session, subscription_id)
+        else repository.lock_subscription(session, subscription_id)
     )
     if sub is None:
         raise NotFound(f"no subscription {subscription_id!r}")

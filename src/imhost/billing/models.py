@@ -124,7 +124,8 @@ class Subscription(IdMixin, CreatedMixin, Base):
     )
     plan_version_id: Mapped[str] = mapped_column(String(32), index=True)
     currency: Mapped[str] = mapped_column(String(3))
-    interval: Mapped[str] = mapped_column(String(16))  # monthly | yearly
+    # The plan's interval code (catalog.intervals): monthly, every-3-months, calendar-weekly
+    interval: Mapped[str] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(16))
     billing_anchor_day: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
@@ -140,6 +141,20 @@ class Subscription(IdMixin, CreatedMixin, Base):
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     paused_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     coupon_redemption_id: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class PlanChange(IdMixin, CreatedMixin, Base):
+    """A plan change of a subscription: from ``changed_at`` on, ``to_plan_version_id``'s prices
+    are in force. Usage before it is rated at ``from_plan_version_id``'s (docs/billing.md,
+    "Prices in force")."""
+
+    __tablename__ = "subscription_plan_changes"
+    __table_args__ = (Index("ix_subscription_plan_changes_sub", "subscription_id", "changed_at"),)
+
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"))
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    from_plan_version_id: Mapped[str] = mapped_column(String(32))
+    to_plan_version_id: Mapped[str] = mapped_column(String(32))
 
 
 class SubscriptionAddOn(IdMixin, CreatedMixin, Base):

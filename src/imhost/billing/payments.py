@@ -25,7 +25,6 @@ from imhost.billing.invoicing import (
     apply_account_credit,
     get_invoice,
     invoice_lines,
-    lock_invoice,
     settle_if_paid,
 )
 from imhost.billing.models import (
@@ -36,6 +35,7 @@ from imhost.billing.models import (
     Payment,
     Refund,
 )
+from imhost.billing.repository import lock_invoice
 from imhost.billing.settings import allocate_number
 from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound

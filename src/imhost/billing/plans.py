@@ -8,6 +8,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from imhost.catalog.intervals import parse_interval
 from imhost.catalog.models import AddOn, Plan, PlanVersion, PriceComponent
 from imhost.catalog.pricing import PriceSpec
 from imhost.kit.errors import InvalidInput, NotFound
@@ -84,8 +85,9 @@ def check_add_on_fits(add_on: AddOnTerms, plan: PlanTerms) -> None:
             f"{plan.currency}; pick the add-on's {plan.currency} price",
             field="add_ons",
         )
-    if add_on.interval != plan.interval:
+    add_on_iv, plan_iv = parse_interval(add_on.interval), parse_interval(plan.interval)
+    if (add_on_iv.count, add_on_iv.unit) != (plan_iv.count, plan_iv.unit):
         raise InvalidInput(
-            f"add-on {add_on.name!r} is billed {add_on.interval}, the plan {plan.interval}",
+            f"add-on {add_on.name!r} is billed {add_on_iv.words}, the plan {plan_iv.words}",
             field="add_ons",
         )

@@ -6,8 +6,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from imhost.catalog.intervals import interval_words
 from imhost.kit.text import MultilineText, PlainText
 
 Money = Decimal
@@ -38,6 +39,8 @@ class SubscriptionOut(_Out):
     interval: str
     status: str
     billing_anchor_day: int
+    # The interval in plain words ("every 3 months"), computed from ``interval``.
+    interval_description: str = ""
     current_period_start: datetime
     current_period_end: datetime
     next_billing_at: datetime | None
@@ -47,6 +50,11 @@ class SubscriptionOut(_Out):
     ended_at: datetime | None
     paused_at: datetime | None
     add_ons: dict[str, int] = {}
+
+    @model_validator(mode="after")
+    def _describe_interval(self) -> SubscriptionOut:
+        self.interval_description = interval_words(self.interval)
+        return self
 
 
 class SubscribeIn(_In):

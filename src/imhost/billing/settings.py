@@ -6,15 +6,15 @@ import string
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from imhost.accounts.audit import Actor
-from imhost.billing import audit
-from imhost.billing.models import BillingProfile, DocumentCounter, TaxRate
+from imhost.billing import audit, repository
+from imhost.billing.models import BillingProfile, TaxRate
 from imhost.billing.taxes import TaxDecision, decide_tax
 from imhost.kit.clock import Clock
 from imhost.kit.errors import InvalidInput, NotFound
@@ -257,20 +257,6 @@ class AllocatedNumber:
     seq: int
 
 
-_COUNTERS = cast(Table, DocumentCounter.__table__)
-# Built once, a Core statement: the billing run takes one number per invoice, and building
-# the statement (or going through the ORM's bulk UPDATE) cost more than running it.
-_NEXT_SEQ = (
-    update(_COUNTERS)
-    .where(
-        _COUNTERS.c.scope == bindparam("counter_scope"),
-        _COUNTERS.c.year == bindparam("counter_year"),
-    )
-    .values(last_seq=_COUNTERS.c.last_seq + 1)
-    .returning(_COUNTERS.c.last_seq)
-)
-
-
 def allocate_number(
     session: Session, scope: str, at: datetime, *, number_format: str | None = None
 ) -> AllocatedNumber:
@@ -289,18 +275,5 @@ def allocate_number(
             else profile.credit_note_number_format
         )
     year = at.year
-    for _attempt in range(2):
-        seq_or_none = session.connection().scalar(
-            _NEXT_SEQ, {"counter_scope": scope, "counter_year": year}
-        )
-        if seq_or_none is not None:
-            seq = int(seq_or_none)
-            break
-        try:
-            with session.begin_nested():
-                session.add(DocumentCounter(scope=scope, year=year, last_seq=0))
-        except IntegrityError:
-            pass  # another transaction created it; take the lock on it next
-    else:  # pragma: no cover - the row exists after the first attempt
-        raise RuntimeError(f"no document counter for {scope} {year}")
+    seq = repository.next_document_seq(session, scope, year)
     return AllocatedNumber(number=number_format.format(year=year, seq=seq), year=year, seq=seq)

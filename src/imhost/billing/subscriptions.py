@@ -3,7 +3,9 @@
 Proration is by the second (docs/billing.md, "Proration"): when the plan changes at moment
 ``c`` of a paid period ``[s, e)``, the customer is credited the old price for the unused
 seconds ``e - c`` and charged the new price for the same seconds, each over the real length
-of the period ``e - s``. Both lines go on the next invoice.
+of the full period that ends at ``e`` (``periods.full_period``: longer than ``e - s`` in a
+shorter first period, the same denominator as the first invoice's base fee). Both lines go
+on the next invoice.
 """
 
 from __future__ import annotations
@@ -18,18 +20,20 @@ from sqlalchemy.orm import Session
 from imhost import events
 from imhost.accounts.audit import Actor
 from imhost.accounts.models import Organization
-from imhost.billing import audit
+from imhost.billing import audit, repository
 from imhost.billing.charges import add_pending_charge
 from imhost.billing.credits import add_credit
 from imhost.billing.models import LineKind, Subscription, SubscriptionAddOn, SubscriptionStatus
 from imhost.billing.periods import (
+    charge_for_part,
     day_start,
     first_boundary_after,
     fmt,
     fmt_date,
-    interval_months,
+    full_period,
+    interval_of,
     period_end,
-    split_by_seconds,
+    split_at,
 )
 from imhost.billing.plans import PlanTerms, check_add_on_fits, load_add_on, load_plan_terms
 from imhost.kit.clock import Clock
@@ -102,37 +106,51 @@ def start_subscription(
     if current_subscription(session, organization_id) is not None:
         raise Conflict("the organization has a subscription already; change its plan instead")
     plan = load_plan_terms(session, plan_version_id)
-    months = interval_months(plan.interval)
+    iv = interval_of(plan.interval)
     add_ons = {k: v for k, v in (add_ons or {}).items() if v}
     _check_add_ons(session, add_ons, plan)
     now = clock.now()
     start = day_start(now)
-    if anchor_day is not None:
+    if anchor_day is not None and anchor_day != start.day:
         if not 1 <= anchor_day <= 31:
             raise InvalidInput("the billing anchor is a day of the month, 1 to 31", field="anchor")
-        if months != 1 and anchor_day != start.day:
-            raise InvalidInput("a yearly plan is anchored on its start day", field="anchor_day")
+        if iv.months == 0:
+            raise InvalidInput(
+                f"a plan billed {iv.words} is anchored on its start day; "
+                "a calendar-aligned plan bills from Mondays",
+                field="anchor_day",
+            )
+        if iv.calendar:
+            raise InvalidInput(
+                f"a plan billed {iv.description} is anchored on the calendar, not on a day "
+                "you choose",
+                field="anchor_day",
+            )
     trial_end = None
     if with_trial and plan.trial_days > 0:
         trial_end = start + timedelta(days=plan.trial_days)
         status = SubscriptionStatus.TRIALING.value
-        anchor = trial_end.day
+        anchor = 1 if iv.calendar and iv.months else trial_end.day
         end = trial_end
         next_billing = trial_end
     else:
         status = SubscriptionStatus.ACTIVE.value
-        anchor = anchor_day or start.day
-        end = (
-            period_end(start, anchor, plan.interval)
-            if anchor == start.day
-            else first_boundary_after(start, anchor)
-        )
+        if iv.calendar:
+            anchor = 1 if iv.months else start.day
+            end = period_end(start, anchor, iv)  # the next calendar boundary
+        else:
+            anchor = anchor_day or start.day
+            end = (
+                period_end(start, anchor, iv)
+                if anchor == start.day
+                else first_boundary_after(start, anchor, iv)
+            )
         next_billing = start
     sub = Subscription(
         organization_id=organization_id,
         plan_version_id=plan.plan_version_id,
         currency=plan.currency,
-        interval=plan.interval,
+        interval=iv.code,
         status=status,
         billing_anchor_day=anchor,
         started_at=now,
@@ -236,10 +254,11 @@ def _preview(
             f"price book, not {new.currency}",
             field="plan_version_id",
         )
-    if new.interval != sub.interval:
+    if interval_of(new.interval) != interval_of(sub.interval):
         raise InvalidInput(
-            f"the subscription is billed {sub.interval}; switching to {new.interval} is done by "
-            "cancelling at period end and subscribing again",
+            f"the subscription is billed {interval_of(sub.interval).adjective}; switching to "
+            f"{interval_of(new.interval).adjective} is done by cancelling at period end and "
+            "subscribing again",
             field="plan_version_id",
         )
     current_add_ons = add_ons_of(session, sub.id)
@@ -260,7 +279,7 @@ def _preview(
         def piece(label: str, price: Decimal, sign: int) -> None:
             if price == 0:
                 return
-            split = split_by_seconds(price, cur, s, now, e)
+            split = split_at(price, cur, s, now, e, full=paid_period(sub))
             lines.append(
                 ProrationLine(
                     description=f"{label}, {window}",
@@ -337,6 +356,11 @@ def change_plan(
                     created_at=preview.at,
                 )
             )
+    if plan_version_id != sub.plan_version_id:
+        # Usage until now stays at the old prices (billing.usage_rating).
+        repository.record_plan_change(
+            session, sub.id, preview.at, sub.plan_version_id, plan_version_id
+        )
     sub.plan_version_id = plan_version_id
     session.flush()
     new = load_plan_terms(session, plan_version_id)
@@ -368,6 +392,14 @@ def change_plan(
 def _proration_ref(sub: Subscription, at: datetime, what: str, index: int) -> str:
     """Identifies a proration line; also its order among charges made at the same moment."""
     return f"{sub.id}:{at:%Y%m%dT%H%M%S.%f}:{what}:{index:03d}"
+
+
+def paid_period(sub: Subscription) -> tuple[datetime, datetime]:
+    """The full period the current period is (a part of): the denominator of its prorations,
+    the same as its invoice's (``periods.full_period``)."""
+    return full_period(
+        sub.current_period_start, sub.current_period_end, sub.billing_anchor_day, sub.interval
+    )
 
 
 def _lock(session: Session, sub: Subscription) -> None:
@@ -426,13 +458,15 @@ def cancel_subscription(
             for add_on_id, qty in add_ons_of(session, sub.id).items():
                 name, price = _addon_price(session, add_on_id)
                 whole.append((f"{qty} × {name}", price * qty))
+            s, e = sub.current_period_start, sub.current_period_end
             for label, price in whole:
-                if price > 0:
+                paid = charge_for_part(price, sub.currency, s, e, paid_period(sub)).amount
+                if paid > 0:
                     add_credit(
                         session,
                         clock,
                         organization_id,
-                        price,
+                        paid,
                         sub.currency,
                         kind="cancellation",
                         description=f"{label}, {fmt_date(sub.current_period_start)} to "
@@ -450,7 +484,7 @@ def cancel_subscription(
         for index, (label, price) in enumerate(prices):
             if price == 0:
                 continue
-            split = split_by_seconds(price, cur, s, now, e)
+            split = split_at(price, cur, s, now, e, full=paid_period(sub))
             if split.unused == 0:
                 continue
             add_pending_charge(
@@ -551,7 +585,7 @@ def resume_subscription(
         for index, (label, price) in enumerate(prices):
             if price == 0:
                 continue
-            split = split_by_seconds(price, cur, s, now, e)
+            split = split_at(price, cur, s, now, e, full=paid_period(sub))
             if split.unused == 0:
                 continue
             add_pending_charge(

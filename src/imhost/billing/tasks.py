@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.billing.dunning import dun_invoice, open_invoice_ids
 from imhost.billing.flows import RunSummary, run_billing
-from imhost.billing.invoicing import lock_invoice
+from imhost.billing.repository import lock_invoice
 from imhost.billing.settings import read_profile
 from imhost.db.engine import transaction
 from imhost.kit.clock import Clock

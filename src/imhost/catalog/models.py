@@ -31,11 +31,6 @@ from imhost.db.base import Base, CreatedMixin, IdMixin
 from imhost.db.types import Amount, UtcDateTime
 
 
-class BillingInterval(enum.StrEnum):
-    MONTHLY = "monthly"
-    YEARLY = "yearly"
-
-
 class AddOnKind(enum.StrEnum):
     PREMIUM_SUPPORT = "premium_support"
     EXTRA_DOMAIN = "extra_domain"
@@ -106,7 +101,8 @@ class PlanVersion(IdMixin, CreatedMixin, Base):
     plan_id: Mapped[str] = mapped_column(ForeignKey("catalog_plans.id", ondelete="CASCADE"))
     version: Mapped[int] = mapped_column(Integer)
     currency: Mapped[str] = mapped_column(String(3))
-    billing_interval: Mapped[str] = mapped_column(String(8), default=BillingInterval.MONTHLY.value)
+    # A code of catalog.intervals: monthly, every-3-months, calendar-weekly, ...
+    billing_interval: Mapped[str] = mapped_column(String(40), default="monthly")
     base_fee: Mapped[Decimal] = mapped_column(Amount())
     setup_fee: Mapped[Decimal] = mapped_column(Amount(), default=Decimal(0))
     trial_days: Mapped[int] = mapped_column(Integer, default=0)
@@ -184,7 +180,8 @@ class AddOn(IdMixin, CreatedMixin, Base):
     kind: Mapped[str] = mapped_column(String(32))
     currency: Mapped[str] = mapped_column(String(3))
     price: Mapped[Decimal] = mapped_column(Amount())
-    billing_interval: Mapped[str] = mapped_column(String(8), default=BillingInterval.MONTHLY.value)
+    # A code of catalog.intervals: monthly, every-3-months, calendar-weekly, ...
+    billing_interval: Mapped[str] = mapped_column(String(40), default="monthly")
     limit_deltas: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)

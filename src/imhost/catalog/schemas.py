@@ -5,16 +5,55 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from imhost.catalog.models import AddOnKind, BillingInterval
+from imhost.catalog.intervals import Interval, parse_interval
+from imhost.catalog.models import AddOnKind
+from imhost.kit.errors import InvalidInput
 from imhost.kit.text import MultilineText, PlainText
 
 CODE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
 MAX_AMOUNT = Decimal("1e15")
+
+
+def _interval_code(value: str) -> str:
+    try:
+        return parse_interval(value).code
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
+
+
+IntervalCode = Annotated[
+    str,
+    Field(
+        max_length=40,
+        description="weekly, monthly, quarterly, half-yearly, yearly, every-N-months (1-36) "
+        "or every-N-weeks (1-52); calendar- in front for calendar-aligned periods",
+    ),
+    AfterValidator(_interval_code),
+]
+
+
+class IntervalOut(BaseModel):
+    """A billing interval: ``count`` ``unit``s, ``alignment``, and in plain words."""
+
+    count: int
+    unit: str
+    alignment: str
+    description: str
+
+    @classmethod
+    def of(cls, code: str) -> IntervalOut:
+        iv: Interval = parse_interval(code)
+        return cls(
+            count=iv.count,
+            unit=iv.unit.value,
+            alignment=iv.alignment.value,
+            description=iv.description,
+        )
 
 
 class TierIn(BaseModel):
@@ -59,7 +98,7 @@ class PlanVersionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     currency: PlainText = Field("EUR", pattern=CURRENCY_PATTERN)
-    billing_interval: BillingInterval = BillingInterval.MONTHLY
+    billing_interval: IntervalCode = "monthly"
     base_fee: Decimal = Field(ge=0, lt=MAX_AMOUNT)
     setup_fee: Decimal = Field(Decimal(0), ge=0, lt=MAX_AMOUNT)
     trial_days: int = Field(0, ge=0, le=365)
@@ -100,7 +139,7 @@ class PlanVersionChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     currency: PlainText = Field("EUR", pattern=CURRENCY_PATTERN)
-    billing_interval: BillingInterval = BillingInterval.MONTHLY
+    billing_interval: IntervalCode = "monthly"
     base_fee: Decimal | None = Field(None, ge=0, lt=MAX_AMOUNT)
     setup_fee: Decimal | None = Field(None, ge=0, lt=MAX_AMOUNT)
     trial_days: int | None = Field(None, ge=0, le=365)
@@ -129,6 +168,7 @@ class PlanVersionOut(BaseModel):
     version: int
     currency: str
     billing_interval: str
+    interval: IntervalOut
     base_fee: Decimal
     setup_fee: Decimal
     trial_days: int
@@ -157,7 +197,7 @@ class AddOnIn(BaseModel):
     kind: AddOnKind
     currency: PlainText = Field("EUR", pattern=CURRENCY_PATTERN)
     price: Decimal = Field(ge=0, lt=MAX_AMOUNT)
-    billing_interval: BillingInterval = BillingInterval.MONTHLY
+    billing_interval: IntervalCode = "monthly"
     limit_deltas: dict[PlainText, int] = Field(default_factory=dict)
 
 
@@ -180,5 +220,6 @@ class AddOnOut(BaseModel):
     currency: str
     price: Decimal
     billing_interval: str
+    interval: IntervalOut
     limit_deltas: dict[str, int]
     is_active: bool

@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 from imhost.accounts import audit
 from imhost.accounts.audit import Actor
 from imhost.catalog import repository as repo
+from imhost.catalog.intervals import MONTHLY, interval_words, parse_interval
 from imhost.catalog.models import (
     LIMIT_FIELDS,
     AddOn,
-    BillingInterval,
     Plan,
     PlanVersion,
     PriceComponent,
@@ -29,6 +29,7 @@ from imhost.catalog.schemas import (
     AddOnIn,
     AddOnOut,
     AddOnUpdate,
+    IntervalOut,
     LimitsIn,
     PlanCreate,
     PlanOut,
@@ -138,12 +139,13 @@ def new_plan_version(
     """
     plan = get_plan(session, code)
     currency = _currency(change.currency)
-    interval = change.billing_interval.value
+    interval = change.billing_interval
     current = repo.current_version(session, plan.id, currency, interval)
     if current is None:
         if change.base_fee is None:
             raise InvalidInput(
-                f"plan {code!r} has no {interval} price book in {currency} yet; "
+                f"plan {code!r} has no price book billed {interval_words(interval)} in {currency} "
+                "yet; "
                 "give its base_fee (and its components)",
                 field="base_fee",
             )
@@ -208,7 +210,7 @@ def _add_version(
         plan_id=plan.id,
         version=number,
         currency=currency,
-        billing_interval=data.billing_interval.value,
+        billing_interval=data.billing_interval,
         base_fee=data.base_fee,
         setup_fee=data.setup_fee,
         trial_days=data.trial_days,
@@ -321,13 +323,15 @@ def current_plan_version(
     session: Session,
     code: str,
     currency: str = "EUR",
-    billing_interval: str = BillingInterval.MONTHLY.value,
+    billing_interval: str = "monthly",
 ) -> PlanVersion:
     plan = get_plan(session, code)
-    version = repo.current_version(session, plan.id, currency, billing_interval)
+    interval = parse_interval(billing_interval).code
+    version = repo.current_version(session, plan.id, currency, interval)
     if version is None:
         raise NotFound(
-            f"plan {code!r} has no {billing_interval} price in {currency}", field="currency"
+            f"plan {code!r} has no price billed {interval_words(interval)} in {currency}",
+            field="currency",
         )
     return version
 
@@ -400,6 +404,7 @@ def version_out(view: PlanVersionView) -> PlanVersionOut:
         version=v.version,
         currency=v.currency,
         billing_interval=v.billing_interval,
+        interval=IntervalOut.of(v.billing_interval),
         base_fee=tidy_money(v.base_fee, v.currency),
         setup_fee=tidy_money(v.setup_fee, v.currency),
         trial_days=v.trial_days,
@@ -451,7 +456,7 @@ def create_addon(
         kind=data.kind.value,
         currency=currency,
         price=data.price,
-        billing_interval=data.billing_interval.value,
+        billing_interval=data.billing_interval,
         limit_deltas=dict(data.limit_deltas),
         is_active=True,
         created_at=clock.now(),
@@ -552,6 +557,7 @@ def addon_out(addon: AddOn) -> AddOnOut:
         currency=addon.currency,
         price=tidy_money(addon.price, addon.currency),
         billing_interval=addon.billing_interval,
+        interval=IntervalOut.of(addon.billing_interval),
         limit_deltas=dict(addon.limit_deltas or {}),
         is_active=addon.is_active,
     )
@@ -740,9 +746,7 @@ def seed_default_plans(session: Session, clock: Clock, currency: str = "EUR") ->
         plan = repo.plan_by_code(session, data.code)
         if plan is None:
             plan = create_plan(session, clock, data)
-        elif (
-            repo.current_version(session, plan.id, currency, BillingInterval.MONTHLY.value) is None
-        ):
+        elif repo.current_version(session, plan.id, currency, MONTHLY.code) is None:
             v = data.version
             new_plan_version(
                 session,

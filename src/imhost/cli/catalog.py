@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from imhost.catalog import service as catalog
+from imhost.catalog.intervals import interval_words
 from imhost.catalog.models import LIMIT_FIELDS
 from imhost.catalog.pricing import rate, tidy_money
 from imhost.catalog.schemas import PlanCreate, PlanVersionChange
@@ -19,6 +20,11 @@ from imhost.cli.context import console, fail, runtime_or_exit
 from imhost.db.engine import transaction
 from imhost.kit.errors import DomainError
 from imhost.metering.metrics import BILLABLE_CODES
+
+INTERVAL_HELP = (
+    "weekly, monthly, quarterly, half-yearly, yearly, every-N-months or every-N-weeks; "
+    "calendar- in front for calendar-aligned periods (calendar-quarterly)."
+)
 
 app = typer.Typer(help="Plans, their prices and limits (the catalog).", no_args_is_help=True)
 
@@ -79,7 +85,7 @@ def list_plans(
                     view.plan.name,
                     _yes(view.plan.is_public),
                     str(v.version.version),
-                    f"{v.version.currency} {v.version.billing_interval}",
+                    f"{v.version.currency} {interval_words(v.version.billing_interval)}",
                     str(tidy_money(v.version.base_fee, v.version.currency)),
                     str(tidy_money(v.version.setup_fee, v.version.currency)),
                     f"{v.version.trial_days} d",
@@ -109,7 +115,8 @@ def show_plan(
             ver = v.version
             state = "current" if ver.superseded_at is None else f"superseded {ver.superseded_at}"
             console.print(
-                f"\n[bold]version {ver.version}[/], {ver.currency} {ver.billing_interval} "
+                f"\n[bold]version {ver.version}[/], {ver.currency}, "
+                f"billed {interval_words(ver.billing_interval)} "
                 f"({state}): base fee {tidy_money(ver.base_fee, ver.currency)}, "
                 f"setup fee {tidy_money(ver.setup_fee, ver.currency)}, "
                 f"trial {ver.trial_days} days"
@@ -156,7 +163,7 @@ def create_plan(
     name: Annotated[str | None, typer.Option(help="Name shown to customers.")] = None,
     base_fee: Annotated[str | None, typer.Option(help="Recurring fee, e.g. 19.00.")] = None,
     currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "EUR",
-    interval: Annotated[str, typer.Option(help="monthly or yearly.")] = "monthly",
+    interval: Annotated[str, typer.Option(help=INTERVAL_HELP)] = "monthly",
     setup_fee: Annotated[str, typer.Option(help="One-time fee.")] = "0",
     trial_days: Annotated[int, typer.Option(help="Free trial length.")] = 0,
     hidden: Annotated[bool, typer.Option(help="Not listed publicly.")] = False,
@@ -202,13 +209,14 @@ def new_version(
     ] = None,
     base_fee: Annotated[str | None, typer.Option(help="New recurring fee.")] = None,
     currency: Annotated[str, typer.Option(help="The price book to change.")] = "EUR",
+    interval: Annotated[str, typer.Option(help=INTERVAL_HELP)] = "monthly",
     note: Annotated[str, typer.Option(help="Why the price changes.")] = "",
 ) -> None:
     """Make a new version of a plan's price book (subscriptions keep theirs until migrated)."""
     raw: dict[str, Any] = (
         _load_json(from_json)
         if from_json is not None
-        else {"currency": currency, "change_note": note}
+        else {"currency": currency, "billing_interval": interval, "change_note": note}
     )
     if base_fee is not None:
         raw["base_fee"] = base_fee

@@ -40,6 +40,7 @@ from imhost.accounts.auth import confirmed_factor
 from imhost.accounts.models import Organization, StaffRole, User
 from imhost.accounts.permissions import Access, Scope
 from imhost.accounts.sessions import COOKIE_NAME, lookup_session
+from imhost.catalog.intervals import interval_words
 from imhost.kit.errors import (
     DomainError,
     InvalidInput,
@@ -96,6 +97,7 @@ templates = Environment(
     lstrip_blocks=True,
 )
 templates.filters["money"] = _money
+templates.filters["interval_words"] = interval_words  # "every 3 months"
 templates.globals["plan_comparison"] = _plan_comparison
 templates.filters["when"] = _when
 templates.filters["day"] = lambda v: _when(v, "%Y-%m-%d")

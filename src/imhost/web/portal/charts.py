@@ -10,6 +10,8 @@ from html import escape
 
 from markupsafe import Markup
 
+from imhost.catalog.intervals import interval_words
+
 WIDTH, HEIGHT = 440, 200
 LEFT, BOTTOM, TOP = 44, 26, 14
 BUDGET_WIDTH = 440
@@ -123,8 +125,7 @@ def plan_comparison(plans: Sequence[object]) -> Markup:
     first = plans[0].versions[0] if plans else None  # type: ignore[attr-defined]
     for label, key in COMPARED:
         if key == "base_fee" and first is not None:
-            per = "month" if first.billing_interval == "monthly" else "year"
-            label = f"Price ({first.currency} per {per})"
+            label = f"Price ({first.currency}, {interval_words(first.billing_interval)})"
         values: list[tuple[str, Decimal | None]] = []
         for plan in plans:
             version = plan.versions[0]  # type: ignore[attr-defined]
