@@ -41,6 +41,7 @@ from imhost.accounts.models import Organization, StaffRole, User
 from imhost.accounts.permissions import Access, Scope
 from imhost.accounts.sessions import COOKIE_NAME, lookup_session
 from imhost.kit.errors import DomainError, PermissionDenied, Unauthenticated
+from imhost.kit.money import format_money
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, Requirement, RuntimeDep, client_address
 
@@ -66,8 +67,7 @@ def _money(amount: Decimal | str | int | None, currency: str = "") -> str:
     if amount is None:
         return "-"
     value = Decimal(str(amount))
-    text = f"{value:,.2f}" if value == value.quantize(Decimal("0.01")) else f"{value:,}"
-    return f"{text} {currency}".strip()
+    return format_money(value, currency) if currency else _number(value)
 
 
 def _when(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
