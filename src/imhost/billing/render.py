@@ -1,7 +1,8 @@
 """Invoices as HTML (Jinja2) and PDF (fpdf2).
 
-The PDF embeds DejaVu Sans (shipped in ``billing/fonts/``, subset to the glyphs used), so a
-name prints as written: "Dvořák", "Παπαδόπουλος", "Достоевский". Amounts are shown by
+The PDF embeds DejaVu Sans (shipped in ``billing/fonts/``: Latin, Greek, Cyrillic, Armenian
+and Georgian letters, punctuation, currency and math signs; each PDF carries only the glyphs it
+uses), so a name prints as written: "Dvořák", "Παπαδόπουλος", "Достоевский". Amounts are shown by
 ``kit.money`` (the number alone in the columns headed by the currency, with the currency
 in sentences).
 """
@@ -54,11 +55,11 @@ def render_invoice_html(
 
 
 FONT = "DejaVuSans"
-_FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf", "I": "DejaVuSans-Oblique.ttf"}
+_FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf"}
 
 
 def _add_fonts(pdf: FPDF) -> None:
-    """Embed the Unicode font the invoice is written in (regular, bold, oblique)."""
+    """Embed the Unicode font the invoice is written in (regular and bold)."""
     folder = files("imhost.billing") / "fonts"
     for style, name in _FONT_FILES.items():
         with as_file(folder / name) as path:
@@ -129,7 +130,7 @@ def render_invoice_pdf(session: Session, invoice: Invoice) -> bytes:
         pdf.cell(amount_w, 5, amount, align="R", new_x="LMARGIN", new_y="NEXT")
         pdf.set_y(max(pdf.get_y(), y + 5))
         if line.calculation:
-            pdf.set_font(FONT, "I", 8)
+            pdf.set_font(FONT, "", 8)
             pdf.multi_cell(desc_w, 4, line.calculation, new_x="LMARGIN", new_y="NEXT")
         pdf.ln(1)
     pdf.ln(2)
