@@ -33,10 +33,23 @@ def _invoice_for(
         return s.scalars(select(Invoice.id)).one()
 
 
-def _pdf_text(runtime: Runtime, invoice_id: str) -> str:
+def _pdf(runtime: Runtime, invoice_id: str) -> bytes:
     with runtime.session_factory() as s:
-        pdf = render_invoice_pdf(s, s.get_one(Invoice, invoice_id))
-    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+        return render_invoice_pdf(s, s.get_one(Invoice, invoice_id))
+
+
+def _pdf_text(runtime: Runtime, invoice_id: str) -> str:
+    pages = PdfReader(io.BytesIO(_pdf(runtime, invoice_id))).pages
+    return "\n".join(page.extract_text() for page in pages)
+
+
+def _fonts(pdf: bytes) -> set[str]:
+    reader = PdfReader(io.BytesIO(pdf))
+    return {
+        str(font["/BaseFont"])
+        for page in reader.pages
+        for font in page["/Resources"]["/Font"].values()
+    }
 
 
 @pytest.mark.parametrize(
@@ -55,6 +68,21 @@ def test_the_pdf_prints_the_customer_name_as_written(
     text = _pdf_text(runtime, invoice_id)
     assert name in text
     assert "?" not in text.split("Bill to")[1].splitlines()[1]
+    assert any("DejaVuSans" in font for font in _fonts(_pdf(runtime, invoice_id)))
+
+
+def test_a_windows_1252_invoice_keeps_the_fast_built_in_font(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    """No font to load when every character is in Helvetica's encoding (ü, é, €, –)."""
+    invoice_id = _invoice_for(runtime, clock, "Müller & Söhne – Café €")
+    pdf = _pdf(runtime, invoice_id)
+    assert {font.lstrip("/") for font in _fonts(pdf)} <= {
+        "Helvetica",
+        "Helvetica-Bold",
+        "Helvetica-Oblique",
+    }
+    assert "Müller & Söhne – Café €" in _pdf_text(runtime, invoice_id)
 
 
 def test_the_pdf_and_html_show_yen_without_decimals(runtime: Runtime, clock: FrozenClock) -> None:

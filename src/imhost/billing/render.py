@@ -1,8 +1,11 @@
 """Invoices as HTML (Jinja2) and PDF (fpdf2).
 
-The PDF embeds DejaVu Sans (shipped in ``billing/fonts/``: Latin, Greek, Cyrillic, Armenian
-and Georgian letters, punctuation, currency and math signs; each PDF carries only the glyphs it
-uses), so a name prints as written: "Dvořák", "Παπαδόπουλος", "Достоевский". Amounts are shown by
+An invoice whose every character is in Windows-1252 (most of them) is written with the PDF's
+built-in Helvetica, as fast as ever (about a millisecond). Any other is written again with
+DejaVu Sans embedded (shipped in ``billing/fonts/``: Latin, Greek, Cyrillic, Armenian and
+Georgian letters, punctuation, currency and math signs; each PDF carries only the glyphs it
+uses, and loading the font costs about a tenth of a second), so a name prints as written:
+"Dvořák", "Παπαδόπουλος", "Достоевский", never with a "?". Amounts are shown by
 ``kit.money`` (the number alone in the columns headed by the currency, with the currency
 in sentences).
 """
@@ -14,11 +17,12 @@ from decimal import Decimal
 from importlib.resources import as_file, files
 
 from fpdf import FPDF
+from fpdf.errors import FPDFUnicodeEncodingException
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy.orm import Session
 
 from imhost.billing.invoicing import invoice_lines
-from imhost.billing.models import Invoice, InvoiceLine
+from imhost.billing.models import BillingProfile, Invoice, InvoiceLine
 from imhost.billing.settings import read_profile
 from imhost.kit.money import format_amount, format_money
 
@@ -54,6 +58,7 @@ def render_invoice_html(
     )
 
 
+CORE_FONT = "Helvetica"
 FONT = "DejaVuSans"
 _FONT_FILES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf"}
 
@@ -69,10 +74,24 @@ def _add_fonts(pdf: FPDF) -> None:
 def render_invoice_pdf(session: Session, invoice: Invoice) -> bytes:
     profile = read_profile(session)
     lines = invoice_lines(session, invoice.id)
-    cur = invoice.currency
+    try:
+        return _render_pdf(invoice, profile, lines, unicode_font=False)
+    except FPDFUnicodeEncodingException:
+        # A character outside Windows-1252 (ř, Greek, Cyrillic ...): embed the Unicode font.
+        return _render_pdf(invoice, profile, lines, unicode_font=True)
 
+
+def _render_pdf(
+    invoice: Invoice, profile: BillingProfile, lines: list[InvoiceLine], *, unicode_font: bool
+) -> bytes:
+    cur = invoice.currency
     pdf = FPDF(format="A4")
-    _add_fonts(pdf)
+    if unicode_font:
+        _add_fonts(pdf)
+        font, calc_style = FONT, ""
+    else:
+        pdf.core_fonts_encoding = "windows-1252"  # the WinAnsiEncoding of the core fonts
+        font, calc_style = CORE_FONT, "I"
     pdf.set_title(f"Invoice {invoice.number or 'draft'}")
     pdf.set_author(profile.legal_name)
     pdf.set_creation_date(invoice.issued_at or invoice.created_at)
@@ -81,7 +100,7 @@ def render_invoice_pdf(session: Session, invoice: Invoice) -> bytes:
     width = pdf.w - pdf.l_margin - pdf.r_margin
 
     def text(value: str, size: int = 10, style: str = "", h: float = 5) -> None:
-        pdf.set_font(FONT, style, size)
+        pdf.set_font(font, style, size)
         pdf.multi_cell(width, h, value, new_x="LMARGIN", new_y="NEXT")
 
     text(profile.legal_name, 12, "B")
@@ -109,7 +128,7 @@ def render_invoice_pdf(session: Session, invoice: Invoice) -> bytes:
 
     amount_w = 35.0
     desc_w = width - amount_w
-    pdf.set_font(FONT, "B", 10)
+    pdf.set_font(font, "B", 10)
     pdf.cell(desc_w, 7, "Description", border="B")
     pdf.cell(
         amount_w,
@@ -125,12 +144,12 @@ def render_invoice_pdf(session: Session, invoice: Invoice) -> bytes:
         if not line.counts_in_total:
             amount = f"({amount})"
         y = pdf.get_y()
-        pdf.set_font(FONT, "", 10)
+        pdf.set_font(font, "", 10)
         pdf.multi_cell(desc_w, 5, line.description, new_x="RIGHT", new_y="TOP")
         pdf.cell(amount_w, 5, amount, align="R", new_x="LMARGIN", new_y="NEXT")
         pdf.set_y(max(pdf.get_y(), y + 5))
         if line.calculation:
-            pdf.set_font(FONT, "", 8)
+            pdf.set_font(font, calc_style, 8)
             pdf.multi_cell(desc_w, 4, line.calculation, new_x="LMARGIN", new_y="NEXT")
         pdf.ln(1)
     pdf.ln(2)
@@ -140,7 +159,7 @@ def render_invoice_pdf(session: Session, invoice: Invoice) -> bytes:
         ("Total", invoice.total),
         ("Amount due", invoice.amount_due),
     ):
-        pdf.set_font(FONT, "B" if label in ("Total", "Amount due") else "", 10)
+        pdf.set_font(font, "B" if label in ("Total", "Amount due") else "", 10)
         pdf.cell(desc_w, 6, label, align="R")
         pdf.cell(amount_w, 6, format_amount(value, cur), align="R", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(4)
