@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from imhost.kit.money import MINOR_UNITS, Money, format_amount, format_money
+from imhost.kit.money import MINOR_UNITS, Money, format_amount, format_money, register_currency
 
 NBSP = "\u00a0"
 
@@ -69,3 +69,13 @@ def test_money_format_rounds_to_the_minor_unit_half_up() -> None:
 def test_unknown_currency_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown currency"):
         format_money(Decimal(1), "XYZ")
+
+
+def test_a_registered_currency_is_shown_with_its_minor_unit_even_when_changed() -> None:
+    register_currency("XTS", 3)  # ISO 4217's code for tests
+    try:
+        assert format_amount(Decimal("1.5"), "XTS") == "1.500"
+        register_currency("XTS", 0)
+        assert format_amount(Decimal("2"), "XTS") == "2"  # no stale cached pattern
+    finally:
+        del MINOR_UNITS["XTS"]
