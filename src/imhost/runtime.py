@@ -20,20 +20,14 @@ from imhost import events
 from imhost.accounts.auth import AuthFlows
 from imhost.config import Settings
 from imhost.db.engine import make_engine
-from imhost.kit import optional_module
+from imhost.hosting import subscribers as hosting_subscribers
 from imhost.kit.clock import Clock, SystemClock
 from imhost.notify import accounts as notify_accounts
+from imhost.notify import billing as notify_billing
 from imhost.notify.mail import MailDelivery, Mailer
 from imhost.notify.webhooks import WebhookService
 
 log = logging.getLogger(__name__)
-
-# Packages that subscribe to events. Each module exposes ``register(runtime)``; a package
-# that is not installed yet (being built) is simply absent from this list.
-SUBSCRIBER_MODULES: tuple[str, ...] = (
-    "imhost.notify.billing",
-    "imhost.hosting.subscribers",
-)
 
 
 @dataclass
@@ -106,11 +100,7 @@ def build_runtime(
     notify_accounts.register(
         bus, mailer, public_url=settings.public_url, provider_name=settings.provider_name
     )
-    for name in SUBSCRIBER_MODULES:
-        module = optional_module(name)
-        if module is None:
-            continue
-        register = getattr(module, "register_runtime", None)
-        if register is not None:
-            register(runtime)
+    # The packages that subscribe to events, each by its own registration function.
+    notify_billing.register_runtime(runtime)  # billing's own subscribers, then its e-mails
+    hosting_subscribers.register_runtime(runtime)
     return runtime

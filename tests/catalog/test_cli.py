@@ -40,7 +40,7 @@ def test_create_from_options_and_show(session_factory: sessionmaker[Session]) ->
         assert service.current_plan_version(session, "mini").base_fee == Decimal("3.50")
     shown = runner.invoke(cli.app, ["show", "mini"])
     assert "version 1" in shown.output and "unlimited" in shown.output
-    assert "base fee 3.50," in shown.output
+    assert "base fee €3.50," in shown.output
 
 
 def test_create_from_json_refuses_an_unknown_metric(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_a_new_version_and_rating_a_quantity_explains_the_price() -> None:
     result = runner.invoke(cli.app, ["rate", "starter", "messages", "200000"])
     assert result.exit_code == 0, result.output
     # 100,000 free, then 100,000 at 0.0002.
-    assert "20.00 EUR" in result.output
+    assert "€20.00" in result.output
     assert "graduated:" in result.output
     missing = runner.invoke(cli.app, ["rate", "starter", "peak_connections", "5"])
     assert missing.exit_code == 1

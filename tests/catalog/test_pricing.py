@@ -70,6 +70,14 @@ def test_a_currency_without_minor_unit_rounds_to_whole_units() -> None:
     assert charge.amount == D(2)  # 1.5 -> 2 half up
 
 
+def test_the_explanation_shows_amounts_as_kit_money_does() -> None:
+    """Grouped thousands, the currency's digits, unit prices with their own digits."""
+    charge = rate(spec("per_unit", currency="JPY", unit_price="2"), D(1500))
+    assert "1500 at 2 = 3,000" in charge.explanation, charge.explanation
+    charge = rate(spec("per_unit", unit_price="0.0025"), D(1_000_000))
+    assert "at 0.0025 = 2,500.00" in charge.explanation, charge.explanation
+
+
 # --- graduated vs volume at the tier edges --------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from decimal import Decimal
 
 from imhost.catalog.intervals import Interval, IntervalUnit, parse_interval
 from imhost.kit.errors import InvalidInput
-from imhost.kit.money import round_minor
+from imhost.kit.money import format_amount, round_minor
 
 # Calendar-aligned intervals of several weeks count weeks from this Monday.
 WEEK_EPOCH = datetime(1970, 1, 5, tzinfo=UTC)
@@ -226,9 +226,9 @@ def split_by_seconds(
 
 
 def fmt(amount: Decimal, currency: str) -> str:
-    """An amount at the currency's precision, without the code (``49.00``)."""
-    q = round_minor(amount, currency)
-    return f"{q:,f}"
+    """An amount rounded to the currency's minor unit, the number alone (``49.00``, ``1,000``
+    for JPY): ``kit.money.format_amount``, the one way amounts are shown."""
+    return format_amount(round_minor(amount, currency), currency)
 
 
 def fmt_date(moment: datetime) -> str:

@@ -44,7 +44,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from imhost.kit.errors import InvalidInput
-from imhost.kit.money import MINOR_UNITS, check_currency, round_minor
+from imhost.kit.money import MINOR_UNITS, check_currency, format_amount, round_minor
 
 __all__ = [
     "PriceSpec",
@@ -457,17 +457,13 @@ def _num(value: Decimal) -> str:
 def _price(value: Decimal, currency: str) -> str:
     """A unit price with at least the currency's minor digits and no padding beyond its own:
     ``4.00``, ``0.50``, ``0.002``, the same on every database (PostgreSQL reads ``4`` back as
-    ``4.000000000000``)."""
-    return str(tidy_money(value, currency))
+    ``4.000000000000``): ``kit.money.format_amount``, the one way amounts are shown."""
+    return format_amount(value, currency)
 
 
 def _money(value: Decimal, currency: str) -> str:
     """An amount at the currency's precision, or exactly when it has more digits."""
-    digits = MINOR_UNITS[currency]
-    rounded = round_minor(value, currency)
-    if rounded == value:
-        return f"{rounded:.{digits}f}"
-    return format(value.normalize(), "f")
+    return format_amount(value, currency)
 
 
 def spec_with(spec: PriceSpec, **changes: Any) -> PriceSpec:

@@ -13,11 +13,11 @@ from rich.table import Table
 
 from imhost.billing import service
 from imhost.billing.flows import RunSummary, run_billing
-from imhost.billing.periods import fmt
 from imhost.billing.tasks import run_dunning
 from imhost.cli.context import cli_actor, console, fail, runtime_or_exit
 from imhost.db.engine import transaction
 from imhost.kit.errors import DomainError
+from imhost.kit.money import format_money
 from imhost.runtime import Runtime
 
 app = typer.Typer(
@@ -73,7 +73,7 @@ def billing_run(runtime: Runtime, as_of: datetime, out: Console) -> RunSummary:
     table.add_row("already invoiced (skipped)", str(summary.skipped))
     table.add_row("failed", str(len(summary.failures)))
     for currency, total in sorted(summary.totals.items()):
-        table.add_row(f"total {currency}", fmt(total, currency))
+        table.add_row("total", format_money(total, currency))
     if summary.invoice_numbers:
         first, last = summary.invoice_numbers[0], summary.invoice_numbers[-1]
         table.add_row("numbers", first if first == last else f"{first} .. {last}")
@@ -137,8 +137,8 @@ def invoices(
                 f"{inv.issued_at:%Y-%m-%d}" if inv.issued_at else "",
                 f"{inv.due_at:%Y-%m-%d}" if inv.due_at else "",
                 inv.status,
-                f"{fmt(inv.total, inv.currency)} {inv.currency}",
-                fmt(inv.amount_due, inv.currency),
+                format_money(inv.total, inv.currency),
+                format_money(inv.amount_due, inv.currency),
             )
     console.print(table)
 

@@ -14,11 +14,12 @@ from rich.table import Table
 from imhost.catalog import service as catalog
 from imhost.catalog.intervals import interval_words
 from imhost.catalog.models import LIMIT_FIELDS
-from imhost.catalog.pricing import rate, tidy_money
+from imhost.catalog.pricing import rate
 from imhost.catalog.schemas import PlanCreate, PlanVersionChange
 from imhost.cli.context import console, fail, runtime_or_exit
 from imhost.db.engine import transaction
 from imhost.kit.errors import DomainError
+from imhost.kit.money import format_amount, format_money
 from imhost.metering.metrics import BILLABLE_CODES
 
 INTERVAL_HELP = (
@@ -86,8 +87,8 @@ def list_plans(
                     _yes(view.plan.is_public),
                     str(v.version.version),
                     f"{v.version.currency} {interval_words(v.version.billing_interval)}",
-                    str(tidy_money(v.version.base_fee, v.version.currency)),
-                    str(tidy_money(v.version.setup_fee, v.version.currency)),
+                    format_amount(v.version.base_fee, v.version.currency),
+                    format_amount(v.version.setup_fee, v.version.currency),
                     f"{v.version.trial_days} d",
                     _summary(v.components),
                 )
@@ -117,8 +118,8 @@ def show_plan(
             console.print(
                 f"\n[bold]version {ver.version}[/], {ver.currency}, "
                 f"billed {interval_words(ver.billing_interval)} "
-                f"({state}): base fee {tidy_money(ver.base_fee, ver.currency)}, "
-                f"setup fee {tidy_money(ver.setup_fee, ver.currency)}, "
+                f"({state}): base fee {format_money(ver.base_fee, ver.currency)}, "
+                f"setup fee {format_money(ver.setup_fee, ver.currency)}, "
                 f"trial {ver.trial_days} days"
             )
             limits = Table("limit", "value")
@@ -270,5 +271,5 @@ def rate_quantity(
             charge = rate(specs[metric], amount)
         except DomainError as exc:
             fail(exc.detail)
-    console.print(f"{charge.amount} {currency}")
+    console.print(format_money(charge.amount, currency))
     console.print(charge.explanation)

@@ -16,8 +16,10 @@ from pathlib import Path
 from imhost.accounts import service as accounts
 from imhost.accounts.audit import Actor
 from imhost.accounts.models import OrgRole, StaffRole
+from imhost.billing import demo as billing_demo
+from imhost.catalog import demo as catalog_demo
 from imhost.db.engine import transaction
-from imhost.kit import optional_module
+from imhost.hosting import demo as hosting_demo
 from imhost.runtime import Runtime
 
 ADMIN_EMAIL = "admin@provider.example.com"
@@ -91,12 +93,10 @@ def seed_demo(runtime: Runtime) -> DemoLogins:
                     role,
                     actor=Actor(user_id=owner_id, label=OWNER_EMAIL),
                 )
-        # Contributions of the packages that exist: plans, subscription, XMPP service.
-        for module_name in ("imhost.catalog.demo", "imhost.billing.demo", "imhost.hosting.demo"):
-            module = optional_module(module_name)
-            if module is None:
-                continue
-            module.seed(session, runtime, org, saved, logins)
+        # Contributions of the domain packages: plans, subscription, XMPP service.
+        catalog_demo.seed(session, runtime, org, saved, logins)
+        billing_demo.seed(session, runtime, org, saved, logins)
+        hosting_demo.seed(session, runtime, org, saved, logins)
     _save(path, saved)
     logins.web = [
         (

@@ -13,9 +13,12 @@ from imhost import __version__
 from imhost.accounts import service as accounts
 from imhost.accounts.auth import password_policy_for, validate_new_password
 from imhost.accounts.models import StaffRole, User
+from imhost.cli import billing as billing_cli
+from imhost.cli import catalog as catalog_cli
+from imhost.cli import hosting as hosting_cli
+from imhost.cli import usage as usage_cli
 from imhost.cli.context import cli_actor, console, fail, runtime_or_exit, settings_or_exit
 from imhost.db.engine import transaction
-from imhost.kit import optional_module
 from imhost.kit.errors import DomainError
 
 app = typer.Typer(
@@ -29,18 +32,11 @@ admin_app = typer.Typer(help="The provider's staff accounts.", no_args_is_help=T
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 
-# Sub-commands contributed by domain packages: (module, command name).
-SUBCOMMANDS = (
-    ("imhost.cli.catalog", "plans"),
-    ("imhost.cli.usage", "usage"),
-    ("imhost.cli.billing", "billing"),
-    ("imhost.cli.hosting", "xmpp"),
-)
-for _module, _name in SUBCOMMANDS:
-    _sub = optional_module(_module)
-    if _sub is None:
-        continue
-    app.add_typer(_sub.app, name=_name)
+# Sub-commands of the domain packages.
+app.add_typer(catalog_cli.app, name="plans")
+app.add_typer(usage_cli.app, name="usage")
+app.add_typer(billing_cli.app, name="billing")
+app.add_typer(hosting_cli.app, name="xmpp")
 
 
 @app.callback()

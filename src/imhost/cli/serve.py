@@ -16,7 +16,6 @@ from sqlalchemy import func, select
 from imhost.accounts.models import StaffRole, User
 from imhost.cli.context import console, fail
 from imhost.config import Settings
-from imhost.kit import optional_module
 from imhost.runtime import Runtime, build_runtime
 from imhost.web.app import create_app
 from imhost.worker.jobs import default_jobs
@@ -83,10 +82,10 @@ class _EmbeddedServer(uvicorn.Server):
 async def _start_xmpp(runtime: Runtime) -> Any:
     if runtime.settings.role not in ("all", "xmpp") or not runtime.settings.xmpp.enabled:
         return None
-    hosting_engine = optional_module("imhost.hosting.engines.builtin")
-    if hosting_engine is None:
-        return None
-    server = await hosting_engine.start_builtin_engine(runtime)
+    # Imported here: only a process that runs the XMPP engine loads it.
+    from imhost.hosting.engines.builtin import start_builtin_engine
+
+    server = await start_builtin_engine(runtime)
     runtime.xmpp = server
     return server
 

@@ -1,15 +1,19 @@
-"""JIDs prepared per RFC 7622.
+"""JIDs prepared per RFC 7622, with maintained implementations of the standards it cites.
 
-- localpart: PRECIS UsernameCaseMapped profile (RFC 8265 §3.3): width mapping, lower case,
-  NFC, then the IdentifierClass rules, plus the characters RFC 7622 §3.3.1 forbids
-  (``" & ' / : < > @``).
-- domainpart: RFC 7622 §3.2: lower case and NFC, IDNA labels checked (no empty label, label
-  at most 63 octets); a trailing dot is removed; IP literals in brackets are kept.
-- resourcepart: PRECIS OpaqueString profile (RFC 8265 §4.2): non-ASCII spaces to U+0020,
-  NFC, no control characters.
+- localpart: the PRECIS UsernameCaseMapped profile (RFC 8265 §3.3: width mapping, lower case,
+  NFC, the IdentifierClass of RFC 8264, the Bidi rule), plus the characters RFC 7622 §3.3.1
+  forbids (``" & ' / : < > @``). So "☃", "①", "ﬁ" and "ǅ" are refused, as RFC 8265 says.
+- domainpart: RFC 7622 §3.2: a trailing dot is removed, IP literals in brackets are kept, and a
+  name is checked with IDNA2008 (RFC 5891) after the UTS 46 mapping (lower case, width, NFC),
+  then kept in its U-label form: ``xn--bcher-kva.example`` and ``Bücher.example`` are the same
+  domain, ``bücher.example``. Plain ASCII names are letters, digits and hyphens (no label
+  starting or ending with a hyphen, at most 63 octets).
+- resourcepart: the PRECIS OpaqueString profile (RFC 8265 §4.2): non-ASCII spaces to U+0020,
+  NFC, no control or unassigned characters.
 
-Each part is limited to 1023 octets once prepared (RFC 7622 §3.1). Parsing is cached and has
-a fast path for ASCII input, which is what the router sees on the hot path.
+The PRECIS profiles come from ``precis-i18n`` and IDNA from ``idna``. Each part is limited to
+1023 octets once prepared (RFC 7622 §3.1). Parsing is cached, and ASCII input, what the router
+sees on its hot path, takes a fast path that gives the same result as the full profiles.
 """
 
 from __future__ import annotations
@@ -17,10 +21,31 @@ from __future__ import annotations
 import unicodedata
 from functools import lru_cache
 
+import idna
+from precis_i18n import get_profile
+
 MAX_PART_BYTES = 1023
 _LOCAL_FORBIDDEN = frozenset("\"&'/:<>@")
+# ASCII the IdentifierClass allows (U+0021..U+007E), lower case, less RFC 7622's forbidden ones.
 _ASCII_LOCAL_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%()*+,-.;=?[\\]^_`{|}~")
 _ASCII_DOMAIN_OK = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
+_USERNAME = get_profile("UsernameCaseMapped")
+_OPAQUE = get_profile("OpaqueString")
+
+# What precis-i18n's reasons mean, in words a person can act on.
+_REASONS = {
+    "spaces": "a space",
+    "symbols": "a symbol",
+    "punctuation": "punctuation",
+    "has_compat": "a compatibility character (write its plain form)",
+    "controls": "a control character",
+    "precis_ignorable_properties": "an invisible or non-character code point",
+    "unassigned": "an unassigned code point",
+    "other": "a character outside the allowed letters and digits",
+    "old_hangul_jamo": "an archaic Hangul jamo",
+    "bidi_rule": "a mix of right-to-left and left-to-right text that is not allowed",
+    "context": "a joiner or mark out of its allowed context",
+}
 
 
 class JID:
@@ -79,37 +104,63 @@ def _check_len(value: str, what: str) -> None:
         raise ValueError(f"{what} is longer than {MAX_PART_BYTES} bytes (RFC 7622 §3.1)")
 
 
+def _precis_error(what: str, exc: UnicodeEncodeError) -> ValueError:
+    """A sentence naming the refused character and why (``exc`` is precis-i18n's error)."""
+    reason = exc.reason.removeprefix("DISALLOWED/")
+    if reason == "empty":
+        return ValueError(f"{what} is empty")
+    meaning = _REASONS.get(reason, reason.replace("_", " "))
+    bad = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else ""
+    if bad and reason not in ("bidi_rule", "context"):
+        name = unicodedata.name(bad[0], "unnamed")
+        return ValueError(
+            f"{what} contains a disallowed character U+{ord(bad[0]):04X} ({name}): {meaning}"
+        )
+    return ValueError(f"{what} contains a disallowed character: {meaning}")
+
+
 def prepare_localpart(value: str) -> str:
     """RFC 7622 §3.3 with the UsernameCaseMapped profile (RFC 8265 §3.3)."""
     if not value:
         raise ValueError("localpart is empty")
     if value.isascii():
+        # Same result as the profile for ASCII: lower case, then U+0021..U+007E only.
         out = value.lower()
         bad = set(out) - _ASCII_LOCAL_OK
         if bad:
-            raise ValueError(f"localpart contains a forbidden character: {sorted(bad)[0]!r}")
-        _check_len(out, "localpart")
-        return out
-    # Width mapping (RFC 8265 §3.3.1 step 1): fullwidth/halfwidth to their decomposition.
-    mapped = "".join(
-        unicodedata.normalize("NFKC", c) if unicodedata.east_asian_width(c) in ("F", "H") else c
-        for c in value
-    )
-    out = unicodedata.normalize("NFC", mapped.lower())
-    for c in out:
-        if c in _LOCAL_FORBIDDEN:
-            raise ValueError(f"localpart contains a forbidden character: {c!r}")
-        cat = unicodedata.category(c)
-        if cat[0] in ("C", "Z") or (cat in ("Sk", "Lm") and not c.isalnum()):
-            raise ValueError(f"localpart contains a disallowed character U+{ord(c):04X}")
-    if not out:
-        raise ValueError("localpart is empty")
+            raise ValueError(f"localpart contains a forbidden character: {min(bad)!r}")
+    else:
+        try:
+            out = _USERNAME.enforce(value)
+        except UnicodeEncodeError as exc:
+            raise _precis_error("localpart", exc) from None
+        for c in out:
+            if c in _LOCAL_FORBIDDEN:
+                raise ValueError(f"localpart contains a forbidden character: {c!r}")
     _check_len(out, "localpart")
     return out
 
 
+def _check_ascii_labels(out: str) -> None:
+    for label in out.split("."):
+        if not label:
+            raise ValueError("domainpart has an empty label")
+        if len(label) > 63:
+            raise ValueError("domainpart has a label longer than 63 octets")
+        if label.startswith("-") or label.endswith("-"):
+            raise ValueError("domainpart label starts or ends with a hyphen")
+
+
+def _idna_to_unicode(value: str) -> str:
+    """UTS 46 mapping, IDNA2008 validation, then the U-label form (RFC 7622 §3.2.1)."""
+    try:
+        return idna.decode(idna.encode(value, uts46=True, std3_rules=True))
+    except idna.IDNAError as exc:
+        raise ValueError(f"domainpart is not a valid internationalised name: {exc}") from None
+
+
 def prepare_domain(value: str) -> str:
-    """RFC 7622 §3.2: lower case, NFC, valid labels; IDNA A-labels and U-labels accepted."""
+    """RFC 7622 §3.2: IDNA2008 after UTS 46 mapping, kept as U-labels; IP literals kept."""
     if value.endswith("."):
         value = value[:-1]
     if not value:
@@ -122,23 +173,17 @@ def prepare_domain(value: str) -> str:
         out = value.lower()
         if set(out) - _ASCII_DOMAIN_OK:
             raise ValueError("domainpart contains a character not allowed in a DNS name")
+        _check_ascii_labels(out)
+        if "xn--" in out:
+            # A-labels are checked and turned into U-labels (RFC 7622 §3.2.1).
+            out = _idna_to_unicode(out)
     else:
-        out = unicodedata.normalize("NFC", value.lower())
-        for c in out:
-            cat = unicodedata.category(c)
-            if cat[0] in ("C", "Z") or c in "/@<>&'\":":
+        for c in value:
+            if unicodedata.category(c)[0] in ("C", "Z"):
                 raise ValueError(f"domainpart contains a disallowed character U+{ord(c):04X}")
-        try:
-            out.encode("idna")
-        except UnicodeError as exc:
-            raise ValueError(f"domainpart is not a valid internationalised name: {exc}") from None
-    for label in out.split("."):
-        if not label:
-            raise ValueError("domainpart has an empty label")
-        if len(label.encode("utf-8")) > 63 and label.isascii():
-            raise ValueError("domainpart has a label longer than 63 octets")
-        if label.startswith("-") or label.endswith("-"):
-            raise ValueError("domainpart label starts or ends with a hyphen")
+        if value.endswith(("。", "．", "｡")):  # UTS 46 maps these to '.'
+            value = value[:-1]
+        out = _idna_to_unicode(value)
     _check_len(out, "domainpart")
     return out
 
@@ -148,16 +193,15 @@ def prepare_resource(value: str) -> str:
     if not value:
         raise ValueError("resourcepart is empty")
     if value.isascii():
+        # Same result as the profile for ASCII: U+0020..U+007E, kept as they are.
         if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
             raise ValueError("resourcepart contains a control character")
-        _check_len(value, "resourcepart")
-        return value
-    mapped = "".join(" " if unicodedata.category(c) == "Zs" else c for c in value)
-    out = unicodedata.normalize("NFC", mapped)
-    for c in out:
-        cat = unicodedata.category(c)
-        if cat in ("Cc", "Cs", "Cn") or 0xFDD0 <= ord(c) <= 0xFDEF:
-            raise ValueError(f"resourcepart contains a disallowed character U+{ord(c):04X}")
+        out = value
+    else:
+        try:
+            out = _OPAQUE.enforce(value)
+        except UnicodeEncodeError as exc:
+            raise _precis_error("resourcepart", exc) from None
     _check_len(out, "resourcepart")
     return out
 

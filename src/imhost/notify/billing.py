@@ -15,9 +15,9 @@ from imhost import events
 from imhost.accounts.models import Organization
 from imhost.billing import subscribers as billing_subscribers
 from imhost.billing.models import CreditNote, Invoice, Payment
-from imhost.billing.periods import fmt
 from imhost.billing.render import render_invoice_html, render_invoice_pdf
 from imhost.kit.clock import Clock
+from imhost.kit.money import format_money
 from imhost.notify.mail import Mailer
 from imhost.notify.webhooks import WebhookService
 
@@ -94,13 +94,13 @@ def register(
         to = recipient(session, invoice)
         if to is None:
             return
-        amount = f"{fmt(invoice.total, invoice.currency)} {invoice.currency}"
+        amount = format_money(invoice.total, invoice.currency)
         link = invoice_link(session, invoice)
         if event.kind == "finalized":
             due = f"{invoice.due_at:%Y-%m-%d}" if invoice.due_at else "now"
             if invoice.amount_due > 0:
-                body = f"Amount due: {fmt(invoice.amount_due, invoice.currency)} "
-                body += f"{invoice.currency}, by {due}."
+                body = f"Amount due: {format_money(invoice.amount_due, invoice.currency)}, "
+                body += f"by {due}."
             else:
                 body = "Nothing is due: the invoice is settled."
             mailer.send(
@@ -159,7 +159,7 @@ def register(
         to = recipient(session, invoice)
         if to is None:
             return
-        due = f"{fmt(invoice.amount_due, invoice.currency)} {invoice.currency}"
+        due = format_money(invoice.amount_due, invoice.currency)
         days = event.days_from_due
         if days < 0:
             when = f"is due in {-days} day{'s' if days != -1 else ''}"
@@ -210,7 +210,7 @@ def register(
                 clock,
                 to,
                 f"Credit note {note.number} on invoice {invoice.number}",
-                f"We credited {fmt(note.total, note.currency)} {note.currency} on invoice "
+                f"We credited {format_money(note.total, note.currency)} on invoice "
                 f"{invoice.number}: {note.reason}\n",
                 organization_id=note.organization_id,
                 kind="credit-note",

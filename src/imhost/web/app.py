@@ -12,9 +12,8 @@ from starlette.responses import Response
 
 from imhost import __version__
 from imhost.db.migrations import migration_status
-from imhost.kit import optional_module
 from imhost.runtime import Runtime
-from imhost.web import problems
+from imhost.web import console, portal, problems
 from imhost.web.api.v1 import build_router
 from imhost.web.metrics import HttpMetrics, check_metrics_access, render_engine_metrics
 from imhost.web.xmpp_websocket import router as xmpp_websocket_router
@@ -105,8 +104,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(build_router())
     app.include_router(xmpp_websocket_router)
     # Server-rendered pages: each package adds its routes, templates and /static.
-    for name in ("imhost.web.portal", "imhost.web.console"):
-        pages = optional_module(name)
-        if pages is not None:
-            pages.install(app)
+    portal.install(app)
+    console.install(app)
     return app

@@ -20,7 +20,6 @@ from imhost.accounts.permissions import (
     Access,
     Scope,
 )
-from imhost.kit import optional_module
 from imhost.web.api.v1 import ROUTERS
 from imhost.web.deps import Requirement
 
@@ -42,11 +41,8 @@ def _requirements(dependant: Dependant) -> Iterator[Requirement]:
 def api_routes() -> list[RoutePermission]:
     """Every (method, path) of /api/v1 with the requirement it declares (None: none)."""
     out: list[RoutePermission] = []
-    for name in ROUTERS:
-        module = optional_module(name)
-        if module is None:
-            continue
-        for route in module.router.routes:
+    for router in ROUTERS:
+        for route in router.routes:
             if isinstance(route, APIRoute):
                 reqs = list(_requirements(route.dependant))
                 for method in sorted(route.methods or ()):

@@ -48,6 +48,7 @@ from imhost.kit.errors import (
     TooManyRequests,
     Unauthenticated,
 )
+from imhost.kit.money import format_money
 from imhost.kit.text import CONTROL_MESSAGE, first_control_character
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, Requirement, RuntimeDep, client_address
@@ -75,8 +76,7 @@ def _money(amount: Decimal | str | int | None, currency: str = "") -> str:
     if amount is None:
         return "-"
     value = Decimal(str(amount))
-    text = f"{value:,.2f}" if value == value.quantize(Decimal("0.01")) else f"{value:,}"
-    return f"{text} {currency}".strip()
+    return format_money(value, currency) if currency else _number(value)
 
 
 def _when(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:

@@ -1,4 +1,4 @@
-"""The scheduled jobs of a runtime. Packages still being built simply have none yet."""
+"""The scheduled jobs of a runtime: the worker's own and those of the domain packages."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from datetime import timedelta
 
 from imhost.accounts import reviews
 from imhost.accounts.throttle import LoginThrottleService
+from imhost.billing import budgets
+from imhost.billing import tasks as billing_tasks
 from imhost.db.engine import transaction
-from imhost.kit import optional_module
+from imhost.metering import tasks as metering_tasks
 from imhost.runtime import Runtime
 from imhost.worker.scheduler import Job
 
@@ -31,30 +33,18 @@ def default_jobs(runtime: Runtime) -> list[Job]:
         with transaction(factory) as session:
             LoginThrottleService(session, clock, runtime.settings.security).purge_stale()
 
-    jobs = [
+    return [
         Job("access-reviews", timedelta(hours=6), access_reviews),
         Job("login-throttle-purge", timedelta(hours=6), purge_login_throttles),
+        Job(
+            "budget-check",
+            timedelta(minutes=15),
+            _bind(metering_tasks.scheduled_budget_check, factory, clock, budgets.pricing_for),
+        ),
+        Job(
+            "billing-run",
+            timedelta(hours=1),
+            _bind(billing_tasks.scheduled_billing_run, factory, clock),
+        ),
+        Job("dunning", timedelta(hours=6), _bind(billing_tasks.run_dunning, factory, clock)),
     ]
-    # Jobs contributed by domain packages: module -> (job name, interval, function(factory, clock)).
-    contributed = (
-        ("imhost.billing.tasks", "billing-run", timedelta(hours=1), "scheduled_billing_run"),
-        ("imhost.billing.tasks", "dunning", timedelta(hours=6), "run_dunning"),
-    )
-    budgets = optional_module("imhost.billing.budgets")
-    metering_tasks = optional_module("imhost.metering.tasks")
-    if budgets is not None and metering_tasks is not None:
-        jobs.append(
-            Job(
-                "budget-check",
-                timedelta(minutes=15),
-                _bind(metering_tasks.scheduled_budget_check, factory, clock, budgets.pricing_for),
-            )
-        )
-    for module_name, name, every, func_name in contributed:
-        module = optional_module(module_name)
-        if module is None:
-            continue
-        func = getattr(module, func_name, None)
-        if func is not None:
-            jobs.append(Job(name, every, _bind(func, factory, clock)))
-    return jobs

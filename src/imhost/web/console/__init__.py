@@ -6,25 +6,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from imhost.kit import optional_module
+from imhost.web.console import billing, customers
 from imhost.web.pages import install_common
 
-PAGE_MODULES: tuple[str, ...] = ("imhost.web.console.customers",)
-OPTIONAL_PAGE_MODULES: tuple[tuple[str, str], ...] = (
-    ("imhost.billing.service", "imhost.web.console.billing"),
-)
+# The page routers, each from its module (a new page module adds its router here).
+ROUTERS: tuple[APIRouter, ...] = (customers.router, billing.router)
 
 
 def routers() -> list[APIRouter]:
-    """The page routers of the packages present (the authorization walk reads these)."""
-    names = list(PAGE_MODULES)
-    names += [page for needed, page in OPTIONAL_PAGE_MODULES if optional_module(needed) is not None]
-    out: list[APIRouter] = []
-    for name in names:
-        module = optional_module(name)
-        assert module is not None, name
-        out.append(module.router)
-    return out
+    """The page routers (the authorization walk reads these)."""
+    return list(ROUTERS)
 
 
 def install(app: FastAPI) -> None:

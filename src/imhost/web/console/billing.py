@@ -23,6 +23,7 @@ from imhost.catalog import service as catalog
 from imhost.catalog.schemas import PlanCreate, PlanVersionChange
 from imhost.kit.errors import DomainError, InvalidInput, NotFound
 from imhost.kit.ids import new_id
+from imhost.kit.money import format_money
 from imhost.metering.metrics import BILLABLE_CODES
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, Requirement, RuntimeDep
@@ -539,7 +540,7 @@ def record_payment(
     return redirect(
         request,
         f"/console/invoices/{invoice_id[:64]}",
-        f"Payment of {payment.amount} {payment.currency} recorded.",
+        f"Payment of {format_money(payment.amount, payment.currency)} recorded.",
     )
 
 

@@ -13,7 +13,9 @@ from imhost.accounts import service as accounts
 from imhost.accounts import sessions, threats
 from imhost.accounts.models import Organization
 from imhost.accounts.permissions import Access, Scope
-from imhost.kit import optional_module
+from imhost.billing import service as billing
+from imhost.billing.plans import load_plan_terms
+from imhost.hosting import service as hosting
 from imhost.kit.errors import NotFound, PermissionDenied
 from imhost.notify import mail
 from imhost.web.deps import Db, Principal, Requirement, RuntimeDep
@@ -74,18 +76,12 @@ def customer(request: Request, customer_id: str, principal: CustomersRead, db: D
         "members": accounts.list_members(db, org.id),
         "events": audit_log.list_events(db, organization_id=org.id, limit=10)[0],
     }
-    hosting = optional_module("imhost.hosting.service")
-    if hosting is not None:
-        ctx["services"] = hosting.services_of(db, org.id)
-    billing = optional_module("imhost.billing.service")
-    if billing is not None:
-        sub = billing.current_subscription(db, org.id)
-        ctx["subscription"] = sub
-        if sub is not None:
-            from imhost.billing.plans import load_plan_terms
-
-            ctx["terms"] = load_plan_terms(db, sub.plan_version_id)
-        ctx["invoices"] = billing.list_invoices(db, organization_id=org.id, limit=10, offset=0)
+    ctx["services"] = hosting.services_of(db, org.id)
+    sub = billing.current_subscription(db, org.id)
+    ctx["subscription"] = sub
+    if sub is not None:
+        ctx["terms"] = load_plan_terms(db, sub.plan_version_id)
+    ctx["invoices"] = billing.list_invoices(db, organization_id=org.id, limit=10, offset=0)
     return render(
         request, "console/customer.html", ctx, principal=principal, db=db, section="Customers"
     )

@@ -7,31 +7,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from imhost.kit import optional_module
 from imhost.web.pages import install_common
+from imhost.web.portal import account, auth, billing, hosting, org
 
-# Each module exposes ``router``; hosting and billing pages join when those packages exist.
-PAGE_MODULES: tuple[str, ...] = (
-    "imhost.web.portal.auth",
-    "imhost.web.portal.account",
-    "imhost.web.portal.org",
-)
-OPTIONAL_PAGE_MODULES: tuple[tuple[str, str], ...] = (
-    ("imhost.hosting.service", "imhost.web.portal.hosting"),
-    ("imhost.billing.service", "imhost.web.portal.billing"),
+# The page routers, each from its module (a new page module adds its router here).
+ROUTERS: tuple[APIRouter, ...] = (
+    auth.router,
+    account.router,
+    org.router,
+    hosting.router,
+    billing.router,
 )
 
 
 def routers() -> list[APIRouter]:
-    """The page routers of the packages present (the authorization walk reads these)."""
-    names = list(PAGE_MODULES)
-    names += [page for needed, page in OPTIONAL_PAGE_MODULES if optional_module(needed) is not None]
-    out: list[APIRouter] = []
-    for name in names:
-        module = optional_module(name)
-        assert module is not None, name
-        out.append(module.router)
-    return out
+    """The page routers (the authorization walk reads these)."""
+    return list(ROUTERS)
 
 
 def install(app: FastAPI) -> None:

@@ -16,7 +16,8 @@ from imhost.accounts.auth import confirmed_factor, password_policy_for, validate
 from imhost.accounts.models import OrgRole, User, WebSession
 from imhost.accounts.permissions import Access, Scope
 from imhost.accounts.sessions import COOKIE_NAME
-from imhost.kit import optional_module
+from imhost.billing import service as billing
+from imhost.catalog import service as catalog
 from imhost.kit.errors import DomainError, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from imhost.web.api.v1.auth import set_session_cookie
 from imhost.web.deps import Db, Principal, RuntimeDep, client_address, commit_even_on_refusal
@@ -174,9 +175,6 @@ def sign_out(request: Request, principal: SelfPending, db: Db, runtime: RuntimeD
 
 
 def public_plans(db: Db) -> list[Any]:
-    catalog = optional_module("imhost.catalog.service")
-    if catalog is None:
-        return []
     return [catalog.plan_out(v) for v in catalog.list_plans(db) if v.versions]
 
 
@@ -230,8 +228,7 @@ def sign_up(
             db, runtime.clock, name=org_name, owner=user, country=country
         )
         db.flush()
-        billing = optional_module("imhost.billing.service")
-        if billing is not None and plan_version_id:
+        if plan_version_id:
             billing.start_subscription(
                 db,
                 runtime.clock,

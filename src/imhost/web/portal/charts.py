@@ -11,6 +11,7 @@ from html import escape
 from markupsafe import Markup
 
 from imhost.catalog.intervals import interval_words
+from imhost.kit.money import format_money
 
 WIDTH, HEIGHT = 440, 200
 LEFT, BOTTOM, TOP = 44, 26, 14
@@ -82,8 +83,8 @@ def against_budget(
         f'<title id="b-t">{escape(title)}</title>',
         '<desc id="b-d">'
         + escape(
-            "; ".join(f"{label}: {_fmt(v)} {currency}" for label, v in items)
-            + (f"; budget {_fmt(budget)} {currency}" if budget else "; no budget set")
+            "; ".join(f"{label}: {format_money(v, currency)}" for label, v in items)
+            + (f"; budget {format_money(budget, currency)}" if budget else "; no budget set")
         )
         + "</desc>",
     ]
@@ -94,14 +95,14 @@ def against_budget(
         parts.append(f'<text x="0" y="{y + 18}">{escape(label)}</text>')
         parts.append(f'<rect class="{cls}" x="80" y="{y}" width="{w:.1f}" height="26"/>')
         parts.append(
-            f'<text x="{84 + w:.1f}" y="{y + 18}">{escape(_fmt(value))} {escape(currency)}</text>'
+            f'<text x="{84 + w:.1f}" y="{y + 18}">{escape(format_money(value, currency))}</text>'
         )
     if budget:
         x = 80 + float(budget / peak) * plot_w
         parts.append(f'<line class="budget" x1="{x:.1f}" y1="4" x2="{x:.1f}" y2="{height - 14}"/>')
         parts.append(
             f'<text x="{x:.1f}" y="{height - 2}" '
-            f'text-anchor="middle">budget {escape(_fmt(budget))}</text>'
+            f'text-anchor="middle">budget {escape(format_money(budget, currency))}</text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every input is escaped above
