@@ -35,6 +35,24 @@ class SecuritySettings(BaseModel):
     lockout_max_wait_seconds: int = Field(900, ge=1, le=86400)
     lockout_reset_seconds: int = Field(12 * 3600, ge=60, le=7 * 86400)
     address_failure_threshold: int = Field(20, ge=1, le=10000)
+    account_failure_threshold: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Failures of one account from addresses it has not signed in from, "
+        "before those addresses are held back.",
+    )
+    trusted_address_days: int = Field(
+        90, ge=1, le=730, description="How long a sign-in makes its address trusted."
+    )
+    password_reset_minutes: int = Field(60, ge=5, le=24 * 60)
+    email_requests_per_hour: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Password-reset and sign-up e-mails to one address, and requests from "
+        "one client address, per hour.",
+    )
     access_review_months: int = Field(3, ge=1, le=12)
     token_stale_days: int = Field(90, ge=1, le=3650)
     cookie_secure: bool = Field(
