@@ -79,9 +79,6 @@ class XmppSettings(BaseModel):
     metering_flush_seconds: float = Field(1.0, gt=0, le=3600)
     listen_backlog: int = Field(1024, ge=1, le=65535)
     direct_tls_enabled: bool = Field(True, description="Listen for XEP-0368 Direct TLS.")
-    auth_failure_delay_seconds: float = Field(
-        0.5, ge=0, le=30, description="Pause before answering a failed SASL attempt."
-    )
     max_auth_failures_per_connection: int = Field(3, ge=1, le=100)
     sm_resume_timeout_seconds: int = Field(
         300, ge=1, le=86400, description="XEP-0198: how long a lost session can be resumed."

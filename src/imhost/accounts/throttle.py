@@ -291,7 +291,7 @@ class LoginThrottleService:
         self.session.flush()
         return admission
 
-    def settle_success(self, keys: AttemptKeys, admission: Admission) -> None:
+    def settle_success(self, keys: AttemptKeys, admission: Admission | None) -> None:
         """The credential was right: clear and trust the pair, give the other counts back."""
         rows = {key: self._row_for_update(key) for key in keys.all()}
         states = {key: _state_of(row) for key, row in rows.items()}

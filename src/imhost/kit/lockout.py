@@ -235,16 +235,25 @@ class LockoutModel:
     def settle_success(
         self,
         keys: AttemptKeys,
-        admission: Admission,
+        admission: Admission | None,
         states: Mapping[str, ThrottleState],
         now: datetime,
     ) -> dict[str, ThrottleState]:
         """The credential was right: the pair is cleared and trusted, the other keys get
         back the failure counted in advance (the person's count of strangers' failures stays:
-        one right password does not excuse the guesses of other addresses)."""
+        one right password does not excuse the guesses of other addresses).
+
+        ``admission`` None: the keys counted are inferred (all, but the person when the pair
+        is trusted), for callers that do not keep the admission.
+        """
         empty = ThrottleState()
+        if admission is not None:
+            counted: tuple[str, ...] = admission.counted
+        else:
+            trusted = keys.pair is not None and states.get(keys.pair, empty).is_trusted(now)
+            counted = tuple(k for k in keys.all() if not (k == keys.person and trusted))
         new: dict[str, ThrottleState] = {}
-        for key in admission.counted:
+        for key in counted:
             state = states.get(key, empty)
             if key == keys.pair:
                 new[key] = ThrottleState(

@@ -14,7 +14,6 @@ from alembic import op
 
 import imhost.db.types
 
-
 revision: str = "c9b12e5d7a3c"
 down_revision: str | None = "31936b9f60a5"
 branch_labels: str | Sequence[str] | None = None
