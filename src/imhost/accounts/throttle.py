@@ -404,3 +404,54 @@ def _store(row: LoginThrottle, state: ThrottleState) -> None:
     row.last_failure_at = state.last_failure_at
     row.locked_until = state.locked_until
     row.trusted_until = state.trusted_until
+
+
+# --------------------------------------------------------------------------- e-mail requests
+
+TOO_MANY_REQUESTS = "Too many requests. Try again in {minutes} minutes."
+
+
+def email_request_policy(threshold: int) -> ThrottlePolicy:
+    """``threshold`` requests, then an hour's wait; an hour without one forgets them."""
+    return ThrottlePolicy(
+        threshold=threshold,
+        wait_seconds=3600,
+        max_wait_seconds=3600,
+        reset_seconds=3600,
+        delays=(0.0,),
+    )
+
+
+def admit_email_request(
+    session: Session,
+    clock: Clock,
+    security: SecuritySettings,
+    *,
+    purpose: str,
+    email: str,
+    address: str | None,
+) -> None:
+    """Count a request that sends an e-mail (a password reset, a sign-up) against the e-mail
+    address (``email_requests_per_hour``) and the client address (four times as many);
+    raise :class:`TooManyRequests` past either. Counted whether or not an account exists,
+    so the answer tells nothing."""
+    per_email = email_request_policy(security.email_requests_per_hour)
+    per_address = email_request_policy(4 * security.email_requests_per_hour)
+    digest = hashlib.sha256(email.strip().casefold().encode("utf-8")).hexdigest()
+    person = f"{purpose}-mail:{digest}"
+    keys = AttemptKeys(person=person)
+    if address and address != "unknown":
+        keys = AttemptKeys(
+            person=person,
+            address=_bounded(f"{purpose}-address", address_key(address).removeprefix("address:")),
+        )
+    model = LockoutModel(pair=per_email, person=per_email, address=per_address)
+    throttle = LoginThrottleService(session, clock, per_email, address_policy=per_address)
+    throttle.model = model
+    admission = throttle.admit(keys)
+    if not admission.allowed:
+        minutes = max(1, math.ceil(admission.decision.retry_after_seconds / 60))
+        raise TooManyRequests(
+            TOO_MANY_REQUESTS.format(minutes=minutes),
+            retry_after=admission.decision.retry_after_seconds,
+        )
