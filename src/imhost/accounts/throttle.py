@@ -445,9 +445,7 @@ def admit_email_request(
             person=person,
             address=_bounded(f"{purpose}-address", address_key(address).removeprefix("address:")),
         )
-    model = LockoutModel(pair=per_email, person=per_email, address=per_address)
     throttle = LoginThrottleService(session, clock, per_email, address_policy=per_address)
-    throttle.model = model
     admission = throttle.admit(keys)
     if not admission.allowed:
         minutes = max(1, math.ceil(admission.decision.retry_after_seconds / 60))
