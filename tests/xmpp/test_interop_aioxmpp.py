@@ -19,7 +19,7 @@ with warnings.catch_warnings():
     import aioxmpp.security_layer as asl
     from aioxmpp import connector
 
-import imhost.xmpp.core.stream as stream_module
+import imhost.xmpp.core.saslauth as saslauth_module
 from imhost.xmpp.core import sasl
 
 from .conftest import LiveServer
@@ -48,7 +48,7 @@ def make_client(live: LiveServer, user: str, direct_tls: bool) -> Any:
 async def test_login_with_each_mechanism(
     live: LiveServer, mech: str, direct_tls: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stream_module, "MECHANISMS", {mech: sasl.MECHANISMS[mech]})
+    monkeypatch.setattr(saslauth_module, "MECHANISMS", {mech: sasl.MECHANISMS[mech]})
     client = make_client(live, "bob", direct_tls)
     async with client.connected():
         assert str(client.local_jid).startswith("bob@example.test/")

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from imhost.xmpp.memory import MemoryBackend
+from imhost.xmpp.modules.defaults import DEFAULT_MODULES
 from imhost.xmpp.ports import HostLimits
-from imhost.xmpp.server import XmppServer, default_modules
+from imhost.xmpp.server import XmppServer
 
 from .conftest import LiveServer
 from .harness import DOMAIN, PASSWORD, settings
@@ -23,9 +24,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.interop]
 
 @pytest.fixture
 async def live_im(cert_dir: Path) -> AsyncIterator[LiveServer]:
-    modules = default_modules()
-    if not modules:
-        pytest.skip("the IM modules (imhost.xmpp.modules.defaults) are not there yet")
     backend = MemoryBackend(iterations=4096)
     backend.add_host(DOMAIN, limits=HostLimits(message_rate=None))
     for user in ("alice", "bob"):
@@ -39,7 +37,7 @@ async def live_im(cert_dir: Path) -> AsyncIterator[LiveServer]:
             certificate_dir=cert_dir,
         ),
         backend,
-        modules=modules,
+        modules=DEFAULT_MODULES,
     )
     await server.start()
     assert server.c2s_port and server.direct_tls_port

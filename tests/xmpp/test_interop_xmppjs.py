@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 
 from imhost.xmpp.memory import MemoryBackend
+from imhost.xmpp.modules.defaults import DEFAULT_MODULES
 from imhost.xmpp.ports import HostLimits, RosterItem
-from imhost.xmpp.server import XmppServer, default_modules, ensure_self_signed_cert
+from imhost.xmpp.server import XmppServer, ensure_self_signed_cert
 
 from ..peers import missing_peer
 from .conftest import LiveServer
@@ -79,7 +80,7 @@ async def live_im(cert_dir: Path) -> AsyncIterator[LiveServer]:
             certificate_dir=cert_dir,
         ),
         backend,
-        modules=default_modules(),
+        modules=DEFAULT_MODULES,
     )
     await server.start()
     assert server.c2s_port and server.direct_tls_port

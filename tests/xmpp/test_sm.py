@@ -28,10 +28,10 @@ async def test_enable_r_and_a() -> None:
         got = await b.recv()
         assert [e.name for e in got] == ["message", "r"]  # the server asks for an ack
         session = h.server.router.sessions_of(DOMAIN, "bob")[0]
-        assert session.sm_unacked is not None and len(session.sm_unacked) == 1
+        assert session.sm.unacked is not None and len(session.sm.unacked) == 1
         b.send(f"<a xmlns='{NS_SM}' h='1'/>")
         await b.recv()
-        assert len(session.sm_unacked) == 0
+        assert len(session.sm.unacked) == 0
 
 
 async def test_enable_before_bind_fails() -> None:

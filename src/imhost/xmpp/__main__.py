@@ -18,8 +18,9 @@ from pathlib import Path
 from imhost.config import XmppSettings
 
 from .memory import MemoryBackend
+from .modules.defaults import DEFAULT_MODULES
 from .ports import HostLimits
-from .server import XmppServer, default_modules
+from .server import XmppServer
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -44,7 +45,7 @@ async def run(args: argparse.Namespace) -> None:
         negotiation_timeout_seconds=60,
         metering_flush_seconds=args.flush,
     )
-    modules = default_modules()
+    modules = list(DEFAULT_MODULES)
     if args.modules != "all":
         wanted = {m for m in args.modules.split(",") if m and m != "none"}
         modules = [m for m in modules if m.name in wanted]

@@ -50,7 +50,7 @@ class _Roster:
 
 
 class MemoryBackend:
-    """All ports in one object: HostDirectory, AccountAuth, stores and UsageSink.
+    """All ports in one object: HostDirectory, AccountAuth, stores, ClientVersionLog, UsageSink.
 
     Brute-force protection is the one model of :mod:`imhost.kit.lockout` (as in the database
     backend): ``lockout_threshold`` failures of one account from one address lock that pair
@@ -95,6 +95,7 @@ class MemoryBackend:
         self.usage: list[UsageRecord] = []
         self.usage_keys: set[str] = set()
         self.fail_sink = False
+        self.client_versions: dict[tuple[str, str], str] = {}
         self._listeners: list[HostListener] = []
 
     # -- administration helpers (what the control plane would do) ---------------------------
@@ -352,6 +353,11 @@ class MemoryBackend:
             self.blocklists.pop((domain, localpart), None)
         else:
             self.blocklists.get((domain, localpart), set()).difference_update(jids)
+
+    # -- ClientVersionLog -------------------------------------------------------------------
+
+    def note_client_version(self, domain: str, localpart: str, version: str) -> None:
+        self.client_versions[(domain, localpart)] = version
 
     # -- UsageSink --------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ __all__ = [
     "AccountAuth",
     "AuthAttempt",
     "BlockListStore",
+    "ClientVersionLog",
     "HostDirectory",
     "HostLimits",
     "HostListener",
@@ -361,6 +362,16 @@ class BlockListStore(Protocol):
     async def unblock(self, domain: str, localpart: str, jids: Sequence[str] | None) -> None:
         """Unblock these JIDs, or all when ``jids`` is None."""
         ...
+
+
+class ClientVersionLog(Protocol):
+    """Where the data plane notes which client software an account signs in with (XEP-0092
+    answers, e.g. ``"Conversations 2.16 (Android 14)"``), for support and troubleshooting.
+
+    Called on the event loop for every answer: it must not block (keep it in memory and
+    write in batches)."""
+
+    def note_client_version(self, domain: str, localpart: str, version: str) -> None: ...
 
 
 METRICS = (

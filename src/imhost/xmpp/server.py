@@ -3,7 +3,8 @@
 ::
 
     server = XmppServer(settings.xmpp, directory=..., auth=..., roster=..., offline=...,
-                        private=..., vcard=..., blocklist=..., usage=...)
+                        private=..., vcard=..., blocklist=..., usage=...,
+                        client_versions=..., modules=DEFAULT_MODULES)
     await server.start()          # listens on c2s_port (STARTTLS) and c2s_direct_tls_port
     await server.serve_websocket(adapter)   # one RFC 7395 connection, from the web app
     server.metrics_snapshot()     # per-host counters for /metrics
@@ -31,9 +32,11 @@ from .core.metering import Meter
 from .core.router import HostState, Router, Stores
 from .core.stream import C2SStream, State, StreamServices
 from .modules.api import Module, ModuleContext
+from .modules.defaults import DEFAULT_MODULES
 from .ports import (
     AccountAuth,
     BlockListStore,
+    ClientVersionLog,
     HostDirectory,
     OfflineStore,
     PrivateStore,
@@ -50,9 +53,13 @@ class WebSocketAdapter(Protocol):
     """What :meth:`XmppServer.serve_websocket` needs from a WebSocket (RFC 7395).
 
     The web layer accepts the connection with subprotocol ``xmpp`` and passes an adapter.
-    ``receive_text`` raises (any exception) when the peer disconnects. Optional attributes:
-    ``client_address: str`` and ``is_secure: bool`` (wss, or TLS terminated in front).
+    ``receive_text`` raises (any exception) when the peer disconnects.
     """
+
+    client_address: str
+    """The client's IP address ("" when unknown): per-address limits apply to it."""
+    is_secure: bool
+    """wss, or TLS terminated in front: PLAIN may be offered."""
 
     async def receive_text(self) -> str: ...
 
@@ -69,8 +76,8 @@ class _WsTransport:
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.size = 0
         self.closing = False
-        self.address = str(getattr(adapter, "client_address", "") or "")
-        self.secure = bool(getattr(adapter, "is_secure", False))
+        self.address = adapter.client_address
+        self.secure = adapter.is_secure
 
     def write(self, data: bytes) -> None:
         if not self.closing:
@@ -199,17 +206,31 @@ def _release_free_memory() -> None:
         return
 
 
-def default_modules() -> list[type[Module]]:
-    """The IM modules (``imhost.xmpp.modules.defaults.DEFAULT_MODULES``), if present."""
-    try:
-        from .modules import defaults  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return []
-    return list(getattr(defaults, "DEFAULT_MODULES", []))
+def check_modules(modules: Sequence[type[Module]]) -> list[type[Module]]:
+    """The module list, checked: names are unique and each module's ``depends`` come
+    before it. Raises ValueError with what to fix (a server never starts half-equipped)."""
+    seen: list[type[Module]] = []
+    names: set[str] = set()
+    for cls in modules:
+        if cls.name in names:
+            raise ValueError(f"the module name {cls.name!r} is used twice in the module list")
+        for needed in cls.depends:
+            if needed not in seen:
+                raise ValueError(
+                    f"the {cls.name} module needs the {needed.name} module loaded before it"
+                )
+        names.add(cls.name)
+        seen.append(cls)
+    return seen
 
 
 class XmppServer:
-    """The data plane. Hosts come from the directory and follow its changes at runtime."""
+    """The data plane. Hosts come from the directory and follow its changes at runtime.
+
+    ``modules`` are the module classes every host loads, in this order (by default
+    :data:`~imhost.xmpp.modules.defaults.DEFAULT_MODULES`, a plain list); ``client_versions``
+    keeps what client software each account uses (XEP-0092) for support.
+    """
 
     def __init__(
         self,
@@ -223,8 +244,9 @@ class XmppServer:
         vcard: VCardStore,
         blocklist: BlockListStore,
         usage: UsageSink | None,
+        client_versions: ClientVersionLog | None = None,
         clock: Clock | None = None,
-        modules: Sequence[type[Module]] | None = None,
+        modules: Sequence[type[Module]] = DEFAULT_MODULES,
         ssl_context: ssl.SSLContext | None = None,
         tls_server_end_point: bytes | None = None,
     ) -> None:
@@ -242,7 +264,8 @@ class XmppServer:
         )
         self.router = Router(self.stores, self.meter, self.clock)
         self.router.module_factory = self._load_modules
-        self.module_classes = list(modules) if modules is not None else default_modules()
+        self.module_classes = check_modules(modules)
+        self.client_versions = client_versions
         self.ssl_context = ssl_context
         self.services = StreamServices(
             router=self.router,
@@ -273,6 +296,7 @@ class XmppServer:
             vcard=backend,
             blocklist=backend,
             usage=backend,
+            client_versions=backend,
             **kw,
         )
 
@@ -348,7 +372,7 @@ class XmppServer:
             self._sweeper.cancel()
             self._sweeper = None
         for stream in list(self.services.streams):
-            stream.sm_resumable = False
+            stream.sm.resumable = False
             stream.close_with_error(StreamErrorCondition.SYSTEM_SHUTDOWN, "server is stopping")
         for host in self.router.hosts.values():
             for stream in host.all_sessions():
@@ -442,7 +466,7 @@ class XmppServer:
 
     def _load_modules(self, host: HostState) -> None:
         for cls in self.module_classes:
-            ctx = ModuleContext(self.router, host, self.clock)
+            ctx = ModuleContext(self.router, host, self.clock, self.client_versions)
             try:
                 module = cls(ctx)
                 module.load()

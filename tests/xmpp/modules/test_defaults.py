@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from imhost.xmpp.memory import MemoryBackend
 from imhost.xmpp.modules.caps import NS_CAPS
 from imhost.xmpp.modules.carbons import NS_CARBONS
 from imhost.xmpp.modules.defaults import DEFAULT_MODULES
 from imhost.xmpp.modules.presence import NS_PREAPPROVAL
 from imhost.xmpp.modules.roster import NS_ROSTERVER
-from imhost.xmpp.server import default_modules
+from imhost.xmpp.server import XmppServer
 
-from ..harness import DOMAIN, HEADER
+from ..harness import DOMAIN, HEADER, settings
 from .conv import Harness, exchange, named, presences
 
 pytestmark = pytest.mark.anyio
@@ -21,7 +22,9 @@ B = "bob@example.test"
 
 
 def test_the_server_loads_the_default_list() -> None:
-    assert default_modules() == DEFAULT_MODULES
+    assert XmppServer.with_memory_backend(settings(), MemoryBackend()).module_classes == (
+        DEFAULT_MODULES
+    )
     names = [m.name for m in DEFAULT_MODULES]
     assert len(names) == len(set(names))
     assert set(names) == {

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
+from imhost.xmpp.core.xml import NS_SASL
 from imhost.xmpp.modules.api import Module
 from imhost.xmpp.modules.register import NS_REGISTER, RegisterModule
 
@@ -85,19 +88,11 @@ async def test_no_register_stream_feature_while_registration_is_off() -> None:
         assert features.find("register", "http://jabber.org/features/iq-register") is None
 
 
-def _preauth_supported(h: Harness) -> bool:
-    module = h.server.router.hosts[DOMAIN].modules[0]
-    assert isinstance(module, RegisterModule)
-    return module.registration_supported
-
-
 async def test_registration_when_the_host_allows_it() -> None:
     from imhost.xmpp.ports import HostLimits
 
     limits = HostLimits(message_rate=None, registration_allowed=True)
     async with Harness(modules=MODULES, limits=limits) as h:
-        if not _preauth_supported(h):
-            pytest.skip("the core does not dispatch pre-auth iq to modules yet (requested)")
         c = h.client()
         features = (await c.open())[0]
         assert features.find("register", "http://jabber.org/features/iq-register") is not None
@@ -115,3 +110,41 @@ async def test_registration_when_the_host_allows_it() -> None:
             "<username>alice</username><password>a fine long password</password></query></iq>"
         )
         assert error_of(await taken.wait_for("iq")) == "conflict"
+
+
+async def test_registration_form_then_a_new_account_that_can_sign_in() -> None:
+    from imhost.xmpp.ports import HostLimits
+
+    limits = HostLimits(message_rate=None, registration_allowed=True)
+    async with Harness(modules=MODULES, limits=limits) as h:
+        c = h.client()
+        await c.open()
+        c.send(f"<iq type='get' id='form'><query xmlns='{NS_REGISTER}'/></iq>")
+        form = await c.wait_for("iq")
+        query = form.find("query", NS_REGISTER)
+        assert form.get("type") == "result" and query is not None
+        assert query.find("username") is not None and query.find("password") is not None
+        c.send(
+            f"<iq type='set' id='reg'><query xmlns='{NS_REGISTER}'>"
+            "<username>Erin</username><password>a fine long password</password></query></iq>"
+        )
+        assert (await c.wait_for("iq")).get("type") == "result"
+        signed_in = await h.client().login_plain("erin", "a fine long password")
+        assert signed_in.name == "success"
+
+
+async def test_registration_is_refused_while_the_host_does_not_allow_it() -> None:
+    async with Harness(modules=MODULES) as h:
+        c = h.client()
+        await c.open()
+        c.send(
+            f"<iq type='set' id='reg'><query xmlns='{NS_REGISTER}'>"
+            "<username>dave</username><password>a fine long password</password></query></iq>"
+        )
+        reply = await c.wait_for("iq")
+        assert error_of(reply) == "not-allowed"
+        assert error_text(reply) == "this service does not allow registration"
+        assert not await h.backend.account_exists(DOMAIN, "dave")
+        blob = base64.b64encode(f"\0alice\0{PASSWORD}".encode()).decode()
+        c.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{blob}</auth>")
+        assert (await c.wait_for_any(("success", "failure"))).name == "success"

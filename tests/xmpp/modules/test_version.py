@@ -88,3 +88,17 @@ async def test_the_question_is_abandoned_when_the_session_ends() -> None:
         alice.send("</stream:stream>")
         await alice.recv()
         assert h.server.router.pending_iq == {}
+
+
+async def test_the_client_version_is_kept_on_the_account_through_the_port() -> None:
+    """The server's ClientVersionLog (the database in production) gets what each account's
+    client said, for support: name, version and OS in one line."""
+    async with Harness(modules=[VersionModule]) as h:
+        alice = await h.online("alice", presence=False)
+        ask = await alice.wait_for("iq")
+        alice.send(
+            f"<iq type='result' id='{ask.get('id')}' to='{DOMAIN}'><query xmlns='{NS_VERSION}'>"
+            "<name>Conversations</name><version>2.16</version><os>Android 14</os></query></iq>"
+        )
+        await alice.recv()
+        assert h.backend.client_versions == {(DOMAIN, "alice"): "Conversations 2.16 (Android 14)"}

@@ -38,25 +38,6 @@ class HostedXmppServer(XmppServer):
         await super().stop()
         await self.backend.close()
 
-    def _load_modules(self, host: Any) -> None:
-        """Modules as usual, and give the version module a way to report what client each
-        account uses (XEP-0092; kept on the account for troubleshooting)."""
-        super()._load_modules(host)
-        for module in host.modules:
-            ctx = module.ctx
-            if getattr(ctx, "report_client_version", None) is None:
-                ctx.report_client_version = self._report_client_version
-
-    def _report_client_version(self, session: Any, info: Any) -> None:
-        jid = getattr(session, "jid", None)
-        if jid is None or not getattr(jid, "local", ""):
-            return
-        text = " ".join(p for p in (info.name, info.version) if p)
-        if info.os:
-            text += f" ({info.os})"
-        if text:
-            self.backend.note_client_version(jid.domain, jid.local, text)
-
     def connections(self, domain: str) -> int:
         """Sessions open on ``domain`` now (safe to call from another thread: one lookup)."""
         counters = self.meter.hosts.get(domain)
@@ -121,6 +102,7 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
         vcard=backend,
         blocklist=backend,
         usage=backend,
+        client_versions=backend,  # XEP-0092 answers, kept on the account for support
         clock=runtime.clock,
         ssl_context=ssl_context,
         tls_server_end_point=end_point,

@@ -41,6 +41,7 @@ from .metering import HostCounters, Meter
 from .xml import NS_CLIENT, NS_DELAY, NS_SESSION, Element
 
 if TYPE_CHECKING:
+    from ..modules.api import Module
     from .stream import C2SStream
 
 log = logging.getLogger("imhost.xmpp.router")
@@ -113,7 +114,8 @@ class HostState:
         self.stream_features: list[StreamFeature] = []
         self.preauth_features: list[StreamFeature] = []
         self.buckets: dict[str, TokenBucket] = {}
-        self.modules: list[Any] = []
+        self.modules: list[Module] = []
+        """The host's module instances, in load order (see ``XmppServer(modules=...)``)."""
         self.nonza_handlers: dict[str, NonzaHandler] = {}
         """Top-level elements of a bound stream in another namespace (e.g. XEP-0352)."""
         self.preauth_iq_handlers: dict[str, PreauthIqHandler] = {}

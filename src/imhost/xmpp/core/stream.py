@@ -1,8 +1,12 @@
-"""One client-to-server stream (RFC 6120): negotiation, the bound session, XEP-0198.
+"""One client-to-server stream (RFC 6120): transport, header, STARTTLS, the bound session.
 
 A :class:`C2SStream` is an ``asyncio.Protocol`` for TCP (STARTTLS on 5222, Direct TLS on
 5223, XEP-0368) and is also driven by the WebSocket entry point (RFC 7395), where each text
 message is one element and ``<open/>``/``<close/>`` replace the stream header and footer.
+
+The later negotiation steps are their own objects the stream drives (:mod:`.negotiation`):
+SASL (:mod:`.saslauth`), resource binding (:mod:`.binding`) and XEP-0198 stream management
+(:mod:`.stream_management`).
 
 Once bound, the stream is the *session* modules see: ``jid``, ``available``, ``priority``,
 ``presence``, ``deliver()``, and typed per-module state through :meth:`get`/:meth:`set`.
@@ -11,38 +15,39 @@ Once bound, the stream is the *session* modules see: ``jid``, ``available``, ``p
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import enum
 import logging
 import secrets
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from imhost.config import XmppSettings
 from imhost.kit.clock import Clock
-from imhost.kit.jid import JID, parse_jid, prepare_domain, prepare_resource
+from imhost.kit.jid import JID, prepare_domain
 
-from .errors import StanzaError, StreamError, StreamErrorCondition, make_error_reply
+from .binding import ResourceBinding
+from .errors import (
+    StanzaError,
+    StanzaErrorCondition,
+    StreamError,
+    StreamErrorCondition,
+    make_error_reply,
+)
 from .hooks import Hook, SessionKey, StanzaEvent
+from .negotiation import NegotiationStep, State, spawn
 from .parser import StreamParser, parse_fragment
-from .sasl import MECHANISMS, Outcome, SaslExchange, Step
+from .saslauth import SaslAuth
+from .stream_management import StreamManagement
 from .xml import (
-    NS_BIND,
     NS_CLIENT,
     NS_FRAMING,
-    NS_SASL,
-    NS_SESSION,
     NS_SM,
-    NS_STANZA_ERRORS,
     NS_STREAMS,
     NS_TLS,
     Element,
     escape_attr,
-    escape_text,
 )
 
 if TYPE_CHECKING:
@@ -56,19 +61,8 @@ T = TypeVar("T")
 _WS_HEADER = (
     b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
 )
-_NS_CB = "urn:xmpp:sasl-cb:0"
-_SM_UNEXPECTED = (
-    f"<failed xmlns='{NS_SM}'><unexpected-request xmlns='{NS_STANZA_ERRORS}'/></failed>"
-)
-_SM_NOT_FOUND = f"<failed xmlns='{NS_SM}'><item-not-found xmlns='{NS_STANZA_ERRORS}'/></failed>"
 
-
-class State(enum.IntEnum):
-    WAIT_HEADER = 0
-    NEGOTIATING = 1
-    BOUND = 2
-    HIBERNATING = 3
-    CLOSED = 4
+__all__ = ["C2SStream", "State", "StreamServices", "Transport", "spawn"]
 
 
 class Transport(Protocol):
@@ -115,18 +109,16 @@ class C2SStream(asyncio.Protocol):
         "_header",
         "_header_sent",
         "_held",
-        "_hibernate_handle",
         "_out",
         "_queue",
         "_restart_pending",
-        "_sasl",
-        "_sasl_failures",
         "_throttled",
         "address",
         "authenticated",
         "available",
         "bare_jid",
         "bare_str",
+        "binding",
         "counters",
         "host_state",
         "jid",
@@ -136,14 +128,9 @@ class C2SStream(asyncio.Protocol):
         "presence",
         "priority",
         "rx_seen",
+        "sasl",
         "services",
-        "sm_enabled",
-        "sm_id",
-        "sm_in",
-        "sm_out",
-        "sm_r_pending",
-        "sm_resumable",
-        "sm_unacked",
+        "sm",
         "state",
         "stream_id",
         "tls",
@@ -179,20 +166,18 @@ class C2SStream(asyncio.Protocol):
         self._held: bytes | None = None
         self._header: bytes | None = None
         self._restart_pending = False
-        self._sasl: SaslExchange | None = None
-        self._sasl_failures = 0
         self._deadline: asyncio.TimerHandle | None = None
-        self._hibernate_handle: asyncio.TimerHandle | None = None
         self._counted_unauth = False
         self._throttled = False
         self._data: dict[SessionKey[Any], Any] | None = None
-        self.sm_enabled = False
-        self.sm_resumable = False
-        self.sm_id = ""
-        self.sm_in = 0
-        self.sm_out = 0
-        self.sm_r_pending = False
-        self.sm_unacked: deque[tuple[int, str]] | None = None
+        self.sasl = SaslAuth(self)
+        self.binding = ResourceBinding(self)
+        self.sm = StreamManagement(self)
+
+    @property
+    def steps(self) -> tuple[NegotiationStep, ...]:
+        """The negotiation steps, in the order they offer features and take elements."""
+        return (self.sasl, self.binding, self.sm)
 
     # ======================================================================================
     # module-facing session API
@@ -346,8 +331,8 @@ class C2SStream(asyncio.Protocol):
         if self.state is State.CLOSED:
             self.services.streams.discard(self)
             return
-        if self.state is State.BOUND and self.sm_resumable:
-            self._hibernate()
+        if self.state is State.BOUND and self.sm.resumable:
+            self.sm.hibernate()
             return
         self._teardown()
 
@@ -386,11 +371,17 @@ class C2SStream(asyncio.Protocol):
             limit = min(limit, host.vhost.limits.max_stanza_bytes)
         return limit
 
-    def _barrier(self) -> None:
-        """Stop parsing after this element; bytes that follow wait for :meth:`_release`."""
+    def hold_input(self) -> None:
+        """A negotiation barrier: stop parsing after this element; bytes that follow wait
+        for :meth:`_release` (when the step run by :meth:`run_in_order` is done)."""
         assert self.parser is not None
         self.parser.pause()
         self._held = b""
+
+    def restart_after_input(self) -> None:
+        """The held bytes start a new stream (RFC 6120 §6.4.6 after SASL, §5.4.3.3 after
+        TLS): a fresh parser and header when the barrier is released."""
+        self._restart_pending = True
 
     def _release(self) -> None:
         """Continue after a barrier: a fresh parser (stream restart) or a primed copy."""
@@ -474,7 +465,7 @@ class C2SStream(asyncio.Protocol):
         if major < 1:
             raise StreamError(StreamErrorCondition.UNSUPPORTED_VERSION, "XMPP 1.0 is required")
         self.state = State.NEGOTIATING
-        self._write(self._features())
+        self.write(self._features())
 
     def _write_header(self, attrs: dict[str, str] | None = None) -> None:
         if self._header_sent:
@@ -487,91 +478,55 @@ class C2SStream(asyncio.Protocol):
             to = f" to='{escape_attr(attrs['from'])}'"
         frm = f" from='{escape_attr(domain)}'" if domain else ""
         if self.ws:
-            self._write(
+            self.write(
                 f"<open xmlns='{NS_FRAMING}'{frm}{to} id='{sid}' version='1.0' xml:lang='en'/>"
             )
         else:
-            self._write(
+            self.write(
                 "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
                 f"xmlns:stream='{NS_STREAMS}'{frm}{to} id='{sid}' version='1.0' xml:lang='en'>"
             )
 
     def _on_end(self) -> None:
         """The client closed the stream (RFC 6120 §4.4): close ours and the connection."""
-        self.sm_resumable = False
+        self.sm.resumable = False
         self._close_stream()
 
     def _features(self) -> str:
-        """RFC 6120 §4.3.2 stream features for the current state."""
+        """RFC 6120 §4.3.2 stream features for the current state: STARTTLS, then what each
+        negotiation step offers, then the modules' features."""
         settings = self.services.settings
         host = self.host_state
         assert host is not None
         parts: list[str] = []
         tls_possible = self.services.ssl_context is not None and not self.ws
+        if not self.authenticated and not self.tls and tls_possible:
+            required = "<required/>" if settings.require_encryption else ""
+            parts.append(f"<starttls xmlns='{NS_TLS}'>{required}</starttls>")
+        parts.extend(step.offer() for step in self.steps)
         if not self.authenticated:
-            if not self.tls and tls_possible:
-                required = "<required/>" if settings.require_encryption else ""
-                parts.append(f"<starttls xmlns='{NS_TLS}'>{required}</starttls>")
-            if self.tls or self.ws or not settings.require_encryption or not tls_possible:
-                mechs = "".join(f"<mechanism>{m}</mechanism>" for m in self._mechanisms())
-                parts.append(f"<mechanisms xmlns='{NS_SASL}'>{mechs}</mechanisms>")
-                cbs = self._channel_bindings()
-                if cbs:
-                    types = "".join(f"<channel-binding type='{t}'/>" for t in cbs)
-                    parts.append(
-                        f"<sasl-channel-binding xmlns='{_NS_CB}'>{types}</sasl-channel-binding>"
-                    )
-                for feature in host.preauth_features:
-                    el = feature(self)
-                    if el is not None:
-                        parts.append(el.serialize(""))
+            module_features = host.preauth_features if self.secure_enough_for_auth() else []
         else:
-            parts.append(f"<bind xmlns='{NS_BIND}'/>")
-            parts.append(f"<session xmlns='{NS_SESSION}'><optional/></session>")
-            parts.append(f"<sm xmlns='{NS_SM}'/>")
-            for feature in host.stream_features:
-                el = feature(self)
-                if el is not None:
-                    parts.append(el.serialize(""))
+            module_features = host.stream_features
+        for feature in module_features:
+            el = feature(self)
+            if el is not None:
+                parts.append(el.serialize(""))
         body = "".join(parts)
         if self.ws:
             return f"<stream:features xmlns:stream='{NS_STREAMS}'>{body}</stream:features>"
         return f"<stream:features>{body}</stream:features>"
 
-    def _mechanisms(self) -> list[str]:
-        settings = self.services.settings
-        secure = self.tls or (self.ws and self._ws_secure())
-        out = []
-        cbs = self._channel_bindings()
-        for name, (h, plus) in MECHANISMS.items():
-            if plus and not cbs:
-                continue
-            if h is None and not (secure or settings.allow_plain_without_tls):
-                continue
-            out.append(name)
-        return out
-
-    def _ws_secure(self) -> bool:
-        return bool(self.transport and self.transport.get_extra_info("secure", False))
-
-    def _channel_bindings(self) -> dict[str, bytes]:
-        """RFC 5929 / RFC 9266 data computable on this connection."""
-        if not self.tls or self.transport is None:
-            return {}
-        out: dict[str, bytes] = {}
-        obj = self.transport.get_extra_info("ssl_object")
-        if obj is not None:
-            version = obj.version() or ""
-            if version in ("TLSv1.2",):
-                try:
-                    unique = obj.get_channel_binding("tls-unique")
-                except (ValueError, ssl.SSLError):
-                    unique = None
-                if unique:
-                    out["tls-unique"] = unique
-        if self.services.tls_server_end_point:
-            out["tls-server-end-point"] = self.services.tls_server_end_point
-        return out
+    def secure_enough_for_auth(self) -> bool:
+        """Whether authentication (SASL, and pre-auth registration) may happen on this
+        connection now: encrypted, over WebSocket (TLS is the web server's), or encryption
+        is not required or not possible here."""
+        return (
+            self.tls
+            or self.ws
+            or not self.services.settings.require_encryption
+            or self.services.ssl_context is None
+        )
 
     # ======================================================================================
     # stanzas
@@ -606,8 +561,9 @@ class C2SStream(asyncio.Protocol):
         to = el.attrs.get("to")
         if to and to != self.domain:
             return False
-        if self.sm_enabled:
-            self.sm_in += 1
+        sm = self.sm
+        if sm.enabled:
+            sm.received += 1
         del self.services.router.pending_iq[el.attrs.get("id", "")]
         if not pending.done():
             pending.set_result(el)
@@ -616,18 +572,19 @@ class C2SStream(asyncio.Protocol):
     def _process(self, el: Element) -> None:
         ns = el.ns
         if ns == NS_CLIENT:
-            if self.sm_enabled:
-                self.sm_in += 1
+            sm = self.sm
+            if sm.enabled:
+                sm.received += 1
             try:
                 pending = self.services.router.from_client(self, el)
             except StanzaError as exc:
                 self.services.router.reply_error(self, el, exc.condition, exc.text, exc.type)
                 return
             if pending is not None:
-                self._run(pending)
+                self.run_in_order(pending)
             return
         if ns == NS_SM:
-            self._sm(el)
+            self.sm.handle(el)
             return
         if self.ws and ns == NS_FRAMING:
             self._ws_framing(el)
@@ -638,9 +595,9 @@ class C2SStream(asyncio.Protocol):
             raise StreamError(StreamErrorCondition.UNSUPPORTED_STANZA_TYPE, f"{el.name} in {ns}")
         pending = handler(self, el)
         if pending is not None:
-            self._run(pending)
+            self.run_in_order(pending)
 
-    def _run(self, pending: Awaitable[Any]) -> None:
+    def run_in_order(self, pending: Awaitable[Any]) -> None:
         """Process an asynchronous step; later stanzas wait (RFC 6120 §10.1 in-order)."""
         self._busy = True
         spawn(self._complete(pending))
@@ -679,36 +636,20 @@ class C2SStream(asyncio.Protocol):
     # -- negotiation ----------------------------------------------------------------------
 
     def _negotiate(self, el: Element) -> None:
-        ns, name = el.ns, el.name
+        """An element before a resource is bound: STARTTLS here, then the negotiation steps
+        (SASL, binding, XEP-0198 resumption), then pre-auth iq of modules."""
         if self.state is State.WAIT_HEADER:
             raise StreamError(StreamErrorCondition.BAD_FORMAT, "stream header expected")
-        if ns == NS_TLS and name == "starttls" and not self.authenticated:
+        if el.ns == NS_TLS and el.name == "starttls" and not self.authenticated:
             self._starttls()
             return
-        if ns == NS_SASL:
-            if self.authenticated:
-                raise StreamError(StreamErrorCondition.POLICY_VIOLATION, "already authenticated")
-            self._sasl_element(el)
-            return
+        for step in self.steps:
+            if step.negotiate(el):
+                return
         if not self.authenticated:
-            if ns == NS_CLIENT and name == "iq" and self._preauth_iq(el):
+            if el.ns == NS_CLIENT and el.name == "iq" and self._preauth_iq(el):
                 return
             raise StreamError(StreamErrorCondition.NOT_AUTHORIZED, "authenticate first")
-        if ns == NS_CLIENT and name == "iq":
-            if el.find("bind", NS_BIND) is not None:
-                self._bind(el)
-                return
-            if el.find("session", NS_SESSION) is not None:
-                self._write_stanza(Element("iq", attrs={"type": "result", "id": el.get("id", "")}))
-                return
-            raise StreamError(StreamErrorCondition.NOT_AUTHORIZED, "bind a resource first")
-        if ns == NS_SM:
-            if name == "resume":
-                self._sm_resume(el)
-                return
-            if name in ("enable", "r", "a"):
-                self._write(_SM_UNEXPECTED)
-                return
         raise StreamError(StreamErrorCondition.NOT_AUTHORIZED, "bind a resource first")
 
     def _preauth_iq(self, iq: Element) -> bool:
@@ -721,55 +662,46 @@ class C2SStream(asyncio.Protocol):
         if payload is None:
             return False
         handler = host.preauth_iq_handlers.get(payload.ns)
-        if handler is None:
-            return False
-        settings = self.services.settings
-        secure_enough = (
-            self.tls
-            or self.ws
-            or not settings.require_encryption
-            or self.services.ssl_context is None
-        )
-        if not secure_enough:
+        if handler is None or not self.secure_enough_for_auth():
             return False
         try:
             result = handler(self, iq)
         except StanzaError as exc:
-            self._write_stanza(make_error_reply(iq, exc.condition, exc.text, exc.type))
+            self.write_stanza(make_error_reply(iq, exc.condition, exc.text, exc.type))
             return True
         if isinstance(result, Element) or result is None:
             if result is not None:
-                self._write_stanza(result)
+                self.write_stanza(result)
             return True
-        self._barrier()
-        self._run(self._preauth_reply(iq, result))
+        self.hold_input()
+        self.run_in_order(self._preauth_reply(iq, result))
         return True
 
     async def _preauth_reply(self, iq: Element, pending: Awaitable[Element | None]) -> None:
         try:
             result = await pending
         except StanzaError as exc:
-            self._write_stanza(make_error_reply(iq, exc.condition, exc.text, exc.type))
+            self.write_stanza(make_error_reply(iq, exc.condition, exc.text, exc.type))
             return
         except Exception:
             log.exception("pre-auth iq handler failed")
-            self._write_stanza(make_error_reply(iq, _cond("internal-server-error")))
+            self.write_stanza(make_error_reply(iq, StanzaErrorCondition.INTERNAL_SERVER_ERROR))
             return
         if result is not None:
-            self._write_stanza(result)
+            self.write_stanza(result)
 
     def _starttls(self) -> None:
         """RFC 6120 §5.4.2."""
         ctx = self.services.ssl_context
         if self.tls or ctx is None or self.ws:
-            self._write(f"<failure xmlns='{NS_TLS}'/></stream:stream>")
+            self.write(f"<failure xmlns='{NS_TLS}'/></stream:stream>")
             self.flush()
             self._shutdown_transport()
             return
-        self._write(f"<proceed xmlns='{NS_TLS}'/>")
+        self.write(f"<proceed xmlns='{NS_TLS}'/>")
         self.flush()
-        self._barrier()
-        self._run(self._upgrade(ctx))
+        self.hold_input()
+        self.run_in_order(self._upgrade(ctx))
 
     async def _upgrade(self, ctx: ssl.SSLContext) -> None:
         transport = self.transport
@@ -797,119 +729,20 @@ class C2SStream(asyncio.Protocol):
             return
         self.transport = new
         self.tls = True
-        self._restart_pending = True
+        self.restart_after_input()
 
-    def _sasl_element(self, el: Element) -> None:
-        name = el.name
-        if name == "abort":
-            self._sasl = None
-            self._sasl_failure("aborted")
-            return
-        if name == "auth":
-            host = self.host_state
-            assert host is not None
-            settings = self.services.settings
-            if (
-                not self.tls
-                and not self.ws
-                and settings.require_encryption
-                and self.services.ssl_context is not None
-            ):
-                self._sasl_failure("encryption-required", "use STARTTLS first")
-                return
-            mechanism = el.get("mechanism", "")
-            if mechanism not in self._mechanisms():
-                self._sasl_failure("invalid-mechanism")
-                return
-            initial = self._decode_sasl(el)
-            if initial is False or initial is True:
-                return
-            self._sasl = SaslExchange(
-                mechanism,
-                auth=self.services.router.stores.auth,
-                domain=host.domain,
-                address=self.address,
-                secret=self.services.secret,
-                channel_bindings=self._channel_bindings(),
-            )
-            if not host.active:
-                # Told only after a right password: a stranger learns nothing of the reason.
-                self._sasl.suspended_reason = host.vhost.status_reason or "service suspended"
-            self._barrier()
-            self._run(self._sasl_step(self._sasl.start(initial)))
-            return
-        if name == "response":
-            if self._sasl is None:
-                self._sasl_failure("malformed-request", "no exchange in progress")
-                return
-            data = self._decode_sasl(el)
-            if data is False or data is True:
-                return
-            self._barrier()
-            self._run(self._sasl_step(self._sasl.step(data or b"")))
-            return
-        raise StreamError(StreamErrorCondition.BAD_FORMAT, f"unexpected SASL element {name}")
-
-    def _decode_sasl(self, el: Element) -> bytes | bool | None:
-        text = el.text.strip()
-        if not text:
-            return None
-        if text == "=":
-            return b""
-        try:
-            return base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            self._sasl = None
-            self._sasl_failure("incorrect-encoding")
-            return False
-
-    async def _sasl_step(self, pending: Awaitable[Outcome]) -> None:
-        outcome = await pending
-        if self.state is State.CLOSED:
-            return
-        if outcome.step is Step.CHALLENGE:
-            data = base64.b64encode(outcome.data).decode() if outcome.data else ""
-            self._write(f"<challenge xmlns='{NS_SASL}'>{data}</challenge>")
-            return
-        if outcome.delay_seconds > 0:
-            # The brute-force model's delay, before any final answer (right or wrong alike,
-            # so that waiting tells nothing).
-            await asyncio.sleep(outcome.delay_seconds)
-            if self.closed:
-                return
-        if outcome.step is Step.SUCCESS:
-            self._sasl = None
-            data = base64.b64encode(outcome.data).decode() if outcome.data else ""
-            self._write(f"<success xmlns='{NS_SASL}'>{data}</success>")
-            self.authenticated = True
-            self.localpart = outcome.localpart
-            host = self.host_state
-            assert host is not None
-            host.counters.auth_successes += 1
-            self._uncount_unauth()
-            self.bare_jid = JID(self.localpart, host.domain)
-            self.bare_str = self.bare_jid.bare
-            self._restart_pending = True
-            return
-        self._sasl = None
+    def authenticated_as(self, localpart: str) -> None:
+        """SASL succeeded for ``localpart``: the stream restarts authenticated (RFC 6120
+        §6.4.6) and no longer counts as an unauthenticated connection of its address."""
         host = self.host_state
-        if host is not None:
-            host.counters.auth_failures += 1
-        self.services.auth_failures_total += 1
-        self._sasl_failure(outcome.condition, outcome.text)
-
-    def _sasl_failure(self, condition: str, text: str = "") -> None:
-        """RFC 6120 §6.4.5; too many failures on one connection close it."""
-        extra = f"<text xml:lang='en'>{escape_text(text)}</text>" if text else ""
-        self._write(f"<failure xmlns='{NS_SASL}'><{condition}/>{extra}</failure>")
-        if condition not in ("aborted", "invalid-mechanism"):
-            self._sasl_failures += 1
-        if self._sasl_failures >= self.services.settings.max_auth_failures_per_connection:
-            self.fail(
-                StreamError(
-                    StreamErrorCondition.POLICY_VIOLATION, "too many authentication failures"
-                )
-            )
+        assert host is not None
+        self.authenticated = True
+        self.localpart = localpart
+        host.counters.auth_successes += 1
+        self._uncount_unauth()
+        self.bare_jid = JID(localpart, host.domain)
+        self.bare_str = self.bare_jid.bare
+        self.restart_after_input()
 
     def _uncount_unauth(self) -> None:
         if self._counted_unauth:
@@ -921,67 +754,8 @@ class C2SStream(asyncio.Protocol):
             else:
                 unauth[self.address] = n
 
-    def _bind(self, iq: Element) -> None:
-        """RFC 6120 §7: bind a resource (server-generated when none is asked)."""
-        host = self.host_state
-        assert host is not None and self.bare_jid is not None
-        router = self.services.router
-        if iq.get("type") != "set":
-            self._write_stanza(make_error_reply(iq, _cond("bad-request")))
-            return
-        bind = iq.find("bind", NS_BIND)
-        assert bind is not None
-        wanted = (bind.find_text("resource", NS_BIND) or "").strip()
-        try:
-            resource = prepare_resource(wanted) if wanted else ""
-        except ValueError as exc:
-            self._write_stanza(make_error_reply(iq, _cond("bad-request"), str(exc)))
-            return
-        limits = host.vhost.limits
-        mine = host.sessions.get(self.localpart, {})
-        others = [s for r, s in mine.items() if r != resource]
-        if (
-            limits.max_connections_per_account is not None
-            and len(others) >= limits.max_connections_per_account
-        ):
-            self._write_stanza(
-                make_error_reply(
-                    iq,
-                    _cond("resource-constraint"),
-                    f"this account already has {len(others)} connections (the limit)",
-                )
-            )
-            return
-        if limits.max_connections is not None and host.connections >= limits.max_connections:
-            self._write_stanza(
-                make_error_reply(
-                    iq,
-                    _cond("resource-constraint"),
-                    "this service has reached its limit of concurrent connections",
-                )
-            )
-            return
-        if not resource:
-            resource = secrets.token_hex(6)
-            while resource in mine:
-                resource = secrets.token_hex(6)
-        old = mine.get(resource)
-        if old is not None:
-            # RFC 6120 §7.7.2.2: the new session wins; the old one gets <conflict/>.
-            old.sm_resumable = False
-            old.fail(StreamError(StreamErrorCondition.CONFLICT, "replaced by a new connection"))
-        self.jid = JID(self.localpart, host.domain, resource)
-        self.jid_str = str(self.jid)
-        host.sessions.setdefault(self.localpart, {})[resource] = self
-        self._became_bound(host)
-        reply = Element("iq", attrs={"type": "result", "id": iq.get("id", "")})
-        reply.sub("bind", NS_BIND).sub("jid", NS_BIND, text=self.jid_str)
-        self._write_stanza(reply)
-        fired = router.fire_session(Hook.SESSION_BOUND, self)
-        if not isinstance(fired, bool):
-            self._run(fired)
-
-    def _became_bound(self, host: HostState) -> None:
+    def mark_bound(self, host: HostState) -> None:
+        """The stream is now a session of ``host`` (bound or resumed): counted, no deadline."""
         self.state = State.BOUND
         if self._deadline is not None:
             self._deadline.cancel()
@@ -991,78 +765,12 @@ class C2SStream(asyncio.Protocol):
         host.counters.connection_opened()
         host.counters.mark_active(self.bare_str)
 
-    # -- XEP-0198 -------------------------------------------------------------------------
-
-    def _sm(self, el: Element) -> None:
-        name = el.name
-        if name == "r":
-            self._write(f"<a xmlns='{NS_SM}' h='{self.sm_in & 0xFFFFFFFF}'/>")
-            return
-        if name == "a":
-            try:
-                h = int(el.get("h", ""))
-            except ValueError:
-                raise StreamError(StreamErrorCondition.UNDEFINED_CONDITION, "bad h") from None
-            self._sm_ack(h)
-            return
-        if name == "enable":
-            if self.sm_enabled:
-                self._write(_SM_UNEXPECTED)
-                return
-            self.sm_enabled = True
-            self.sm_unacked = deque()
-            resume = el.get("resume") in ("true", "1")
-            attrs = ""
-            if resume:
-                self.sm_resumable = True
-                self.sm_id = secrets.token_urlsafe(18)
-                self.services.router.resumable[self.sm_id] = self
-                maximum = self.services.settings.sm_resume_timeout_seconds
-                attrs = f" id='{self.sm_id}' resume='true' max='{maximum}'"
-            self._write(f"<enabled xmlns='{NS_SM}'{attrs}/>")
-            return
-        if name == "resume":
-            raise StreamError(StreamErrorCondition.POLICY_VIOLATION, "already bound")
-        raise StreamError(StreamErrorCondition.UNSUPPORTED_STANZA_TYPE, name)
-
-    def _sm_ack(self, h: int) -> None:
-        queue = self.sm_unacked
-        self.sm_r_pending = False
-        if queue is None:
-            return
-        if h > self.sm_out:
-            raise StreamError(
-                StreamErrorCondition.UNDEFINED_CONDITION, "acknowledged more than was sent"
-            )
-        while queue and queue[0][0] <= h:
-            queue.popleft()
-
-    def _sm_resume(self, el: Element) -> None:
-        """XEP-0198 §5: take over a hibernating (or half-dead) session of the same account."""
-        router = self.services.router
-        previd = el.get("previd", "")
-        old = router.resumable.get(previd)
-        try:
-            h = int(el.get("h", ""))
-        except ValueError:
-            h = -1
-        if (
-            old is None
-            or old.bare_str != self.bare_str
-            or old.host_state is not self.host_state
-            or h < 0
-        ):
-            self._write(_SM_NOT_FOUND)
-            return
-        if h > old.sm_out:
-            self._write(_SM_UNEXPECTED)
-            return
+    def take_over_session(self, old: C2SStream) -> None:
+        """XEP-0198 resumption: detach ``old`` (hibernating or half-dead) silently and move
+        its session here (address, availability, modules' state). Its SM counters are moved
+        by :class:`StreamManagement`."""
         host = self.host_state
-        assert host is not None and old.jid is not None
-        # detach the old stream (silently) and move its session state here
-        if old._hibernate_handle is not None:
-            old._hibernate_handle.cancel()
-            old._hibernate_handle = None
+        assert host is not None
         was_connected = old.state is State.BOUND
         old_transport = old.transport
         old.state = State.CLOSED
@@ -1073,34 +781,15 @@ class C2SStream(asyncio.Protocol):
             host.connections -= 1
             old.counters.connection_closed()
         self.services.streams.discard(old)
-        for attr in (
-            "jid",
-            "jid_str",
-            "available",
-            "priority",
-            "presence",
-            "_data",
-            "sm_in",
-            "sm_out",
-            "sm_unacked",
-            "sm_id",
-        ):
-            setattr(self, attr, getattr(old, attr))
-        self.sm_enabled = True
-        self.sm_resumable = True
-        router.resumable[self.sm_id] = self
-        host.sessions.setdefault(self.localpart, {})[self.resource] = self
-        self._became_bound(host)
-        self._sm_ack(h)
-        self._write(
-            f"<resumed xmlns='{NS_SM}' previd='{escape_attr(previd)}' "
-            f"h='{self.sm_in & 0xFFFFFFFF}'/>"
-        )
-        for _, data in list(self.sm_unacked or ()):
-            self._write(data if not self.ws else parse_fragment(data).serialize(""))
+        self.jid = old.jid
+        self.jid_str = old.jid_str
+        self.available = old.available
+        self.priority = old.priority
+        self.presence = old.presence
+        self._data = old._data
 
-    def _hibernate(self) -> None:
-        """Connection lost with resumption enabled: keep the session for a while."""
+    def drop_connection(self) -> None:
+        """The connection is gone but the session stays (XEP-0198 hibernation)."""
         self.state = State.HIBERNATING
         self.transport = None
         self._out = None
@@ -1108,44 +797,32 @@ class C2SStream(asyncio.Protocol):
         if host is not None and self.counters is not None:
             host.connections -= 1
             self.counters.connection_closed()
-        loop = asyncio.get_running_loop()
-        self._hibernate_handle = loop.call_later(
-            self.services.settings.sm_resume_timeout_seconds, self._hibernation_expired
-        )
 
-    def _hibernation_expired(self) -> None:
-        self._hibernate_handle = None
-        if self.state is State.HIBERNATING:
-            self._teardown(connected=False)
+    def end_hibernation(self) -> None:
+        """Nobody resumed the session in time: it ends."""
+        self._teardown(connected=False)
 
     # ======================================================================================
     # output
     # ======================================================================================
 
-    def _write_stanza(self, el: Element) -> None:
+    def write_stanza(self, el: Element) -> None:
+        """Send a stanza the stream itself answers (counted by XEP-0198, no hooks)."""
         self._send_stanza(el.serialize("" if self.ws else NS_CLIENT))
 
     def _send_stanza(self, data: str) -> None:
-        if self.sm_enabled:
-            self.sm_out += 1
-            queue = self.sm_unacked
-            assert queue is not None
-            queue.append((self.sm_out, data))
-            if len(queue) > self.services.settings.sm_max_unacked:
-                self.sm_resumable = False
-                self.fail(
-                    StreamError(
-                        StreamErrorCondition.POLICY_VIOLATION, "too many unacknowledged stanzas"
-                    )
-                )
+        sm = self.sm
+        if sm.enabled:
+            if not sm.track(data):
                 return
             if self.state is State.HIBERNATING:
                 return
         elif self.state is State.HIBERNATING:
             return
-        self._write(data)
+        self.write(data)
 
-    def _write(self, data: str) -> None:
+    def write(self, data: str) -> None:
+        """Queue serialised XML for the next :meth:`flush` (not a stanza: not counted)."""
         if self.transport is None:
             return
         out = self._out
@@ -1168,9 +845,10 @@ class C2SStream(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if request_ack and self.sm_enabled and not self.sm_r_pending and self.sm_unacked:
-            self.sm_r_pending = True
-            out.append(f"<r xmlns='{NS_SM}'/>")
+        if request_ack:
+            ack_request = self.sm.take_ack_request()
+            if ack_request is not None:
+                out.append(ack_request)
         if self.ws:
             n = 0
             for item in out:
@@ -1185,7 +863,7 @@ class C2SStream(asyncio.Protocol):
         if counters is not None:
             counters.bytes_out += n
         if transport.get_write_buffer_size() > self.services.settings.max_write_buffer_bytes:
-            self.sm_resumable = False
+            self.sm.resumable = False
             self.fail(StreamError(StreamErrorCondition.POLICY_VIOLATION, "client is not reading"))
 
     def throttle(self, seconds: float) -> None:
@@ -1215,23 +893,23 @@ class C2SStream(asyncio.Protocol):
         if not self._header_sent:
             self._write_header()
         if self.ws:
-            self._write(
+            self.write(
                 f"<stream:error xmlns:stream='{NS_STREAMS}'>"
                 + error.to_xml("")[len("<error>") : -len("</error>")]
                 + "</stream:error>"
             )
         else:
-            self._write(error.to_xml())
-        self.sm_resumable = False
+            self.write(error.to_xml())
+        self.sm.resumable = False
         self._close_stream()
 
     def _close_stream(self) -> None:
         if self.ws:
-            self._write(f"<close xmlns='{NS_FRAMING}'/>")
+            self.write(f"<close xmlns='{NS_FRAMING}'/>")
         else:
             if not self._header_sent:
                 self._write_header()
-            self._write("</stream:stream>")
+            self.write("</stream:stream>")
         self.flush(request_ack=False)
         self._shutdown_transport()
 
@@ -1260,17 +938,13 @@ class C2SStream(asyncio.Protocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        if self._hibernate_handle is not None:
-            self._hibernate_handle.cancel()
-            self._hibernate_handle = None
+        self.sm.forget()
         if self.parser is not None:
             self.parser.close()
             self.parser = None
         self._queue.clear()
         self.transport = None
         self._out = None
-        if self.sm_id:
-            services.router.resumable.pop(self.sm_id, None)
         host = self.host_state
         if (
             previous in (State.BOUND, State.HIBERNATING)
@@ -1288,27 +962,7 @@ class C2SStream(asyncio.Protocol):
             fired = services.router.fire_session(Hook.SESSION_CLOSED, self)
             if not isinstance(fired, bool):
                 spawn(fired)
-            self._requeue_unacked(host)
-
-    def _requeue_unacked(self, host: HostState) -> None:
-        """XEP-0198 §4: unacknowledged messages are re-routed (other resource or offline)."""
-        queue = self.sm_unacked
-        self.sm_unacked = None
-        if not queue:
-            return
-        router = self.services.router
-        for _, data in queue:
-            try:
-                el = parse_fragment(data)
-            except ValueError:
-                continue
-            if el.name != "message" or el.get("type") in ("error", "groupchat", "headline"):
-                continue
-            if el.find("body") is None:
-                continue
-            pending = router.route_message(host, el, self.bare_jid)
-            if pending is not None:
-                spawn(pending)
+            self.sm.requeue_unacked(host)
 
     # -- WebSocket framing (RFC 7395 §3.3) -------------------------------------------------
 
@@ -1320,36 +974,7 @@ class C2SStream(asyncio.Protocol):
             self._open_stream(el.attrs)
             return
         if el.name == "close":
-            self.sm_resumable = False
+            self.sm.resumable = False
             self._close_stream()
             return
         raise StreamError(StreamErrorCondition.UNSUPPORTED_STANZA_TYPE, el.name)
-
-
-_TASKS: set[asyncio.Future[Any]] = set()
-
-
-def spawn(aw: Awaitable[Any]) -> asyncio.Future[Any]:
-    """Run an awaitable in the background, keeping a reference until it is done."""
-    fut = asyncio.ensure_future(aw)
-    _TASKS.add(fut)
-    fut.add_done_callback(_TASKS.discard)
-    return fut
-
-
-def _cond(name: str) -> Any:
-    from .errors import StanzaErrorCondition
-
-    return StanzaErrorCondition(name)
-
-
-def jid_or_none(value: str | None) -> JID | None:
-    if not value:
-        return None
-    try:
-        return parse_jid(value)
-    except ValueError:
-        return None
-
-
-Callback = Callable[[], None]

@@ -20,8 +20,8 @@ See ``README.md`` in this folder for the whole contract.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Awaitable, Coroutine
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from imhost.kit.clock import Clock
 from imhost.kit.jid import JID
@@ -38,7 +38,7 @@ from ..core.hooks import (
 )
 from ..core.router import IqHandler, NonzaHandler, PreauthIqHandler, Stores, StreamFeature
 from ..core.xml import NS_CLIENT, Element
-from ..ports import VirtualHost
+from ..ports import ClientVersionLog, VirtualHost
 
 if TYPE_CHECKING:
     from ..core.router import HostState, Router
@@ -78,18 +78,27 @@ def error_reply(stanza: Element, condition: StanzaErrorCondition, text: str = ""
     return make_error_reply(stanza, condition, text)
 
 
-class ModuleContext:
-    """What a module may touch: one host's hooks, handlers, features, sessions and stores."""
+M = TypeVar("M", bound="Module")
 
-    def __init__(self, router: Router, host: HostState, clock: Clock) -> None:
+
+class ModuleContext:
+    """What a module may touch: one host's hooks, handlers, features, sessions, stores and
+    sibling modules. Everything a module can do is a method here (no optional capabilities
+    to probe for)."""
+
+    def __init__(
+        self,
+        router: Router,
+        host: HostState,
+        clock: Clock,
+        client_versions: ClientVersionLog | None = None,
+    ) -> None:
         self._router = router
         self._host = host
         self.clock = clock
         self.stores: Stores = router.stores
+        self._client_versions = client_versions
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.report_client_version: Callable[[C2SStream, Any], None] | None = None
-        """Set by the integrator (hosting/): the version module reports each session's
-        XEP-0092 client version through it, for troubleshooting."""
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -152,6 +161,17 @@ class ModuleContext:
         ``before_auth=True`` for e.g. XEP-0077 ``<register/>``). Return None to omit it."""
         (self._host.preauth_features if before_auth else self._host.stream_features).append(factory)
 
+    # -- sibling modules --------------------------------------------------------------------
+
+    def module(self, cls: type[M]) -> M | None:
+        """The instance of module class ``cls`` loaded on this host, if it is (e.g. presence
+        reads the roster module's cache). A module that needs another declares it in
+        :attr:`Module.depends`, and the server refuses a module list without it."""
+        for module in self._host.modules:
+            if isinstance(module, cls):
+                return module
+        return None
+
     # -- what the host advertises (for the disco module) ------------------------------------
 
     @property
@@ -211,6 +231,16 @@ class ModuleContext:
         iq.attrs["to"] = session.jid_str
         return await self._router.request_iq(session, iq, timeout)
 
+    # -- reporting to the control plane ------------------------------------------------------
+
+    def report_client_version(self, session: C2SStream, software: str) -> None:
+        """Note which client software ``session``'s account uses (XEP-0092, e.g.
+        ``"Conversations 2.16 (Android 14)"``), kept on the account for support. Goes to the
+        server's :class:`~imhost.xmpp.ports.ClientVersionLog`; nowhere if it has none."""
+        sink = self._client_versions
+        if sink is not None and session.localpart:
+            sink.note_client_version(self._host.domain, session.localpart, software)
+
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background task owned by this module (cancelled when the host unloads)."""
         task = asyncio.get_running_loop().create_task(coro)
@@ -224,10 +254,14 @@ class ModuleContext:
 
 
 class Module:
-    """Base class of a host-scoped module. Subclasses set ``name`` and override :meth:`load`."""
+    """Base class of a host-scoped module. Subclasses set ``name`` and override :meth:`load`.
+
+    ``depends`` lists the module classes this one uses through :meth:`ModuleContext.module`;
+    they must come before it in the server's module list (checked when the server is made).
+    """
 
     name: ClassVar[str] = "module"
-    depends: ClassVar[tuple[str, ...]] = ()
+    depends: ClassVar[tuple[type[Module], ...]] = ()
 
     def __init__(self, ctx: ModuleContext) -> None:
         self.ctx = ctx
@@ -237,6 +271,3 @@ class Module:
 
     def unload(self) -> None:
         """Called when the host is removed (hooks go with the host)."""
-
-
-ModuleFactory = Callable[[ModuleContext], Module]

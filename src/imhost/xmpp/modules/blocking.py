@@ -21,7 +21,7 @@ from .api import (
     error_reply,
     result_of,
 )
-from .common import BLOCKLIST, is_blocked, new_iq, presence, sender_of, sibling
+from .common import BLOCKLIST, is_blocked, new_iq, presence, sender_of
 
 if TYPE_CHECKING:
     from .api import C2SStream
@@ -221,7 +221,7 @@ class BlockingModule(Module):
     def _presence_to(self, session: C2SStream, jids: list[str], *, available: bool) -> None:
         from .roster import RosterModule
 
-        roster = sibling(self.ctx, "roster", RosterModule)
+        roster = self.ctx.module(RosterModule)
         cached = roster.cached(session.localpart) if roster is not None else None
         if cached is None:
             return

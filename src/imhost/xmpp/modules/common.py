@@ -1,16 +1,16 @@
-"""Helpers shared by the IM modules: per-session keys several modules read, sibling lookup,
-and small stanza utilities. Not a module itself (nothing here is loaded by the server).
+"""Helpers shared by the IM modules: per-session keys several modules read and small stanza
+utilities. Not a module itself (nothing here is loaded by the server). A module finds a
+sibling module with ``ctx.module(SiblingClass)``.
 """
 
 from __future__ import annotations
 
 import secrets
-import weakref
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from imhost.kit.jid import JID, try_parse_jid
 
-from .api import NS_CLIENT, Element, Module, ModuleContext, SessionKey
+from .api import NS_CLIENT, Element, ModuleContext, SessionKey
 
 if TYPE_CHECKING:
     from .api import C2SStream
@@ -18,41 +18,6 @@ if TYPE_CHECKING:
 BLOCKLIST = SessionKey[frozenset[str]]("blocklist", frozenset())
 """XEP-0191: the account's block list (bare, full and domain JIDs), the same frozenset on every
 session of the account. Set by :mod:`.blocking`; read by presence to skip blocked contacts."""
-
-M = TypeVar("M", bound=Module)
-
-_REGISTRY: weakref.WeakKeyDictionary[Any, dict[str, dict[str, Module]]] = (
-    weakref.WeakKeyDictionary()
-)
-_STRONG: dict[int, dict[str, dict[str, Module]]] = {}
-
-
-def _host_modules(ctx: ModuleContext) -> dict[str, Module]:
-    # Keyed by the roster store object: one per server (tests create one backend per server).
-    anchor = ctx.stores.roster
-    try:
-        per_host = _REGISTRY.setdefault(anchor, {})
-    except TypeError:  # not weak-referenceable
-        per_host = _STRONG.setdefault(id(anchor), {})
-    return per_host.setdefault(ctx.domain, {})
-
-
-def register_module(module: Module) -> None:
-    """Make ``module`` findable by its siblings on the same host (see :func:`sibling`)."""
-    _host_modules(module.ctx)[module.name] = module
-
-
-def unregister_module(module: Module) -> None:
-    mods = _host_modules(module.ctx)
-    if mods.get(module.name) is module:
-        del mods[module.name]
-
-
-def sibling(ctx: ModuleContext, name: str, cls: type[M]) -> M | None:
-    """The module named ``name`` loaded on the same host, if any (and of type ``cls``)."""
-    finder = getattr(ctx, "module", None)
-    found: object = finder(name) if callable(finder) else _host_modules(ctx).get(name)
-    return found if isinstance(found, cls) else None
 
 
 def is_blocked(blocklist: frozenset[str], jid: JID) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .api import Element, Hook, Module, SessionEvent, SessionKey, StanzaEvent
@@ -34,19 +33,15 @@ class CsiModule(Module):
         S: <presence from='bob@example.test/res' to='alice@example.test'><show>away</show>
            </presence>
 
-    The ``<csi/>`` stream feature is advertised only when the core dispatches these
-    top-level elements to the module (``ctx.nonza_handler``), so a client is never told to
-    send something the server would answer with a stream error.
+    ``<inactive/>`` and ``<active/>`` are top-level elements, not stanzas: the core hands them
+    to :meth:`on_nonza` (``ctx.nonza_handler``), and ``<csi/>`` is in the stream features.
     """
 
     name = "csi"
 
     def load(self) -> None:
-        register: Callable[..., object] | None = getattr(self.ctx, "nonza_handler", None)
-        self.supported = callable(register)
-        if register is not None and self.supported:
-            register(NS_CSI, self.on_nonza)
-            self.ctx.add_stream_feature(lambda _s: Element("csi", NS_CSI))
+        self.ctx.nonza_handler(NS_CSI, self.on_nonza)
+        self.ctx.add_stream_feature(lambda _s: Element("csi", NS_CSI))
         self.ctx.hook(Hook.SESSION_CLOSED, self.on_closed)
         self._inactive = 0
         """Sessions inactive now; ``on_deliver`` is attached only while there is one."""

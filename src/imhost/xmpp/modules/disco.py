@@ -17,7 +17,6 @@ from .api import (
     StanzaEvent,
     result_of,
 )
-from .common import sibling
 
 NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
@@ -134,7 +133,7 @@ class DiscoModule(Module):
     async def _may_see(self, localpart: str, requester: str) -> bool:
         from .roster import RosterModule
 
-        roster = sibling(self.ctx, "roster", RosterModule)
+        roster = self.ctx.module(RosterModule)
         if roster is None or not requester:
             return False
         if not await self.ctx.stores.auth.account_exists(self.ctx.domain, localpart):

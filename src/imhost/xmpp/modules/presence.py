@@ -27,11 +27,8 @@ from .common import (
     available_sessions,
     is_blocked,
     presence,
-    register_module,
     retarget,
     sender_of,
-    sibling,
-    unregister_module,
 )
 from .roster import RosterModule, with_from, with_to
 
@@ -90,12 +87,11 @@ class PresenceModule(Module):
     """
 
     name = "presence"
-    depends = ("roster",)
+    depends = (RosterModule,)
 
     def load(self) -> None:
         self._last_seen: dict[str, LastSeen] = {}
-        register_module(self)
-        self._roster: RosterModule | None = sibling(self.ctx, "roster", RosterModule)
+        self._roster: RosterModule | None = self.ctx.module(RosterModule)
         ctx = self.ctx
         ctx.hook(Hook.PRESENCE_OUT, self.on_presence_out)
         ctx.hook(Hook.PRESENCE_TO_BARE, self.on_presence_in)
@@ -104,15 +100,12 @@ class PresenceModule(Module):
         ctx.hook(Hook.SESSION_CLOSED, self.on_closed)
         ctx.add_stream_feature(lambda _s: Element("sub", NS_PREAPPROVAL))
 
-    def unload(self) -> None:
-        unregister_module(self)
-
     @property
     def roster(self) -> RosterModule:
         """The roster module of this host (looked up once: it is loaded before presence)."""
         module = self._roster
         if module is None:
-            module = self._roster = sibling(self.ctx, "roster", RosterModule)
+            module = self._roster = self.ctx.module(RosterModule)
             if module is None:
                 raise RuntimeError("the presence module needs the roster module")
         return module

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from imhost.kit.jid import prepare_localpart
@@ -39,9 +38,9 @@ class RegisterModule(Module):
     user's ``not-allowed``; no password ``bad-request``; refused by the policy
     ``not-acceptable`` with the policy's message; ``<remove/>`` (§3.2) ``not-allowed``
     (accounts are removed by the organisation). Registering new accounts before
-    authentication (§3.1 with ``<register/>`` in the stream features) happens only when
-    ``HostLimits.registration_allowed`` and the core dispatches pre-auth iq to modules;
-    otherwise no ``<register/>`` feature is offered.
+    authentication (§3.1 with ``<register/>`` in the stream features, where SASL is offered)
+    happens only when ``HostLimits.registration_allowed``; otherwise no ``<register/>``
+    feature is offered and a registration iq is refused with ``not-allowed``.
     """
 
     name = "register"
@@ -51,11 +50,8 @@ class RegisterModule(Module):
         ctx.add_feature(NS_REGISTER)
         ctx.iq_handler(NS_REGISTER, IqType.GET, self.on_get, IqTarget.HOST)
         ctx.iq_handler(NS_REGISTER, IqType.SET, self.on_set, IqTarget.BOTH)
-        preauth: Callable[..., object] | None = getattr(ctx, "preauth_iq_handler", None)
-        self.registration_supported = callable(preauth)
-        if preauth is not None and self.registration_supported:
-            preauth(NS_REGISTER, self.on_preauth)
-            ctx.add_stream_feature(self._register_feature, before_auth=True)
+        ctx.preauth_iq_handler(NS_REGISTER, self.on_preauth)
+        ctx.add_stream_feature(self._register_feature, before_auth=True)
 
     def _register_feature(self, _session: C2SStream) -> Element | None:
         if not self.ctx.host.limits.registration_allowed:

@@ -23,7 +23,7 @@ from .api import (
     StanzaEvent,
     result_of,
 )
-from .common import new_iq, presence, register_module, unregister_module
+from .common import new_iq, presence
 
 if TYPE_CHECKING:
     from .api import C2SStream
@@ -123,16 +123,12 @@ class RosterModule(Module):
     def load(self) -> None:
         self._cache: dict[str, AccountRoster] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        register_module(self)
         ctx = self.ctx
         ctx.iq_handler(NS_ROSTER, IqType.GET, self.on_get, IqTarget.ACCOUNT)
         ctx.iq_handler(NS_ROSTER, IqType.SET, self.on_set, IqTarget.ACCOUNT)
         ctx.add_stream_feature(lambda _s: Element("ver", NS_ROSTERVER))
         ctx.hook(Hook.SESSION_BOUND, self.on_bound, priority=100)
         ctx.hook(Hook.SESSION_CLOSED, self.on_closed, priority=-100)
-
-    def unload(self) -> None:
-        unregister_module(self)
 
     # -- cache --------------------------------------------------------------------------------
 

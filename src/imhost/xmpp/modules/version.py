@@ -62,8 +62,8 @@ class VersionModule(Module):
 
     After a resource is bound the server asks the client the same question in the
     background and keeps the answer on the session (``CLIENT_VERSION``), listed by
-    :meth:`client_versions` and handed to ``ctx.report_client_version`` when the core offers
-    it, so support can see which client someone uses. A client that does not answer, or
+    :meth:`client_versions` and reported through ``ctx.report_client_version`` (kept on the
+    account), so support can see which client someone uses. A client that does not answer, or
     answers with an error, is simply not identified.
     """
 
@@ -111,10 +111,12 @@ class VersionModule(Module):
             os=(query.find_text("os", NS_VERSION) or "").strip()[:MAX_FIELD_CHARS],
         )
         session.set(CLIENT_VERSION, info)
-        report = getattr(self.ctx, "report_client_version", None)
-        if callable(report):
+        software = " ".join(part for part in (info.name, info.version) if part)
+        if info.os:
+            software += f" ({info.os})"
+        if software:
             try:
-                report(session, info)
+                self.ctx.report_client_version(session, software)
             except Exception:
                 log.exception("reporting the client version of %s failed", session.jid_str)
 
