@@ -46,7 +46,6 @@ async def run(args: argparse.Namespace) -> None:
         connection_burst_per_address=100_000,
         negotiation_timeout_seconds=60,
         metering_flush_seconds=args.flush,
-        auth_failure_delay_seconds=0,
     )
     modules = list(DEFAULT_MODULES)
     if args.modules != "all":

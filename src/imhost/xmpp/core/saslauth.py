@@ -126,11 +126,6 @@ class SaslAuth:
             if mechanism not in self.mechanisms():
                 self._sasl_failure("invalid-mechanism")
                 return
-            if not host.active:
-                self._sasl_failure(
-                    "account-disabled", host.vhost.status_reason or "service suspended"
-                )
-                return
             initial = self._decode_sasl(el)
             if initial is False or initial is True:
                 return
@@ -142,6 +137,9 @@ class SaslAuth:
                 secret=stream.services.secret,
                 channel_bindings=self.channel_bindings(),
             )
+            if not host.active:
+                # Told only after a right password: a stranger learns nothing of the reason.
+                self._exchange.suspended_reason = host.vhost.status_reason or "service suspended"
             stream.hold_input()
             stream.run_in_order(self._sasl_step(self._exchange.start(initial)))
             return
@@ -179,6 +177,12 @@ class SaslAuth:
             data = base64.b64encode(outcome.data).decode() if outcome.data else ""
             stream.write(f"<challenge xmlns='{NS_SASL}'>{data}</challenge>")
             return
+        if outcome.delay_seconds > 0:
+            # The brute-force model's delay, before any final answer (right or wrong alike,
+            # so that waiting tells nothing).
+            await asyncio.sleep(outcome.delay_seconds)
+            if stream.closed:
+                return
         if outcome.step is Step.SUCCESS:
             self._exchange = None
             data = base64.b64encode(outcome.data).decode() if outcome.data else ""
@@ -190,9 +194,6 @@ class SaslAuth:
         if host is not None:
             host.counters.auth_failures += 1
         stream.services.auth_failures_total += 1
-        delay = stream.services.settings.auth_failure_delay_seconds
-        if delay > 0 and outcome.condition != "account-disabled":
-            await asyncio.sleep(delay)
         self._sasl_failure(outcome.condition, outcome.text)
 
     def _sasl_failure(self, condition: str, text: str = "") -> None:
