@@ -25,6 +25,7 @@ from imhost.catalog import service as catalog
 from imhost.catalog.schemas import AddOnIn, AddOnUpdate, PlanCreate, PlanUpdate, PlanVersionChange
 from imhost.db.engine import transaction
 from imhost.kit.clock import FrozenClock, utc
+from imhost.notify.models import OutboundEmail
 from imhost.runtime import Runtime
 from imhost.web import console, portal
 from tests.billing.factories import make_plan
@@ -117,7 +118,16 @@ def test_signing_up_with_a_plan_audits_the_plan_start_by_the_new_owner(
             "plan": first,
         },
     )
-    assert signed_up.status_code == 303, signed_up.text[:300]
+    assert signed_up.status_code == 202, signed_up.text[:300]
+    assert _events(session_factory, "billing.subscription_started") == []  # not before the link
+    with session_factory() as s:
+        mail = s.scalars(select(OutboundEmail).where(OutboundEmail.kind == "sign-up")).one()
+    link = "/portal/sign-up/" + mail.text.split("/portal/sign-up/")[1].split()[0]
+    page = browser.get(link)
+    match = CSRF.search(page.text)
+    assert page.status_code == 200 and match is not None
+    finished = browser.post(link, data={"csrf_token": match.group(1)})
+    assert finished.status_code == 303, finished.text[:300]
     [event] = _events(session_factory, "billing.subscription_started")
     assert event.actor_label == "nia@c.example.com" and event.actor_user_id is not None
 

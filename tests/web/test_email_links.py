@@ -2,8 +2,9 @@
 
 The e-mails are made by the subscribers in ``src/imhost/notify/`` from real events (a billing
 run, a payment, a reminder, a credit note, an invitation, a verification, an alert, an access
-review). A new kind of e-mail fails ``test_every_kind_of_email_is_covered`` until it is added
-to ``_send_every_email`` here.
+review, a password reset, a sign-up for a new and for an existing address). A new kind of
+e-mail fails ``test_every_kind_of_email_is_covered`` until it is added to
+``_send_every_email`` here.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost import events
-from imhost.accounts import reviews
+from imhost.accounts import recovery, reviews
 from imhost.accounts import service as accounts
 from imhost.accounts.audit import Actor
 from imhost.accounts.models import Organization, OrgRole
+from imhost.accounts.signup import SignupForm, request_signup
 from imhost.accounts.verification import request_verification
 from imhost.billing import service as billing
 from imhost.billing.flows import run_billing
@@ -97,6 +99,24 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
         )
         review = reviews.open_review(s, clock, runtime.settings.security, org)  # "access-review"
         assert review is not None
+        security = runtime.settings.security
+        recovery.request_reset(  # "password-reset"
+            s, clock, security, email=user.email, address="192.0.2.1"
+        )
+        for email in ("new-owner@d.example.com", user.email):  # "sign-up", "sign-up-existing"
+            request_signup(
+                s,
+                clock,
+                security,
+                SignupForm(
+                    email=email,
+                    password="violet tractor kettle summit",
+                    name="Dana",
+                    organization_name="Delta Chat",
+                    country="NL",
+                ),
+                address="192.0.2.1",
+            )
 
 
 def _kinds_in_source() -> set[str]:
