@@ -8,7 +8,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from imhost.kit.decimals import Amount, AmountsByCurrency, CurrencyAmounts, Quantity
+
 Money = Decimal
+"""An amount in a request body (responses use :data:`imhost.kit.decimals.Amount`)."""
 
 
 class _In(BaseModel):
@@ -24,7 +27,9 @@ class _In(BaseModel):
         return value
 
 
-class _Out(BaseModel):
+class _Out(CurrencyAmounts):
+    """Responses: amounts with the minor unit of the model's (or its parent's) currency."""
+
     model_config = ConfigDict(from_attributes=True)
 
 
@@ -65,7 +70,7 @@ class CancelIn(_In):
 
 class ProrationLineOut(_Out):
     description: str
-    amount: Money
+    amount: Amount
     calculation: str
 
 
@@ -76,7 +81,7 @@ class ChangePreviewOut(_Out):
     at: datetime
     currency: str
     lines: list[ProrationLineOut]
-    total: Money
+    total: Amount
 
 
 class InvoiceLineOut(_Out):
@@ -85,8 +90,8 @@ class InvoiceLineOut(_Out):
     kind: str
     description: str
     calculation: str
-    quantity: Money | None
-    amount: Money
+    quantity: Quantity | None
+    amount: Amount
     counts_in_total: bool
     metric: str | None
     period_start: datetime | None
@@ -109,12 +114,12 @@ class InvoiceOut(_Out):
     issued_at: datetime | None
     due_at: datetime | None
     paid_at: datetime | None
-    subtotal: Money
-    tax_total: Money
-    total: Money
-    amount_paid: Money
-    amount_credited: Money
-    amount_due: Money
+    subtotal: Amount
+    tax_total: Amount
+    total: Amount
+    amount_paid: Amount
+    amount_credited: Amount
+    amount_due: Amount
     prices_include_tax: bool
     tax_note: str | None
     customer_name: str
@@ -134,14 +139,14 @@ class PaymentOut(_Out):
     id: str
     organization_id: str
     invoice_id: str | None
-    amount: Money
-    applied_to_invoice: Money
+    amount: Amount
+    applied_to_invoice: Amount
     currency: str
     method: str
     driver: str
     reference: str | None
     received_at: datetime
-    refunded_amount: Money
+    refunded_amount: Amount
 
 
 class PaymentIn(_In):
@@ -160,7 +165,7 @@ class RefundIn(_In):
 class RefundOut(_Out):
     id: str
     payment_id: str
-    amount: Money
+    amount: Amount
     currency: str
     destination: str
     reason: str
@@ -179,10 +184,10 @@ class CreditNoteOut(_Out):
     invoice_id: str
     currency: str
     reason: str
-    total: Money
-    applied_to_invoice: Money
-    to_credit: Money
-    refunded: Money
+    total: Amount
+    applied_to_invoice: Amount
+    to_credit: Amount
+    refunded: Amount
     created_at: datetime
 
 
@@ -193,7 +198,7 @@ class VoidIn(_In):
 class CreditEntryOut(_Out):
     id: str
     currency: str
-    amount: Money
+    amount: Amount
     kind: str
     description: str
     invoice_id: str | None
@@ -201,7 +206,7 @@ class CreditEntryOut(_Out):
 
 
 class CreditOut(BaseModel):
-    balances: dict[str, Money]
+    balances: AmountsByCurrency
     entries: list[CreditEntryOut]
 
 
@@ -234,8 +239,8 @@ class CouponOut(_Out):
     code: str
     name: str
     kind: str
-    percent_off: Money | None
-    amount_off: Money | None
+    percent_off: Quantity | None
+    amount_off: Amount | None
     currency: str | None
     duration: str
     duration_periods: int | None
@@ -259,7 +264,7 @@ class TaxRateIn(_In):
 class TaxRateOut(_Out):
     country: str
     name: str
-    percent: Money
+    percent: Quantity
 
 
 class ChargeIn(_In):
@@ -277,7 +282,7 @@ class PendingChargeOut(_Out):
     reference: str
     description: str
     calculation: str
-    amount: Money
+    amount: Amount
     currency: str
     reason: str | None
     created_at: datetime
@@ -305,18 +310,18 @@ class RunOut(BaseModel):
     as_of: datetime
     invoices: int
     skipped: int
-    totals: dict[str, Money]
+    totals: AmountsByCurrency
     invoice_numbers: list[str]
     failures: list[RunFailureOut]
     seconds: float
 
 
-class DunningOut(BaseModel):
+class DunningOut(CurrencyAmounts):
     invoice_id: str
     number: str | None
     organization_id: str
     due_at: datetime | None
-    amount_due: Money
+    amount_due: Amount
     currency: str
     steps_done: list[str]
 
@@ -333,9 +338,9 @@ class BillingSettingsOut(_Out):
     bank_details: str
     reminder_offsets: list[int]
     late_fee_after_days: int | None
-    late_fee_percent: Money | None
-    late_fee_minimum: Money
-    late_fee_flat: Money | None
+    late_fee_percent: Quantity | None
+    late_fee_minimum: Amount
+    late_fee_flat: Amount | None
     suspend_after_days: int | None
     terminate_after_days: int | None
 

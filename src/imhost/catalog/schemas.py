@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from imhost.catalog.models import AddOnKind, BillingInterval
+from imhost.kit.decimals import Amount, CurrencyAmounts, Quantity
 
 CODE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 CURRENCY_PATTERN = r"^[A-Z]{3}$"
@@ -111,23 +112,25 @@ class PlanVersionChange(BaseModel):
 
 
 class PriceComponentOut(BaseModel):
+    """Amounts in the currency of the price book around it (:class:`PlanVersionOut`)."""
+
     metric: str
     pricing_model: str
-    unit_price: Decimal | None
+    unit_price: Amount | None
     tiers: list[dict[str, Any]] | None
-    package_size: Decimal | None
-    included_quantity: Decimal
-    cap: Decimal | None
-    minimum: Decimal | None
+    package_size: Quantity | None
+    included_quantity: Quantity
+    cap: Amount | None
+    minimum: Amount | None
 
 
-class PlanVersionOut(BaseModel):
+class PlanVersionOut(CurrencyAmounts):
     id: str
     version: int
     currency: str
     billing_interval: str
-    base_fee: Decimal
-    setup_fee: Decimal
+    base_fee: Amount
+    setup_fee: Amount
     trial_days: int
     limits: dict[str, int | None]
     components: list[PriceComponentOut]
@@ -168,14 +171,14 @@ class AddOnUpdate(BaseModel):
     is_active: bool | None = None
 
 
-class AddOnOut(BaseModel):
+class AddOnOut(CurrencyAmounts):
     id: str
     code: str
     name: str
     description: str
     kind: str
     currency: str
-    price: Decimal
+    price: Amount
     billing_interval: str
     limit_deltas: dict[str, int]
     is_active: bool

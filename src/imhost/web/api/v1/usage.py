@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session
 from imhost.accounts import audit as audit_log
 from imhost.accounts.permissions import Access, Scope
 from imhost.billing.budgets import pricing_for
-from imhost.catalog.pricing import tidy, tidy_money
+from imhost.catalog.pricing import tidy_money
 from imhost.hosting import service as hosting
+from imhost.kit.decimals import Quantity
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.metering import aggregate, budgets, closing, ingestion
 from imhost.metering import forecast as forecasting
@@ -209,7 +210,7 @@ class UsageRecordOut(BaseModel):
     service_id: str | None
     metric: str
     bucket_start: datetime
-    quantity: Decimal
+    quantity: Quantity
     subject: str | None
     idempotency_key: str
     received_at: datetime
@@ -239,7 +240,7 @@ def usage_records(
             service_id=r.service_id,
             metric=r.metric,
             bucket_start=r.bucket_start,
-            quantity=tidy(r.quantity),
+            quantity=r.quantity,
             subject=r.subject,
             idempotency_key=r.idempotency_key,
             received_at=r.received_at,
@@ -256,7 +257,7 @@ def _budget_out(budget: Budget) -> BudgetOut:
     return BudgetOut(
         id=budget.id,
         organization_id=budget.organization_id,
-        amount=tidy_money(budget.amount, budget.currency),
+        amount=budget.amount,
         currency=budget.currency,
         thresholds=list(budget.thresholds),
         hard_cap=budget.hard_cap,
@@ -335,8 +336,9 @@ def list_budget_alerts(budget_id: str, principal: UsageRead, db: Db) -> list[Bud
         BudgetAlertOut(
             period_start=a.period_start,
             threshold=a.threshold,
-            amount=tidy_money(a.amount, budget.currency),
-            budget_amount=tidy_money(a.budget_amount, budget.currency),
+            amount=a.amount,
+            budget_amount=a.budget_amount,
+            currency=budget.currency,
             created_at=a.created_at,
         )
         for a in budgets.budget_alerts(db, budget.id)
