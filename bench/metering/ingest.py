@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from imhost.accounts.models import Organization
 from imhost.db.engine import make_engine, make_session_factory, normalize_url
 from imhost.db.registry import load_models
+from imhost.hosting import service as hosting
 from imhost.kit.clock import FrozenClock
 from imhost.metering import aggregate, ingestion
 from imhost.metering.ingestion import EngineUsage
@@ -165,6 +166,10 @@ def bench_api(engine: Engine, tmp: Path, total: int) -> None:
         org = Organization(name="API org", slug="bench-api", created_at=NOW)
         session.add(org)
         session.flush()
+        # A real hosted service of the organization: ingestion refuses another's service_id.
+        service_id = hosting.create_service(
+            session, clock, org, base_domain="bench.test", domain="api.bench.test"
+        ).id
         issued = tokens.create_token(
             session,
             clock,
@@ -188,7 +193,7 @@ def bench_api(engine: Engine, tmp: Path, total: int) -> None:
                         "bucket_start": (MONTH_START + timedelta(minutes=i % 40_000)).isoformat(),
                         "quantity": 1 + i % 50,
                         "idempotency_key": f"api:{i}",
-                        "service_id": "s1",
+                        "service_id": service_id,
                     }
                     for i in range(b, min(b + 10_000, total))
                 ]
