@@ -146,3 +146,39 @@ def test_serve_demo_prints_working_logins_and_stops_cleanly(tmp_path: Path) -> N
             proc.kill()
             raise
     assert proc.returncode == 0, output
+
+
+@pytest.mark.slow
+def test_a_second_serve_with_the_same_node_id_refuses_to_start(tmp_path: Path) -> None:
+    """Issue 9: two nodes left at the default node_id dropped each other's usage."""
+    env = _env(tmp_path)
+    first = subprocess.Popen(
+        [*IMHOST, "serve", "--demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert first.stdout is not None
+    output = ""
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline and "imhost is running" not in output:
+            line = first.stdout.readline()
+            if not line:
+                break
+            output += line
+        assert "imhost is running" in output, output
+        second_env = _env(tmp_path, IMHOST_ROLE="xmpp")  # same data dir, other ports
+        second = _run(["serve"], second_env)
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert "as node 'xmpp1'" in second.stderr
+        assert "IMHOST_XMPP__NODE_ID" in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        try:
+            first.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            first.kill()
+            raise

@@ -9,9 +9,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from imhost.catalog.intervals import interval_words
+from imhost.kit.decimals import Amount, AmountsByCurrency, CurrencyAmounts, Quantity
 from imhost.kit.text import MultilineText, PlainText
 
 Money = Decimal
+"""An amount in a request body (responses use :data:`imhost.kit.decimals.Amount`)."""
 
 
 class _In(BaseModel):
@@ -27,7 +29,9 @@ class _In(BaseModel):
         return value
 
 
-class _Out(BaseModel):
+class _Out(CurrencyAmounts):
+    """Responses: amounts with the minor unit of the model's (or its parent's) currency."""
+
     model_config = ConfigDict(from_attributes=True)
 
 
@@ -75,7 +79,7 @@ class CancelIn(_In):
 
 class ProrationLineOut(_Out):
     description: str
-    amount: Money
+    amount: Amount
     calculation: str
 
 
@@ -86,7 +90,7 @@ class ChangePreviewOut(_Out):
     at: datetime
     currency: str
     lines: list[ProrationLineOut]
-    total: Money
+    total: Amount
 
 
 class InvoiceLineOut(_Out):
@@ -95,8 +99,8 @@ class InvoiceLineOut(_Out):
     kind: str
     description: str
     calculation: str
-    quantity: Money | None
-    amount: Money
+    quantity: Quantity | None
+    amount: Amount
     counts_in_total: bool
     metric: str | None
     period_start: datetime | None
@@ -119,12 +123,12 @@ class InvoiceOut(_Out):
     issued_at: datetime | None
     due_at: datetime | None
     paid_at: datetime | None
-    subtotal: Money
-    tax_total: Money
-    total: Money
-    amount_paid: Money
-    amount_credited: Money
-    amount_due: Money
+    subtotal: Amount
+    tax_total: Amount
+    total: Amount
+    amount_paid: Amount
+    amount_credited: Amount
+    amount_due: Amount
     prices_include_tax: bool
     tax_note: str | None
     customer_name: str
@@ -144,14 +148,14 @@ class PaymentOut(_Out):
     id: str
     organization_id: str
     invoice_id: str | None
-    amount: Money
-    applied_to_invoice: Money
+    amount: Amount
+    applied_to_invoice: Amount
     currency: str
     method: str
     driver: str
     reference: str | None
     received_at: datetime
-    refunded_amount: Money
+    refunded_amount: Amount
 
 
 class PaymentIn(_In):
@@ -170,7 +174,7 @@ class RefundIn(_In):
 class RefundOut(_Out):
     id: str
     payment_id: str
-    amount: Money
+    amount: Amount
     currency: str
     destination: str
     reason: str
@@ -189,10 +193,10 @@ class CreditNoteOut(_Out):
     invoice_id: str
     currency: str
     reason: str
-    total: Money
-    applied_to_invoice: Money
-    to_credit: Money
-    refunded: Money
+    total: Amount
+    applied_to_invoice: Amount
+    to_credit: Amount
+    refunded: Amount
     created_at: datetime
 
 
@@ -203,7 +207,7 @@ class VoidIn(_In):
 class CreditEntryOut(_Out):
     id: str
     currency: str
-    amount: Money
+    amount: Amount
     kind: str
     description: str
     invoice_id: str | None
@@ -211,7 +215,7 @@ class CreditEntryOut(_Out):
 
 
 class CreditOut(BaseModel):
-    balances: dict[str, Money]
+    balances: AmountsByCurrency
     entries: list[CreditEntryOut]
 
 
@@ -244,8 +248,8 @@ class CouponOut(_Out):
     code: str
     name: str
     kind: str
-    percent_off: Money | None
-    amount_off: Money | None
+    percent_off: Quantity | None
+    amount_off: Amount | None
     currency: str | None
     duration: str
     duration_periods: int | None
@@ -269,7 +273,7 @@ class TaxRateIn(_In):
 class TaxRateOut(_Out):
     country: str
     name: str
-    percent: Money
+    percent: Quantity
 
 
 class ChargeIn(_In):
@@ -287,7 +291,7 @@ class PendingChargeOut(_Out):
     reference: str
     description: str
     calculation: str
-    amount: Money
+    amount: Amount
     currency: str
     reason: str | None
     created_at: datetime
@@ -315,18 +319,18 @@ class RunOut(BaseModel):
     as_of: datetime
     invoices: int
     skipped: int
-    totals: dict[str, Money]
+    totals: AmountsByCurrency
     invoice_numbers: list[str]
     failures: list[RunFailureOut]
     seconds: float
 
 
-class DunningOut(BaseModel):
+class DunningOut(CurrencyAmounts):
     invoice_id: str
     number: str | None
     organization_id: str
     due_at: datetime | None
-    amount_due: Money
+    amount_due: Amount
     currency: str
     steps_done: list[str]
 
@@ -343,9 +347,9 @@ class BillingSettingsOut(_Out):
     bank_details: str
     reminder_offsets: list[int]
     late_fee_after_days: int | None
-    late_fee_percent: Money | None
-    late_fee_minimum: Money
-    late_fee_flat: Money | None
+    late_fee_percent: Quantity | None
+    late_fee_minimum: Amount
+    late_fee_flat: Amount | None
     suspend_after_days: int | None
     terminate_after_days: int | None
 

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from imhost.catalog.intervals import Interval, parse_interval
 from imhost.catalog.models import AddOnKind
+from imhost.kit.decimals import Amount, CurrencyAmounts, Quantity
 from imhost.kit.errors import InvalidInput
 from imhost.kit.text import MultilineText, PlainText
 
@@ -153,24 +154,26 @@ class PlanVersionChange(BaseModel):
 
 
 class PriceComponentOut(BaseModel):
+    """Amounts in the currency of the price book around it (:class:`PlanVersionOut`)."""
+
     metric: str
     pricing_model: str
-    unit_price: Decimal | None
+    unit_price: Amount | None
     tiers: list[dict[str, Any]] | None
-    package_size: Decimal | None
-    included_quantity: Decimal
-    cap: Decimal | None
-    minimum: Decimal | None
+    package_size: Quantity | None
+    included_quantity: Quantity
+    cap: Amount | None
+    minimum: Amount | None
 
 
-class PlanVersionOut(BaseModel):
+class PlanVersionOut(CurrencyAmounts):
     id: str
     version: int
     currency: str
     billing_interval: str
     interval: IntervalOut
-    base_fee: Decimal
-    setup_fee: Decimal
+    base_fee: Amount
+    setup_fee: Amount
     trial_days: int
     limits: dict[str, int | None]
     components: list[PriceComponentOut]
@@ -211,14 +214,14 @@ class AddOnUpdate(BaseModel):
     is_active: bool | None = None
 
 
-class AddOnOut(BaseModel):
+class AddOnOut(CurrencyAmounts):
     id: str
     code: str
     name: str
     description: str
     kind: str
     currency: str
-    price: Decimal
+    price: Amount
     billing_interval: str
     interval: IntervalOut
     limit_deltas: dict[str, int]

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from imhost.accounts.models import StaffRole, User
 from imhost.cli.context import console, fail
 from imhost.config import Settings
+from imhost.hosting.nodes import NodeIdInUse
 from imhost.runtime import Runtime, build_runtime
 from imhost.web.app import create_app
 from imhost.worker.jobs import default_jobs
@@ -85,7 +86,11 @@ async def _start_xmpp(runtime: Runtime) -> Any:
     # Imported here: only a process that runs the XMPP engine loads it.
     from imhost.hosting.engines.builtin import start_builtin_engine
 
-    server = await start_builtin_engine(runtime)
+    try:
+        server = await start_builtin_engine(runtime)
+    except NodeIdInUse as exc:
+        runtime.engine.dispose()
+        fail(exc.detail)
     runtime.xmpp = server
     return server
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from imhost.kit.decimals import Amount, CurrencyAmounts, Quantity
 from imhost.kit.text import PlainText
 
 MAX_BATCH = 10_000
@@ -17,7 +18,7 @@ class UsageIn(BaseModel):
     """One usage record as sent by an engine or a tool.
 
     ``organization_id`` is taken from the URL on a customer route and required on the staff
-    route. Everything else is checked record by record by :func:`metering.service.ingest`, so
+    route. Everything else is checked record by record by :func:`metering.ingestion.ingest`, so
     a bad record is refused with its reason instead of failing the whole batch.
     """
 
@@ -61,27 +62,29 @@ class UsageToDateOut(BaseModel):
     period_start: datetime
     period_end: datetime
     as_of: datetime
-    quantities: dict[str, Decimal]
+    quantities: dict[str, Quantity]
     units: dict[str, str]
 
 
 class ForecastLineOut(BaseModel):
+    """Amounts in the currency of the forecast around it."""
+
     metric: str
-    usage_to_date: Decimal
-    projected_quantity: Decimal
-    projected_amount: Decimal
+    usage_to_date: Quantity
+    projected_quantity: Quantity
+    projected_amount: Amount
     explanation: str
 
 
-class ForecastOut(BaseModel):
+class ForecastOut(CurrencyAmounts):
     organization_id: str
     period_start: datetime
     period_end: datetime
     as_of: datetime
     currency: str
-    base_fee: Decimal
+    base_fee: Amount
     lines: list[ForecastLineOut]
-    total: Decimal
+    total: Amount
     method: str
 
 
@@ -105,10 +108,10 @@ class BudgetIn(BaseModel):
         return sorted(value)
 
 
-class BudgetOut(BaseModel):
+class BudgetOut(CurrencyAmounts):
     id: str
     organization_id: str
-    amount: Decimal
+    amount: Amount
     currency: str
     thresholds: list[int]
     hard_cap: bool
@@ -116,9 +119,10 @@ class BudgetOut(BaseModel):
     updated_at: datetime | None
 
 
-class BudgetAlertOut(BaseModel):
+class BudgetAlertOut(CurrencyAmounts):
     period_start: datetime
     threshold: int
-    amount: Decimal
-    budget_amount: Decimal
+    amount: Amount
+    budget_amount: Amount
+    currency: str
     created_at: datetime

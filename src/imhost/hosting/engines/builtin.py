@@ -2,11 +2,15 @@
 
 ``imhost serve`` calls :func:`start_builtin_engine` and keeps the result in ``runtime.xmpp``.
 It needs no provisioning calls: hosts and accounts are read through
-:class:`~imhost.hosting.ports.DbBackend`, and committed changes reach it at once.
+:class:`~imhost.hosting.ports.DbBackend`, and committed changes reach it at once. It runs
+under a lease on its ``node_id`` (:mod:`imhost.hosting.nodes`): a second process with the
+same ``node_id`` refuses to start, and the lease's incarnation goes into every usage key.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from imhost.db.engine import transaction
+from imhost.hosting import nodes
 from imhost.hosting.models import HostedService
 from imhost.hosting.ports import DbBackend, DbPrivateStore
 from imhost.xmpp.server import XmppServer, ensure_self_signed_cert, make_tls_context
@@ -26,17 +31,58 @@ log = logging.getLogger(__name__)
 
 
 class HostedXmppServer(XmppServer):
-    """The XMPP server plus the database backend it owns (flushed and closed on stop)."""
+    """The XMPP server plus the database backend it owns (flushed and closed on stop) and its
+    lease on the node's name (renewed while it runs, given back on stop)."""
 
     backend: DbBackend
 
-    def __init__(self, *args: Any, backend: DbBackend, **kw: Any) -> None:
+    def __init__(
+        self, *args: Any, backend: DbBackend, lease: nodes.NodeLease | None = None, **kw: Any
+    ) -> None:
+        if lease is not None:
+            kw["incarnation"] = lease.incarnation
         super().__init__(*args, **kw)
         self.backend = backend
+        self.lease = lease
+        self._renewer: asyncio.Task[None] | None = None
+
+    def keep_lease(self) -> None:
+        """Renew the node's lease in the background until :meth:`stop`."""
+        if self.lease is not None and self._renewer is None:
+            self._renewer = asyncio.get_running_loop().create_task(self._renew(self.lease))
+
+    async def _renew(self, lease: nodes.NodeLease) -> None:
+        factory = self.backend.factory
+        while True:
+            await asyncio.sleep(lease.renew_every)
+            try:
+                held = await asyncio.to_thread(nodes.renew_node, factory, self.clock, lease)
+            except Exception:  # the database is away: try again at the next turn
+                log.exception("renewing the lease of node %s failed", lease.node_id)
+                continue
+            if not held:
+                log.error(
+                    "node %s: another process took this node's name after its lease expired; "
+                    "two processes now run as %s (usage stays apart: keys carry the "
+                    "incarnation %s)",
+                    lease.node_id,
+                    lease.node_id,
+                    lease.incarnation,
+                )
 
     async def stop(self) -> None:
-        await super().stop()
-        await self.backend.close()
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
+        try:
+            await super().stop()
+            await self.backend.close()
+        finally:
+            if self.lease is not None:
+                lease, self.lease = self.lease, None
+                await asyncio.to_thread(nodes.release_node, self.backend.factory, self.clock, lease)
 
     def connections(self, domain: str) -> int:
         """Sessions open on ``domain`` now (safe to call from another thread: one lookup)."""
@@ -83,8 +129,19 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
     """Build the server on the database ports, with TLS from the settings or a self-signed
     certificate in ``<data dir>/tls/``, start its listeners and return it."""
     settings = runtime.settings.xmpp
+    lease = await asyncio.to_thread(
+        nodes.claim_node,
+        runtime.session_factory,
+        runtime.clock,
+        settings.node_id,
+        settings.node_lease_seconds,
+    )
     backend = DbBackend(runtime.session_factory, runtime.clock, runtime.settings.security)
-    await backend.start()
+    try:
+        await backend.start()
+    except BaseException:
+        await asyncio.to_thread(nodes.release_node, runtime.session_factory, runtime.clock, lease)
+        raise
     if settings.certificate and settings.private_key:
         cert, key = settings.certificate, settings.private_key
     else:
@@ -106,10 +163,13 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
         clock=runtime.clock,
         ssl_context=ssl_context,
         tls_server_end_point=end_point,
+        lease=lease,
     )
     try:
         await server.start(listen=listen)
     except BaseException:
         await backend.close()
+        await asyncio.to_thread(nodes.release_node, runtime.session_factory, runtime.clock, lease)
         raise
+    server.keep_lease()
     return server
