@@ -45,8 +45,12 @@ MULTIPART_OVERHEAD = 64 * KIB
 """Room for the multipart framing and the other small fields around an uploaded file."""
 ROUTE_LIMITS: tuple[tuple[re.Pattern[str], int], ...] = (
     # CSV import of XMPP accounts (API and portal): the file's bound plus the form around it.
-    (re.compile(r"^/(api/v1/orgs/[^/]+/services|portal/orgs/[^/]+/service)/[^/]+/accounts/import$"),
-     CSV_MAX_BYTES + MULTIPART_OVERHEAD),
+    (
+        re.compile(
+            r"^/(api/v1/orgs/[^/]+/services|portal/orgs/[^/]+/service)/[^/]+/accounts/import$"
+        ),
+        CSV_MAX_BYTES + MULTIPART_OVERHEAD,
+    ),
     # Usage batches: up to 10,000 records (metering.schemas.MAX_BATCH).
     (re.compile(r"^/api/v1/(orgs/[^/]+/usage|admin/usage)$"), 8 * MIB),
 )
