@@ -47,7 +47,7 @@ from imhost.accounts import audit
 from imhost.accounts.audit import Actor, AuditAction
 from imhost.accounts.throttle import LoginThrottleService, address_key, xmpp_key
 from imhost.config import SecuritySettings
-from imhost.db.engine import transaction, write_intent
+from imhost.db.engine import transaction
 from imhost.hosting import changes
 from imhost.hosting import service as hosting
 from imhost.hosting.models import (
@@ -141,8 +141,11 @@ class DbBackend:
         negative_ttl: float = 5.0,
         host_refresh_seconds: float = HOST_REFRESH_SECONDS,
         iterations: int = DEFAULT_ITERATIONS,
+        usage_factory: sessionmaker[Session] | None = None,
     ) -> None:
         self.factory = factory
+        self.usage_factory = usage_factory or factory
+        """Sessions for usage writes: their own connection (``engines/builtin.py``)."""
         self.clock = clock
         self.security = security
         self.credential_ttl = credential_ttl
@@ -181,7 +184,13 @@ class DbBackend:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _db(self, work: Callable[[Session], T], *, write: bool = False) -> T:
+    async def _db(
+        self,
+        work: Callable[[Session], T],
+        *,
+        write: bool = False,
+        factory: sessionmaker[Session] | None = None,
+    ) -> T:
         """Run ``work`` in one transaction on a worker thread (``write``: one that will write,
         begun as such so that on SQLite it waits for another writer rather than failing).
 
@@ -193,9 +202,7 @@ class DbBackend:
         def run() -> T:
             for attempt in range(DB_ATTEMPTS):
                 try:
-                    with transaction(self.factory) as session:
-                        if write:
-                            write_intent(session)
+                    with transaction(factory or self.factory, write=write) as session:
                         return work(session)
                 except OperationalError:
                     if attempt == DB_ATTEMPTS - 1:
@@ -1155,7 +1162,9 @@ class DbBackend:
         if not rows:
             return
         result = await self._db(
-            lambda s: ingest_engine_batch(s, rows, clock=self.clock), write=True
+            lambda s: ingest_engine_batch(s, rows, clock=self.clock),
+            write=True,
+            factory=self.usage_factory,
         )
         if result.rejected:
             log.warning(

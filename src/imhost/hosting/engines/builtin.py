@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
-from imhost.db.engine import transaction
+from imhost.db.engine import make_engine, transaction
 from imhost.hosting.models import HostedService
 from imhost.hosting.ports import DbBackend, DbPrivateStore
+from imhost.hosting.usage_journal import JournaledUsageSink, UsageJournal
 from imhost.xmpp.server import XmppServer, ensure_self_signed_cert, make_tls_context
 
 if TYPE_CHECKING:  # runtime stands above hosting: type only
@@ -30,13 +32,28 @@ class HostedXmppServer(XmppServer):
 
     backend: DbBackend
 
-    def __init__(self, *args: Any, backend: DbBackend, **kw: Any) -> None:
-        super().__init__(*args, **kw)
+    def __init__(
+        self,
+        *args: Any,
+        backend: DbBackend,
+        usage_sink: JournaledUsageSink | None = None,
+        usage_engine: Engine | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(*args, usage=usage_sink or backend, **kw)
         self.backend = backend
+        self.usage_sink = usage_sink
+        self.usage_engine = usage_engine
 
     async def stop(self) -> None:
-        await super().stop()
-        await self.backend.close()
+        await super().stop()  # the last count goes to the usage journal
+        try:
+            if self.usage_sink is not None:
+                await self.usage_sink.close()
+            await self.backend.close()
+        finally:
+            if self.usage_engine is not None:
+                self.usage_engine.dispose()
 
     def _load_modules(self, host: Any) -> None:
         """Modules as usual, and give the version module a way to report what client each
@@ -93,6 +110,33 @@ def self_signed_certificate(directory: Path, domains: Sequence[str]) -> tuple[Pa
     return ensure_self_signed_cert(directory, names)
 
 
+USAGE_BUSY_SECONDS = 2.0
+"""How long a usage write waits for SQLite's write lock before giving up until the next
+second (the records stay in the journal meanwhile)."""
+
+
+def usage_session_factory(runtime: Runtime) -> tuple[sessionmaker[Session], Engine | None]:
+    """Sessions on a connection of their own for the engine's usage writes, so that they never
+    queue behind web requests for a pooled connection, and on SQLite wait for the write lock
+    only briefly. An in-memory SQLite database cannot be opened twice: its factory is reused."""
+    engine = runtime.engine
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return runtime.session_factory, None
+    url = engine.url.render_as_string(hide_password=False)
+    if engine.dialect.name == "sqlite":
+        usage_engine = make_engine(
+            url, pool_size=1, max_overflow=1, connect_args={"timeout": USAGE_BUSY_SECONDS}
+        )
+    else:
+        usage_engine = make_engine(url, pool_size=1, max_overflow=1)
+    factory = sessionmaker(
+        bind=usage_engine,
+        expire_on_commit=False,
+        info=dict(runtime.session_factory.kw.get("info") or {}),
+    )
+    return factory, usage_engine
+
+
 def _domains(runtime: Runtime) -> list[str]:
     with transaction(runtime.session_factory) as session:
         return list(session.scalars(select(HostedService.domain)))
@@ -102,8 +146,18 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
     """Build the server on the database ports, with TLS from the settings or a self-signed
     certificate in ``<data dir>/tls/``, start its listeners and return it."""
     settings = runtime.settings.xmpp
-    backend = DbBackend(runtime.session_factory, runtime.clock, runtime.settings.security)
+    usage_factory, usage_engine = usage_session_factory(runtime)
+    backend = DbBackend(
+        runtime.session_factory,
+        runtime.clock,
+        runtime.settings.security,
+        usage_factory=usage_factory,
+    )
     await backend.start()
+    usage_sink = JournaledUsageSink(
+        backend, UsageJournal(runtime.settings.data_dir, settings.node_id)
+    )
+    await usage_sink.start()
     if settings.certificate and settings.private_key:
         cert, key = settings.certificate, settings.private_key
     else:
@@ -120,7 +174,8 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
         private=DbPrivateStore(backend),
         vcard=backend,
         blocklist=backend,
-        usage=backend,
+        usage_sink=usage_sink,
+        usage_engine=usage_engine,
         clock=runtime.clock,
         ssl_context=ssl_context,
         tls_server_end_point=end_point,
@@ -128,6 +183,9 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
     try:
         await server.start(listen=listen)
     except BaseException:
+        await usage_sink.close()
         await backend.close()
+        if usage_engine is not None:
+            usage_engine.dispose()
         raise
     return server
