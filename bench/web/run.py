@@ -45,7 +45,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "xmpp"))
 
-from loadgen import connect_user  # noqa: E402
+from loadgen import connect_user
 
 PASSWORD = "bench-tenant violet harbour 1987"
 XMPP_PASSWORD = "violet-tundra-harbour-1987"
@@ -114,9 +114,9 @@ def start_server(tmp: Path, postgres: str | None) -> Server:
         if proc.poll() is not None:
             raise RuntimeError(f"imhost serve exited:\n{log.read_text()[-3000:]}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                if (data_dir / "demo-logins.json").exists():
-                    break
+            ready = httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            if ready and (data_dir / "demo-logins.json").exists():
+                break
         time.sleep(0.3)
     else:
         proc.kill()
@@ -235,17 +235,24 @@ def messages_metered(database_url: str) -> int:
         engine.dispose()
 
 
-async def usage_flush(server: Server, stop: threading.Event, out: Series) -> None:
-    """alice -> bob every 0.5 s; lag = time until the database counts the message."""
+async def usage_flush(
+    server: Server, ready: threading.Event, stop: threading.Event, out: Series
+) -> None:
+    """alice -> bob every 0.5 s; lag = time until the database counts the message. The two
+    sign in before the load starts (``ready``)."""
     logins = json.loads((server.data_dir / "demo-logins.json").read_text())
     alice_jid = next(j for j in logins if j.startswith("alice@"))
     bob_jid = next(j for j in logins if j.startswith("bob@"))
     domain = alice_jid.split("@", 1)[1]
-    alice = await connect_user("127.0.0.1", server.c2s_port, "alice", domain, logins[alice_jid])
-    bob = await connect_user("127.0.0.1", server.c2s_port, "bob", domain, logins[bob_jid])
-    engine = create_engine(
-        server.database_url.replace("postgresql://", "postgresql+psycopg://", 1)
-    )
+    try:
+        alice = await connect_user("127.0.0.1", server.c2s_port, "alice", domain, logins[alice_jid])
+        bob = await connect_user("127.0.0.1", server.c2s_port, "bob", domain, logins[bob_jid])
+    except (OSError, ConnectionError) as exc:
+        out.errors.append(f"XMPP sign-in failed: {exc}"[:300])
+        ready.set()
+        return
+    ready.set()
+    engine = create_engine(server.database_url.replace("postgresql://", "postgresql+psycopg://", 1))
     base = await asyncio.to_thread(messages_metered, server.database_url)
     sent: list[float] = []
     seen = 0
@@ -298,12 +305,18 @@ def main() -> None:
             tenant, usage = Series(), Series()
             imported: dict[str, Any] = {}
             stop = threading.Event()
+            xmpp_ready = threading.Event()
+            metering = threading.Thread(
+                target=lambda: asyncio.run(usage_flush(server, xmpp_ready, stop, usage))
+            )
+            metering.start()
+            xmpp_ready.wait(60)  # alice and bob are online before the load starts
             threads = [
+                metering,
                 threading.Thread(target=slow_clients, args=(server, slow, stop)),
                 threading.Thread(target=other_tenant, args=(server.url, stop, tenant)),
-                threading.Thread(target=lambda: asyncio.run(usage_flush(server, stop, usage))),
             ]
-            for t in threads:
+            for t in threads[1:]:
                 t.start()
             time.sleep(1.0)  # the slow clients are in; now the import
             importer = threading.Thread(target=csv_import, args=(server, rows, imported))

@@ -595,3 +595,36 @@ async def test_the_plans_storage_reaches_the_engine_at_once_in_decimal_megabytes
         session.commit()
     host = await setup.backend.get_host("a.example")
     assert host is not None and host.limits.max_storage_bytes is None
+
+
+async def test_login_batches_are_written_while_other_connections_write(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 9: under load the batch of logins (a read, then writes) failed with "database
+    is locked" on SQLite whenever another connection committed between its read and its
+    first write, four times over, and was logged as an error."""
+    import threading
+
+    from imhost.accounts.throttle import LoginThrottleService
+
+    stop = threading.Event()
+
+    def other_writer() -> None:
+        while not stop.is_set():
+            with setup.factory() as session:
+                throttle = LoginThrottleService(session, setup.clock, SecuritySettings())
+                throttle.fail("address:198.51.100.1")
+                session.commit()
+
+    writer = threading.Thread(target=other_writer)
+    writer.start()
+    try:
+        for _ in range(30):
+            await setup.backend.report_auth(AuthAttempt("a.example", "alice", "", True, "PLAIN"))
+            await setup.backend.report_client_version("a.example", "alice", "Dino 0.4")
+            await setup.backend.flush_batches()
+    finally:
+        stop.set()
+        writer.join()
+    failures = [r for r in caplog.records if "auth events failed" in r.getMessage()]
+    assert not failures, failures[0].exc_text

@@ -221,7 +221,7 @@ class DbBackend:
             for attempt in range(DB_ATTEMPTS):
                 ledger = _StorageLedger()
                 try:
-                    with transaction(self.factory) as session:
+                    with transaction(self.factory, write=True) as session:
                         result = work(session, ledger)
                 except BaseException as exc:
                     self._settle_storage(ledger, committed=False)
@@ -618,7 +618,7 @@ class DbBackend:
                 for k, st in zip(sorted(keys), states, strict=True)
             }
 
-        locked = await self._db(fail)
+        locked = await self._db(fail, write=True)
         now_mono = time.monotonic()
         for k, until in locked.items():
             self._locks[k] = (until, now_mono + LOCK_TTL_SECONDS)
@@ -666,7 +666,7 @@ class DbBackend:
                     account.client_version = version[:300]
 
         try:
-            await self._db(write)
+            await self._db(write, write=True)
         except Exception:
             # Keep them for the next flush (bounded): a busy database must not lose them.
             log.exception("writing %d auth events failed", len(failed) + len(logins))
@@ -708,7 +708,7 @@ class DbBackend:
                 session, self.clock, service, account, password, iterations=self.iterations
             )
 
-        await self._db(change)
+        await self._db(change, write=True)
         self._accounts.pop((domain, localpart), None)
 
     async def register_account(self, domain: str, localpart: str, password: str) -> None:
@@ -737,7 +737,7 @@ class DbBackend:
             except DomainError as exc:
                 raise self._refuse(exc) from None
 
-        await self._db(register)
+        await self._db(register, write=True)
         self._accounts.pop((domain, localpart), None)
 
     async def count_accounts(self, domain: str) -> int:
@@ -813,7 +813,7 @@ class DbBackend:
             row.groups = list(item.groups)
             return version
 
-        return await self._db(write)
+        return await self._db(write, write=True)
 
     async def remove_item(self, domain: str, localpart: str, jid: str) -> str:
         account_id = await self._account_id(domain, localpart)
@@ -833,7 +833,7 @@ class DbBackend:
             )
             return str(version or 0)
 
-        return await self._db(write)
+        return await self._db(write, write=True)
 
     async def get_pending_in(self, domain: str, localpart: str) -> dict[str, str]:
         account_id = await self._account_id(domain, localpart)
@@ -867,7 +867,7 @@ class DbBackend:
             else:
                 row.stanza = stanza
 
-        await self._db(write)
+        await self._db(write, write=True)
 
     async def remove_pending_in(self, domain: str, localpart: str, jid: str) -> None:
         account_id = await self._account_id(domain, localpart)
@@ -1088,7 +1088,7 @@ class DbBackend:
             else:
                 row.xml = xml
 
-        await self._db(write)
+        await self._db(write, write=True)
 
     # BlockListStore
 
@@ -1117,7 +1117,7 @@ class DbBackend:
                 if jid not in have:
                     session.add(XmppBlockedJid(account_id=account_id, jid=jid))
 
-        await self._db(write)
+        await self._db(write, write=True)
 
     async def unblock(self, domain: str, localpart: str, jids: Sequence[str] | None) -> None:
         account_id = await self._account_id(domain, localpart)
