@@ -154,7 +154,8 @@ def sign_in(url: str, email: str, password: str) -> httpx.Client:
     return client
 
 
-def other_tenant(url: str, stop: threading.Event, out: Series) -> None:
+def sign_up_other_tenant(url: str) -> tuple[httpx.Client, str]:
+    """A second customer, signed up before the load starts."""
     client = httpx.Client(base_url=url, timeout=60)
     resp = client.post(
         "/api/v1/signup",
@@ -164,11 +165,13 @@ def other_tenant(url: str, stop: threading.Event, out: Series) -> None:
             "organization_name": "Other Tenant",
         },
     )
-    if resp.status_code != 201:
-        out.errors.append(f"signup: {resp.status_code} {resp.text[:200]}")
-        return
+    resp.raise_for_status()
     client.headers["X-CSRF-Token"] = resp.json()["csrf_token"]
     org_id = client.get("/api/v1/me").json()["organizations"][0]["id"]
+    return client, org_id
+
+
+def other_tenant(client: httpx.Client, org_id: str, stop: threading.Event, out: Series) -> None:
     n = 0
     while not stop.is_set():
         n += 1
@@ -311,10 +314,11 @@ def main() -> None:
             )
             metering.start()
             xmpp_ready.wait(60)  # alice and bob are online before the load starts
+            other, other_org = sign_up_other_tenant(server.url)
             threads = [
                 metering,
                 threading.Thread(target=slow_clients, args=(server, slow, stop)),
-                threading.Thread(target=other_tenant, args=(server.url, stop, tenant)),
+                threading.Thread(target=other_tenant, args=(other, other_org, stop, tenant)),
             ]
             for t in threads[1:]:
                 t.start()
