@@ -38,7 +38,7 @@ from imhost.catalog.models import Plan, PlanVersion, PriceComponent
 from imhost.db.engine import make_engine, make_session_factory, normalize_url, transaction
 from imhost.db.registry import load_models
 from imhost.kit.clock import FrozenClock, utc
-from imhost.metering.service import EngineUsage, ingest_engine_batch
+from imhost.metering.ingestion import EngineUsage, ingest_engine_batch
 
 PERIOD_START = utc(2026, 11, 1)
 PERIOD_END = utc(2026, 12, 1)

@@ -3,9 +3,9 @@
 Measures, on SQLite (a file in a temporary directory, WAL) and on PostgreSQL when
 ``--postgres URL`` is given (a scratch database ``imhost_bench_metering`` is created there):
 
-1. the engine's direct path, ``metering.service.ingest_engine_batch``, in flushes of
+1. the engine's direct path, ``metering.ingestion.ingest_engine_batch``, in flushes of
    ``--flush`` records (the built-in engine flushes every second or so);
-2. the service path, ``metering.service.ingest`` (validation, idempotency and conflict checks,
+2. the service path, ``metering.ingestion.ingest`` (validation, idempotency and conflict checks,
    closed periods), in batches of 10,000;
 3. the batch API, ``POST /api/v1/orgs/{org_id}/usage`` with an API token, through FastAPI's
    TestClient (JSON encoding and parsing included), in batches of 10,000;
@@ -43,9 +43,9 @@ from imhost.accounts.models import Organization
 from imhost.db.engine import make_engine, make_session_factory, normalize_url
 from imhost.db.registry import load_models
 from imhost.kit.clock import FrozenClock
-from imhost.metering import service
+from imhost.metering import aggregate, ingestion
+from imhost.metering.ingestion import EngineUsage
 from imhost.metering.schemas import UsageIn
-from imhost.metering.service import EngineUsage
 
 MONTH_START = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 2, 1, 0, 0, tzinfo=UTC)
@@ -118,7 +118,7 @@ def bench_direct(
     def run() -> None:
         for start in range(0, len(records), flush):
             with factory() as session:
-                service.ingest_engine_batch(session, records[start : start + flush], clock=clock)
+                ingestion.ingest_engine_batch(session, records[start : start + flush], clock=clock)
                 session.commit()
 
     timed(f"direct path, flushes of {flush:,}", total, run)
@@ -143,7 +143,7 @@ def bench_service(factory: sessionmaker[Session], org_ids: list[str], total: int
     def run() -> None:
         for start in range(0, len(records), 10_000):
             with factory() as session:
-                service.ingest(session, clock, records[start : start + 10_000], atomic=True)
+                ingestion.ingest(session, clock, records[start : start + 10_000], atomic=True)
                 session.commit()
 
     timed("service path (validation, idempotency), 10,000/batch", total, run)
@@ -228,7 +228,7 @@ def bench_reads(factory: sessionmaker[Session], storage_every: int) -> None:
         ]
     with factory() as session:
         for start in range(0, len(records), 20_000):
-            service.ingest_engine_batch(session, records[start : start + 20_000], clock=clock)
+            ingestion.ingest_engine_batch(session, records[start : start + 20_000], clock=clock)
         session.commit()
     print(
         f"  reads, {len(records):,} records of one organization, storage changing every "
@@ -254,11 +254,11 @@ def bench_reads(factory: sessionmaker[Session], storage_every: int) -> None:
     ):
         print(
             f"    {label:<46} "
-            + median_ms(lambda s, end=end: service.usage_to_date(s, org_id, MONTH_START, end))
+            + median_ms(lambda s, end=end: aggregate.usage_to_date(s, org_id, MONTH_START, end))
         )
     print(
         f"    {'billable_quantities, full month':<46} "
-        + median_ms(lambda s: service.billable_quantities(s, org_id, MONTH_START, NOW))
+        + median_ms(lambda s: aggregate.billable_quantities(s, org_id, MONTH_START, NOW))
     )
 
 

@@ -73,7 +73,18 @@ class XmppSettings(BaseModel):
         16 * 1024 * 1024, ge=65536, description="A client that does not read is disconnected."
     )
     node_id: str = Field(
-        "xmpp1", min_length=1, max_length=64, description="Names this node in usage keys."
+        "xmpp1",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Names this node (one running process per name; in usage keys).",
+    )
+    node_lease_seconds: int = Field(
+        30,
+        ge=5,
+        le=3600,
+        description="How long a stopped or cut-off node keeps its name before another "
+        "process may take it (renewed every third of it while the node runs).",
     )
     idle_parser_seconds: float = Field(
         10.0, ge=0, le=3600, description="Free the parser of connections idle this long (0: never)."

@@ -12,7 +12,7 @@ from imhost.accounts.models import Organization
 from imhost.catalog.models import AddOn, Plan, PlanVersion, PriceComponent
 from imhost.kit.clock import Clock
 from imhost.kit.ids import new_id, slugify
-from imhost.metering.service import EngineUsage, ingest_engine_batch
+from imhost.metering.ingestion import EngineUsage, ingest_engine_batch
 
 
 def make_org(

@@ -15,7 +15,7 @@ from imhost.billing.models import Invoice, Subscription
 from imhost.db.engine import transaction
 from imhost.kit.clock import FrozenClock, utc
 from imhost.kit.errors import InvalidInput
-from imhost.metering.service import close_period, closed_periods
+from imhost.metering.closing import close_period, closed_periods
 
 from .factories import add_usage, make_org, make_plan, messages_per_unit
 

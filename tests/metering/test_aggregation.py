@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from imhost.kit.clock import FrozenClock, utc
 from imhost.kit.errors import InvalidInput
-from imhost.metering import service
+from imhost.metering import aggregate, ingestion
 from imhost.metering.metrics import BILLABLE_CODES
 from tests.metering.factories import make_org, usage
 
@@ -25,13 +25,13 @@ def clock() -> FrozenClock:
 
 
 def put(db: Session, clock: FrozenClock, *records: object) -> None:
-    result = service.ingest(db, clock, list(records), atomic=True)  # type: ignore[arg-type]
+    result = ingestion.ingest(db, clock, list(records), atomic=True)  # type: ignore[arg-type]
     assert result.accepted == len(records)
 
 
 def test_without_usage_every_billable_metric_is_zero(db: Session, clock: FrozenClock) -> None:
     org = make_org(db, clock)
-    quantities = service.billable_quantities(db, org.id, JAN, FEB)
+    quantities = aggregate.billable_quantities(db, org.id, JAN, FEB)
     assert set(quantities) == set(BILLABLE_CODES)
     assert all(q == 0 for q in quantities.values())
 
@@ -51,7 +51,7 @@ def test_messages_are_summed_over_buckets_from_the_start_up_to_not_including_the
         usage(org, "messages", FEB, 2000),  # next period
         usage(org, "stanzas_message", utc(2026, 1, 15, 10), 99),  # not billed as messages
     )
-    assert service.billable_quantities(db, org.id, JAN, FEB)["messages"] == 5 + 7 + 8 + 11
+    assert aggregate.billable_quantities(db, org.id, JAN, FEB)["messages"] == 5 + 7 + 8 + 11
 
 
 def test_traffic_is_bytes_in_plus_bytes_out_in_decimal_gigabytes(
@@ -65,7 +65,7 @@ def test_traffic_is_bytes_in_plus_bytes_out_in_decimal_gigabytes(
         usage(org, "bytes_out", utc(2026, 1, 3), 500_000_001),
         usage(org, "traffic_gb", utc(2026, 1, 4), "0.25"),  # sent as GB by an external engine
     )
-    traffic = service.billable_quantities(db, org.id, JAN, FEB)["traffic_gb"]
+    traffic = aggregate.billable_quantities(db, org.id, JAN, FEB)["traffic_gb"]
     assert traffic == Decimal(2_000_000_001) / GB + Decimal("0.25")
     assert traffic == Decimal("2.250000001")
 
@@ -85,7 +85,7 @@ def test_peak_connections_adds_services_per_minute_and_takes_the_highest_minute(
         usage(org, "connections_peak", utc(2026, 1, 11), 12, service_id="a"),
         usage(org, "connections_peak", utc(2026, 2, 1), 500, service_id="a"),  # next period
     )
-    assert service.billable_quantities(db, org.id, JAN, FEB)["peak_connections"] == 13
+    assert aggregate.billable_quantities(db, org.id, JAN, FEB)["peak_connections"] == 13
 
 
 def test_monthly_active_users_counts_distinct_subjects_in_the_period(
@@ -101,7 +101,7 @@ def test_monthly_active_users_counts_distinct_subjects_in_the_period(
         usage(org, "monthly_active_users", utc(2026, 1, 20), 1, subject="cy@acme.example"),
         usage(org, "active_users", utc(2025, 12, 30), 1, subject="dee@acme.example"),
     )
-    assert service.billable_quantities(db, org.id, JAN, FEB)["monthly_active_users"] == 3
+    assert aggregate.billable_quantities(db, org.id, JAN, FEB)["monthly_active_users"] == 3
 
 
 def _gb(value: Decimal) -> Decimal:
@@ -126,7 +126,7 @@ def test_storage_is_the_time_weighted_average_of_the_gauges_each_holding_until_i
         usage(org, "offline_storage_bytes", utc(2026, 2, 1), 999 * GB),
     )
     expected = _gb((Decimal(10) * 15 + Decimal(20) * 16 + Decimal("3.1") * 21) / 31)
-    storage = service.billable_quantities(db, org.id, JAN, FEB)["storage_gb"]
+    storage = aggregate.billable_quantities(db, org.id, JAN, FEB)["storage_gb"]
     assert storage == expected
     assert storage == Decimal("17.261290323")
 
@@ -140,7 +140,7 @@ def test_storage_gauges_of_several_services_add_up(db: Session, clock: FrozenClo
         usage(org, "offline_storage_bytes", JAN, 3 * GB, service_id="b"),
         usage(org, "storage_gb", JAN, "1.5", service_id="c"),
     )
-    assert service.billable_quantities(db, org.id, JAN, FEB)["storage_gb"] == Decimal("6.5")
+    assert aggregate.billable_quantities(db, org.id, JAN, FEB)["storage_gb"] == Decimal("6.5")
 
 
 def test_usage_to_date_averages_storage_over_the_elapsed_time_only(
@@ -156,10 +156,10 @@ def test_usage_to_date_averages_storage_over_the_elapsed_time_only(
         usage(org, "messages", utc(2026, 1, 5), 40),
         usage(org, "messages", utc(2026, 1, 11, 0, 3), 2),  # 3 minutes ahead: clock skew
     )
-    to_date = service.usage_to_date(db, org.id, JAN, utc(2026, 1, 11))
+    to_date = aggregate.usage_to_date(db, org.id, JAN, utc(2026, 1, 11))
     assert to_date["storage_gb"] == 15  # 5 days at 10, 5 days at 20
     assert to_date["messages"] == 42
-    assert service.usage_to_date(db, org.id, JAN, JAN)["messages"] == 0
+    assert aggregate.usage_to_date(db, org.id, JAN, JAN)["messages"] == 0
 
 
 def test_usage_records_behind_a_billable_metric_can_be_listed_page_by_page(
@@ -174,26 +174,26 @@ def test_usage_records_behind_a_billable_metric_can_be_listed_page_by_page(
         usage(org, "traffic_gb", utc(2026, 1, 4), "1"),
         usage(org, "messages", utc(2026, 1, 5), 1),
     )
-    page1 = service.usage_records_for(db, org.id, "traffic_gb", JAN, FEB, limit=2, offset=0)
-    page2 = service.usage_records_for(db, org.id, "traffic_gb", JAN, FEB, limit=2, offset=2)
+    page1 = aggregate.usage_records_for(db, org.id, "traffic_gb", JAN, FEB, limit=2, offset=0)
+    page2 = aggregate.usage_records_for(db, org.id, "traffic_gb", JAN, FEB, limit=2, offset=2)
     assert [r.metric for r in page1 + page2] == ["bytes_in", "bytes_out", "traffic_gb"]
     with pytest.raises(InvalidInput):
-        service.usage_records_for(db, org.id, "pigeons", JAN, FEB)
+        aggregate.usage_records_for(db, org.id, "pigeons", JAN, FEB)
     with pytest.raises(InvalidInput):
-        service.usage_records_for(db, org.id, "messages", JAN, FEB, limit=5000)
+        aggregate.usage_records_for(db, org.id, "messages", JAN, FEB, limit=5000)
 
 
 def test_an_empty_or_reversed_period_is_refused(db: Session, clock: FrozenClock) -> None:
     org = make_org(db, clock)
     with pytest.raises(InvalidInput):
-        service.billable_quantities(db, org.id, FEB, JAN)
+        aggregate.billable_quantities(db, org.id, FEB, JAN)
 
 
 def test_one_organizations_usage_never_shows_in_anothers(db: Session, clock: FrozenClock) -> None:
     a, b = make_org(db, clock, "a"), make_org(db, clock, "b")
     when: datetime = utc(2026, 1, 9)
     put(db, clock, usage(a, "messages", when, 5), usage(a, "active_users", when, 1, subject="x"))
-    assert all(q == 0 for q in service.billable_quantities(db, b.id, JAN, FEB).values())
+    assert all(q == 0 for q in aggregate.billable_quantities(db, b.id, JAN, FEB).values())
 
 
 def test_repeated_and_same_minute_gauge_reports_give_the_right_average(
@@ -210,4 +210,4 @@ def test_repeated_and_same_minute_gauge_reports_give_the_right_average(
     ]
     put(db, clock, *records)
     expected = _gb((Decimal(5) * 1 + Decimal(7) * 1 + Decimal(5) * 29) / 31)
-    assert service.billable_quantities(db, org.id, JAN, FEB)["storage_gb"] == expected
+    assert aggregate.billable_quantities(db, org.id, JAN, FEB)["storage_gb"] == expected

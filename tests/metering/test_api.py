@@ -9,14 +9,17 @@ from decimal import Decimal
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.accounts import tokens
 from imhost.accounts.audit import Actor
-from imhost.accounts.models import OrgRole, StaffRole
+from imhost.accounts.models import Organization, OrgRole, StaffRole
+from imhost.hosting import service as hosting
 from imhost.kit.clock import FrozenClock, utc
-from imhost.metering import service
+from imhost.metering import aggregate, closing
 from imhost.metering.models import LateUsagePolicy
+from imhost.metering.models import UsageRecord as MeteredUsage
 from tests.factories import World, make_world
 from tests.web.conftest import signed_in
 
@@ -102,7 +105,7 @@ def test_an_atomic_batch_with_a_bad_record_is_refused_whole_with_every_reason(
     assert "pigeons" in body["rejections"][0]["reason"]
     with session_factory() as session:
         assert (
-            service.billable_quantities(session, world.org.id, JAN, utc(2026, 2, 1))["messages"]
+            aggregate.billable_quantities(session, world.org.id, JAN, utc(2026, 2, 1))["messages"]
             == 0
         )
 
@@ -116,6 +119,74 @@ def test_a_non_atomic_batch_keeps_the_good_records_and_lists_the_bad(
     assert response.status_code == 200
     assert response.json()["accepted"] == 1
     assert response.json()["rejected"][0]["key"] == "b"
+
+
+def test_usage_for_another_tenants_service_is_refused_with_its_reason(
+    engine_client: TestClient,
+    world: World,
+    session_factory: sessionmaker[Session],
+    clock: FrozenClock,
+) -> None:
+    with session_factory() as session:
+        org = session.get(Organization, world.org.id)
+        other = session.get(Organization, world.other_org.id)
+        assert org is not None and other is not None
+        mine = hosting.create_service(session, clock, org, base_domain="im.test", domain="a.test")
+        theirs = hosting.create_service(
+            session, clock, other, base_domain="im.test", domain="b.test"
+        )
+        session.commit()
+        mine_id, theirs_id = mine.id, theirs.id
+    url = f"/api/v1/orgs/{world.org.id}/usage"
+    batch = {
+        "records": [
+            record("own", service_id=mine_id),
+            record("foreign", service_id=theirs_id),
+            record("made-up", service_id="no-such-service"),
+            record("none"),
+        ]
+    }
+    refused = engine_client.post(url, json=batch)
+    assert refused.status_code == 422, refused.text
+    reasons = {r["key"]: r["reason"] for r in refused.json()["rejections"]}
+    assert set(reasons) == {"foreign", "made-up"}
+    assert reasons["foreign"] == (
+        f"service_id {theirs_id!r} is not a hosted service of organization {world.org.id!r}"
+    )
+    kept = engine_client.post(url, json={**batch, "atomic": False})
+    assert kept.status_code == 200
+    assert kept.json()["accepted"] == 2
+    with session_factory() as session:
+        stored = session.scalars(select(MeteredUsage.service_id)).all()
+    assert sorted(stored, key=str) == sorted([mine_id, None], key=str)
+
+
+def test_staff_ingestion_refuses_a_service_of_another_organization_than_the_records(
+    app: FastAPI,
+    world: World,
+    session_factory: sessionmaker[Session],
+    clock: FrozenClock,
+) -> None:
+    with session_factory() as session:
+        other = session.get(Organization, world.other_org.id)
+        assert other is not None
+        theirs = hosting.create_service(
+            session, clock, other, base_domain="im.test", domain="b.test"
+        )
+        session.commit()
+        theirs_id = theirs.id
+    staff = signed_in(app, world.staff[StaffRole.ADMIN])
+    batch = {
+        "atomic": False,
+        "records": [
+            record("wrong", organization_id=world.org.id, service_id=theirs_id),
+            record("right", organization_id=world.other_org.id, service_id=theirs_id),
+        ],
+    }
+    response = staff.post("/api/v1/admin/usage", json=batch)
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 1
+    assert [r["key"] for r in response.json()["rejected"]] == ["wrong"]
 
 
 def test_a_batch_is_bounded_and_malformed_input_is_a_422(
@@ -158,7 +229,7 @@ def test_staff_ingest_across_organizations_and_set_the_late_policy(
     )
     assert policy.json() == {"late_usage_policy": "next_invoice"}
     with session_factory() as session:
-        assert service.get_late_usage_policy(session) is LateUsagePolicy.NEXT_INVOICE
+        assert closing.get_late_usage_policy(session) is LateUsagePolicy.NEXT_INVOICE
     support = signed_in(app, world.staff[StaffRole.SUPPORT])
     assert support.post("/api/v1/admin/usage", json=batch).status_code == 403
 

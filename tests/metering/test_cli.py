@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from imhost.cli import usage as cli
 from imhost.kit.clock import FrozenClock, utc
-from imhost.metering import service
+from imhost.metering import aggregate
 from imhost.runtime import Runtime
 from tests.metering.factories import make_org
 
@@ -87,7 +87,7 @@ def test_an_atomic_file_with_a_bad_record_writes_nothing(
     assert result.exit_code == 1
     assert "pigeons" in result.output
     with session_factory() as session:
-        totals = service.billable_quantities(session, org_id, utc(2026, 1, 1), utc(2026, 2, 1))
+        totals = aggregate.billable_quantities(session, org_id, utc(2026, 1, 1), utc(2026, 2, 1))
         assert totals["messages"] == 0
 
 

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.db.engine import write_intent
 from imhost.kit.clock import FrozenClock, utc
-from imhost.metering import service
-from imhost.metering.service import EngineUsage, IngestResult
+from imhost.metering import aggregate, closing, ingestion
+from imhost.metering.ingestion import EngineUsage, IngestResult
 from tests.metering.factories import make_org
 
 JAN, FEB = utc(2026, 1, 1), utc(2026, 2, 1)
@@ -33,9 +33,9 @@ def billing_step(
     """What the billing run does for one organization, left uncommitted."""
     session = factory()
     write_intent(session)
-    service.lock_for_closing(session, [org_id])
-    out.append(service.billable_quantities(session, org_id, JAN, FEB)["messages"])
-    service.close_period(session, org_id, JAN, FEB, clock)
+    closing.lock_for_closing(session, [org_id])
+    out.append(aggregate.billable_quantities(session, org_id, JAN, FEB)["messages"])
+    closing.close_period(session, org_id, JAN, FEB, clock)
     return session
 
 
@@ -47,7 +47,7 @@ def test_usage_committed_before_the_closing_is_billed(
         org_id = make_org(setup, clock).id
         setup.commit()
     ingest = session_factory()
-    service.ingest_engine_batch(ingest, [record(org_id, "a")], clock=clock)  # not committed
+    ingestion.ingest_engine_batch(ingest, [record(org_id, "a")], clock=clock)  # not committed
     billed: list[Decimal] = []
     sessions: list[Session] = []
     bill = threading.Thread(
@@ -82,7 +82,7 @@ def test_usage_arriving_while_the_period_closes_follows_the_late_policy(
             try:
                 with session_factory() as session:
                     results.append(
-                        service.ingest_engine_batch(session, [record(org_id, "b")], clock=clock)
+                        ingestion.ingest_engine_batch(session, [record(org_id, "b")], clock=clock)
                     )
                     session.commit()
                     return
@@ -99,4 +99,4 @@ def test_usage_arriving_while_the_period_closes_follows_the_late_policy(
     assert results[-1].accepted == 0
     assert "closed" in results[-1].rejected[0].reason
     with session_factory() as check:
-        assert service.billable_quantities(check, org_id, JAN, FEB)["messages"] == 0
+        assert aggregate.billable_quantities(check, org_id, JAN, FEB)["messages"] == 0

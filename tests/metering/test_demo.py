@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from imhost.kit.clock import FrozenClock, utc
-from imhost.metering import demo, service
+from imhost.metering import aggregate, budgets, demo
 from imhost.runtime import Runtime
 from tests.metering.factories import make_org
 
@@ -15,11 +15,11 @@ def test_demo_seed_gives_the_demo_customer_usage_and_a_budget_once(
 ) -> None:
     org = make_org(db, clock)  # the suite clock: 15 January 2026, noon
     demo.seed(db, runtime, org, {}, None)
-    first = service.usage_to_date(db, org.id, utc(2026, 1, 1), clock.now())
+    first = aggregate.usage_to_date(db, org.id, utc(2026, 1, 1), clock.now())
     demo.seed(db, runtime, org, {}, None)
-    again = service.usage_to_date(db, org.id, utc(2026, 1, 1), clock.now())
+    again = aggregate.usage_to_date(db, org.id, utc(2026, 1, 1), clock.now())
     assert first == again
     assert first["messages"] > 0 and first["monthly_active_users"] == 2
     assert first["storage_gb"] > 0 and first["traffic_gb"] > 0
-    budget = service.get_budget(db, org.id)
+    budget = budgets.get_budget(db, org.id)
     assert budget is not None and budget.currency == "EUR"

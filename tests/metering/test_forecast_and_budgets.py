@@ -14,7 +14,8 @@ from imhost import events
 from imhost.catalog.pricing import PriceSpec, rate
 from imhost.kit.clock import FrozenClock, utc
 from imhost.kit.errors import InvalidInput
-from imhost.metering import service, tasks
+from imhost.metering import budgets, ingestion, tasks
+from imhost.metering import forecast as forecasting
 from imhost.metering.models import BudgetAlert
 from imhost.metering.schemas import BudgetIn
 from imhost.metering.tasks import CAP_MARKER, BudgetPricing
@@ -51,8 +52,8 @@ def test_forecast_extrapolates_sums_and_holds_peaks_counts_and_storage_levels(
         usage(org, "offline_storage_bytes", JAN, 10 * GB),
         usage(org, "offline_storage_bytes", utc(2026, 1, 6), 20 * GB),
     ]
-    service.ingest(db, clock, records, atomic=True)
-    fc = service.forecast(
+    ingestion.ingest(db, clock, records, atomic=True)
+    fc = forecasting.forecast(
         db, clock, org.id, JAN, FEB, [MESSAGES, MAU, PEAK, STORAGE], Decimal("9.00"), "EUR"
     )
     assert fc.elapsed_fraction == Decimal(10) / 31
@@ -78,7 +79,7 @@ def test_forecast_extrapolates_sums_and_holds_peaks_counts_and_storage_levels(
 def test_forecast_at_the_period_start_projects_only_the_base_fee(db: Session) -> None:
     clock = FrozenClock(JAN)
     org = make_org(db, clock)
-    fc = service.forecast(db, clock, org.id, JAN, FEB, [MESSAGES], Decimal("9"), "EUR")
+    fc = forecasting.forecast(db, clock, org.id, JAN, FEB, [MESSAGES], Decimal("9"), "EUR")
     assert fc.total == Decimal("9.00")
 
 
@@ -87,7 +88,7 @@ def test_forecast_refuses_prices_in_another_currency(db: Session) -> None:
     org = make_org(db, clock)
     usd = PriceSpec(model="per_unit", metric="messages", currency="USD", unit_price=Decimal("1"))
     with pytest.raises(InvalidInput) as err:
-        service.forecast(db, clock, org.id, JAN, FEB, [usd], Decimal(0), "EUR")
+        forecasting.forecast(db, clock, org.id, JAN, FEB, [usd], Decimal(0), "EUR")
     assert err.value.field == "currency"
 
 
@@ -128,21 +129,21 @@ def monthly_pricing(
 def test_each_threshold_alerts_once_per_period(db: Session) -> None:
     clock = FrozenClock(utc(2026, 1, 10))
     org = make_org(db, clock)
-    service.set_budget(db, clock, org.id, BudgetIn(amount=Decimal(100), currency="EUR"))
+    budgets.set_budget(db, clock, org.id, BudgetIn(amount=Decimal(100), currency="EUR"))
     rec = Recorder(db)
     pricing = monthly_pricing(clock, [MESSAGES])
 
-    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 4_000)], atomic=True)
+    ingestion.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 4_000)], atomic=True)
     assert tasks.check_budgets(db, clock, pricing) == []  # 40.00 of 100: nothing yet
 
-    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9, 1), 2_000)], atomic=True)
+    ingestion.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9, 1), 2_000)], atomic=True)
     crossed = tasks.check_budgets(db, clock, pricing)  # 60.00
     assert [c.threshold for c in crossed] == [50]
     assert crossed[0].amount == Decimal("60.00")
     assert tasks.check_budgets(db, clock, pricing) == []  # never repeated
     assert rec.thresholds() == [50]
 
-    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9, 2), 5_000)], atomic=True)
+    ingestion.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9, 2), 5_000)], atomic=True)
     assert [c.threshold for c in tasks.check_budgets(db, clock, pricing)] == [80, 100]
     assert tasks.check_budgets(db, clock, pricing) == []
     assert rec.thresholds() == [50, 80, 100]
@@ -156,7 +157,7 @@ def test_each_threshold_alerts_once_per_period(db: Session) -> None:
 
     # A new period starts afresh.
     clock.set(utc(2026, 2, 10))
-    service.ingest(db, clock, [usage(org, "messages", utc(2026, 2, 9), 5_500)], atomic=True)
+    ingestion.ingest(db, clock, [usage(org, "messages", utc(2026, 2, 9), 5_500)], atomic=True)
     assert [c.threshold for c in tasks.check_budgets(db, clock, pricing)] == [50]
     assert db.scalar(select(func.count()).select_from(BudgetAlert)) == 4
 
@@ -164,7 +165,7 @@ def test_each_threshold_alerts_once_per_period(db: Session) -> None:
 def test_a_hard_cap_tells_the_service_to_stop_overage_once(db: Session) -> None:
     clock = FrozenClock(utc(2026, 1, 10))
     org = make_org(db, clock)
-    service.set_budget(
+    budgets.set_budget(
         db,
         clock,
         org.id,
@@ -172,10 +173,10 @@ def test_a_hard_cap_tells_the_service_to_stop_overage_once(db: Session) -> None:
     )
     rec = Recorder(db)
     pricing = monthly_pricing(clock, [MESSAGES])
-    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 4_600)], atomic=True)
+    ingestion.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 4_600)], atomic=True)
     tasks.check_budgets(db, clock, pricing)  # 46.00: 90 % only
     assert rec.thresholds() == [90] and rec.caps() == []
-    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9, 1), 400)], atomic=True)
+    ingestion.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9, 1), 400)], atomic=True)
     crossed = tasks.check_budgets(db, clock, pricing)  # 50.00: the cap
     assert [c.threshold for c in crossed] == [CAP_MARKER]
     tasks.check_budgets(db, clock, pricing)
@@ -187,12 +188,12 @@ def test_a_hard_cap_tells_the_service_to_stop_overage_once(db: Session) -> None:
 def test_a_hard_cap_is_lifted_when_a_new_period_begins(db: Session) -> None:
     clock = FrozenClock(utc(2026, 1, 10))
     org = make_org(db, clock)
-    service.set_budget(
+    budgets.set_budget(
         db, clock, org.id, BudgetIn(amount=Decimal(50), currency="EUR", hard_cap=True)
     )
     rec = Recorder(db)
     pricing = monthly_pricing(clock, [MESSAGES])
-    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 5_000)], atomic=True)
+    ingestion.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 5_000)], atomic=True)
     tasks.check_budgets(db, clock, pricing)
     assert len(rec.caps()) == 1 and rec.lifts() == []
     tasks.check_budgets(db, clock, pricing)  # still capped: nothing new
@@ -205,7 +206,7 @@ def test_a_hard_cap_is_lifted_when_a_new_period_begins(db: Session) -> None:
     tasks.check_budgets(db, clock, pricing)  # lifted once
     assert len(rec.lifts()) == 1
     # February reaches the cap too: blocked again, once.
-    service.ingest(db, clock, [usage(org, "messages", utc(2026, 2, 1), 5_000)], atomic=True)
+    ingestion.ingest(db, clock, [usage(org, "messages", utc(2026, 2, 1), 5_000)], atomic=True)
     tasks.check_budgets(db, clock, pricing)
     tasks.check_budgets(db, clock, pricing)
     assert (len(rec.caps()), len(rec.lifts())) == (2, 1)
@@ -215,20 +216,20 @@ def test_a_raised_budget_lifts_the_cap_and_a_second_crossing_blocks_again(db: Se
     clock = FrozenClock(utc(2026, 1, 10))
     org = make_org(db, clock)
     capped = BudgetIn(amount=Decimal(50), currency="EUR", hard_cap=True)
-    service.set_budget(db, clock, org.id, capped)
+    budgets.set_budget(db, clock, org.id, capped)
     rec = Recorder(db)
     pricing = monthly_pricing(clock, [MESSAGES])
-    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 5_000)], atomic=True)
+    ingestion.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 5_000)], atomic=True)
     tasks.check_budgets(db, clock, pricing)
-    service.set_budget(
+    budgets.set_budget(
         db, clock, org.id, BudgetIn(amount=Decimal(80), currency="EUR", hard_cap=True)
     )
     tasks.check_budgets(db, clock, pricing)
     assert (len(rec.caps()), len(rec.lifts())) == (1, 1)
-    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9, 1), 3_000)], atomic=True)
+    ingestion.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9, 1), 3_000)], atomic=True)
     tasks.check_budgets(db, clock, pricing)  # 80.00 of 80: capped again in the same month
     assert (len(rec.caps()), len(rec.lifts())) == (2, 1)
-    service.delete_budget(db, org.id, clock)  # removing the budget lifts the block
+    budgets.delete_budget(db, org.id, clock)  # removing the budget lifts the block
     assert len(rec.lifts()) == 2
     assert rec.lifts()[1].reason == "the budget was removed"
 
@@ -236,16 +237,16 @@ def test_a_raised_budget_lifts_the_cap_and_a_second_crossing_blocks_again(db: Se
 def test_a_budget_in_another_currency_than_the_bill_is_not_checked(db: Session) -> None:
     clock = FrozenClock(utc(2026, 1, 10))
     org = make_org(db, clock)
-    service.set_budget(db, clock, org.id, BudgetIn(amount=Decimal(1), currency="USD"))
-    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 1000)], atomic=True)
+    budgets.set_budget(db, clock, org.id, BudgetIn(amount=Decimal(1), currency="USD"))
+    ingestion.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 9), 1000)], atomic=True)
     assert tasks.check_budgets(db, clock, monthly_pricing(clock, [MESSAGES])) == []
 
 
 def test_the_forecast_basis_alerts_on_the_projected_bill(db: Session) -> None:
     clock = FrozenClock(utc(2026, 1, 11))
     org = make_org(db, clock)
-    service.set_budget(db, clock, org.id, BudgetIn(amount=Decimal(100), currency="EUR"))
-    service.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 2), 2_000)], atomic=True)
+    budgets.set_budget(db, clock, org.id, BudgetIn(amount=Decimal(100), currency="EUR"))
+    ingestion.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 2), 2_000)], atomic=True)
     pricing = monthly_pricing(clock, [MESSAGES])
     assert tasks.check_budgets(db, clock, pricing) == []  # 20.00 so far
     crossed = tasks.check_budgets(db, clock, pricing, basis="forecast")  # 62.00 projected
@@ -259,16 +260,16 @@ def test_budgets_are_set_replaced_and_removed(db: Session) -> None:
 
     clock = FrozenClock(JAN)
     org = make_org(db, clock)
-    first = service.set_budget(db, clock, org.id, BudgetIn(amount=Decimal(10), currency="EUR"))
+    first = budgets.set_budget(db, clock, org.id, BudgetIn(amount=Decimal(10), currency="EUR"))
     assert first.thresholds == [50, 80, 100]
-    second = service.set_budget(
+    second = budgets.set_budget(
         db, clock, org.id, BudgetIn(amount=Decimal(20), currency="EUR", thresholds=[90, 25])
     )
     assert second.id == first.id and second.thresholds == [25, 90]
-    service.delete_budget(db, org.id)
-    assert service.get_budget(db, org.id) is None
+    budgets.delete_budget(db, org.id)
+    assert budgets.get_budget(db, org.id) is None
     with pytest.raises(NotFound):
-        service.delete_budget(db, org.id)
+        budgets.delete_budget(db, org.id)
     with pytest.raises(ValidationError):
         BudgetIn(amount=Decimal(10), currency="EUR", thresholds=[50, 50])
     with pytest.raises(ValidationError):
@@ -281,8 +282,10 @@ def test_the_scheduled_check_commits_its_alerts_once(
     clock = FrozenClock(utc(2026, 1, 10))
     with session_factory() as session:
         org = make_org(session, clock)
-        service.set_budget(session, clock, org.id, BudgetIn(amount=Decimal(10), currency="EUR"))
-        service.ingest(session, clock, [usage(org, "messages", utc(2026, 1, 9), 600)], atomic=True)
+        budgets.set_budget(session, clock, org.id, BudgetIn(amount=Decimal(10), currency="EUR"))
+        ingestion.ingest(
+            session, clock, [usage(org, "messages", utc(2026, 1, 9), 600)], atomic=True
+        )
         session.commit()
     pricing = monthly_pricing(clock, [MESSAGES])  # 6.00 of 10.00
     assert tasks.scheduled_budget_check(session_factory, clock, pricing) == 1

@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imhost.kit.clock import FrozenClock, utc
-from imhost.metering import rollups, service
+from imhost.metering import aggregate, closing, ingestion, rollups
+from imhost.metering.ingestion import EngineUsage
 from imhost.metering.models import LateUsagePolicy, UsageRecord, UsageRollup
-from imhost.metering.service import EngineUsage
 from tests.metering.factories import make_org, usage
 
 JAN = utc(2026, 1, 1)
@@ -115,12 +115,12 @@ def check_reads(db: Session, rng: random.Random, org_ids: list[str]) -> None:
         requests.append((rng.choice(org_ids), start, end))
     requests.append((org_ids[0], JAN, FEB))  # whole hours only
     requests.append((org_ids[0], utc(2026, 1, 3, 10, 15), utc(2026, 1, 3, 10, 45)))  # no hour
-    answers = service.billable_quantities_many(db, requests)
+    answers = aggregate.billable_quantities_many(db, requests)
     for (org_id, start, end), answer in zip(requests, answers, strict=True):
         ref = reference(db, org_id, start, end)
         for metric, value in ref.items():
             assert answer[metric] == value, (metric, org_id, start, end)
-        assert answer == service.billable_quantities(db, org_id, start, end)
+        assert answer == aggregate.billable_quantities(db, org_id, start, end)
 
 
 @pytest.mark.parametrize("services", [("svc-1",), ("svc-1", "svc-2", None)])
@@ -131,13 +131,13 @@ def test_the_engine_path_keeps_rollups_exact_through_duplicates(
     rng = random.Random(7)
     orgs = [make_org(db, clock, f"org{i}").id for i in range(3)]
     records = random_records(rng, orgs, 3000, services)
-    service.ingest_engine_batch(db, records[:1000], clock=clock)
+    ingestion.ingest_engine_batch(db, records[:1000], clock=clock)
     # A resent flush (all duplicates), then one that is half old, half new.
-    again = service.ingest_engine_batch(db, records[:1000], clock=clock)
+    again = ingestion.ingest_engine_batch(db, records[:1000], clock=clock)
     assert (again.accepted, again.duplicates) == (0, 1000)
-    mixed = service.ingest_engine_batch(db, records[500:2000], clock=clock)
+    mixed = ingestion.ingest_engine_batch(db, records[500:2000], clock=clock)
     assert (mixed.accepted, mixed.duplicates) == (1000, 500)
-    service.ingest_engine_batch(db, records[2000:], clock=clock)
+    ingestion.ingest_engine_batch(db, records[2000:], clock=clock)
     db.flush()
     check_reads(db, rng, orgs)
 
@@ -159,8 +159,8 @@ def test_the_api_path_keeps_rollups_exact(db: Session, clock: FrozenClock) -> No
         )
         for r in raw
     ]
-    service.ingest(db, clock, records[:500], atomic=True)
-    result = service.ingest(db, clock, records[300:], atomic=True)
+    ingestion.ingest(db, clock, records[:500], atomic=True)
+    result = ingestion.ingest(db, clock, records[300:], atomic=True)
     assert (result.accepted, result.duplicates) == (300, 200)
     db.flush()
     check_reads(db, rng, orgs)
@@ -171,9 +171,9 @@ def test_a_key_reused_for_another_bucket_is_another_record(db: Session, clock: F
     org = make_org(db, clock)
     first = usage(org, "messages", utc(2026, 1, 10, 9), 5, key="flush-1")
     later = usage(org, "messages", utc(2026, 1, 11, 9), 7, key="flush-1")
-    result = service.ingest(db, clock, [first, later, first], atomic=True)
+    result = ingestion.ingest(db, clock, [first, later, first], atomic=True)
     assert (result.accepted, result.duplicates) == (2, 1)
-    assert service.billable_quantities(db, org.id, JAN, FEB)["messages"] == 12
+    assert aggregate.billable_quantities(db, org.id, JAN, FEB)["messages"] == 12
 
 
 def test_a_correction_sent_again_after_another_close_counts_once(
@@ -181,15 +181,15 @@ def test_a_correction_sent_again_after_another_close_counts_once(
 ) -> None:
     clock = FrozenClock(utc(2026, 3, 10))
     org = make_org(db, clock)
-    service.set_late_usage_policy(db, clock, LateUsagePolicy.NEXT_INVOICE)
-    service.close_period(db, org.id, JAN, FEB, clock)
+    closing.set_late_usage_policy(db, clock, LateUsagePolicy.NEXT_INVOICE)
+    closing.close_period(db, org.id, JAN, FEB, clock)
     late = usage(org, "messages", utc(2026, 1, 20), 4, key="late-1")
-    first = service.ingest(db, clock, [late], atomic=True)
+    first = ingestion.ingest(db, clock, [late], atomic=True)
     assert (first.accepted, first.corrected) == (1, 1)
-    service.close_period(db, org.id, FEB, utc(2026, 3, 1), clock)
-    again = service.ingest(db, clock, [late], atomic=True)
+    closing.close_period(db, org.id, FEB, utc(2026, 3, 1), clock)
+    again = ingestion.ingest(db, clock, [late], atomic=True)
     assert (again.accepted, again.duplicates) == (0, 1)
-    engine_again = service.ingest_engine_batch(
+    engine_again = ingestion.ingest_engine_batch(
         db,
         [EngineUsage(org.id, "messages", utc(2026, 1, 20), 4, "late-1", service_id="svc-1")],
         clock=clock,
@@ -197,7 +197,7 @@ def test_a_correction_sent_again_after_another_close_counts_once(
     assert engine_again.accepted == 0
     db.flush()
     assert stored_rollups(db) == expected_rollups(db)
-    assert service.billable_quantities(db, org.id, FEB, utc(2026, 3, 1))["messages"] == 4
+    assert aggregate.billable_quantities(db, org.id, FEB, utc(2026, 3, 1))["messages"] == 4
 
 
 def test_a_usage_to_date_read_uses_the_rollups_for_whole_hours(
@@ -206,7 +206,7 @@ def test_a_usage_to_date_read_uses_the_rollups_for_whole_hours(
     """A record's quantity changed behind the rollup's back shows that whole hours come from it."""
     clock = FrozenClock(NOW)
     org = make_org(db, clock)
-    service.ingest(
+    ingestion.ingest(
         db,
         clock,
         [
@@ -216,14 +216,14 @@ def test_a_usage_to_date_read_uses_the_rollups_for_whole_hours(
         atomic=True,
     )
     db.flush()
-    assert service.usage_to_date(db, org.id, JAN, NOW)["messages"] == 11
+    assert aggregate.usage_to_date(db, org.id, JAN, NOW)["messages"] == 11
     for rollup in db.scalars(select(UsageRollup).where(UsageRollup.metric == "messages")):
         rollup.quantity = Decimal(rollup.quantity) * 100
     db.flush()
     # The hour of 10:00 lies whole inside the period; 12:30 too.
-    assert service.usage_to_date(db, org.id, JAN, NOW)["messages"] == 1100
+    assert aggregate.usage_to_date(db, org.id, JAN, NOW)["messages"] == 1100
     # A period starting at 12:10 reads 12:10-13:00 from the records: 1, not 100.
-    assert service.usage_to_date(db, org.id, utc(2026, 1, 5, 12, 10), NOW)["messages"] == 1
+    assert aggregate.usage_to_date(db, org.id, utc(2026, 1, 5, 12, 10), NOW)["messages"] == 1
 
 
 # --- storage gauges -------------------------------------------------------------------------
@@ -278,9 +278,9 @@ def test_storage_averages_through_hour_summaries_equal_the_samples(
             )
         )
     # Out of order, with duplicates and half-resent batches, through both paths.
-    service.ingest_engine_batch(db, records[:700], clock=clock)
-    service.ingest_engine_batch(db, records[350:1100], clock=clock)
-    service.ingest(
+    ingestion.ingest_engine_batch(db, records[:700], clock=clock)
+    ingestion.ingest_engine_batch(db, records[350:1100], clock=clock)
+    ingestion.ingest(
         db,
         clock,
         [
@@ -316,7 +316,7 @@ def test_sums_per_day_equal_the_records(db: Session, clock: FrozenClock) -> None
     clock = FrozenClock(NOW)
     rng = random.Random(5)
     orgs = [make_org(db, clock, "org").id]
-    service.ingest_engine_batch(db, random_records(rng, orgs, 2000, ("svc-1", None)), clock=clock)
+    ingestion.ingest_engine_batch(db, random_records(rng, orgs, 2000, ("svc-1", None)), clock=clock)
     db.flush()
     start, end = utc(2026, 1, 4, 13, 27), utc(2026, 1, 19, 8, 5)
     expected: dict[object, Decimal] = defaultdict(Decimal)
@@ -329,7 +329,7 @@ def test_sums_per_day_equal_the_records(db: Session, clock: FrozenClock) -> None
     ):
         expected[r.bucket_start.date()] += Decimal(r.quantity)
     assert expected
-    assert service.sums_per_day(db, orgs[0], "messages", start, end) == dict(expected)
+    assert aggregate.sums_per_day(db, orgs[0], "messages", start, end) == dict(expected)
 
 
 def test_sums_past_64_bit_integers_stay_exact(db: Session, clock: FrozenClock) -> None:
@@ -345,8 +345,8 @@ def test_sums_past_64_bit_integers_stay_exact(db: Session, clock: FrozenClock) -
         usage(org, "messages", utc(2026, 1, 3, hour), 4 * 10**18, key=f"m{hour}")
         for hour in range(3)
     ]
-    service.ingest(db, clock, records, atomic=True)
+    ingestion.ingest(db, clock, records, atomic=True)
     db.flush()
-    got = service.usage_to_date(db, org.id, JAN, NOW)
+    got = aggregate.usage_to_date(db, org.id, JAN, NOW)
     assert got["messages"] == 12 * 10**18  # each fits, the sum does not
     assert got["traffic_gb"] == (3 * huge / 10**9).normalize()

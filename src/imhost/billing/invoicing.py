@@ -52,7 +52,7 @@ from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.kit.ids import new_id
 from imhost.kit.money import round_minor
-from imhost.metering import service as metering
+from imhost.metering import aggregate, closing
 from imhost.metering.models import ClosedPeriod
 
 FaultHook = Callable[[str], None]
@@ -228,7 +228,7 @@ class BlockPrefetch:
         self.advanced.append((sub, before, values))
 
     def close_period(self, organization_id: str, start: datetime, end: datetime) -> None:
-        """``metering.close_period`` for the block: same rules (idempotent, a different end
+        """``closing.close_period`` for the block: same rules (idempotent, a different end
         is a conflict), the row written by :func:`write_block_closings`."""
         existing = self.closed.get((organization_id, start))
         if existing is not None:
@@ -254,7 +254,7 @@ def prefetch_block(session: Session, subscription_ids: list[str], cache: RunCach
     so two runs never deadlock on them; on SQLite a no-op UPDATE takes the database's write
     lock), then their organizations, the invoices that already exist at their billing
     points, their add-ons, which organizations have account credit, and the metering
-    quantities of the usage periods they bill (``metering.billable_quantities_many``).
+    quantities of the usage periods they bill (``aggregate.billable_quantities_many``).
     """
     block = BlockPrefetch()
     ids = sorted(set(subscription_ids))
@@ -336,9 +336,9 @@ def prefetch_block(session: Session, subscription_ids: list[str], cache: RunCach
                 wanted.append(key)
     # Before reading the quantities of the periods this block closes: ingestion of usage
     # for these organizations waits for the block (PostgreSQL), or was committed before.
-    metering.lock_for_closing(session, org_ids)
+    closing.lock_for_closing(session, org_ids)
     if wanted:
-        answers = metering.billable_quantities_many(session, wanted)
+        answers = aggregate.billable_quantities_many(session, wanted)
         block.quantities = dict(zip(wanted, answers, strict=True))
     return block
 
@@ -399,7 +399,7 @@ def finish_block(session: Session, block: BlockPrefetch, clock: Clock) -> None:
 
 def _write_closings(session: Session, block: BlockPrefetch, clock: Clock) -> None:
     if block.to_close:
-        metering.close_periods_many(session, block.to_close, clock)
+        closing.close_periods_many(session, block.to_close, clock)
         block.to_close.clear()
 
 
@@ -452,7 +452,7 @@ def draft_lines(
         quantities = (
             known
             if known is not None
-            else metering.billable_quantities(session, sub.organization_id, us, ue)
+            else aggregate.billable_quantities(session, sub.organization_id, us, ue)
         )
         for spec in plan.specs:
             quantity = quantities.get(spec.metric, Decimal(0))
@@ -864,7 +864,7 @@ def invoice_subscription(
             f"in {sub.currency}"
         )
     if not in_block:
-        metering.lock_for_closing(session, [sub.organization_id])
+        closing.lock_for_closing(session, [sub.organization_id])
     lines, consumed = draft_lines(session, sub, point, plan, cache, block)
     fault("lines_drafted")
     coupon = coupon_for_invoice(session, sub) if lines else None
@@ -926,7 +926,7 @@ def invoice_subscription(
         if block is not None and (org.id, us) in block.close_checked:
             block.close_period(org.id, us, ue)
         else:
-            metering.close_period(session, org.id, us, ue, clock)
+            closing.close_period(session, org.id, us, ue, clock)
     fault("period_closed")
     _advance(session, sub, point, plan, block if in_block else None)
     fault("advanced")

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from imhost.accounts.models import StaffRole, User
 from imhost.cli.context import console, fail
 from imhost.config import Settings
+from imhost.hosting.nodes import NodeIdInUse
 from imhost.kit import optional_module
 from imhost.runtime import Runtime, build_runtime
 from imhost.web.app import create_app
@@ -86,7 +87,11 @@ async def _start_xmpp(runtime: Runtime) -> Any:
     hosting_engine = optional_module("imhost.hosting.engines.builtin")
     if hosting_engine is None:
         return None
-    server = await hosting_engine.start_builtin_engine(runtime)
+    try:
+        server = await hosting_engine.start_builtin_engine(runtime)
+    except NodeIdInUse as exc:
+        runtime.engine.dispose()
+        fail(exc.detail)
     runtime.xmpp = server
     return server
 

@@ -14,11 +14,12 @@ from rich.table import Table
 from imhost.accounts import service as accounts
 from imhost.cli.context import console, fail, runtime_or_exit
 from imhost.db.engine import transaction
+from imhost.hosting import service as hosting
 from imhost.kit.errors import DomainError
+from imhost.metering import aggregate, closing, ingestion
 from imhost.metering import metrics as m
-from imhost.metering import service as metering
+from imhost.metering.ingestion import UsageRejected
 from imhost.metering.schemas import MAX_BATCH, UsageIn
-from imhost.metering.service import UsageRejected
 from imhost.metering.tasks import calendar_month
 
 app = typer.Typer(
@@ -53,9 +54,9 @@ def show(
         try:
             org = accounts.get_organization(session, organization)
             if end is None:
-                quantities = metering.usage_to_date(session, org.id, start, now)
+                quantities = aggregate.usage_to_date(session, org.id, start, now)
             else:
-                quantities = metering.billable_quantities(session, org.id, start, end)
+                quantities = aggregate.billable_quantities(session, org.id, start, end)
         except DomainError as exc:
             fail(exc.detail)
         table = Table("metric", "quantity", "unit", "aggregation")
@@ -107,7 +108,9 @@ def ingest(
         with transaction(runtime.session_factory) as session:
             for start in range(0, len(records), MAX_BATCH):
                 chunk = records[start : start + MAX_BATCH]
-                result = metering.ingest(session, runtime.clock, chunk, atomic=atomic)
+                result = ingestion.ingest(
+                    session, runtime.clock, chunk, atomic=atomic, services=hosting.service_owners
+                )
                 accepted += result.accepted
                 duplicates += result.duplicates
                 corrected += result.corrected
@@ -137,9 +140,9 @@ def late_policy(
     try:
         with transaction(runtime.session_factory) as session:
             if policy is None:
-                current = metering.get_late_usage_policy(session)
+                current = closing.get_late_usage_policy(session)
             else:
-                current = metering.set_late_usage_policy(session, runtime.clock, policy)
+                current = closing.set_late_usage_policy(session, runtime.clock, policy)
     except DomainError as exc:
         fail(exc.detail)
     console.print(f"late usage policy: {current.value}")

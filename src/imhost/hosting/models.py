@@ -174,3 +174,24 @@ class XmppBlockedJid(IdMixin, Base):
         ForeignKey("xmpp_accounts.id", ondelete="CASCADE"), index=True
     )
     jid: Mapped[str] = mapped_column(String(3071))
+
+
+class EngineNode(Base):
+    """One node of the built-in engine, named by ``IMHOST_XMPP__NODE_ID``, and the lease of the
+    process running it (:mod:`imhost.hosting.nodes`).
+
+    The process that holds an unexpired lease owns the name; it renews the lease while it
+    runs and gives it back when it stops. A second process with the same name refuses to
+    start; after a crash the name is free again when the lease expires.
+    """
+
+    __tablename__ = "engine_nodes"
+
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    incarnation: Mapped[str] = mapped_column(String(32))
+    """This run of the node: in every usage key it writes, new at every start."""
+    holder: Mapped[str] = mapped_column(String(300))
+    """``host:pid`` of the process, to name it in the refusal."""
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    lease_expires_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -63,7 +63,7 @@ from imhost.hosting.models import (
 from imhost.kit.clock import Clock
 from imhost.kit.errors import DomainError
 from imhost.kit.scram import DEFAULT_ITERATIONS, ScramCredentials, ScramHash
-from imhost.metering.service import EngineUsage, ingest_engine_batch
+from imhost.metering.ingestion import EngineUsage, ingest_engine_batch
 from imhost.xmpp.ports import (
     AuthAttempt,
     HostListener,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -235,6 +235,22 @@ def list_services(
         count = count.where(HostedService.organization_id == organization_id)
     items = session.scalars(stmt.order_by(HostedService.domain).limit(limit).offset(offset)).all()
     return list(items), int(session.scalar(count) or 0)
+
+
+def service_owners(session: Session, service_ids: Collection[str]) -> dict[str, str]:
+    """The organization of each of these hosted services that exists (metering checks that
+    usage sent for a service belongs to the sender's organization)."""
+    out: dict[str, str] = {}
+    ids = sorted(set(service_ids))
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(HostedService.id, HostedService.organization_id).where(
+                HostedService.id.in_(ids[start : start + 500])
+            )
+        )
+        for service_id, organization_id in rows:
+            out[service_id] = organization_id
+    return out
 
 
 def services_of(session: Session, organization_id: str) -> list[HostedService]:

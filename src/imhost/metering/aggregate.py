@@ -56,7 +56,7 @@ from imhost.db.types import UtcDateTime
 from imhost.kit.clock import ensure_utc
 from imhost.kit.errors import InvalidInput
 from imhost.metering import metrics as m
-from imhost.metering import rollups, scratch
+from imhost.metering import repository, rollups, scratch
 from imhost.metering.models import UsageRecord, UsageRollup
 
 ZERO = Decimal(0)
@@ -634,6 +634,35 @@ def sums_per_day(
         ):
             out[_utc(bucket).date()] += Decimal(qty)
     return dict(out)
+
+
+def usage_records_for(
+    session: Session,
+    organization_id: str,
+    metric: str,
+    period_start: datetime,
+    period_end: datetime,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[UsageRecord]:
+    """The records behind a billable metric's quantity (source metrics included), oldest first.
+
+    ``metric`` may be a billable code (``traffic_gb`` lists ``bytes_in``, ``bytes_out`` and
+    ``traffic_gb`` records) or a source metric.
+    """
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit is 1 to 1000", field="limit")
+    if offset < 0:
+        raise InvalidInput("offset cannot be negative", field="offset")
+    if metric in m.BILLABLE_METRICS:
+        metrics = {metric, *m.BILLABLE_METRICS[metric].sources}
+    elif metric in m.INGESTIBLE_METRICS:
+        metrics = {metric}
+    else:
+        raise InvalidInput(f"unknown metric {metric!r}", field="metric")
+    return repository.usage_records(
+        session, organization_id, metrics, period_start, period_end, limit, offset
+    )
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session
 
 from imhost.accounts.models import Organization
-from imhost.metering import service
+from imhost.metering import budgets, ingestion
+from imhost.metering.ingestion import EngineUsage
 from imhost.metering.schemas import BudgetIn
-from imhost.metering.service import EngineUsage
 from imhost.metering.tasks import calendar_month
 
 if TYPE_CHECKING:
@@ -50,8 +50,8 @@ def seed(
                 )
             )
         day += timedelta(days=1)
-    service.ingest_engine_batch(session, records, clock=clock)
-    if service.get_budget(session, org.id) is None:
-        service.set_budget(
+    ingestion.ingest_engine_batch(session, records, clock=clock)
+    if budgets.get_budget(session, org.id) is None:
+        budgets.set_budget(
             session, clock, org.id, BudgetIn(amount=Decimal("100.00"), currency="EUR")
         )

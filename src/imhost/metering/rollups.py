@@ -2,7 +2,7 @@
 
 ``usage_rollups`` holds, per organization, metric, UTC hour and service, the sum of the
 records' quantities, the highest single record and the number of records. Every path that
-stores usage records goes through :func:`imhost.metering.service._insert_rows`, which feeds
+stores usage records goes through :func:`imhost.metering.repository.insert_rows`, which feeds
 the records it actually inserted (duplicates skipped) into the rollups in the same
 transaction, so records and rollups commit or roll back together:
 

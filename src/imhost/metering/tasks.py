@@ -23,7 +23,8 @@ from imhost.catalog.pricing import PriceSpec, rate, tidy_money
 from imhost.db.engine import transaction
 from imhost.kit.clock import Clock
 from imhost.kit.money import round_minor
-from imhost.metering import service
+from imhost.metering import aggregate
+from imhost.metering import forecast as forecasting
 from imhost.metering.models import Budget, BudgetAlert
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def spend(
     """The period's spend: base fee + usage to date rated with the current prices
     (``actual``), or the forecast's projected total (``forecast``)."""
     if basis == "forecast":
-        return service.forecast(
+        return forecasting.forecast(
             session,
             clock,
             organization_id,
@@ -88,11 +89,11 @@ def spend(
         ).total
     now = clock.now()
     if now >= pricing.period_end:  # the period is over but not invoiced yet
-        quantities = service.billable_quantities(
+        quantities = aggregate.billable_quantities(
             session, organization_id, pricing.period_start, pricing.period_end
         )
     else:
-        quantities = service.usage_to_date(session, organization_id, pricing.period_start, now)
+        quantities = aggregate.usage_to_date(session, organization_id, pricing.period_start, now)
     total = round_minor(pricing.base_fee, pricing.currency)
     for spec in pricing.price_specs:
         total += rate(spec, quantities.get(spec.metric, Decimal(0))).amount

@@ -227,7 +227,10 @@ class XmppServer:
         modules: Sequence[type[Module]] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         tls_server_end_point: bytes | None = None,
+        incarnation: str | None = None,
     ) -> None:
+        """``incarnation`` names this run of the node in usage keys (random if not given;
+        the built-in engine passes the one its node lease issued)."""
         self.settings = settings
         self.directory = directory
         self.clock = clock or SystemClock()
@@ -239,6 +242,7 @@ class XmppServer:
             settings.metering_flush_seconds,
             offline=offline,
             private=private,
+            incarnation=incarnation,
         )
         self.router = Router(self.stores, self.meter, self.clock)
         self.router.module_factory = self._load_modules

@@ -2,11 +2,15 @@
 
 ``imhost serve`` calls :func:`start_builtin_engine` and keeps the result in ``runtime.xmpp``.
 It needs no provisioning calls: hosts and accounts are read through
-:class:`~imhost.hosting.ports.DbBackend`, and committed changes reach it at once.
+:class:`~imhost.hosting.ports.DbBackend`, and committed changes reach it at once. It runs
+under a lease on its ``node_id`` (:mod:`imhost.hosting.nodes`): a second process with the
+same ``node_id`` refuses to start, and the lease's incarnation goes into every usage key.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +20,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.db.engine import make_engine, transaction
+from imhost.hosting import nodes
 from imhost.hosting.models import HostedService
 from imhost.hosting.ports import DbBackend, DbPrivateStore
 from imhost.hosting.usage_journal import JournaledUsageSink, UsageJournal
@@ -28,7 +33,8 @@ log = logging.getLogger(__name__)
 
 
 class HostedXmppServer(XmppServer):
-    """The XMPP server plus the database backend it owns (flushed and closed on stop)."""
+    """The XMPP server plus the database backend it owns (flushed and closed on stop) and its
+    lease on the node's name (renewed while it runs, given back on stop)."""
 
     backend: DbBackend
 
@@ -36,24 +42,61 @@ class HostedXmppServer(XmppServer):
         self,
         *args: Any,
         backend: DbBackend,
+        lease: nodes.NodeLease | None = None,
         usage_sink: JournaledUsageSink | None = None,
         usage_engine: Engine | None = None,
         **kw: Any,
     ) -> None:
+        if lease is not None:
+            kw["incarnation"] = lease.incarnation
         super().__init__(*args, usage=usage_sink or backend, **kw)
         self.backend = backend
+        self.lease = lease
         self.usage_sink = usage_sink
         self.usage_engine = usage_engine
+        self._renewer: asyncio.Task[None] | None = None
+
+    def keep_lease(self) -> None:
+        """Renew the node's lease in the background until :meth:`stop`."""
+        if self.lease is not None and self._renewer is None:
+            self._renewer = asyncio.get_running_loop().create_task(self._renew(self.lease))
+
+    async def _renew(self, lease: nodes.NodeLease) -> None:
+        factory = self.backend.factory
+        while True:
+            await asyncio.sleep(lease.renew_every)
+            try:
+                held = await asyncio.to_thread(nodes.renew_node, factory, self.clock, lease)
+            except Exception:  # the database is away: try again at the next turn
+                log.exception("renewing the lease of node %s failed", lease.node_id)
+                continue
+            if not held:
+                log.error(
+                    "node %s: another process took this node's name after its lease expired; "
+                    "two processes now run as %s (usage stays apart: keys carry the "
+                    "incarnation %s)",
+                    lease.node_id,
+                    lease.node_id,
+                    lease.incarnation,
+                )
 
     async def stop(self) -> None:
-        await super().stop()  # the last count goes to the usage journal
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
         try:
+            await super().stop()  # the last count goes to the usage journal
             if self.usage_sink is not None:
                 await self.usage_sink.close()
             await self.backend.close()
         finally:
             if self.usage_engine is not None:
                 self.usage_engine.dispose()
+            if self.lease is not None:
+                lease, self.lease = self.lease, None
+                await asyncio.to_thread(nodes.release_node, self.backend.factory, self.clock, lease)
 
     def _load_modules(self, host: Any) -> None:
         """Modules as usual, and give the version module a way to report what client each
@@ -146,6 +189,13 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
     """Build the server on the database ports, with TLS from the settings or a self-signed
     certificate in ``<data dir>/tls/``, start its listeners and return it."""
     settings = runtime.settings.xmpp
+    lease = await asyncio.to_thread(
+        nodes.claim_node,
+        runtime.session_factory,
+        runtime.clock,
+        settings.node_id,
+        settings.node_lease_seconds,
+    )
     usage_factory, usage_engine = usage_session_factory(runtime)
     backend = DbBackend(
         runtime.session_factory,
@@ -153,11 +203,18 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
         runtime.settings.security,
         usage_factory=usage_factory,
     )
-    await backend.start()
     usage_sink = JournaledUsageSink(
         backend, UsageJournal(runtime.settings.data_dir, settings.node_id)
     )
-    await usage_sink.start()
+    try:
+        await backend.start()
+        await usage_sink.start()
+    except BaseException:
+        await backend.close()
+        if usage_engine is not None:
+            usage_engine.dispose()
+        await asyncio.to_thread(nodes.release_node, runtime.session_factory, runtime.clock, lease)
+        raise
     if settings.certificate and settings.private_key:
         cert, key = settings.certificate, settings.private_key
     else:
@@ -179,6 +236,7 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
         clock=runtime.clock,
         ssl_context=ssl_context,
         tls_server_end_point=end_point,
+        lease=lease,
     )
     try:
         await server.start(listen=listen)
@@ -187,5 +245,7 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
         await backend.close()
         if usage_engine is not None:
             usage_engine.dispose()
+        await asyncio.to_thread(nodes.release_node, runtime.session_factory, runtime.clock, lease)
         raise
+    server.keep_lease()
     return server

@@ -19,8 +19,9 @@ from imhost.billing.models import Invoice
 from imhost.billing.plans import load_plan_terms
 from imhost.billing.render import render_invoice_pdf
 from imhost.kit.errors import DomainError, InvalidInput, NotFound
+from imhost.metering import aggregate, budgets
+from imhost.metering import forecast as forecasting
 from imhost.metering import metrics as m
-from imhost.metering import service as metering
 from imhost.metering.schemas import BudgetIn
 from imhost.metering.tasks import BudgetPricing, calendar_month
 from imhost.runtime import Runtime
@@ -59,7 +60,7 @@ def _forecast(db: Db, runtime: Runtime, org_id: str) -> tuple[Any, BudgetPricing
         effective = BudgetPricing(start, end, (), Decimal(0), "EUR")
     else:
         effective = pricing
-    fc = metering.forecast(
+    fc = forecasting.forecast(
         db,
         runtime.clock,
         org_id,
@@ -88,7 +89,7 @@ def daily_usage(
     db: Db, org_id: str, metric: str, start: Any, end: Any
 ) -> list[tuple[str, Decimal]]:
     """The day-by-day sums of one summed metric over [start, end) (from the hourly rollups)."""
-    per_day = metering.sums_per_day(db, org_id, metric, start, end)
+    per_day = aggregate.sums_per_day(db, org_id, metric, start, end)
     days: list[tuple[str, Decimal]] = []
     day = start
     while day < end and len(days) < 400:
@@ -112,7 +113,7 @@ def _billing_page(
     terms = load_plan_terms(db, sub.plan_version_id) if sub is not None else None
     fc, pricing = _forecast(db, runtime, org_id)
     now = runtime.clock.now()
-    budget = metering.get_budget(db, org_id)
+    budget = budgets.get_budget(db, org_id)
     days = daily_usage(db, org_id, m.MESSAGES, fc.period_start, fc.period_end)
     today = (now - fc.period_start).days + 1
     ctx = {
@@ -196,7 +197,7 @@ def set_budget(
             raise InvalidInput(
                 str(first["msg"]).removeprefix("Value error, "), field=field
             ) from None
-        metering.set_budget(db, runtime.clock, principal.org_id, data)
+        budgets.set_budget(db, runtime.clock, principal.org_id, data)
     except DomainError as exc:
         db.rollback()
         return _billing_page(

@@ -2,10 +2,13 @@
 
 Counting is a handful of integer increments on the hot path (no I/O per stanza). Every
 ``metering_flush_seconds`` the counters are swapped out and turned into
-:class:`~imhost.xmpp.ports.UsageRecord` rows with idempotency keys unique per
-``(node, host, metric, bucket, flush sequence)``: if the sink fails, the same batch (same keys)
-is retried at the next flush, so a retry after a partial write collapses and nothing is
-counted twice. A ``kill -9`` loses what was counted since the last successful flush (at most
+:class:`~imhost.xmpp.ports.UsageRecord` rows with idempotency keys
+``<node>:<incarnation>:<host>:<metric>:<minute>:<flush sequence>``. The incarnation names this
+run of the process (issued at start, never reused), so a process restarted within the same
+minute, whose flush sequence starts again at 1, cannot write a key its previous run wrote
+(its usage would be dropped as duplicates). If the sink fails, the same batch (same keys) is
+retried at the next flush, so a retry after a partial write collapses and nothing is counted
+twice. A ``kill -9`` loses what was counted since the last successful flush (at most
 one interval, plus whatever the sink was refusing at the time).
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections import deque
 from datetime import UTC, datetime
 
@@ -118,6 +122,11 @@ class HostCounters:
         return out
 
 
+def new_incarnation() -> str:
+    """A random name for one run of a process (48 bits: two runs of one node never share it)."""
+    return secrets.token_hex(6)
+
+
 def minute_start(when: datetime) -> datetime:
     return when.astimezone(UTC).replace(second=0, microsecond=0)
 
@@ -135,10 +144,13 @@ class Meter:
         flush_seconds: float,
         offline: OfflineStore | None = None,
         private: PrivateStore | None = None,
+        incarnation: str | None = None,
     ) -> None:
         self.sink = sink
         self.clock = clock
         self.node_id = node_id
+        self.incarnation = incarnation or new_incarnation()
+        """This run of the process; in every key, so a restart never repeats a key."""
         self.flush_seconds = flush_seconds
         self.offline = offline
         self.private = private
@@ -188,6 +200,7 @@ class Meter:
         self.seq += 1
         seq = self.seq
         stamp = bucket.strftime("%Y%m%dT%H%M")
+        prefix = f"{self.node_id}:{self.incarnation}"
         records: list[UsageRecord] = []
         for domain, hc in self.hosts.items():
             values = hc.take()
@@ -202,7 +215,7 @@ class Meter:
                         metric=metric,
                         bucket_start=bucket,
                         quantity=quantity,
-                        idempotency_key=f"{self.node_id}:{domain}:{metric}:{stamp}:{seq}",
+                        idempotency_key=f"{prefix}:{domain}:{metric}:{stamp}:{seq}",
                     )
                 )
             if hc.new_active:

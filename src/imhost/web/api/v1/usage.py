@@ -23,9 +23,12 @@ from imhost.accounts import audit as audit_log
 from imhost.accounts.permissions import Access, Scope
 from imhost.billing.budgets import pricing_for
 from imhost.catalog.pricing import tidy, tidy_money
+from imhost.hosting import service as hosting
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
+from imhost.metering import aggregate, budgets, closing, ingestion
+from imhost.metering import forecast as forecasting
 from imhost.metering import metrics as m
-from imhost.metering import service as metering
+from imhost.metering.ingestion import IngestResult
 from imhost.metering.models import Budget
 from imhost.metering.schemas import (
     BudgetAlertOut,
@@ -38,7 +41,6 @@ from imhost.metering.schemas import (
     UsageBatchIn,
     UsageToDateOut,
 )
-from imhost.metering.service import IngestResult
 from imhost.metering.tasks import BudgetPricing, calendar_month
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, RuntimeDep, require
@@ -87,8 +89,13 @@ def ingest_usage(
     refusal, and nothing is written. Otherwise the valid records are kept and the refused
     ones listed in ``rejected`` (200).
     """
-    result = metering.ingest(
-        db, runtime.clock, body.records, atomic=body.atomic, organization_id=principal.org_id
+    result = ingestion.ingest(
+        db,
+        runtime.clock,
+        body.records,
+        atomic=body.atomic,
+        organization_id=principal.org_id,
+        services=hosting.service_owners,
     )
     return _result_out(result)
 
@@ -98,7 +105,9 @@ def admin_ingest_usage(
     body: UsageBatchIn, principal: UsageAdminWrite, db: Db, runtime: RuntimeDep
 ) -> IngestResultOut:
     """Batch ingestion across organizations (each record names its ``organization_id``)."""
-    result = metering.ingest(db, runtime.clock, body.records, atomic=body.atomic)
+    result = ingestion.ingest(
+        db, runtime.clock, body.records, atomic=body.atomic, services=hosting.service_owners
+    )
     if result.accepted:
         audit_log.record(
             db,
@@ -125,8 +134,8 @@ def set_late_policy(
 ) -> LatePolicyOut:
     """What happens to usage for an invoiced period: ``refuse`` it, or bill it on the
     ``next_invoice`` as a correction (the original bucket is kept on the record)."""
-    previous = metering.get_late_usage_policy(db)
-    policy = metering.set_late_usage_policy(db, runtime.clock, body.late_usage_policy)
+    previous = closing.get_late_usage_policy(db)
+    policy = closing.set_late_usage_policy(db, runtime.clock, body.late_usage_policy)
     audit_log.record(
         db,
         runtime.clock,
@@ -151,7 +160,7 @@ def usage_to_date(principal: UsageRead, db: Db, runtime: RuntimeDep) -> UsageToD
         period_start=start,
         period_end=end,
         as_of=now,
-        quantities=metering.usage_to_date(db, principal.org_id, start, now),
+        quantities=aggregate.usage_to_date(db, principal.org_id, start, now),
         units=UNITS,
     )
 
@@ -163,7 +172,7 @@ def usage_forecast(principal: UsageRead, db: Db, runtime: RuntimeDep) -> Forecas
     start, end, pricing = _period(db, principal.org_id, now)
     if pricing is None:
         pricing = BudgetPricing(start, end, (), Decimal(0), "EUR")
-    fc = metering.forecast(
+    fc = forecasting.forecast(
         db,
         runtime.clock,
         principal.org_id,
@@ -221,7 +230,7 @@ def usage_records(
     for name, value in (("period_start", period_start), ("period_end", period_end)):
         if value.tzinfo is None:
             raise InvalidInput(f"{name} must carry a time zone, e.g. Z", field=name)
-    rows = metering.usage_records_for(
+    rows = aggregate.usage_records_for(
         db, principal.org_id, metric, period_start, period_end, limit, offset
     )
     return [
@@ -267,7 +276,7 @@ def _check_budget_currency(db: Session, org_id: str, body: BudgetIn) -> None:
 
 
 def _own_budget(db: Session, org_id: str, budget_id: str) -> Budget:
-    budget = metering.get_budget(db, org_id)
+    budget = budgets.get_budget(db, org_id)
     if budget is None or budget.id != budget_id:
         raise NotFound("no such budget")
     return budget
@@ -276,7 +285,7 @@ def _own_budget(db: Session, org_id: str, budget_id: str) -> Budget:
 @router.get("/orgs/{org_id}/budgets", response_model=list[BudgetOut])
 def list_budgets(principal: UsageRead, db: Db) -> list[BudgetOut]:
     """The organization's monthly budget (a list of at most one)."""
-    budget = metering.get_budget(db, principal.org_id)
+    budget = budgets.get_budget(db, principal.org_id)
     return [_budget_out(budget)] if budget else []
 
 
@@ -286,10 +295,10 @@ def list_budgets(principal: UsageRead, db: Db) -> list[BudgetOut]:
 def create_budget(body: BudgetIn, principal: BudgetWrite, db: Db, runtime: RuntimeDep) -> BudgetOut:
     """Set a monthly budget with alert thresholds (percent; default 50, 80, 100) and an
     optional hard cap that stops billable overage at 100 %."""
-    if metering.get_budget(db, principal.org_id) is not None:
+    if budgets.get_budget(db, principal.org_id) is not None:
         raise Conflict("this organization has a budget already; change it with PUT")
     _check_budget_currency(db, principal.org_id, body)
-    budget = metering.set_budget(db, runtime.clock, principal.org_id, body)
+    budget = budgets.set_budget(db, runtime.clock, principal.org_id, body)
     _audit_budget(db, runtime, principal, budget, "usage.budget_created")
     return _budget_out(budget)
 
@@ -305,7 +314,7 @@ def replace_budget(
 ) -> BudgetOut:
     _own_budget(db, principal.org_id, budget_id)
     _check_budget_currency(db, principal.org_id, body)
-    budget = metering.set_budget(db, runtime.clock, principal.org_id, body)
+    budget = budgets.set_budget(db, runtime.clock, principal.org_id, body)
     _audit_budget(db, runtime, principal, budget, "usage.budget_changed")
     return _budget_out(budget)
 
@@ -314,7 +323,7 @@ def replace_budget(
 def delete_budget(budget_id: str, principal: BudgetWrite, db: Db, runtime: RuntimeDep) -> Response:
     budget = _own_budget(db, principal.org_id, budget_id)
     _audit_budget(db, runtime, principal, budget, "usage.budget_deleted")
-    metering.delete_budget(db, principal.org_id, runtime.clock)
+    budgets.delete_budget(db, principal.org_id, runtime.clock)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -330,7 +339,7 @@ def list_budget_alerts(budget_id: str, principal: UsageRead, db: Db) -> list[Bud
             budget_amount=tidy_money(a.budget_amount, budget.currency),
             created_at=a.created_at,
         )
-        for a in metering.budget_alerts(db, budget.id)
+        for a in budgets.budget_alerts(db, budget.id)
     ]
 
 
