@@ -35,6 +35,24 @@ class SecuritySettings(BaseModel):
     lockout_max_wait_seconds: int = Field(900, ge=1, le=86400)
     lockout_reset_seconds: int = Field(12 * 3600, ge=60, le=7 * 86400)
     address_failure_threshold: int = Field(20, ge=1, le=10000)
+    account_failure_threshold: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Failures of one account from addresses it has not signed in from, "
+        "before those addresses are held back.",
+    )
+    trusted_address_days: int = Field(
+        90, ge=1, le=730, description="How long a sign-in makes its address trusted."
+    )
+    password_reset_minutes: int = Field(60, ge=5, le=24 * 60)
+    email_requests_per_hour: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Password-reset and sign-up e-mails to one address, and requests from "
+        "one client address, per hour.",
+    )
     access_review_months: int = Field(3, ge=1, le=12)
     token_stale_days: int = Field(90, ge=1, le=3650)
     cookie_secure: bool = Field(
@@ -61,9 +79,6 @@ class XmppSettings(BaseModel):
     metering_flush_seconds: float = Field(1.0, gt=0, le=3600)
     listen_backlog: int = Field(1024, ge=1, le=65535)
     direct_tls_enabled: bool = Field(True, description="Listen for XEP-0368 Direct TLS.")
-    auth_failure_delay_seconds: float = Field(
-        0.5, ge=0, le=30, description="Pause before answering a failed SASL attempt."
-    )
     max_auth_failures_per_connection: int = Field(3, ge=1, le=100)
     sm_resume_timeout_seconds: int = Field(
         300, ge=1, le=86400, description="XEP-0198: how long a lost session can be resumed."

@@ -160,6 +160,31 @@ class EmailVerificationRequested(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PasswordResetRequested(Event):
+    """Someone asked for a reset link for an existing account (sent to ``email``)."""
+
+    user_id: str
+    email: str
+    token: str
+    expires_minutes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignupRequested(Event):
+    """A sign-up for an address with no account: the link finishes it."""
+
+    email: str
+    token: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignupForExistingAccount(Event):
+    """A sign-up for an address that has an account: tell its owner, not the requester."""
+
+    email: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class SecurityAlertRaised(Event):
     alert_id: str
     rule: str

@@ -14,16 +14,22 @@ from sqlalchemy.orm import Session, sessionmaker
 from imhost.accounts.models import LoginThrottle
 from imhost.accounts.throttle import (
     LOCKED_MESSAGE,
+    AttemptKeys,
     Decision,
     LoginThrottleService,
     ThrottlePolicy,
     ThrottleState,
     account_key,
+    account_policy,
     address_key,
+    address_policy,
+    attempt_keys,
     check,
     locked_message,
-    login_keys,
     login_name_key,
+    login_person,
+    pair_key,
+    policies,
     record_failure,
     record_success,
     too_many_attempts,
@@ -31,12 +37,13 @@ from imhost.accounts.throttle import (
     xmpp_key,
 )
 from imhost.config import SecuritySettings
+from imhost.db.engine import write_intent
 from imhost.kit.clock import FrozenClock
 from imhost.kit.errors import TooManyRequests
 
 SECURITY = SecuritySettings()
-ACCOUNT = ThrottlePolicy.for_accounts(SECURITY)
-ADDRESS = ThrottlePolicy.for_addresses(SECURITY)
+ACCOUNT = account_policy(SECURITY)
+ADDRESS = address_policy(SECURITY)
 
 
 def fail_times(state: ThrottleState, clock: FrozenClock, n: int) -> ThrottleState:
@@ -53,8 +60,9 @@ def test_policies_come_from_the_security_settings() -> None:
     assert ACCOUNT.reset_seconds == 12 * 3600
     assert ADDRESS.threshold == 20
     custom = SecuritySettings(lockout_threshold=3, address_failure_threshold=50)
-    assert ThrottlePolicy.for_accounts(custom).threshold == 3
-    assert ThrottlePolicy.for_addresses(custom).threshold == 50
+    assert account_policy(custom).threshold == 3
+    assert address_policy(custom).threshold == 50
+    assert policies(SECURITY).person.threshold == 10
 
 
 def test_five_failures_are_allowed_then_the_next_attempt_waits_sixty_seconds(
@@ -200,14 +208,13 @@ def test_unknown_login_names_are_keyed_by_hash_case_insensitively() -> None:
     key = login_name_key("Nobody@Example.org ")
     assert key == login_name_key("nobody@example.org")
     assert "nobody" not in key
-    assert login_keys(address="192.0.2.7", user_id=None, login_name="nobody@example.org") == [
-        "address:192.0.2.7",
-        key,
-    ]
-    assert login_keys(address="192.0.2.7", user_id="u1", login_name="x") == [
-        "address:192.0.2.7",
-        "account:u1",
-    ]
+    assert attempt_keys(
+        login_person(user_id=None, login_name="nobody@example.org"), "192.0.2.7"
+    ) == (AttemptKeys(person=key, pair=f"pair:{key}@192.0.2.7", address="address:192.0.2.7"))
+    assert attempt_keys(login_person(user_id="u1", login_name="x"), "192.0.2.7") == AttemptKeys(
+        person="account:u1", pair="pair:account:u1@192.0.2.7", address="address:192.0.2.7"
+    )
+    assert attempt_keys("account:u1", "unknown") == AttemptKeys(person="account:u1")
 
 
 # --------------------------------------------------------------------------- stored
@@ -219,31 +226,39 @@ def service(db: Session, clock: FrozenClock) -> LoginThrottleService:
 
 def test_stored_lockout_timeline_matches_the_pure_rules(db: Session, clock: FrozenClock) -> None:
     throttle = service(db, clock)
-    key = account_key("u1")
+    keys = attempt_keys(account_key("u1"), "198.51.100.4")
     for _ in range(5):
-        assert throttle.check(key).allowed
-        throttle.fail(key)
+        assert throttle.admit(keys).allowed  # counted in advance: the password was wrong
     db.commit()
-    assert throttle.check(key) == Decision(allowed=False, retry_after_seconds=60)
+    refused = throttle.admit(keys)
+    assert refused.decision == Decision(allowed=False, retry_after_seconds=60)
+    assert refused.counted == ()
     clock.advance(60)
-    throttle.fail(key)
+    assert throttle.admit(keys).allowed
     db.commit()
-    assert throttle.check(key) == Decision(allowed=False, retry_after_seconds=120)
-    stored = throttle.state(key)
+    assert throttle.admit(keys).decision == Decision(allowed=False, retry_after_seconds=120)
+    stored = throttle.state(pair_key(account_key("u1"), "198.51.100.4"))
     assert stored.failures == 6
     assert stored.locked_until == clock.now() + timedelta(seconds=120)
     assert stored.last_failure_at == clock.now()
 
 
-def test_success_resets_the_account_but_not_the_address(db: Session, clock: FrozenClock) -> None:
+def test_a_right_password_clears_the_pair_and_gives_back_the_address_count(
+    db: Session, clock: FrozenClock
+) -> None:
     throttle = service(db, clock)
-    keys = login_keys(address="198.51.100.4", user_id="u1", login_name="anna@acme.example")
-    for _ in range(4):
-        throttle.fail_all(keys)
-    throttle.succeed(account_key("u1"))
+    keys = attempt_keys(account_key("u1"), "198.51.100.4")
+    for _ in range(3):
+        throttle.admit(keys)
+    admission = throttle.admit(keys)
+    throttle.settle_success(keys, admission)
     db.commit()
-    assert throttle.state(account_key("u1")) == ThrottleState()
-    assert throttle.state(address_key("198.51.100.4")).failures == 4
+    assert keys.pair is not None and keys.address is not None
+    pair = throttle.state(keys.pair)
+    assert (pair.failures, pair.locked_until) == (0, None)
+    assert pair.is_trusted(clock.now())
+    assert throttle.state(keys.address).failures == 3  # a success does not clear the address
+    assert throttle.state(account_key("u1")).failures == 3
 
 
 def test_one_address_trying_many_accounts_is_locked_at_twenty(
@@ -251,27 +266,49 @@ def test_one_address_trying_many_accounts_is_locked_at_twenty(
 ) -> None:
     throttle = service(db, clock)
     for n in range(20):
-        keys = login_keys(address="203.0.113.9", user_id=f"user{n}", login_name="")
-        assert throttle.check_all(keys).allowed
-        throttle.fail_all(keys)
+        assert throttle.admit(attempt_keys(account_key(f"user{n}"), "203.0.113.9")).allowed
     # Every account has only one failure, but the address is locked for all of them.
-    fresh = login_keys(address="203.0.113.9", user_id="someone-else", login_name="")
-    assert throttle.check_all(fresh) == Decision(allowed=False, retry_after_seconds=60)
-    other_address = login_keys(address="203.0.113.10", user_id="user0", login_name="")
-    assert throttle.check_all(other_address).allowed
+    fresh = throttle.admit(attempt_keys(account_key("someone-else"), "203.0.113.9"))
+    assert fresh.decision == Decision(allowed=False, retry_after_seconds=60)
+    assert throttle.admit(attempt_keys(account_key("user0"), "203.0.113.10")).allowed
+
+
+def test_strangers_from_many_addresses_get_no_more_than_the_account_cap(
+    db: Session, clock: FrozenClock
+) -> None:
+    throttle = service(db, clock)
+    allowed = [
+        throttle.admit(attempt_keys(account_key("u1"), f"203.0.113.{n}")).allowed
+        for n in range(1, 40)
+    ]
+    assert allowed == [True] * 10 + [False] * 29
+
+
+def test_strangers_cannot_lock_the_owner_out_of_an_address_it_signed_in_from(
+    db: Session, clock: FrozenClock
+) -> None:
+    throttle = service(db, clock)
+    home = attempt_keys(account_key("u1"), "192.0.2.7")
+    throttle.settle_success(home, throttle.admit(home))
+    for n in range(1, 40):
+        throttle.admit(attempt_keys(account_key("u1"), f"203.0.113.{n}"))
+    db.commit()
+    assert not throttle.admit(attempt_keys(account_key("u1"), "198.51.100.1")).allowed
+    assert throttle.admit(home).allowed  # the owner's own address still gets in
+    # ... and a password reset lets a new address in too.
+    throttle.clear_account(account_key("u1"))
+    assert throttle.admit(attempt_keys(account_key("u1"), "198.51.100.1")).allowed
+    assert throttle.state(home.pair or "").is_trusted(clock.now())
 
 
 def test_unknown_and_existing_accounts_lock_alike(db: Session, clock: FrozenClock) -> None:
     throttle = service(db, clock)
-    real = login_keys(address="192.0.2.1", user_id="u1", login_name="anna@acme.example")
-    ghost = login_keys(address="192.0.2.2", user_id=None, login_name="ghost@acme.example")
+    real = attempt_keys(account_key("u1"), "192.0.2.1")
+    ghost = attempt_keys(login_name_key("ghost@acme.example"), "192.0.2.2")
     seen: dict[str, list[Decision]] = {"real": [], "ghost": []}
     for _ in range(7):
         for name, keys in (("real", real), ("ghost", ghost)):
-            decision = throttle.check_all(keys)
-            seen[name].append(decision)
-            if decision.allowed:
-                throttle.fail_all(keys)
+            seen[name].append(throttle.admit(keys).decision)
     assert seen["real"] == seen["ghost"]
     assert not seen["ghost"][-1].allowed
 
@@ -279,19 +316,20 @@ def test_unknown_and_existing_accounts_lock_alike(db: Session, clock: FrozenCloc
 def test_totp_codes_lock_out_on_their_own_key(db: Session, clock: FrozenClock) -> None:
     throttle = service(db, clock)
     for _ in range(5):
-        assert throttle.check(totp_key("u1")).allowed
-        throttle.fail(totp_key("u1"))
-    assert throttle.check(totp_key("u1")) == Decision(allowed=False, retry_after_seconds=60)
-    assert throttle.check(account_key("u1")).allowed
-    assert throttle.check(totp_key("u2")).allowed
+        assert throttle.admit(attempt_keys(totp_key("u1"), "192.0.2.1")).allowed
+    assert throttle.admit(attempt_keys(totp_key("u1"), "192.0.2.1")).decision == Decision(
+        allowed=False, retry_after_seconds=60
+    )
+    assert throttle.admit(attempt_keys(account_key("u1"), "192.0.2.1")).allowed
+    assert throttle.admit(attempt_keys(totp_key("u2"), "192.0.2.1")).allowed
 
 
-def test_xmpp_sasl_failures_use_the_account_policy(db: Session, clock: FrozenClock) -> None:
+def test_xmpp_sasl_failures_use_the_same_model(db: Session, clock: FrozenClock) -> None:
     throttle = service(db, clock)
-    key = xmpp_key("anna@acme.example")
+    keys = attempt_keys(xmpp_key("anna@acme.example"), "192.0.2.1")
     for _ in range(5):
-        throttle.fail(key)
-    assert not throttle.check(key).allowed
+        assert throttle.admit(keys).allowed
+    assert not throttle.admit(keys).allowed
 
 
 def test_a_quiet_period_unlocks_a_stored_key(db: Session, clock: FrozenClock) -> None:
@@ -328,36 +366,70 @@ def test_purge_stale_removes_only_rows_nothing_is_held_against(
     assert keys == {account_key("recent")}
 
 
-def test_concurrent_failures_are_all_counted(
+def test_parallel_attempts_from_many_addresses_never_pass_more_than_the_threshold(
     session_factory: sessionmaker[Session], clock: FrozenClock
 ) -> None:
-    key = account_key("u1")
-    started = threading.Event()
+    """Forty attempts at once, from forty addresses: the decision and the count are one
+    locked step, so exactly the account cap (10) are let through to the password check."""
+    person = account_key("u1")
+    barrier = threading.Barrier(8)
+    results: list[bool] = []
     errors: list[BaseException] = []
+    lock = threading.Lock()
 
-    def second_attempt() -> None:
+    def guesses(worker: int) -> None:
         try:
-            with session_factory() as other:
-                started.set()
-                LoginThrottleService(other, clock, SECURITY).fail(key)
-                other.commit()
+            barrier.wait(10)
+            for n in range(5):
+                with session_factory() as own:
+                    write_intent(own)
+                    admission = LoginThrottleService(own, clock, SECURITY).admit(
+                        attempt_keys(person, f"203.0.{worker}.{n}")
+                    )
+                    own.commit()
+                with lock:
+                    results.append(admission.allowed)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
-    with session_factory() as setup:
-        LoginThrottleService(setup, clock, SECURITY).fail(key)
-        setup.commit()
-    with session_factory() as first:
-        LoginThrottleService(first, clock, SECURITY).fail(key)  # holds the row (or the file)
-        worker = threading.Thread(target=second_attempt)
-        worker.start()
-        started.wait(5)
-        worker.join(0.3)  # it must wait for us, not overwrite our count
-        first.commit()
-    worker.join(30)
-    assert not worker.is_alive() and errors == []
+    threads = [threading.Thread(target=guesses, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(results) == 40
+    assert results.count(True) == SECURITY.account_failure_threshold
     with session_factory() as check_session:
-        assert LoginThrottleService(check_session, clock, SECURITY).state(key).failures == 3
+        stored = LoginThrottleService(check_session, clock, SECURITY).state(person)
+        assert stored.failures == SECURITY.account_failure_threshold
+
+
+def test_parallel_attempts_from_one_address_never_pass_more_than_the_threshold(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    keys = attempt_keys(account_key("u1"), "203.0.113.5")
+    barrier = threading.Barrier(12)
+    results: list[bool] = []
+    errors: list[BaseException] = []
+
+    def guess() -> None:
+        try:
+            barrier.wait(10)
+            with session_factory() as own:
+                write_intent(own)
+                admission = LoginThrottleService(own, clock, SECURITY).admit(keys)
+                own.commit()
+            results.append(admission.allowed)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guess) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(results) == 12
+    assert results.count(True) == SECURITY.lockout_threshold
 
 
 def test_throttle_policy_can_be_given_directly(db: Session, clock: FrozenClock) -> None:

@@ -79,7 +79,6 @@ async def live(
             c2s_port=0,
             c2s_direct_tls_port=0,
             metering_flush_seconds=0.2,
-            auth_failure_delay_seconds=0,
             idle_parser_seconds=0,
         ),
     )

@@ -230,14 +230,18 @@ async def test_a_password_reset_replaces_cached_credentials(setup: Setup) -> Non
 async def test_failed_logins_lock_the_account_and_are_audited_in_a_batch(setup: Setup) -> None:
     backend = setup.backend
     attempt = AuthAttempt("a.example", "alice", "192.0.2.7", False, "SCRAM-SHA-256")
-    assert not await backend.is_locked_out("a.example", "alice", "192.0.2.7")
-    results = [await backend.report_auth(attempt) for _ in range(3)]
-    assert results == [False, False, True]
-    assert await backend.is_locked_out("a.example", "alice", "198.51.100.1")
-    assert not await backend.is_locked_out("a.example", "bob", "198.51.100.1")
-    assert not await backend.is_locked_out("b.example", "alice", "198.51.100.1")
+    admitted = []
+    for _ in range(4):
+        admission = await backend.admit_auth("a.example", "alice", "192.0.2.7")
+        admitted.append(admission.allowed)
+        if admission.allowed:
+            await backend.report_auth(attempt)
+    assert admitted == [True, True, True, False]  # lockout_threshold=3 per account and address
+    # The pair is locked; the account from another address, or another account, is not.
+    assert (await backend.admit_auth("a.example", "alice", "198.51.100.1")).allowed
+    assert (await backend.admit_auth("a.example", "bob", "192.0.2.7")).allowed
     setup.clock.advance(timedelta(minutes=2))
-    assert not await backend.is_locked_out("a.example", "alice", "198.51.100.1")
+    assert (await backend.admit_auth("a.example", "alice", "192.0.2.7")).allowed
     with setup.factory() as session:
         count = select(func.count()).select_from(AuditEvent)
         assert session.scalar(count.where(AuditEvent.action == "xmpp.login_failed")) == 0
@@ -249,6 +253,45 @@ async def test_failed_logins_lock_the_account_and_are_audited_in_a_batch(setup: 
     assert len(rows) == 3
     assert rows[0].organization_id == setup.a.organization_id
     assert rows[0].target_label == "alice@a.example" and rows[0].address == "192.0.2.7"
+
+
+async def test_parallel_sasl_attempts_never_pass_more_than_the_threshold(setup: Setup) -> None:
+    """Twelve connections guessing at once from one address: three reach the password."""
+    backend = setup.backend
+    admissions = await asyncio.gather(
+        *(backend.admit_auth("a.example", "alice", "203.0.113.5") for _ in range(12))
+    )
+    assert [a.allowed for a in admissions].count(True) == 3
+
+
+async def test_parallel_sasl_attempts_from_many_addresses_stop_at_the_account_cap(
+    setup: Setup,
+) -> None:
+    backend = setup.backend
+    admissions = await asyncio.gather(
+        *(backend.admit_auth("a.example", "alice", f"203.0.113.{n}") for n in range(1, 31))
+    )
+    assert [a.allowed for a in admissions].count(True) == 10  # account_failure_threshold
+
+
+async def test_strangers_cannot_lock_an_xmpp_user_out_of_her_own_address(setup: Setup) -> None:
+    backend = setup.backend
+    assert (await backend.admit_auth("a.example", "alice", "192.0.2.10")).allowed
+    await backend.report_auth(AuthAttempt("a.example", "alice", "192.0.2.10", True, "PLAIN"))
+    for n in range(1, 31):
+        await backend.admit_auth("a.example", "alice", f"203.0.113.{n}")
+    assert not (await backend.admit_auth("a.example", "alice", "198.51.100.1")).allowed
+    assert (await backend.admit_auth("a.example", "alice", "192.0.2.10")).allowed
+
+
+async def test_the_delay_grows_with_the_failures_as_on_the_web(setup: Setup) -> None:
+    backend = setup.backend
+    backend.security = SecuritySettings(lockout_threshold=6)
+    delays = [
+        (await backend.admit_auth("a.example", "alice", "203.0.113.9")).delay_seconds
+        for _ in range(6)
+    ]
+    assert delays == [0.0, 0.0, 0.5, 1.0, 2.0, 2.0]
 
 
 async def test_a_successful_login_is_recorded_on_the_account(setup: Setup) -> None:
@@ -370,10 +413,8 @@ async def test_expired_cache_entries_are_forgotten(setup: Setup) -> None:
     backend.credential_ttl = backend.negative_ttl = 0.0
     await backend.account_exists("a.example", "alice")
     await backend.account_exists("a.example", "nobody")
-    await backend.is_locked_out("a.example", "alice", "192.0.2.9")
-    backend._locks = {k: (until, 0.0) for k, (until, _) in backend._locks.items()}
     backend.prune()
-    assert backend._accounts == {} and backend._locks == {}
+    assert backend._accounts == {}
     assert await backend.account_exists("a.example", "alice")  # read again from the database
 
 

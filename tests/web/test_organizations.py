@@ -31,7 +31,7 @@ def _member_id(client: TestClient, org_id: str, email: str) -> str:
     return next(m["id"] for m in members if m["email"] == email)
 
 
-def test_signup_creates_an_owner_and_sends_a_verification_mail(
+def test_signup_continues_by_email_and_answers_the_same_for_an_existing_address(
     app: FastAPI, session_factory: sessionmaker[Session]
 ) -> None:
     client = TestClient(app)
@@ -41,33 +41,35 @@ def test_signup_creates_an_owner_and_sends_a_verification_mail(
     )
     assert weak.status_code == 422
     assert "password" in weak.json()["detail"].lower() or weak.json()["problems"]
-    r = client.post(
-        "/api/v1/signup",
-        json={
-            "email": "New@C.example.com",
-            "password": "wide meadow copper lantern 7",
-            "organization_name": "Charlie Chat",
-            "country": "NL",
-        },
-    )
-    assert r.status_code == 201, r.text
-    client.headers["X-CSRF-Token"] = r.json()["csrf_token"]
+    form = {
+        "email": "New@C.example.com",
+        "password": "wide meadow copper lantern 7",
+        "organization_name": "Charlie Chat",
+        "country": "NL",
+    }
+    r = client.post("/api/v1/signup", json=form)
+    assert r.status_code == 202, r.text
+    assert "set-cookie" not in r.headers  # nobody is signed in before the link is opened
+    with session_factory() as s:
+        mail = s.scalars(select(OutboundEmail).where(OutboundEmail.kind == "sign-up")).one()
+    token = mail.text.split("/portal/sign-up/")[1].split()[0]
+    done = client.post("/api/v1/signup/complete", json={"token": token})
+    assert done.status_code == 201, done.text
+    client.headers["X-CSRF-Token"] = done.json()["csrf_token"]
     me = client.get("/api/v1/me").json()
     assert me["organizations"][0]["role"] == "owner"
+    assert me["user"]["email_verified_at"] is not None  # the link proved the address
+    again = TestClient(app).post("/api/v1/signup", json={**form, "organization_name": "D"})
+    assert (again.status_code, again.json()) == (r.status_code, r.json())  # tells nothing
     with session_factory() as s:
-        mail = s.scalars(select(OutboundEmail).where(OutboundEmail.kind == "verify-email")).one()
-    token = mail.text.split("/verify-email/")[1].split()[0]
-    assert client.post("/api/v1/auth/verify-email", json={"token": token}).status_code == 204
-    assert client.get("/api/v1/me").json()["user"]["email_verified_at"] is not None
-    again = TestClient(app).post(
-        "/api/v1/signup",
-        json={
-            "email": "new@c.example.com",
-            "password": "wide meadow copper lantern 7",
-            "organization_name": "D",
-        },
-    )
-    assert again.status_code == 409
+        kinds = [m.kind for m in s.scalars(select(OutboundEmail).order_by(OutboundEmail.id))]
+        existing = s.scalars(
+            select(OutboundEmail).where(OutboundEmail.kind == "sign-up-existing")
+        ).one()
+    assert kinds.count("sign-up") == 1
+    assert "already have an account" in existing.text and "/portal/forgot-password" in existing.text
+    used = client.post("/api/v1/signup/complete", json={"token": token})
+    assert used.status_code == 404 and "does not work any more" in used.json()["detail"]
 
 
 def test_invitation_by_email_link_adds_a_member(

@@ -21,6 +21,7 @@ from imhost.accounts.audit import Actor, AuditAction
 from imhost.accounts.mfa import totp_code
 from imhost.accounts.models import Membership, MfaFactor, OrgRole, StaffRole, User
 from imhost.kit.clock import FrozenClock
+from imhost.notify.models import OutboundEmail
 from imhost.runtime import Runtime
 from imhost.web import console, portal
 from imhost.web.pages import FORM_COOKIE, safe_next
@@ -225,7 +226,7 @@ def test_sign_up_shows_each_password_problem_next_to_the_field_and_keeps_the_res
     assert 'value="new@c.example.com"' in response.text and 'value="Gamma"' in response.text
 
 
-def test_sign_up_with_a_plan_creates_the_organization_subscribed_and_signed_in(
+def test_sign_up_with_a_plan_finishes_by_the_email_link_subscribed_and_signed_in(
     browser: TestClient, session_factory: sessionmaker[Session], clock: FrozenClock
 ) -> None:
     from imhost.billing import service as billing
@@ -250,9 +251,20 @@ def test_sign_up_with_a_plan_creates_the_organization_subscribed_and_signed_in(
             "plan": versions[0],
         },
     )
+    assert response.status_code == 202, response.text[:500]
+    assert "Check your e-mail" in response.text
+    with session_factory() as session:
+        assert accounts.get_user_by_email(session, "nia@c.example.com") is None
+        mail = session.scalars(select(OutboundEmail).where(OutboundEmail.kind == "sign-up")).one()
+    link = "/portal/sign-up/" + mail.text.split("/portal/sign-up/")[1].split()[0]
+    finish = browser.get(link)
+    assert finish.status_code == 200 and "Create my account" in finish.text
+    response = browser.post(link, data={"csrf_token": CSRF.search(finish.text).group(1)})  # type: ignore[union-attr]
     assert response.status_code == 303, response.text[:500]
     assert response.headers["location"] == "/portal/orgs/gamma-chat/"
     assert browser.get("/portal/orgs/gamma-chat/").status_code == 200
+    again = browser.get(link)
+    assert again.status_code == 404 and "does not work any more" in again.text
     with session_factory() as session:
         org = accounts.get_organization(session, "gamma-chat")
         sub = billing.current_subscription(session, org.id)

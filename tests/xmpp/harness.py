@@ -33,7 +33,6 @@ def settings(**kw: Any) -> XmppSettings:
     base: dict[str, Any] = {
         "require_encryption": False,
         "allow_plain_without_tls": True,
-        "auth_failure_delay_seconds": 0,
         "metering_flush_seconds": 3600,
         "negotiation_timeout_seconds": 5,
         "idle_parser_seconds": 0,

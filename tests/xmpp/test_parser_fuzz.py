@@ -156,7 +156,7 @@ _inputs = st.lists(st.one_of(_fragments, _noise), min_size=1, max_size=12)
 @given(pieces=_inputs, logged_in=st.booleans())
 def test_fuzz_stream(pieces: list[bytes], logged_in: bool) -> None:
     async def run() -> None:
-        async with Harness(auth_failure_delay_seconds=0) as h:
+        async with Harness() as h:
             if logged_in:
                 client = await h.online("alice")
                 await h.online("bob")

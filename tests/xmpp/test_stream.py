@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
@@ -377,6 +378,34 @@ async def test_disabled_account_gets_account_disabled_with_reason() -> None:
         other = h.client()
         result = await other.login_plain("carol", "wrong")
         assert result.find("not-authorized") is not None
+
+
+async def test_a_suspended_service_tells_its_reason_only_after_a_right_password() -> None:
+    async with Harness() as h:
+        h.backend.suspend_host(DOMAIN, "Payment overdue: contact billing")
+        for user, password in (("nobody", PASSWORD), ("bob", "wrong password")):
+            c = h.client()
+            result = await c.login_plain(user, password)
+            assert result.find("not-authorized") is not None, user
+            assert "Payment overdue" not in c.raw, user
+        result = await h.client().login_plain("bob")
+        assert result.find("account-disabled") is not None
+        assert result.find_text("text") == "Payment overdue: contact billing"
+
+
+async def test_sasl_answers_wait_the_growing_delay_of_the_lockout_model() -> None:
+    async with Harness() as h:
+        loop = asyncio.get_running_loop()
+        waits = []
+        for _ in range(4):
+            c = h.client()
+            started = loop.time()
+            result = await c.login_plain("bob", "wrong password")
+            waits.append(loop.time() - started)
+            assert result.find("not-authorized") is not None
+        assert waits[0] < 0.4 and waits[1] < 0.4
+        assert 0.5 <= waits[2] < 0.9
+        assert 1.0 <= waits[3] < 1.5
 
 
 async def test_pipelined_restart_after_success() -> None:

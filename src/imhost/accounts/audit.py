@@ -32,6 +32,8 @@ class AuditAction(enum.StrEnum):
     RECOVERY_CODES_REGENERATED = "mfa.recovery_codes_regenerated"
     MFA_REQUIRED_CHANGED = "org.mfa_requirement_changed"
     PASSWORD_CHANGED = "password.changed"
+    PASSWORD_RESET_REQUESTED = "password.reset_requested"
+    PASSWORD_RESET = "password.reset"
     PASSWORD_POLICY_CHANGED = "org.password_policy_changed"
     ROLE_CHANGED = "member.role_changed"
     MEMBER_ADDED = "member.added"

@@ -1,9 +1,15 @@
 """Signing in and the security changes a signed-in person makes.
 
-The login flow (docs/security.md): throttle per client address and per account, verify the
-password (or a dummy hash for an unknown address, so time and answer do not tell whether an
-account exists), then the second factor when the person has one. Password changes and MFA
-changes need a recent re-authentication.
+The login flow (docs/security.md): admit the attempt under the lockout model (per account and
+address, per account for strangers, per address), verify the password (or a dummy hash for an
+unknown address, so time and answer do not tell whether an account exists), then the second
+factor when the person has one. Password changes and MFA changes need a recent
+re-authentication.
+
+Every password or code check goes through :meth:`AuthFlows._admit`, which decides and counts
+the attempt in a short transaction of its own and commits it *before* sleeping the delay and
+checking the credential: the count is atomic (row locks, or SQLite's write lock), and no delay
+is ever slept while a transaction holds the database's write lock.
 """
 
 from __future__ import annotations
@@ -39,13 +45,17 @@ from imhost.accounts.models import (
 from imhost.accounts.passwords import PasswordHasher, PasswordPolicy, check_password
 from imhost.accounts.service import get_user_by_email
 from imhost.accounts.throttle import (
+    Admission,
+    AttemptKeys,
     LoginThrottleService,
     account_key,
-    login_keys,
+    attempt_keys,
+    login_person,
     too_many_attempts,
     totp_key,
 )
 from imhost.config import SecuritySettings
+from imhost.db.engine import write_intent
 from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 
@@ -141,6 +151,44 @@ class AuthFlows:
     def _throttle(self, session: Session) -> LoginThrottleService:
         return LoginThrottleService(session, self.clock, self.security)
 
+    def _admit(
+        self,
+        session: Session,
+        keys: AttemptKeys,
+        *,
+        locked_audit: tuple[User, Actor] | None = None,
+    ) -> Admission:
+        """Decide one attempt and count it, committed, then sleep its delay.
+
+        The decision and the count are one short transaction (SQLite: ``BEGIN IMMEDIATE``;
+        PostgreSQL: the throttle rows locked ``FOR UPDATE``), committed before anything
+        else, so parallel attempts are counted one after the other and no more than a
+        threshold of them ever reach the password check. The delay is slept after the
+        commit, holding no lock. Raises :class:`TooManyRequests` when refused (the refusal
+        is audited for an existing account). What the caller wrote before is committed too.
+        """
+        session.commit()
+        write_intent(session)
+        admission = self._throttle(session).admit(keys)
+        if not admission.allowed and locked_audit is not None:
+            user, actor = locked_audit
+            audit.record(
+                session,
+                self.clock,
+                AuditAction.LOGIN_LOCKED_OUT,
+                actor=actor,
+                target_type="user",
+                target_id=user.id,
+                target_label=user.email,
+            )
+        session.commit()
+        if not admission.allowed:
+            raise too_many_attempts(admission.decision)
+        if admission.decision.delay_seconds > 0:
+            self.sleep(admission.decision.delay_seconds)
+        write_intent(session)  # the rest of the flow reads, then writes
+        return admission
+
     def login(
         self,
         session: Session,
@@ -150,27 +198,14 @@ class AuthFlows:
         address: str | None,
         user_agent: str | None,
     ) -> LoginResult:
-        throttle = self._throttle(session)
         user = get_user_by_email(session, email)
-        address_key, account_key = login_keys(
-            address=address or "unknown", user_id=user.id if user else None, login_name=email
+        keys = attempt_keys(
+            login_person(user_id=user.id if user else None, login_name=email), address
         )
-        for key in (address_key, account_key):
-            decision = throttle.check(key)
-            if not decision.allowed:
-                if user is not None:
-                    audit.record(
-                        session,
-                        self.clock,
-                        AuditAction.LOGIN_LOCKED_OUT,
-                        actor=Actor(label=email[:320], address=address),
-                        target_type="user",
-                        target_id=user.id,
-                        target_label=user.email,
-                    )
-                raise too_many_attempts(decision)
-            if decision.delay_seconds > 0:
-                self.sleep(decision.delay_seconds)
+        locked_audit = None
+        if user is not None:
+            locked_audit = (user, Actor(label=email[:320], address=address))
+        admission = self._admit(session, keys, locked_audit=locked_audit)
 
         ok = False
         if user is not None and user.password_hash and user.is_active:
@@ -178,8 +213,6 @@ class AuthFlows:
         else:
             hasher.dummy_verify()
         if not ok:
-            throttle.fail(account_key)
-            throttle.fail(address_key)
             audit.record(
                 session,
                 self.clock,
@@ -191,7 +224,7 @@ class AuthFlows:
             )
             raise Unauthenticated(WRONG_CREDENTIALS)
         assert user is not None and user.password_hash is not None
-        throttle.succeed(account_key)
+        self._throttle(session).settle_success(keys, admission)
         if hasher.needs_rehash(user.password_hash):
             user.password_hash = hasher.hash(password)
 
@@ -251,13 +284,8 @@ class AuthFlows:
         factor = confirmed_factor(session, web.user_id)
         if user is None or factor is None:
             raise Conflict("this account has no second factor to verify")
-        throttle = self._throttle(session)
-        key = totp_key(user.id)
-        decision = throttle.check(key)
-        if not decision.allowed:
-            raise too_many_attempts(decision)
-        if decision.delay_seconds > 0:
-            self.sleep(decision.delay_seconds)
+        keys = attempt_keys(totp_key(user.id), web.address)
+        admission = self._admit(session, keys)
         now = self.clock.now()
         actor = Actor(user_id=user.id, label=user.email, address=web.address)
         step = verify_totp(factor.secret, code, now, last_used_step=factor.last_used_step)
@@ -274,7 +302,6 @@ class AuthFlows:
                 target_label=user.email,
             )
         else:
-            throttle.fail(key)
             audit.record(
                 session,
                 self.clock,
@@ -285,7 +312,7 @@ class AuthFlows:
                 target_label=user.email,
             )
             raise Unauthenticated(WRONG_CODE)
-        throttle.succeed(key)
+        self._throttle(session).settle_success(keys, admission)
         if not web.mfa_verified:
             web.mfa_verified = True
             self._complete_login(session, user, web)
@@ -308,20 +335,16 @@ class AuthFlows:
     # --- security changes (need a recent re-authentication) ------------------------------
 
     def reauthenticate(self, session: Session, web: WebSession, password: str) -> None:
+        keys = attempt_keys(account_key(web.user_id), web.address)
+        admission = self._admit(session, keys)
         user = session.get(User, web.user_id)
-        throttle = self._throttle(session)
-        key = account_key(web.user_id)
-        decision = throttle.check(key)
-        if not decision.allowed:
-            raise too_many_attempts(decision)
         if (
             user is None
             or not user.password_hash
             or not hasher.verify(user.password_hash, password)
         ):
-            throttle.fail(key)
             raise Unauthenticated("That password is not right.")
-        throttle.succeed(key)
+        self._throttle(session).settle_success(keys, admission)
         web.reauthenticated_at = self.clock.now()
 
     def require_recent_auth(self, web: WebSession) -> None:

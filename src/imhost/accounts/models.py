@@ -184,7 +184,8 @@ class RecoveryCode(IdMixin, CreatedMixin, Base):
 
 
 class LoginThrottle(IdMixin, Base):
-    """Failed attempts per key ('account:<id>', 'address:<ip>', 'totp:<user id>')."""
+    """Failed attempts per key ('account:<id>', 'pair:account:<id>@<ip>', 'address:<ip>',
+    'totp:<user id>', 'xmpp:<jid>'); see accounts/throttle.py."""
 
     __tablename__ = "login_throttles"
 
@@ -192,6 +193,8 @@ class LoginThrottle(IdMixin, Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    # A pair key ('pair:<account key>@<ip>') the account signed in from: trusted until then.
+    trusted_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 class KnownLogin(IdMixin, CreatedMixin, Base):
@@ -270,6 +273,37 @@ class EmailVerification(IdMixin, CreatedMixin, Base):
 
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     email: Mapped[str] = mapped_column(String(320))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+
+
+class PasswordReset(IdMixin, CreatedMixin, Base):
+    """A "forgot your password" link: single use, expiring; only the token's SHA-256 is kept."""
+
+    __tablename__ = "password_resets"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    address: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class SignupRequest(IdMixin, CreatedMixin, Base):
+    """A sign-up waiting for its e-mail link: the account is made when the link is opened.
+
+    The password is kept only as its argon2 hash; the row is used once and expires.
+    """
+
+    __tablename__ = "signup_requests"
+
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    organization_name: Mapped[str] = mapped_column(String(200))
+    country: Mapped[str | None] = mapped_column(String(2), default=None)
+    plan_version_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    password_hash: Mapped[str] = mapped_column(String(255))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)

@@ -50,6 +50,26 @@ class SignupIn(BaseModel):
     country: str | None = Field(default=None, min_length=2, max_length=2)
 
 
+class AcceptedOut(BaseModel):
+    """The answer to a request continued by e-mail (the same whether or not an account
+    has the address)."""
+
+    detail: str
+
+
+class PasswordResetRequestIn(BaseModel):
+    email: str = Field(max_length=320)
+
+
+class PasswordResetIn(BaseModel):
+    token: str = Field(min_length=10, max_length=200)
+    new_password: str = Field(max_length=1024)
+
+
+class SignupCompleteIn(BaseModel):
+    token: str = Field(min_length=10, max_length=200)
+
+
 class UserOut(Out):
     id: str
     email: str

@@ -1,25 +1,30 @@
-"""Brute-force protection: progressive delays, then a temporary lockout that grows.
+"""Brute-force protection, stored: the model of :mod:`imhost.kit.lockout` in the database.
 
-Modelled on Keycloak's brute-force detector, whose defaults are a failure factor of 30, a
-wait increment of 60 s, a maximum wait of 15 minutes, a "quick login check" (a minimum wait
-after two failures within a second) and a failure reset time ("max delta") of 12 hours.
-Ours, from :class:`imhost.config.SecuritySettings`:
+Modelled on Keycloak's brute-force detector (a wait increment of 60 s, a maximum wait of 15
+minutes, failures forgotten after 12 quiet hours) with OWASP's answer to "lockout as denial of
+service": the hard lock is per account *and* client address, and the per-account cap holds
+back only addresses the account has not signed in from. Ours, from
+:class:`imhost.config.SecuritySettings`:
 
 - the first failures cost nothing or a small delay the caller sleeps before answering
   (0, 0, 0.5, 1, 2 s by default): scripts slow down, people do not notice;
-- ``lockout_threshold`` (5) failures lock the key for ``lockout_wait_seconds`` (60 s); each
-  further failure after the lock ends locks it again for wait x (failures - threshold + 1),
-  up to ``lockout_max_wait_seconds`` (15 min);
-- ``lockout_reset_seconds`` (12 h) without a failure forget everything;
+- ``lockout_threshold`` (5) failures of one account from one address lock that pair for
+  ``lockout_wait_seconds`` (60 s); each further failure after the lock ends locks it again
+  for wait x (failures - threshold + 1), up to ``lockout_max_wait_seconds`` (15 min);
+- ``account_failure_threshold`` (10) failures of one account from addresses it has not
+  signed in from (in ``trusted_address_days``, 90) hold back every such address the same
+  way; an address the account signed in from is not held back, and a password reset clears
+  the count;
 - a client address has its own, larger threshold (``address_failure_threshold``, 20) so one
-  address cannot try many accounts; a success does not clear it.
+  address cannot try many accounts; a success does not clear it;
+- ``lockout_reset_seconds`` (12 h) without a failure forget everything.
 
-The rules are pure functions of a :class:`ThrottleState` (a ``LoginThrottle`` row's values),
-the time and a :class:`ThrottlePolicy`. :class:`LoginThrottleService` keeps states in the
-database under keys such as ``account:<user id>``, ``address:<ip>``, ``totp:<user id>``,
+:class:`LoginThrottleService` keeps the states in ``login_throttles`` under keys such as
+``account:<user id>``, ``pair:account:<user id>@<ip>``, ``address:<ip>``, ``totp:<user id>``,
 ``xmpp:<jid>`` and, for names that match no account, ``login:<sha-256 of the name>``: an
-unknown name is throttled exactly like a real account, and the same :data:`LOCKED_MESSAGE`
-answers both, so neither the answer nor its timing says whether an account exists.
+unknown name is throttled exactly like a real account seen from a new address, and the same
+:data:`LOCKED_MESSAGE` answers both, so neither the answer nor its timing says whether an
+account exists.
 """
 
 from __future__ import annotations
@@ -27,9 +32,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -38,12 +42,47 @@ from sqlalchemy.orm import Session
 
 from imhost.accounts.models import LoginThrottle
 from imhost.config import SecuritySettings
-from imhost.kit.clock import Clock, ensure_utc
+from imhost.kit.clock import Clock
 from imhost.kit.errors import TooManyRequests
 from imhost.kit.ids import new_id
+from imhost.kit.lockout import (
+    DEFAULT_DELAYS,
+    Admission,
+    AttemptKeys,
+    Decision,
+    LockoutModel,
+    ThrottlePolicy,
+    ThrottleState,
+    check,
+    record_failure,
+    record_success,
+)
 
-DEFAULT_DELAYS: tuple[float, ...] = (0.0, 0.0, 0.5, 1.0, 2.0)
-"""Seconds to wait before answering, indexed by the failures so far (the last one repeats)."""
+__all__ = [
+    "DEFAULT_DELAYS",
+    "LOCKED_MESSAGE",
+    "Admission",
+    "AttemptKeys",
+    "Decision",
+    "LockoutModel",
+    "LoginThrottleService",
+    "ThrottlePolicy",
+    "ThrottleState",
+    "account_key",
+    "address_key",
+    "attempt_keys",
+    "check",
+    "locked_message",
+    "login_name_key",
+    "login_person",
+    "pair_key",
+    "policies",
+    "record_failure",
+    "record_success",
+    "too_many_attempts",
+    "totp_key",
+    "xmpp_key",
+]
 
 LOCKED_MESSAGE = "Too many failed attempts. Try again in {minutes} minutes."
 """The one answer to a locked key, whether or not the account exists."""
@@ -51,136 +90,43 @@ LOCKED_MESSAGE = "Too many failed attempts. Try again in {minutes} minutes."
 _KEY_MAX = 200  # LoginThrottle.key is String(200)
 
 
-@dataclass(frozen=True, slots=True)
-class ThrottlePolicy:
-    """How many failures a key may have, and what they cost."""
-
-    threshold: int = 5
-    wait_seconds: int = 60
-    max_wait_seconds: int = 900
-    reset_seconds: int = 12 * 3600
-    delays: tuple[float, ...] = DEFAULT_DELAYS
-
-    def __post_init__(self) -> None:
-        if self.threshold < 1:
-            raise ValueError("threshold must be at least 1")
-        if self.wait_seconds < 1 or self.max_wait_seconds < self.wait_seconds:
-            raise ValueError("wait_seconds must be >= 1 and max_wait_seconds >= wait_seconds")
-        if self.reset_seconds < 1:
-            raise ValueError("reset_seconds must be at least 1")
-        if not self.delays or any(d < 0 or d > 30 for d in self.delays):
-            raise ValueError("delays must be a non-empty list of 0..30 seconds")
-
-    @classmethod
-    def for_accounts(cls, security: SecuritySettings) -> ThrottlePolicy:
-        """Per account (and per TOTP factor, per XMPP account, per unknown login name)."""
-        return cls(
+def policies(security: SecuritySettings) -> LockoutModel:
+    """The lockout model with the provider's settings (docs/security.md)."""
+    wait = security.lockout_wait_seconds
+    max_wait = max(security.lockout_max_wait_seconds, wait)
+    reset = security.lockout_reset_seconds
+    return LockoutModel(
+        pair=ThrottlePolicy(
             threshold=security.lockout_threshold,
-            wait_seconds=security.lockout_wait_seconds,
-            max_wait_seconds=max(security.lockout_max_wait_seconds, security.lockout_wait_seconds),
-            reset_seconds=security.lockout_reset_seconds,
-        )
-
-    @classmethod
-    def for_addresses(cls, security: SecuritySettings) -> ThrottlePolicy:
-        """Per client address: a larger threshold (offices share an address), no delays."""
-        return cls(
+            wait_seconds=wait,
+            max_wait_seconds=max_wait,
+            reset_seconds=reset,
+        ),
+        person=ThrottlePolicy(
+            threshold=security.account_failure_threshold,
+            wait_seconds=wait,
+            max_wait_seconds=max_wait,
+            reset_seconds=reset,
+        ),
+        address=ThrottlePolicy(
             threshold=security.address_failure_threshold,
-            wait_seconds=security.lockout_wait_seconds,
-            max_wait_seconds=max(security.lockout_max_wait_seconds, security.lockout_wait_seconds),
-            reset_seconds=security.lockout_reset_seconds,
+            wait_seconds=wait,
+            max_wait_seconds=max_wait,
+            reset_seconds=reset,
             delays=(0.0,),
-        )
-
-    def wait_after(self, failures: int) -> int:
-        """Seconds of lockout after the ``failures``-th failure (0 below the threshold)."""
-        if failures < self.threshold:
-            return 0
-        return min(self.wait_seconds * (failures - self.threshold + 1), self.max_wait_seconds)
-
-    def delay_for(self, failures: int) -> float:
-        """Seconds to sleep before answering the next attempt, given the failures so far."""
-        return self.delays[min(failures, len(self.delays) - 1)]
+        ),
+        trust_seconds=security.trusted_address_days * 86400,
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class ThrottleState:
-    """The values of one ``LoginThrottle`` row."""
-
-    failures: int = 0
-    last_failure_at: datetime | None = None
-    locked_until: datetime | None = None
-
-    def is_locked(self, now: datetime) -> bool:
-        return self.locked_until is not None and ensure_utc(now) < ensure_utc(self.locked_until)
+def account_policy(security: SecuritySettings) -> ThrottlePolicy:
+    """Per account and address (and per TOTP factor, XMPP account, unknown login name)."""
+    return policies(security).pair
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Whether to try the credential now.
-
-    ``allowed`` False: answer at once with :func:`locked_message` (HTTP 429, ``Retry-After:
-    retry_after_seconds``) without checking the credential. ``allowed`` True: sleep
-    ``delay_seconds`` (``asyncio.sleep`` / ``time.sleep``), then check it.
-    """
-
-    allowed: bool
-    retry_after_seconds: int = 0
-    delay_seconds: float = 0.0
-
-    @staticmethod
-    def combine(decisions: Iterable[Decision]) -> Decision:
-        """One decision for several keys: refused if any refuses, the longest wait wins."""
-        allowed = True
-        retry_after = 0
-        delay = 0.0
-        for d in decisions:
-            allowed = allowed and d.allowed
-            retry_after = max(retry_after, d.retry_after_seconds)
-            delay = max(delay, d.delay_seconds)
-        if not allowed:
-            return Decision(allowed=False, retry_after_seconds=retry_after)
-        return Decision(allowed=True, delay_seconds=delay)
-
-
-# --------------------------------------------------------------------------- pure rules
-
-
-def _current(state: ThrottleState, now: datetime, policy: ThrottlePolicy) -> ThrottleState:
-    """``state`` as it stands at ``now``: forgotten after a quiet period with no lock left."""
-    if state.last_failure_at is None:
-        return state
-    quiet = ensure_utc(now) - ensure_utc(state.last_failure_at)
-    if quiet >= timedelta(seconds=policy.reset_seconds) and not state.is_locked(now):
-        return ThrottleState()
-    return state
-
-
-def check(state: ThrottleState, now: datetime, policy: ThrottlePolicy) -> Decision:
-    """May an attempt be made at ``now``, and after what delay?"""
-    state = _current(state, now, policy)
-    if state.locked_until is not None and state.is_locked(now):
-        remaining = (ensure_utc(state.locked_until) - ensure_utc(now)).total_seconds()
-        return Decision(allowed=False, retry_after_seconds=max(1, math.ceil(remaining)))
-    return Decision(allowed=True, delay_seconds=policy.delay_for(state.failures))
-
-
-def record_failure(state: ThrottleState, now: datetime, policy: ThrottlePolicy) -> ThrottleState:
-    """The state after one more failed attempt at ``now``."""
-    now = ensure_utc(now)
-    state = _current(state, now, policy)
-    failures = state.failures + 1
-    locked_until = state.locked_until
-    wait = policy.wait_after(failures)
-    if wait:
-        until = now + timedelta(seconds=wait)
-        locked_until = until if locked_until is None else max(ensure_utc(locked_until), until)
-    return ThrottleState(failures=failures, last_failure_at=now, locked_until=locked_until)
-
-
-def record_success(state: ThrottleState) -> ThrottleState:
-    """The state after a successful attempt: nothing held against the key any more."""
-    return ThrottleState()
+def address_policy(security: SecuritySettings) -> ThrottlePolicy:
+    """Per client address: a larger threshold (offices share an address), no delays."""
+    return policies(security).address
 
 
 def locked_message(retry_after_seconds: int) -> str:
@@ -244,23 +190,36 @@ def login_name_key(login_name: str) -> str:
     return f"login:{hashlib.sha256(canonical.encode('utf-8')).hexdigest()}"
 
 
-def login_keys(*, address: str, user_id: str | None, login_name: str) -> list[str]:
-    """The keys one password attempt counts against: the address and the account, or the
-    hashed name when no account has that name (so both cases behave the same)."""
-    person = account_key(user_id) if user_id is not None else login_name_key(login_name)
-    return [address_key(address), person]
+def pair_key(person: str, address: str) -> str:
+    """One account (``person`` is its key) from one client address (IPv6 per /64)."""
+    return _bounded("pair", f"{person}@{address_key(address).removeprefix('address:')}")
+
+
+def attempt_keys(person: str, address: str | None) -> AttemptKeys:
+    """The keys an attempt at ``person`` from ``address`` counts under ("" or None: the
+    address is not known, so only the account counts)."""
+    if not address or address == "unknown":
+        return AttemptKeys(person=person)
+    return AttemptKeys(person=person, pair=pair_key(person, address), address=address_key(address))
+
+
+def login_person(*, user_id: str | None, login_name: str) -> str:
+    """The account key of a sign-in: the account, or the hashed name when none has it."""
+    return account_key(user_id) if user_id is not None else login_name_key(login_name)
 
 
 # --------------------------------------------------------------------------- storage
 
 
 class LoginThrottleService:
-    """The rules above kept in ``login_throttles``. Never commits: the caller owns the
-    transaction (a failed login's count must be committed even though the login fails).
+    """The model kept in ``login_throttles``. Never commits: the caller owns the transaction.
 
-    ``policy`` is a :class:`ThrottlePolicy` or the :class:`SecuritySettings` to build both
-    policies from. Keys starting with ``address:`` use ``address_policy`` (by default the
-    account policy with a threshold of 20 and no delays); every other key uses ``policy``.
+    :meth:`admit` decides an attempt and counts it in advance under row locks (so parallel
+    attempts are counted one after the other); :meth:`settle_success` gives the count back
+    when the credential was right. A wrong credential needs nothing more: it was counted.
+
+    ``policy`` is the :class:`SecuritySettings` to build the model from, or a
+    :class:`ThrottlePolicy` used for the pair and the account alike (tests).
     """
 
     def __init__(
@@ -274,12 +233,30 @@ class LoginThrottleService:
         self.session = session
         self.clock = clock
         if isinstance(policy, SecuritySettings):
-            self.policy = ThrottlePolicy.for_accounts(policy)
-            default_address = ThrottlePolicy.for_addresses(policy)
+            model = policies(policy)
         else:
-            self.policy = policy or ThrottlePolicy()
-            default_address = replace(self.policy, threshold=20, delays=(0.0,))
-        self.address_policy = address_policy or default_address
+            base = policy or ThrottlePolicy()
+            model = LockoutModel(
+                pair=base,
+                person=base,
+                address=ThrottlePolicy(
+                    threshold=20,
+                    wait_seconds=base.wait_seconds,
+                    max_wait_seconds=base.max_wait_seconds,
+                    reset_seconds=base.reset_seconds,
+                    delays=(0.0,),
+                ),
+            )
+        if address_policy is not None:
+            model = LockoutModel(
+                pair=model.pair,
+                person=model.person,
+                address=address_policy,
+                trust_seconds=model.trust_seconds,
+            )
+        self.model = model
+        self.policy = model.pair
+        self.address_policy = model.address
 
     @classmethod
     def from_settings(
@@ -288,25 +265,47 @@ class LoginThrottleService:
         return cls(session, clock, security)
 
     def policy_for(self, key: str) -> ThrottlePolicy:
-        return self.address_policy if key.startswith("address:") else self.policy
+        if key.startswith("address:"):
+            return self.model.address
+        if key.startswith("pair:"):
+            return self.model.pair
+        return self.model.person
 
     def state(self, key: str) -> ThrottleState:
         row = self.session.scalars(select(LoginThrottle).where(LoginThrottle.key == key)).first()
         return ThrottleState() if row is None else _state_of(row)
 
     def check(self, key: str) -> Decision:
+        """A look at one key, for reports; attempts go through :meth:`admit`."""
         return check(self.state(key), self.clock.now(), self.policy_for(key))
 
-    def check_all(self, keys: Sequence[str]) -> Decision:
-        return Decision.combine(self.check(key) for key in keys)
+    def admit(self, keys: AttemptKeys) -> Admission:
+        """Decide an attempt and count it as a failure in advance (row-locked, in key order,
+        so parallel attempts are decided one at a time and never more than a threshold pass).
+        """
+        rows = {key: self._row_for_update(key) for key in keys.all()}
+        states = {key: _state_of(row) for key, row in rows.items()}
+        admission, new = self.model.admit(keys, states, self.clock.now())
+        for key, state in new.items():
+            _store(rows[key], state)
+        self.session.flush()
+        return admission
+
+    def settle_success(self, keys: AttemptKeys, admission: Admission | None) -> None:
+        """The credential was right: clear and trust the pair, give the other counts back."""
+        rows = {key: self._row_for_update(key) for key in keys.all()}
+        states = {key: _state_of(row) for key, row in rows.items()}
+        for key, state in self.model.settle_success(
+            keys, admission, states, self.clock.now()
+        ).items():
+            _store(rows[key], state)
+        self.session.flush()
 
     def fail(self, key: str) -> ThrottleState:
-        """Count one failure against ``key`` (row-locked, so concurrent failures all count)."""
+        """Count one failure against ``key`` alone (row-locked)."""
         row = self._row_for_update(key)
         new = record_failure(_state_of(row), self.clock.now(), self.policy_for(key))
-        row.failures = new.failures
-        row.last_failure_at = new.last_failure_at
-        row.locked_until = new.locked_until
+        _store(row, new)
         self.session.flush()
         return new
 
@@ -314,14 +313,41 @@ class LoginThrottleService:
         return [self.fail(key) for key in sorted(keys)]
 
     def succeed(self, key: str) -> None:
-        """Forget the failures of ``key`` (call it for the account key, not the address)."""
+        """Forget the failures of ``key`` (a password reset clears the account this way)."""
         self.session.execute(delete(LoginThrottle).where(LoginThrottle.key == key))
+
+    def clear_account(self, person: str) -> None:
+        """Forget every failure held against an account, from every address (a password
+        reset: the owner proved themselves by e-mail). Trust is kept."""
+        self.session.execute(
+            delete(LoginThrottle).where(
+                or_(
+                    LoginThrottle.key == person,
+                    LoginThrottle.key.startswith(f"pair:{person}@", autoescape=True),
+                ),
+                LoginThrottle.trusted_until.is_(None),
+            )
+        )
+        for row in self.session.scalars(
+            select(LoginThrottle).where(
+                LoginThrottle.key.startswith(f"pair:{person}@", autoescape=True),
+                LoginThrottle.trusted_until.is_not(None),
+            )
+        ):
+            row.failures = 0
+            row.last_failure_at = None
+            row.locked_until = None
+        self.session.flush()
 
     def purge_stale(self) -> int:
         """Delete rows nothing is held against any more (for a periodic job)."""
         now = self.clock.now()
         horizon = now - timedelta(
-            seconds=max(self.policy.reset_seconds, self.address_policy.reset_seconds)
+            seconds=max(
+                self.model.pair.reset_seconds,
+                self.model.person.reset_seconds,
+                self.model.address.reset_seconds,
+            )
         )
         result = self.session.execute(
             delete(LoginThrottle)
@@ -331,6 +357,7 @@ class LoginThrottleService:
                 )
             )
             .where(or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until <= now))
+            .where(or_(LoginThrottle.trusted_until.is_(None), LoginThrottle.trusted_until <= now))
             .execution_options(synchronize_session=False)
         )
         return int(getattr(result, "rowcount", 0) or 0)
@@ -368,4 +395,63 @@ def _state_of(row: LoginThrottle) -> ThrottleState:
         failures=row.failures or 0,
         last_failure_at=row.last_failure_at,
         locked_until=row.locked_until,
+        trusted_until=row.trusted_until,
     )
+
+
+def _store(row: LoginThrottle, state: ThrottleState) -> None:
+    row.failures = state.failures
+    row.last_failure_at = state.last_failure_at
+    row.locked_until = state.locked_until
+    row.trusted_until = state.trusted_until
+
+
+# --------------------------------------------------------------------------- e-mail requests
+
+TOO_MANY_REQUESTS = "Too many requests. Try again in {minutes} minutes."
+
+
+def email_request_policy(threshold: int) -> ThrottlePolicy:
+    """``threshold`` requests, then an hour's wait; an hour without one forgets them."""
+    return ThrottlePolicy(
+        threshold=threshold,
+        wait_seconds=3600,
+        max_wait_seconds=3600,
+        reset_seconds=3600,
+        delays=(0.0,),
+    )
+
+
+def admit_email_request(
+    session: Session,
+    clock: Clock,
+    security: SecuritySettings,
+    *,
+    purpose: str,
+    email: str,
+    address: str | None,
+) -> None:
+    """Count a request that sends an e-mail (a password reset, a sign-up) against the e-mail
+    address (``email_requests_per_hour``) and the client address (four times as many);
+    raise :class:`TooManyRequests` past either. Counted whether or not an account exists,
+    so the answer tells nothing."""
+    per_email = email_request_policy(security.email_requests_per_hour)
+    per_address = email_request_policy(4 * security.email_requests_per_hour)
+    digest = hashlib.sha256(email.strip().casefold().encode("utf-8")).hexdigest()
+    person = f"{purpose}-mail:{digest}"
+    keys = AttemptKeys(person=person)
+    if address and address != "unknown":
+        keys = AttemptKeys(
+            person=person,
+            address=_bounded(f"{purpose}-address", address_key(address).removeprefix("address:")),
+        )
+    model = LockoutModel(pair=per_email, person=per_email, address=per_address)
+    throttle = LoginThrottleService(session, clock, per_email, address_policy=per_address)
+    throttle.model = model
+    admission = throttle.admit(keys)
+    if not admission.allowed:
+        minutes = max(1, math.ceil(admission.decision.retry_after_seconds / 60))
+        raise TooManyRequests(
+            TOO_MANY_REQUESTS.format(minutes=minutes),
+            retry_after=admission.decision.retry_after_seconds,
+        )

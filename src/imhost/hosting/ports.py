@@ -45,7 +45,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.accounts import audit
 from imhost.accounts.audit import Actor, AuditAction
-from imhost.accounts.throttle import LoginThrottleService, address_key, xmpp_key
+from imhost.accounts.throttle import (
+    AttemptKeys,
+    LoginThrottleService,
+    address_key,
+    attempt_keys,
+    xmpp_key,
+)
 from imhost.config import SecuritySettings
 from imhost.db.engine import transaction
 from imhost.hosting import changes
@@ -65,6 +71,7 @@ from imhost.kit.errors import DomainError
 from imhost.kit.scram import DEFAULT_ITERATIONS, ScramCredentials, ScramHash
 from imhost.metering.ingestion import EngineUsage, ingest_engine_batch
 from imhost.xmpp.ports import (
+    AuthAdmission,
     AuthAttempt,
     HostListener,
     OfflineMessage,
@@ -82,7 +89,6 @@ T = TypeVar("T")
 HOST_REFRESH_SECONDS = 10.0
 BATCH_SECONDS = 1.0
 GAUGE_TTL_SECONDS = 30.0
-LOCK_TTL_SECONDS = 5.0
 DB_ATTEMPTS = 4
 BATCH_MAX = 10_000
 """Queued auth events kept for a retry when the database refuses a batch (then dropped)."""
@@ -157,8 +163,6 @@ class DbBackend:
         """Hosts removed while running: their last usage still needs an organization."""
         self._loaded = False
         self._accounts: dict[tuple[str, str], tuple[float, _AccountEntry | None]] = {}
-        self._locks: dict[str, tuple[float, float]] = {}
-        """Throttle key -> (locked until, epoch seconds; cached until, monotonic seconds)."""
         self._listeners: list[HostListener] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -366,8 +370,6 @@ class DbBackend:
         now = time.monotonic()
         for key in [k for k, (expires, _) in self._accounts.items() if expires <= now]:
             del self._accounts[key]
-        for lock_key in [k for k, (_, checked) in self._locks.items() if checked <= now]:
-            del self._locks[lock_key]
 
     # -- change delivery (after commit, from any thread) ------------------------------------
 
@@ -571,59 +573,38 @@ class DbBackend:
     async def account_exists(self, domain: str, localpart: str) -> bool:
         return await self._account(domain, localpart) is not None
 
-    def _keys(self, domain: str, localpart: str, address: str) -> list[str]:
-        keys = [xmpp_key(f"{localpart}@{domain}")]
-        if address:
-            keys.append(address_key(address))
-        return keys
+    def _auth_keys(self, domain: str, localpart: str, address: str) -> AttemptKeys:
+        return attempt_keys(xmpp_key(f"{localpart}@{domain}"), address)
 
     def _throttle(self, session: Session) -> LoginThrottleService:
         return LoginThrottleService(session, self.clock, self.security)
 
-    async def is_locked_out(self, domain: str, localpart: str, address: str) -> bool:
-        keys = self._keys(domain, localpart, address)
-        now_mono = time.monotonic()
-        missing = [k for k in keys if k not in self._locks or self._locks[k][1] < now_mono]
-        if missing:
+    async def admit_auth(self, domain: str, localpart: str, address: str) -> AuthAdmission:
+        """The web sign-in's model (accounts.throttle), decided and counted in one short
+        write transaction, so parallel attempts on several connections or nodes are counted
+        one after the other."""
+        keys = self._auth_keys(domain, localpart, address)
+        admission = await self._db(lambda s: self._throttle(s).admit(keys), write=True)
+        decision = admission.decision
+        return AuthAdmission(
+            allowed=decision.allowed,
+            delay_seconds=decision.delay_seconds,
+            retry_after_seconds=decision.retry_after_seconds,
+        )
 
-            def read(session: Session) -> dict[str, float]:
-                throttle = self._throttle(session)
-                out: dict[str, float] = {}
-                for k in missing:
-                    until = throttle.state(k).locked_until
-                    out[k] = until.timestamp() if until is not None else 0.0
-                return out
-
-            for k, until in (await self._db(read)).items():
-                self._locks[k] = (until, now_mono + LOCK_TTL_SECONDS)
-        now = self.clock.now().timestamp()
-        return any(self._locks[k][0] > now for k in keys)
-
-    async def report_auth(self, attempt: AuthAttempt) -> bool:
-        keys = self._keys(attempt.domain, attempt.localpart, attempt.address)
+    async def report_auth(self, attempt: AuthAttempt) -> None:
         if attempt.success:
-            self._locks[keys[0]] = (0.0, time.monotonic() + LOCK_TTL_SECONDS)
+            keys = self._auth_keys(attempt.domain, attempt.localpart, attempt.address)
+            # At once, not batched: several devices behind one address that sign in within
+            # a second must not add up to a lock.
+            await self._db(lambda s: self._throttle(s).settle_success(keys, None), write=True)
             self._logins.append((attempt.domain, attempt.localpart, self.clock.now()))
-            return False
-        if not attempt.localpart:
-            keys = keys[1:]
+            return
         self._failed_logins.append(attempt)
-        if not keys:
-            return False
-
-        def fail(session: Session) -> dict[str, float]:
-            states = self._throttle(session).fail_all(keys)
-            return {
-                k: (st.locked_until.timestamp() if st.locked_until is not None else 0.0)
-                for k, st in zip(sorted(keys), states, strict=True)
-            }
-
-        locked = await self._db(fail, write=True)
-        now_mono = time.monotonic()
-        for k, until in locked.items():
-            self._locks[k] = (until, now_mono + LOCK_TTL_SECONDS)
-        now = self.clock.now().timestamp()
-        return any(until > now for until in locked.values())
+        if not attempt.localpart and attempt.address:
+            # No valid username, so no admission: count the address alone.
+            key = address_key(attempt.address)
+            await self._db(lambda s: self._throttle(s).fail(key), write=True)
 
     async def flush_batches(self) -> None:
         """Write the queued auth-failure audit events, logins and client versions."""
@@ -652,9 +633,6 @@ class DbBackend:
                 )
             if logins:
                 hosting.record_logins(session, services, logins)
-                throttle = self._throttle(session)
-                for domain, localpart, _at in logins:
-                    throttle.succeed(xmpp_key(f"{localpart}@{domain}"))
             for (domain, localpart), version in versions.items():
                 service_id = services.get(domain)
                 account = session.scalar(

@@ -1,4 +1,5 @@
-"""E-mails for account events: invitations, e-mail verification, security alerts, reviews."""
+"""E-mails for account events: invitations, e-mail verification, password resets, sign-ups,
+security alerts, reviews."""
 
 from __future__ import annotations
 
@@ -45,6 +46,53 @@ def register(bus: events.EventBus, mailer: Mailer, *, public_url: str, provider_
             kind="verify-email",
         )
 
+    def on_password_reset(event: events.PasswordResetRequested, session: Any) -> None:
+        link = f"{base}/portal/reset-password/{event.token}"
+        mailer.send(
+            session,
+            clock_of(session),
+            event.email,
+            f"Choose a new password for {provider_name}",
+            (
+                "Somebody (we hope you) asked to choose a new password for your account.\n\n"
+                f"Choose it here (the link works once, for {event.expires_minutes} minutes):\n"
+                f"{link}\n\n"
+                "Choosing a new password signs you out everywhere. If you did not ask for "
+                "this, ignore this message: your password stays as it is.\n"
+            ),
+            kind="password-reset",
+        )
+
+    def on_signup(event: events.SignupRequested, session: Any) -> None:
+        link = f"{base}/portal/sign-up/{event.token}"
+        mailer.send(
+            session,
+            clock_of(session),
+            event.email,
+            f"Finish signing up for {provider_name}",
+            (
+                f"Open this link to finish signing up (it works once, for 24 hours):\n{link}\n\n"
+                "If you did not sign up, ignore this message: no account is made without it.\n"
+            ),
+            kind="sign-up",
+        )
+
+    def on_signup_existing(event: events.SignupForExistingAccount, session: Any) -> None:
+        mailer.send(
+            session,
+            clock_of(session),
+            event.email,
+            f"You already have an account at {provider_name}",
+            (
+                "Somebody (we hope you) tried to sign up with this e-mail address, but you "
+                "already have an account.\n\n"
+                f"Sign in: {base}/portal/sign-in\n"
+                f"Forgot your password? Choose a new one: {base}/portal/forgot-password\n\n"
+                "If this was not you, there is nothing to do.\n"
+            ),
+            kind="sign-up-existing",
+        )
+
     def on_alert(event: events.SecurityAlertRaised, session: Any) -> None:
         mailer.send(
             session,
@@ -76,5 +124,8 @@ def register(bus: events.EventBus, mailer: Mailer, *, public_url: str, provider_
 
     bus.subscribe(events.InvitationCreated, on_invitation)
     bus.subscribe(events.EmailVerificationRequested, on_verification)
+    bus.subscribe(events.PasswordResetRequested, on_password_reset)
+    bus.subscribe(events.SignupRequested, on_signup)
+    bus.subscribe(events.SignupForExistingAccount, on_signup_existing)
     bus.subscribe(events.SecurityAlertRaised, on_alert)
     bus.subscribe(events.AccessReviewOpened, on_review)

@@ -43,7 +43,6 @@ async def run(args: argparse.Namespace) -> None:
         unauthenticated_per_address=100_000,
         negotiation_timeout_seconds=60,
         metering_flush_seconds=args.flush,
-        auth_failure_delay_seconds=0,
     )
     modules = default_modules()
     if args.modules != "all":

@@ -6,15 +6,23 @@ the database-backed implementation in ``hosting/``: the semantics here are the c
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from imhost.kit.clock import Clock, SystemClock
 from imhost.kit.jid import prepare_domain, prepare_localpart
+from imhost.kit.lockout import (
+    AttemptKeys,
+    LockoutModel,
+    ThrottlePolicy,
+    ThrottleState,
+    record_failure,
+)
 from imhost.kit.scram import ScramCredentials, ScramHash, derive_credentials
 
 from .ports import (
+    AuthAdmission,
     AuthAttempt,
     HostLimits,
     HostListener,
@@ -44,8 +52,10 @@ class _Roster:
 class MemoryBackend:
     """All ports in one object: HostDirectory, AccountAuth, stores and UsageSink.
 
-    Brute-force protection here is simple: ``lockout_threshold`` consecutive failures lock the
-    account for ``lockout_seconds``.
+    Brute-force protection is the one model of :mod:`imhost.kit.lockout` (as in the database
+    backend): ``lockout_threshold`` failures of one account from one address lock that pair
+    for ``lockout_seconds`` (growing), twice as many from addresses it has not signed in
+    from hold back those addresses, and 20 from one address lock the address.
     """
 
     def __init__(
@@ -54,14 +64,25 @@ class MemoryBackend:
         iterations: int = 4096,
         lockout_threshold: int = 5,
         lockout_seconds: float = 60.0,
+        clock: Clock | None = None,
     ) -> None:
         self.hosts: dict[str, VirtualHost] = {}
         self.accounts: dict[tuple[str, str], MemoryAccount] = {}
         self.iterations = iterations
-        self.lockout_threshold = lockout_threshold
-        self.lockout_seconds = lockout_seconds
-        self.failures: dict[tuple[str, str], int] = {}
-        self.locked_until: dict[tuple[str, str], float] = {}
+        wait = max(1, round(lockout_seconds))
+        self.lockout = LockoutModel(
+            pair=ThrottlePolicy(
+                threshold=lockout_threshold, wait_seconds=wait, max_wait_seconds=max(wait, 900)
+            ),
+            person=ThrottlePolicy(
+                threshold=2 * lockout_threshold, wait_seconds=wait, max_wait_seconds=max(wait, 900)
+            ),
+            address=ThrottlePolicy(
+                threshold=20, wait_seconds=wait, max_wait_seconds=max(wait, 900), delays=(0.0,)
+            ),
+        )
+        self.clock: Clock = clock or SystemClock()
+        self.throttles: dict[str, ThrottleState] = {}
         self.auth_log: list[AuthAttempt] = []
         self.rosters: dict[tuple[str, str], _Roster] = {}
         self.offline: dict[tuple[str, str], list[OfflineMessage]] = {}
@@ -155,22 +176,41 @@ class MemoryBackend:
     async def account_exists(self, domain: str, localpart: str) -> bool:
         return (domain, localpart) in self.accounts
 
-    async def is_locked_out(self, domain: str, localpart: str, address: str) -> bool:
-        return self.locked_until.get((domain, localpart), 0.0) > time.monotonic()
+    @staticmethod
+    def _auth_keys(domain: str, localpart: str, address: str) -> AttemptKeys:
+        person = f"xmpp:{localpart}@{domain}"
+        if not address:
+            return AttemptKeys(person=person)
+        return AttemptKeys(
+            person=person, pair=f"pair:{person}@{address}", address=f"address:{address}"
+        )
 
-    async def report_auth(self, attempt: AuthAttempt) -> bool:
+    async def admit_auth(self, domain: str, localpart: str, address: str) -> AuthAdmission:
+        # One event loop, no await between the decision and the count: atomic.
+        keys = self._auth_keys(domain, localpart, address)
+        admission, new = self.lockout.admit(keys, self.throttles, self.clock.now())
+        self.throttles.update(new)
+        decision = admission.decision
+        return AuthAdmission(
+            allowed=decision.allowed,
+            delay_seconds=decision.delay_seconds,
+            retry_after_seconds=decision.retry_after_seconds,
+        )
+
+    async def report_auth(self, attempt: AuthAttempt) -> None:
         self.auth_log.append(attempt)
-        key = (attempt.domain, attempt.localpart)
+        now = self.clock.now()
+        if not attempt.localpart:
+            if attempt.address:
+                key = f"address:{attempt.address}"
+                empty = ThrottleState()
+                self.throttles[key] = record_failure(
+                    self.throttles.get(key, empty), now, self.lockout.address
+                )
+            return
         if attempt.success:
-            self.failures.pop(key, None)
-            return False
-        count = self.failures.get(key, 0) + 1
-        self.failures[key] = count
-        if count >= self.lockout_threshold:
-            self.locked_until[key] = time.monotonic() + self.lockout_seconds
-            self.failures.pop(key, None)
-            return True
-        return False
+            keys = self._auth_keys(attempt.domain, attempt.localpart, attempt.address)
+            self.throttles.update(self.lockout.settle_success(keys, None, self.throttles, now))
 
     async def set_password(self, domain: str, localpart: str, password: str) -> None:
         if len(password) < 8:

@@ -132,6 +132,16 @@ class AuthAttempt:
     mechanism: str
 
 
+@dataclass(frozen=True, slots=True)
+class AuthAdmission:
+    """The brute-force model's answer to one SASL attempt."""
+
+    allowed: bool
+    delay_seconds: float = 0.0
+    """Seconds to wait before answering the attempt (success or failure alike)."""
+    retry_after_seconds: int = 0
+
+
 class AccountAuth(Protocol):
     """Authentication and account state."""
 
@@ -147,12 +157,20 @@ class AccountAuth(Protocol):
 
     async def account_exists(self, domain: str, localpart: str) -> bool: ...
 
-    async def is_locked_out(self, domain: str, localpart: str, address: str) -> bool:
-        """Whether this account or address is locked out now (checked before SASL)."""
+    async def admit_auth(self, domain: str, localpart: str, address: str) -> AuthAdmission:
+        """Decide one SASL attempt before its credential is checked (docs/security.md,
+        "Brute-force protection": the same model as the web sign-in).
+
+        An allowed attempt is counted as a failure at once, atomically with the decision, so
+        parallel attempts never get past a limit; a success reported through
+        :meth:`report_auth` gives the count back. The stream sleeps ``delay_seconds`` before
+        it answers the attempt, whatever the answer.
+        """
         ...
 
-    async def report_auth(self, attempt: AuthAttempt) -> bool:
-        """Record a SASL outcome; return True if the account/address is now locked out."""
+    async def report_auth(self, attempt: AuthAttempt) -> None:
+        """Record a SASL outcome (a failure of an attempt without a valid username is
+        counted against the address here; other failures were counted on admission)."""
         ...
 
     async def set_password(self, domain: str, localpart: str, password: str) -> None:

@@ -9,15 +9,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
+from imhost.accounts import recovery, sessions
 from imhost.accounts import service as accounts
-from imhost.accounts import sessions
-from imhost.accounts.auth import confirmed_factor, password_policy_for, validate_new_password
+from imhost.accounts.auth import confirmed_factor
 from imhost.accounts.models import OrgRole, User, WebSession
 from imhost.accounts.permissions import Access, Scope
 from imhost.accounts.sessions import COOKIE_NAME
+from imhost.accounts.signup import SignupForm, find_signup, request_signup
 from imhost.kit import optional_module
 from imhost.kit.errors import DomainError, InvalidInput, NotFound, TooManyRequests, Unauthenticated
-from imhost.web.api.v1.auth import set_session_cookie
+from imhost.web.api.v1.auth import finish_signup, set_session_cookie
 from imhost.web.deps import Db, Principal, RuntimeDep, client_address, commit_even_on_refusal
 from imhost.web.pages import (
     Form,
@@ -208,53 +209,223 @@ SIGNUP_FIELDS = {"email", "password", "name", "organization_name", "country", "p
 def sign_up(
     request: Request, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep
 ) -> Response:
+    """Check the form and answer "check your e-mail" whether or not the address has an
+    account; the link in the message finishes the sign-up (accounts.signup)."""
     values = values_of(form)
-    name = text(form, "name", max_length=200).strip()
-    org_name = text(form, "organization_name", max_length=200).strip()
-    country = text(form, "country", max_length=2).strip() or None
-    password = text(form, "password", max_length=1024)
     plan_version_id = text(form, "plan", max_length=64)
     try:
-        if not org_name:
-            raise InvalidInput("Give your organization a name.", field="organization_name")
-        email = accounts.normalize_email(text(form, "email", max_length=320))
         plans = public_plans(db)
         if plans and not any(v.id == plan_version_id for p in plans for v in p.versions):
             raise InvalidInput("Pick a plan.", field="plan")
-        policy = password_policy_for(db, runtime.settings.security, None)
-        validate_new_password(password, policy, user_inputs=[email, name, org_name])
-        user = accounts.create_user(db, runtime.clock, email=email, name=name)
-        runtime.auth.set_password_directly(db, user, password)
-        org = accounts.create_organization(
-            db, runtime.clock, name=org_name, owner=user, country=country
+        message = request_signup(
+            db,
+            runtime.clock,
+            runtime.settings.security,
+            SignupForm(
+                email=text(form, "email", max_length=320),
+                password=text(form, "password", max_length=1024),
+                name=text(form, "name", max_length=200),
+                organization_name=text(form, "organization_name", max_length=200),
+                country=text(form, "country", max_length=2).strip() or None,
+                plan_version_id=plan_version_id or None,
+            ),
+            address=client_address(request),
         )
-        db.flush()
-        billing = optional_module("imhost.billing.service")
-        if billing is not None and plan_version_id:
-            billing.start_subscription(db, runtime.clock, org.id, plan_version_id)
-        from imhost.accounts.verification import request_verification
-
-        request_verification(db, runtime.clock, user)
     except DomainError as exc:
         db.rollback()
         return _signup_page(
             request, principal, db, values, FormErrors.of(exc, SIGNUP_FIELDS), exc.status
         )
+    commit_now(request)
+    return render(
+        request,
+        "portal/check_email.html",
+        {"title": "Check your e-mail", "message": message, "again_href": "/portal/sign-up"},
+        principal=principal,
+        status_code=202,
+    )
+
+
+@router.get("/portal/sign-up/{token}")
+def sign_up_finish_page(
+    request: Request, token: str, principal: PublicPage, db: Db, runtime: RuntimeDep
+) -> Response:
+    """The link of the sign-up e-mail: a button (a GET must not make the account: mail
+    scanners open links)."""
+    try:
+        pending = find_signup(db, runtime.clock, token[:200])
+    except NotFound as exc:
+        return render(
+            request,
+            "portal/sign_up_finish.html",
+            {"error": exc.detail, "title": "Finish signing up"},
+            principal=principal,
+            status_code=404,
+        )
+    return render(
+        request,
+        "portal/sign_up_finish.html",
+        {
+            "token": token[:200],
+            "email": pending.email,
+            "organization_name": pending.organization_name,
+            "title": "Finish signing up",
+        },
+        principal=principal,
+    )
+
+
+@router.post("/portal/sign-up/{token}")
+def sign_up_finish(
+    request: Request, token: str, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
+    try:
+        done = finish_signup(db, runtime, token[:200])
+    except DomainError as exc:
+        db.rollback()
+        return render(
+            request,
+            "portal/sign_up_finish.html",
+            {"error": exc.detail, "title": "Finish signing up"},
+            principal=principal,
+            status_code=exc.status,
+        )
     new = sessions.start_session(
         db,
         runtime.clock,
         runtime.settings.security,
-        user_id=user.id,
+        user_id=done.user.id,
         address=client_address(request),
         user_agent=request.headers.get("user-agent"),
         mfa_verified=True,
     )
     response = redirect(
-        request,
-        f"/portal/orgs/{org.slug}/",
-        "Welcome! We sent you an e-mail to confirm your address.",
+        request, f"/portal/orgs/{done.organization.slug}/", "Welcome! Your account is ready."
     )
     set_session_cookie(response, runtime, new.cookie_value)
+    return response
+
+
+# --- forgotten passwords --------------------------------------------------------------------
+
+
+@router.get("/portal/forgot-password")
+def forgot_password_page(request: Request, principal: PublicPage) -> Response:
+    return render(
+        request,
+        "portal/forgot_password.html",
+        {"values": {}, "errors": FormErrors(), "title": "Forgot your password?"},
+        principal=principal,
+    )
+
+
+@router.post("/portal/forgot-password")
+def forgot_password(
+    request: Request, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
+    """The same page whether or not an account has the address (accounts.recovery)."""
+    values = values_of(form)
+    try:
+        message = recovery.request_reset(
+            db,
+            runtime.clock,
+            runtime.settings.security,
+            email=text(form, "email", max_length=320),
+            address=client_address(request),
+        )
+    except DomainError as exc:
+        db.rollback()
+        return render(
+            request,
+            "portal/forgot_password.html",
+            {
+                "values": values,
+                "errors": FormErrors.of(exc, {"email"}),
+                "title": "Forgot your password?",
+            },
+            principal=principal,
+            status_code=exc.status,
+        )
+    commit_now(request)
+    return render(
+        request,
+        "portal/check_email.html",
+        {"title": "Check your e-mail", "message": message, "again_href": "/portal/forgot-password"},
+        principal=principal,
+        status_code=202,
+    )
+
+
+def _reset_page(
+    request: Request,
+    principal: Principal,
+    *,
+    token: str,
+    email: str = "",
+    invalid: str = "",
+    errors: FormErrors | None = None,
+    status: int = 200,
+) -> Response:
+    return render(
+        request,
+        "portal/reset_password.html",
+        {
+            "token": token,
+            "email": email,
+            "invalid": invalid,
+            "values": {},
+            "errors": errors or FormErrors(),
+            "title": "Choose a new password",
+        },
+        principal=principal,
+        status_code=status,
+    )
+
+
+@router.get("/portal/reset-password/{token}")
+def reset_password_page(
+    request: Request, token: str, principal: PublicPage, db: Db, runtime: RuntimeDep
+) -> Response:
+    try:
+        _, user = recovery.find_reset(db, runtime.clock, token[:200])
+    except NotFound as exc:
+        return _reset_page(request, principal, token="", invalid=exc.detail, status=404)
+    return _reset_page(request, principal, token=token[:200], email=user.email)
+
+
+@router.post("/portal/reset-password/{token}")
+def reset_password(
+    request: Request, token: str, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
+    try:
+        user = recovery.complete_reset(
+            db,
+            runtime.clock,
+            runtime.settings.security,
+            token=token[:200],
+            new_password=text(form, "new_password", max_length=1024),
+            address=client_address(request),
+        )
+    except NotFound as exc:
+        db.rollback()
+        return _reset_page(request, principal, token="", invalid=exc.detail, status=404)
+    except DomainError as exc:
+        db.rollback()
+        _, user = recovery.find_reset(db, runtime.clock, token[:200])
+        return _reset_page(
+            request,
+            principal,
+            token=token[:200],
+            email=user.email,
+            errors=FormErrors.of(exc, {"new_password"}),
+            status=exc.status,
+        )
+    response = redirect(
+        request,
+        "/portal/sign-in",
+        f"Your new password is saved. Sign in with it, {user.email}.",
+    )
+    response.delete_cookie(COOKIE_NAME, path="/")
     return response
 
 

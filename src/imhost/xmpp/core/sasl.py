@@ -74,6 +74,8 @@ class Outcome:
     condition: str = "not-authorized"
     text: str = ""
     localpart: str = ""
+    delay_seconds: float = 0.0
+    """Wait this long before sending a final outcome (the brute-force model's delay)."""
 
 
 class SaslExchange:
@@ -101,6 +103,9 @@ class SaslExchange:
         self.localpart = ""
         self._scram: ScramServerExchange | None = None
         self._account_known = False
+        self._delay = 0.0
+        self.suspended_reason: str | None = None
+        """Set by the stream when the host is suspended: told only after a right password."""
 
     async def start(self, initial: bytes | None) -> Outcome:
         """Handle ``<auth/>``; ``initial`` is None when the client sent no initial response."""
@@ -138,14 +143,9 @@ class SaslExchange:
             self.localpart = prepare_localpart(username)
         except ValueError:
             self.localpart = ""
-        if self.localpart and await self.auth.is_locked_out(
-            self.domain, self.localpart, self.address
-        ):
-            return Outcome(
-                Step.FAILURE,
-                condition="temporary-auth-failure",
-                text="too many failed attempts; try again later",
-            )
+        refused = await self._admit()
+        if refused is not None:
+            return refused
         creds = None
         if self.localpart:
             creds = await self.auth.get_credentials(self.domain, self.localpart, self.hash)
@@ -162,10 +162,10 @@ class SaslExchange:
             final = self._scram.receive_client_final(response)
         except ScramError as exc:
             await self._report(False)
-            return Outcome(Step.FAILURE, condition=exc.condition, text="")
+            return self._failure(exc.condition)
         if not self._account_known:
             await self._report(False)
-            return Outcome(Step.FAILURE)
+            return self._failure()
         return await self._succeed(final)
 
     async def _plain(self, message: bytes) -> Outcome:
@@ -183,14 +183,9 @@ class SaslExchange:
             self.localpart = ""
         if authzid and authzid not in (authcid, f"{self.localpart}@{self.domain}"):
             return Outcome(Step.FAILURE, condition="invalid-authzid")
-        if self.localpart and await self.auth.is_locked_out(
-            self.domain, self.localpart, self.address
-        ):
-            return Outcome(
-                Step.FAILURE,
-                condition="temporary-auth-failure",
-                text="too many failed attempts; try again later",
-            )
+        refused = await self._admit()
+        if refused is not None:
+            return refused
         h = PLAIN_HASHES[0]
         creds = None
         if self.localpart:
@@ -206,16 +201,36 @@ class SaslExchange:
         ok = await loop.run_in_executor(kdf_executor(), verify_plain, password, creds, h)
         if not (ok and known):
             await self._report(False)
-            return Outcome(Step.FAILURE)
+            return self._failure()
         return await self._succeed(b"")
 
+    async def _admit(self) -> Outcome | None:
+        """Ask the brute-force model; a refusal is the outcome, else None (go on)."""
+        if not self.localpart:
+            return None
+        admission = await self.auth.admit_auth(self.domain, self.localpart, self.address)
+        if not admission.allowed:
+            return Outcome(
+                Step.FAILURE,
+                condition="temporary-auth-failure",
+                text="too many failed attempts; try again later",
+            )
+        self._delay = admission.delay_seconds
+        return None
+
+    def _failure(self, condition: str = "not-authorized", text: str = "") -> Outcome:
+        return Outcome(Step.FAILURE, condition=condition, text=text, delay_seconds=self._delay)
+
     async def _succeed(self, data: bytes) -> Outcome:
-        reason = await self.auth.account_disabled(self.domain, self.localpart)
+        """The credential is right: only now may the reason of a suspension be told."""
+        reason = self.suspended_reason
+        if reason is None:
+            reason = await self.auth.account_disabled(self.domain, self.localpart)
         if reason is not None:
             await self._report(False)
-            return Outcome(Step.FAILURE, condition="account-disabled", text=reason)
+            return self._failure("account-disabled", reason)
         await self._report(True)
-        return Outcome(Step.SUCCESS, data, localpart=self.localpart)
+        return Outcome(Step.SUCCESS, data, localpart=self.localpart, delay_seconds=self._delay)
 
     async def _report(self, success: bool) -> None:
         await self.auth.report_auth(

@@ -821,11 +821,6 @@ class C2SStream(asyncio.Protocol):
             if mechanism not in self._mechanisms():
                 self._sasl_failure("invalid-mechanism")
                 return
-            if not host.active:
-                self._sasl_failure(
-                    "account-disabled", host.vhost.status_reason or "service suspended"
-                )
-                return
             initial = self._decode_sasl(el)
             if initial is False or initial is True:
                 return
@@ -837,6 +832,9 @@ class C2SStream(asyncio.Protocol):
                 secret=self.services.secret,
                 channel_bindings=self._channel_bindings(),
             )
+            if not host.active:
+                # Told only after a right password: a stranger learns nothing of the reason.
+                self._sasl.suspended_reason = host.vhost.status_reason or "service suspended"
             self._barrier()
             self._run(self._sasl_step(self._sasl.start(initial)))
             return
@@ -873,6 +871,12 @@ class C2SStream(asyncio.Protocol):
             data = base64.b64encode(outcome.data).decode() if outcome.data else ""
             self._write(f"<challenge xmlns='{NS_SASL}'>{data}</challenge>")
             return
+        if outcome.delay_seconds > 0:
+            # The brute-force model's delay, before any final answer (right or wrong alike,
+            # so that waiting tells nothing).
+            await asyncio.sleep(outcome.delay_seconds)
+            if self.closed:
+                return
         if outcome.step is Step.SUCCESS:
             self._sasl = None
             data = base64.b64encode(outcome.data).decode() if outcome.data else ""
@@ -892,9 +896,6 @@ class C2SStream(asyncio.Protocol):
         if host is not None:
             host.counters.auth_failures += 1
         self.services.auth_failures_total += 1
-        delay = self.services.settings.auth_failure_delay_seconds
-        if delay > 0 and outcome.condition != "account-disabled":
-            await asyncio.sleep(delay)
         self._sasl_failure(outcome.condition, outcome.text)
 
     def _sasl_failure(self, condition: str, text: str = "") -> None:

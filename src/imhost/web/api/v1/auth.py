@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
+from sqlalchemy.orm import Session
 
+from imhost.accounts import recovery, sessions
 from imhost.accounts import service as accounts
-from imhost.accounts import sessions
 from imhost.accounts.auth import password_policy_for, validate_new_password
 from imhost.accounts.models import WebSession
 from imhost.accounts.schemas import (
+    AcceptedOut,
     AcceptInvitationIn,
     CodeIn,
     InvitationRegisterIn,
     LoginIn,
     LoginOut,
     OrganizationOut,
+    PasswordResetIn,
+    PasswordResetRequestIn,
+    SignupCompleteIn,
     SignupIn,
 )
+from imhost.accounts.signup import CompletedSignup, SignupForm, complete_signup, request_signup
+from imhost.kit import optional_module
 from imhost.kit.errors import Conflict
 from imhost.runtime import Runtime
 from imhost.web.deps import (
@@ -105,36 +112,95 @@ def logout(principal: SelfMfaPending, db: Db, runtime: RuntimeDep, response: Res
     return response
 
 
-@router.post("/signup", response_model=LoginOut, status_code=status.HTTP_201_CREATED)
-def signup(
-    body: SignupIn, request: Request, response: Response, db: Db, runtime: RuntimeDep, _: Public
-) -> LoginOut:
-    """Create an account and its organization (the person becomes its owner), signed in."""
-    email = accounts.normalize_email(body.email)
-    policy = password_policy_for(db, runtime.settings.security, None)
-    validate_new_password(
-        body.password, policy, user_inputs=[email, body.name, body.organization_name]
-    )
-    user = accounts.create_user(db, runtime.clock, email=email, name=body.name)
-    runtime.auth.set_password_directly(db, user, body.password)
-    accounts.create_organization(
-        db, runtime.clock, name=body.organization_name, owner=user, country=body.country
-    )
-    db.flush()
-    from imhost.accounts.verification import request_verification
+@router.post("/signup", response_model=AcceptedOut, status_code=status.HTTP_202_ACCEPTED)
+def signup(body: SignupIn, request: Request, db: Db, runtime: RuntimeDep, _: Public) -> AcceptedOut:
+    """Ask for an account and its organization; the link mailed to the address finishes it.
 
-    request_verification(db, runtime.clock, user)
+    The answer is the same whether or not the address has an account (its owner gets a
+    message saying so instead of a link). Limited per e-mail and per client address (429).
+    """
+    answer = request_signup(
+        db,
+        runtime.clock,
+        runtime.settings.security,
+        SignupForm(
+            email=body.email,
+            password=body.password,
+            name=body.name,
+            organization_name=body.organization_name,
+            country=body.country,
+        ),
+        address=client_address(request),
+    )
+    return AcceptedOut(detail=answer)
+
+
+def finish_signup(db: Session, runtime: Runtime, token: str) -> CompletedSignup:
+    """The sign-up link: the account, its organization, and the plan chosen, if any."""
+    done = complete_signup(db, runtime.clock, token)
+    billing = optional_module("imhost.billing.service")
+    if billing is not None and done.plan_version_id:
+        billing.start_subscription(db, runtime.clock, done.organization.id, done.plan_version_id)
+    return done
+
+
+@router.post("/signup/complete", response_model=LoginOut, status_code=status.HTTP_201_CREATED)
+def signup_complete(
+    body: SignupCompleteIn,
+    request: Request,
+    response: Response,
+    db: Db,
+    runtime: RuntimeDep,
+    _: Public,
+) -> LoginOut:
+    """Finish a sign-up with the token of its e-mail link: the account is made, signed in."""
+    done = finish_signup(db, runtime, body.token)
     new = sessions.start_session(
         db,
         runtime.clock,
         runtime.settings.security,
-        user_id=user.id,
+        user_id=done.user.id,
         address=client_address(request),
         user_agent=request.headers.get("user-agent"),
         mfa_verified=True,
     )
     set_session_cookie(response, runtime, new.cookie_value)
-    return _login_out(user.id, user.email, new.session, pending=False, enrol=False)
+    return _login_out(done.user.id, done.user.email, new.session, pending=False, enrol=False)
+
+
+@router.post(
+    "/auth/password-reset", response_model=AcceptedOut, status_code=status.HTTP_202_ACCEPTED
+)
+def password_reset_request(
+    body: PasswordResetRequestIn, request: Request, db: Db, runtime: RuntimeDep, _: Public
+) -> AcceptedOut:
+    """Mail a link to choose a new password. The same answer whether or not an account has
+    the address; limited per e-mail and per client address (429)."""
+    answer = recovery.request_reset(
+        db,
+        runtime.clock,
+        runtime.settings.security,
+        email=body.email,
+        address=client_address(request),
+    )
+    return AcceptedOut(detail=answer)
+
+
+@router.post("/auth/password-reset/complete", status_code=status.HTTP_204_NO_CONTENT)
+def password_reset_complete(
+    body: PasswordResetIn, request: Request, db: Db, runtime: RuntimeDep, _: Public
+) -> Response:
+    """Choose a new password with the token of a reset link (used once). Ends every session
+    of the account and clears its lockout; sign in afterwards."""
+    recovery.complete_reset(
+        db,
+        runtime.clock,
+        runtime.settings.security,
+        token=body.token,
+        new_password=body.new_password,
+        address=client_address(request),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/auth/verify-email", status_code=status.HTTP_204_NO_CONTENT)
