@@ -145,8 +145,9 @@ class UsageJournal:
 class JournaledUsageSink:
     """A :class:`UsageSink` that journals locally and writes to ``inner`` in the background.
 
-    ``record`` returns once the batch is in the journal; the writer task calls
-    ``inner.record`` with what is pending every :data:`WRITE_SECONDS` (and at close).
+    ``record`` returns once the batch is in the journal and wakes the writer task, which
+    calls ``inner.record`` with everything pending (again every :data:`WRITE_SECONDS` while
+    the database refuses it, and once more at close).
     """
 
     def __init__(self, inner: UsageSink, journal: UsageJournal) -> None:
@@ -157,6 +158,8 @@ class JournaledUsageSink:
         self.dropped = 0
         self.last_written_at: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        """Set by :meth:`record`: the writer writes at once (it does not wait for a timer)."""
         self._io = asyncio.Lock()
         """Orders journal appends and rewrites (a rewrite must not erase a newer append)."""
         self._warned_at = 0.0
@@ -175,6 +178,7 @@ class JournaledUsageSink:
             log.info("writing %d usage records left by a previous process", len(recovered))
             now = time.monotonic()
             self.pending.extend((now, r) for r in recovered)
+            self._wake.set()
         self._task = asyncio.get_running_loop().create_task(self._writer())
 
     async def record(self, records: list[UsageRecord]) -> None:
@@ -187,6 +191,7 @@ class JournaledUsageSink:
             while len(self.pending) > MAX_PENDING:
                 self.pending.popleft()
                 self.dropped += 1
+        self._wake.set()
 
     async def write_pending(self) -> bool:
         """Write what is pending to the database; True if nothing is left."""
@@ -218,14 +223,20 @@ class JournaledUsageSink:
         return not rest
 
     async def _writer(self) -> None:
+        """Write as soon as a batch arrives; after a failure, again every WRITE_SECONDS."""
         while True:
-            await asyncio.sleep(WRITE_SECONDS)
+            await self._wake.wait()
+            self._wake.clear()
             try:
-                await self.write_pending()
+                done = await self.write_pending()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("usage writer failed; retrying")
+                done = False
+            if not done:
+                await asyncio.sleep(WRITE_SECONDS)
+                self._wake.set()
 
     async def close(self) -> None:
         """Stop the writer, write what is pending (once), close the journal (kept on disk if
