@@ -147,7 +147,7 @@ class Series:
 
 
 def sign_in(url: str, email: str, password: str) -> httpx.Client:
-    client = httpx.Client(base_url=url, timeout=60)
+    client = httpx.Client(base_url=url, timeout=600)  # a 2,000-row import on a busy machine
     resp = client.post("/api/v1/auth/login", json={"email": email, "password": password})
     resp.raise_for_status()
     client.headers["X-CSRF-Token"] = resp.json()["csrf_token"]
