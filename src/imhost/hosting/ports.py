@@ -56,20 +56,18 @@ from imhost.config import SecuritySettings
 from imhost.db.engine import transaction
 from imhost.hosting import changes
 from imhost.hosting import service as hosting
+from imhost.hosting.dataplane.runner import DB_ATTEMPTS, DbRunner
+from imhost.hosting.dataplane.stores import DbBlockListStore, DbRosterStore, DbVCardStore
+from imhost.hosting.dataplane.usage import DbUsageSink
 from imhost.hosting.models import (
     HostedService,
     XmppAccount,
-    XmppBlockedJid,
     XmppOfflineMessage,
-    XmppPendingSubscription,
     XmppPrivateXml,
-    XmppRosterItem,
-    XmppVCard,
 )
 from imhost.kit.clock import Clock
 from imhost.kit.errors import DomainError
 from imhost.kit.scram import DEFAULT_ITERATIONS, ScramCredentials, ScramHash
-from imhost.metering.ingestion import EngineUsage, ingest_engine_batch
 from imhost.xmpp.ports import (
     AuthAdmission,
     AuthAttempt,
@@ -89,7 +87,6 @@ T = TypeVar("T")
 HOST_REFRESH_SECONDS = 10.0
 BATCH_SECONDS = 1.0
 GAUGE_TTL_SECONDS = 30.0
-DB_ATTEMPTS = 4
 BATCH_MAX = 10_000
 """Queued auth events kept for a retry when the database refuses a batch (then dropped)."""
 STORAGE_RECOUNT_SECONDS = 30.0
@@ -185,6 +182,11 @@ class DbBackend:
         self._accounts_polled_at: datetime | None = None
         self._generation = 0
         """Counts applied changes, so a host snapshot read meanwhile is not trusted."""
+        self.runner = DbRunner(factory)
+        self.roster = DbRosterStore(self.runner, self)
+        self.vcards = DbVCardStore(self.runner, self)
+        self.blocklist = DbBlockListStore(self.runner, self)
+        self.usage = DbUsageSink(self.runner, self, clock, self.usage_factory)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -195,26 +197,9 @@ class DbBackend:
         write: bool = False,
         factory: sessionmaker[Session] | None = None,
     ) -> T:
-        """Run ``work`` in one transaction on a worker thread (``write``: one that will write,
-        begun as such so that on SQLite it waits for another writer rather than failing).
-
-        A transaction the database refuses for concurrency (SQLite: a reader that cannot
-        become a writer because another connection wrote, "database is locked"; PostgreSQL:
-        a deadlock or serialization failure) is run again from the start, a few times.
-        """
-
-        def run() -> T:
-            for attempt in range(DB_ATTEMPTS):
-                try:
-                    with transaction(factory or self.factory, write=write) as session:
-                        return work(session)
-                except OperationalError:
-                    if attempt == DB_ATTEMPTS - 1:
-                        raise
-                    time.sleep(0.02 * (attempt + 1))
-            raise AssertionError("unreachable")
-
-        return await asyncio.to_thread(run)
+        """Run ``work`` in one transaction on a worker thread (:class:`DbRunner`: ``write``
+        begins it as a writer; one refused for concurrency is run again, a few times)."""
+        return await self.runner.run(work, write=write, factory=factory)
 
     async def _db_storage(self, work: Callable[[Session, _StorageLedger], T]) -> T:
         """:meth:`_db` for a write that changes stored bytes: ``work`` notes in the ledger
@@ -726,139 +711,56 @@ class DbBackend:
 
     # -- per-account storage ------------------------------------------------------------------
 
-    async def _account_id(self, domain: str, localpart: str) -> str | None:
+    async def account_id(self, domain: str, localpart: str) -> str | None:
+        """:class:`~imhost.hosting.dataplane.runner.AccountLookup` for the adapters (cached)."""
         entry = await self._account(domain, localpart)
         return entry.account_id if entry else None
 
-    # RosterStore
+    _account_id = account_id
+
+    def usage_owner(self, domain: str) -> tuple[str, str] | None:
+        """(organization id, service id) of a host, also of one removed while running."""
+        entry = self.hosts.get(domain) or self.removed.get(domain)
+        return None if entry is None else (entry.organization_id, entry.host.service_id)
+
+    # RosterStore, VCardStore, BlockListStore, UsageSink: adapters of their own
+    # (:mod:`imhost.hosting.dataplane`); these delegate, for callers holding the backend.
 
     async def get_roster(self, domain: str, localpart: str) -> tuple[str, list[RosterItem]]:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return "0", []
-
-        def read(session: Session) -> tuple[str, list[RosterItem]]:
-            version = session.scalar(
-                select(XmppAccount.roster_version).where(XmppAccount.id == account_id)
-            )
-            rows = session.scalars(
-                select(XmppRosterItem)
-                .where(XmppRosterItem.account_id == account_id)
-                .order_by(XmppRosterItem.jid)
-            )
-            items = [
-                RosterItem(
-                    jid=r.jid,
-                    name=r.name,
-                    subscription=r.subscription,
-                    ask=r.ask,
-                    approved=r.approved,
-                    groups=tuple(r.groups or ()),
-                )
-                for r in rows
-            ]
-            return str(version or 0), items
-
-        return await self._db(read)
-
-    @staticmethod
-    def _bump_roster(session: Session, account_id: str) -> str:
-        account = session.get(XmppAccount, account_id, with_for_update=True)
-        if account is None:
-            return "0"
-        account.roster_version = (account.roster_version or 0) + 1
-        return str(account.roster_version)
+        return await self.roster.get_roster(domain, localpart)
 
     async def set_item(self, domain: str, localpart: str, item: RosterItem) -> str:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return "0"
-
-        def write(session: Session) -> str:
-            version = self._bump_roster(session, account_id)
-            row = session.scalar(
-                select(XmppRosterItem).where(
-                    XmppRosterItem.account_id == account_id, XmppRosterItem.jid == item.jid
-                )
-            )
-            if row is None:
-                row = XmppRosterItem(account_id=account_id, jid=item.jid)
-                session.add(row)
-            row.name = item.name
-            row.subscription = item.subscription
-            row.ask = item.ask
-            row.approved = item.approved
-            row.groups = list(item.groups)
-            return version
-
-        return await self._db(write, write=True)
+        return await self.roster.set_item(domain, localpart, item)
 
     async def remove_item(self, domain: str, localpart: str, jid: str) -> str:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return "0"
-
-        def write(session: Session) -> str:
-            result = session.execute(
-                delete(XmppRosterItem).where(
-                    XmppRosterItem.account_id == account_id, XmppRosterItem.jid == jid
-                )
-            )
-            if getattr(result, "rowcount", 0):
-                return self._bump_roster(session, account_id)
-            version = session.scalar(
-                select(XmppAccount.roster_version).where(XmppAccount.id == account_id)
-            )
-            return str(version or 0)
-
-        return await self._db(write, write=True)
+        return await self.roster.remove_item(domain, localpart, jid)
 
     async def get_pending_in(self, domain: str, localpart: str) -> dict[str, str]:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return {}
-
-        def read(session: Session) -> dict[str, str]:
-            rows = session.scalars(
-                select(XmppPendingSubscription).where(
-                    XmppPendingSubscription.account_id == account_id
-                )
-            )
-            return {r.jid: r.stanza for r in rows}
-
-        return await self._db(read)
+        return await self.roster.get_pending_in(domain, localpart)
 
     async def set_pending_in(self, domain: str, localpart: str, jid: str, stanza: str) -> None:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return
-
-        def write(session: Session) -> None:
-            row = session.scalar(
-                select(XmppPendingSubscription).where(
-                    XmppPendingSubscription.account_id == account_id,
-                    XmppPendingSubscription.jid == jid,
-                )
-            )
-            if row is None:
-                session.add(XmppPendingSubscription(account_id=account_id, jid=jid, stanza=stanza))
-            else:
-                row.stanza = stanza
-
-        await self._db(write, write=True)
+        await self.roster.set_pending_in(domain, localpart, jid, stanza)
 
     async def remove_pending_in(self, domain: str, localpart: str, jid: str) -> None:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return
-        await self._db(
-            lambda s: s.execute(
-                delete(XmppPendingSubscription).where(
-                    XmppPendingSubscription.account_id == account_id,
-                    XmppPendingSubscription.jid == jid,
-                )
-            )
-        )
+        await self.roster.remove_pending_in(domain, localpart, jid)
+
+    async def get_vcard(self, domain: str, localpart: str) -> str | None:
+        return await self.vcards.get_vcard(domain, localpart)
+
+    async def set_vcard(self, domain: str, localpart: str, xml: str) -> None:
+        await self.vcards.set_vcard(domain, localpart, xml)
+
+    async def get_blocklist(self, domain: str, localpart: str) -> set[str]:
+        return await self.blocklist.get_blocklist(domain, localpart)
+
+    async def block(self, domain: str, localpart: str, jids: Sequence[str]) -> None:
+        await self.blocklist.block(domain, localpart, jids)
+
+    async def unblock(self, domain: str, localpart: str, jids: Sequence[str] | None) -> None:
+        await self.blocklist.unblock(domain, localpart, jids)
+
+    async def record(self, records: list[UsageRecord]) -> None:
+        await self.usage.record(records)
 
     # OfflineStore: one operation at a time per account, in the order they were asked for,
     # so a message stored just before its recipient comes online is never left behind by
@@ -1043,113 +945,6 @@ class DbBackend:
                 row.size = size
 
         await self._db_storage(write)
-
-    # VCardStore
-
-    async def get_vcard(self, domain: str, localpart: str) -> str | None:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return None
-        return await self._db(
-            lambda s: s.scalar(select(XmppVCard.xml).where(XmppVCard.account_id == account_id))
-        )
-
-    async def set_vcard(self, domain: str, localpart: str, xml: str) -> None:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return
-
-        def write(session: Session) -> None:
-            row = session.get(XmppVCard, account_id)
-            if row is None:
-                session.add(XmppVCard(account_id=account_id, xml=xml))
-            else:
-                row.xml = xml
-
-        await self._db(write, write=True)
-
-    # BlockListStore
-
-    async def get_blocklist(self, domain: str, localpart: str) -> set[str]:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return set()
-        return await self._db(
-            lambda s: set(
-                s.scalars(select(XmppBlockedJid.jid).where(XmppBlockedJid.account_id == account_id))
-            )
-        )
-
-    async def block(self, domain: str, localpart: str, jids: Sequence[str]) -> None:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None or not jids:
-            return
-
-        def write(session: Session) -> None:
-            have = set(
-                session.scalars(
-                    select(XmppBlockedJid.jid).where(XmppBlockedJid.account_id == account_id)
-                )
-            )
-            for jid in dict.fromkeys(jids):
-                if jid not in have:
-                    session.add(XmppBlockedJid(account_id=account_id, jid=jid))
-
-        await self._db(write, write=True)
-
-    async def unblock(self, domain: str, localpart: str, jids: Sequence[str] | None) -> None:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return
-        stmt = delete(XmppBlockedJid).where(XmppBlockedJid.account_id == account_id)
-        if jids is not None:
-            if not jids:
-                return
-            stmt = stmt.where(XmppBlockedJid.jid.in_(list(jids)))
-        await self._db(lambda s: s.execute(stmt))
-
-    # -- UsageSink --------------------------------------------------------------------------
-
-    async def record(self, records: list[UsageRecord]) -> None:
-        """Write a batch to metering in one transaction (idempotency keys unchanged).
-
-        Records of a host that is unknown (never hosted here) are dropped with a warning:
-        retrying them could never succeed. A database error raises, so the engine keeps the
-        batch and retries it at the next flush; duplicates collapse on their keys.
-        """
-        rows: list[EngineUsage] = []
-        unknown: set[str] = set()
-        for rec in records:
-            entry = self.hosts.get(rec.host) or self.removed.get(rec.host)
-            if entry is None:
-                unknown.add(rec.host)
-                continue
-            rows.append(
-                EngineUsage(
-                    organization_id=entry.organization_id,
-                    service_id=entry.host.service_id,
-                    metric=rec.metric,
-                    bucket_start=rec.bucket_start,
-                    quantity=rec.quantity,
-                    idempotency_key=rec.idempotency_key,
-                    subject=rec.subject,
-                )
-            )
-        if unknown:
-            log.warning("usage of unknown hosts dropped: %s", ", ".join(sorted(unknown)))
-        if not rows:
-            return
-        result = await self._db(
-            lambda s: ingest_engine_batch(s, rows, clock=self.clock),
-            write=True,
-            factory=self.usage_factory,
-        )
-        if result.rejected:
-            log.warning(
-                "metering refused %d usage records, e.g. %s",
-                len(result.rejected),
-                result.rejected[0].reason,
-            )
 
 
 class DbPrivateStore(PrivateStoreView):

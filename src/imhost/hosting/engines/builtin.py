@@ -204,7 +204,7 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
         usage_factory=usage_factory,
     )
     usage_sink = JournaledUsageSink(
-        backend, UsageJournal(runtime.settings.data_dir, settings.node_id)
+        backend.usage, UsageJournal(runtime.settings.data_dir, settings.node_id)
     )
     try:
         await backend.start()
@@ -226,11 +226,11 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
         backend=backend,
         directory=backend,
         auth=backend,
-        roster=backend,
+        roster=backend.roster,
         offline=backend,
         private=DbPrivateStore(backend),
-        vcard=backend,
-        blocklist=backend,
+        vcard=backend.vcards,
+        blocklist=backend.blocklist,
         usage_sink=usage_sink,
         usage_engine=usage_engine,
         clock=runtime.clock,
