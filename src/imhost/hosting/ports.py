@@ -1,7 +1,11 @@
 """The data plane's ports (:mod:`imhost.xmpp.ports`) backed by the database.
 
-:class:`DbBackend` implements every port except ``PrivateStore`` (whose ``bytes_used`` name
-clashes with the offline store's; :class:`DbPrivateStore` adapts it). The database is used
+:class:`DbBackend` holds the host directory, authentication and the stores under the storage
+limit (offline messages; private XML through :class:`DbPrivateStore`, whose ``bytes_used``
+name clashes with the offline store's). The roster, vCard, block-list and usage ports are
+adapters of their own in :mod:`imhost.hosting.dataplane` (queries in
+:mod:`imhost.hosting.repository`), sharing its :class:`DbRunner` and account cache;
+``DbBackend`` delegates to them so it still answers every port. The database is used
 through the synchronous session factory, always inside ``asyncio.to_thread``, and the hot
 path never waits on it:
 
