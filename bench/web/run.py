@@ -65,6 +65,7 @@ class Server:
     data_dir: Path
     database_url: str
     log: Path
+    env: dict[str, str]
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -121,7 +122,7 @@ def start_server(tmp: Path, postgres: str | None) -> Server:
     else:
         proc.kill()
         raise RuntimeError("imhost serve did not become ready in 120 s")
-    return Server(proc, url, c2s, data_dir, database_url, log)
+    return Server(proc, url, c2s, data_dir, database_url, log, env)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -154,19 +155,35 @@ def sign_in(url: str, email: str, password: str) -> httpx.Client:
     return client
 
 
-def sign_up_other_tenant(url: str) -> tuple[httpx.Client, str]:
-    """A second customer, signed up before the load starts."""
-    client = httpx.Client(base_url=url, timeout=60)
-    resp = client.post(
-        "/api/v1/signup",
-        json={
-            "email": "owner@other-tenant.example.com",
-            "password": PASSWORD,
-            "organization_name": "Other Tenant",
-        },
+SEED_OTHER_TENANT = """
+import sys
+from imhost.accounts import service as accounts
+from imhost.config import load_settings
+from imhost.kit.clock import SystemClock
+from imhost.runtime import build_runtime
+
+data_dir, email, password = sys.argv[1:4]
+runtime = build_runtime(load_settings(data_dir=data_dir), clock=SystemClock())
+with runtime.session_factory() as session:
+    user = accounts.create_user(
+        session, runtime.clock, email=email, name="Other Owner", email_verified=True
     )
-    resp.raise_for_status()
-    client.headers["X-CSRF-Token"] = resp.json()["csrf_token"]
+    runtime.auth.set_password_directly(session, user, password)
+    accounts.create_organization(session, runtime.clock, name="Other Tenant", owner=user)
+    session.commit()
+"""
+
+
+def other_tenant_client(server: Server) -> tuple[httpx.Client, str]:
+    """A second customer (created with imhost's own services while the server runs), signed
+    in before the load starts."""
+    email = "owner@other-tenant.example.com"
+    subprocess.run(
+        [sys.executable, "-c", SEED_OTHER_TENANT, str(server.data_dir), email, PASSWORD],
+        check=True,
+        env=server.env,
+    )
+    client = sign_in(server.url, email, PASSWORD)
     org_id = client.get("/api/v1/me").json()["organizations"][0]["id"]
     return client, org_id
 
@@ -314,7 +331,7 @@ def main() -> None:
             )
             metering.start()
             xmpp_ready.wait(60)  # alice and bob are online before the load starts
-            other, other_org = sign_up_other_tenant(server.url)
+            other, other_org = other_tenant_client(server)
             threads = [
                 metering,
                 threading.Thread(target=slow_clients, args=(server, slow, stop)),
