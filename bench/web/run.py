@@ -178,11 +178,18 @@ def other_tenant_client(server: Server) -> tuple[httpx.Client, str]:
     """A second customer (created with imhost's own services while the server runs), signed
     in before the load starts."""
     email = "owner@other-tenant.example.com"
-    subprocess.run(
-        [sys.executable, "-c", SEED_OTHER_TENANT, str(server.data_dir), email, PASSWORD],
-        check=True,
-        env=server.env,
-    )
+    for attempt in range(5):  # a server that holds the write lock refuses it now and then
+        seeded = subprocess.run(
+            [sys.executable, "-c", SEED_OTHER_TENANT, str(server.data_dir), email, PASSWORD],
+            check=False,
+            env=server.env,
+            capture_output=True,
+        )
+        if seeded.returncode == 0:
+            break
+        if attempt == 4:
+            raise RuntimeError(f"could not create the other customer:\n{seeded.stderr[-2000:]!r}")
+        time.sleep(2)
     client = sign_in(server.url, email, PASSWORD)
     org_id = client.get("/api/v1/me").json()["organizations"][0]["id"]
     return client, org_id
