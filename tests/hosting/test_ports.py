@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from imhost.accounts.models import AuditEvent
 from imhost.catalog.models import PlanLimits
 from imhost.config import SecuritySettings
-from imhost.hosting import ports as hosting_ports
 from imhost.hosting import service as hosting
+from imhost.hosting.dataplane import storage as dataplane_storage
 from imhost.hosting.models import HostedService, XmppAccount, XmppOfflineMessage, XmppPrivateXml
 from imhost.hosting.ports import DbBackend, DbPrivateStore
 from imhost.kit.clock import FrozenClock
@@ -598,7 +598,7 @@ async def test_the_counter_is_counted_from_the_database_and_again_when_old(
     written_elsewhere(200)  # unseen until the counter is recounted (bounded staleness)
     assert await backend.push("a.example", "bob", xml_of(100), now, 10, 1000)
     assert backend.stored_bytes("a.example") == 800
-    monkeypatch.setattr(hosting_ports, "STORAGE_RECOUNT_SECONDS", 0.0)
+    monkeypatch.setattr(dataplane_storage, "STORAGE_RECOUNT_SECONDS", 0.0)
     with pytest.raises(StorageFull):
         await backend.push("a.example", "bob", xml_of(1), now, 10, 1000)
     assert backend.stored_bytes("a.example") == 1000 == stored_in_database(setup, setup.a.id)
