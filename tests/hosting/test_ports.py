@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from imhost.accounts.models import AuditEvent
 from imhost.catalog.models import PlanLimits
 from imhost.config import SecuritySettings
-from imhost.hosting import ports as hosting_ports
 from imhost.hosting import service as hosting
+from imhost.hosting.dataplane import storage as dataplane_storage
 from imhost.hosting.models import HostedService, XmppAccount, XmppOfflineMessage, XmppPrivateXml
 from imhost.hosting.ports import DbBackend, DbPrivateStore
 from imhost.kit.clock import FrozenClock
@@ -598,7 +598,7 @@ async def test_the_counter_is_counted_from_the_database_and_again_when_old(
     written_elsewhere(200)  # unseen until the counter is recounted (bounded staleness)
     assert await backend.push("a.example", "bob", xml_of(100), now, 10, 1000)
     assert backend.stored_bytes("a.example") == 800
-    monkeypatch.setattr(hosting_ports, "STORAGE_RECOUNT_SECONDS", 0.0)
+    monkeypatch.setattr(dataplane_storage, "STORAGE_RECOUNT_SECONDS", 0.0)
     with pytest.raises(StorageFull):
         await backend.push("a.example", "bob", xml_of(1), now, 10, 1000)
     assert backend.stored_bytes("a.example") == 1000 == stored_in_database(setup, setup.a.id)
@@ -636,3 +636,36 @@ async def test_the_plans_storage_reaches_the_engine_at_once_in_decimal_megabytes
         session.commit()
     host = await setup.backend.get_host("a.example")
     assert host is not None and host.limits.max_storage_bytes is None
+
+
+async def test_login_batches_are_written_while_other_connections_write(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 9: under load the batch of logins (a read, then writes) failed with "database
+    is locked" on SQLite whenever another connection committed between its read and its
+    first write, four times over, and was logged as an error."""
+    import threading
+
+    from imhost.accounts.throttle import LoginThrottleService
+
+    stop = threading.Event()
+
+    def other_writer() -> None:
+        while not stop.is_set():
+            with setup.factory() as session:
+                throttle = LoginThrottleService(session, setup.clock, SecuritySettings())
+                throttle.fail("address:198.51.100.1")
+                session.commit()
+
+    writer = threading.Thread(target=other_writer)
+    writer.start()
+    try:
+        for _ in range(30):
+            await setup.backend.report_auth(AuthAttempt("a.example", "alice", "", True, "PLAIN"))
+            await setup.backend.report_client_version("a.example", "alice", "Dino 0.4")
+            await setup.backend.flush_batches()
+    finally:
+        stop.set()
+        writer.join()
+    failures = [r for r in caplog.records if "auth events failed" in r.getMessage()]
+    assert not failures, failures[0].exc_text

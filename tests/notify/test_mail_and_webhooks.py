@@ -216,3 +216,63 @@ def test_webhook_urls_must_be_public_unless_allowed(
                 WebhookService(allow_private=False).create_endpoint(
                     s, clock, organization_id="o", url=url
                 )
+
+
+def _another_write(factory: sessionmaker[Session], clock: FrozenClock) -> None:
+    """What the rest of the platform does meanwhile: another connection commits a write."""
+    from datetime import timedelta
+
+    from imhost.worker.models import JobLease
+
+    with factory() as s:
+        s.add(JobLease(name=f"elsewhere-{clock.now().timestamp()}", next_run_at=clock.now()))
+        s.commit()
+    clock.advance(timedelta(seconds=1))
+
+
+def test_a_webhook_is_recorded_even_when_others_wrote_during_its_request(
+    session_factory: sessionmaker[Session],
+    clock: FrozenClock,
+    receiver: tuple[str, type[_Receiver]],
+) -> None:
+    """Issue 9: the delivery read its row, posted (up to 10 s) inside that transaction, then
+    wrote; on SQLite any commit by another connection meanwhile made the write fail with
+    "database is locked" (the worker's log, every few seconds under load)."""
+    url, handler = receiver
+    service = WebhookService(allow_private=True)
+    with session_factory() as s:
+        service.create_endpoint(
+            s, clock, organization_id="org1", url=url, event_types=["invoice.finalized"]
+        )
+        service.enqueue(s, "org1", "invoice.finalized", {"n": 1}, clock=clock)
+        s.commit()
+
+    def do_post(self: _Receiver) -> None:
+        _another_write(session_factory, clock)
+        _Receiver.do_POST(self)
+
+    handler.do_POST = do_post  # type: ignore[method-assign]
+    assert service.deliver_pending(session_factory, clock) == 1
+    assert len(handler.received) == 1
+
+
+def test_an_email_is_recorded_even_when_others_wrote_while_it_was_sent(
+    session_factory: sessionmaker[Session], clock: FrozenClock, tmp_path: Path
+) -> None:
+    """The same for e-mail: written to the outbox (or sent over SMTP) with no transaction
+    open, then recorded in a short write."""
+    mail_id = _queue(session_factory, clock)
+    delivery = MailDelivery(
+        smtp_url=None, outbox_dir=tmp_path / "outbox", mail_from="x@example.com", clock=clock
+    )
+    write_outbox = delivery._write_outbox
+
+    def slow_outbox(mail: OutboundEmail, msg: Any) -> str:
+        _another_write(session_factory, clock)
+        return write_outbox(mail, msg)
+
+    delivery._write_outbox = slow_outbox  # type: ignore[method-assign]
+    assert delivery.deliver_pending(session_factory) == 1
+    with session_factory() as s:
+        stored = s.get(OutboundEmail, mail_id)
+        assert stored is not None and stored.status == "sent"

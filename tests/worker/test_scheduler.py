@@ -118,3 +118,42 @@ def test_the_throttle_purge_job_forgets_old_failures_and_keeps_live_locks(
         throttle = LoginThrottleService(s, clock, settings.security)
         assert throttle.state("account:old").failures == 0
         assert throttle.state("account:locked").failures == 5
+
+
+def test_claims_and_finishes_never_fail_while_others_write(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """Issue 9: under load the worker logged "database is locked" every few seconds. A claim
+    reads its lease, then writes it; begun as a plain read on SQLite it failed whenever
+    another connection committed in between. Other nodes commit all the time here."""
+    jobs = [Job(f"job-{n}", timedelta(0), lambda: None) for n in range(4)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def other_writer(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                with session_factory() as session:
+                    session.add(JobLease(name=f"other-{i}-{n}", next_run_at=clock.now()))
+                    session.commit()
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    writers = [threading.Thread(target=other_writer, args=(i,)) for i in range(2)]
+    for t in writers:
+        t.start()
+    try:
+        for _ in range(60):
+            try:
+                run_due(session_factory, clock, jobs)
+            except BaseException as exc:
+                errors.append(exc)
+                break
+    finally:
+        stop.set()
+        for t in writers:
+            t.join()
+    assert not errors, errors[0]

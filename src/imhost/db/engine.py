@@ -75,14 +75,34 @@ def write_intent(session: Session) -> None:
     session.connection(execution_options={_WRITE_INTENT: True})
 
 
+def writer_session(factory: sessionmaker[Session]) -> Session:
+    """A session whose every transaction begins as a writer, at its first statement.
+
+    Unlike :func:`write_intent`, nothing happens when the session is made: the write lock
+    (SQLite ``BEGIN IMMEDIATE``) is taken by the first query, so the caller can read its
+    input first and hold the lock only for the work itself. After ``commit()`` the lock is
+    released, and the next statement takes it again in a new transaction; commit before
+    anything slow (sleeping, network or file I/O, key derivation). Plain on PostgreSQL.
+    """
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, Engine) or bind.dialect.name != "sqlite":
+        return factory()
+    return factory(bind=bind.execution_options(**{_WRITE_INTENT: True}))
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False, autoflush=True)
 
 
 @contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on error. Services never commit."""
-    with factory() as session:
+def transaction(factory: sessionmaker[Session], *, write: bool = False) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on error. Services never commit.
+
+    ``write``: the unit reads and then writes; on SQLite it begins as a writer at its first
+    statement (:func:`writer_session`) so it waits for another writer instead of failing
+    with "database is locked" when its read snapshot went stale. Keep such units short.
+    """
+    with writer_session(factory) if write else factory() as session:
         try:
             yield session
             session.commit()

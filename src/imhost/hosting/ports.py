@@ -1,9 +1,13 @@
 """The data plane's ports (:mod:`imhost.xmpp.ports`) backed by the database.
 
-:class:`DbBackend` implements every port except ``PrivateStore`` (whose ``bytes_used`` name
-clashes with the offline store's; :class:`DbPrivateStore` adapts it). The database is used
-through the synchronous session factory, always inside ``asyncio.to_thread``, and the hot
-path never waits on it:
+:class:`DbBackend` is the host directory and account authentication, and composes one
+adapter per other port in :mod:`imhost.hosting.dataplane` (roster, vCard, block list and
+usage; offline messages and private XML in one, as both count against the storage limit),
+queries in :mod:`imhost.hosting.repository`, all sharing its ``DbRunner`` and account cache.
+``DbBackend`` delegates to them so it still answers every port (private XML through
+:class:`DbPrivateStore`, whose ``bytes_used`` name clashes with the offline store's). The
+database is used through the synchronous session factory, always inside
+``asyncio.to_thread``, and the hot path never waits on it:
 
 - hosts live in memory (loaded at start, then changed by committed service changes through
   :mod:`imhost.hosting.changes`, and re-read every ``host_refresh_seconds`` to pick up
@@ -12,14 +16,8 @@ path never waits on it:
   for ``negative_ttl``) and dropped at once when an account changes;
 - routing to an online user touches no store; the auth-failure audit trail and
   ``last_login_at`` are written in batches by a background task, once a second;
-- the storage limit (``HostLimits.max_storage_bytes``) is checked against a byte counter per
-  service (:class:`_StoredBytes`), not a SUM per write: counted from the database on the first
-  limited write, moved by every write and deletion this process makes, counted again when
-  older than ``STORAGE_RECOUNT_SECONDS``, and at the next limited write after an account is
-  deleted, disabled or reset in this process (its data may have gone with it).
-  Exact for one process; with several nodes, each misses the others' writes and deletions
-  for at most that long (a host may go over by what the other nodes store meanwhile, or be
-  refused for up to 30 s after another node freed space).
+- the storage limit is checked against a byte counter per service, not a SUM per write
+  (:mod:`imhost.hosting.dataplane.storage`); a changed account makes it count again.
 
 Brute-force protection is the accounts package's :class:`LoginThrottleService` under the
 keys ``xmpp:<bare jid>`` and ``address:<ip>``, so an XMPP account and a client address are
@@ -33,14 +31,12 @@ import contextlib
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.accounts import audit
@@ -53,23 +49,20 @@ from imhost.accounts.throttle import (
     xmpp_key,
 )
 from imhost.config import SecuritySettings
-from imhost.db.engine import transaction, write_intent
 from imhost.hosting import changes
 from imhost.hosting import service as hosting
+from imhost.hosting.dataplane.runner import DB_ATTEMPTS as DB_ATTEMPTS
+from imhost.hosting.dataplane.runner import DbRunner
+from imhost.hosting.dataplane.storage import DbStorage
+from imhost.hosting.dataplane.stores import DbBlockListStore, DbRosterStore, DbVCardStore
+from imhost.hosting.dataplane.usage import DbUsageSink
 from imhost.hosting.models import (
     HostedService,
     XmppAccount,
-    XmppBlockedJid,
-    XmppOfflineMessage,
-    XmppPendingSubscription,
-    XmppPrivateXml,
-    XmppRosterItem,
-    XmppVCard,
 )
 from imhost.kit.clock import Clock
 from imhost.kit.errors import DomainError
 from imhost.kit.scram import DEFAULT_ITERATIONS, ScramCredentials, ScramHash
-from imhost.metering.ingestion import EngineUsage, ingest_engine_batch
 from imhost.xmpp.ports import (
     AuthAdmission,
     AuthAttempt,
@@ -77,7 +70,6 @@ from imhost.xmpp.ports import (
     OfflineMessage,
     PrivateStoreView,
     RosterItem,
-    StorageFull,
     UsageRecord,
     VirtualHost,
 )
@@ -88,12 +80,8 @@ T = TypeVar("T")
 
 HOST_REFRESH_SECONDS = 10.0
 BATCH_SECONDS = 1.0
-GAUGE_TTL_SECONDS = 30.0
-DB_ATTEMPTS = 4
 BATCH_MAX = 10_000
 """Queued auth events kept for a retry when the database refuses a batch (then dropped)."""
-STORAGE_RECOUNT_SECONDS = 30.0
-"""A service's stored-bytes counter is counted again from the database after this long."""
 ACCOUNT_POLL_OVERLAP = timedelta(seconds=2)
 """Accounts changed this long before the last refresh are looked at again (commits in flight)."""
 
@@ -111,29 +99,6 @@ class _HostEntry:
     organization_id: str
 
 
-@dataclass(slots=True)
-class _StoredBytes:
-    """Offline and private bytes of one service, as this process knows them.
-
-    ``total`` is what the database held when counted, plus this process's writes since
-    (reserved before their commit, so two writes in flight cannot both take the last bytes),
-    minus its deletions (after their commit, so a failed deletion frees nothing).
-    """
-
-    total: int
-    counted_at: float
-    """``time.monotonic()`` of the count; older than STORAGE_RECOUNT_SECONDS: count again."""
-
-
-@dataclass(slots=True)
-class _StorageLedger:
-    """What one transaction does to the counters: growth reserved before the commit (given
-    back if it rolls back), bytes freed applied after it."""
-
-    reserved: list[tuple[str, int, _StoredBytes | None]] = field(default_factory=list)
-    freed: list[tuple[str, int]] = field(default_factory=list)
-
-
 class DbBackend:
     """Every port but ``PrivateStore`` on the database; see the module docstring."""
 
@@ -147,8 +112,11 @@ class DbBackend:
         negative_ttl: float = 5.0,
         host_refresh_seconds: float = HOST_REFRESH_SECONDS,
         iterations: int = DEFAULT_ITERATIONS,
+        usage_factory: sessionmaker[Session] | None = None,
     ) -> None:
         self.factory = factory
+        self.usage_factory = usage_factory or factory
+        """Sessions for usage writes: their own connection (``engines/builtin.py``)."""
         self.clock = clock
         self.security = security
         self.credential_ttl = credential_ttl
@@ -166,156 +134,32 @@ class DbBackend:
         self._failed_logins: list[AuthAttempt] = []
         self._logins: list[tuple[str, str, datetime]] = []
         self._client_versions: dict[tuple[str, str], str] = {}
-        self._gauges: tuple[float, dict[str, int], dict[str, int]] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._offline_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
-        self._stored: dict[str, _StoredBytes] = {}
-        """Service id -> stored bytes (see the module docstring); guarded by _stored_lock."""
-        self._in_flight: dict[str, int] = {}
-        """Service id -> bytes reserved by transactions not yet committed (for a recount)."""
-        self._stored_lock = threading.Lock()
         self._hub = changes.install_hub(factory)
         self._hub.subscribe(self._on_committed)
         self._closed = False
         self._accounts_polled_at: datetime | None = None
         self._generation = 0
         """Counts applied changes, so a host snapshot read meanwhile is not trusted."""
+        self.runner = DbRunner(factory)
+        self.roster = DbRosterStore(self.runner, self)
+        self.vcards = DbVCardStore(self.runner, self)
+        self.blocklist = DbBlockListStore(self.runner, self)
+        self.usage = DbUsageSink(self.runner, self, clock, self.usage_factory)
+        self.storage = DbStorage(self.runner, self, self)
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _db(self, work: Callable[[Session], T], *, write: bool = False) -> T:
-        """Run ``work`` in one transaction on a worker thread (``write``: one that will write,
-        begun as such so that on SQLite it waits for another writer rather than failing).
-
-        A transaction the database refuses for concurrency (SQLite: a reader that cannot
-        become a writer because another connection wrote, "database is locked"; PostgreSQL:
-        a deadlock or serialization failure) is run again from the start, a few times.
-        """
-
-        def run() -> T:
-            for attempt in range(DB_ATTEMPTS):
-                try:
-                    with transaction(self.factory) as session:
-                        if write:
-                            write_intent(session)
-                        return work(session)
-                except OperationalError:
-                    if attempt == DB_ATTEMPTS - 1:
-                        raise
-                    time.sleep(0.02 * (attempt + 1))
-            raise AssertionError("unreachable")
-
-        return await asyncio.to_thread(run)
-
-    async def _db_storage(self, work: Callable[[Session, _StorageLedger], T]) -> T:
-        """:meth:`_db` for a write that changes stored bytes: ``work`` notes in the ledger
-        what it reserves (:meth:`_reserve_storage`) and frees; both are settled once the
-        transaction has committed or rolled back."""
-
-        def run() -> T:
-            for attempt in range(DB_ATTEMPTS):
-                ledger = _StorageLedger()
-                try:
-                    with transaction(self.factory) as session:
-                        result = work(session, ledger)
-                except BaseException as exc:
-                    self._settle_storage(ledger, committed=False)
-                    if isinstance(exc, OperationalError) and attempt < DB_ATTEMPTS - 1:
-                        time.sleep(0.02 * (attempt + 1))
-                        continue
-                    raise
-                self._settle_storage(ledger, committed=True)
-                return result
-            raise AssertionError("unreachable")
-
-        return await asyncio.to_thread(run)
-
-    # -- stored bytes per service (the storage limit) ---------------------------------------
-
-    def _stored_counter(self, session: Session, service_id: str) -> _StoredBytes:
-        """The service's counter, counted from the database if missing or too old."""
-        with self._stored_lock:
-            counter = self._stored.get(service_id)
-            if counter is not None and time.monotonic() - counter.counted_at < (
-                STORAGE_RECOUNT_SECONDS
-            ):
-                return counter
-        stored = hosting.stored_bytes(session, service_id)
-        with self._stored_lock:
-            # Another write may have counted (and reserved on its counter) meanwhile: use
-            # that counter, or both writes would reserve on counters of their own.
-            counter = self._stored.get(service_id)
-            if counter is not None and time.monotonic() - counter.counted_at < (
-                STORAGE_RECOUNT_SECONDS
-            ):
-                return counter
-            # Writes reserved but not committed are not in the sums yet: add them.
-            counted = stored + self._in_flight.get(service_id, 0)
-            counter = self._stored[service_id] = _StoredBytes(counted, time.monotonic())
-            return counter
-
-    def _reserve_storage(
+    async def _db(
         self,
-        session: Session,
-        ledger: _StorageLedger,
-        domain: str,
-        service_id: str,
-        growth: int,
-        max_host_bytes: int | None,
-    ) -> None:
-        """Take ``growth`` bytes for this transaction, or raise :class:`StorageFull`.
-
-        Called before the rows are added or changed (a count must not see them). Shrinking
-        (negative growth) is never refused and frees its bytes only after the commit.
-        """
-        if growth < 0:
-            ledger.freed.append((service_id, -growth))
-            return
-        if growth == 0:
-            return
-        counter = self._stored_counter(session, service_id) if max_host_bytes is not None else None
-        with self._stored_lock:
-            if counter is None:
-                counter = self._stored.get(service_id)  # unlimited: keep a counter right
-            if counter is not None:
-                if max_host_bytes is not None and counter.total + growth > max_host_bytes:
-                    raise StorageFull(domain, max_host_bytes)
-                counter.total += growth
-            self._in_flight[service_id] = self._in_flight.get(service_id, 0) + growth
-        ledger.reserved.append((service_id, growth, counter))
-
-    def _settle_storage(self, ledger: _StorageLedger, *, committed: bool) -> None:
-        with self._stored_lock:
-            for service_id, growth, counter in ledger.reserved:
-                left = self._in_flight.get(service_id, 0) - growth
-                if left:
-                    self._in_flight[service_id] = left
-                else:
-                    self._in_flight.pop(service_id, None)
-                if not committed and counter is not None:
-                    counter.total -= growth
-            if committed:
-                for service_id, freed in ledger.freed:
-                    current = self._stored.get(service_id)
-                    if current is not None:
-                        current.total = max(0, current.total - freed)
-
-    def _forget_stored(self, service_id: str) -> None:
-        """Count this service again at its next limited write (its data changed elsewhere)."""
-        with self._stored_lock:
-            self._stored.pop(service_id, None)
-
-    def stored_bytes(self, domain: str) -> int | None:
-        """Offline and private bytes of a host as this process counts them (None: not counted
-        yet, i.e. no write under a storage limit since the last recount)."""
-        entry = self.hosts.get(domain)
-        if entry is None:
-            return None
-        with self._stored_lock:
-            counter = self._stored.get(entry.host.service_id)
-            return counter.total if counter is not None else None
+        work: Callable[[Session], T],
+        *,
+        write: bool = False,
+        factory: sessionmaker[Session] | None = None,
+    ) -> T:
+        """Run ``work`` in one transaction on a worker thread (:class:`DbRunner`: ``write``
+        begins it as a writer; one refused for concurrency is run again, a few times)."""
+        return await self.runner.run(work, write=write, factory=factory)
 
     def _bind_loop(self) -> None:
         if self._loop is None:
@@ -389,7 +233,7 @@ class DbBackend:
                 entry = self.hosts.pop(change.domain, None)
                 if entry is not None:
                     self.removed[change.domain] = entry
-                    self._forget_stored(entry.host.service_id)
+                    self.storage.forget(entry.host.service_id)
                 for key in [k for k in self._accounts if k[0] == change.domain]:
                     del self._accounts[key]
                 if notify:
@@ -399,7 +243,7 @@ class DbBackend:
                 account_host = self.hosts.get(change.domain)
                 if account_host is not None and change.close_reason is not None:
                     # Deleted? Its stored data went with it: count the service again.
-                    self._forget_stored(account_host.host.service_id)
+                    self.storage.forget(account_host.host.service_id)
                 if notify and change.close_reason is not None:
                     self._notify_account(change.domain, change.localpart, change.close_reason)
 
@@ -637,7 +481,7 @@ class DbBackend:
                     account.client_version = version[:300]
 
         try:
-            await self._db(write)
+            await self._db(write, write=True)
         except Exception:
             # Keep them for the next flush (bounded): a busy database must not lose them.
             log.exception("writing %d auth events failed", len(failed) + len(logins))
@@ -679,7 +523,7 @@ class DbBackend:
                 session, self.clock, service, account, password, iterations=self.iterations
             )
 
-        await self._db(change)
+        await self._db(change, write=True)
         self._accounts.pop((domain, localpart), None)
 
     async def register_account(self, domain: str, localpart: str, password: str) -> None:
@@ -708,7 +552,7 @@ class DbBackend:
             except DomainError as exc:
                 raise self._refuse(exc) from None
 
-        await self._db(register)
+        await self._db(register, write=True)
         self._accounts.pop((domain, localpart), None)
 
     async def count_accounts(self, domain: str) -> int:
@@ -719,150 +563,64 @@ class DbBackend:
 
     # -- per-account storage ------------------------------------------------------------------
 
-    async def _account_id(self, domain: str, localpart: str) -> str | None:
+    async def account_id(self, domain: str, localpart: str) -> str | None:
+        """:class:`~imhost.hosting.dataplane.runner.AccountLookup` for the adapters (cached)."""
         entry = await self._account(domain, localpart)
         return entry.account_id if entry else None
 
-    # RosterStore
+    _account_id = account_id
+
+    def service_id_of(self, domain: str) -> str | None:
+        """The service id of a hosted domain (for the storage adapter)."""
+        entry = self.hosts.get(domain)
+        return None if entry is None else entry.host.service_id
+
+    def usage_owner(self, domain: str) -> tuple[str, str] | None:
+        """(organization id, service id) of a host, also of one removed while running."""
+        entry = self.hosts.get(domain) or self.removed.get(domain)
+        return None if entry is None else (entry.organization_id, entry.host.service_id)
+
+    # RosterStore, VCardStore, BlockListStore, UsageSink: adapters of their own
+    # (:mod:`imhost.hosting.dataplane`); these delegate, for callers holding the backend.
 
     async def get_roster(self, domain: str, localpart: str) -> tuple[str, list[RosterItem]]:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return "0", []
-
-        def read(session: Session) -> tuple[str, list[RosterItem]]:
-            version = session.scalar(
-                select(XmppAccount.roster_version).where(XmppAccount.id == account_id)
-            )
-            rows = session.scalars(
-                select(XmppRosterItem)
-                .where(XmppRosterItem.account_id == account_id)
-                .order_by(XmppRosterItem.jid)
-            )
-            items = [
-                RosterItem(
-                    jid=r.jid,
-                    name=r.name,
-                    subscription=r.subscription,
-                    ask=r.ask,
-                    approved=r.approved,
-                    groups=tuple(r.groups or ()),
-                )
-                for r in rows
-            ]
-            return str(version or 0), items
-
-        return await self._db(read)
-
-    @staticmethod
-    def _bump_roster(session: Session, account_id: str) -> str:
-        account = session.get(XmppAccount, account_id, with_for_update=True)
-        if account is None:
-            return "0"
-        account.roster_version = (account.roster_version or 0) + 1
-        return str(account.roster_version)
+        return await self.roster.get_roster(domain, localpart)
 
     async def set_item(self, domain: str, localpart: str, item: RosterItem) -> str:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return "0"
-
-        def write(session: Session) -> str:
-            version = self._bump_roster(session, account_id)
-            row = session.scalar(
-                select(XmppRosterItem).where(
-                    XmppRosterItem.account_id == account_id, XmppRosterItem.jid == item.jid
-                )
-            )
-            if row is None:
-                row = XmppRosterItem(account_id=account_id, jid=item.jid)
-                session.add(row)
-            row.name = item.name
-            row.subscription = item.subscription
-            row.ask = item.ask
-            row.approved = item.approved
-            row.groups = list(item.groups)
-            return version
-
-        return await self._db(write)
+        return await self.roster.set_item(domain, localpart, item)
 
     async def remove_item(self, domain: str, localpart: str, jid: str) -> str:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return "0"
-
-        def write(session: Session) -> str:
-            result = session.execute(
-                delete(XmppRosterItem).where(
-                    XmppRosterItem.account_id == account_id, XmppRosterItem.jid == jid
-                )
-            )
-            if getattr(result, "rowcount", 0):
-                return self._bump_roster(session, account_id)
-            version = session.scalar(
-                select(XmppAccount.roster_version).where(XmppAccount.id == account_id)
-            )
-            return str(version or 0)
-
-        return await self._db(write)
+        return await self.roster.remove_item(domain, localpart, jid)
 
     async def get_pending_in(self, domain: str, localpart: str) -> dict[str, str]:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return {}
-
-        def read(session: Session) -> dict[str, str]:
-            rows = session.scalars(
-                select(XmppPendingSubscription).where(
-                    XmppPendingSubscription.account_id == account_id
-                )
-            )
-            return {r.jid: r.stanza for r in rows}
-
-        return await self._db(read)
+        return await self.roster.get_pending_in(domain, localpart)
 
     async def set_pending_in(self, domain: str, localpart: str, jid: str, stanza: str) -> None:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return
-
-        def write(session: Session) -> None:
-            row = session.scalar(
-                select(XmppPendingSubscription).where(
-                    XmppPendingSubscription.account_id == account_id,
-                    XmppPendingSubscription.jid == jid,
-                )
-            )
-            if row is None:
-                session.add(XmppPendingSubscription(account_id=account_id, jid=jid, stanza=stanza))
-            else:
-                row.stanza = stanza
-
-        await self._db(write)
+        await self.roster.set_pending_in(domain, localpart, jid, stanza)
 
     async def remove_pending_in(self, domain: str, localpart: str, jid: str) -> None:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return
-        await self._db(
-            lambda s: s.execute(
-                delete(XmppPendingSubscription).where(
-                    XmppPendingSubscription.account_id == account_id,
-                    XmppPendingSubscription.jid == jid,
-                )
-            )
-        )
+        await self.roster.remove_pending_in(domain, localpart, jid)
 
-    # OfflineStore: one operation at a time per account, in the order they were asked for,
-    # so a message stored just before its recipient comes online is never left behind by
-    # a pop_all that ran first on another thread.
+    async def get_vcard(self, domain: str, localpart: str) -> str | None:
+        return await self.vcards.get_vcard(domain, localpart)
 
-    def _offline_lock(self, domain: str, localpart: str) -> asyncio.Lock:
-        key = (domain, localpart)
-        lock = self._offline_locks.get(key)
-        if lock is None:
-            lock = self._offline_locks[key] = asyncio.Lock()
-        return lock
+    async def set_vcard(self, domain: str, localpart: str, xml: str) -> None:
+        await self.vcards.set_vcard(domain, localpart, xml)
+
+    async def get_blocklist(self, domain: str, localpart: str) -> set[str]:
+        return await self.blocklist.get_blocklist(domain, localpart)
+
+    async def block(self, domain: str, localpart: str, jids: Sequence[str]) -> None:
+        await self.blocklist.block(domain, localpart, jids)
+
+    async def unblock(self, domain: str, localpart: str, jids: Sequence[str] | None) -> None:
+        await self.blocklist.unblock(domain, localpart, jids)
+
+    async def record(self, records: list[UsageRecord]) -> None:
+        await self.usage.record(records)
+
+    # OfflineStore and private XML: under the storage limit, in their own adapter
+    # (:class:`~imhost.hosting.dataplane.storage.DbStorage`); these delegate.
 
     async def push(
         self,
@@ -873,132 +631,23 @@ class DbBackend:
         limit: int,
         max_host_bytes: int | None = None,
     ) -> bool:
-        account_id = await self._account_id(domain, localpart)
-        entry = self.hosts.get(domain)
-        if account_id is None or entry is None:
-            return False
-        service_id = entry.host.service_id
-        size = len(stanza.encode("utf-8"))
-
-        def write(session: Session, ledger: _StorageLedger) -> bool:
-            session.get(XmppAccount, account_id, with_for_update=True)  # serialise per account
-            held = session.scalar(
-                select(func.count())
-                .select_from(XmppOfflineMessage)
-                .where(XmppOfflineMessage.account_id == account_id)
-            )
-            if (held or 0) >= limit:
-                return False
-            self._reserve_storage(session, ledger, domain, service_id, size, max_host_bytes)
-            session.add(
-                XmppOfflineMessage(
-                    account_id=account_id,
-                    service_id=service_id,
-                    stanza=stanza,
-                    size=size,
-                    stored_at=stored_at,
-                )
-            )
-            return True
-
-        async with self._offline_lock(domain, localpart):
-            return await self._db_storage(write)
+        return await self.storage.push(domain, localpart, stanza, stored_at, limit, max_host_bytes)
 
     async def pop_all(self, domain: str, localpart: str) -> list[OfflineMessage]:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return []
-
-        def take(session: Session, ledger: _StorageLedger) -> list[OfflineMessage]:
-            rows = list(
-                session.scalars(
-                    select(XmppOfflineMessage)
-                    .where(XmppOfflineMessage.account_id == account_id)
-                    .order_by(XmppOfflineMessage.id)
-                    .with_for_update()
-                )
-            )
-            if rows:
-                session.execute(
-                    delete(XmppOfflineMessage).where(
-                        XmppOfflineMessage.id.in_([r.id for r in rows])
-                    )
-                )
-                ledger.freed.append((rows[0].service_id, sum(r.size for r in rows)))
-            return [OfflineMessage(r.stanza, r.stored_at) for r in rows]
-
-        async with self._offline_lock(domain, localpart):
-            return await self._db_storage(take)
+        return await self.storage.pop_all(domain, localpart)
 
     async def count(self, domain: str, localpart: str) -> int:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return 0
-        return await self._db(
-            lambda s: int(
-                s.scalar(
-                    select(func.count())
-                    .select_from(XmppOfflineMessage)
-                    .where(XmppOfflineMessage.account_id == account_id)
-                )
-                or 0
-            )
-        )
-
-    async def _storage(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Stored bytes per service id (offline, private); one query each per 30 s."""
-        now = time.monotonic()
-        if self._gauges is not None and self._gauges[0] > now:
-            return self._gauges[1], self._gauges[2]
-
-        def read(session: Session) -> tuple[dict[str, int], dict[str, int]]:
-            offline = session.execute(
-                select(XmppOfflineMessage.service_id, func.sum(XmppOfflineMessage.size)).group_by(
-                    XmppOfflineMessage.service_id
-                )
-            )
-            private = session.execute(
-                select(XmppPrivateXml.service_id, func.sum(XmppPrivateXml.size)).group_by(
-                    XmppPrivateXml.service_id
-                )
-            )
-            return (
-                {sid: int(total or 0) for sid, total in offline},
-                {sid: int(total or 0) for sid, total in private},
-            )
-
-        offline, private = await self._db(read)
-        self._gauges = (now + GAUGE_TTL_SECONDS, offline, private)
-        return offline, private
+        return await self.storage.count(domain, localpart)
 
     async def bytes_used(self, domain: str) -> int:
         """Offline storage bytes of a host (a metering gauge)."""
-        entry = self.hosts.get(domain)
-        if entry is None:
-            return 0
-        offline, _ = await self._storage()
-        return offline.get(entry.host.service_id, 0)
+        return await self.storage.bytes_used(domain)
 
     async def private_bytes_used(self, domain: str) -> int:
-        entry = self.hosts.get(domain)
-        if entry is None:
-            return 0
-        _, private = await self._storage()
-        return private.get(entry.host.service_id, 0)
-
-    # PrivateStore (through DbPrivateStore)
+        return await self.storage.private_bytes_used(domain)
 
     async def get_private(self, domain: str, localpart: str, key: str) -> str | None:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return None
-        return await self._db(
-            lambda s: s.scalar(
-                select(XmppPrivateXml.xml).where(
-                    XmppPrivateXml.account_id == account_id, XmppPrivateXml.key == key
-                )
-            )
-        )
+        return await self.storage.get_private(domain, localpart, key)
 
     async def set_private(
         self,
@@ -1007,140 +656,12 @@ class DbBackend:
         items: Sequence[tuple[str, str]],
         max_host_bytes: int | None = None,
     ) -> None:
-        account_id = await self._account_id(domain, localpart)
-        entry = self.hosts.get(domain)
-        if account_id is None or entry is None or not items:
-            return
-        service_id = entry.host.service_id
-        new = {key: (xml, len(xml.encode("utf-8"))) for key, xml in items}
+        await self.storage.set_private(domain, localpart, items, max_host_bytes)
 
-        def write(session: Session, ledger: _StorageLedger) -> None:
-            session.get(XmppAccount, account_id, with_for_update=True)  # serialise per account
-            rows = {
-                row.key: row
-                for row in session.scalars(
-                    select(XmppPrivateXml).where(
-                        XmppPrivateXml.account_id == account_id,
-                        XmppPrivateXml.key.in_(list(new)),
-                    )
-                )
-            }
-            growth = sum(size - (rows[k].size if k in rows else 0) for k, (_, size) in new.items())
-            self._reserve_storage(session, ledger, domain, service_id, growth, max_host_bytes)
-            for key, (xml, size) in new.items():
-                row = rows.get(key)
-                if row is None:
-                    row = XmppPrivateXml(account_id=account_id, service_id=service_id, key=key)
-                    session.add(row)
-                row.xml = xml
-                row.size = size
-
-        await self._db_storage(write)
-
-    # VCardStore
-
-    async def get_vcard(self, domain: str, localpart: str) -> str | None:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return None
-        return await self._db(
-            lambda s: s.scalar(select(XmppVCard.xml).where(XmppVCard.account_id == account_id))
-        )
-
-    async def set_vcard(self, domain: str, localpart: str, xml: str) -> None:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return
-
-        def write(session: Session) -> None:
-            row = session.get(XmppVCard, account_id)
-            if row is None:
-                session.add(XmppVCard(account_id=account_id, xml=xml))
-            else:
-                row.xml = xml
-
-        await self._db(write)
-
-    # BlockListStore
-
-    async def get_blocklist(self, domain: str, localpart: str) -> set[str]:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return set()
-        return await self._db(
-            lambda s: set(
-                s.scalars(select(XmppBlockedJid.jid).where(XmppBlockedJid.account_id == account_id))
-            )
-        )
-
-    async def block(self, domain: str, localpart: str, jids: Sequence[str]) -> None:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None or not jids:
-            return
-
-        def write(session: Session) -> None:
-            have = set(
-                session.scalars(
-                    select(XmppBlockedJid.jid).where(XmppBlockedJid.account_id == account_id)
-                )
-            )
-            for jid in dict.fromkeys(jids):
-                if jid not in have:
-                    session.add(XmppBlockedJid(account_id=account_id, jid=jid))
-
-        await self._db(write)
-
-    async def unblock(self, domain: str, localpart: str, jids: Sequence[str] | None) -> None:
-        account_id = await self._account_id(domain, localpart)
-        if account_id is None:
-            return
-        stmt = delete(XmppBlockedJid).where(XmppBlockedJid.account_id == account_id)
-        if jids is not None:
-            if not jids:
-                return
-            stmt = stmt.where(XmppBlockedJid.jid.in_(list(jids)))
-        await self._db(lambda s: s.execute(stmt))
-
-    # -- UsageSink --------------------------------------------------------------------------
-
-    async def record(self, records: list[UsageRecord]) -> None:
-        """Write a batch to metering in one transaction (idempotency keys unchanged).
-
-        Records of a host that is unknown (never hosted here) are dropped with a warning:
-        retrying them could never succeed. A database error raises, so the engine keeps the
-        batch and retries it at the next flush; duplicates collapse on their keys.
-        """
-        rows: list[EngineUsage] = []
-        unknown: set[str] = set()
-        for rec in records:
-            entry = self.hosts.get(rec.host) or self.removed.get(rec.host)
-            if entry is None:
-                unknown.add(rec.host)
-                continue
-            rows.append(
-                EngineUsage(
-                    organization_id=entry.organization_id,
-                    service_id=entry.host.service_id,
-                    metric=rec.metric,
-                    bucket_start=rec.bucket_start,
-                    quantity=rec.quantity,
-                    idempotency_key=rec.idempotency_key,
-                    subject=rec.subject,
-                )
-            )
-        if unknown:
-            log.warning("usage of unknown hosts dropped: %s", ", ".join(sorted(unknown)))
-        if not rows:
-            return
-        result = await self._db(
-            lambda s: ingest_engine_batch(s, rows, clock=self.clock), write=True
-        )
-        if result.rejected:
-            log.warning(
-                "metering refused %d usage records, e.g. %s",
-                len(result.rejected),
-                result.rejected[0].reason,
-            )
+    def stored_bytes(self, domain: str) -> int | None:
+        """Offline and private bytes of a host as this process counts them (None: not counted
+        yet)."""
+        return self.storage.stored_bytes(domain)
 
 
 class DbPrivateStore(PrivateStoreView):

@@ -897,6 +897,104 @@ def _csv_rows(text: str) -> list[tuple[int, list[str]]]:
     return rows
 
 
+@dataclass(frozen=True, slots=True)
+class ImportPolicy:
+    """What checking an import's passwords needs from the database, read once."""
+
+    policy: PasswordPolicy
+    org_name: str
+
+
+@dataclass(slots=True)
+class PreparedImport:
+    """An import checked and its passwords derived (no database needed): the rows ready to
+    insert, and the refusals so far, by line."""
+
+    lines: list[int] = field(default_factory=list)
+    outcome: dict[int, ImportRow] = field(default_factory=dict)
+    ready: list[tuple[int, str, str, _Secret]] = field(default_factory=list)
+
+
+IMPORT_WRITE_CHUNK = 250
+"""Rows inserted per transaction by callers that commit between chunks (the web routes)."""
+
+
+def import_policy(
+    session: Session, security: SecuritySettings, service: HostedService
+) -> ImportPolicy:
+    """Read what :func:`prepare_import` needs (one short read)."""
+    policy, org_name = _policy_context(session, security, service)
+    return ImportPolicy(policy, org_name)
+
+
+def prepare_import(
+    text: str,
+    service: HostedService,
+    policy: ImportPolicy,
+    *,
+    iterations: int = DEFAULT_ITERATIONS,
+) -> PreparedImport:
+    """Check every row and derive its password (the slow part, ~15 ms a row). Touches no
+    database, so a caller can run it outside any transaction. A file that cannot be read as
+    a whole (not CSV, too large, empty) raises ``InvalidInput``."""
+    rows = _csv_rows(text)
+    prepared = PreparedImport(lines=[line for line, _ in rows])
+    for line, fields in rows:
+        username = fields[0].strip() if fields else ""
+        if len(fields) not in (2, 3):
+            prepared.outcome[line] = ImportRow(
+                line, username, "refused", "expected username,password[,name]"
+            )
+            continue
+        password = fields[1]
+        if not password:
+            prepared.outcome[line] = ImportRow(line, username, "refused", "the password is empty")
+            continue
+        try:
+            localpart = prepare_username(username)
+            name = _display_name(fields[2] if len(fields) == 3 else "")
+            _refuse_weak(password, policy.policy, service, localpart, name, policy.org_name)
+            secret = _derive(password, iterations)
+        except InvalidInput as exc:
+            prepared.outcome[line] = ImportRow(line, username, "refused", exc.detail)
+            continue
+        prepared.ready.append((line, localpart, name, secret))
+    return prepared
+
+
+def apply_import(
+    session: Session,
+    clock: Clock,
+    service: HostedService,
+    prepared: PreparedImport,
+    *,
+    actor: Actor | None = None,
+    start: int = 0,
+    stop: int | None = None,
+) -> None:
+    """Insert the prepared rows ``ready[start:stop]``, each in a SAVEPOINT so a row refused
+    here (username taken, account limit) leaves the others; outcomes go into ``prepared``.
+    Never commits: a caller may commit between slices to keep each write short."""
+    for line, localpart, name, secret in prepared.ready[start:stop]:
+        try:
+            with session.begin_nested():
+                _ensure_room(session, service, localpart)
+                _insert_account(session, clock, service, localpart, name, secret, actor)
+        except (InvalidInput, Conflict) as exc:
+            prepared.outcome[line] = ImportRow(line, localpart, "refused", exc.detail)
+            continue
+        except IntegrityError:
+            prepared.outcome[line] = ImportRow(
+                line, localpart, "refused", "this username already exists"
+            )
+            continue
+        prepared.outcome[line] = ImportRow(line, localpart, "created")
+
+
+def import_report(prepared: PreparedImport) -> ImportReport:
+    return ImportReport(rows=[prepared.outcome[line] for line in prepared.lines])
+
+
 def import_accounts_csv(
     session: Session,
     clock: Clock,
@@ -913,48 +1011,16 @@ def import_accounts_csv(
     nothing is skipped silently. A file that cannot be read as a whole (not CSV, too large,
     empty) is refused before any row is created.
 
-    Two phases, so the database is written only briefly: first every row is checked and its
-    password checked and derived (the slow part, ~15 ms a row, no writes); then the accounts
-    are inserted, each in a SAVEPOINT so a row refused there (username taken, account limit)
-    leaves the others. The caller commits the created rows together.
+    Three steps (:func:`import_policy`, :func:`prepare_import`, :func:`apply_import`), here in
+    the caller's one transaction. A caller that must not hold a write lock while passwords are
+    derived (a web request on SQLite) runs them itself: read the policy, end the transaction,
+    prepare, then insert in short transactions (``web/api/v1/hosting.py``).
     """
-    rows = _csv_rows(text)
-    policy, org_name = _policy_context(session, security, service)
-    outcome: dict[int, ImportRow] = {}
-    ready: list[tuple[int, str, str, _Secret]] = []
-    for line, fields in rows:
-        username = fields[0].strip() if fields else ""
-        if len(fields) not in (2, 3):
-            outcome[line] = ImportRow(
-                line, username, "refused", "expected username,password[,name]"
-            )
-            continue
-        password = fields[1]
-        if not password:
-            outcome[line] = ImportRow(line, username, "refused", "the password is empty")
-            continue
-        try:
-            localpart = prepare_username(username)
-            name = _display_name(fields[2] if len(fields) == 3 else "")
-            _refuse_weak(password, policy, service, localpart, name, org_name)
-            secret = _derive(password, iterations)
-        except InvalidInput as exc:
-            outcome[line] = ImportRow(line, username, "refused", exc.detail)
-            continue
-        ready.append((line, localpart, name, secret))
-    for line, localpart, name, secret in ready:
-        try:
-            with session.begin_nested():
-                _ensure_room(session, service, localpart)
-                _insert_account(session, clock, service, localpart, name, secret, actor)
-        except (InvalidInput, Conflict) as exc:
-            outcome[line] = ImportRow(line, localpart, "refused", exc.detail)
-            continue
-        except IntegrityError:
-            outcome[line] = ImportRow(line, localpart, "refused", "this username already exists")
-            continue
-        outcome[line] = ImportRow(line, localpart, "created")
-    return ImportReport(rows=[outcome[line] for line, _ in rows])
+    prepared = prepare_import(
+        text, service, import_policy(session, security, service), iterations=iterations
+    )
+    apply_import(session, clock, service, prepared, actor=actor)
+    return import_report(prepared)
 
 
 # --- engine reports ------------------------------------------------------------------------

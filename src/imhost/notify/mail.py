@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlparse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from imhost.db.engine import writer_session
 from imhost.kit.clock import Clock
 from imhost.kit.errors import NotFound
 from imhost.notify.models import EmailAttachment, OutboundEmail
@@ -168,6 +169,8 @@ class MailDelivery:
                 )
             )
         for mail_id in ids:
+            # Read, then send with no transaction open (SMTP can take seconds), then record
+            # the outcome in a short write: no database lock is held across the network.
             with factory() as session:
                 mail = session.get(OutboundEmail, mail_id)
                 if mail is None or mail.status != "queued":
@@ -178,22 +181,36 @@ class MailDelivery:
                     )
                 )
                 msg = build_message(mail, atts, self.mail_from)
-                mail.attempts += 1
-                try:
-                    if self.smtp is not None:
-                        self._send_smtp(msg)
-                        mail.transport = "smtp"
-                    else:
-                        mail.outbox_file = self._write_outbox(mail, msg)
-                        mail.transport = "outbox"
-                except (OSError, smtplib.SMTPException) as exc:
-                    mail.last_error = str(exc)[:500]
-                    if mail.attempts >= MAX_ATTEMPTS:
-                        mail.status = "failed"
-                    log.warning("e-mail %s not sent (attempt %d): %s", mail.id, mail.attempts, exc)
+                session.expunge(mail)
+            error: Exception | None = None
+            transport = outbox_file = None
+            try:
+                if self.smtp is not None:
+                    self._send_smtp(msg)
+                    transport = "smtp"
                 else:
-                    mail.status = "sent"
-                    mail.sent_at = self.clock.now()
+                    outbox_file = self._write_outbox(mail, msg)
+                    transport = "outbox"
+            except (OSError, smtplib.SMTPException) as exc:
+                error = exc
+            with writer_session(factory) as session:
+                stored = session.get(OutboundEmail, mail_id)
+                if stored is None or stored.status != "queued":
+                    continue
+                stored.attempts += 1
+                if error is not None:
+                    stored.last_error = str(error)[:500]
+                    if stored.attempts >= MAX_ATTEMPTS:
+                        stored.status = "failed"
+                    log.warning(
+                        "e-mail %s not sent (attempt %d): %s", mail_id, stored.attempts, error
+                    )
+                else:
+                    stored.transport = transport
+                    if outbox_file is not None:
+                        stored.outbox_file = outbox_file
+                    stored.status = "sent"
+                    stored.sent_at = self.clock.now()
                     sent += 1
                 session.commit()
         return sent

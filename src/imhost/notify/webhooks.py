@@ -26,6 +26,7 @@ import httpx
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from imhost.db.engine import writer_session
 from imhost.kit.clock import Clock
 from imhost.kit.errors import InvalidInput, NotFound
 from imhost.notify.models import WebhookDelivery, WebhookEndpoint
@@ -174,6 +175,8 @@ class WebhookService:
         http = client or httpx.Client(timeout=10.0, follow_redirects=False)
         try:
             for delivery_id in ids:
+                # Read, then post with no transaction open (an endpoint may take its 10 s),
+                # then record the outcome in a short write: no lock is held across the network.
                 with factory() as session:
                     delivery = session.get(WebhookDelivery, delivery_id)
                     if delivery is None or delivery.status != "queued":
@@ -181,39 +184,48 @@ class WebhookService:
                     endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
                     if endpoint is None:
                         continue
+                    url, secret = endpoint.url, endpoint.secret
+                    event_type = delivery.event_type
                     body = json.dumps(
                         {"id": delivery.id, "type": delivery.event_type, "data": delivery.payload},
                         separators=(",", ":"),
                     ).encode()
-                    ts = int(clock.now().timestamp())
-                    delivery.attempts += 1
-                    try:
-                        resp = http.post(
-                            endpoint.url,
-                            content=body,
-                            headers={
-                                "Content-Type": "application/json",
-                                "Imhost-Event": delivery.event_type,
-                                "Imhost-Delivery": delivery.id,
-                                "Imhost-Signature": sign(endpoint.secret, ts, body),
-                            },
-                        )
-                        delivery.response_status = resp.status_code
-                        ok = 200 <= resp.status_code < 300
-                        error = None if ok else f"HTTP {resp.status_code}"
-                    except httpx.HTTPError as exc:
-                        ok, error = False, str(exc)[:500] or type(exc).__name__
+                ts = int(clock.now().timestamp())
+                status: int | None = None
+                try:
+                    resp = http.post(
+                        url,
+                        content=body,
+                        headers={
+                            "Content-Type": "application/json",
+                            "Imhost-Event": event_type,
+                            "Imhost-Delivery": delivery_id,
+                            "Imhost-Signature": sign(secret, ts, body),
+                        },
+                    )
+                    status = resp.status_code
+                    ok = 200 <= resp.status_code < 300
+                    error = None if ok else f"HTTP {resp.status_code}"
+                except httpx.HTTPError as exc:
+                    ok, error = False, str(exc)[:500] or type(exc).__name__
+                with writer_session(factory) as session:
+                    stored = session.get(WebhookDelivery, delivery_id)
+                    if stored is None or stored.status != "queued":
+                        continue
+                    stored.attempts += 1
+                    if status is not None:
+                        stored.response_status = status
                     if ok:
-                        delivery.status = "delivered"
-                        delivery.delivered_at = clock.now()
+                        stored.status = "delivered"
+                        stored.delivered_at = clock.now()
                         delivered += 1
                     else:
-                        delivery.last_error = error
-                        if delivery.attempts >= MAX_ATTEMPTS:
-                            delivery.status = "failed"
+                        stored.last_error = error
+                        if stored.attempts >= MAX_ATTEMPTS:
+                            stored.status = "failed"
                         else:
-                            delivery.next_attempt_at = clock.now() + timedelta(
-                                minutes=2 ** (delivery.attempts - 1)
+                            stored.next_attempt_at = clock.now() + timedelta(
+                                minutes=2 ** (stored.attempts - 1)
                             )
                     session.commit()
         finally:

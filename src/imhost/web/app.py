@@ -15,6 +15,7 @@ from imhost.db.migrations import migration_status
 from imhost.runtime import Runtime
 from imhost.web import console, portal, problems
 from imhost.web.api.v1 import build_router
+from imhost.web.body import BodyLimit
 from imhost.web.metrics import HttpMetrics, check_metrics_access, render_engine_metrics
 from imhost.web.xmpp_websocket import router as xmpp_websocket_router
 
@@ -101,6 +102,8 @@ def create_app(runtime: Runtime) -> FastAPI:
             body += render_engine_metrics(xmpp.metrics_snapshot(), xmpp.engine_stats()).encode()
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
+    # Outermost: a body is received whole (and bounded) before any route or transaction runs.
+    app.add_middleware(BodyLimit)
     app.include_router(build_router())
     app.include_router(xmpp_websocket_router)
     # Server-rendered pages: each package adds its routes, templates and /static.

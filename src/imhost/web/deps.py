@@ -46,7 +46,7 @@ from imhost.accounts.permissions import (
 )
 from imhost.accounts.sessions import COOKIE_NAME, lookup_session
 from imhost.accounts.tokens import authenticate_token
-from imhost.db.engine import write_intent
+from imhost.db.engine import writer_session
 from imhost.kit.clock import Clock
 from imhost.kit.errors import NotFound, PermissionDenied, TooManyRequests, Unauthenticated
 from imhost.runtime import Runtime
@@ -71,10 +71,20 @@ ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
 def get_db(request: Request) -> Iterator[Session]:
+    """The request's unit of work, committed when the route returns without error.
+
+    The body has been received whole before the route runs (:mod:`imhost.web.body`), so no
+    transaction waits for a client. Requests read, then write (sign-ins, forms): on SQLite
+    the transaction begins as a writer (``BEGIN IMMEDIATE``) at the session's FIRST
+    statement, not before, so it waits for another writer instead of failing on a stale
+    snapshot, and it holds the lock only while the route works. Before anything slow
+    (sleeping, network or file I/O, deriving many keys) a route ends the unit so far with
+    ``db.commit()``: the next statement begins a new transaction. To make the answer wait
+    (a refused sign-in), use :func:`imhost.web.body.delay_response`: the wait happens after
+    the commit, holding nothing.
+    """
     runtime = get_runtime(request)
-    with runtime.session_factory() as session:
-        # Requests read, then write (sign-ins, forms): on SQLite take the write lock first.
-        write_intent(session)
+    with writer_session(runtime.session_factory) as session:
         try:
             yield session
             session.commit()

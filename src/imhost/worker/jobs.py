@@ -25,12 +25,14 @@ def _bind(func: Callable[..., object], *args: object) -> Callable[[], object]:
 def default_jobs(runtime: Runtime) -> list[Job]:
     factory, clock = runtime.session_factory, runtime.clock
 
+    # Jobs read, then write: their transactions begin as writers (no "database is locked"
+    # on SQLite when another connection committed in between).
     def access_reviews() -> None:
-        with transaction(factory) as session:
+        with transaction(factory, write=True) as session:
             reviews.open_due_reviews(session, clock, runtime.settings.security)
 
     def purge_login_throttles() -> None:
-        with transaction(factory) as session:
+        with transaction(factory, write=True) as session:
             LoginThrottleService(session, clock, runtime.settings.security).purge_stale()
 
     return [

@@ -20,6 +20,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from imhost.db.engine import writer_session
 from imhost.kit.clock import Clock
 from imhost.worker.models import JobLease
 
@@ -36,8 +37,11 @@ class Job:
 
 
 def claim(factory: sessionmaker[Session], clock: Clock, job: Job, owner: str = NODE) -> bool:
+    """Claim ``job`` if it is due and free. Its short transactions begin as writers
+    (:func:`~imhost.db.engine.writer_session`): a read-then-write on a plain SQLite ``BEGIN``
+    fails with "database is locked" whenever another connection wrote in between."""
     now = clock.now()
-    with factory() as session:
+    with writer_session(factory) as session:
         if session.get(JobLease, job.name) is None:
             session.add(JobLease(name=job.name, next_run_at=now))
             try:
@@ -63,7 +67,7 @@ def claim(factory: sessionmaker[Session], clock: Clock, job: Job, owner: str = N
 
 def finish(factory: sessionmaker[Session], clock: Clock, job: Job, error: str | None) -> None:
     now = clock.now()
-    with factory() as session:
+    with writer_session(factory) as session:
         lease = session.get(JobLease, job.name)
         if lease is None:
             return

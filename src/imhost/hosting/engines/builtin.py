@@ -16,12 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
 
-from imhost.db.engine import transaction
+from imhost.db.engine import make_engine, transaction
 from imhost.hosting import nodes
 from imhost.hosting.models import HostedService
 from imhost.hosting.ports import DbBackend, DbPrivateStore
+from imhost.hosting.usage_journal import JournaledUsageSink, UsageJournal
 from imhost.xmpp.server import XmppServer, ensure_self_signed_cert, make_tls_context
 
 if TYPE_CHECKING:  # runtime stands above hosting: type only
@@ -37,13 +39,21 @@ class HostedXmppServer(XmppServer):
     backend: DbBackend
 
     def __init__(
-        self, *args: Any, backend: DbBackend, lease: nodes.NodeLease | None = None, **kw: Any
+        self,
+        *args: Any,
+        backend: DbBackend,
+        lease: nodes.NodeLease | None = None,
+        usage_sink: JournaledUsageSink | None = None,
+        usage_engine: Engine | None = None,
+        **kw: Any,
     ) -> None:
         if lease is not None:
             kw["incarnation"] = lease.incarnation
-        super().__init__(*args, **kw)
+        super().__init__(*args, usage=usage_sink or backend, **kw)
         self.backend = backend
         self.lease = lease
+        self.usage_sink = usage_sink
+        self.usage_engine = usage_engine
         self._renewer: asyncio.Task[None] | None = None
 
     def keep_lease(self) -> None:
@@ -77,9 +87,13 @@ class HostedXmppServer(XmppServer):
                 await self._renewer
             self._renewer = None
         try:
-            await super().stop()
+            await super().stop()  # the last count goes to the usage journal
+            if self.usage_sink is not None:
+                await self.usage_sink.close()
             await self.backend.close()
         finally:
+            if self.usage_engine is not None:
+                self.usage_engine.dispose()
             if self.lease is not None:
                 lease, self.lease = self.lease, None
                 await asyncio.to_thread(nodes.release_node, self.backend.factory, self.clock, lease)
@@ -120,6 +134,33 @@ def self_signed_certificate(directory: Path, domains: Sequence[str]) -> tuple[Pa
     return ensure_self_signed_cert(directory, names)
 
 
+USAGE_BUSY_SECONDS = 2.0
+"""How long a usage write waits for SQLite's write lock before giving up until the next
+second (the records stay in the journal meanwhile)."""
+
+
+def usage_session_factory(runtime: Runtime) -> tuple[sessionmaker[Session], Engine | None]:
+    """Sessions on a connection of their own for the engine's usage writes, so that they never
+    queue behind web requests for a pooled connection, and on SQLite wait for the write lock
+    only briefly. An in-memory SQLite database cannot be opened twice: its factory is reused."""
+    engine = runtime.engine
+    if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return runtime.session_factory, None
+    url = engine.url.render_as_string(hide_password=False)
+    if engine.dialect.name == "sqlite":
+        usage_engine = make_engine(
+            url, pool_size=1, max_overflow=1, connect_args={"timeout": USAGE_BUSY_SECONDS}
+        )
+    else:
+        usage_engine = make_engine(url, pool_size=1, max_overflow=1)
+    factory = sessionmaker(
+        bind=usage_engine,
+        expire_on_commit=False,
+        info=dict(runtime.session_factory.kw.get("info") or {}),
+    )
+    return factory, usage_engine
+
+
 def _domains(runtime: Runtime) -> list[str]:
     with transaction(runtime.session_factory) as session:
         return list(session.scalars(select(HostedService.domain)))
@@ -136,10 +177,23 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
         settings.node_id,
         settings.node_lease_seconds,
     )
-    backend = DbBackend(runtime.session_factory, runtime.clock, runtime.settings.security)
+    usage_factory, usage_engine = usage_session_factory(runtime)
+    backend = DbBackend(
+        runtime.session_factory,
+        runtime.clock,
+        runtime.settings.security,
+        usage_factory=usage_factory,
+    )
+    usage_sink = JournaledUsageSink(
+        backend.usage, UsageJournal(runtime.settings.data_dir, settings.node_id)
+    )
     try:
         await backend.start()
+        await usage_sink.start()
     except BaseException:
+        await backend.close()
+        if usage_engine is not None:
+            usage_engine.dispose()
         await asyncio.to_thread(nodes.release_node, runtime.session_factory, runtime.clock, lease)
         raise
     if settings.certificate and settings.private_key:
@@ -153,12 +207,13 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
         backend=backend,
         directory=backend,
         auth=backend,
-        roster=backend,
-        offline=backend,
+        roster=backend.roster,
+        offline=backend.storage,
         private=DbPrivateStore(backend),
-        vcard=backend,
-        blocklist=backend,
-        usage=backend,
+        vcard=backend.vcards,
+        blocklist=backend.blocklist,
+        usage_sink=usage_sink,
+        usage_engine=usage_engine,
         client_versions=backend,  # XEP-0092 answers, kept on the account for support
         clock=runtime.clock,
         ssl_context=ssl_context,
@@ -168,7 +223,10 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
     try:
         await server.start(listen=listen)
     except BaseException:
+        await usage_sink.close()
         await backend.close()
+        if usage_engine is not None:
+            usage_engine.dispose()
         await asyncio.to_thread(nodes.release_node, runtime.session_factory, runtime.clock, lease)
         raise
     server.keep_lease()

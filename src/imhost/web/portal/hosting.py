@@ -17,6 +17,7 @@ from imhost.hosting.models import HostedService
 from imhost.kit.errors import DomainError, InvalidInput
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, RuntimeDep
+from imhost.web.imports import import_accounts_in_steps
 from imhost.web.pages import (
     Form,
     FormErrors,
@@ -354,13 +355,7 @@ async def import_accounts(
         except UnicodeDecodeError:
             raise InvalidInput("The file must be UTF-8 text.", field="file") from None
         report = await run_in_threadpool(
-            hosting.import_accounts_csv,
-            db,
-            runtime.clock,
-            service,
-            csv_text,
-            security=runtime.settings.security,
-            actor=principal.actor,
+            lambda: import_accounts_in_steps(db, runtime, service, csv_text, actor=principal.actor)
         )
     except DomainError as exc:
         db.rollback()

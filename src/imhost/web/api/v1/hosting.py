@@ -37,6 +37,7 @@ from imhost.kit.errors import InvalidInput, NotFound
 from imhost.kit.text import PlainText
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, PageDep, Principal, RuntimeDep, require
+from imhost.web.imports import import_accounts_in_steps
 
 router = APIRouter(tags=["hosting"])
 
@@ -309,13 +310,7 @@ async def import_accounts(
     service = await run_in_threadpool(_service, db, principal, service_id)
     text = await _read_csv(request)
     report = await run_in_threadpool(
-        hosting.import_accounts_csv,
-        db,
-        runtime.clock,
-        service,
-        text,
-        security=runtime.settings.security,
-        actor=principal.actor,
+        lambda: import_accounts_in_steps(db, runtime, service, text, actor=principal.actor)
     )
     return ImportReportOut(
         created=report.created,

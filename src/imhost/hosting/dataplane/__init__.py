@@ -1,0 +1,10 @@
+"""The data plane's ports (:mod:`imhost.xmpp.ports`) on the database, one adapter per port.
+
+Each adapter runs its queries (:mod:`imhost.hosting.repository`) through a shared
+:class:`~imhost.hosting.dataplane.runner.DbRunner` (one transaction on a worker thread,
+retried when the database refuses it for concurrency) and finds accounts through an
+:class:`~imhost.hosting.dataplane.runner.AccountLookup` (the cached one of
+:class:`~imhost.hosting.ports.DbBackend`). :class:`~imhost.hosting.ports.DbBackend` still
+holds the host directory, authentication and the stores with a storage limit, and composes
+the adapters here.
+"""

@@ -1,0 +1,150 @@
+"""Queries of the data plane's per-account stores (roster, pending subscriptions, vCards,
+blocking), used by the adapters in :mod:`imhost.hosting.dataplane`. Each takes the session
+of the caller's transaction and never commits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from imhost.hosting.models import (
+    XmppAccount,
+    XmppBlockedJid,
+    XmppPendingSubscription,
+    XmppRosterItem,
+    XmppVCard,
+)
+from imhost.xmpp.ports import RosterItem
+
+# -- roster -------------------------------------------------------------------------------------
+
+
+def roster_version(session: Session, account_id: str) -> str:
+    version = session.scalar(select(XmppAccount.roster_version).where(XmppAccount.id == account_id))
+    return str(version or 0)
+
+
+def roster_items(session: Session, account_id: str) -> list[RosterItem]:
+    rows = session.scalars(
+        select(XmppRosterItem)
+        .where(XmppRosterItem.account_id == account_id)
+        .order_by(XmppRosterItem.jid)
+    )
+    return [
+        RosterItem(
+            jid=r.jid,
+            name=r.name,
+            subscription=r.subscription,
+            ask=r.ask,
+            approved=r.approved,
+            groups=tuple(r.groups or ()),
+        )
+        for r in rows
+    ]
+
+
+def bump_roster_version(session: Session, account_id: str) -> str:
+    """Next roster version (XEP-0237), the account row locked for the rest of the transaction."""
+    account = session.get(XmppAccount, account_id, with_for_update=True)
+    if account is None:
+        return "0"
+    account.roster_version = (account.roster_version or 0) + 1
+    return str(account.roster_version)
+
+
+def upsert_roster_item(session: Session, account_id: str, row: RosterItem) -> None:
+    item = session.scalar(
+        select(XmppRosterItem).where(
+            XmppRosterItem.account_id == account_id, XmppRosterItem.jid == row.jid
+        )
+    )
+    if item is None:
+        item = XmppRosterItem(account_id=account_id, jid=row.jid)
+        session.add(item)
+    item.name = row.name
+    item.subscription = row.subscription
+    item.ask = row.ask
+    item.approved = row.approved
+    item.groups = list(row.groups)
+
+
+def delete_roster_item(session: Session, account_id: str, jid: str) -> bool:
+    result = session.execute(
+        delete(XmppRosterItem).where(
+            XmppRosterItem.account_id == account_id, XmppRosterItem.jid == jid
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+# -- pending subscription requests ----------------------------------------------------------------
+
+
+def pending_in(session: Session, account_id: str) -> dict[str, str]:
+    rows = session.scalars(
+        select(XmppPendingSubscription).where(XmppPendingSubscription.account_id == account_id)
+    )
+    return {r.jid: r.stanza for r in rows}
+
+
+def upsert_pending_in(session: Session, account_id: str, jid: str, stanza: str) -> None:
+    row = session.scalar(
+        select(XmppPendingSubscription).where(
+            XmppPendingSubscription.account_id == account_id,
+            XmppPendingSubscription.jid == jid,
+        )
+    )
+    if row is None:
+        session.add(XmppPendingSubscription(account_id=account_id, jid=jid, stanza=stanza))
+    else:
+        row.stanza = stanza
+
+
+def delete_pending_in(session: Session, account_id: str, jid: str) -> None:
+    session.execute(
+        delete(XmppPendingSubscription).where(
+            XmppPendingSubscription.account_id == account_id,
+            XmppPendingSubscription.jid == jid,
+        )
+    )
+
+
+# -- vCards ---------------------------------------------------------------------------------------
+
+
+def vcard_xml(session: Session, account_id: str) -> str | None:
+    return session.scalar(select(XmppVCard.xml).where(XmppVCard.account_id == account_id))
+
+
+def upsert_vcard(session: Session, account_id: str, xml: str) -> None:
+    row = session.get(XmppVCard, account_id)
+    if row is None:
+        session.add(XmppVCard(account_id=account_id, xml=xml))
+    else:
+        row.xml = xml
+
+
+# -- blocking -------------------------------------------------------------------------------------
+
+
+def blocked_jids(session: Session, account_id: str) -> set[str]:
+    return set(
+        session.scalars(select(XmppBlockedJid.jid).where(XmppBlockedJid.account_id == account_id))
+    )
+
+
+def add_blocked(session: Session, account_id: str, jids: Sequence[str]) -> None:
+    have = blocked_jids(session, account_id)
+    for jid in dict.fromkeys(jids):
+        if jid not in have:
+            session.add(XmppBlockedJid(account_id=account_id, jid=jid))
+
+
+def delete_blocked(session: Session, account_id: str, jids: Sequence[str] | None) -> None:
+    """Remove ``jids`` from the account's block list, or all of it when ``jids`` is None."""
+    stmt = delete(XmppBlockedJid).where(XmppBlockedJid.account_id == account_id)
+    if jids is not None:
+        stmt = stmt.where(XmppBlockedJid.jid.in_(list(jids)))
+    session.execute(stmt)
