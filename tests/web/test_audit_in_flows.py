@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,11 +26,14 @@ from imhost.catalog import service as catalog
 from imhost.catalog.schemas import AddOnIn, AddOnUpdate, PlanCreate, PlanUpdate, PlanVersionChange
 from imhost.db.engine import transaction
 from imhost.kit.clock import FrozenClock, utc
+from imhost.metering import budgets, closing, ingestion
+from imhost.metering.schemas import BudgetIn
 from imhost.notify.models import OutboundEmail
 from imhost.runtime import Runtime
 from imhost.web import console, portal
 from tests.billing.factories import make_plan
 from tests.factories import World, make_world
+from tests.metering.factories import usage
 from tests.web.conftest import signed_in
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -99,8 +103,6 @@ def test_starting_a_plan_from_the_portal_is_audited(
 def test_signing_up_with_a_plan_audits_the_plan_start_by_the_new_owner(
     pages: FastAPI, session_factory: sessionmaker[Session], clock: FrozenClock
 ) -> None:
-    from fastapi.testclient import TestClient
-
     first, _ = _seed_plans(session_factory, clock)
     browser = TestClient(pages, raise_server_exceptions=False, follow_redirects=False)
     page = browser.get("/portal/sign-up")
@@ -342,9 +344,113 @@ def test_staff_creation_and_impersonation_are_audited_by_accounts(
     assert seen.organization_id == world.org.id  # the customer sees it in their own log
 
 
-# Usage (budgets, the late-usage policy, staff ingestion) still audits in its routes: the
-# metering functions move in another change (metering/service.py is being split).
-WEB_AUDIT_WRITERS_LEFT = {"api/v1/usage.py"}
+def _budget_form(client: TestClient, slug: str, **fields: str) -> int:
+    page = client.get(f"/portal/orgs/{slug}/billing")
+    match = CSRF.search(page.text)
+    assert page.status_code == 200 and match is not None
+    sent = client.post(
+        f"/portal/orgs/{slug}/billing/budget", data={"csrf_token": match.group(1), **fields}
+    )
+    return sent.status_code
+
+
+def test_budget_changes_from_the_portal_are_audited_with_the_person_as_actor(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    member = world.members[OrgRole.BILLING]
+    client = signed_in(pages, member)
+    client.follow_redirects = False
+    assert _budget_form(client, world.org.slug, amount="100", thresholds="50, 80, 100") == 303
+    [created] = _events(session_factory, "usage.budget_created")
+    assert created.organization_id == world.org.id and created.target_type == "budget"
+    assert created.actor_user_id == member.id and created.actor_label == member.email
+    assert created.details == {
+        "amount": "100.00",
+        "currency": "EUR",
+        "thresholds": [50, 80, 100],
+        "hard_cap": False,
+    }
+    status = _budget_form(client, world.org.slug, amount="250", thresholds="90", hard_cap="on")
+    assert status == 303
+    [changed] = _events(session_factory, "usage.budget_changed")
+    assert changed.actor_user_id == member.id and changed.target_id == created.target_id
+    assert changed.details["amount"] == "250.00" and changed.details["hard_cap"] is True
+    assert changed.details["thresholds"] == [90]
+    assert _budget_form(client, world.org.slug, amount="lots", thresholds="90") == 422
+    assert len(_events(session_factory, "usage.budget_changed")) == 1  # a refused form: none
+
+
+def test_budget_changes_from_the_api_are_audited_with_the_person_as_actor(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    owner = world.members[OrgRole.OWNER]
+    client = signed_in(pages, owner)
+    base = f"/api/v1/orgs/{world.org.id}/budgets"
+    created = client.post(base, json={"amount": "100", "currency": "EUR"})
+    assert created.status_code == 201, created.text
+    budget_id = created.json()["id"]
+    changed = client.put(
+        f"{base}/{budget_id}",
+        json={"amount": "120.5", "currency": "EUR", "thresholds": [75], "hard_cap": True},
+    )
+    assert changed.status_code == 200, changed.text
+    assert client.delete(f"{base}/{budget_id}").status_code == 204
+    events = {
+        action: _events(session_factory, f"usage.budget_{action}")
+        for action in ("created", "changed", "deleted")
+    }
+    for action, [event] in events.items():
+        assert event.actor_user_id == owner.id and event.actor_label == owner.email, action
+        assert event.organization_id == world.org.id and event.target_id == budget_id, action
+    assert events["created"][0].details["thresholds"] == [50, 80, 100]
+    assert events["changed"][0].details["amount"] == "120.50"
+    assert events["deleted"][0].details == events["changed"][0].details
+
+
+def test_the_late_usage_policy_and_staff_ingestion_are_audited_by_metering(
+    pages: FastAPI, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    admin = world.staff[StaffRole.ADMIN]
+    client = signed_in(pages, admin)
+    policy = client.put(
+        "/api/v1/admin/usage/late-policy", json={"late_usage_policy": "next_invoice"}
+    )
+    assert policy.status_code == 200, policy.text
+    [event] = _events(session_factory, "usage.late_policy_changed")
+    assert event.actor_user_id == admin.id
+    assert event.details == {"previous": "refuse", "policy": "next_invoice"}
+    hour = clock.now() - timedelta(hours=1)
+    with transaction(session_factory) as s:
+        closing.set_late_usage_policy(s, clock, "refuse", actor=TESTER)
+        result = ingestion.ingest_by_staff(
+            s,
+            clock,
+            [usage(world.org, "messages", hour, 5, service_id=None)],
+            atomic=True,
+            actor=TESTER,
+        )
+        assert result.accepted == 1
+        ingestion.ingest(s, clock, [usage(world.org, "messages", hour, 6, key="own")], atomic=True)
+    [back] = [e for e in _events(session_factory, "usage.late_policy_changed") if e.id != event.id]
+    assert back.actor_label == TESTER.label and back.details["previous"] == "next_invoice"
+    [ingested] = _events(session_factory, "usage.ingested_by_staff")  # not a customer's own
+    assert ingested.actor_label == TESTER.label
+    assert ingested.details == {"accepted": 1, "rejected": 0}
+
+
+def test_budget_functions_audit_whoever_calls_them(
+    runtime: Runtime, world: World, session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    with transaction(session_factory) as s:
+        budgets.set_budget(s, clock, world.org.id, BudgetIn(amount=Decimal(5), currency="EUR"))
+        budgets.delete_budget(s, world.org.id, clock, actor=TESTER)
+    [created] = _events(session_factory, "usage.budget_created")
+    assert created.actor_label == "system"  # a caller that does not say who: the system
+    [deleted] = _events(session_factory, "usage.budget_deleted")
+    assert deleted.actor_label == TESTER.label and deleted.organization_id == world.org.id
+
+
+WEB_AUDIT_WRITERS_LEFT: set[str] = set()
 
 
 def test_web_handlers_write_no_audit_records() -> None:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from imhost.accounts import service as accounts
-from imhost.cli.context import console, fail, runtime_or_exit
+from imhost.cli.context import cli_actor, console, fail, runtime_or_exit
 from imhost.db.engine import transaction
 from imhost.hosting import service as hosting
 from imhost.kit.errors import DomainError
@@ -104,12 +104,18 @@ def ingest(
     runtime = runtime_or_exit()
     accepted = duplicates = corrected = 0
     refused: list[str] = []
+    actor = cli_actor()
     try:
         with transaction(runtime.session_factory) as session:
             for start in range(0, len(records), MAX_BATCH):
                 chunk = records[start : start + MAX_BATCH]
-                result = ingestion.ingest(
-                    session, runtime.clock, chunk, atomic=atomic, services=hosting.service_owners
+                result = ingestion.ingest_by_staff(
+                    session,
+                    runtime.clock,
+                    chunk,
+                    atomic=atomic,
+                    services=hosting.service_owners,
+                    actor=actor,
                 )
                 accepted += result.accepted
                 duplicates += result.duplicates
@@ -142,7 +148,9 @@ def late_policy(
             if policy is None:
                 current = closing.get_late_usage_policy(session)
             else:
-                current = closing.set_late_usage_policy(session, runtime.clock, policy)
+                current = closing.set_late_usage_policy(
+                    session, runtime.clock, policy, actor=cli_actor()
+                )
     except DomainError as exc:
         fail(exc.detail)
     console.print(f"late usage policy: {current.value}")

@@ -13,10 +13,11 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from imhost.accounts.audit import Actor
 from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput
 from imhost.kit.ids import new_id
-from imhost.metering import repository
+from imhost.metering import audit, repository
 from imhost.metering.models import ClosedPeriod, LateUsagePolicy, MeteringSettings
 
 Periods = list[tuple[datetime, datetime]]
@@ -39,8 +40,10 @@ def get_late_usage_policy(session: Session) -> LateUsagePolicy:
 
 
 def set_late_usage_policy(
-    session: Session, clock: Clock, policy: LateUsagePolicy | str
+    session: Session, clock: Clock, policy: LateUsagePolicy | str, *, actor: Actor | None = None
 ) -> LateUsagePolicy:
+    """Set what happens to usage for an invoiced period (audited as
+    ``usage.late_policy_changed``, with the previous policy, by ``actor``)."""
     try:
         value = LateUsagePolicy(policy)
     except ValueError:
@@ -48,6 +51,7 @@ def set_late_usage_policy(
             f"late_usage_policy is 'refuse' or 'next_invoice', not {policy!r}",
             field="late_usage_policy",
         ) from None
+    previous = get_late_usage_policy(session)
     row = session.get(MeteringSettings, 1)
     if row is None:
         row = MeteringSettings(id=1)
@@ -55,6 +59,14 @@ def set_late_usage_policy(
     row.late_usage_policy = value.value
     row.updated_at = clock.now()
     session.flush()
+    audit.record(
+        session,
+        clock,
+        actor,
+        "late_policy_changed",
+        previous=previous.value,
+        policy=value.value,
+    )
     return value
 
 

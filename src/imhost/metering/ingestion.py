@@ -1,6 +1,7 @@
 """Usage in: checks, idempotency, late usage, and the engine's direct path.
 
-Two ways in. :func:`ingest` is the path of the API and the CLI: every record is checked and
+Two ways in. :func:`ingest` is the path of the API and the CLI (:func:`ingest_by_staff` when
+the provider sends usage across organizations, which is audited): every record is checked and
 gets a reason when refused, a record sent again is a duplicate (same content) or a conflict
 (other content), and a batch is atomic on request. :func:`ingest_engine_batch` is the path
 of the built-in engine (trusted, fast): the checks a bad value needs, then one bulk insert
@@ -19,9 +20,10 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
+from imhost.accounts.audit import Actor
 from imhost.kit.clock import Clock, SystemClock
 from imhost.kit.errors import InvalidInput
-from imhost.metering import closing, repository
+from imhost.metering import audit, closing, repository
 from imhost.metering import metrics as m
 from imhost.metering.models import LateUsagePolicy
 
@@ -278,6 +280,33 @@ def ingest(
     result.accepted = inserted
     if inserted < len(rows):
         result.corrected = min(result.corrected, inserted)
+    return result
+
+
+def ingest_by_staff(
+    session: Session,
+    clock: Clock,
+    records: Sequence[UsageLike],
+    *,
+    atomic: bool,
+    services: ServiceOwners | None = None,
+    actor: Actor | None = None,
+) -> IngestResult:
+    """:func:`ingest` by the provider, across organizations (each record names its own).
+
+    A batch that stored something is audited as ``usage.ingested_by_staff`` (by ``actor``,
+    with the counts); a customer's own ingestion and the engine's direct path are not.
+    """
+    result = ingest(session, clock, records, atomic=atomic, services=services)
+    if result.accepted:
+        audit.record(
+            session,
+            clock,
+            actor,
+            "ingested_by_staff",
+            accepted=result.accepted,
+            rejected=len(result.rejected),
+        )
     return result
 
 

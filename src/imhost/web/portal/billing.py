@@ -197,7 +197,7 @@ def set_budget(
             raise InvalidInput(
                 str(first["msg"]).removeprefix("Value error, "), field=field
             ) from None
-        budgets.set_budget(db, runtime.clock, principal.org_id, data)
+        budgets.set_budget(db, runtime.clock, principal.org_id, data, actor=principal.actor)
     except DomainError as exc:
         db.rollback()
         return _billing_page(

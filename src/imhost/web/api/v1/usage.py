@@ -19,10 +19,8 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from imhost.accounts import audit as audit_log
 from imhost.accounts.permissions import Access, Scope
 from imhost.billing.budgets import pricing_for
-from imhost.catalog.pricing import tidy_money
 from imhost.hosting import service as hosting
 from imhost.kit.decimals import Quantity
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
@@ -43,7 +41,6 @@ from imhost.metering.schemas import (
     UsageToDateOut,
 )
 from imhost.metering.tasks import BudgetPricing, calendar_month
-from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, RuntimeDep, require
 
 router = APIRouter(tags=["usage"])
@@ -106,18 +103,14 @@ def admin_ingest_usage(
     body: UsageBatchIn, principal: UsageAdminWrite, db: Db, runtime: RuntimeDep
 ) -> IngestResultOut:
     """Batch ingestion across organizations (each record names its ``organization_id``)."""
-    result = ingestion.ingest(
-        db, runtime.clock, body.records, atomic=body.atomic, services=hosting.service_owners
+    result = ingestion.ingest_by_staff(
+        db,
+        runtime.clock,
+        body.records,
+        atomic=body.atomic,
+        services=hosting.service_owners,
+        actor=principal.actor,
     )
-    if result.accepted:
-        audit_log.record(
-            db,
-            runtime.clock,
-            "usage.ingested_by_staff",
-            actor=principal.actor,
-            accepted=result.accepted,
-            rejected=len(result.rejected),
-        )
     return _result_out(result)
 
 
@@ -135,15 +128,8 @@ def set_late_policy(
 ) -> LatePolicyOut:
     """What happens to usage for an invoiced period: ``refuse`` it, or bill it on the
     ``next_invoice`` as a correction (the original bucket is kept on the record)."""
-    previous = closing.get_late_usage_policy(db)
-    policy = closing.set_late_usage_policy(db, runtime.clock, body.late_usage_policy)
-    audit_log.record(
-        db,
-        runtime.clock,
-        "usage.late_policy_changed",
-        actor=principal.actor,
-        previous=previous.value,
-        policy=policy.value,
+    policy = closing.set_late_usage_policy(
+        db, runtime.clock, body.late_usage_policy, actor=principal.actor
     )
     return LatePolicyOut(late_usage_policy=policy.value)
 
@@ -299,8 +285,7 @@ def create_budget(body: BudgetIn, principal: BudgetWrite, db: Db, runtime: Runti
     if budgets.get_budget(db, principal.org_id) is not None:
         raise Conflict("this organization has a budget already; change it with PUT")
     _check_budget_currency(db, principal.org_id, body)
-    budget = budgets.set_budget(db, runtime.clock, principal.org_id, body)
-    _audit_budget(db, runtime, principal, budget, "usage.budget_created")
+    budget = budgets.set_budget(db, runtime.clock, principal.org_id, body, actor=principal.actor)
     return _budget_out(budget)
 
 
@@ -315,16 +300,14 @@ def replace_budget(
 ) -> BudgetOut:
     _own_budget(db, principal.org_id, budget_id)
     _check_budget_currency(db, principal.org_id, body)
-    budget = budgets.set_budget(db, runtime.clock, principal.org_id, body)
-    _audit_budget(db, runtime, principal, budget, "usage.budget_changed")
+    budget = budgets.set_budget(db, runtime.clock, principal.org_id, body, actor=principal.actor)
     return _budget_out(budget)
 
 
 @router.delete("/orgs/{org_id}/budgets/{budget_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_budget(budget_id: str, principal: BudgetWrite, db: Db, runtime: RuntimeDep) -> Response:
-    budget = _own_budget(db, principal.org_id, budget_id)
-    _audit_budget(db, runtime, principal, budget, "usage.budget_deleted")
-    budgets.delete_budget(db, principal.org_id, runtime.clock)
+    _own_budget(db, principal.org_id, budget_id)
+    budgets.delete_budget(db, principal.org_id, runtime.clock, actor=principal.actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -343,21 +326,3 @@ def list_budget_alerts(budget_id: str, principal: UsageRead, db: Db) -> list[Bud
         )
         for a in budgets.budget_alerts(db, budget.id)
     ]
-
-
-def _audit_budget(
-    db: Session, runtime: Runtime, principal: Principal, budget: Budget, action: str
-) -> None:
-    audit_log.record(
-        db,
-        runtime.clock,
-        action,
-        actor=principal.actor,
-        organization_id=budget.organization_id,
-        target_type="budget",
-        target_id=budget.id,
-        amount=str(tidy_money(budget.amount, budget.currency)),
-        currency=budget.currency,
-        thresholds=list(budget.thresholds),
-        hard_cap=budget.hard_cap,
-    )
