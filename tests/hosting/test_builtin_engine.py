@@ -199,7 +199,7 @@ async def test_a_real_client_logs_in_then_is_closed_when_the_organization_is_sus
             )
         )
     assert "messages" in metrics
-    await live.server.backend.flush_batches()
+    await live.server.backend.auth.flush_batches()
     with transaction(live.runtime.session_factory) as session:
         service = hosting.get_service_by_domain(session, DOMAIN)
         alice_row = hosting.get_account(session, service, "alice")

@@ -71,11 +71,11 @@ def count_messages(meter: Meter, n: int) -> None:
 
 
 async def test_a_process_restarted_within_the_minute_meters_everything(setup: Setup) -> None:
-    first = Meter(setup.backend, setup.clock, "xmpp1", 1.0)
+    first = Meter(setup.backend.usage, setup.clock, "xmpp1", 1.0)
     count_messages(first, 3_832)
     await first.stop()  # the last flush of the first run
     setup.clock.advance(timedelta(seconds=20))  # restarted within the same minute
-    second = Meter(setup.backend, setup.clock, "xmpp1", 1.0)
+    second = Meter(setup.backend.usage, setup.clock, "xmpp1", 1.0)
     count_messages(second, 5)
     await second.flush()
     assert metered_messages(setup.factory) == 3_837
@@ -102,7 +102,7 @@ class LostAnswer:
 
     async def record(self, records: list[UsageRecord]) -> None:
         self.calls += 1
-        await self.backend.record(records)
+        await self.backend.usage.record(records)
         if self.calls == 1:
             raise TimeoutError("the answer was lost after the commit")
 

@@ -67,93 +67,98 @@ async def setup(session_factory: sessionmaker[Session], clock: FrozenClock) -> A
         session.commit()
     await backend.start()
     listener = RecordingListener()
-    backend.add_listener(listener)
+    backend.directory.add_listener(listener)
     yield Setup(session_factory, clock, backend, listener, a, b)
     await backend.close()
 
 
 async def test_hosts_are_loaded_from_the_database(setup: Setup) -> None:
-    hosts = {h.domain: h for h in await setup.backend.list_hosts()}
+    hosts = {h.domain: h for h in await setup.backend.directory.list_hosts()}
     assert set(hosts) == {"a.example", "b.example"}
     assert hosts["a.example"].service_id == setup.a.id
-    assert await setup.backend.get_host("nowhere.example") is None
+    assert await setup.backend.directory.get_host("nowhere.example") is None
 
 
 async def test_credentials_are_those_of_the_account_on_that_host_only(setup: Setup) -> None:
     backend = setup.backend
-    creds_a = await backend.get_credentials("a.example", "alice", ScramHash.SHA256)
-    creds_b = await backend.get_credentials("b.example", "alice", ScramHash.SHA256)
+    creds_a = await backend.auth.get_credentials("a.example", "alice", ScramHash.SHA256)
+    creds_b = await backend.auth.get_credentials("b.example", "alice", ScramHash.SHA256)
     assert creds_a is not None and creds_b is not None
     assert creds_a.salt != creds_b.salt
     assert verify_plain(PASSWORD, creds_a, ScramHash.SHA256)
-    assert await backend.get_credentials("b.example", "bob", ScramHash.SHA1) is None
-    assert not await backend.account_exists("b.example", "bob")
-    assert await backend.account_exists("a.example", "bob")
-    assert await backend.get_credentials("c.example", "alice", ScramHash.SHA1) is None
+    assert await backend.auth.get_credentials("b.example", "bob", ScramHash.SHA1) is None
+    assert not await backend.auth.account_exists("b.example", "bob")
+    assert await backend.auth.account_exists("a.example", "bob")
+    assert await backend.auth.get_credentials("c.example", "alice", ScramHash.SHA1) is None
 
 
 async def test_one_host_cannot_see_another_hosts_storage(setup: Setup) -> None:
     backend = setup.backend
-    version = await backend.set_item(
+    version = await backend.roster.set_item(
         "a.example", "alice", RosterItem(jid="bob@a.example", name="Bob", subscription="both")
     )
     assert version == "1"
-    await backend.block("a.example", "alice", ["spam@x.example"])
-    await backend.set_vcard("a.example", "alice", "<vCard xmlns='vcard-temp'/>")
-    private = DbPrivateStore(backend)
+    await backend.blocklist.block("a.example", "alice", ["spam@x.example"])
+    await backend.vcards.set_vcard("a.example", "alice", "<vCard xmlns='vcard-temp'/>")
+    private = DbPrivateStore(backend.storage)
     await private.set_private("a.example", "alice", [("storage:bookmarks", "<storage/>")])
-    await backend.push("a.example", "alice", "<message/>", setup.clock.now(), 10)
-    await backend.set_pending_in("a.example", "alice", "eve@b.example", "<presence/>")
+    await backend.storage.push("a.example", "alice", "<message/>", setup.clock.now(), 10)
+    await backend.roster.set_pending_in("a.example", "alice", "eve@b.example", "<presence/>")
 
-    assert await backend.get_roster("b.example", "alice") == ("0", [])
-    assert await backend.get_blocklist("b.example", "alice") == set()
-    assert await backend.get_vcard("b.example", "alice") is None
+    assert await backend.roster.get_roster("b.example", "alice") == ("0", [])
+    assert await backend.blocklist.get_blocklist("b.example", "alice") == set()
+    assert await backend.vcards.get_vcard("b.example", "alice") is None
     assert await private.get_private("b.example", "alice", "storage:bookmarks") is None
-    assert await backend.pop_all("b.example", "alice") == []
-    assert await backend.get_pending_in("b.example", "alice") == {}
+    assert await backend.storage.pop_all("b.example", "alice") == []
+    assert await backend.roster.get_pending_in("b.example", "alice") == {}
     # ... and writing through another host's name does not reach the first host's data.
-    await backend.set_item("b.example", "alice", RosterItem(jid="mallory@b.example"))
-    _, items = await backend.get_roster("a.example", "alice")
+    await backend.roster.set_item("b.example", "alice", RosterItem(jid="mallory@b.example"))
+    _, items = await backend.roster.get_roster("a.example", "alice")
     assert [i.jid for i in items] == ["bob@a.example"]
-    assert await backend.get_blocklist("a.example", "alice") == {"spam@x.example"}
-    assert await backend.count("a.example", "alice") == 1
+    assert await backend.blocklist.get_blocklist("a.example", "alice") == {"spam@x.example"}
+    assert await backend.storage.count("a.example", "alice") == 1
 
 
 async def test_roster_versions_grow_with_each_change(setup: Setup) -> None:
     backend = setup.backend
     item = RosterItem(jid="bob@a.example", groups=("Friends", "Work"), ask=True)
-    v1 = await backend.set_item("a.example", "alice", item)
-    v2 = await backend.set_item("a.example", "alice", RosterItem(jid="carol@a.example"))
-    v3 = await backend.remove_item("a.example", "alice", "nobody@a.example")
-    v4 = await backend.remove_item("a.example", "alice", "carol@a.example")
+    v1 = await backend.roster.set_item("a.example", "alice", item)
+    v2 = await backend.roster.set_item("a.example", "alice", RosterItem(jid="carol@a.example"))
+    v3 = await backend.roster.remove_item("a.example", "alice", "nobody@a.example")
+    v4 = await backend.roster.remove_item("a.example", "alice", "carol@a.example")
     assert (v1, v2, v3, v4) == ("1", "2", "2", "3")
-    version, items = await backend.get_roster("a.example", "alice")
+    version, items = await backend.roster.get_roster("a.example", "alice")
     assert version == "3" and items == [item]
 
 
 async def test_offline_storage_keeps_order_and_limit(setup: Setup) -> None:
     backend, clock = setup.backend, setup.clock
     for n in range(3):
-        stored = await backend.push("a.example", "alice", f"<message id='{n}'/>", clock.now(), 3)
+        stored = await backend.storage.push(
+            "a.example", "alice", f"<message id='{n}'/>", clock.now(), 3
+        )
         assert stored
         clock.advance(timedelta(seconds=1))
-    assert not await backend.push("a.example", "alice", "<message id='3'/>", clock.now(), 3)
-    assert await backend.bytes_used("a.example") == 3 * len("<message id='0'/>")
-    messages = await backend.pop_all("a.example", "alice")
+    assert not await backend.storage.push("a.example", "alice", "<message id='3'/>", clock.now(), 3)
+    assert await backend.storage.bytes_used("a.example") == 3 * len("<message id='0'/>")
+    messages = await backend.storage.pop_all("a.example", "alice")
     assert [m.stanza for m in messages] == [f"<message id='{n}'/>" for n in range(3)]
     assert messages[0].stored_at < messages[2].stored_at
-    assert await backend.pop_all("a.example", "alice") == []
+    assert await backend.storage.pop_all("a.example", "alice") == []
 
 
 async def test_blocklist_adds_once_and_unblocks_some_or_all(setup: Setup) -> None:
     backend = setup.backend
-    await backend.block("a.example", "alice", ["x@y.example", "z.example", "x@y.example"])
-    await backend.block("a.example", "alice", ["x@y.example"])
-    assert await backend.get_blocklist("a.example", "alice") == {"x@y.example", "z.example"}
-    await backend.unblock("a.example", "alice", ["z.example"])
-    assert await backend.get_blocklist("a.example", "alice") == {"x@y.example"}
-    await backend.unblock("a.example", "alice", None)
-    assert await backend.get_blocklist("a.example", "alice") == set()
+    await backend.blocklist.block("a.example", "alice", ["x@y.example", "z.example", "x@y.example"])
+    await backend.blocklist.block("a.example", "alice", ["x@y.example"])
+    assert await backend.blocklist.get_blocklist("a.example", "alice") == {
+        "x@y.example",
+        "z.example",
+    }
+    await backend.blocklist.unblock("a.example", "alice", ["z.example"])
+    assert await backend.blocklist.get_blocklist("a.example", "alice") == {"x@y.example"}
+    await backend.blocklist.unblock("a.example", "alice", None)
+    assert await backend.blocklist.get_blocklist("a.example", "alice") == set()
 
 
 async def test_suspension_reaches_the_listener_after_commit_only(setup: Setup) -> None:
@@ -166,9 +171,9 @@ async def test_suspension_reaches_the_listener_after_commit_only(setup: Setup) -
     [host] = setup.listener.changed
     assert host.domain == "a.example" and not host.active
     assert host.status_reason == "Unpaid invoice INV-7"
-    current = await setup.backend.get_host("a.example")
+    current = await setup.backend.directory.get_host("a.example")
     assert current is not None and not current.active
-    assert await setup.backend.account_disabled("a.example", "alice") == "Unpaid invoice INV-7"
+    assert await setup.backend.auth.account_disabled("a.example", "alice") == "Unpaid invoice INV-7"
 
 
 async def test_a_rolled_back_change_never_reaches_the_engine(setup: Setup) -> None:
@@ -177,7 +182,7 @@ async def test_a_rolled_back_change_never_reaches_the_engine(setup: Setup) -> No
         hosting.suspend_service(session, setup.clock, service, "mistake")
         session.rollback()
     assert setup.listener.changed == []
-    host = await setup.backend.get_host("a.example")
+    host = await setup.backend.directory.get_host("a.example")
     assert host is not None and host.active
 
 
@@ -188,25 +193,25 @@ async def test_a_new_service_and_a_removed_one_take_effect_at_once(setup: Setup)
         session.commit()
     assert [h.domain for h in setup.listener.changed] == ["new.example"]
     assert setup.listener.removed == ["b.example"]
-    assert await setup.backend.get_host("b.example") is None
-    assert await setup.backend.get_credentials("b.example", "alice", ScramHash.SHA1) is None
+    assert await setup.backend.directory.get_host("b.example") is None
+    assert await setup.backend.auth.get_credentials("b.example", "alice", ScramHash.SHA1) is None
 
 
 async def test_disabling_an_account_closes_its_sessions_and_refuses_logins(setup: Setup) -> None:
     backend = setup.backend
-    assert await backend.account_disabled("a.example", "alice") is None  # now cached
+    assert await backend.auth.account_disabled("a.example", "alice") is None  # now cached
     with setup.factory() as session:
         service = hosting.get_service(session, setup.a.id)
         account = hosting.get_account(session, service, "alice")
         hosting.disable_account(session, setup.clock, service, account, "left the company")
         session.commit()
     assert setup.listener.disabled == [("a.example", "alice", "left the company")]
-    assert await backend.account_disabled("a.example", "alice") == "left the company"
+    assert await backend.auth.account_disabled("a.example", "alice") == "left the company"
 
 
 async def test_a_password_reset_replaces_cached_credentials(setup: Setup) -> None:
     backend = setup.backend
-    old = await backend.get_credentials("a.example", "alice", ScramHash.SHA256)
+    old = await backend.auth.get_credentials("a.example", "alice", ScramHash.SHA256)
     with setup.factory() as session:
         service = hosting.get_service(session, setup.a.id)
         account = hosting.get_account(session, service, "alice")
@@ -221,7 +226,7 @@ async def test_a_password_reset_replaces_cached_credentials(setup: Setup) -> Non
         )
         session.commit()
     assert new_password is not None
-    new = await backend.get_credentials("a.example", "alice", ScramHash.SHA256)
+    new = await backend.auth.get_credentials("a.example", "alice", ScramHash.SHA256)
     assert new is not None and old is not None and new.salt != old.salt
     assert verify_plain(new_password, new, ScramHash.SHA256)
     assert setup.listener.disabled[-1][:2] == ("a.example", "alice")
@@ -232,20 +237,20 @@ async def test_failed_logins_lock_the_account_and_are_audited_in_a_batch(setup: 
     attempt = AuthAttempt("a.example", "alice", "192.0.2.7", False, "SCRAM-SHA-256")
     admitted = []
     for _ in range(4):
-        admission = await backend.admit_auth("a.example", "alice", "192.0.2.7")
+        admission = await backend.auth.admit_auth("a.example", "alice", "192.0.2.7")
         admitted.append(admission.allowed)
         if admission.allowed:
-            await backend.report_auth(attempt)
+            await backend.auth.report_auth(attempt)
     assert admitted == [True, True, True, False]  # lockout_threshold=3 per account and address
     # The pair is locked; the account from another address, or another account, is not.
-    assert (await backend.admit_auth("a.example", "alice", "198.51.100.1")).allowed
-    assert (await backend.admit_auth("a.example", "bob", "192.0.2.7")).allowed
+    assert (await backend.auth.admit_auth("a.example", "alice", "198.51.100.1")).allowed
+    assert (await backend.auth.admit_auth("a.example", "bob", "192.0.2.7")).allowed
     setup.clock.advance(timedelta(minutes=2))
-    assert (await backend.admit_auth("a.example", "alice", "192.0.2.7")).allowed
+    assert (await backend.auth.admit_auth("a.example", "alice", "192.0.2.7")).allowed
     with setup.factory() as session:
         count = select(func.count()).select_from(AuditEvent)
         assert session.scalar(count.where(AuditEvent.action == "xmpp.login_failed")) == 0
-    await backend.flush_batches()
+    await backend.auth.flush_batches()
     with setup.factory() as session:
         rows = session.scalars(
             select(AuditEvent).where(AuditEvent.action == "xmpp.login_failed")
@@ -259,7 +264,7 @@ async def test_parallel_sasl_attempts_never_pass_more_than_the_threshold(setup: 
     """Twelve connections guessing at once from one address: three reach the password."""
     backend = setup.backend
     admissions = await asyncio.gather(
-        *(backend.admit_auth("a.example", "alice", "203.0.113.5") for _ in range(12))
+        *(backend.auth.admit_auth("a.example", "alice", "203.0.113.5") for _ in range(12))
     )
     assert [a.allowed for a in admissions].count(True) == 3
 
@@ -269,26 +274,26 @@ async def test_parallel_sasl_attempts_from_many_addresses_stop_at_the_account_ca
 ) -> None:
     backend = setup.backend
     admissions = await asyncio.gather(
-        *(backend.admit_auth("a.example", "alice", f"203.0.113.{n}") for n in range(1, 31))
+        *(backend.auth.admit_auth("a.example", "alice", f"203.0.113.{n}") for n in range(1, 31))
     )
     assert [a.allowed for a in admissions].count(True) == 10  # account_failure_threshold
 
 
 async def test_strangers_cannot_lock_an_xmpp_user_out_of_her_own_address(setup: Setup) -> None:
     backend = setup.backend
-    assert (await backend.admit_auth("a.example", "alice", "192.0.2.10")).allowed
-    await backend.report_auth(AuthAttempt("a.example", "alice", "192.0.2.10", True, "PLAIN"))
+    assert (await backend.auth.admit_auth("a.example", "alice", "192.0.2.10")).allowed
+    await backend.auth.report_auth(AuthAttempt("a.example", "alice", "192.0.2.10", True, "PLAIN"))
     for n in range(1, 31):
-        await backend.admit_auth("a.example", "alice", f"203.0.113.{n}")
-    assert not (await backend.admit_auth("a.example", "alice", "198.51.100.1")).allowed
-    assert (await backend.admit_auth("a.example", "alice", "192.0.2.10")).allowed
+        await backend.auth.admit_auth("a.example", "alice", f"203.0.113.{n}")
+    assert not (await backend.auth.admit_auth("a.example", "alice", "198.51.100.1")).allowed
+    assert (await backend.auth.admit_auth("a.example", "alice", "192.0.2.10")).allowed
 
 
 async def test_the_delay_grows_with_the_failures_as_on_the_web(setup: Setup) -> None:
     backend = setup.backend
-    backend.security = SecuritySettings(lockout_threshold=6)
+    backend.auth.security = SecuritySettings(lockout_threshold=6)
     delays = [
-        (await backend.admit_auth("a.example", "alice", "203.0.113.9")).delay_seconds
+        (await backend.auth.admit_auth("a.example", "alice", "203.0.113.9")).delay_seconds
         for _ in range(6)
     ]
     assert delays == [0.0, 0.0, 0.5, 1.0, 2.0, 2.0]
@@ -296,9 +301,9 @@ async def test_the_delay_grows_with_the_failures_as_on_the_web(setup: Setup) -> 
 
 async def test_a_successful_login_is_recorded_on_the_account(setup: Setup) -> None:
     backend = setup.backend
-    await backend.report_auth(AuthAttempt("a.example", "alice", "", True, "PLAIN"))
-    await backend.report_client_version("a.example", "alice", "Conversations 2.16 (Android)")
-    await backend.flush_batches()
+    await backend.auth.report_auth(AuthAttempt("a.example", "alice", "", True, "PLAIN"))
+    await backend.auth.report_client_version("a.example", "alice", "Conversations 2.16 (Android)")
+    await backend.auth.flush_batches()
     with setup.factory() as session:
         account = hosting.get_account(session, hosting.get_service(session, setup.a.id), "alice")
         assert account.last_login_at == setup.clock.now()
@@ -308,9 +313,9 @@ async def test_a_successful_login_is_recorded_on_the_account(setup: Setup) -> No
 async def test_in_band_password_change_follows_the_policy(setup: Setup) -> None:
     backend = setup.backend
     with pytest.raises(ValueError, match="at least 12"):
-        await backend.set_password("a.example", "alice", "short")
-    await backend.set_password("a.example", "alice", "quiet-lantern-meadow-5521")
-    creds = await backend.get_credentials("a.example", "alice", ScramHash.SHA1)
+        await backend.auth.set_password("a.example", "alice", "short")
+    await backend.auth.set_password("a.example", "alice", "quiet-lantern-meadow-5521")
+    creds = await backend.auth.get_credentials("a.example", "alice", ScramHash.SHA1)
     assert creds is not None and verify_plain("quiet-lantern-meadow-5521", creds, ScramHash.SHA1)
     assert setup.listener.disabled == []  # the changer's own session stays
 
@@ -318,16 +323,16 @@ async def test_in_band_password_change_follows_the_policy(setup: Setup) -> None:
 async def test_in_band_registration_only_where_allowed(setup: Setup) -> None:
     backend = setup.backend
     with pytest.raises(ValueError, match="does not allow"):
-        await backend.register_account("a.example", "newbie", PASSWORD)
+        await backend.auth.register_account("a.example", "newbie", PASSWORD)
     with setup.factory() as session:
         service = hosting.get_service(session, setup.a.id)
         hosting.set_limits(session, setup.clock, service, {"registration_allowed": True})
         session.commit()
-    await backend.register_account("a.example", "newbie", PASSWORD)
-    assert await backend.account_exists("a.example", "newbie")
-    assert await backend.count_accounts("a.example") == 3
+    await backend.auth.register_account("a.example", "newbie", PASSWORD)
+    assert await backend.auth.account_exists("a.example", "newbie")
+    assert await backend.auth.count_accounts("a.example") == 3
     with pytest.raises(ValueError, match="already exists"):
-        await backend.register_account("a.example", "newbie", PASSWORD)
+        await backend.auth.register_account("a.example", "newbie", PASSWORD)
 
 
 async def test_usage_lands_in_metering_once_even_if_flushed_twice(setup: Setup) -> None:
@@ -337,8 +342,8 @@ async def test_usage_lands_in_metering_once_even_if_flushed_twice(setup: Setup) 
         UsageRecord("b.example", "bytes_in", bucket, 3400, "node1:b.example:bytes_in:1"),
         UsageRecord("gone.example", "messages", bucket, 5, "node1:gone.example:messages:1"),
     ]
-    await setup.backend.record(records)
-    await setup.backend.record(records)
+    await setup.backend.usage.record(records)
+    await setup.backend.usage.record(records)
     with setup.factory() as session:
         rows = session.scalars(select(MeteredUsage).order_by(MeteredUsage.metric)).all()
     assert [(r.metric, int(r.quantity)) for r in rows] == [("bytes_in", 3400), ("messages", 12)]
@@ -354,7 +359,7 @@ async def test_usage_of_a_removed_host_still_reaches_its_organization(setup: Set
         hosting.remove_service(session, setup.clock, hosting.get_service(session, setup.b.id))
         session.commit()
     bucket = setup.clock.now().replace(second=0, microsecond=0)
-    await setup.backend.record([UsageRecord("b.example", "messages", bucket, 2, "k-b-1")])
+    await setup.backend.usage.record([UsageRecord("b.example", "messages", bucket, 2, "k-b-1")])
     with setup.factory() as session:
         row = session.scalars(select(MeteredUsage)).one()
     assert row.organization_id == setup.b.organization_id
@@ -373,13 +378,13 @@ async def test_changes_committed_by_another_process_arrive_with_the_refresh(
         hosting.disable_account(session, setup.clock, service, account, "fired")
         session.commit()
     assert setup.listener.changed == [] and setup.listener.disabled == []
-    await setup.backend.refresh()
+    await setup.backend.directory.refresh()
     assert {h.domain: h.active for h in setup.listener.changed} == {
         "b.example": False,
         "late.example": True,
     }
     assert setup.listener.disabled == [("a.example", "bob", "fired")]
-    assert await setup.backend.account_disabled("a.example", "bob") == "fired"
+    assert await setup.backend.auth.account_disabled("a.example", "bob") == "fired"
 
 
 async def test_a_change_committed_on_another_thread_reaches_the_listener_on_the_loop(
@@ -404,18 +409,18 @@ async def test_a_change_committed_on_another_thread_reaches_the_listener_on_the_
             break
         await asyncio.sleep(0.01)
     assert calls == [loop_thread]
-    host = await setup.backend.get_host("a.example")
+    host = await setup.backend.directory.get_host("a.example")
     assert host is not None and host.status_reason == "from a request"
 
 
 async def test_expired_cache_entries_are_forgotten(setup: Setup) -> None:
     backend = setup.backend
-    backend.credential_ttl = backend.negative_ttl = 0.0
-    await backend.account_exists("a.example", "alice")
-    await backend.account_exists("a.example", "nobody")
-    backend.prune()
-    assert backend._accounts == {}
-    assert await backend.account_exists("a.example", "alice")  # read again from the database
+    backend.auth.credential_ttl = backend.auth.negative_ttl = 0.0
+    await backend.auth.account_exists("a.example", "alice")
+    await backend.auth.account_exists("a.example", "nobody")
+    backend.auth.prune()
+    assert backend.auth._accounts == {}
+    assert await backend.auth.account_exists("a.example", "alice")  # read again from the database
 
 
 async def test_a_batch_the_database_refuses_is_retried_at_the_next_flush(
@@ -432,12 +437,12 @@ async def test_a_batch_the_database_refuses_is_retried_at_the_next_flush(
         calls.append(1)
         raise OperationalError("UPDATE xmpp_accounts", {}, Exception("database is locked"))
 
-    await backend.report_auth(AuthAttempt("a.example", "alice", "", True, "PLAIN"))
+    await backend.auth.report_auth(AuthAttempt("a.example", "alice", "", True, "PLAIN"))
     monkeypatch.setattr(hosting, "record_logins", busy)
-    await backend.flush_batches()
+    await backend.auth.flush_batches()
     assert len(calls) == ports.DB_ATTEMPTS  # tried again before giving up for now
     monkeypatch.undo()
-    await backend.flush_batches()
+    await backend.auth.flush_batches()
     with setup.factory() as session:
         account = hosting.get_account(session, hosting.get_service(session, setup.a.id), "alice")
         assert account.last_login_at == setup.clock.now()
@@ -445,7 +450,7 @@ async def test_a_batch_the_database_refuses_is_retried_at_the_next_flush(
 
 async def test_a_refresh_never_undoes_a_change_committed_while_it_read(setup: Setup) -> None:
     backend = setup.backend
-    original = backend._read_hosts
+    original = backend.directory._read_hosts
     commits: list[int] = []
 
     def read_then_commit(session: Session) -> dict[str, object]:
@@ -458,16 +463,16 @@ async def test_a_refresh_never_undoes_a_change_committed_while_it_read(setup: Se
                 other.commit()
         return snapshot  # type: ignore[return-value]
 
-    backend._read_hosts = read_then_commit  # type: ignore[method-assign,assignment]
-    await backend.refresh()
-    host = await backend.get_host("a.example")
+    backend.directory._read_hosts = read_then_commit  # type: ignore[method-assign,assignment]
+    await backend.directory.refresh()
+    host = await backend.directory.get_host("a.example")
     assert host is not None and not host.active
     assert [h.active for h in setup.listener.changed] == [False]
 
 
 async def test_credentials_read_while_a_reset_commits_are_not_cached(setup: Setup) -> None:
     backend = setup.backend
-    original = backend._read_account
+    original = backend.auth._read_account
     resets: list[str] = []
 
     def read_then_reset(session: Session, domain: str, localpart: str) -> object:
@@ -490,10 +495,10 @@ async def test_credentials_read_while_a_reset_commits_are_not_cached(setup: Setu
             resets.append(new)
         return entry
 
-    backend._read_account = read_then_reset  # type: ignore[method-assign,assignment]
-    stale = await backend.get_credentials("a.example", "alice", ScramHash.SHA256)
+    backend.auth._read_account = read_then_reset  # type: ignore[method-assign,assignment]
+    stale = await backend.auth.get_credentials("a.example", "alice", ScramHash.SHA256)
     assert stale is not None and verify_plain(PASSWORD, stale, ScramHash.SHA256)  # that read
-    current = await backend.get_credentials("a.example", "alice", ScramHash.SHA256)
+    current = await backend.auth.get_credentials("a.example", "alice", ScramHash.SHA256)
     assert current is not None and verify_plain(resets[0], current, ScramHash.SHA256)
 
 
@@ -523,12 +528,12 @@ def xml_of(n: int) -> str:
 
 async def test_storage_past_the_hosts_limit_is_refused_and_frees_on_delivery(setup: Setup) -> None:
     backend, now = setup.backend, setup.clock.now()
-    private = DbPrivateStore(backend)
+    private = DbPrivateStore(backend.storage)
     await private.set_private("a.example", "alice", [("k1", xml_of(600))], 1000)
     with pytest.raises(StorageFull, match=r"storage of a\.example is full"):
-        await backend.push("a.example", "bob", xml_of(401), now, 10, 1000)
-    assert await backend.push("a.example", "bob", xml_of(300), now, 10, 1000)
-    assert backend.stored_bytes("a.example") == 900 == stored_in_database(setup, setup.a.id)
+        await backend.storage.push("a.example", "bob", xml_of(401), now, 10, 1000)
+    assert await backend.storage.push("a.example", "bob", xml_of(300), now, 10, 1000)
+    assert backend.storage.stored_bytes("a.example") == 900 == stored_in_database(setup, setup.a.id)
     with pytest.raises(StorageFull):
         await private.set_private("a.example", "alice", [("k2", xml_of(101))], 1000)
     assert await private.get_private("a.example", "alice", "k2") is None
@@ -536,33 +541,38 @@ async def test_storage_past_the_hosts_limit_is_refused_and_frees_on_delivery(set
     await private.set_private("b.example", "alice", [("k2", xml_of(1000))], 1000)
     # Shrinking passes at the limit; delivering offline messages frees their bytes.
     await private.set_private("a.example", "alice", [("k1", xml_of(7))], 1000)
-    assert len(await backend.pop_all("a.example", "bob")) == 1
-    assert backend.stored_bytes("a.example") == 7 == stored_in_database(setup, setup.a.id)
+    assert len(await backend.storage.pop_all("a.example", "bob")) == 1
+    assert backend.storage.stored_bytes("a.example") == 7 == stored_in_database(setup, setup.a.id)
     await private.set_private(
         "a.example", "alice", [("k1", xml_of(500)), ("k2", xml_of(500))], 1000
     )
-    assert stored_in_database(setup, setup.a.id) == 1000 == backend.stored_bytes("a.example")
+    assert (
+        stored_in_database(setup, setup.a.id) == 1000 == backend.storage.stored_bytes("a.example")
+    )
 
 
 async def test_a_set_over_the_limit_stores_none_of_its_elements(setup: Setup) -> None:
-    private = DbPrivateStore(setup.backend)
+    private = DbPrivateStore(setup.backend.storage)
     with pytest.raises(StorageFull):
         await private.set_private(
             "a.example", "alice", [("k1", xml_of(600)), ("k2", xml_of(600))], 1000
         )
     assert await private.get_private("a.example", "alice", "k1") is None
     assert stored_in_database(setup, setup.a.id) == 0
-    assert setup.backend.stored_bytes("a.example") == 0
+    assert setup.backend.storage.stored_bytes("a.example") == 0
 
 
 async def test_concurrent_writes_cannot_both_take_the_last_bytes(setup: Setup) -> None:
     backend, now = setup.backend, setup.clock.now()
     results = await asyncio.gather(
-        *(backend.push("a.example", user, xml_of(600), now, 10, 1000) for user in ("alice", "bob")),
+        *(
+            backend.storage.push("a.example", user, xml_of(600), now, 10, 1000)
+            for user in ("alice", "bob")
+        ),
         return_exceptions=True,
     )
     assert sorted(type(r).__name__ for r in results) == ["StorageFull", "bool"]
-    assert stored_in_database(setup, setup.a.id) == 600 == backend.stored_bytes("a.example")
+    assert stored_in_database(setup, setup.a.id) == 600 == backend.storage.stored_bytes("a.example")
 
 
 async def test_the_counter_is_counted_from_the_database_and_again_when_old(
@@ -591,50 +601,57 @@ async def test_the_counter_is_counted_from_the_database_and_again_when_old(
             session.commit()
 
     written_elsewhere(700)
-    assert backend.stored_bytes("a.example") is None  # nothing counted before a limited write
+    # nothing counted before a limited write
+    assert backend.storage.stored_bytes("a.example") is None
     with pytest.raises(StorageFull):  # the first limited write counts what is there
-        await backend.push("a.example", "bob", xml_of(301), now, 10, 1000)
-    assert backend.stored_bytes("a.example") == 700
+        await backend.storage.push("a.example", "bob", xml_of(301), now, 10, 1000)
+    assert backend.storage.stored_bytes("a.example") == 700
     written_elsewhere(200)  # unseen until the counter is recounted (bounded staleness)
-    assert await backend.push("a.example", "bob", xml_of(100), now, 10, 1000)
-    assert backend.stored_bytes("a.example") == 800
+    assert await backend.storage.push("a.example", "bob", xml_of(100), now, 10, 1000)
+    assert backend.storage.stored_bytes("a.example") == 800
     monkeypatch.setattr(dataplane_storage, "STORAGE_RECOUNT_SECONDS", 0.0)
     with pytest.raises(StorageFull):
-        await backend.push("a.example", "bob", xml_of(1), now, 10, 1000)
-    assert backend.stored_bytes("a.example") == 1000 == stored_in_database(setup, setup.a.id)
+        await backend.storage.push("a.example", "bob", xml_of(1), now, 10, 1000)
+    assert (
+        backend.storage.stored_bytes("a.example") == 1000 == stored_in_database(setup, setup.a.id)
+    )
 
 
 async def test_deleting_an_account_frees_its_storage_at_once(setup: Setup) -> None:
     backend, now = setup.backend, setup.clock.now()
-    assert await backend.push("a.example", "bob", xml_of(900), now, 10, 1000)
+    assert await backend.storage.push("a.example", "bob", xml_of(900), now, 10, 1000)
     with pytest.raises(StorageFull):
-        await DbPrivateStore(backend).set_private("a.example", "alice", [("k", xml_of(200))], 1000)
+        await DbPrivateStore(backend.storage).set_private(
+            "a.example", "alice", [("k", xml_of(200))], 1000
+        )
     with setup.factory() as session:
         service = hosting.get_service(session, setup.a.id)
         hosting.delete_account(
             session, setup.clock, service, hosting.get_account(session, service, "bob")
         )
         session.commit()
-    await DbPrivateStore(backend).set_private("a.example", "alice", [("k", xml_of(200))], 1000)
-    assert backend.stored_bytes("a.example") == 200 == stored_in_database(setup, setup.a.id)
+    await DbPrivateStore(backend.storage).set_private(
+        "a.example", "alice", [("k", xml_of(200))], 1000
+    )
+    assert backend.storage.stored_bytes("a.example") == 200 == stored_in_database(setup, setup.a.id)
 
 
 async def test_the_plans_storage_reaches_the_engine_at_once_in_decimal_megabytes(
     setup: Setup,
 ) -> None:
-    host = await setup.backend.get_host("a.example")
+    host = await setup.backend.directory.get_host("a.example")
     assert host is not None and host.limits.max_storage_bytes is None
     with setup.factory() as session:
         service = hosting.get_service(session, setup.a.id)
         hosting.change_plan_limits(session, setup.clock, service, PlanLimits(storage_mb=5))
         session.commit()
-    host = await setup.backend.get_host("a.example")
+    host = await setup.backend.directory.get_host("a.example")
     assert host is not None and host.limits.max_storage_bytes == 5_000_000
     with setup.factory() as session:
         service = hosting.get_service(session, setup.a.id)
         hosting.set_limits(session, setup.clock, service, {"storage_mb": None})
         session.commit()
-    host = await setup.backend.get_host("a.example")
+    host = await setup.backend.directory.get_host("a.example")
     assert host is not None and host.limits.max_storage_bytes is None
 
 
@@ -661,9 +678,11 @@ async def test_login_batches_are_written_while_other_connections_write(
     writer.start()
     try:
         for _ in range(30):
-            await setup.backend.report_auth(AuthAttempt("a.example", "alice", "", True, "PLAIN"))
-            await setup.backend.report_client_version("a.example", "alice", "Dino 0.4")
-            await setup.backend.flush_batches()
+            await setup.backend.auth.report_auth(
+                AuthAttempt("a.example", "alice", "", True, "PLAIN")
+            )
+            await setup.backend.auth.report_client_version("a.example", "alice", "Dino 0.4")
+            await setup.backend.auth.flush_batches()
     finally:
         stop.set()
         writer.join()

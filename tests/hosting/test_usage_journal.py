@@ -97,7 +97,7 @@ def hold_write_lock(engine: Engine) -> object:
 async def test_a_batch_is_taken_at_once_while_the_database_is_locked(
     setup: Setup, tmp_path: Path, hold_write_lock: type
 ) -> None:
-    sink = JournaledUsageSink(setup.backend, UsageJournal(tmp_path, "node-a"))
+    sink = JournaledUsageSink(setup.backend.usage, UsageJournal(tmp_path, "node-a"))
     await sink.start()
     try:
         with hold_write_lock():
@@ -144,7 +144,7 @@ async def test_what_a_killed_process_journaled_is_written_at_the_next_start(
     [orphan] = list(tmp_path.glob("usage-journal-*.jsonl"))
     with orphan.open("a") as torn:
         torn.write('{"host":"a.example","metric":"mess')  # a line cut by the kill
-    sink = JournaledUsageSink(setup.backend, UsageJournal(tmp_path, "node-a"))
+    sink = JournaledUsageSink(setup.backend.usage, UsageJournal(tmp_path, "node-a"))
     await sink.start()
     try:
         assert not orphan.exists()

@@ -207,7 +207,7 @@ def _usage_flush(site: Site, stop: threading.Event, out: Timings, journal_dir: P
             usage_factory=factory,
         )
         await backend.start()
-        sink = JournaledUsageSink(backend, UsageJournal(journal_dir, "test-node"))
+        sink = JournaledUsageSink(backend.usage, UsageJournal(journal_dir, "test-node"))
         await sink.start()
         try:
             n = 0

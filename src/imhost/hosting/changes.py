@@ -8,10 +8,10 @@ the caller is easily forgotten. Instead a service *stages* each change on its se
 
 The hub lives in the session factory's ``info`` (:func:`install_hub`), so every session made
 by that factory (web requests, the worker, event handlers) reaches the same hub, and the
-engine's :class:`~imhost.hosting.ports.DbHostDirectory` subscribes to it. Several nodes
-would carry these changes over Redis pub/sub instead (not built yet); a process without the
-engine (the CLI) has no subscriber and the running server picks the change up on its next
-directory refresh (``HOST_REFRESH_SECONDS`` in ``hosting/ports.py``).
+engine's :class:`~imhost.hosting.dataplane.directory.DbHostDirectory` subscribes to it.
+Several nodes would carry these changes over Redis pub/sub instead (not built yet); a
+process without the engine (the CLI) has no subscriber and the running server picks the
+change up on its next directory refresh (``HOST_REFRESH_SECONDS`` in ``hosting/ports.py``).
 """
 
 from __future__ import annotations

@@ -1,15 +1,18 @@
-"""Queries of the data plane's per-account stores (roster, pending subscriptions, vCards,
-blocking), used by the adapters in :mod:`imhost.hosting.dataplane`. Each takes the session
-of the caller's transaction and never commits."""
+"""Queries of the data plane's adapters in :mod:`imhost.hosting.dataplane`: the host
+directory, account authentication and client versions, and the per-account stores (roster,
+pending subscriptions, vCards, blocking). Each takes the session of the caller's transaction
+and never commits."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from imhost.hosting.models import (
+    HostedService,
     XmppAccount,
     XmppBlockedJid,
     XmppPendingSubscription,
@@ -17,6 +20,36 @@ from imhost.hosting.models import (
     XmppVCard,
 )
 from imhost.xmpp.ports import RosterItem
+
+# -- host directory and accounts ----------------------------------------------------------------
+
+
+def hosted_services(session: Session) -> Sequence[HostedService]:
+    return session.scalars(select(HostedService)).all()
+
+
+def accounts_changed_since(session: Session, since: datetime) -> list[tuple[str, str, bool, str]]:
+    """(domain, localpart, disabled, disabled reason) of the accounts updated since ``since``."""
+    rows = session.execute(
+        select(
+            HostedService.domain,
+            XmppAccount.localpart,
+            XmppAccount.disabled,
+            XmppAccount.disabled_reason,
+        )
+        .join(HostedService, HostedService.id == XmppAccount.service_id)
+        .where(XmppAccount.updated_at >= since)
+    )
+    return [(d, lp, bool(dis), reason or "") for d, lp, dis, reason in rows]
+
+
+def find_account(session: Session, service_id: str | None, localpart: str) -> XmppAccount | None:
+    return session.scalar(
+        select(XmppAccount).where(
+            XmppAccount.service_id == service_id, XmppAccount.localpart == localpart
+        )
+    )
+
 
 # -- roster -------------------------------------------------------------------------------------
 

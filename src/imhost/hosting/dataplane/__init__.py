@@ -4,7 +4,9 @@ Each adapter runs its queries (:mod:`imhost.hosting.repository`) through a share
 :class:`~imhost.hosting.dataplane.runner.DbRunner` (one transaction on a worker thread,
 retried when the database refuses it for concurrency) and finds accounts through an
 :class:`~imhost.hosting.dataplane.runner.AccountLookup` (the cached one of
-:class:`~imhost.hosting.ports.DbBackend`). :class:`~imhost.hosting.ports.DbBackend` still
-holds the host directory, authentication and the stores with a storage limit, and composes
-the adapters here.
+:class:`~imhost.hosting.dataplane.auth.DbAccountAuth`); the host directory
+(:class:`~imhost.hosting.dataplane.directory.DbHostDirectory`) fills the
+:class:`~imhost.hosting.dataplane.hosts.HostCache` the others read.
+:class:`~imhost.hosting.ports.DbBackend` builds them, owns them and runs their background
+work.
 """

@@ -1,8 +1,8 @@
 """The built-in engine: imhost's own XMPP server wired to the database through the ports.
 
 ``imhost serve`` calls :func:`start_builtin_engine` and keeps the result in ``runtime.xmpp``.
-It needs no provisioning calls: hosts and accounts are read through
-:class:`~imhost.hosting.ports.DbBackend`, and committed changes reach it at once. It runs
+It needs no provisioning calls: hosts and accounts are read through the adapters of
+:class:`~imhost.hosting.ports.DbBackend`, and committed changes reach them at once. It runs
 under a lease on its ``node_id`` (:mod:`imhost.hosting.nodes`): a second process with the
 same ``node_id`` refuses to start, and the lease's incarnation goes into every usage key.
 """
@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from imhost.db.engine import make_engine, transaction
 from imhost.hosting import nodes
 from imhost.hosting.models import HostedService
-from imhost.hosting.ports import DbBackend, DbPrivateStore
+from imhost.hosting.ports import DbBackend
 from imhost.hosting.usage_journal import JournaledUsageSink, UsageJournal
 from imhost.xmpp.server import XmppServer, ensure_self_signed_cert, make_tls_context
 
@@ -49,7 +49,7 @@ class HostedXmppServer(XmppServer):
     ) -> None:
         if lease is not None:
             kw["incarnation"] = lease.incarnation
-        super().__init__(*args, usage=usage_sink or backend, **kw)
+        super().__init__(*args, usage=usage_sink or backend.usage, **kw)
         self.backend = backend
         self.lease = lease
         self.usage_sink = usage_sink
@@ -205,16 +205,16 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
     server = HostedXmppServer(
         settings,
         backend=backend,
-        directory=backend,
-        auth=backend,
+        directory=backend.directory,
+        auth=backend.auth,
         roster=backend.roster,
         offline=backend.storage,
-        private=DbPrivateStore(backend),
+        private=backend.private,
         vcard=backend.vcards,
         blocklist=backend.blocklist,
         usage_sink=usage_sink,
         usage_engine=usage_engine,
-        client_versions=backend,  # XEP-0092 answers, kept on the account for support
+        client_versions=backend.client_versions,  # XEP-0092 answers, kept for support
         clock=runtime.clock,
         ssl_context=ssl_context,
         tls_server_end_point=end_point,
