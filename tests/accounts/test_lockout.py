@@ -156,3 +156,37 @@ def test_the_delay_is_slept_after_the_count_is_committed(
                 )
             session.commit()
     assert slept == [(0.5, False), (1.0, False)]
+
+
+def test_many_people_behind_one_address_sign_in_at_once(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """An office or a carrier's NAT after a network blip: more right sign-ins in flight from
+    one address than the address's failure threshold. In-flight attempts are not failures."""
+    n = SECURITY.address_failure_threshold + 10
+    with session_factory() as session:
+        for i in range(n):
+            make_user(session, clock, f"p{i}@office.example")
+        session.commit()
+    results = run_in_parallel(
+        n,
+        lambda i: sign_in(
+            session_factory, clock, PASSWORD, "198.51.100.7", email=f"p{i}@office.example"
+        ),
+    )
+    assert results == ["ok"] * n
+
+
+def test_wrong_passwords_over_many_accounts_still_count_against_the_address(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    limit = SECURITY.address_failure_threshold
+    with session_factory() as session:
+        for i in range(limit + 2):
+            make_user(session, clock, f"q{i}@office.example")
+        session.commit()
+    results = [
+        sign_in(session_factory, clock, "not it", "198.51.100.8", email=f"q{i}@office.example")
+        for i in range(limit + 2)
+    ]
+    assert results == ["wrong"] * limit + ["locked"] * 2

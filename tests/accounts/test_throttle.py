@@ -250,6 +250,7 @@ def test_a_right_password_clears_the_pair_and_gives_back_the_address_count(
     keys = attempt_keys(account_key("u1"), "198.51.100.4")
     for _ in range(3):
         throttle.admit(keys)
+        throttle.address_failure(keys)  # wrong
     admission = throttle.admit(keys)
     throttle.settle_success(keys, admission)
     db.commit()
@@ -266,7 +267,9 @@ def test_one_address_trying_many_accounts_is_locked_at_twenty(
 ) -> None:
     throttle = service(db, clock)
     for n in range(20):
-        assert throttle.admit(attempt_keys(account_key(f"user{n}"), "203.0.113.9")).allowed
+        keys = attempt_keys(account_key(f"user{n}"), "203.0.113.9")
+        assert throttle.admit(keys).allowed
+        throttle.address_failure(keys)  # each password was wrong
     # Every account has only one failure, but the address is locked for all of them.
     fresh = throttle.admit(attempt_keys(account_key("someone-else"), "203.0.113.9"))
     assert fresh.decision == Decision(allowed=False, retry_after_seconds=60)

@@ -688,3 +688,20 @@ async def test_login_batches_are_written_while_other_connections_write(
         writer.join()
     failures = [r for r in caplog.records if "auth events failed" in r.getMessage()]
     assert not failures, failures[0].exc_text
+
+
+async def test_many_accounts_signing_in_at_once_from_one_address_are_all_admitted(
+    setup: Setup,
+) -> None:
+    """A NAT after a network blip: more logins in flight from one address than its failure
+    threshold (20). In-flight attempts are not failures; only wrong passwords count."""
+    backend = setup.backend
+    admissions = await asyncio.gather(
+        *(backend.auth.admit_auth("a.example", f"u{n}", "198.51.100.7") for n in range(30))
+    )
+    assert all(a.allowed for a in admissions)
+    for n in range(backend.auth.security.address_failure_threshold):
+        await backend.auth.report_auth(
+            AuthAttempt("a.example", f"u{n}", "198.51.100.8", False, "PLAIN")
+        )
+    assert not (await backend.auth.admit_auth("a.example", "u29", "198.51.100.8")).allowed

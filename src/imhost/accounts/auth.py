@@ -222,6 +222,7 @@ class AuthFlows:
                 target_id=user.id if user else None,
                 target_label=user.email if user else None,
             )
+            self._throttle(session).address_failure(keys)
             raise Unauthenticated(WRONG_CREDENTIALS)
         assert user is not None and user.password_hash is not None
         self._throttle(session).settle_success(keys, admission)
@@ -311,6 +312,7 @@ class AuthFlows:
                 target_id=user.id,
                 target_label=user.email,
             )
+            self._throttle(session).address_failure(keys)
             raise Unauthenticated(WRONG_CODE)
         self._throttle(session).settle_success(keys, admission)
         if not web.mfa_verified:
@@ -343,6 +345,7 @@ class AuthFlows:
             or not user.password_hash
             or not hasher.verify(user.password_hash, password)
         ):
+            self._throttle(session).address_failure(keys)
             raise Unauthenticated("That password is not right.")
         self._throttle(session).settle_success(keys, admission)
         web.reauthenticated_at = self.clock.now()

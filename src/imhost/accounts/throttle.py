@@ -301,6 +301,17 @@ class LoginThrottleService:
             _store(rows[key], state)
         self.session.flush()
 
+    def address_failure(self, keys: AttemptKeys) -> None:
+        """A credential turned out wrong: count it against the client address (row-locked);
+        the pair and the person were counted when the attempt was admitted."""
+        if keys.address is None:
+            return
+        row = self._row_for_update(keys.address)
+        new = self.model.address_failure(keys, {keys.address: _state_of(row)}, self.clock.now())
+        for state in new.values():
+            _store(row, state)
+        self.session.flush()
+
     def fail(self, key: str) -> ThrottleState:
         """Count one failure against ``key`` alone (row-locked)."""
         row = self._row_for_update(key)
@@ -447,6 +458,8 @@ def admit_email_request(
         )
     throttle = LoginThrottleService(session, clock, per_email, address_policy=per_address)
     admission = throttle.admit(keys)
+    if admission.allowed:
+        throttle.address_failure(keys)  # every request counts here, not only failures
     if not admission.allowed:
         minutes = max(1, math.ceil(admission.decision.retry_after_seconds / 60))
         raise TooManyRequests(

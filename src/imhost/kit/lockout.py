@@ -227,10 +227,26 @@ class LockoutModel:
         )
         if not decision.allowed:
             return Admission(decision), {}
+        # The address is checked, not counted in advance: many people behind one address
+        # (an office, a carrier's NAT) signing in at once after a network blip are many
+        # attempts in flight, not failures. Its failures are counted when they happen
+        # (:meth:`address_failure`); the pair and the person, where parallel guesses matter,
+        # are counted before the check.
+        counted = [k for k in enforced if k != keys.address]
         new = {
-            k: record_failure(states.get(k, empty), now, self.policy_for(keys, k)) for k in enforced
+            k: record_failure(states.get(k, empty), now, self.policy_for(keys, k)) for k in counted
         }
-        return Admission(decision, tuple(enforced)), new
+        return Admission(decision, tuple(counted)), new
+
+    def address_failure(
+        self, keys: AttemptKeys, states: Mapping[str, ThrottleState], now: datetime
+    ) -> dict[str, ThrottleState]:
+        """A credential turned out wrong: the address's count goes up (the others were
+        counted at admission). Empty when the address is not known."""
+        if keys.address is None:
+            return {}
+        state = states.get(keys.address, ThrottleState())
+        return {keys.address: record_failure(state, now, self.address)}
 
     def settle_success(
         self,
@@ -251,7 +267,9 @@ class LockoutModel:
             counted: tuple[str, ...] = admission.counted
         else:
             trusted = keys.pair is not None and states.get(keys.pair, empty).is_trusted(now)
-            counted = tuple(k for k in keys.all() if not (k == keys.person and trusted))
+            counted = tuple(
+                k for k in keys.all() if k != keys.address and not (k == keys.person and trusted)
+            )
         new: dict[str, ThrottleState] = {}
         for key in counted:
             state = states.get(key, empty)

@@ -209,9 +209,11 @@ class MemoryBackend:
                     self.throttles.get(key, empty), now, self.lockout.address
                 )
             return
+        keys = self._auth_keys(attempt.domain, attempt.localpart, attempt.address)
         if attempt.success:
-            keys = self._auth_keys(attempt.domain, attempt.localpart, attempt.address)
             self.throttles.update(self.lockout.settle_success(keys, None, self.throttles, now))
+        else:
+            self.throttles.update(self.lockout.address_failure(keys, self.throttles, now))
 
     async def set_password(self, domain: str, localpart: str, password: str) -> None:
         if len(password) < 8:

@@ -179,6 +179,10 @@ class DbAccountAuth:
             self._logins.append((attempt.domain, attempt.localpart, self.clock.now()))
             return
         self._failed_logins.append(attempt)
+        if attempt.localpart and attempt.address:
+            # The pair and the person were counted at admission; the address now.
+            keys = self._auth_keys(attempt.domain, attempt.localpart, attempt.address)
+            await self.runner.run(lambda s: self._throttle(s).address_failure(keys), write=True)
         if not attempt.localpart and attempt.address:
             # No valid username, so no admission: count the address alone.
             key = address_key(attempt.address)
