@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, inspect, select, text, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -23,6 +22,7 @@ from imhost.billing.models import (
     PlanChange,
     Subscription,
 )
+from imhost.db.engine import insert_if_absent
 
 ChangeRow = tuple[datetime, str, str]  # (changed at, from version, to version)
 
@@ -255,9 +255,6 @@ def next_document_seq(session: Session, scope: str, year: int) -> int:
         seq = session.connection().scalar(_NEXT_SEQ, {"counter_scope": scope, "counter_year": year})
         if seq is not None:
             return int(seq)
-        try:
-            with session.begin_nested():
-                session.add(DocumentCounter(scope=scope, year=year, last_seq=0))
-        except IntegrityError:
-            pass  # another transaction created it; take the lock on it next
+        # made here or by another transaction meanwhile: either way, lock it next
+        insert_if_absent(session, DocumentCounter(scope=scope, year=year, last_seq=0))
     raise RuntimeError(f"no document counter for {scope} {year}")  # pragma: no cover

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -113,3 +114,14 @@ def transaction(factory: sessionmaker[Session], *, write: bool = False) -> Itera
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def insert_if_absent(session: Session, row: object) -> bool:
+    """Insert ``row`` in a savepoint; False when a row with its key exists already (another
+    transaction made it first), and the session's transaction goes on unharmed."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return False
+    return True

@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from imhost.db.engine import transaction
+from imhost.db.engine import insert_if_absent, transaction
 from imhost.hosting.models import EngineNode
 from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict
@@ -120,12 +119,9 @@ def _take(
 ) -> bool:
     """Insert the node, or take it over if its lease is free; whether this process has it."""
     with transaction(factory) as session:
-        try:
-            with session.begin_nested():
-                session.add(EngineNode(node_id=node_id, **values))
+        if insert_if_absent(session, EngineNode(node_id=node_id, **values)):
             return True
-        except IntegrityError:
-            pass  # a known node: take it over if its lease is free
+        # a known node: take it over if its lease is free
         current = session.scalars(select(EngineNode).where(EngineNode.node_id == node_id)).one()
         if not (current.lease_expires_at <= now or _gone(node_id, current.holder, me)):
             return False
