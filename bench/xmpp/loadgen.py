@@ -255,6 +255,8 @@ class StepResult:
     server_wait: float = 0.0
     """Time the server was runnable but waiting for a CPU (other processes had it)."""
     server_us_per_msg: float = 0.0
+    loadavg1: float = 0.0
+    """The 1-minute load average when the step started."""
 
     @property
     def sustained(self) -> bool:

@@ -1,13 +1,19 @@
 """Start and stop the servers under test on loopback, each with its own temporary config.
 
-imhost runs ``python -m imhost.xmpp`` (memory backend); Prosody 0.12 and ejabberd 23.01 run
-from their Debian packages with the settings and traps listed in /work/shared/PEERS.md.
-Every server is pinned to core 0 with ``taskset``.
+``ImhostServe`` ("imhost-serve") is the product as people run it: ``imhost serve`` (web, worker
+and XMPP in one process, metering on) on a SQLite data dir seeded once per benchmark run by
+``seed_imhost.py`` (:meth:`ImhostServe.prepare`) and copied for every fresh process, so every
+measurement starts on the same data. ``Imhost`` ("imhost") is the in-memory engine alone
+(``python -m imhost.xmpp``). Both run the code of the checkout this file is in (its ``src`` is
+put first on ``PYTHONPATH``). Prosody 0.12 and ejabberd 23.01 run from their Debian packages
+with the settings and traps listed in /work/shared/PEERS.md. Every server is pinned to core 0
+with ``taskset``; TLS is off and SASL PLAIN allowed everywhere.
 
 ``hashed=True`` makes a peer store salted SCRAM-SHA-1 keys instead of plain passwords
 (Prosody ``internal_hashed``, ejabberd ``auth_password_format: scram``), 4,096 iterations
 everywhere; imhost always stores SCRAM keys only. :meth:`Server.cpu_times` reads the CPU the
-server used and the time it waited for a CPU (``/proc/<pid>/task/*/schedstat``, all threads).
+server used and the time it waited for a CPU (``/proc/<pid>/task/*/schedstat``, all threads
+of the process that listens on the c2s port); :meth:`Server.rss_kb` its resident memory.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -29,6 +36,15 @@ from pathlib import Path
 
 SERVER_CORE = "0"
 SCRAM_ITERATIONS = 4096
+REPO = Path(__file__).resolve().parents[2]
+"""The checkout this benchmark belongs to: its ``src`` is the imhost that is measured."""
+
+
+def imhost_env(**extra: str) -> dict[str, str]:
+    """The environment of an imhost process: this checkout's ``src`` first on the path."""
+    path = os.environ.get("PYTHONPATH", "")
+    src = str(REPO / "src")
+    return dict(os.environ, PYTHONPATH=f"{src}:{path}" if path else src, **extra)
 
 
 def scram_sha1_keys(password: str, salt: bytes) -> tuple[bytes, bytes, bytes, bytes]:
@@ -72,9 +88,14 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-async def wait_port(port: int, timeout: float = 60) -> None:
+async def wait_port(
+    port: int, timeout: float = 60, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Until ``port`` accepts a connection (or ``proc``, the server, has ended)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server ended with status {proc.returncode} before listening")
         try:
             _, w = await asyncio.open_connection("127.0.0.1", port)
             w.close()
@@ -102,6 +123,16 @@ class Server(abc.ABC):
         self.proc: subprocess.Popen[bytes] | None = None
         self.dir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
         os.chmod(self.dir, 0o755)  # noqa: S103 - servers run as their own users
+
+    @classmethod
+    def prepare(cls, domain: str, users: int, password: str, prefix: str = "u") -> None:
+        """Work done once per benchmark run, before any process starts (default: none)."""
+        return
+
+    @classmethod
+    def release(cls) -> None:
+        """Undo :meth:`prepare` at the end of the run (default: nothing to undo)."""
+        return
 
     @property
     def pid(self) -> int:
@@ -151,7 +182,7 @@ class Imhost(Server):
         self.metering = metering
         self.modules = modules
         super().__init__(*a, **kw)  # type: ignore[arg-type]
-        self.version = "0.1.0"
+        self.version = imhost_version()
 
     @property
     def storage(self) -> str:
@@ -188,12 +219,125 @@ class Imhost(Server):
         ]
         if not self.metering:
             cmd.append("--no-metering")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=imhost_env()
+        )
         assert self.proc.stdout is not None
         loop = asyncio.get_running_loop()
         line = await asyncio.wait_for(loop.run_in_executor(None, self.proc.stdout.readline), 120)
         if not line.startswith(b"ready"):
             raise RuntimeError(f"imhost did not start: {line!r}")
+
+
+class ImhostNoMetering(Imhost):
+    """The in-memory engine with metering off: what metering costs (not in the default set)."""
+
+    name = "imhost-nometering"
+
+    def __init__(self, *a: object, **kw: object) -> None:
+        super().__init__(*a, metering=False, **kw)
+
+
+class ImhostServe(Server):
+    """``imhost serve`` (role all: web, worker and XMPP; metering on) on a copy of the data
+    dir :meth:`prepare` seeded: SQLite, migrated, a staff admin, a plan without limits (no
+    per-account message rate), an organization subscribed to it with its hosted service on
+    the bench domain, and the accounts. Own free ports for HTTP and c2s, TLS off, PLAIN
+    allowed, the per-address connection limits raised as ``python -m imhost.xmpp`` does."""
+
+    name = "imhost-serve"
+    template: Path | None = None
+    template_scram: dict[bytes, tuple[bytes, bytes]] = {}
+    seed_seconds = 0.0
+
+    @property
+    def storage(self) -> str:
+        return "scram"  # SCRAM-SHA-1 and SCRAM-SHA-256 keys only, whatever ``hashed`` says
+
+    @classmethod
+    def prepare(cls, domain: str, users: int, password: str, prefix: str = "u") -> None:
+        """Seed the template data dir (``seed_imhost.py``, the package's own service
+        functions) and learn every account's SCRAM-SHA-1 salt from it, so that the load
+        generator derives each client key once, here, and never during a measurement."""
+        root = Path(tempfile.mkdtemp(prefix="bench-imhost-template-"))
+        data = root / "data"
+        t0 = time.monotonic()
+        subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("seed_imhost.py")),
+                "--domain",
+                domain,
+                "--users",
+                str(users),
+                "--password",
+                password,
+                "--prefix",
+                prefix,
+            ],
+            check=True,
+            env=imhost_env(IMHOST_DATA_DIR=str(data)),
+            stdout=subprocess.DEVNULL,
+        )
+        cls.seed_seconds = time.monotonic() - t0
+        cls.template = data
+        with sqlite3.connect(data / "imhost.db") as db:
+            rows = db.execute("SELECT sha1_salt, sha1_iterations FROM xmpp_accounts").fetchall()
+        cache: dict[bytes, tuple[bytes, bytes]] = {}
+        for salt, iterations in rows:
+            salted = hashlib.pbkdf2_hmac("sha1", password.encode(), salt, iterations)
+            cache[bytes(salt) + str(iterations).encode()] = (
+                hmac.new(salted, b"Client Key", "sha1").digest(),
+                hmac.new(salted, b"Server Key", "sha1").digest(),
+            )
+        cls.template_scram = cache
+
+    @classmethod
+    def release(cls) -> None:
+        if cls.template is not None:
+            shutil.rmtree(cls.template.parent, ignore_errors=True)
+            cls.template = None
+
+    async def start(self) -> None:
+        if self.template is None:
+            raise RuntimeError("ImhostServe.prepare() was not called")
+        data = self.dir / "data"
+        shutil.copytree(self.template, data)
+        self.http_port = free_port()
+        env = imhost_env(
+            IMHOST_DATA_DIR=str(data),
+            IMHOST_LOG_LEVEL="WARNING",
+            IMHOST_HTTP_HOST="127.0.0.1",
+            IMHOST_HTTP_PORT=str(self.http_port),
+            IMHOST_XMPP__BIND="127.0.0.1",
+            IMHOST_XMPP__C2S_PORT=str(self.port),
+            IMHOST_XMPP__C2S_DIRECT_TLS_PORT=str(free_port()),
+            IMHOST_XMPP__REQUIRE_ENCRYPTION="false",
+            IMHOST_XMPP__ALLOW_PLAIN_WITHOUT_TLS="true",
+            IMHOST_XMPP__DIRECT_TLS_ENABLED="false",
+            IMHOST_XMPP__UNAUTHENTICATED_PER_ADDRESS="100000",
+            IMHOST_XMPP__CONNECTION_RATE_PER_ADDRESS="100000",
+            IMHOST_XMPP__CONNECTION_BURST_PER_ADDRESS="100000",
+            IMHOST_XMPP__NEGOTIATION_TIMEOUT_SECONDS="60",
+        )
+        log = (self.dir / "serve.log").open("wb")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, imhost_script(), "serve", "--role", "all"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.dir,
+        )
+        log.close()
+        await wait_port(self.port, 120, self.proc)
+        self.version = imhost_version()
+        self.scram_cache = dict(self.template_scram)
+
+    def log_tail(self) -> str:
+        try:
+            return (self.dir / "serve.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return ""
 
 
 class Prosody(Server):
@@ -408,3 +552,29 @@ def _package_version(package: str) -> str:
 def _pids_named(name: str) -> list[int]:
     out = subprocess.run(["pgrep", "-x", name], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
+
+
+def imhost_script() -> str:
+    """The ``imhost`` console script of this Python (the entry point people run)."""
+    beside = Path(sys.executable).with_name("imhost")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("imhost")
+    if found is None:
+        raise RuntimeError("no imhost script: pip install -e . first")
+    return found
+
+
+def imhost_version() -> str:
+    """``__version__`` of the measured checkout and its commit (plus ``+dirty``)."""
+    text = (REPO / "src" / "imhost" / "__init__.py").read_text()
+    m = re.search(r'__version__ = "([^"]+)"', text)
+    version = m.group(1) if m else "?"
+    out = subprocess.run(
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    commit = out.stdout.strip()
+    return f"{version} ({commit})" if commit else version
