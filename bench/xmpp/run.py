@@ -1,7 +1,7 @@
 """The same scenario against imhost serve, the in-memory engine, Prosody and ejabberd, side by
 side and interleaved; prints the figures of each and imhost-serve/peer ratios.
 
-Full run (about 50 minutes with the four servers; the estimate is printed at the start), on a
+Full run (about 30 minutes with the four servers; the estimate is printed at the start), on a
 machine doing nothing else::
 
     taskset -c 1 python3 bench/xmpp/run.py
@@ -23,8 +23,9 @@ SASL PLAIN, 1:1 chat between ``--users``/2 pairs. Every MEASUREMENT runs on a FR
 its server (started, measured, stopped), and the servers take turns measurement by measurement,
 the order rotated from one turn to the next so that nobody is always first:
 
-1. idle: RSS and CPU share of the server ``--idle-start`` s after start with no client; then
-   RSS per idle authenticated connection (``--idle`` connections, ``--idle-wait`` s).
+1. idle, with no client: RSS ``--idle-start`` s after start and the CPU share over the
+   second half of that time; then RSS per idle authenticated connection (``--idle``
+   connections, read ``--idle-wait`` s after they logged in).
 2. logins, ``--rounds`` rounds per server and kind, ``--logins`` logins 10 in flight: PLAIN on
    the storage PEERS.md uses (peers keep plain passwords; imhost only ever keeps SCRAM keys),
    then every server storing salted SCRAM-SHA-1 keys (4,096 iterations): PLAIN (one PBKDF2
@@ -37,6 +38,8 @@ the order rotated from one turn to the next so that nobody is always first:
    1 s, send for ``--duration`` s, stop. A step that is not sustained is repeated once (on a
    fresh process); a server stops stepping up after two failed steps in a row.
 
+Before a login or message measurement the fresh process settles: until it uses under 10 % of
+a CPU over half a second (imhost serve's web app and worker take about a second), at most 10 s.
 Every measurement records the load average (1 min) at its start, the server's CPU share and
 the time it waited for a CPU (``schedstat``: on a shared machine the wait is what moves
 latency from run to run), and this generator's CPU share. Results go to ``--out`` (JSON).
@@ -111,6 +114,14 @@ START_SECONDS = {
     "ejabberd": 4.0,
 }
 """Rough start-up time of each server (without accounts), for the estimate printed first."""
+LOGINS_PER_S = {
+    "imhost-serve": 150,
+    "imhost": 650,
+    "imhost-nometering": 650,
+    "prosody": 150,
+    "ejabberd": 900,
+}
+"""Rough login rates (PLAIN, 10 in flight) for the estimate."""
 START_PER_ACCOUNT = {
     "imhost-serve": 0.0,
     "imhost": 0.004,
@@ -118,6 +129,25 @@ START_PER_ACCOUNT = {
     "prosody": 0.0002,
     "ejabberd": 0.004,
 }
+
+
+SETTLE_CPU = 0.10
+SETTLE_MAX_S = 10.0
+
+
+async def settle(server: Server) -> float:
+    """Wait until the fresh server uses under 10 % of a CPU over half a second (start-up
+    work done: imhost serve's web app and worker need about a second), at most 10 s; return
+    the seconds waited."""
+    t0 = time.monotonic()
+    prev = server.cpu_times()[0]
+    while time.monotonic() - t0 < SETTLE_MAX_S:
+        await asyncio.sleep(0.5)
+        cur = server.cpu_times()[0]
+        if cur - prev < SETTLE_CPU * 0.5:
+            break
+        prev = cur
+    return time.monotonic() - t0
 
 
 def users(n: int, offset: int = 0) -> list[str]:
@@ -194,12 +224,13 @@ async def message_step(server: Server, n_users: int, rate: int, duration: float)
 async def idle_measurement(
     server: Server, settle: float, n_idle: int, wait: float
 ) -> dict[str, float]:
-    """RSS and CPU share ``settle`` s after start with no client; then RSS per idle
-    authenticated connection."""
+    """With no client: RSS ``settle`` s after start, and the CPU share over the second half of
+    that time (start-up work left out); then RSS per idle authenticated connection."""
     load = loadavg1()
+    await asyncio.sleep(settle / 2)
     run0, wait0 = server.cpu_times()
     t0 = time.perf_counter()
-    await asyncio.sleep(settle)
+    await asyncio.sleep(settle / 2)
     run1, wait1 = server.cpu_times()
     elapsed = time.perf_counter() - t0
     base = server.rss_kb()
@@ -234,6 +265,7 @@ class Bench:
             n: {"server": n, "storage": "", "measurements": [], "errors": []} for n in self.names
         }
         self.start_s: dict[str, list[float]] = {n: [] for n in self.names}
+        self.settle_s: dict[str, list[float]] = {n: [] for n in self.names}
         self.turn = 0
 
     def order(self, names: list[str]) -> list[str]:
@@ -241,7 +273,11 @@ class Bench:
         return rotated(names, self.turn)
 
     @contextlib.asynccontextmanager
-    async def fresh(self, name: str, hashed: bool = False) -> AsyncIterator[Server]:
+    async def fresh(
+        self, name: str, hashed: bool = False, settled: bool = True
+    ) -> AsyncIterator[Server]:
+        """A new process of ``name``, started (and settled unless ``settled`` is off), stopped
+        and its files removed at the end."""
         server = (SERVERS | EXTRA_SERVERS)[name](
             DOMAIN, self.args.accounts, PASSWORD, hashed=hashed
         )
@@ -254,6 +290,8 @@ class Bench:
                 raise RuntimeError(f"{name} did not start: {exc!r} {tail}") from exc
             self.start_s[name].append(time.monotonic() - t0)
             self.results[name]["version"] = server.version
+            if settled:
+                self.settle_s[name].append(await settle(server))
             yield server
         finally:
             await server.stop()
@@ -273,7 +311,7 @@ class Bench:
         self.log(f"== idle: {a.idle_start:.0f} s after start, then {a.idle} idle connections")
         for name in self.order(self.names):
             try:
-                async with self.fresh(name) as server:
+                async with self.fresh(name, settled=False) as server:
                     self.results[name]["storage"] = server.storage
                     out = await idle_measurement(server, a.idle_start, a.idle, a.idle_wait)
             except Exception as exc:
@@ -390,19 +428,25 @@ class Bench:
 
 
 def estimate_seconds(args: argparse.Namespace) -> float:
-    """A rough wall time: process starts, measurements, warm-ups and pauses."""
+    """A rough wall time: process starts, settling, logins (measured, warm-ups and the
+    connections of the idle and message parts), steps, pauses, and a tenth more for repeated
+    steps (calibrated on smoke runs on a busy 2-core machine)."""
     total = 0.0
     for name in args.servers:
-        start = START_SECONDS[name] + START_PER_ACCOUNT[name] * args.accounts + 1.0
+        start = START_SECONDS[name] + START_PER_ACCOUNT[name] * args.accounts + 1.5
+        login = 1 / LOGINS_PER_S[name]
         if name == "imhost-serve":
             total += 2.0 + args.accounts / 250
-        total += start + args.idle_start + args.idle / 800 + args.idle_wait
-        kinds = 1 if args.no_hashed_logins else 3
-        total += kinds * args.rounds * (start + args.logins / 700 + 0.5)
-        if not args.no_hashed_logins and name in ("imhost", "imhost-nometering", "ejabberd"):
-            total += args.rounds * args.accounts / 700
-        total += len(args.rates) * (start + args.users / 800 + 1.0 + args.duration + 1.0)
-    return total
+        total += start + args.idle_start + args.idle * login + args.idle_wait
+        total += args.rounds * (start + args.logins * login + 0.5)
+        if not args.no_hashed_logins:
+            hashed = 1 / 85 if name == "ejabberd" else login  # one PBKDF2 per PLAIN login
+            total += args.rounds * (start + args.logins * hashed + 0.5)
+            total += args.rounds * (start + args.logins * login + 0.5)
+            if name in ("imhost", "imhost-nometering", "ejabberd"):
+                total += args.rounds * args.accounts * login
+        total += len(args.rates) * (start + args.users * login + 1.0 + args.duration + 1.5)
+    return total * 1.1
 
 
 def ratio(a: float | None, b: float | None, lower_is_better: bool = False) -> str:
@@ -557,6 +601,7 @@ async def main() -> None:
         "estimate_s": est,
         "loadavg_end": os.getloadavg(),
         "start_s_median": {n: statistics.median(v) for n, v in bench.start_s.items() if v},
+        "settle_s_median": {n: statistics.median(v) for n, v in bench.settle_s.items() if v},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results | {"_meta": meta}, indent=2, default=str))
@@ -564,6 +609,8 @@ async def main() -> None:
     log(
         f"\nwall time {wall / 60:.1f} min (estimated {est / 60:.1f}); start-up median: "
         + ", ".join(f"{n} {s:.1f} s" for n, s in meta["start_s_median"].items())
+        + "; settling: "
+        + ", ".join(f"{n} {s:.1f} s" for n, s in meta["settle_s_median"].items())
         + f"; load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     errors = {n: r["errors"] for n, r in results.items() if r["errors"]}
