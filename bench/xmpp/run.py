@@ -266,11 +266,14 @@ class Bench:
         }
         self.start_s: dict[str, list[float]] = {n: [] for n in self.names}
         self.settle_s: dict[str, list[float]] = {n: [] for n in self.names}
+        self.start_failures = dict.fromkeys(self.names, 0)
         self.turn = 0
 
     def order(self, names: list[str]) -> list[str]:
+        """This turn's order: rotated by one from the last turn; a server that failed to
+        start twice is left out from then on."""
         self.turn += 1
-        return rotated(names, self.turn)
+        return rotated([n for n in names if self.start_failures[n] < 2], self.turn)
 
     @contextlib.asynccontextmanager
     async def fresh(
@@ -286,6 +289,9 @@ class Bench:
             try:
                 await server.start()
             except Exception as exc:
+                self.start_failures[name] += 1
+                if self.start_failures[name] == 2:
+                    self.log(f"  {name:12s} did not start twice: left out from now on")
                 tail = getattr(server, "log_tail", lambda: "")()
                 raise RuntimeError(f"{name} did not start: {exc!r} {tail}") from exc
             self.start_s[name].append(time.monotonic() - t0)
