@@ -41,10 +41,13 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def imhost_env(**extra: str) -> dict[str, str]:
-    """The environment of an imhost process: this checkout's ``src`` first on the path."""
+    """The environment of an imhost process: this checkout's ``src`` first on the path, no
+    ``IMHOST_*`` variable of the caller's (a database URL or config file of the shell would
+    change what is measured), then ``extra``."""
     path = os.environ.get("PYTHONPATH", "")
     src = str(REPO / "src")
-    return dict(os.environ, PYTHONPATH=f"{src}:{path}" if path else src, **extra)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMHOST_")}
+    return env | {"PYTHONPATH": f"{src}:{path}" if path else src} | extra
 
 
 def scram_sha1_keys(password: str, salt: bytes) -> tuple[bytes, bytes, bytes, bytes]:
@@ -248,7 +251,6 @@ class ImhostServe(Server):
     name = "imhost-serve"
     template: Path | None = None
     template_scram: dict[bytes, tuple[bytes, bytes]] = {}
-    seed_seconds = 0.0
 
     @property
     def storage(self) -> str:
@@ -261,25 +263,28 @@ class ImhostServe(Server):
         generator derives each client key once, here, and never during a measurement."""
         root = Path(tempfile.mkdtemp(prefix="bench-imhost-template-"))
         data = root / "data"
-        t0 = time.monotonic()
-        subprocess.run(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("seed_imhost.py")),
-                "--domain",
-                domain,
-                "--users",
-                str(users),
-                "--password",
-                password,
-                "--prefix",
-                prefix,
-            ],
-            check=True,
-            env=imhost_env(IMHOST_DATA_DIR=str(data)),
-            stdout=subprocess.DEVNULL,
-        )
-        cls.seed_seconds = time.monotonic() - t0
+        try:
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("seed_imhost.py")),
+                    "--domain",
+                    domain,
+                    "--users",
+                    str(users),
+                    "--password",
+                    password,
+                    "--prefix",
+                    prefix,
+                ],
+                check=True,
+                env=imhost_env(IMHOST_DATA_DIR=str(data)),
+                cwd=root,  # no imhost.toml of the caller's directory
+                stdout=subprocess.DEVNULL,
+            )
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
         cls.template = data
         with sqlite3.connect(data / "imhost.db") as db:
             rows = db.execute("SELECT sha1_salt, sha1_iterations FROM xmpp_accounts").fetchall()
