@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from imhost.db.engine import writer_session
 from imhost.kit.clock import Clock
 from imhost.kit.errors import InvalidInput, NotFound
+from imhost.notify.mail import mark_queued
 from imhost.notify.models import WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,8 @@ class WebhookService:
             )
             count += 1
         session.flush()
+        if count:
+            mark_queued(session)
         return count
 
     def deliver_pending(
@@ -171,6 +174,8 @@ class WebhookService:
                     .limit(limit)
                 )
             )
+        if not ids:
+            return 0  # nothing due: no HTTP client (and no TLS context) is built
         own_client = client is None
         http = client or httpx.Client(timeout=10.0, follow_redirects=False)
         try:
