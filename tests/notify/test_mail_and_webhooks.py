@@ -286,7 +286,7 @@ def test_nothing_due_builds_no_http_client(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Issue 16: the idle worker built an HTTP client and its TLS context every tick."""
-    import imhost.notify.webhooks as webhooks
+    import httpx
 
     service = WebhookService(allow_private=True)
     with session_factory() as s:
@@ -298,13 +298,13 @@ def test_nothing_due_builds_no_http_client(
         delivery.next_attempt_at = clock.now() + timedelta(minutes=5)  # backing off
         s.commit()
     built: list[object] = []
-    real_client = webhooks.httpx.Client
+    real_client = httpx.Client
 
     def client(*args: Any, **kw: Any) -> Any:
         built.append(1)
         return real_client(*args, **kw)
 
-    monkeypatch.setattr(webhooks.httpx, "Client", client)
+    monkeypatch.setattr(httpx, "Client", client)
     assert service.deliver_pending(session_factory, clock) == 0
     assert built == []
     clock.advance(timedelta(minutes=5))
