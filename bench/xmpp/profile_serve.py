@@ -104,8 +104,10 @@ class Memory(Subject):
 
 
 async def measure(
-    subject: Subject, users: int, rates: list[int], seconds: float
+    subject: Subject, users: int, rates: list[int], seconds: float, threads: dict[int, float]
 ) -> list[StepResult]:
+    """One step per rate; ``threads`` gets, per rate, the CPU per message of the server's
+    threads other than the event loop's (database writes, the usage journal)."""
     names = [f"{serve_proc.PREFIX}{i}" for i in range(users)]
     conns, _ = await connect_many(
         "127.0.0.1", subject.port, names, serve_proc.DOMAIN, serve_proc.PASSWORD, in_flight=50
@@ -117,8 +119,11 @@ async def measure(
     out = []
     for rate in rates:
         run0, wait0 = serve_proc.cpu_seconds(subject.pid)
+        loop0 = serve_proc.loop_cpu_seconds(subject.pid)
         res = await run_step(senders, receivers, serve_proc.DOMAIN, rate, seconds)
         run1, wait1 = serve_proc.cpu_seconds(subject.pid)
+        loop1 = serve_proc.loop_cpu_seconds(subject.pid)
+        threads[rate] = ((run1 - run0) - (loop1 - loop0)) / max(1, res.sent) * 1e6
         res.server_cpu = (run1 - run0) / res.duration
         res.server_wait = (wait1 - wait0) / res.duration
         res.server_us_per_msg = (run1 - run0) / max(1, res.sent) * 1e6
@@ -148,8 +153,11 @@ def main() -> None:
             makers.append(lambda: Memory(args.users, tmp_path))
         for make in makers:
             subject = make()
+            threads: dict[int, float] = {}
             try:
-                results = asyncio.run(measure(subject, args.users, args.rates, args.seconds))
+                results = asyncio.run(
+                    measure(subject, args.users, args.rates, args.seconds, threads)
+                )
             finally:
                 subject.stop()
             for r in results:
@@ -157,7 +165,8 @@ def main() -> None:
                 print(
                     f"{subject.name:17s}{' (' + args.label + ')' if args.label else ''} "
                     f"{r.rate:>6}/s sent {r.sent} p50 {r.p50_ms:.1f} ms p99 {r.p99_ms:.1f} ms "
-                    f"server {r.server_us_per_msg:.1f} us/msg ({r.server_cpu:.0%} of a core, "
+                    f"server {r.server_us_per_msg:.1f} us/msg (threads other than the loop "
+                    f"{threads[r.rate]:.1f}; {r.server_cpu:.0%} of a core, "
                     f"waited {r.server_wait:.0%}) gen-cpu {r.gen_cpu:.0%} "
                     f"{'sustained' if r.sustained else 'NOT sustained'} "
                     f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",

@@ -75,6 +75,11 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     return run / 1e9, wait / 1e9
 
 
+def loop_cpu_seconds(pid: int) -> float:
+    """Seconds on a CPU of the main thread (the event loop) alone."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
