@@ -17,6 +17,7 @@ other, not with the unprofiled numbers) and writes the stats to FILE at its end.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import os
@@ -45,13 +46,14 @@ PROFILED = (
 )
 
 
-class Subject:
+class Subject(abc.ABC):
     name = ""
     pid = 0
     port = 0
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop the server (SIGTERM, then SIGKILL after a wait)."""
 
 
 class Serve(Subject):
