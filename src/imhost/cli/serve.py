@@ -8,6 +8,7 @@ import gc
 import logging
 import signal
 import socket
+import sys
 from collections.abc import Coroutine, Iterator
 from typing import Any
 
@@ -74,14 +75,14 @@ def run_server(settings: Settings, *, demo: bool, migrate: bool) -> None:
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop where it is installed (a dependency except on Windows), as the
-    in-memory engine's ``--uvloop`` does; the standard event loop otherwise."""
-    try:
-        import uvloop
-    except ImportError:
+    """Run on uvloop (a dependency except on Windows), as the in-memory engine's
+    ``--uvloop`` does; on Windows on the standard event loop."""
+    if sys.platform == "win32":
         asyncio.run(main)
-    else:
-        uvloop.run(main)
+        return
+    import uvloop
+
+    uvloop.run(main)
 
 
 def _settle_collector() -> None:
