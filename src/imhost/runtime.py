@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost import events
@@ -24,7 +24,7 @@ from imhost.hosting import subscribers as hosting_subscribers
 from imhost.kit.clock import Clock, SystemClock
 from imhost.notify import accounts as notify_accounts
 from imhost.notify import billing as notify_billing
-from imhost.notify.mail import MailDelivery, Mailer
+from imhost.notify.mail import QUEUED_KEY, MailDelivery, Mailer
 from imhost.notify.webhooks import WebhookService
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,21 @@ class Runtime:
     secret_key: str
     xmpp: Any = None  # the running XmppServer, when this process runs one
     extras: dict[str, Any] = field(default_factory=dict)
+    wake_delivery: Callable[[], None] | None = None
+    """Set by the worker of this process: called (from any thread) after a commit that
+    queued an e-mail or a webhook, so it is delivered at once rather than at the next tick."""
 
     def deliver_notifications(self) -> int:
-        """Send queued e-mail and due webhooks (the worker calls this every few seconds)."""
+        """Send queued e-mail and due webhooks (the worker calls this every tick and when a
+        commit queued one). With nothing queued it costs one read of each queue; the HTTP
+        client for webhooks is built only when one is due."""
         sent = self.mail_delivery.deliver_pending(self.session_factory)
         sent += self.webhooks.deliver_pending(self.session_factory, self.clock)
         return sent
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop(QUEUED_KEY, False) and self.wake_delivery is not None:
+            self.wake_delivery()
 
 
 def load_secret_key(settings: Settings) -> str:
@@ -97,6 +106,7 @@ def build_runtime(
         auth=AuthFlows(clock=clock, security=settings.security, sleep=sleep or time.sleep),
         secret_key=load_secret_key(settings),
     )
+    event.listen(factory, "after_commit", runtime._after_commit)
     notify_accounts.register(
         bus, mailer, public_url=settings.public_url, provider_name=settings.provider_name
     )

@@ -7,17 +7,19 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.kit.clock import FrozenClock
 from imhost.notify.mail import MailDelivery, Mailer
-from imhost.notify.models import OutboundEmail
+from imhost.notify.models import OutboundEmail, WebhookDelivery
 from imhost.notify.webhooks import WebhookService, verify_signature
 
 
@@ -276,3 +278,35 @@ def test_an_email_is_recorded_even_when_others_wrote_while_it_was_sent(
     with session_factory() as s:
         stored = s.get(OutboundEmail, mail_id)
         assert stored is not None and stored.status == "sent"
+
+
+def test_nothing_due_builds_no_http_client(
+    session_factory: sessionmaker[Session],
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 16: the idle worker built an HTTP client and its TLS context every tick."""
+    import httpx
+
+    service = WebhookService(allow_private=True)
+    with session_factory() as s:
+        service.create_endpoint(s, clock, organization_id="org1", url="http://127.0.0.1:9/")
+        assert service.enqueue(s, "org1", "invoice.finalized", {"n": 1}, clock=clock) == 1
+        s.commit()
+    with session_factory() as s:
+        delivery = s.scalars(select(WebhookDelivery)).one()
+        delivery.next_attempt_at = clock.now() + timedelta(minutes=5)  # backing off
+        s.commit()
+    built: list[object] = []
+    real_client = httpx.Client
+
+    def client(*args: Any, **kw: Any) -> Any:
+        built.append(1)
+        return real_client(*args, **kw)
+
+    monkeypatch.setattr(httpx, "Client", client)
+    assert service.deliver_pending(session_factory, clock) == 0
+    assert built == []
+    clock.advance(timedelta(minutes=5))
+    assert service.deliver_pending(session_factory, clock) == 0  # due: tried, refused
+    assert built == [1]

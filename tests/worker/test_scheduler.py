@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from datetime import timedelta
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.kit.clock import FrozenClock
 from imhost.worker.models import JobLease
-from imhost.worker.scheduler import Job, claim, finish, run_due
+from imhost.worker.scheduler import (
+    Job,
+    claim,
+    due_jobs,
+    finish,
+    run_due,
+    run_forever,
+    threadsafe_setter,
+)
 
 
 def test_of_many_nodes_racing_exactly_one_claims_a_due_job(
@@ -157,3 +168,86 @@ def test_claims_and_finishes_never_fail_while_others_write(
         for t in writers:
             t.join()
     assert not errors, errors[0]
+
+
+def test_a_tick_with_nothing_due_reads_once_and_writes_nothing(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """Issue 16: the worker claimed every job (a write transaction each) every two seconds,
+    and its jobs met "database is locked" under login bursts."""
+    jobs = [Job(f"job-{n}", timedelta(hours=1), lambda: None) for n in range(5)]
+    assert run_due(session_factory, clock, jobs) == [job.name for job in jobs]
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement.split(None, 1)[0].upper())
+
+    engine = session_factory.kw["bind"]
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        assert run_due(session_factory, clock, jobs) == []
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert [s for s in statements if s != "BEGIN"] == ["SELECT"]  # SQLite's own BEGIN
+    # Rescheduled elsewhere (another node, the console): seen at the next tick.
+    with session_factory() as s:
+        lease = s.get(JobLease, "job-3")
+        assert lease is not None
+        lease.next_run_at = clock.now()
+        s.commit()
+    assert run_due(session_factory, clock, jobs) == ["job-3"]
+    assert due_jobs(session_factory, clock, jobs) == []
+    clock.advance(timedelta(hours=1))
+    assert [job.name for job in due_jobs(session_factory, clock, jobs)] == [
+        job.name for job in jobs
+    ]
+
+
+def test_a_commit_that_queues_mail_wakes_the_worker_at_once(
+    session_factory: sessionmaker[Session], clock: FrozenClock, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from imhost.config import load_settings
+    from imhost.notify.models import OutboundEmail
+    from imhost.runtime import build_runtime
+
+    runtime = build_runtime(
+        load_settings(data_dir=tmp_path, secret_key="w" * 40),
+        clock=clock,
+        engine=session_factory.kw["bind"],
+    )
+    ticks: list[int] = []
+
+    def deliver() -> int:
+        ticks.append(1)
+        return runtime.deliver_notifications()
+
+    async def scenario() -> str:
+        wake = asyncio.Event()
+        runtime.wake_delivery = threadsafe_setter(wake)
+        worker = asyncio.create_task(
+            run_forever(runtime.session_factory, clock, [], tick=60, fast=deliver, wake=wake)
+        )
+        try:
+            while not ticks:  # the first tick is over: the next one is 60 s away
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            with runtime.session_factory() as s:
+                mail = runtime.mailer.send(s, clock, "a@example.com", "Hello", "Body")
+                assert mail is not None
+                s.commit()
+            for _ in range(500):
+                with runtime.session_factory() as s:
+                    stored = s.get(OutboundEmail, mail.id)
+                    assert stored is not None
+                    if stored.status != "queued":
+                        return stored.status
+                await asyncio.sleep(0.01)
+            return "queued"
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    assert asyncio.run(scenario()) == "sent"
+    assert len(ticks) == 2
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1

@@ -143,3 +143,24 @@ async def test_metrics_snapshot() -> None:
         assert snap["auth_failures"] == 1 and snap["auth_successes"] == 1
         assert snap["stanzas_presence"] == 2
         assert h.server.engine_stats()["streams"] >= 1
+
+
+async def test_a_quiet_host_gives_no_records_and_a_closed_connection_its_peak_once() -> None:
+    """Issue 16: an idle host costs one check a flush. Its last connection's peak is still
+    reported once after it closed, and nothing after that."""
+    clock = FrozenClock(datetime(2026, 3, 1, 10, 15, 30, tzinfo=UTC))
+    async with Harness(clock=clock) as h:
+        meter = h.server.meter
+        counters = meter.counters(DOMAIN)
+        assert counters.quiet()
+        assert meter.collect() == []
+        counters.connection_opened()
+        counters.messages += 2
+        assert not counters.quiet()
+        assert totals(meter.collect(), DOMAIN) == {"messages": 2, "connections_peak": 1}
+        assert not counters.quiet()  # the connection is still open
+        counters.connection_closed()
+        assert totals(meter.collect(), DOMAIN) == {"connections_peak": 1}
+        assert counters.quiet()
+        assert meter.collect() == []
+        assert counters.totals["messages"] == 2

@@ -15,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from decimal import Decimal
 from importlib.resources import as_file, files
+from typing import TYPE_CHECKING
 
-from fpdf import FPDF
-from fpdf.errors import FPDFUnicodeEncodingException
 from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy.orm import Session
 
@@ -25,6 +24,9 @@ from imhost.billing.invoicing import invoice_lines
 from imhost.billing.models import BillingProfile, Invoice, InvoiceLine
 from imhost.billing.settings import read_profile
 from imhost.kit.money import format_amount, format_money
+
+if TYPE_CHECKING:
+    from fpdf import FPDF
 
 _env = Environment(
     loader=PackageLoader("imhost.billing", "templates"),
@@ -72,6 +74,10 @@ def _add_fonts(pdf: FPDF) -> None:
 
 
 def render_invoice_pdf(session: Session, invoice: Invoice) -> bytes:
+    # fpdf2 (with fontTools and numpy, ~25 MB) is imported by the first PDF rendered,
+    # not by every process that might send an invoice.
+    from fpdf.errors import FPDFUnicodeEncodingException
+
     profile = read_profile(session)
     lines = invoice_lines(session, invoice.id)
     try:
@@ -84,6 +90,8 @@ def render_invoice_pdf(session: Session, invoice: Invoice) -> bytes:
 def _render_pdf(
     invoice: Invoice, profile: BillingProfile, lines: list[InvoiceLine], *, unicode_font: bool
 ) -> bytes:
+    from fpdf import FPDF
+
     cur = invoice.currency
     pdf = FPDF(format="A4")
     if unicode_font:

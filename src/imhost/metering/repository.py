@@ -20,7 +20,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from sqlalchemy import Connection, and_, insert, select
 from sqlalchemy.orm import Session
 
@@ -372,6 +371,8 @@ def _insert_postgresql(conn: Connection, rows: list[Row]) -> int:
     writer's row) makes it fail as a whole, and the chunk is then merged instead, which
     skips the rows that exist. Either way the rollups get exactly the rows inserted.
     """
+    import psycopg  # loaded by the PostgreSQL dialect already; a SQLite process never needs it
+
     driver = conn.connection.driver_connection
     assert driver is not None
     inserted = 0

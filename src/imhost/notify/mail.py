@@ -29,6 +29,13 @@ from imhost.notify.models import EmailAttachment, OutboundEmail
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 5
+QUEUED_KEY = "notify.queued"
+"""In ``session.info`` once the session queued an e-mail or a webhook: after its commit the
+runtime wakes this process's worker (``Runtime.wake_delivery``)."""
+
+
+def mark_queued(session: Session) -> None:
+    session.info[QUEUED_KEY] = True
 
 
 @dataclass(frozen=True)
@@ -88,6 +95,7 @@ class Mailer:
         )
         session.add(mail)
         session.flush()
+        mark_queued(session)
         for filename, content, content_type in attachments:
             session.add(
                 EmailAttachment(

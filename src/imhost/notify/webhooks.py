@@ -19,17 +19,20 @@ import logging
 import secrets
 import socket
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import httpx
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.db.engine import writer_session
 from imhost.kit.clock import Clock
 from imhost.kit.errors import InvalidInput, NotFound
+from imhost.notify.mail import mark_queued
 from imhost.notify.models import WebhookDelivery, WebhookEndpoint
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
@@ -148,6 +151,8 @@ class WebhookService:
             )
             count += 1
         session.flush()
+        if count:
+            mark_queued(session)
         return count
 
     def deliver_pending(
@@ -171,6 +176,12 @@ class WebhookService:
                     .limit(limit)
                 )
             )
+        if not ids:
+            return 0  # nothing due: no HTTP client (and no TLS context) is built
+        # httpx (which imports its command line's rich and pygments) is loaded by the first
+        # delivery, not by every process.
+        import httpx
+
         own_client = client is None
         http = client or httpx.Client(timeout=10.0, follow_redirects=False)
         try:

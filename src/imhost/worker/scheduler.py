@@ -5,11 +5,16 @@ A job is claimed with one atomic ``UPDATE ... WHERE lease is free and the job is
 exactly one sees ``rowcount == 1``. The lease expires after ``lease_seconds`` so a node that
 dies mid-job does not block the job for ever; jobs themselves are idempotent (the billing run
 and dunning are written to be rerun), so a rerun after a crash gives the same result.
+
+A tick costs one read when nothing is due: :func:`due_jobs` reads every lease at once and
+only the jobs that are due and free are claimed (a claim is a write transaction). A job
+rescheduled by another node is seen at the next tick.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -79,10 +84,31 @@ def finish(factory: sessionmaker[Session], clock: Clock, job: Job, error: str | 
         session.commit()
 
 
+def due_jobs(factory: sessionmaker[Session], clock: Clock, jobs: list[Job]) -> list[Job]:
+    """The jobs a claim could win now (due, lease free or expired, or never run), from one
+    read of their leases; nothing is written."""
+    if not jobs:
+        return []
+    now = clock.now()
+    with factory() as session:
+        rows = session.execute(
+            select(JobLease.name, JobLease.next_run_at, JobLease.lease_expires_at).where(
+                JobLease.name.in_([job.name for job in jobs])
+            )
+        ).all()
+    leases = {name: (next_run_at, expires) for name, next_run_at, expires in rows}
+    due = []
+    for job in jobs:
+        lease = leases.get(job.name)
+        if lease is None or (lease[0] <= now and (lease[1] is None or lease[1] < now)):
+            due.append(job)
+    return due
+
+
 def run_due(factory: sessionmaker[Session], clock: Clock, jobs: list[Job]) -> list[str]:
     """Run every due job this node can claim; returns the names run."""
     ran = []
-    for job in jobs:
+    for job in due_jobs(factory, clock, jobs):
         if not claim(factory, clock, job):
             continue
         error = None
@@ -100,6 +126,18 @@ def job_status(session: Session) -> list[JobLease]:
     return list(session.scalars(select(JobLease).order_by(JobLease.name)))
 
 
+def threadsafe_setter(event: asyncio.Event) -> Callable[[], None]:
+    """A function that sets ``event`` from any thread (commits that queue an e-mail happen
+    in web and worker threads); call in the loop that waits on ``event``."""
+    loop = asyncio.get_running_loop()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(event.set)
+
+    return wake
+
+
 async def run_forever(
     factory: sessionmaker[Session],
     clock: Clock,
@@ -107,8 +145,12 @@ async def run_forever(
     *,
     tick: float = 2.0,
     fast: Callable[[], object] | None = None,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """The worker loop: ``fast`` (mail and webhook delivery) every tick, jobs when due."""
+    """The worker loop: ``fast`` (mail and webhook delivery) every tick, jobs when due.
+
+    ``wake`` set (after a commit queued an e-mail, ``Runtime.wake_delivery``) starts the
+    next tick at once instead of after ``tick`` seconds."""
     while True:
         try:
             if fast is not None:
@@ -116,4 +158,9 @@ async def run_forever(
             await asyncio.to_thread(run_due, factory, clock, jobs)
         except Exception:
             log.exception("worker tick failed")
-        await asyncio.sleep(tick)
+        if wake is None:
+            await asyncio.sleep(tick)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), tick)
+        wake.clear()

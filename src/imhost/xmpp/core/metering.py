@@ -86,6 +86,21 @@ class HostCounters:
             self.active_today.add(bare_jid)
             self.new_active.append(bare_jid)
 
+    def quiet(self) -> bool:
+        """Nothing to report: no traffic since the last flush and no connection now or in
+        the interval (:meth:`take` would give only zeros, which are never recorded)."""
+        return not (
+            self.messages
+            or self.stanzas_message
+            or self.stanzas_presence
+            or self.stanzas_iq
+            or self.bytes_in
+            or self.bytes_out
+            or self.connections_peak
+            or self.connections
+            or self.new_active
+        )
+
     def take(self) -> dict[str, int]:
         """Swap out the interval counters (adding them to the totals)."""
         out = {
@@ -203,6 +218,8 @@ class Meter:
         prefix = f"{self.node_id}:{self.incarnation}"
         records: list[UsageRecord] = []
         for domain, hc in self.hosts.items():
+            if hc.quiet():  # an idle host costs one check a flush
+                continue
             values = hc.take()
             for metric, quantity in values.items():
                 if quantity == 0 and metric != "connections_peak":
