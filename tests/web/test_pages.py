@@ -221,8 +221,12 @@ def test_sign_up_shows_each_password_problem_next_to_the_field_and_keeps_the_res
         },
     )
     assert response.status_code == 422
-    assert 'id="e-password"' in response.text
-    assert 'aria-label="What to change"' in response.text
+    # Beside the field, each problem once, as a list (not the sentence and the list again).
+    beside = re.search(r'<ul class="error" id="e-password">(.*?)</ul>', response.text, re.S)
+    assert beside is not None and beside.group(1).count("<li>") >= 2
+    for item in re.findall(r"<li>(.*?)</li>", beside.group(1)):
+        assert response.text.count(item) == 2  # beside the field, and in the summary's line
+    assert '<a href="#f-password">' in response.text  # the summary links to the field
     assert 'value="new@c.example.com"' in response.text and 'value="Gamma"' in response.text
 
 
