@@ -368,7 +368,7 @@ def test_another_organizations_page_is_a_not_found_page(pages: FastAPI, world: W
     client, _ = as_user(pages, world.outsider)
     response = client.get(f"/portal/orgs/{world.org.slug}/members")
     assert response.status_code == 404
-    assert "Acme" not in response.text and "<h1>Not found</h1>" in response.text
+    assert "Acme" not in response.text and "Page not found</h1>" in response.text
 
 
 # --- tokens, pagination, banner, console -----------------------------------------------------
