@@ -61,9 +61,9 @@ DETAILS = {
 }
 
 
-def _quality(accept: str, types: tuple[str, ...]) -> float:
-    """The highest ``q`` that ``accept`` gives any of ``types`` (0 when none is named)."""
-    best = 0.0
+def _quality(accept: str, types: tuple[str, ...]) -> float | None:
+    """The highest ``q`` that ``accept`` gives any of ``types`` (None when none is named)."""
+    best: float | None = None
     for item in accept.split(","):
         media, *params = (part.strip() for part in item.split(";"))
         if media.lower() not in types:
@@ -76,7 +76,7 @@ def _quality(accept: str, types: tuple[str, ...]) -> float:
                     q = max(0.0, min(1.0, float(value)))
                 except ValueError:
                     q = 0.0
-        best = max(best, q)
+        best = q if best is None else max(best, q)
     return best
 
 
@@ -88,9 +88,9 @@ def wants_page(request: Request) -> bool:
         return False
     accept = request.headers.get("accept", "")
     html, json = _quality(accept, HTML_TYPES), _quality(accept, JSON_TYPES)
-    if html or json:
-        return html > json
-    return is_page_path(path)
+    if html is None and json is None:
+        return is_page_path(path)
+    return (html or 0.0) > (json or 0.0)
 
 
 def _wait_words(seconds: int) -> str:
