@@ -142,3 +142,44 @@ def test_a_form_with_errors_shows_a_summary_that_takes_the_focus(
     link.click()
     expect(amount).to_be_focused()
     assert all("status of 422" in p for p in problems), problems  # only the refused form
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_security_alert_email_leads_to_its_alert(
+    site: Site, browser_page: Any, tmp_path: Path, size: str
+) -> None:
+    from sqlalchemy import select
+
+    from imhost.accounts import audit, threats
+    from imhost.accounts import service as accounts
+    from imhost.notify.models import OutboundEmail
+
+    page = browser_page
+    page.set_viewport_size(SIZES[size])
+    email, password = site.acme_owner
+    with site.runtime.session_factory() as s:
+        user = accounts.get_user_by_email(s, email)
+        assert user is not None
+        for _ in range(threats.BURST_THRESHOLD):
+            audit.record(
+                s,
+                site.runtime.clock,
+                "login.failed",
+                target_type="user",
+                target_id=user.id,
+                target_label=email,
+                address="198.51.100.7",
+            )
+        s.commit()
+        sent = s.scalars(select(OutboundEmail).where(OutboundEmail.kind == "security-alert"))
+        mails = [m.text for m in sent if email in m.to]
+    assert len(mails) == 1
+    link = re.search(r"https?://\S+/portal/security/alerts/[0-9a-f]+", mails[0])
+    assert link is not None
+    sign_in(page, site, email, password, next_path="/" + link.group(0).split("/", 3)[3])
+    expect(page.get_by_role("heading", level=1)).to_have_text("Security alert")
+    expect(page.locator("main")).to_contain_text("failed sign-in attempts")
+    expect(page.locator("main")).not_to_contain_text("No security alerts")
+    snap(page, tmp_path, f"alert-{size}")
+    page.get_by_role("button", name="Mark as seen").click()
+    expect(page.locator("main")).to_contain_text("seen")

@@ -77,7 +77,7 @@ def _decimal(form: FormData, name: str, *, required: bool = False) -> Decimal | 
     raw = text(form, name, max_length=40).strip()
     if not raw:
         if required:
-            raise InvalidInput("Required.", field=name)
+            raise InvalidInput(f"Fill in the {name.replace('_', ' ')}.", field=name)
         return None
     try:
         return Decimal(raw)
