@@ -245,7 +245,7 @@ def test_a_schemas_refusal_names_every_field_in_plain_words() -> None:
     errors = FormErrors.of(invalid_form(caught.value, {"amount", "thresholds"}))
     assert errors.fields == {
         "amount": "Enter a number below 1,000,000,000,000.",
-        "thresholds": "Thresholds are percentages from 1 to 1000",
+        "thresholds": "Thresholds are percentages from 1 to 1000.",
     }
 
 

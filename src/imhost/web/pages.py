@@ -527,8 +527,9 @@ def plain_message(error: Mapping[str, Any], name: str = "") -> str:
         return "Enter an e-mail address such as name@example.com."
     if kind in ("value_error", "assertion_error") and msg:
         # Our own validators' words (schemas raise ValueError with a sentence for people).
-        text = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        return text[:1].upper() + text[1:]
+        text = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ").strip()
+        text = text[:1].upper() + text[1:]
+        return text if text.endswith((".", "?", "!")) else text + "."
     return f"Check the {what}."
 
 
