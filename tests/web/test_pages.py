@@ -653,6 +653,7 @@ def test_disabling_an_xmpp_account_asks_for_a_reason_first(
     assert asked.status_code == 200 and 'name="reason"' in asked.text
     no_reason = client.post(url, data={"csrf_token": csrf, "confirmed": "yes", "reason": " "})
     assert no_reason.status_code == 200 and 'id="e-reason"' in no_reason.text
+    assert "data-error-summary" in no_reason.text and '<a href="#f-reason">' in no_reason.text
     done = client.post(url, data={"csrf_token": csrf, "confirmed": "yes", "reason": "left us"})
     assert done.status_code == 303
     with session_factory() as session:

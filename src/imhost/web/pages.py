@@ -610,9 +610,9 @@ def confirmation(
         return None
     hidden = {k: v for k, v in values_of(form).items() if k not in ("confirmed", reason_field)}
     hidden.update(extra_fields or {})
-    errors = {}
+    errors = FormErrors()
     if form.get("confirmed") == "yes" and reason_field:
-        errors[reason_field] = "Give a reason; it is recorded and shown to the customer."
+        errors.fields[reason_field] = "Give a reason; it is recorded and shown to the customer."
     return render(
         request,
         "confirm.html",
