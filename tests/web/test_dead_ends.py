@@ -76,6 +76,18 @@ def test_a_missing_page_is_a_page_for_a_browser_and_problem_json_for_a_program(
     assert _is_page(client.get("/no-such-page", headers=HTML))
 
 
+def test_an_error_page_still_shows_who_is_signed_in(app: FastAPI, world: World) -> None:
+    owner = world.members[OrgRole.OWNER]
+    client = signed_in(app, owner)
+    page = client.get("/portal/no-such-page", headers=HTML)
+    assert page.status_code == 404 and _is_page(page)
+    assert (owner.name or owner.email) in page.text and "Sign out" in page.text
+    token = CSRF.search(page.text)
+    assert token is not None and token.group(1) == client.headers["X-CSRF-Token"]
+    anonymous = TestClient(app, raise_server_exceptions=False).get("/portal/no-such-page")
+    assert "Sign out" not in anonymous.text
+
+
 def test_a_form_address_opened_by_hand_is_a_405_page(client: TestClient) -> None:
     page = client.get("/portal/sign-out", headers=HTML)
     assert page.status_code == 405 and _is_page(page)

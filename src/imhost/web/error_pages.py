@@ -17,10 +17,15 @@ from typing import Any, cast
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from imhost.accounts.models import User
+from imhost.accounts.sessions import COOKIE_NAME, lookup_session
 from imhost.kit.errors import DomainError, TooManyRequests
+from imhost.runtime import Runtime
 from imhost.web import problems
 from imhost.web.headers import SECURITY_HEADERS
 from imhost.web.pages import Nav, is_page_path, plain_validation_messages, sign_in_url, templates
@@ -109,6 +114,27 @@ def _way_out(request: Request, status: int) -> tuple[str, str]:
     return "/portal/", "Go to your portal"
 
 
+def signed_in_nav(request: Request) -> tuple[Nav, str]:
+    """Who is signed in, for the error page's header (their name, the console, signing out),
+    read without changing anything; an anonymous ``Nav`` when nobody is, or the database is
+    what failed."""
+    cookie = request.cookies.get(COOKIE_NAME)
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if not cookie or runtime is None:
+        return Nav(), ""
+    try:
+        with runtime.session_factory() as db:
+            web = lookup_session(db, runtime.clock, runtime.settings.security, cookie)
+            user = db.get(User, web.user_id) if web is not None else None
+            if web is None or user is None or not user.is_active or not web.mfa_verified:
+                return Nav(), ""
+            # Leaving without a commit: a page about an error records nothing (not even the
+            # session's touch); closing keeps what was read.
+            return Nav(user=user, staff_role=user.staff_role), web.csrf_token
+    except SQLAlchemyError:
+        return Nav(), ""
+
+
 def error_page(
     request: Request,
     status: int,
@@ -118,15 +144,18 @@ def error_page(
     retry_after: str | None = None,
     reference: str | None = None,
     messages: list[str] | None = None,
+    nav: tuple[Nav, str] | None = None,
 ) -> HTMLResponse:
-    """The site's error page for ``status``, with ``detail`` in plain words."""
+    """The site's error page for ``status``, with ``detail`` in plain words; ``nav`` is who is
+    signed in (``signed_in_nav``), else the page shows nobody."""
     href, label = _way_out(request, status)
+    who, csrf_token = nav or (Nav(), "")
     text = detail.strip() or DETAILS.get(status, HTTPStatus(status).phrase + ".")
     body = templates.get_template("error.html").render(
         request=request,
-        nav=Nav(),
+        nav=who,
         flash=None,
-        csrf_token="",
+        csrf_token=csrf_token,
         path=request.url.path,
         title=title or TITLES.get(status, "Something is not right"),
         detail=text[:1].upper() + text[1:],
@@ -145,9 +174,10 @@ def error_page(
     return response
 
 
-def domain_error_page(request: Request, exc: DomainError) -> HTMLResponse:
+async def domain_error_page(request: Request, exc: DomainError) -> HTMLResponse:
     retry = problems.retry_after(exc) if isinstance(exc, TooManyRequests) else None
-    return error_page(request, exc.status, exc.detail, retry_after=retry)
+    nav = await run_in_threadpool(signed_in_nav, request)
+    return error_page(request, exc.status, exc.detail, retry_after=retry, nav=nav)
 
 
 def _http_detail(exc: StarletteHTTPException) -> str:
@@ -174,7 +204,7 @@ def install(app: FastAPI) -> None:
     async def _domain(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, DomainError)
         if wants_page(request):
-            return domain_error_page(request, exc)
+            return await domain_error_page(request, exc)
         return await api[DomainError](request, exc)
 
     async def _validation(request: Request, exc: Exception) -> Response:
@@ -185,13 +215,15 @@ def install(app: FastAPI) -> None:
                 422,
                 "Part of the address or of the form is not valid. Go back and check it.",
                 messages=plain_validation_messages(exc.errors()),
+                nav=await run_in_threadpool(signed_in_nav, request),
             )
         return await api[RequestValidationError](request, exc)
 
     async def _http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if wants_page(request):
-            response = error_page(request, exc.status_code, _http_detail(exc))
+            nav = await run_in_threadpool(signed_in_nav, request)
+            response = error_page(request, exc.status_code, _http_detail(exc), nav=nav)
             for key, value in (exc.headers or {}).items():
                 response.headers.setdefault(key, value)
             return response
