@@ -19,10 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost import events
-from imhost.accounts import recovery, reviews
+from imhost.accounts import audit, recovery, reviews, threats
 from imhost.accounts import service as accounts
 from imhost.accounts.audit import Actor
-from imhost.accounts.models import Organization, OrgRole
+from imhost.accounts.models import Organization, OrgRole, SecurityAlert, User
 from imhost.accounts.signup import SignupForm, request_signup
 from imhost.accounts.verification import request_verification
 from imhost.billing import service as billing
@@ -86,17 +86,7 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
             actor_role=OrgRole.OWNER,
         )
         request_verification(s, clock, user)  # "verify-email"
-        events.publish(  # "security-alert"
-            s,
-            events.SecurityAlertRaised(
-                alert_id="a1",
-                rule="new-country-login",
-                summary="A sign-in from a new country.",
-                organization_id=org.id,
-                recipients=(owner.email,),
-                at=clock.now(),
-            ),
-        )
+        raise_security_alerts(s, clock, owner, org.id)  # "security-alert", two of them
         review = reviews.open_review(s, clock, runtime.settings.security, org)  # "access-review"
         assert review is not None
         security = runtime.settings.security
@@ -117,6 +107,30 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
                 ),
                 address="192.0.2.1",
             )
+
+
+def raise_security_alerts(s: Session, clock: FrozenClock, owner: User, org_id: str) -> None:
+    """Two real alerts through the threat rules: failed sign-ins for ``owner`` (an alert about
+    the person, in no organization) and a new owner of the organization."""
+    for _ in range(threats.BURST_THRESHOLD):
+        audit.record(
+            s,
+            clock,
+            "login.failed",
+            target_type="user",
+            target_id=owner.id,
+            target_label=owner.email,
+            address="198.51.100.7",
+        )
+    audit.record(
+        s,
+        clock,
+        "org.owner_added",
+        organization_id=org_id,
+        target_type="user",
+        target_id=owner.id,
+        target_label=owner.email,
+    )
 
 
 def _kinds_in_source() -> set[str]:
@@ -174,3 +188,31 @@ def test_the_invoice_email_links_to_the_invoice_page_of_its_organization(
     page = signed_in(app, world.members[OrgRole.OWNER]).get(path)
     assert page.status_code == 200 and str(invoice.number) in page.text
     assert Decimal(invoice.total) > 0
+
+
+def test_the_security_alert_email_leads_to_the_alert_it_is_about(
+    app: FastAPI, world: World, clock: FrozenClock, session_factory: sessionmaker[Session]
+) -> None:
+    """An alert about a person (in no organization) and one about an organization: each
+    e-mail's link shows that alert, never an empty list."""
+    owner = world.members[OrgRole.OWNER]
+    with transaction(app.state.runtime.session_factory) as s:
+        raise_security_alerts(s, clock, owner, world.org.id)
+    with session_factory() as s:
+        alerts = {a.id: a.summary for a in s.scalars(select(SecurityAlert))}
+        mails = list(s.scalars(select(OutboundEmail).where(OutboundEmail.kind == "security-alert")))
+    assert len(alerts) == 2 and len(mails) == 2
+    browser = signed_in(app, owner)
+    shown = set()
+    for mail in mails:
+        match = re.search(r"/portal/security/alerts/([0-9a-f]+)", mail.text)
+        assert match is not None, mail.text
+        page = browser.get(match.group(0))
+        assert page.status_code == 200
+        assert alerts[match.group(1)] in page.text
+        assert "No security alerts" not in page.text
+        shown.add(match.group(1))
+    assert shown == set(alerts)
+    # Somebody else cannot read the alert about the owner.
+    stranger = signed_in(app, world.outsider)
+    assert stranger.get(f"/portal/security/alerts/{next(iter(alerts))}").status_code == 404

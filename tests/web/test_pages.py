@@ -221,8 +221,12 @@ def test_sign_up_shows_each_password_problem_next_to_the_field_and_keeps_the_res
         },
     )
     assert response.status_code == 422
-    assert 'id="e-password"' in response.text
-    assert 'aria-label="What to change"' in response.text
+    # Beside the field, each problem once, as a list (not the sentence and the list again).
+    beside = re.search(r'<ul class="error" id="e-password">(.*?)</ul>', response.text, re.S)
+    assert beside is not None and beside.group(1).count("<li>") >= 2
+    for item in re.findall(r"<li>(.*?)</li>", beside.group(1)):
+        assert response.text.count(item) == 2  # beside the field, and in the summary's line
+    assert '<a href="#f-password">' in response.text  # the summary links to the field
     assert 'value="new@c.example.com"' in response.text and 'value="Gamma"' in response.text
 
 
@@ -364,7 +368,7 @@ def test_another_organizations_page_is_a_not_found_page(pages: FastAPI, world: W
     client, _ = as_user(pages, world.outsider)
     response = client.get(f"/portal/orgs/{world.org.slug}/members")
     assert response.status_code == 404
-    assert "Acme" not in response.text and "<h1>Not found</h1>" in response.text
+    assert "Acme" not in response.text and "Page not found</h1>" in response.text
 
 
 # --- tokens, pagination, banner, console -----------------------------------------------------
@@ -649,6 +653,7 @@ def test_disabling_an_xmpp_account_asks_for_a_reason_first(
     assert asked.status_code == 200 and 'name="reason"' in asked.text
     no_reason = client.post(url, data={"csrf_token": csrf, "confirmed": "yes", "reason": " "})
     assert no_reason.status_code == 200 and 'id="e-reason"' in no_reason.text
+    assert "data-error-summary" in no_reason.text and '<a href="#f-reason">' in no_reason.text
     done = client.post(url, data={"csrf_token": csrf, "confirmed": "yes", "reason": "left us"})
     assert done.status_code == 303
     with session_factory() as session:

@@ -162,11 +162,19 @@ def evaluate(session: Session, clock: Clock, event: AuditEvent) -> SecurityAlert
 
 
 def list_alerts(
-    session: Session, *, organization_id: str | None, limit: int = 50, offset: int = 0
+    session: Session,
+    *,
+    organization_id: str | None,
+    user_id: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
 ) -> tuple[list[SecurityAlert], int]:
+    """Alerts of an organization, or about one person (``user_id``), newest first."""
     stmt = select(SecurityAlert)
     if organization_id is not None:
         stmt = stmt.where(SecurityAlert.organization_id == organization_id)
+    if user_id is not None:
+        stmt = stmt.where(SecurityAlert.user_id == user_id)
     total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.scalars(
         stmt.order_by(SecurityAlert.created_at.desc(), SecurityAlert.id).limit(limit).offset(offset)

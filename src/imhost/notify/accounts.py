@@ -101,7 +101,8 @@ def register(bus: events.EventBus, mailer: Mailer, *, public_url: str, provider_
             f"Security alert: {event.rule.replace('-', ' ')}",
             (
                 f"{event.summary}\n\nIf this was you, there is nothing to do. If not, change "
-                f"your password and review your sessions and tokens at {base}/portal/security.\n"
+                "your password and review your sessions and tokens. The alert and what to do:\n"
+                f"{base}/portal/security/alerts/{event.alert_id}\n"
             ),
             organization_id=event.organization_id,
             kind="security-alert",

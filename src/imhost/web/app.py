@@ -13,21 +13,13 @@ from starlette.responses import Response
 from imhost import __version__
 from imhost.db.migrations import migration_status
 from imhost.runtime import Runtime
-from imhost.web import console, portal, problems
+from imhost.web import api_docs, console, error_pages, portal, problems
 from imhost.web.api.v1 import build_router
 from imhost.web.body import BodyLimit
+from imhost.web.headers import SECURITY_HEADERS
 from imhost.web.metrics import HttpMetrics, check_metrics_access, render_engine_metrics
 from imhost.web.xmpp_websocket import router as xmpp_websocket_router
 
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-    ),
-}
 # Only the static files (CSS, JS) may be kept by caches.
 CACHEABLE_PREFIXES = ("/static/",)
 
@@ -42,8 +34,10 @@ def create_app(runtime: Runtime) -> FastAPI:
             "`Authorization: Bearer <API token>`. Errors are RFC 9457 problem+json."
         ),
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        # The docs page is ``web.api_docs``: Swagger UI served from the package, not a CDN.
+        docs_url=None,
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     app.state.runtime = runtime
     registry = CollectorRegistry()
@@ -55,7 +49,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def _metrics_and_headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        refused = problems.refuse_control_characters(request)
+        refused = error_pages.control_character_refusal(request)
         response = refused or await http_metrics.middleware(request, call_next)
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
@@ -105,8 +99,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     # Outermost: a body is received whole (and bounded) before any route or transaction runs.
     app.add_middleware(BodyLimit)
     app.include_router(build_router())
+    app.include_router(api_docs.router)
     app.include_router(xmpp_websocket_router)
     # Server-rendered pages: each package adds its routes, templates and /static.
     portal.install(app)
     console.install(app)
+    # Errors: a page for people, problem+json for programs (after every handler is known).
+    error_pages.install(app)
     return app

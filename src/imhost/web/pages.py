@@ -31,6 +31,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.responses import Response
@@ -425,7 +426,11 @@ class _Can:
 
 @dataclass
 class FormErrors:
-    """Errors shown next to each field; ``general`` for those that belong to no field."""
+    """Errors shown next to each field; ``general`` for those that belong to no field.
+
+    ``macros.general`` lists them all at the top of the form (the error summary, each field's
+    error a link to the field) and ``macros.field`` shows each beside its field.
+    """
 
     fields: dict[str, str] = field(default_factory=dict)
     problems: dict[str, list[str]] = field(default_factory=dict)
@@ -437,6 +442,14 @@ class FormErrors:
     @classmethod
     def of(cls, exc: DomainError, known_fields: set[str] | None = None) -> FormErrors:
         errors = cls()
+        by_field = exc.extra.get("field_errors")
+        if isinstance(by_field, dict) and by_field:
+            for name, message in by_field.items():
+                if name and (known_fields is None or name in known_fields):
+                    errors.fields.setdefault(str(name), str(message))
+                elif str(message) not in errors.general:
+                    errors.general.append(str(message))
+            return errors
         name = exc.field
         if name and (known_fields is None or name in known_fields):
             errors.fields[name] = exc.detail
@@ -448,6 +461,110 @@ class FormErrors:
         else:
             errors.general.append(exc.detail)
         return errors
+
+
+# Where a validation error points (``loc``), the parts that name no field of a form.
+_LOC_WRAPPERS = {"body", "query", "path", "header", "cookie", "version", "limits", "components"}
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ").strip() or "this field"
+
+
+def _bound(value: Any) -> str:
+    """A limit from a validation error as people write numbers: 1E+12 -> 1,000,000,000,000."""
+    try:
+        return _number(Decimal(str(value)))
+    except (ArithmeticError, ValueError):
+        return str(value)
+
+
+def plain_message(error: Mapping[str, Any], name: str = "") -> str:
+    """One validation error of pydantic (``{"type", "loc", "msg", "ctx"}``) in plain words,
+    never the library's own text ("Input should be less than 1E+12")."""
+    kind = str(error.get("type", ""))
+    ctx = error.get("ctx") or {}
+    msg = str(error.get("msg", ""))
+    what = _words(name)
+    if kind == "missing" or (kind == "string_too_short" and ctx.get("min_length") == 1):
+        return f"Fill in the {what}."
+    if kind == "string_too_short":
+        return f"Use at least {ctx.get('min_length')} characters."
+    if kind == "string_too_long":
+        return f"Use at most {ctx.get('max_length')} characters."
+    if kind == "string_pattern_mismatch":
+        return f"The {what} holds characters that are not allowed here."
+    if kind == "less_than":
+        return f"Enter a number below {_bound(ctx.get('lt'))}."
+    if kind == "less_than_equal":
+        return f"Enter a number no larger than {_bound(ctx.get('le'))}."
+    if kind == "greater_than":
+        return f"Enter a number above {_bound(ctx.get('gt'))}."
+    if kind == "greater_than_equal":
+        return f"Enter a number of at least {_bound(ctx.get('ge'))}."
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "Enter a whole number, such as 10."
+    if kind in ("float_parsing", "float_type", "decimal_parsing", "decimal_type", "finite_number"):
+        return "Enter a number, such as 9.50."
+    if kind == "decimal_max_places":
+        places = ctx.get("decimal_places")
+        return f"Use at most {places} digit{'' if places == 1 else 's'} after the decimal point."
+    if kind in ("decimal_max_digits", "decimal_whole_digits"):
+        return "Enter a smaller number."
+    if kind == "too_short":
+        return f"Give at least {ctx.get('min_length')}."
+    if kind == "too_long":
+        return f"Give at most {ctx.get('max_length')}."
+    if kind in ("enum", "literal_error"):
+        return "Choose one of the options offered."
+    if kind in ("bool_parsing", "bool_type"):
+        return "Choose yes or no."
+    if kind.startswith(("date", "datetime")):
+        return "Enter a date such as 2026-12-31."
+    if kind.startswith("url"):
+        return "Enter a full address such as https://example.com/hook."
+    if "email address" in msg:
+        return "Enter an e-mail address such as name@example.com."
+    if kind in ("value_error", "assertion_error") and msg:
+        # Our own validators' words (schemas raise ValueError with a sentence for people).
+        text = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ").strip()
+        text = text[:1].upper() + text[1:]
+        return text if text.endswith((".", "?", "!")) else text + "."
+    return f"Check the {what}."
+
+
+def validation_field(loc: tuple[Any, ...], known_fields: set[str] | None = None) -> str:
+    """The form field a validation error's ``loc`` points at (its innermost known name)."""
+    names = [str(x) for x in loc if not isinstance(x, int) and str(x) not in _LOC_WRAPPERS]
+    if known_fields is not None:
+        for name in reversed(names):
+            if name in known_fields:
+                return name
+    return names[-1] if names else ""
+
+
+def plain_validation_messages(errors: Any, known_fields: set[str] | None = None) -> list[str]:
+    """Each error of a ``ValidationError`` or ``RequestValidationError`` as a plain sentence
+    naming its field (for a page with no form to show them beside)."""
+    out: list[str] = []
+    for error in list(errors)[:10]:
+        name = validation_field(tuple(error.get("loc", ())), known_fields)
+        line = plain_message(error, name)
+        line = f"{_words(name).capitalize()}: {line}" if name else line
+        if line not in out:
+            out.append(line)
+    return out
+
+
+def invalid_form(exc: ValidationError, known_fields: set[str]) -> InvalidInput:
+    """A schema's refusal of a form as :class:`InvalidInput`: every field's error in plain
+    words (``FormErrors.of`` shows each beside its field)."""
+    by_field: dict[str, str] = {}
+    for error in exc.errors():
+        name = validation_field(tuple(error.get("loc", ())), known_fields)
+        by_field.setdefault(name, plain_message(error, name))
+    first_name, first_message = next(iter(by_field.items()), ("", "Check the form."))
+    return InvalidInput(first_message, field=first_name or None, field_errors=by_field)
 
 
 def values_of(form: FormData, *, hide: tuple[str, ...] = ("password",)) -> dict[str, str]:
@@ -493,9 +610,9 @@ def confirmation(
         return None
     hidden = {k: v for k, v in values_of(form).items() if k not in ("confirmed", reason_field)}
     hidden.update(extra_fields or {})
-    errors = {}
+    errors = FormErrors()
     if form.get("confirmed") == "yes" and reason_field:
-        errors[reason_field] = "Give a reason; it is recorded and shown to the customer."
+        errors.fields[reason_field] = "Give a reason; it is recorded and shown to the customer."
     return render(
         request,
         "confirm.html",
@@ -559,48 +676,19 @@ PageNo = Annotated[Pagination, Depends(pagination)]
 # --- install -----------------------------------------------------------------------------
 
 
-def _status_page(request: Request, exc: DomainError) -> HTMLResponse:
-    status = exc.status if exc.status in (400, 402, 403, 404, 409, 422, 429) else 400
-    titles = {403: "Not allowed", 404: "Not found", 429: "Too many attempts", 409: "Not possible"}
-    body = templates.get_template("error.html").render(
-        request=request,
-        nav=Nav(),
-        flash=None,
-        csrf_token="",
-        path=request.url.path,
-        can=_Can(None),
-        title=titles.get(status, "Something is not right"),
-        detail=exc.detail,
-        status=status,
-    )
-    response = HTMLResponse(body, status_code=status)
-    if isinstance(exc, TooManyRequests):
-        response.headers["Retry-After"] = retry_after(exc)
-    return response
-
-
 def install_common(app: FastAPI) -> None:
-    """Static files and the page handlers for refusals; safe to call more than once."""
+    """Static files and the redirect of pages that send the visitor elsewhere (refusals are
+    pages through ``web.error_pages``); safe to call more than once."""
     if getattr(app.state, "pages_installed", False):
         return
     app.state.pages_installed = True
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    api_domain = app.exception_handlers.get(DomainError)
 
     async def _redirect(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PageRedirect)
         return RedirectResponse(exc.location, status_code=303)
 
-    async def _domain(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, DomainError)
-        if is_page_path(request.url.path):
-            return _status_page(request, exc)
-        assert api_domain is not None
-        response: Response = await api_domain(request, exc)  # type: ignore[misc]
-        return response
-
     app.add_exception_handler(PageRedirect, _redirect)
-    app.add_exception_handler(DomainError, _domain)
 
 
 @dataclass(frozen=True)
@@ -645,10 +733,13 @@ __all__ = [
     "commit_now",
     "confirmation",
     "install_common",
+    "invalid_form",
     "markup",
     "page_public",
     "page_require",
     "page_routes",
+    "plain_message",
+    "plain_validation_messages",
     "redirect",
     "render",
     "safe_next",

@@ -56,17 +56,40 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or str(loc[0] if loc else "request")
 
 
-def refuse_control_characters(request: Request) -> JSONResponse | None:
-    """400 for a path or query with a control character (``%00`` in an id, say), before any
-    route runs: no id or search has one, and PostgreSQL refuses NUL in text."""
+CONTROL_TITLE = "Invalid address"
+CONTROL_DETAIL = "The address (URL) holds an invisible control character such as NUL; remove it."
+
+
+def has_control_characters(request: Request) -> bool:
+    """Whether the path or query holds a control character (``%00`` in an id, say): no id or
+    search has one, and PostgreSQL refuses NUL in text."""
     parts = [request.url.path, *request.query_params.keys(), *request.query_params.values()]
-    if not any(first_control_character(part) is not None for part in parts):
+    return any(first_control_character(part) is not None for part in parts)
+
+
+def refuse_control_characters(request: Request) -> JSONResponse | None:
+    """400 for a path or query with a control character, before any route runs."""
+    if not has_control_characters(request):
         return None
+    return problem(400, CONTROL_TITLE, CONTROL_DETAIL, slug="invalid-input")
+
+
+def log_unexpected(request: Request, exc: Exception) -> str:
+    """Log an unexpected exception under a short reference a person can quote to support."""
+    ref = secrets.token_hex(6)
+    log.exception(
+        "unexpected error %s on %s %s", ref, request.method, request.url.path, exc_info=exc
+    )
+    return ref
+
+
+def internal_problem(ref: str) -> JSONResponse:
     return problem(
-        400,
-        "Invalid address",
-        "The address (URL) holds an invisible control character such as NUL; remove it.",
-        slug="invalid-input",
+        500,
+        "Internal error",
+        f"Something went wrong on our side; quote reference {ref} to support.",
+        slug="internal-error",
+        reference=ref,
     )
 
 
@@ -113,12 +136,4 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        ref = secrets.token_hex(6)
-        log.exception("unexpected error %s on %s %s", ref, request.method, request.url.path)
-        return problem(
-            500,
-            "Internal error",
-            f"Something went wrong on our side; quote reference {ref} to support.",
-            slug="internal-error",
-            reference=ref,
-        )
+        return internal_problem(log_unexpected(request, exc))

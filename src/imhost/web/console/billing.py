@@ -32,6 +32,7 @@ from imhost.web.pages import (
     FormErrors,
     PageNo,
     confirmation,
+    invalid_form,
     page_require,
     redirect,
     render,
@@ -69,20 +70,14 @@ PLAN_FIELDS = {
 
 
 def _validation(exc: ValidationError) -> InvalidInput:
-    first = exc.errors()[0]
-    loc = [str(x) for x in first.get("loc", ())]
-    names = {"max_xmpp_accounts", "unit_price", "included_quantity", "metric"}
-    field = next(
-        (x for x in reversed(loc) if x in PLAN_FIELDS or x in names), loc[0] if loc else None
-    )
-    return InvalidInput(str(first["msg"]).removeprefix("Value error, "), field=field)
+    return invalid_form(exc, PLAN_FIELDS)
 
 
 def _decimal(form: FormData, name: str, *, required: bool = False) -> Decimal | None:
     raw = text(form, name, max_length=40).strip()
     if not raw:
         if required:
-            raise InvalidInput("Required.", field=name)
+            raise InvalidInput(f"Fill in the {name.replace('_', ' ')}.", field=name)
         return None
     try:
         return Decimal(raw)

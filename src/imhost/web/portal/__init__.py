@@ -8,12 +8,13 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from imhost.web.pages import install_common
-from imhost.web.portal import account, auth, billing, hosting, org
+from imhost.web.portal import account, alerts, auth, billing, hosting, org
 
 # The page routers, each from its module (a new page module adds its router here).
 ROUTERS: tuple[APIRouter, ...] = (
     auth.router,
     account.router,
+    alerts.router,
     org.router,
     hosting.router,
     billing.router,

@@ -30,6 +30,7 @@ from imhost.web.pages import (
     Form,
     FormErrors,
     PageNo,
+    invalid_form,
     page_require,
     redirect,
     render,
@@ -192,11 +193,7 @@ def set_budget(
                 hard_cap=form.get("hard_cap") == "on",
             )
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = str(first["loc"][0]) if first.get("loc") else None
-            raise InvalidInput(
-                str(first["msg"]).removeprefix("Value error, "), field=field
-            ) from None
+            raise invalid_form(exc, {"amount", "thresholds"}) from None
         budgets.set_budget(db, runtime.clock, principal.org_id, data, actor=principal.actor)
     except DomainError as exc:
         db.rollback()
