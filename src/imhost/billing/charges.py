@@ -121,6 +121,20 @@ def add_pending_charge(
     return charge
 
 
+def check_one_off_charge(amount: Decimal | str, currency: str, description: str) -> Decimal:
+    """The amount a one-off charge would be recorded with, or the reason it would be refused
+    (as :func:`add_one_off_charge` refuses it), without recording anything: for asking
+    staff to confirm a charge that can be made."""
+    value = _amount(amount, currency)
+    if value <= 0:
+        raise InvalidInput(
+            "a charge is a positive amount; give a credit with a credit note", field="amount"
+        )
+    if not description.strip() or len(description.strip()) > 500:
+        raise InvalidInput("a description is 1 to 500 characters", field="description")
+    return value
+
+
 def add_one_off_charge(
     session: Session,
     clock: Clock,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from imhost.billing.charges import (
     add_one_off_charge,
     add_pending_charge,
+    check_one_off_charge,
     list_pending_charges,
     remove_pending_charge,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "apply_coupon",
     "cancel_subscription",
     "change_plan",
+    "check_one_off_charge",
     "create_coupon",
     "credit_balance",
     "credit_balances",

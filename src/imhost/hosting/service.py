@@ -238,6 +238,14 @@ def list_services(
     return list(items), int(session.scalar(count) or 0)
 
 
+def count_services_by_status(session: Session) -> dict[str, int]:
+    """How many hosted services there are in each status (``active``, ``suspended``)."""
+    rows = session.execute(
+        select(HostedService.status, func.count()).group_by(HostedService.status)
+    ).all()
+    return {str(status): int(n) for status, n in rows}
+
+
 def service_owners(session: Session, service_ids: Collection[str]) -> dict[str, str]:
     """The organization of each of these hosted services that exists (metering checks that
     usage sent for a service belongs to the sender's organization)."""

@@ -1,16 +1,16 @@
-"""The staff console (``/console/``): customers, plans, the billing run, invoices, dunning,
-security alerts, the audit log and the e-mail outbox. Every page declares its staff
-permission the way the admin API does."""
+"""The staff console (``/console/``): the dashboard, customers, plans, the billing run,
+invoices, dunning, security alerts, the audit log and the e-mail outbox. Every page declares
+its staff permission the way the admin API does."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from imhost.web.console import billing, customers
+from imhost.web.console import billing, customers, dashboard
 from imhost.web.pages import install_common
 
 # The page routers, each from its module (a new page module adds its router here).
-ROUTERS: tuple[APIRouter, ...] = (customers.router, billing.router)
+ROUTERS: tuple[APIRouter, ...] = (customers.router, billing.router, dashboard.router)
 
 
 def routers() -> list[APIRouter]:

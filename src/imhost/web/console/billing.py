@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from imhost.accounts import audit
 from imhost.accounts.permissions import Access, Scope
+from imhost.billing import dashboard
 from imhost.billing import service as billing
 from imhost.billing.flows import RunSummary, run_billing
 from imhost.catalog import service as catalog
@@ -343,17 +344,28 @@ def invoices(
     request: Request,
     principal: BillingRead,
     db: Db,
+    runtime: RuntimeDep,
     page: PageNo,
     status: str = "",
     customer: str = "",
 ) -> Response:
-    rows = billing.list_invoices(
-        db,
-        organization_id=customer[:32] or None,
-        status=status[:16] or None,
-        limit=page.per_page,
-        offset=page.offset,
-    )
+    """Invoices, filtered by status (``overdue``: open and past the due date) or customer."""
+    if status == "overdue":
+        rows = dashboard.list_overdue_invoices(
+            db,
+            runtime.clock,
+            organization_id=customer[:32] or None,
+            limit=page.per_page,
+            offset=page.offset,
+        )
+    else:
+        rows = billing.list_invoices(
+            db,
+            organization_id=customer[:32] or None,
+            status=status[:16] or None,
+            limit=page.per_page,
+            offset=page.offset,
+        )
     return render(
         request,
         "console/invoices.html",

@@ -1,8 +1,10 @@
-"""Console: customers (search, view, suspend/reactivate, read-only impersonation), security
+"""Console: customers (search, view, suspend/reactivate, read-only impersonation, plan change,
+one-off charges), security
 alerts across customers, the audit log and the e-mail outbox."""
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -15,18 +17,23 @@ from imhost.accounts.models import Organization
 from imhost.accounts.permissions import Access, Scope
 from imhost.billing import service as billing
 from imhost.billing.plans import load_plan_terms
+from imhost.catalog import service as catalog
+from imhost.catalog.intervals import interval_words
 from imhost.hosting import service as hosting
-from imhost.kit.errors import NotFound, PermissionDenied
+from imhost.kit.errors import DomainError, InvalidInput, NotFound, PermissionDenied
+from imhost.kit.money import format_money
 from imhost.notify import mail
 from imhost.web.deps import Db, Principal, Requirement, RuntimeDep
 from imhost.web.pages import (
     Form,
+    FormErrors,
     PageNo,
     confirmation,
     page_require,
     redirect,
     render,
     text,
+    values_of,
 )
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -41,6 +48,7 @@ CustomerStatusWrite = Annotated[Principal, Depends(staff("customer-status", Acce
 AuditRead = Annotated[Principal, Depends(staff("audit", Access.READ))]
 SecurityRead = Annotated[Principal, Depends(staff("security", Access.READ))]
 OutboxRead = Annotated[Principal, Depends(staff("outbox", Access.READ))]
+BillingWrite = Annotated[Principal, Depends(staff("billing-admin", Access.WRITE))]
 
 
 def _customer(db: Db, customer_id: str) -> Organization:
@@ -67,23 +75,209 @@ def customers(
     )
 
 
-@router.get("/customers/{customer_id}")
-def customer(request: Request, customer_id: str, principal: CustomersRead, db: Db) -> Response:
-    org = _customer(db, customer_id)
+def _plan_options(db: Db, currency: str) -> list[tuple[str, str]]:
+    """(plan version id, how staff read it) for every plan's current version in ``currency``."""
+    options = []
+    for view in catalog.list_plans(db, public_only=False, currency=currency):
+        for v in view.versions:
+            version = v.version
+            price = format_money(version.base_fee, version.currency)
+            words = interval_words(version.billing_interval)
+            options.append((version.id, f"{view.plan.name} v{version.version}, {price} {words}"))
+    return options
+
+
+def _customer_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    org: Organization,
+    *,
+    values: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
+    form: str = "",
+    status: int = 200,
+) -> Response:
     ctx: dict[str, object] = {
         "title": org.name,
         "customer": org,
         "members": accounts.list_members(db, org.id),
         "events": audit_log.list_events(db, organization_id=org.id, limit=10)[0],
+        "values": values or {},
+        "errors": errors or FormErrors(),
+        "form": form,
     }
     ctx["services"] = hosting.services_of(db, org.id)
     sub = billing.current_subscription(db, org.id)
     ctx["subscription"] = sub
     if sub is not None:
         ctx["terms"] = load_plan_terms(db, sub.plan_version_id)
+        ctx["plan_options"] = _plan_options(db, sub.currency)
+    ctx["charge_currency"] = sub.currency if sub is not None else "EUR"
+    ctx["pending"] = billing.list_pending_charges(db, org.id)
     ctx["invoices"] = billing.list_invoices(db, organization_id=org.id, limit=10, offset=0)
     return render(
-        request, "console/customer.html", ctx, principal=principal, db=db, section="Customers"
+        request,
+        "console/customer.html",
+        ctx,
+        principal=principal,
+        db=db,
+        section="Customers",
+        status_code=status,
+    )
+
+
+@router.get("/customers/{customer_id}")
+def customer(request: Request, customer_id: str, principal: CustomersRead, db: Db) -> Response:
+    return _customer_page(request, principal, db, _customer(db, customer_id))
+
+
+@router.post("/customers/{customer_id}/plan")
+def change_plan(
+    request: Request,
+    customer_id: str,
+    principal: BillingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
+    """Change the customer's plan now: the proration is shown first, then applied (billing's
+    ``change_plan`` records it for the next invoice and in the audit log)."""
+    org = _customer(db, customer_id)
+    version_id = text(form, "plan_version_id", max_length=64)
+    try:
+        if not version_id:
+            raise InvalidInput("Pick the plan to change to.", field="plan_version_id")
+        if form.get("confirmed") != "yes":
+            preview = billing.preview_change(db, runtime.clock, org.id, version_id)
+            sub = billing.current_subscription(db, org.id)
+            return render(
+                request,
+                "console/plan_change.html",
+                {
+                    "title": "Confirm the plan change",
+                    "customer": org,
+                    "preview": preview,
+                    "old": load_plan_terms(db, preview.from_plan_version_id),
+                    "new": load_plan_terms(db, preview.to_plan_version_id),
+                    "subscription": sub,
+                },
+                principal=principal,
+                db=db,
+                section="Customers",
+            )
+        done = billing.change_plan(
+            db,
+            runtime.clock,
+            org.id,
+            version_id,
+            changed_by=principal.actor.label,
+            actor=principal.actor,
+        )
+    except DomainError as exc:
+        db.rollback()
+        return _customer_page(
+            request,
+            principal,
+            db,
+            org,
+            values=values_of(form),
+            errors=FormErrors.of(exc, {"plan_version_id"}),
+            form="plan",
+            status=exc.status,
+        )
+    new = load_plan_terms(db, done.to_plan_version_id)
+    said = (
+        f" {format_money(done.total, done.currency)} of proration goes on the next invoice."
+        if done.lines
+        else " Nothing is prorated."
+    )
+    return redirect(
+        request, f"/console/customers/{org.id}", f"{org.name} is now on {new.plan_name}.{said}"
+    )
+
+
+CHARGE_FIELDS = {"amount", "currency", "description", "reason"}
+
+
+@router.post("/customers/{customer_id}/charges")
+def add_charge(
+    request: Request,
+    customer_id: str,
+    principal: BillingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
+    """Add a one-off charge for the customer's next invoice, after confirming its amount."""
+    org = _customer(db, customer_id)
+    url = f"/console/customers/{org.id}"
+    raw = text(form, "amount", max_length=40).strip()
+    currency = text(form, "currency", max_length=3).strip().upper()
+    description = text(form, "description", max_length=500).strip()
+    try:
+        if not raw:
+            raise InvalidInput("Type the amount to charge, such as 25 or 25.50.", field="amount")
+        try:
+            amount = Decimal(raw)
+        except InvalidOperation:
+            raise InvalidInput("Type a number such as 25 or 25.50.", field="amount") from None
+        if not amount.is_finite() or abs(amount) >= Decimal(10) ** 12:
+            raise InvalidInput("Type an amount below 1,000,000,000,000.", field="amount")
+        if not description:
+            raise InvalidInput(
+                "Say what the charge is for; the customer sees it on the invoice.",
+                field="description",
+            )
+        value = billing.check_one_off_charge(amount, currency, description)
+        ask = confirmation(
+            request,
+            form,
+            principal=principal,
+            db=db,
+            question=f"Charge {org.name} {format_money(value, currency)}?",
+            consequence=(
+                f"“{description}”, {format_money(value, currency)} plus tax where it applies, "
+                "is added to their next invoice. The reason is kept in the audit log."
+            ),
+            button="Add the charge",
+            cancel_url=url,
+            reason_field="reason",
+        )
+        if ask is not None:
+            return ask
+        charge = billing.add_one_off_charge(
+            db,
+            runtime.clock,
+            org.id,
+            description=description,
+            amount=value,
+            currency=currency,
+            reason=text(form, "reason", max_length=500),
+            created_by=principal.actor.label,
+            actor=principal.actor,
+        )
+    except DomainError as exc:
+        db.rollback()
+        errors = FormErrors.of(exc, CHARGE_FIELDS)
+        if errors.fields.get("amount", "").startswith("a charge is a positive"):
+            errors.fields["amount"] = (
+                "Type an amount above zero; to give money back, credit an invoice."
+            )
+        return _customer_page(
+            request,
+            principal,
+            db,
+            org,
+            values=values_of(form),
+            errors=errors,
+            form="charge",
+            status=exc.status,
+        )
+    return redirect(
+        request,
+        url,
+        f"{format_money(charge.amount, charge.currency)} added to {org.name}'s next invoice.",
     )
 
 
