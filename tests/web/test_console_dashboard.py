@@ -335,16 +335,28 @@ def test_changing_to_the_current_plan_is_refused_beside_the_field(
 # --- one-off charges ---------------------------------------------------------------------------
 
 
-def test_a_one_off_charge_is_confirmed_with_its_amount_and_a_reason_then_audited(
-    billing_staff: TestClient, world: World, session_factory: sessionmaker[Session]
+def _subscribe(
+    session_factory: sessionmaker[Session], clock: FrozenClock, org_id: str, version: str
 ) -> None:
+    with session_factory() as session:
+        billing.start_subscription(session, clock, org_id, version, with_trial=False)
+        session.commit()
+
+
+def test_a_one_off_charge_is_confirmed_with_its_amount_and_a_reason_then_audited(
+    billing_staff: TestClient,
+    world: World,
+    plans: Plans,
+    session_factory: sessionmaker[Session],
+    clock: FrozenClock,
+) -> None:
+    _subscribe(session_factory, clock, world.org.id, plans.monthly)
     url = f"/console/customers/{world.org.id}"
     csrf = csrf_of(billing_staff, url)
     form = {
         "csrf_token": csrf,
         "description": "Migration of 40 accounts",
         "amount": "120.50",
-        "currency": "EUR",
     }
     ask = billing_staff.post(url + "/charges", data=form)
     assert ask.status_code == 200 and "Please confirm" in ask.text
@@ -378,22 +390,26 @@ def test_a_one_off_charge_is_confirmed_with_its_amount_and_a_reason_then_audited
         ("12.345", "Setup", "amount", "more decimals than EUR allows"),
         ("-5", "Setup", "amount", "Type an amount above zero"),
         ("10", "", "description", "Say what the charge is for"),
+        ("10", "x" * 501, "description", "Describe the charge in 1 to 500 characters."),
     ],
 )
 def test_a_bad_charge_is_refused_beside_its_field_before_any_confirmation(
     billing_staff: TestClient,
     world: World,
+    plans: Plans,
     session_factory: sessionmaker[Session],
+    clock: FrozenClock,
     amount: str,
     description: str,
     field: str,
     message: str,
 ) -> None:
+    _subscribe(session_factory, clock, world.org.id, plans.monthly)
     url = f"/console/customers/{world.org.id}"
     csrf = csrf_of(billing_staff, url)
     r = billing_staff.post(
         url + "/charges",
-        data={"csrf_token": csrf, "amount": amount, "description": description, "currency": "EUR"},
+        data={"csrf_token": csrf, "amount": amount, "description": description},
     )
     assert 400 <= r.status_code < 500, r.text[:300]
     assert "Please confirm" not in r.text
@@ -432,7 +448,6 @@ def test_staff_who_may_not_change_billing_cannot_change_plans_or_charge(
             "csrf_token": token,
             "amount": "10",
             "description": "x",
-            "currency": "EUR",
             "confirmed": "yes",
             "reason": "r",
         },
@@ -441,4 +456,19 @@ def test_staff_who_may_not_change_billing_cannot_change_plans_or_charge(
     with session_factory() as session:
         sub = billing.current_subscription(session, world.org.id)
         assert sub is not None and sub.plan_version_id == plans.monthly
+        assert session.scalars(select(PendingCharge)).all() == []
+
+
+def test_a_customer_without_a_subscription_cannot_be_charged(
+    billing_staff: TestClient, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    url = f"/console/customers/{world.org.id}"
+    assert "there is no invoice to add a charge to" in billing_staff.get(url).text
+    r = billing_staff.post(
+        url + "/charges",
+        data={"csrf_token": csrf_of(billing_staff, url), "amount": "10", "description": "x"},
+    )
+    assert r.status_code == 422 and "error-summary" in r.text
+    assert "Acme Chat has no subscription" in r.text
+    with session_factory() as session:
         assert session.scalars(select(PendingCharge)).all() == []

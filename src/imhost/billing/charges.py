@@ -125,13 +125,17 @@ def check_one_off_charge(amount: Decimal | str, currency: str, description: str)
     """The amount a one-off charge would be recorded with, or the reason it would be refused
     (as :func:`add_one_off_charge` refuses it), without recording anything: for asking
     staff to confirm a charge that can be made."""
+    try:
+        check_currency(currency)
+    except ValueError:
+        raise InvalidInput("Type a currency code such as EUR.", field="currency") from None
     value = _amount(amount, currency)
     if value <= 0:
         raise InvalidInput(
-            "a charge is a positive amount; give a credit with a credit note", field="amount"
+            "Type an amount above zero; to give money back, credit an invoice.", field="amount"
         )
     if not description.strip() or len(description.strip()) > 500:
-        raise InvalidInput("a description is 1 to 500 characters", field="description")
+        raise InvalidInput("Describe the charge in 1 to 500 characters.", field="description")
     return value
 
 

@@ -113,7 +113,6 @@ def _customer_page(
     if sub is not None:
         ctx["terms"] = load_plan_terms(db, sub.plan_version_id)
         ctx["plan_options"] = _plan_options(db, sub.currency)
-    ctx["charge_currency"] = sub.currency if sub is not None else "EUR"
     ctx["pending"] = billing.list_pending_charges(db, org.id)
     ctx["invoices"] = billing.list_invoices(db, organization_id=org.id, limit=10, offset=0)
     return render(
@@ -144,8 +143,8 @@ def change_plan(
     """Change the customer's plan now: the proration is shown first, then applied (billing's
     ``change_plan`` records it for the next invoice and in the audit log)."""
     org = _customer(db, customer_id)
-    version_id = text(form, "plan_version_id", max_length=64)
     try:
+        version_id = text(form, "plan_version_id", max_length=64)
         if not version_id:
             raise InvalidInput("Pick the plan to change to.", field="plan_version_id")
         if form.get("confirmed") != "yes":
@@ -197,7 +196,7 @@ def change_plan(
     )
 
 
-CHARGE_FIELDS = {"amount", "currency", "description", "reason"}
+CHARGE_FIELDS = {"amount", "description", "reason"}
 
 
 @router.post("/customers/{customer_id}/charges")
@@ -212,10 +211,16 @@ def add_charge(
     """Add a one-off charge for the customer's next invoice, after confirming its amount."""
     org = _customer(db, customer_id)
     url = f"/console/customers/{org.id}"
-    raw = text(form, "amount", max_length=40).strip()
-    currency = text(form, "currency", max_length=3).strip().upper()
-    description = text(form, "description", max_length=500).strip()
+    sub = billing.current_subscription(db, org.id)
     try:
+        raw = text(form, "amount", max_length=40).strip()
+        description = text(form, "description", max_length=600).strip()
+        if sub is None:
+            # Charges are invoiced with a subscription's invoice, in its currency.
+            raise InvalidInput(
+                f"{org.name} has no subscription, so there is no next invoice to add a charge to."
+            )
+        currency = sub.currency
         if not raw:
             raise InvalidInput("Type the amount to charge, such as 25 or 25.50.", field="amount")
         try:
@@ -260,10 +265,6 @@ def add_charge(
     except DomainError as exc:
         db.rollback()
         errors = FormErrors.of(exc, CHARGE_FIELDS)
-        if errors.fields.get("amount", "").startswith("a charge is a positive"):
-            errors.fields["amount"] = (
-                "Type an amount above zero; to give money back, credit an invoice."
-            )
         return _customer_page(
             request,
             principal,
