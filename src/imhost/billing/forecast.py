@@ -77,10 +77,13 @@ class InvoiceForecast:
 
 
 def forecast_invoice(
-    session: Session, clock: Clock, organization_id: str
+    session: Session, clock: Clock, organization_id: str, *, projected: bool = True
 ) -> InvoiceForecast | None:
     """The forecast of the organization's next subscription invoice (None without a live
-    subscription, or when nothing is left to bill)."""
+    subscription, or when nothing is left to bill).
+
+    ``projected=False``: the same invoice counting only the usage so far (what it would say
+    if nothing more were used until the period's end)."""
     sub = current_subscription(session, organization_id)
     if sub is None or sub.next_billing_at is None:
         return None
@@ -100,11 +103,12 @@ def forecast_invoice(
     )
 
     def measure(part_start: datetime, part_end: datetime) -> dict[str, Decimal]:
-        if (part_start, part_end) == (start, end):
-            return projection.projected
-        return metering_forecast.project(
-            session, clock, organization_id, part_start, part_end
-        ).projected
+        part = (
+            projection
+            if (part_start, part_end) == (start, end)
+            else metering_forecast.project(session, clock, organization_id, part_start, part_end)
+        )
+        return part.projected if projected else part.usage_to_date
 
     lines, _consumed = draft_lines(session, sub, point, plan, cache, measure=measure)
     coupon = coupon_for_invoice(session, sub) if lines else None

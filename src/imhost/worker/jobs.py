@@ -41,7 +41,7 @@ def default_jobs(runtime: Runtime) -> list[Job]:
         Job(
             "budget-check",
             timedelta(minutes=15),
-            _bind(metering_tasks.scheduled_budget_check, factory, clock, budgets.pricing_for),
+            _bind(metering_tasks.scheduled_budget_check, factory, clock, budgets.budget_forecast),
         ),
         Job(
             "billing-run",
