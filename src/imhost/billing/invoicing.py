@@ -54,6 +54,7 @@ from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.kit.ids import new_id
 from imhost.kit.money import round_minor
 from imhost.metering import aggregate, closing
+from imhost.metering.metrics import BILLABLE_METRICS
 from imhost.metering.models import ClosedPeriod
 
 FaultHook = Callable[[str], None]
@@ -65,13 +66,7 @@ def _no_fault(_point: str) -> None:
     return None
 
 
-METRIC_LABELS = {
-    "messages": "Messages",
-    "traffic_gb": "Traffic (GB)",
-    "peak_connections": "Peak concurrent connections",
-    "monthly_active_users": "Monthly active users",
-    "storage_gb": "Storage (GB, time-weighted average)",
-}
+METRIC_LABELS = {code: metric.label for code, metric in BILLABLE_METRICS.items()}
 
 
 @dataclass
