@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.billing import service
-from imhost.billing.forecast import InvoiceForecast, forecast_invoice
 from imhost.billing.flows import run_billing
+from imhost.billing.forecast import InvoiceForecast, forecast_invoice
 from imhost.billing.models import Invoice, InvoiceLine
 from imhost.db.engine import transaction
 from imhost.kit.clock import FrozenClock, utc
@@ -19,9 +19,7 @@ from imhost.kit.clock import FrozenClock, utc
 from .factories import add_usage, make_org, make_plan, messages_per_unit
 
 
-def _customer(
-    factory: sessionmaker[Session], clock: FrozenClock, *, trial_days: int = 0
-) -> str:
+def _customer(factory: sessionmaker[Session], clock: FrozenClock, *, trial_days: int = 0) -> str:
     with transaction(factory) as s:
         service.set_tax_rate(s, clock, "DE", "19")
         org = make_org(s, clock, org_id="o1", country="DE")

@@ -133,7 +133,9 @@ def paced_forecast(specs: list[PriceSpec]) -> tasks.ForecastLookup:
 
     def forecast_for(session: Session, clock: Clock, organization_id: str) -> BudgetForecast:
         start, end = tasks.calendar_month(clock.now())
-        fc = forecasting.forecast(session, clock, organization_id, start, end, specs, Decimal(0), "EUR")
+        fc = forecasting.forecast(
+            session, clock, organization_id, start, end, specs, Decimal(0), "EUR"
+        )
         so_far = sum(
             (rate(s, fc.usage_to_date.get(s.metric, Decimal(0))).amount for s in specs),
             Decimal(0),

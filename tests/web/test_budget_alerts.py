@@ -5,6 +5,7 @@ contacts through the outbox; the e-mail goes out over real SMTP; the page says t
 from __future__ import annotations
 
 import email
+import re
 import socket
 from collections.abc import Iterator
 from decimal import Decimal
@@ -119,9 +120,7 @@ def test_the_forecast_crossing_a_threshold_is_e_mailed_once_to_owners_and_billin
     assert len(mails) == 1
     mail = mails[0]
     owner, billing_member = world.members[OrgRole.OWNER], world.members[OrgRole.BILLING]
-    assert sorted(mail.to) == sorted(
-        [owner.email, billing_member.email, "invoices@acme.example"]
-    )
+    assert sorted(mail.to) == sorted([owner.email, billing_member.email, "invoices@acme.example"])
     assert world.members[OrgRole.TECHNICAL].email not in mail.to
     assert format_money(fc.total, "EUR") in mail.text
     assert "61 % of your monthly budget of" in mail.text and "passes 50 %" in mail.text
@@ -194,5 +193,6 @@ def test_a_trial_forecast_is_the_first_paid_invoice_not_the_free_usage(
         f"/portal/orgs/{world.org.slug}/billing"
     )
     assert page.status_code == 200
-    assert "Free trial until 15 Nov 2026" in page.text
-    assert "first invoice on 15 Nov 2026: about 34.51" in page.text.replace("\xa0", " ")
+    text = " ".join(re.sub(r"<[^>]+>", "", page.text).replace("\xa0", " ").split())
+    assert "Free trial until 2026-11-15; first invoice on 2026-11-15: about €34.51" in text
+    assert "1,940" not in text

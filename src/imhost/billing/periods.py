@@ -199,7 +199,10 @@ class ProrationSplit:
 
     def used_calculation(self, currency: str) -> str:
         return share_words(
-            fmt(self.price, currency), self.seconds_used, self.seconds_total, fmt(self.used, currency)
+            fmt(self.price, currency),
+            self.seconds_used,
+            self.seconds_total,
+            fmt(self.used, currency),
         )
 
 

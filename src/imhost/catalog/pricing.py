@@ -353,8 +353,7 @@ def _per_unit(spec: PriceSpec, billable: Decimal) -> list[RatingStep]:
     price = spec.unit_price if spec.unit_price is not None else ZERO
     amount = billable * price
     text = (
-        f"{_qty(billable)} at {_price(price, spec.currency)} each = "
-        f"{_money(amount, spec.currency)}"
+        f"{_qty(billable)} at {_price(price, spec.currency)} each = {_money(amount, spec.currency)}"
     )
     return [RatingStep(_num(billable), billable, price, ZERO, amount, text)]
 
@@ -438,6 +437,47 @@ def _band_label(lower: Decimal, upper: Decimal | None, *, open_ended: bool = Fal
         return f"{start}+"
     end = _num(upper)
     return start if start == end else f"{start}-{end}"
+
+
+def price_words(spec: PriceSpec) -> list[str]:
+    """Every price of ``spec`` in plain words, one sentence each, for a customer choosing a
+    plan: what is included, each tier with its price, a package size, the cap and minimum.
+    Quantities count after the included quantity, as :func:`rate` does."""
+    cur = spec.currency
+    model = PricingModel(spec.model)
+    out: list[str] = []
+    if spec.included_quantity:
+        out.append(f"{_qty(spec.included_quantity)} included")
+    after = "then " if spec.included_quantity else ""
+    price = spec.unit_price if spec.unit_price is not None else ZERO
+    if model is PricingModel.PER_UNIT:
+        out.append(f"{after}{_price(price, cur)} each")
+    elif model is PricingModel.PACKAGE:
+        size = spec.package_size if spec.package_size is not None else Decimal(1)
+        out.append(
+            f"{after}{_price(price, cur)} per {_qty(size)} (a part of {_qty(size)} counts whole)"
+        )
+    else:
+        lower = ZERO
+        for tier in spec.tiers:
+            band = _band_words(lower, tier.up_to, tier=model is not PricingModel.GRADUATED)
+            if model is PricingModel.FLAT_TIER:
+                out.append(f"{band}: a flat {_money(tier.flat_fee, cur)}")
+            else:
+                text = "free" if tier.unit_price == 0 else f"{_price(tier.unit_price, cur)} each"
+                if tier.flat_fee:
+                    text += f" + {_money(tier.flat_fee, cur)} once reached"
+                out.append(f"{band}: {text}")
+            if tier.up_to is None:
+                break
+            lower = tier.up_to
+        if model is PricingModel.VOLUME:
+            out.append("all units at the price of the tier the total falls in")
+    if spec.cap is not None:
+        out.append(f"at most {_money(spec.cap, cur)} a period")
+    if spec.minimum is not None:
+        out.append(f"at least {_money(spec.minimum, cur)} a period")
+    return out
 
 
 def _band_words(lower: Decimal, upper: Decimal | None, *, tier: bool = False) -> str:

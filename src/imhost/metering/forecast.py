@@ -14,7 +14,6 @@ from imhost.kit.clock import Clock
 from imhost.kit.errors import InvalidInput
 from imhost.kit.money import check_currency, round_minor
 from imhost.metering import metrics as m
-from imhost.metering.aggregate import billable_quantities as aggregate_billable
 from imhost.metering.aggregate import (
     FUTURE_TOLERANCE,
     Request,
@@ -23,6 +22,7 @@ from imhost.metering.aggregate import (
     normal,
     seconds,
 )
+from imhost.metering.aggregate import billable_quantities as aggregate_billable
 
 ZERO = Decimal(0)
 

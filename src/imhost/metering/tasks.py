@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -26,6 +26,9 @@ from imhost.kit.clock import Clock
 from imhost.metering.models import Budget, BudgetAlert
 
 log = logging.getLogger(__name__)
+
+CHECK_EVERY = timedelta(minutes=15)
+"""How often the worker checks every budget (the portal says so)."""
 
 CAP_MARKER = 0
 """``BudgetAlert.threshold`` of the hard-cap notice (alert thresholds are 1 % or more)."""

@@ -185,7 +185,7 @@ def usage_forecast(principal: UsageRead, db: Db, runtime: RuntimeDep) -> Forecas
                 metric=line.metric,
                 usage_to_date=line.usage_to_date,
                 projected_quantity=line.projected_quantity,
-                projected_amount=line.charge.amount if invoice and invoice.usage_billed else 0,
+                projected_amount=0 if invoice and invoice.in_trial else line.charge.amount,
                 explanation=line.charge.explanation,
             )
             for line in fc.lines
