@@ -328,11 +328,14 @@ def rate(spec: PriceSpec, quantity: Decimal) -> RatedCharge:
         exact = spec.minimum
     amount = round_minor(exact, currency)
 
-    head = ""
-    if included:
-        head = f"{_qty(q)} used, {_qty(included)} included, {_qty(billable)} charged; "
-    parts = [s.text for s in steps] or [f"nothing to charge ({_qty(q)} used)"]
-    explanation = head + "; ".join(parts + notes)
+    if not steps:
+        head = f"{_qty(q)} used" + (f", {_qty(included)} included" if included else "")
+        explanation = "; ".join([f"{head}: nothing to charge", *notes])
+    else:
+        head = ""
+        if included:
+            head = f"{_qty(q)} used, {_qty(included)} included, {_qty(billable)} charged; "
+        explanation = head + "; ".join([s.text for s in steps] + notes)
     if notes or len(steps) > 1 or (steps and steps[0].amount != amount):
         explanation += f"; total {_money(amount, currency)}"
     return RatedCharge(

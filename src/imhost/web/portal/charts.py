@@ -17,7 +17,7 @@ BUDGET_WIDTH = 360
 CHAR_W = 7.6  # the width of a digit of the charts' 13px text, in viewBox units
 
 # The usage chart is drawn twice, for a phone's width and for a desktop's; site.css shows one.
-LAYOUTS = (("wide", 680, 240, 3), ("narrow", 360, 220, 7))
+LAYOUTS = (("wide", 680, 240, 3), ("narrow", 310, 220, 7))
 
 
 def _fmt(value: Decimal) -> str:
