@@ -124,7 +124,7 @@ def test_the_forecast_crossing_a_threshold_is_e_mailed_once_to_owners_and_billin
     assert world.members[OrgRole.TECHNICAL].email not in mail.to
     assert format_money(fc.total, "EUR") in mail.text
     assert "61 % of your monthly budget of" in mail.text and "passes 50 %" in mail.text
-    assert "on 01 December 2026" in mail.text
+    assert "next invoice on 1 December 2026 is" in mail.text
     link = f"{runtime.settings.public_url.rstrip('/')}/portal/orgs/{world.org.slug}/billing"
     assert link in mail.text
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from imhost.billing import plans as billing_plans
 from imhost.billing import subscriptions as billing_subscriptions
-from imhost.billing.forecast import forecast_invoice
+from imhost.billing.forecast import forecast_invoices
 from imhost.kit.clock import Clock
 from imhost.metering.tasks import BudgetForecast, BudgetPricing
 
@@ -34,16 +34,15 @@ def budget_forecast(session: Session, clock: Clock, organization_id: str) -> Bud
     """The ``forecast_for`` of :func:`imhost.metering.tasks.check_budgets`: the forecast of
     the organization's next invoice (``billing.forecast.forecast_invoice``), and the same
     invoice with the usage so far. None without a subscription."""
-    fc = forecast_invoice(session, clock, organization_id)
-    if fc is None:
+    both = forecast_invoices(session, clock, organization_id)
+    if both is None:
         return None
-    now = forecast_invoice(session, clock, organization_id, projected=False)
-    assert now is not None
+    fc, so_far = both
     return BudgetForecast(
         period_start=fc.period_start,
         period_end=fc.period_end,
         invoice_at=fc.invoice_at,
         forecast=fc.total,
-        so_far=now.total,
+        so_far=so_far.total,
         currency=fc.currency,
     )

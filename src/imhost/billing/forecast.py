@@ -84,6 +84,17 @@ def forecast_invoice(
 
     ``projected=False``: the same invoice counting only the usage so far (what it would say
     if nothing more were used until the period's end)."""
+    both = forecast_invoices(session, clock, organization_id)
+    if both is None:
+        return None
+    return both[0] if projected else both[1]
+
+
+def forecast_invoices(
+    session: Session, clock: Clock, organization_id: str
+) -> tuple[InvoiceForecast, InvoiceForecast] | None:
+    """The next invoice forecast at the pace so far, and the same invoice with the usage so
+    far only, from one reading of the usage (None without a live subscription)."""
     sub = current_subscription(session, organization_id)
     if sub is None or sub.next_billing_at is None:
         return None
@@ -101,39 +112,45 @@ def forecast_invoice(
         if end > start
         else Projection(clock.now(), Decimal(1), {}, {})
     )
-
-    def measure(part_start: datetime, part_end: datetime) -> dict[str, Decimal]:
-        part = (
-            projection
-            if (part_start, part_end) == (start, end)
-            else metering_forecast.project(session, clock, organization_id, part_start, part_end)
-        )
-        return part.projected if projected else part.usage_to_date
-
-    lines, _consumed = draft_lines(session, sub, point, plan, cache, measure=measure)
-    coupon = coupon_for_invoice(session, sub) if lines else None
-    composed = compose_invoice(
-        sub.currency,
-        lines,
-        coupon=coupon[1] if coupon else None,
-        tax=cache.terms.tax_for(org.country, org.tax_id),
-        prices_include_tax=cache.terms.prices_include_tax,
-    )
-    credit = credit_balance(session, organization_id, sub.currency) + composed.carried_to_credit
+    parts: dict[tuple[datetime, datetime], Projection] = {(start, end): projection}
+    coupon = coupon_for_invoice(session, sub)
+    tax = cache.terms.tax_for(org.country, org.tax_id)
+    balance = credit_balance(session, organization_id, sub.currency)
     trialing = sub.status == SubscriptionStatus.TRIALING.value
-    return InvoiceForecast(
-        organization_id=organization_id,
-        currency=sub.currency,
-        invoice_at=point.at,
-        period_start=start,
-        period_end=end,
-        trial_end=sub.trial_end if trialing else None,
-        usage_billed=point.usage_period is not None,
-        projection=projection,
-        lines=composed.lines,
-        subtotal=composed.subtotal,
-        tax_total=composed.tax_total,
-        total=composed.total,
-        credit_applied=max(min(credit, composed.total), Decimal(0)),
-        prices_include_tax=cache.terms.prices_include_tax,
-    )
+
+    def one(projected: bool) -> InvoiceForecast:
+        def measure(part_start: datetime, part_end: datetime) -> dict[str, Decimal]:
+            part = parts.get((part_start, part_end))
+            if part is None:
+                part = parts[(part_start, part_end)] = metering_forecast.project(
+                    session, clock, organization_id, part_start, part_end
+                )
+            return part.projected if projected else part.usage_to_date
+
+        lines, _consumed = draft_lines(session, sub, point, plan, cache, measure=measure)
+        composed = compose_invoice(
+            sub.currency,
+            lines,
+            coupon=coupon[1] if coupon and lines else None,
+            tax=tax,
+            prices_include_tax=cache.terms.prices_include_tax,
+        )
+        credit = balance + composed.carried_to_credit
+        return InvoiceForecast(
+            organization_id=organization_id,
+            currency=sub.currency,
+            invoice_at=point.at,
+            period_start=start,
+            period_end=end,
+            trial_end=sub.trial_end if trialing else None,
+            usage_billed=point.usage_period is not None,
+            projection=projection,
+            lines=composed.lines,
+            subtotal=composed.subtotal,
+            tax_total=composed.tax_total,
+            total=composed.total,
+            credit_applied=max(min(credit, composed.total), Decimal(0)),
+            prices_include_tax=cache.terms.prices_include_tax,
+        )
+
+    return one(True), one(False)

@@ -2,7 +2,9 @@
 
 Billing publishes events (it never imports notify); these subscribers turn them into
 messages queued in the publisher's transaction: the invoice e-mail with its PDF attached,
-payment receipts, dunning reminders, credit notes, and a webhook for each.
+payment receipts, dunning reminders, credit notes, and a webhook for each; and the budget
+alert (metering's ``BudgetThresholdCrossed``: the forecast of the next invoice passed a
+threshold) to the organization's owners, billing members and invoice address.
 """
 
 from __future__ import annotations
@@ -241,7 +243,8 @@ def register(
         forecast = format_money(event.amount, event.currency)
         budget = format_money(event.budget_amount, event.currency)
         share = (event.amount * 100 / event.budget_amount).quantize(Decimal(1))
-        when = f" on {event.invoice_at:%d %B %Y}" if event.invoice_at else ""
+        at = event.invoice_at
+        when = f" on {at.day} {at:%B %Y}" if at else ""
         mailer.send(
             session,
             clock_of(session),

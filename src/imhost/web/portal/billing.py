@@ -15,7 +15,7 @@ from starlette.responses import Response
 from imhost.accounts.permissions import Access, org_role_allows, staff_role_allows
 from imhost.billing import service as billing
 from imhost.billing.budgets import pricing_for
-from imhost.billing.forecast import forecast_invoice
+from imhost.billing.forecast import forecast_invoice, forecast_invoices
 from imhost.billing.models import Invoice
 from imhost.billing.plans import load_plan_terms
 from imhost.billing.render import render_invoice_pdf
@@ -113,8 +113,7 @@ def _billing_page(
     sub = billing.current_subscription(db, org_id)
     terms = load_plan_terms(db, sub.plan_version_id) if sub is not None else None
     fc, pricing = _forecast(db, runtime, org_id)
-    invoice = forecast_invoice(db, runtime.clock, org_id)
-    so_far = forecast_invoice(db, runtime.clock, org_id, projected=False)
+    invoice, so_far = forecast_invoices(db, runtime.clock, org_id) or (None, None)
     now = runtime.clock.now()
     budget = budgets.get_budget(db, org_id)
     days = daily_usage(db, org_id, m.MESSAGES, fc.period_start, fc.period_end)
