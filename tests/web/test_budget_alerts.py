@@ -196,3 +196,4 @@ def test_a_trial_forecast_is_the_first_paid_invoice_not_the_free_usage(
     text = " ".join(re.sub(r"<[^>]+>", "", page.text).replace("\xa0", " ").split())
     assert "Free trial until 2026-11-15; first invoice on 2026-11-15: about €34.51" in text
     assert "1,940" not in text
+    assert "free trial" in text and "trialing" not in text  # the status in words

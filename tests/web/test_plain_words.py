@@ -30,7 +30,7 @@ CODES = re.compile(
     r"traffic_gb|storage_gb|peak_connections|monthly_active_users|per_unit|graduated:|"
     r"volume:|package:|flat_tier|bank_transfer|account_credit|10\^9|fractional|"
     r"max_xmpp_accounts|max_connections|storage_mb|message_rate|max_custom_domains|"
-    r"time_weighted|\d s /|\d s of|\b\d{1,3}(,\d{3})+ s\b"
+    r"time_weighted|trialing|\d s /|\d s of|\b\d{1,3}(,\d{3})+ s\b"
 )
 
 

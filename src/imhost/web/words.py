@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
+from imhost.billing.models import SUBSCRIPTION_STATUS_LABELS
 from imhost.billing.payments import payment_method_label
 from imhost.catalog.models import LIMIT_LABELS
 from imhost.catalog.pricing import PriceSpec, parse_tiers, price_words
@@ -20,6 +21,10 @@ from imhost.metering.metrics import metric_label, quantity_words
 
 def limit_label(key: str) -> str:
     return LIMIT_LABELS.get(key, key.replace("_", " ").capitalize())
+
+
+def subscription_status(status: str) -> str:
+    return SUBSCRIPTION_STATUS_LABELS.get(status, status)
 
 
 def quantity(value: Decimal | int | str | None, metric: str) -> str:
@@ -60,5 +65,6 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "quantity": quantity,
     "limit_label": limit_label,
     "payment_method": payment_method_label,
+    "subscription_status": subscription_status,
     "component_prices": component_prices,
 }
