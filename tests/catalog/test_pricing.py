@@ -363,3 +363,45 @@ def test_graduated_equals_the_sum_of_its_bands_each_within_its_band(
     # Never more than charging every unit at the dearest band's price plus every flat fee.
     dearest = max(t.unit_price for t in parsed)
     assert charge.exact_amount <= q * dearest + sum((t.flat_fee for t in parsed), D(0))
+
+
+def test_price_words_list_every_tier_in_plain_words() -> None:
+    from imhost.catalog.pricing import price_words
+
+    graduated = spec("graduated", tiers=MESSAGE_TIERS)
+    assert price_words(graduated) == [
+        "the first 1,000: free",
+        "1,001 to 10,000: €0.002 each",
+        "above 10,000: €0.001 each",
+    ]
+    stairs = PriceSpec(
+        model="flat_tier",
+        metric="monthly_active_users",
+        currency="EUR",
+        tiers=parse_tiers(
+            [
+                {"up_to": "5000", "flat_fee": "0"},
+                {"up_to": "10000", "flat_fee": "250"},
+                {"up_to": None, "flat_fee": "600"},
+            ]
+        ),
+    )
+    assert price_words(stairs) == [
+        "1 to 5,000: free",
+        "5,001 to 10,000: a flat €250.00",
+        "above 10,000: a flat €600.00",
+    ]
+    package = PriceSpec(
+        model="package",
+        metric="traffic_gb",
+        currency="EUR",
+        unit_price=D(4),
+        package_size=D(100),
+        included_quantity=D(100),
+        cap=D(50),
+    )
+    assert price_words(package) == [
+        "100 included",
+        "then €4.00 per 100 (a part of 100 counts whole)",
+        "at most €50.00 a period",
+    ]

@@ -44,7 +44,13 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from imhost.kit.errors import InvalidInput
-from imhost.kit.money import MINOR_UNITS, check_currency, format_amount, round_minor
+from imhost.kit.money import (
+    MINOR_UNITS,
+    check_currency,
+    format_amount,
+    format_money,
+    round_minor,
+)
 
 __all__ = [
     "PriceSpec",
@@ -454,22 +460,24 @@ def price_words(spec: PriceSpec) -> list[str]:
     after = "then " if spec.included_quantity else ""
     price = spec.unit_price if spec.unit_price is not None else ZERO
     if model is PricingModel.PER_UNIT:
-        out.append(f"{after}{_price(price, cur)} each")
+        out.append(f"{after}{format_money(price, cur)} each")
     elif model is PricingModel.PACKAGE:
         size = spec.package_size if spec.package_size is not None else Decimal(1)
-        out.append(
-            f"{after}{_price(price, cur)} per {_qty(size)} (a part of {_qty(size)} counts whole)"
-        )
+        each = format_money(price, cur)
+        out.append(f"{after}{each} per {_qty(size)} (a part of {_qty(size)} counts whole)")
     else:
         lower = ZERO
         for tier in spec.tiers:
             band = _band_words(lower, tier.up_to, tier=model is not PricingModel.GRADUATED)
             if model is PricingModel.FLAT_TIER:
-                out.append(f"{band}: a flat {_money(tier.flat_fee, cur)}")
+                flat = format_money(tier.flat_fee, cur)
+                out.append(f"{band}: {'free' if tier.flat_fee == 0 else 'a flat ' + flat}")
             else:
-                text = "free" if tier.unit_price == 0 else f"{_price(tier.unit_price, cur)} each"
+                text = (
+                    "free" if tier.unit_price == 0 else f"{format_money(tier.unit_price, cur)} each"
+                )
                 if tier.flat_fee:
-                    text += f" + {_money(tier.flat_fee, cur)} once reached"
+                    text += f" + {format_money(tier.flat_fee, cur)} once reached"
                 out.append(f"{band}: {text}")
             if tier.up_to is None:
                 break
@@ -477,9 +485,9 @@ def price_words(spec: PriceSpec) -> list[str]:
         if model is PricingModel.VOLUME:
             out.append("all units at the price of the tier the total falls in")
     if spec.cap is not None:
-        out.append(f"at most {_money(spec.cap, cur)} a period")
+        out.append(f"at most {format_money(spec.cap, cur)} a period")
     if spec.minimum is not None:
-        out.append(f"at least {_money(spec.minimum, cur)} a period")
+        out.append(f"at least {format_money(spec.minimum, cur)} a period")
     return out
 
 
