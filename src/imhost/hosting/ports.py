@@ -11,9 +11,11 @@ from its attributes:
   ``host_refresh_seconds`` to pick up changes made by other processes such as the CLI);
 - ``auth`` (``AccountAuth`` and ``ClientVersionLog``, :class:`DbAccountAuth`): credentials
   and account state cached for ``credential_ttl`` seconds (absent accounts for
-  ``negative_ttl``) and dropped at once when an account changes; the auth-failure audit
-  trail, ``last_login_at`` and client versions written in batches once a second; it is also
-  the cached account lookup of the stores;
+  ``negative_ttl``) and dropped at once when an account changes; brute-force states cached
+  for a few seconds so that a login with nothing held against it writes nothing at once;
+  the auth-failure audit trail, ``last_login_at``, client versions and the trust of
+  addresses that signed in written in batches once a second; it is also the cached account
+  lookup of the stores;
 - ``roster``, ``vcards``, ``blocklist``, ``usage``; ``storage`` (offline messages and
   private XML, both under the storage limit, counted per service, not by a SUM per write),
   whose ``PrivateStore`` view is ``private`` (:class:`DbPrivateStore`).
@@ -32,7 +34,7 @@ import time
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.config import SecuritySettings
-from imhost.hosting.dataplane.auth import DbAccountAuth
+from imhost.hosting.dataplane.auth import CREDENTIAL_TTL, DbAccountAuth
 from imhost.hosting.dataplane.directory import DbHostDirectory
 from imhost.hosting.dataplane.hosts import HostCache
 from imhost.hosting.dataplane.runner import DB_ATTEMPTS as DB_ATTEMPTS
@@ -60,7 +62,7 @@ class DbBackend:
         clock: Clock,
         security: SecuritySettings,
         *,
-        credential_ttl: float = 30.0,
+        credential_ttl: float = CREDENTIAL_TTL,
         negative_ttl: float = 5.0,
         host_refresh_seconds: float = HOST_REFRESH_SECONDS,
         iterations: int = DEFAULT_ITERATIONS,
