@@ -17,6 +17,7 @@ locked exactly like a portal login.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -135,11 +136,15 @@ class DbAccountAuth:
         self._in_flight: dict[str, int] = {}
         """Key -> attempts admitted in memory, in flight, not yet counted in the database."""
         self._writes: dict[str, int] = {}
-        """Key -> throttle writes begun (a read that overlaps one is not trusted)."""
+        """Key -> throttle writes begun and ended (a read that overlaps either is not trusted)."""
         self._writing: dict[str, int] = {}
         """Key -> throttle writes in progress (no attempt at it is admitted in memory)."""
         self._trusted: dict[str, tuple[AttemptKeys, datetime]] = {}
         """Pair -> successes admitted in memory whose trust is not stored yet (batched)."""
+        self._write_lock = asyncio.Lock()
+        """Throttle writes of this node go one at a time, in the order they were asked for:
+        a write that counts attempts admitted in memory is stored before any write asked for
+        after it, whichever database connection would have got the rows first."""
 
     # -- the account cache ------------------------------------------------------------------
 
@@ -299,9 +304,12 @@ class DbAccountAuth:
             self._writes[key] = self._writes.get(key, 0) + 1
             self._writing[key] = self._writing.get(key, 0) + 1
         try:
-            result = await self.runner.run(lambda s: work(self._throttle(s)), write=True)
+            async with self._write_lock:
+                result = await self.runner.run(lambda s: work(self._throttle(s)), write=True)
         finally:
             for key in touched:
+                # Counted again once committed: a read begun before this could predate it.
+                self._writes[key] = self._writes.get(key, 0) + 1
                 left = self._writing[key] - 1
                 if left:
                     self._writing[key] = left
