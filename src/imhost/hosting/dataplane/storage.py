@@ -266,7 +266,20 @@ class DbStorage:
                 ledger.freed.append((rows[0].service_id, sum(r.size for r in rows)))
             return [OfflineMessage(r.stanza, r.stored_at) for r in rows]
 
+        def any_waiting(session: Session) -> bool:
+            return (
+                session.scalar(
+                    select(XmppOfflineMessage.id)
+                    .where(XmppOfflineMessage.account_id == account_id)
+                    .limit(1)
+                )
+                is not None
+            )
+
         async with self._offline_lock(domain, localpart):
+            # Most logins find nothing waiting: a read says so without a write transaction.
+            if not await self.runner.run(any_waiting):
+                return []
             return await self._db_storage(take)
 
     async def count(self, domain: str, localpart: str) -> int:
