@@ -892,3 +892,41 @@ async def test_an_account_deleted_by_another_process_is_forgotten_at_the_refresh
     await backend.directory.refresh()
     assert not await backend.auth.account_exists("a.example", "bob")
     assert setup.listener.disabled == [("a.example", "bob", "this account was deleted")]
+
+
+async def test_a_login_from_an_address_trusted_lately_does_not_write_the_trust_again(
+    setup: Setup, writes: WriteWatch
+) -> None:
+    assert await _login(setup.backend, "alice", "192.0.2.24")
+    await setup.backend.auth.flush_batches()
+    writes.statements.clear()
+    setup.clock.advance(timedelta(hours=1))
+    assert await _login(setup.backend, "alice", "192.0.2.24")
+    await setup.backend.auth.flush_batches()
+    assert writes.statements  # the last login
+    assert not [s for s in writes.statements if "login_throttles" in s]
+
+
+async def test_the_batch_keeps_the_latest_login_of_each_account(setup: Setup) -> None:
+    first = setup.clock.now()
+    with setup.factory() as session:
+        hosting.record_logins(
+            session,
+            {"a.example": setup.a.id},
+            [
+                ("a.example", "alice", first + timedelta(minutes=5)),
+                ("a.example", "alice", first),
+                ("a.example", "bob", first),
+                ("gone.example", "alice", first),
+            ],
+        )
+        hosting.record_logins(
+            session, {"a.example": setup.a.id}, [("a.example", "bob", first - timedelta(days=1))]
+        )
+        session.commit()
+    with setup.factory() as session:
+        service = hosting.get_service(session, setup.a.id)
+        assert hosting.get_account(session, service, "alice").last_login_at == first + timedelta(
+            minutes=5
+        )
+        assert hosting.get_account(session, service, "bob").last_login_at == first

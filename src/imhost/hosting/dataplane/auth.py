@@ -46,7 +46,7 @@ from imhost.hosting import service as hosting
 from imhost.hosting.dataplane.hosts import HostCache
 from imhost.hosting.dataplane.runner import DbRunner
 from imhost.hosting.models import HostedService
-from imhost.kit.clock import Clock
+from imhost.kit.clock import Clock, ensure_utc
 from imhost.kit.errors import DomainError
 from imhost.kit.scram import DEFAULT_ITERATIONS, ScramCredentials, ScramHash
 from imhost.xmpp.ports import AuthAdmission, AuthAttempt
@@ -68,6 +68,10 @@ memory: the longest time failures counted on another node can go unseen (docs/se
 ABANDONED_SECONDS = 120.0
 """An attempt admitted in memory and never settled (the client went away mid-exchange) is
 stored as a failure after this long, as :meth:`LoginThrottleService.admit` would have."""
+
+TRUST_RENEWAL = timedelta(days=1)
+"""A pair's trust ("signed in from this address", 90 days by default) is written again by a
+success only once it is this much older than when it was last written."""
 
 T = TypeVar("T")
 
@@ -332,6 +336,18 @@ class DbAccountAuth:
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
         return True
 
+    def _trusted_lately(self, pair: str) -> bool:
+        """Whether the pair's stored trust was renewed less than ``TRUST_RENEWAL`` ago (then a
+        success need not write it again: a login from a known address writes nothing)."""
+        cached = self._throttles.get(pair)
+        if cached is None or pair in self._trusted:
+            return False
+        state = cached[1]
+        if state.trusted_until is None or state.failures or state.locked_until is not None:
+            return False
+        left = ensure_utc(state.trusted_until) - self.clock.now()
+        return left >= _trust_delta(self.model()) - TRUST_RENEWAL
+
     def _release(self, ticket: _Ticket) -> None:
         """The ticket is settled or stored: it no longer counts in memory."""
         if ticket.stored:
@@ -419,7 +435,7 @@ class DbAccountAuth:
                 # Admitted in memory: nothing was stored to give back. The pair's trust is
                 # written with the next batch; this node knows it at once.
                 self._release(ticket)
-                if keys.pair is not None:
+                if keys.pair is not None and not self._trusted_lately(keys.pair):
                     now = self.clock.now()
                     self._trusted[keys.pair] = (keys, now)
                     trusted_until = now + _trust_delta(self.model())
