@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import SCRAM_CACHE, connect_many  # noqa: E402
-from servers import cpu_times, free_port, wait_port  # noqa: E402
+from loadgen import connect_many
+from servers import cpu_times, free_port, wait_port
 
 DOMAIN = "bench.local"
 PASSWORD = "violet-tundra-harbour-1987"
@@ -38,7 +38,7 @@ SERVER_CORE = "0"
 def seed(data_dir: Path, users: int) -> None:
     """A fresh database: migrations, an admin, one service and ``users`` accounts."""
     from imhost.accounts import service as accounts
-    from imhost.accounts.models import StaffRole
+    from imhost.accounts.models import Organization, StaffRole
     from imhost.config import Settings
     from imhost.db.engine import transaction
     from imhost.db.migrations import upgrade
@@ -58,8 +58,6 @@ def seed(data_dir: Path, users: int) -> None:
             email_verified=True,
         )
         runtime.auth.set_password_directly(session, admin, PASSWORD)
-        from imhost.accounts.models import Organization
-
         org = Organization(name="Bench", slug="bench", created_at=runtime.clock.now())
         session.add(org)
         session.flush()
@@ -120,7 +118,7 @@ def start_server(kind: str, data_dir: Path, users: int, port: int) -> subprocess
         ["taskset", "-c", SERVER_CORE, *cmd],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=open(data_dir / "server.log", "wb"),  # noqa: SIM115
+        stderr=open(data_dir / "server.log", "wb"),
     )
 
 
