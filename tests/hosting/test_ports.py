@@ -930,3 +930,33 @@ async def test_the_batch_keeps_the_latest_login_of_each_account(setup: Setup) ->
             minutes=5
         )
         assert hosting.get_account(session, service, "bob").last_login_at == first
+
+
+async def test_a_plain_login_through_sasl_writes_nothing_and_a_wrong_one_is_counted_at_once(
+    setup: Setup, writes: WriteWatch
+) -> None:
+    from imhost.accounts.models import LoginThrottle
+    from imhost.xmpp.core.sasl import SaslExchange, Step
+
+    def exchange() -> SaslExchange:
+        return SaslExchange(
+            "PLAIN",
+            auth=setup.backend.auth,
+            domain="a.example",
+            address="192.0.2.25",
+            secret=b"s" * 32,
+            channel_bindings={},
+        )
+
+    for _ in range(3):
+        outcome = await exchange().start(f"\0alice\0{PASSWORD}".encode())
+        assert outcome.step is Step.SUCCESS
+    assert writes.statements == []
+    outcome = await exchange().start(b"\0alice\0not the password")
+    assert outcome.step is Step.FAILURE
+    assert writes.statements  # stored at once, not in the batch
+    with setup.factory() as session:
+        row = session.scalars(
+            select(LoginThrottle).where(LoginThrottle.key == "address:192.0.2.25")
+        ).one()
+    assert row.failures == 1
