@@ -960,3 +960,50 @@ async def test_a_plain_login_through_sasl_writes_nothing_and_a_wrong_one_is_coun
             select(LoginThrottle).where(LoginThrottle.key == "address:192.0.2.25")
         ).one()
     assert row.failures == 1
+
+
+async def test_a_session_start_reads_its_account_in_one_transaction(
+    setup: Setup, engine: Engine
+) -> None:
+    from sqlalchemy import event
+
+    backend = setup.backend
+    assert await backend.auth.account_id("a.example", "alice")  # cached by the login
+    begun: list[object] = []
+
+    def count(conn: object) -> None:
+        begun.append(conn)
+
+    event.listen(engine, "begin", count)
+    try:
+        assert await backend.roster.get_roster("a.example", "alice") == ("0", [])
+        assert await backend.roster.get_pending_in("a.example", "alice") == {}
+        assert await backend.blocklist.get_blocklist("a.example", "alice") == set()
+        assert await backend.storage.pop_all("a.example", "alice") == []
+    finally:
+        event.remove(engine, "begin", count)
+    assert len(begun) == 1
+
+
+async def test_writes_of_this_process_are_never_hidden_by_the_session_start_reads(
+    setup: Setup,
+) -> None:
+    backend = setup.backend
+    assert await backend.roster.get_roster("a.example", "alice") == ("0", [])
+    version = await backend.roster.set_item("a.example", "alice", RosterItem(jid="bob@a.example"))
+    assert await backend.roster.get_roster("a.example", "alice") == (
+        version,
+        [RosterItem(jid="bob@a.example")],
+    )
+    await backend.roster.set_pending_in("a.example", "alice", "carol@b.example", "<presence/>")
+    assert await backend.roster.get_pending_in("a.example", "alice") == {
+        "carol@b.example": "<presence/>"
+    }
+    await backend.blocklist.block("a.example", "alice", ["spam@b.example"])
+    assert await backend.blocklist.get_blocklist("a.example", "alice") == {"spam@b.example"}
+    assert await backend.storage.pop_all("a.example", "alice") == []
+    stored_at = setup.clock.now()
+    assert await backend.storage.push("a.example", "alice", "<message/>", stored_at, 10)
+    popped = await backend.storage.pop_all("a.example", "alice")
+    assert [m.stanza for m in popped] == ["<message/>"]
+    assert await backend.storage.pop_all("a.example", "alice") == []

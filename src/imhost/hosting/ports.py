@@ -39,6 +39,7 @@ from imhost.hosting.dataplane.directory import DbHostDirectory
 from imhost.hosting.dataplane.hosts import HostCache
 from imhost.hosting.dataplane.runner import DB_ATTEMPTS as DB_ATTEMPTS
 from imhost.hosting.dataplane.runner import DbRunner
+from imhost.hosting.dataplane.signin import SessionStartReads
 from imhost.hosting.dataplane.storage import DbStorage
 from imhost.hosting.dataplane.stores import DbBlockListStore, DbRosterStore, DbVCardStore
 from imhost.hosting.dataplane.usage import DbUsageSink
@@ -85,11 +86,12 @@ class DbBackend:
             iterations=iterations,
         )
         self.client_versions = self.auth
-        self.roster = DbRosterStore(self.runner, self.auth)
+        self.session_reads = SessionStartReads(self.runner)
+        self.roster = DbRosterStore(self.runner, self.auth, self.session_reads)
         self.vcards = DbVCardStore(self.runner, self.auth)
-        self.blocklist = DbBlockListStore(self.runner, self.auth)
+        self.blocklist = DbBlockListStore(self.runner, self.auth, self.session_reads)
         self.usage = DbUsageSink(self.runner, self.hosts, clock, self.usage_factory)
-        self.storage = DbStorage(self.runner, self.auth, self.hosts)
+        self.storage = DbStorage(self.runner, self.auth, self.hosts, self.session_reads)
         self.private = DbPrivateStore(self.storage)
         self.directory = DbHostDirectory(
             self.runner, factory, clock, self.hosts, accounts=self.auth, stored=self.storage
@@ -124,6 +126,7 @@ class DbBackend:
                     last_refresh = time.monotonic()
                     await self.directory.refresh()
                     self.auth.prune()
+                    self.session_reads.prune()
             except asyncio.CancelledError:
                 raise
             except Exception:
