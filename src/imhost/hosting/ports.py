@@ -18,7 +18,9 @@ from its attributes:
   lookup of the stores;
 - ``roster``, ``vcards``, ``blocklist``, ``usage``; ``storage`` (offline messages and
   private XML, both under the storage limit, counted per service, not by a SUM per write),
-  whose ``PrivateStore`` view is ``private`` (:class:`DbPrivateStore`).
+  whose ``PrivateStore`` view is ``private`` (:class:`DbPrivateStore`); what a session's
+  start reads of them (roster, subscription requests, block list, whether offline messages
+  wait) is read in one transaction, ``session_reads`` (:class:`SessionStartReads`).
 
 The database is used through the synchronous session factory, always inside
 ``asyncio.to_thread``, and the hot path never waits on it.
