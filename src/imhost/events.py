@@ -242,11 +242,12 @@ class CreditNoteIssued(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class BudgetThresholdCrossed(Event):
-    """A customer's spend this period crossed one of its budget's alert thresholds.
+    """The forecast of a customer's next invoice crossed one of its budget's alert thresholds.
 
     Published once per budget, period and threshold (metering records each crossing).
-    ``threshold`` is a percentage of ``budget_amount``; ``amount`` is the spend that crossed
-    it, in ``currency``. notify turns it into an e-mail and a webhook.
+    ``threshold`` is a percentage of ``budget_amount``; ``amount`` is the forecast that
+    crossed it, in ``currency``, of the invoice made at ``invoice_at``. notify turns it into
+    an e-mail to the organization's owners and billing contacts.
     """
 
     organization_id: str
@@ -256,3 +257,5 @@ class BudgetThresholdCrossed(Event):
     budget_amount: Decimal
     currency: str
     period_start: datetime | None = None
+    period_end: datetime | None = None
+    invoice_at: datetime | None = None

@@ -78,7 +78,7 @@ def test_the_hand_worked_february_and_leap_february_examples() -> None:
         Decimal("49.00"), "EUR", utc(2027, 2, 1), utc(2027, 2, 15), utc(2027, 3, 1)
     )
     assert feb.unused == Decimal("24.50")
-    assert feb.unused_calculation("EUR") == "49.00 × 1,209,600 s / 2,419,200 s = 24.50"
+    assert feb.unused_calculation("EUR") == "49.00 × 14 days / 28 days = 24.50"
     # 29-day February, 14 days left: 49.00 x 1,209,600 / 2,505,600 = 23.655... = 23.66
     leap = split_by_seconds(
         Decimal("49.00"), "EUR", utc(2028, 2, 1), utc(2028, 2, 16), utc(2028, 3, 1)
@@ -185,7 +185,7 @@ def test_a_short_first_period_divides_by_the_full_interval_not_by_its_own_length
     assert paid.amount == Decimal("17.97")  # 49.00 x 11/30
     split = split_at(Decimal("49.00"), "EUR", s, utc(2026, 11, 21), e, full=full)
     assert split.unused == Decimal("16.33")  # 49.00 x 10/30, not 49.00 x 10/11 = 44.55
-    assert split.unused_calculation("EUR") == "49.00 × 864,000 s / 2,592,000 s = 16.33"
+    assert split.unused_calculation("EUR") == "49.00 × 10 days / 30 days = 16.33"
     assert split.used == Decimal("1.64")
 
 

@@ -67,7 +67,9 @@ def test_switching_to_a_cheap_plan_late_in_the_period_keeps_the_usage_before_at_
     ]
     business, starter = (c for _, _, c in lines)
     assert business.startswith(
-        "Business version 1 prices, in force 2026-11-01 to 2026-11-21 (1,728,000 s of 2,592,000 s)"
+        "Business version 1 prices, in force 2026-11-01 to 2026-11-21 (20 days of 30 days): "
+        "10,000 messages in this part, 15,000 at this pace over the whole period; "
+        "15,000 at 0.01 each = 150.00; × 20 days / 30 days = 100.00"
     )
     assert business.endswith("= 100.00")
     assert starter.startswith("Starter version 1 prices, in force 2026-11-21 to 2026-12-01")
@@ -120,7 +122,7 @@ def test_a_period_without_a_plan_change_is_rated_as_a_whole_as_before(
         (
             Decimal("300"),
             Decimal("2.00"),
-            "per_unit: 300 messages, 100 included, 200 billable; 200 at 0.01 = 2.00 = 2.00",
+            "300 used, 100 included, 200 charged; 200 at 0.01 each = 2.00",
         )
     ]
 

@@ -66,7 +66,7 @@ def test_a_new_version_and_rating_a_quantity_explains_the_price() -> None:
     assert result.exit_code == 0, result.output
     # 100,000 free, then 100,000 at 0.0002.
     assert "€20.00" in result.output
-    assert "graduated:" in result.output
+    assert "the first 100,000 free; 100,001 to 200,000 at 0.0002 each" in result.output
     missing = runner.invoke(cli.app, ["rate", "starter", "peak_connections", "5"])
     assert missing.exit_code == 1
 

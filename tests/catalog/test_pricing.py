@@ -33,14 +33,14 @@ def test_per_unit_charges_every_billable_unit_at_the_unit_price() -> None:
     charge = rate(spec("per_unit", unit_price="0.05"), D(123))
     assert charge.amount == D("6.15")
     assert charge.billable_quantity == D(123)
-    assert charge.explanation == "per_unit: 123 at 0.05 = 6.15 = 6.15"
+    assert charge.explanation == "123 at 0.05 each = 6.15"
 
 
 def test_per_unit_deducts_the_included_quantity_first_and_says_so() -> None:
     charge = rate(spec("per_unit", unit_price="0.50", included_quantity=25), D(30))
     assert charge.billable_quantity == D(5)
     assert charge.amount == D("2.50")
-    assert "30 messages, 25 included, 5 billable" in charge.explanation
+    assert "30 used, 25 included, 5 charged" in charge.explanation
 
 
 def test_per_unit_within_the_included_quantity_costs_nothing() -> None:
@@ -54,7 +54,7 @@ def test_fractional_quantities_are_rated_exactly_and_the_line_rounded_once_half_
     charge = rate(spec("per_unit", metric="traffic_gb", unit_price="0.05"), D("3.333"))
     assert charge.exact_amount == D("0.16665")
     assert charge.amount == D("0.17")
-    assert "3.333 at 0.05 = 0.16665" in charge.explanation
+    assert "3.333 at 0.05 each = 0.16665; total 0.17" in charge.explanation
 
 
 def test_rounding_happens_once_on_the_line_not_on_each_band() -> None:
@@ -73,9 +73,9 @@ def test_a_currency_without_minor_unit_rounds_to_whole_units() -> None:
 def test_the_explanation_shows_amounts_as_kit_money_does() -> None:
     """Grouped thousands, the currency's digits, unit prices with their own digits."""
     charge = rate(spec("per_unit", currency="JPY", unit_price="2"), D(1500))
-    assert "1500 at 2 = 3,000" in charge.explanation, charge.explanation
+    assert "1,500 at 2 each = 3,000" in charge.explanation, charge.explanation
     charge = rate(spec("per_unit", unit_price="0.0025"), D(1_000_000))
-    assert "at 0.0025 = 2,500.00" in charge.explanation, charge.explanation
+    assert "at 0.0025 each = 2,500.00" in charge.explanation, charge.explanation
 
 
 # --- graduated vs volume at the tier edges --------------------------------------------------
@@ -101,8 +101,8 @@ def test_graduated_tiers_charge_each_band_at_its_own_price_and_volume_the_whole_
 def test_graduated_explanation_lists_every_band_with_its_price_and_amount() -> None:
     charge = rate(spec("graduated", tiers=MESSAGE_TIERS), D(12000))
     assert charge.explanation == (
-        "graduated: 1-1000 at 0.00 = 0.00; 1001-10000 at 0.002 = 18.00; "
-        "10001-12000 at 0.001 = 2.00 = 20.00"
+        "the first 1,000 free; 1,001 to 10,000 at 0.002 each = 18.00; "
+        "10,001 to 12,000 at 0.001 each = 2.00; total 20.00"
     )
     assert [s.quantity for s in charge.steps] == [D(1000), D(9000), D(2000)]
 
@@ -127,7 +127,8 @@ def test_volume_adds_the_flat_fee_of_the_band_the_quantity_falls_in() -> None:
     s = spec("volume", tiers=tiers)
     assert rate(s, D(10)).amount == D("12.00")  # 10 x 1 + 2
     assert rate(s, D(11)).amount == D("15.50")  # 11 x 0.5 + 10
-    assert "11 in tier 11+, all at 0.50 + 10.00 flat = 15.50" in rate(s, D(11)).explanation
+    explained = rate(s, D(11)).explanation
+    assert "11 in the tier above 10, all at 0.50 each + 10.00 flat = 15.50" in explained
 
 
 def test_graduated_with_included_quantity_applies_bands_to_the_billable_part() -> None:
@@ -146,7 +147,7 @@ def test_package_rounds_a_partial_block_up_after_the_allowance() -> None:
     assert rate(s, D(501)).amount == D("5.00")  # 1 billable -> 1 block
     assert rate(s, D(1500)).amount == D("5.00")  # 1000 billable -> 1 block
     assert rate(s, D(1501)).amount == D("10.00")  # 1001 billable -> 2 blocks
-    assert "1001 in 2 blocks of 1000 at 5.00 = 10.00" in rate(s, D(1501)).explanation
+    assert "1,001 in 2 blocks of 1,000 at 5.00 a block = 10.00" in rate(s, D(1501)).explanation
 
 
 def test_package_of_fractional_units_counts_blocks_of_the_fraction() -> None:
@@ -207,7 +208,7 @@ def test_zero_quantity_charges_nothing(model: str) -> None:
         kwargs["tiers"] = [{"up_to": None, "flat_fee": "4"}]
     charge = rate(spec(model, **kwargs), D(0))
     assert charge.amount == D("0.00")
-    assert "nothing billable" in charge.explanation
+    assert "nothing to charge" in charge.explanation
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -268,9 +269,9 @@ def test_prices_in_the_calculation_show_at_least_the_minor_unit_and_no_padding()
     # 4 and 4.000000000000 (as PostgreSQL reads numeric(38, 12) back) both read 4.00.
     for price in ("4", "4.000000000000"):
         s = spec("per_unit", metric="traffic_gb", unit_price=price)
-        assert rate(s, D(2)).explanation == "per_unit: 2 at 4.00 = 8.00 = 8.00"
+        assert rate(s, D(2)).explanation == "2 at 4.00 each = 8.00"
     fine = spec("per_unit", unit_price="0.002000000000")
-    assert "1000 at 0.002 = 2.00" in rate(fine, D(1000)).explanation
+    assert "1,000 at 0.002 each = 2.00" in rate(fine, D(1000)).explanation
 
 
 def test_tiers_round_trip_through_their_json_form() -> None:
@@ -362,3 +363,45 @@ def test_graduated_equals_the_sum_of_its_bands_each_within_its_band(
     # Never more than charging every unit at the dearest band's price plus every flat fee.
     dearest = max(t.unit_price for t in parsed)
     assert charge.exact_amount <= q * dearest + sum((t.flat_fee for t in parsed), D(0))
+
+
+def test_price_words_list_every_tier_in_plain_words() -> None:
+    from imhost.catalog.pricing import price_words
+
+    graduated = spec("graduated", tiers=MESSAGE_TIERS)
+    assert price_words(graduated) == [
+        "the first 1,000: free",
+        "1,001 to 10,000: €0.002 each",
+        "above 10,000: €0.001 each",
+    ]
+    stairs = PriceSpec(
+        model="flat_tier",
+        metric="monthly_active_users",
+        currency="EUR",
+        tiers=parse_tiers(
+            [
+                {"up_to": "5000", "flat_fee": "0"},
+                {"up_to": "10000", "flat_fee": "250"},
+                {"up_to": None, "flat_fee": "600"},
+            ]
+        ),
+    )
+    assert price_words(stairs) == [
+        "1 to 5,000: free",
+        "5,001 to 10,000: a flat €250.00",
+        "above 10,000: a flat €600.00",
+    ]
+    package = PriceSpec(
+        model="package",
+        metric="traffic_gb",
+        currency="EUR",
+        unit_price=D(4),
+        package_size=D(100),
+        included_quantity=D(100),
+        cap=D(50),
+    )
+    assert price_words(package) == [
+        "100 included",
+        "then €4.00 per 100 (a part of 100 counts whole)",
+        "at most €50.00 a period",
+    ]

@@ -227,7 +227,7 @@ def test_prices_read_back_from_the_database_explain_themselves_without_padding(
     db.expire_all()
     version = service.current_plan_version(db, "team")
     traffic = next(s for s in service.price_specs_for(db, version.id) if s.metric == "traffic_gb")
-    assert "35.5 at 0.05 = 1.775" in rate(traffic, Decimal("35.5")).explanation
+    assert "35.5 at 0.05 each = 1.775; total 1.78" in rate(traffic, Decimal("35.5")).explanation
     out = service.version_out(service.plan_view(db, "team").versions[0])
     assert str(out.base_fee) == "19.00"
     assert str(out.components[1].unit_price) == "0.05"

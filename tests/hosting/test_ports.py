@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -705,3 +705,305 @@ async def test_many_accounts_signing_in_at_once_from_one_address_are_all_admitte
             AuthAttempt("a.example", f"u{n}", "198.51.100.8", False, "PLAIN")
         )
     assert not (await backend.auth.admit_auth("a.example", "u29", "198.51.100.8")).allowed
+
+
+# -- logins without a write (issue 16) ------------------------------------------------------
+
+
+@dataclass
+class WriteWatch:
+    """Statements that write, or open a write transaction, on an engine."""
+
+    statements: list[str] = field(default_factory=list)
+
+    def __call__(self, conn: object, cursor: object, statement: str, *args: object) -> None:
+        head = statement.lstrip().upper()
+        if head.startswith(("INSERT", "UPDATE", "DELETE", "BEGIN IMMEDIATE")) or (
+            head.startswith("SELECT") and "FOR UPDATE" in head
+        ):
+            self.statements.append(statement)
+
+
+@pytest.fixture
+def writes(engine: Engine) -> Iterator[WriteWatch]:
+    from sqlalchemy import event
+
+    watch = WriteWatch()
+    event.listen(engine, "before_cursor_execute", watch)
+    yield watch
+    event.remove(engine, "before_cursor_execute", watch)
+
+
+async def _login(backend: DbBackend, localpart: str, address: str, right: bool = True) -> bool:
+    """What a SASL exchange asks of the port: admit, then report the outcome."""
+    admission = await backend.auth.admit_auth("a.example", localpart, address)
+    if admission.allowed:
+        await backend.auth.report_auth(
+            AuthAttempt("a.example", localpart, address, right, "SCRAM-SHA-1")
+        )
+    return admission.allowed
+
+
+async def test_a_right_login_writes_nothing_until_the_batch(
+    setup: Setup, writes: WriteWatch
+) -> None:
+    assert await _login(setup.backend, "alice", "192.0.2.20")
+    assert await _login(setup.backend, "alice", "192.0.2.20")  # from the cache this time
+    assert writes.statements == []
+    await setup.backend.auth.flush_batches()
+    assert writes.statements  # last login and the address's trust, in one batch
+    with setup.factory() as session:
+        from imhost.accounts.models import LoginThrottle
+
+        row = session.scalars(
+            select(LoginThrottle).where(LoginThrottle.key.startswith("pair:xmpp:alice@"))
+        ).one()
+        assert row.failures == 0 and row.trusted_until is not None
+
+
+async def test_a_burst_of_right_logins_writes_nothing(setup: Setup, writes: WriteWatch) -> None:
+    with setup.factory() as session:
+        service = hosting.get_service(session, setup.a.id)
+        for n in range(20):
+            make_account(session, setup.clock, service, f"u{n}")
+        session.commit()
+    writes.statements.clear()
+    results = await asyncio.gather(
+        *(_login(setup.backend, f"u{n}", "198.51.100.30") for n in range(20)),
+        *(_login(setup.backend, f"u{n}", "198.51.100.30") for n in range(20)),
+    )
+    assert all(results)
+    assert writes.statements == []
+
+
+async def test_a_wrong_password_after_right_logins_still_locks_at_the_threshold(
+    setup: Setup,
+) -> None:
+    backend = setup.backend
+    assert await _login(backend, "alice", "192.0.2.21")
+    await backend.auth.flush_batches()
+    # lockout_threshold=3: three wrong answers, then the pair is locked (it was trusted:
+    # the trust spares it the account's cap, not its own count).
+    assert [await _login(backend, "alice", "192.0.2.21", right=False) for _ in range(4)] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert not (await backend.auth.admit_auth("a.example", "alice", "192.0.2.21")).allowed
+    setup.clock.advance(timedelta(minutes=2))
+    assert await _login(backend, "alice", "192.0.2.21")
+
+
+async def test_parallel_wrong_attempts_with_a_warm_cache_never_pass_the_threshold(
+    setup: Setup,
+) -> None:
+    backend = setup.backend
+    assert await _login(backend, "bob", "203.0.113.40")  # states cached, nothing held
+    results = await asyncio.gather(
+        *(_login(backend, "alice", "203.0.113.40", right=False) for _ in range(12))
+    )
+    assert results.count(True) == 3
+    assert not (await backend.auth.admit_auth("a.example", "alice", "203.0.113.40")).allowed
+
+
+async def test_parallel_wrong_attempts_from_many_addresses_stop_at_the_account_cap(
+    setup: Setup,
+) -> None:
+    backend = setup.backend
+    results = await asyncio.gather(
+        *(_login(backend, "alice", f"203.0.113.{n}", right=False) for n in range(1, 31))
+    )
+    assert results.count(True) == 10  # account_failure_threshold
+
+
+async def test_a_failure_counted_by_another_node_is_seen_within_the_throttle_ttl(
+    setup: Setup, engine: Engine
+) -> None:
+    """A second node (here a session of its own) locks the pair; this node's cached clean
+    state lets an attempt in memory only until its ``throttle_ttl`` runs out."""
+    from imhost.accounts.throttle import LoginThrottleService, attempt_keys, xmpp_key
+
+    backend = setup.backend
+    backend.auth.throttle_ttl = 0.2
+    assert await _login(backend, "alice", "192.0.2.22")
+    await backend.auth.flush_batches()
+    keys = attempt_keys(xmpp_key("alice@a.example"), "192.0.2.22")
+    with sessionmaker(bind=engine)() as session:
+        throttle = LoginThrottleService(session, setup.clock, SecuritySettings(lockout_threshold=3))
+        for _ in range(3):
+            throttle.fail(keys.pair or "")
+        session.commit()
+    await asyncio.sleep(0.3)
+    assert not (await backend.auth.admit_auth("a.example", "alice", "192.0.2.22")).allowed
+
+
+async def test_an_attempt_abandoned_mid_exchange_is_stored_as_a_failure(setup: Setup) -> None:
+    from imhost.accounts.models import LoginThrottle
+    from imhost.hosting.dataplane import auth as dataplane_auth
+
+    backend = setup.backend
+    assert (await backend.auth.admit_auth("a.example", "alice", "192.0.2.23")).allowed
+    for tickets in backend.auth._tickets.values():
+        for ticket in tickets:
+            ticket.started -= dataplane_auth.ABANDONED_SECONDS
+    await backend.auth.flush_batches()
+    with setup.factory() as session:
+        rows = session.scalars(select(LoginThrottle)).all()
+    assert {
+        r.key: r.failures for r in rows if "192.0.2.23" in r.key or r.key == "xmpp:alice@a.example"
+    } == {
+        "pair:xmpp:alice@a.example@192.0.2.23": 1,
+        "xmpp:alice@a.example": 1,
+    }
+
+
+async def test_a_password_change_through_the_service_replaces_cached_credentials_at_once(
+    setup: Setup,
+) -> None:
+    backend = setup.backend
+    assert backend.auth.credential_ttl >= 600  # the cache would keep them for minutes
+    old = await backend.auth.get_credentials("a.example", "alice", ScramHash.SHA1)
+    with setup.factory() as session:
+        service = hosting.get_service(session, setup.a.id)
+        account = hosting.get_account(session, service, "alice")
+        hosting.change_own_password(
+            session, setup.clock, service, account, PASSWORD[::-1], iterations=ITERATIONS
+        )
+        session.commit()
+    new = await backend.auth.get_credentials("a.example", "alice", ScramHash.SHA1)
+    assert new is not None and old is not None and new.stored_key != old.stored_key
+    assert verify_plain(PASSWORD[::-1], new, ScramHash.SHA1)
+
+
+async def test_an_account_deleted_by_another_process_is_forgotten_at_the_refresh(
+    setup: Setup, engine: Engine
+) -> None:
+    backend = setup.backend
+    assert await backend.auth.account_exists("a.example", "bob")  # cached for minutes
+    elsewhere = sessionmaker(bind=engine)  # no change hub: like the CLI in another process
+    with elsewhere() as session:
+        service = hosting.get_service(session, setup.a.id)
+        hosting.delete_account(
+            session, setup.clock, service, hosting.get_account(session, service, "bob")
+        )
+        session.commit()
+    assert await backend.auth.account_exists("a.example", "bob")  # not told yet
+    await backend.directory.refresh()
+    assert not await backend.auth.account_exists("a.example", "bob")
+    assert setup.listener.disabled == [("a.example", "bob", "this account was deleted")]
+
+
+async def test_a_login_from_an_address_trusted_lately_does_not_write_the_trust_again(
+    setup: Setup, writes: WriteWatch
+) -> None:
+    assert await _login(setup.backend, "alice", "192.0.2.24")
+    await setup.backend.auth.flush_batches()
+    writes.statements.clear()
+    setup.clock.advance(timedelta(hours=1))
+    assert await _login(setup.backend, "alice", "192.0.2.24")
+    await setup.backend.auth.flush_batches()
+    assert writes.statements  # the last login
+    assert not [s for s in writes.statements if "login_throttles" in s]
+
+
+async def test_the_batch_keeps_the_latest_login_of_each_account(setup: Setup) -> None:
+    first = setup.clock.now()
+    with setup.factory() as session:
+        hosting.record_logins(
+            session,
+            {"a.example": setup.a.id},
+            [
+                ("a.example", "alice", first + timedelta(minutes=5)),
+                ("a.example", "alice", first),
+                ("a.example", "bob", first),
+                ("gone.example", "alice", first),
+            ],
+        )
+        hosting.record_logins(
+            session, {"a.example": setup.a.id}, [("a.example", "bob", first - timedelta(days=1))]
+        )
+        session.commit()
+    with setup.factory() as session:
+        service = hosting.get_service(session, setup.a.id)
+        assert hosting.get_account(session, service, "alice").last_login_at == first + timedelta(
+            minutes=5
+        )
+        assert hosting.get_account(session, service, "bob").last_login_at == first
+
+
+async def test_a_plain_login_through_sasl_writes_nothing_and_a_wrong_one_is_counted_at_once(
+    setup: Setup, writes: WriteWatch
+) -> None:
+    from imhost.accounts.models import LoginThrottle
+    from imhost.xmpp.core.sasl import SaslExchange, Step
+
+    def exchange() -> SaslExchange:
+        return SaslExchange(
+            "PLAIN",
+            auth=setup.backend.auth,
+            domain="a.example",
+            address="192.0.2.25",
+            secret=b"s" * 32,
+            channel_bindings={},
+        )
+
+    for _ in range(3):
+        outcome = await exchange().start(f"\0alice\0{PASSWORD}".encode())
+        assert outcome.step is Step.SUCCESS
+    assert writes.statements == []
+    outcome = await exchange().start(b"\0alice\0not the password")
+    assert outcome.step is Step.FAILURE
+    assert writes.statements  # stored at once, not in the batch
+    with setup.factory() as session:
+        row = session.scalars(
+            select(LoginThrottle).where(LoginThrottle.key == "address:192.0.2.25")
+        ).one()
+    assert row.failures == 1
+
+
+async def test_a_session_start_reads_its_account_in_one_transaction(
+    setup: Setup, engine: Engine
+) -> None:
+    from sqlalchemy import event
+
+    backend = setup.backend
+    assert await backend.auth.account_id("a.example", "alice")  # cached by the login
+    begun: list[object] = []
+
+    def count(conn: object) -> None:
+        begun.append(conn)
+
+    event.listen(engine, "begin", count)
+    try:
+        assert await backend.roster.get_roster("a.example", "alice") == ("0", [])
+        assert await backend.roster.get_pending_in("a.example", "alice") == {}
+        assert await backend.blocklist.get_blocklist("a.example", "alice") == set()
+        assert await backend.storage.pop_all("a.example", "alice") == []
+    finally:
+        event.remove(engine, "begin", count)
+    assert len(begun) == 1
+
+
+async def test_writes_of_this_process_are_never_hidden_by_the_session_start_reads(
+    setup: Setup,
+) -> None:
+    backend = setup.backend
+    assert await backend.roster.get_roster("a.example", "alice") == ("0", [])
+    version = await backend.roster.set_item("a.example", "alice", RosterItem(jid="bob@a.example"))
+    assert await backend.roster.get_roster("a.example", "alice") == (
+        version,
+        [RosterItem(jid="bob@a.example")],
+    )
+    await backend.roster.set_pending_in("a.example", "alice", "carol@b.example", "<presence/>")
+    assert await backend.roster.get_pending_in("a.example", "alice") == {
+        "carol@b.example": "<presence/>"
+    }
+    await backend.blocklist.block("a.example", "alice", ["spam@b.example"])
+    assert await backend.blocklist.get_blocklist("a.example", "alice") == {"spam@b.example"}
+    assert await backend.storage.pop_all("a.example", "alice") == []
+    stored_at = setup.clock.now()
+    assert await backend.storage.push("a.example", "alice", "<message/>", stored_at, 10)
+    popped = await backend.storage.pop_all("a.example", "alice")
+    assert [m.stanza for m in popped] == ["<message/>"]
+    assert await backend.storage.pop_all("a.example", "alice") == []

@@ -290,6 +290,7 @@ def test_usage_and_forecast_follow_the_subscriptions_period_and_prices(
     clock: FrozenClock,
 ) -> None:
     from imhost.billing import subscriptions
+    from imhost.billing.flows import run_billing
     from imhost.catalog import service as catalog
 
     with session_factory() as session:
@@ -300,6 +301,7 @@ def test_usage_and_forecast_follow_the_subscriptions_period_and_prices(
         )
         period = (sub.current_period_start, sub.current_period_end)
         session.commit()
+    run_billing(session_factory, clock, clock.now())  # the first period's base fee, in advance
     owner = signed_in(app, world.members[OrgRole.OWNER])
     engine_batch = {
         "records": [record("a", quantity=150_000, bucket_start=clock.now().isoformat())]
@@ -318,9 +320,13 @@ def test_usage_and_forecast_follow_the_subscriptions_period_and_prices(
     lines = {line["metric"]: line for line in forecast["lines"]}
     assert set(lines) == {"messages", "traffic_gb", "monthly_active_users", "storage_gb"}
     assert Decimal(lines["messages"]["projected_quantity"]) >= 150_000
+    # The next invoice: this period's usage, projected, and the next period's base fee.
     assert Decimal(forecast["total"]) == Decimal("9.00") + sum(
         Decimal(line["projected_amount"]) for line in forecast["lines"]
     )
+    assert forecast["invoice_at"].startswith(period[1].date().isoformat())
+    kinds = [line["kind"] for line in forecast["invoice_lines"]]
+    assert kinds.count("usage") >= 1 and "base_fee" in kinds and kinds[-1] == "tax"
     # A budget must be in the currency the organization is billed in.
     wrong = owner.post(
         f"/api/v1/orgs/{world.org.id}/budgets", json={"amount": "50", "currency": "USD"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -12,13 +11,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imhost import events
 from imhost.catalog.pricing import PriceSpec, rate
-from imhost.kit.clock import FrozenClock, utc
+from imhost.kit.clock import Clock, FrozenClock, utc
 from imhost.kit.errors import InvalidInput
 from imhost.metering import budgets, ingestion, tasks
 from imhost.metering import forecast as forecasting
 from imhost.metering.models import BudgetAlert
 from imhost.metering.schemas import BudgetIn
-from imhost.metering.tasks import CAP_MARKER, BudgetPricing
+from imhost.metering.tasks import CAP_MARKER, BudgetForecast
 from tests.metering.factories import make_org, usage
 
 JAN = utc(2026, 1, 1)
@@ -114,16 +113,36 @@ class Recorder:
         return [e for e in self.seen if isinstance(e, events.BudgetCapLifted)]
 
 
-def monthly_pricing(
-    clock: FrozenClock, specs: list[PriceSpec]
-) -> Callable[[Session, str], BudgetPricing]:
-    """What billing would answer: the calendar month, these prices, no base fee, in EUR."""
+def monthly_pricing(clock: FrozenClock, specs: list[PriceSpec]) -> tasks.ForecastLookup:
+    """A stand-in for billing's ``budget_forecast`` without an invoice: the period is the
+    calendar month so far, so its forecast and its amount so far are the usage so far rated
+    with ``specs`` (metering's own forecast of a period that is over); no base fee, EUR."""
 
-    def pricing_for(session: Session, organization_id: str) -> BudgetPricing:
+    def forecast_for(session: Session, clock: Clock, organization_id: str) -> BudgetForecast:
+        start, _ = tasks.calendar_month(clock.now())
+        fc = forecasting.forecast(
+            session, clock, organization_id, start, clock.now(), specs, Decimal(0), "EUR"
+        )
+        return BudgetForecast(start, clock.now(), clock.now(), fc.total, fc.total, "EUR")
+
+    return forecast_for
+
+
+def paced_forecast(specs: list[PriceSpec]) -> tasks.ForecastLookup:
+    """The month's usage projected to its end (metering's forecast), the amount so far apart."""
+
+    def forecast_for(session: Session, clock: Clock, organization_id: str) -> BudgetForecast:
         start, end = tasks.calendar_month(clock.now())
-        return BudgetPricing(start, end, specs, Decimal(0), "EUR")
+        fc = forecasting.forecast(
+            session, clock, organization_id, start, end, specs, Decimal(0), "EUR"
+        )
+        so_far = sum(
+            (rate(s, fc.usage_to_date.get(s.metric, Decimal(0))).amount for s in specs),
+            Decimal(0),
+        )
+        return BudgetForecast(start, end, end, fc.total, so_far, "EUR")
 
-    return pricing_for
+    return forecast_for
 
 
 def test_each_threshold_alerts_once_per_period(db: Session) -> None:
@@ -242,15 +261,18 @@ def test_a_budget_in_another_currency_than_the_bill_is_not_checked(db: Session) 
     assert tasks.check_budgets(db, clock, monthly_pricing(clock, [MESSAGES])) == []
 
 
-def test_the_forecast_basis_alerts_on_the_projected_bill(db: Session) -> None:
+def test_alerts_follow_the_forecast_and_the_hard_cap_the_amount_so_far(db: Session) -> None:
     clock = FrozenClock(utc(2026, 1, 11))
     org = make_org(db, clock)
-    budgets.set_budget(db, clock, org.id, BudgetIn(amount=Decimal(100), currency="EUR"))
+    budgets.set_budget(
+        db, clock, org.id, BudgetIn(amount=Decimal(50), currency="EUR", hard_cap=True)
+    )
+    rec = Recorder(db)
     ingestion.ingest(db, clock, [usage(org, "messages", utc(2026, 1, 2), 2_000)], atomic=True)
-    pricing = monthly_pricing(clock, [MESSAGES])
-    assert tasks.check_budgets(db, clock, pricing) == []  # 20.00 so far
-    crossed = tasks.check_budgets(db, clock, pricing, basis="forecast")  # 62.00 projected
-    assert [c.threshold for c in crossed] == [50]
+    crossed = tasks.check_budgets(db, clock, paced_forecast([MESSAGES]))  # 62.00 projected
+    assert [c.threshold for c in crossed] == [50, 80, 100]
+    assert crossed[0].amount == Decimal("62.00")
+    assert rec.caps() == []  # 20.00 so far: the service keeps running
 
 
 def test_budgets_are_set_replaced_and_removed(db: Session) -> None:

@@ -1,9 +1,9 @@
 """Every e-mail imhost sends is rendered, and every link in it leads to a page (no 404).
 
 The e-mails are made by the subscribers in ``src/imhost/notify/`` from real events (a billing
-run, a payment, a reminder, a credit note, an invitation, a verification, an alert, an access
-review, a password reset, a sign-up for a new and for an existing address). A new kind of
-e-mail fails ``test_every_kind_of_email_is_covered`` until it is added to
+run, a payment, a reminder, a credit note, a budget alert, an invitation, a verification, an
+alert, an access review, a password reset, a sign-up for a new and for an existing address). A
+new kind of e-mail fails ``test_every_kind_of_email_is_covered`` until it is added to
 ``_send_every_email`` here.
 """
 
@@ -26,10 +26,14 @@ from imhost.accounts.models import Organization, OrgRole, SecurityAlert, User
 from imhost.accounts.signup import SignupForm, request_signup
 from imhost.accounts.verification import request_verification
 from imhost.billing import service as billing
+from imhost.billing.budgets import budget_forecast
 from imhost.billing.flows import run_billing
 from imhost.billing.models import Invoice
 from imhost.db.engine import transaction
 from imhost.kit.clock import FrozenClock, utc
+from imhost.metering import budgets
+from imhost.metering.schemas import BudgetIn
+from imhost.metering.tasks import scheduled_budget_check
 from imhost.notify.models import OutboundEmail
 from imhost.runtime import Runtime
 from imhost.web import console, portal
@@ -58,6 +62,9 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
     with transaction(runtime.session_factory) as s:
         billing.start_subscription(s, clock, world.org.id, make_plan(s, clock).id)
     run_billing(runtime.session_factory, clock, clock.now())  # "invoice"
+    with transaction(runtime.session_factory) as s:  # "budget-alert"
+        budgets.set_budget(s, clock, world.org.id, BudgetIn(amount=Decimal(10), currency="EUR"))
+    scheduled_budget_check(runtime.session_factory, clock, budget_forecast)
     with transaction(runtime.session_factory) as s:
         invoice = s.scalars(select(Invoice).where(Invoice.status == "open")).one()
         events.publish(  # "invoice-reminder"
@@ -172,7 +179,7 @@ def test_every_link_in_every_email_leads_to_a_page(
     broken = {link: status for link, status in checked.items() if status == 404 or status >= 500}
     assert broken == {}
     kinds_with_links = {link.split(" ")[0] for link in checked}
-    assert {"invoice", "invoice-paid", "invoice-reminder"} <= kinds_with_links
+    assert {"invoice", "invoice-paid", "invoice-reminder", "budget-alert"} <= kinds_with_links
 
 
 def test_the_invoice_email_links_to_the_invoice_page_of_its_organization(

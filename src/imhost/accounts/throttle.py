@@ -32,8 +32,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -42,7 +42,7 @@ from sqlalchemy.orm import Session
 
 from imhost.accounts.models import LoginThrottle
 from imhost.config import SecuritySettings
-from imhost.kit.clock import Clock
+from imhost.kit.clock import Clock, ensure_utc
 from imhost.kit.errors import TooManyRequests
 from imhost.kit.ids import new_id
 from imhost.kit.lockout import (
@@ -300,6 +300,86 @@ class LoginThrottleService:
         ).items():
             _store(rows[key], state)
         self.session.flush()
+
+    # -- the data plane's fast path (hosting/dataplane/auth.py) -----------------------------
+
+    def states(self, keys: Iterable[str]) -> dict[str, ThrottleState]:
+        """The stored states of ``keys`` (one plain read, no lock; a missing key is clean)."""
+        wanted = sorted(set(keys))
+        rows = self.session.scalars(select(LoginThrottle).where(LoginThrottle.key.in_(wanted)))
+        found = {row.key: _state_of(row) for row in rows}
+        return {key: found.get(key, ThrottleState()) for key in wanted}
+
+    def _locked(
+        self, keys: Iterable[str]
+    ) -> tuple[dict[str, LoginThrottle], dict[str, ThrottleState]]:
+        rows = {key: self._row_for_update(key) for key in sorted(set(keys))}
+        return rows, {key: _state_of(row) for key, row in rows.items()}
+
+    def _store_all(
+        self, rows: Mapping[str, LoginThrottle], new: Mapping[str, ThrottleState]
+    ) -> dict[str, ThrottleState]:
+        for key, state in new.items():
+            _store(rows[key], state)
+        self.session.flush()
+        return {key: _state_of(row) for key, row in rows.items()}
+
+    def admit_after(
+        self, keys: AttemptKeys, earlier: Mapping[str, int]
+    ) -> tuple[Admission, dict[str, ThrottleState]]:
+        """:meth:`admit`, once ``earlier`` attempts (per key) admitted in memory and still in
+        flight are counted (:meth:`LockoutModel.admit_in_memory`): the admission, and the
+        stored states of every key it locked."""
+        rows, states = self._locked([*keys.all(), *earlier])
+        now = self.clock.now()
+        for key, n in earlier.items():
+            for _ in range(n):
+                states[key] = record_failure(states[key], now, self.policy_for(key))
+        admission, new = self.model.admit(keys, states, now)
+        return admission, self._store_all(rows, {**states, **new})
+
+    def settle_after(self, keys: AttemptKeys, counted: Sequence[str]) -> dict[str, ThrottleState]:
+        """:meth:`settle_success` of an attempt counted in advance under ``counted``; the
+        stored states of its keys."""
+        rows, states = self._locked(keys.all())
+        admission = Admission(Decision(allowed=True), tuple(counted))
+        new = self.model.settle_success(keys, admission, states, self.clock.now())
+        return self._store_all(rows, new)
+
+    def fail_after(self, keys: AttemptKeys, counted: Sequence[str]) -> dict[str, ThrottleState]:
+        """A wrong credential admitted in memory: its failure on ``counted`` and the address
+        (:meth:`LockoutModel.failure_after`); the stored states of its keys."""
+        rows, states = self._locked([*keys.all(), *counted])
+        new = self.model.failure_after(keys, counted, states, self.clock.now())
+        return self._store_all(rows, new)
+
+    def address_failure_after(self, keys: AttemptKeys) -> dict[str, ThrottleState]:
+        """:meth:`address_failure`, returning the stored states of the attempt's keys."""
+        rows, states = self._locked(keys.all())
+        new = self.model.address_failure(keys, states, self.clock.now())
+        return self._store_all(rows, new)
+
+    def mark_trusted(self, pair: str, at: datetime) -> ThrottleState:
+        """The account signed in from this address at ``at`` (a success admitted in memory,
+        written later in a batch): the pair is trusted and, unless a failure came after
+        ``at``, cleared (what :meth:`LockoutModel.settle_success` does to a pair)."""
+        row = self._row_for_update(pair)
+        state = _state_of(row)
+        trusted_until = ensure_utc(at) + timedelta(seconds=self.model.trust_seconds)
+        if state.trusted_until is not None:
+            trusted_until = max(trusted_until, ensure_utc(state.trusted_until))
+        if state.last_failure_at is None or ensure_utc(state.last_failure_at) <= ensure_utc(at):
+            state = ThrottleState(trusted_until=trusted_until)
+        else:
+            state = ThrottleState(
+                failures=state.failures,
+                last_failure_at=state.last_failure_at,
+                locked_until=state.locked_until,
+                trusted_until=trusted_until,
+            )
+        _store(row, state)
+        self.session.flush()
+        return state
 
     def address_failure(self, keys: AttemptKeys) -> None:
         """A credential turned out wrong: count it against the client address (row-locked);

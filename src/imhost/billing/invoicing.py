@@ -54,6 +54,7 @@ from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.kit.ids import new_id
 from imhost.kit.money import round_minor
 from imhost.metering import aggregate, closing
+from imhost.metering.metrics import BILLABLE_METRICS
 from imhost.metering.models import ClosedPeriod
 
 FaultHook = Callable[[str], None]
@@ -65,13 +66,7 @@ def _no_fault(_point: str) -> None:
     return None
 
 
-METRIC_LABELS = {
-    "messages": "Messages",
-    "traffic_gb": "Traffic (GB)",
-    "peak_connections": "Peak concurrent connections",
-    "monthly_active_users": "Monthly active users",
-    "storage_gb": "Storage (GB, time-weighted average)",
-}
+METRIC_LABELS = {code: metric.label for code, metric in BILLABLE_METRICS.items()}
 
 
 @dataclass
@@ -409,9 +404,14 @@ def draft_lines(
     plan: PlanTerms,
     cache: RunCache,
     block: BlockPrefetch | None = None,
+    measure: Callable[[datetime, datetime], dict[str, Decimal]] | None = None,
 ) -> tuple[list[DraftLine], list[str]]:
     """The charges of the invoice at ``point`` (before discount and tax), and the pending
-    charge ids they consume."""
+    charge ids they consume.
+
+    ``measure`` answers the usage of a part of the usage period; without it, the billable
+    quantities metering has recorded (the forecast passes the usage projected to the
+    period's end instead)."""
     cur = sub.currency
     lines: list[DraftLine] = []
     if point.usage_period is not None:
@@ -425,6 +425,8 @@ def draft_lines(
         known = block.quantities.get((sub.organization_id, us, ue)) if block else None
 
         def quantities(start: datetime, end: datetime) -> dict[str, Decimal]:
+            if measure is not None:
+                return measure(start, end)
             if known is not None and (start, end) == (us, ue):
                 return known
             return aggregate.billable_quantities(session, sub.organization_id, start, end)

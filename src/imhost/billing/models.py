@@ -34,6 +34,15 @@ class SubscriptionStatus(enum.StrEnum):
     CANCELED = "canceled"
 
 
+SUBSCRIPTION_STATUS_LABELS: dict[str, str] = {
+    "trialing": "free trial",
+    "active": "active",
+    "paused": "paused",
+    "canceled": "cancelled",
+}
+"""What customers read for a subscription's status."""
+
+
 class InvoiceStatus(enum.StrEnum):
     DRAFT = "draft"
     OPEN = "open"  # finalized, amount due > 0

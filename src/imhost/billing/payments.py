@@ -44,6 +44,21 @@ from imhost.kit.money import check_currency, round_minor, to_decimal
 DUNNING_REASON_PREFIX = "dunning:"
 
 
+PAYMENT_METHOD_LABELS: dict[str, str] = {
+    "bank_transfer": "Bank transfer",
+    "account_credit": "Account credit",
+    "card": "Card",
+    "cash": "Cash",
+    "cheque": "Cheque",
+    "other": "Other",
+}
+"""What customers read for a payment's ``method``."""
+
+
+def payment_method_label(method: str) -> str:
+    return PAYMENT_METHOD_LABELS.get(method, method.replace("_", " ").capitalize())
+
+
 def _money(amount: Decimal | str, currency: str, field: str = "amount") -> Decimal:
     try:
         check_currency(currency)

@@ -114,6 +114,22 @@ def seconds_between(start: datetime, end: datetime) -> int:
     return int((end - start) // timedelta(seconds=1))
 
 
+def duration_words(seconds: int) -> str:
+    """A length of time as people read it, exactly: ``14 days``, ``1 day 6 h 30 min``
+    (proration is by the second, so seconds appear only when there are some)."""
+    days, rest = divmod(max(seconds, 0), 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days:,} day{'' if days == 1 else 's'}"] if days else []
+    parts += [f"{n} {unit}" for n, unit in ((hours, "h"), (minutes, "min"), (secs, "s")) if n]
+    return " ".join(parts) or "0 min"
+
+
+def share_words(price: str, part: int, whole: int, amount: str) -> str:
+    """``49.00 × 14 days / 28 days = 24.50``: a price prorated for ``part`` of ``whole``."""
+    return f"{price} × {duration_words(part)} / {duration_words(whole)} = {amount}"
+
+
 @dataclass(frozen=True)
 class PartCharge:
     """The charge for the part ``[start, end)`` of a full period: ``price × seconds /
@@ -129,9 +145,8 @@ class PartCharge:
         return self.seconds == self.seconds_full
 
     def calculation(self, currency: str) -> str:
-        return (
-            f"{fmt(self.price, currency)} × {self.seconds:,} s / "
-            f"{self.seconds_full:,} s = {fmt(self.amount, currency)}"
+        return share_words(
+            fmt(self.price, currency), self.seconds, self.seconds_full, fmt(self.amount, currency)
         )
 
 
@@ -175,15 +190,19 @@ class ProrationSplit:
     seconds_total: int  # of the full period: the denominator
 
     def unused_calculation(self, currency: str) -> str:
-        return (
-            f"{fmt(self.price, currency)} × {self.seconds_unused:,} s / "
-            f"{self.seconds_total:,} s = {fmt(self.unused, currency)}"
+        return share_words(
+            fmt(self.price, currency),
+            self.seconds_unused,
+            self.seconds_total,
+            fmt(self.unused, currency),
         )
 
     def used_calculation(self, currency: str) -> str:
-        return (
-            f"{fmt(self.price, currency)} × {self.seconds_used:,} s / "
-            f"{self.seconds_total:,} s = {fmt(self.used, currency)}"
+        return share_words(
+            fmt(self.price, currency),
+            self.seconds_used,
+            self.seconds_total,
+            fmt(self.used, currency),
         )
 
 

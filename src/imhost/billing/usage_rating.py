@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from imhost.billing.periods import fmt, fmt_date, seconds_between
+from imhost.billing.periods import duration_words, fmt, fmt_date, seconds_between
 from imhost.billing.plans import PlanTerms
 from imhost.catalog.pricing import rate, tidy
 from imhost.kit.money import round_minor
@@ -50,6 +50,12 @@ class RatedUsage:
     calculation: str
     start: datetime
     end: datetime
+
+
+def _count(value: Decimal) -> str:
+    """``15,000``, ``2.5``: a quantity with thousands separators, no padding zeros."""
+    value = tidy(value)
+    return f"{value:,f}" if value != value.to_integral_value() else f"{int(value):,}"
 
 
 def price_parts(
@@ -106,7 +112,8 @@ def rate_usage(
         share = Decimal(seconds) / Decimal(total)
         where = (
             f"{part.plan.plan_name} version {part.plan.version} prices, in force "
-            f"{fmt_date(part.start)} to {fmt_date(part.end)} ({seconds:,} s of {total:,} s)"
+            f"{fmt_date(part.start)} to {fmt_date(part.end)} ({duration_words(seconds)} of "
+            f"{duration_words(total)})"
         )
         for spec in part.plan.specs:
             quantity = measured.get(spec.metric, Decimal(0))
@@ -117,15 +124,17 @@ def rate_usage(
             amount = round_minor(rated.exact_amount * share, spec.currency)
             if quantity == 0 and amount == 0:
                 continue
+            noun = metric.noun if metric is not None else spec.metric
             if summed:
                 measure = (
-                    f"{tidy(quantity)} {spec.metric} in this part, "
-                    f"{tidy(round(basis, 6))} at this rate over the whole period"
+                    f"{_count(quantity)} {noun} in this part, "
+                    f"{_count(round(basis, 6))} at this pace over the whole period"
                 )
             else:
-                measure = f"{tidy(quantity)} {spec.metric} over this part"
+                measure = f"{_count(quantity)} {noun} over this part"
             calculation = (
-                f"{where}: {measure}; {rated.explanation}; × {seconds:,} s / {total:,} s = "
+                f"{where}: {measure}; {rated.explanation}; "
+                f"× {duration_words(seconds)} / {duration_words(total)} = "
                 f"{fmt(amount, spec.currency)}"
             )
             lines.append(

@@ -52,6 +52,18 @@ LIMIT_FIELDS: tuple[str, ...] = (
 )
 """The limits a plan version sets; ``None`` means unlimited."""
 
+LIMIT_LABELS: dict[str, str] = {
+    "max_xmpp_accounts": "XMPP accounts",
+    "max_connections": "Connections at once",
+    "max_connections_per_account": "Connections per account",
+    "message_rate_per_second": "Messages per second",
+    "message_burst": "Message burst",
+    "storage_mb": "Storage (MB)",
+    "max_custom_domains": "Custom domains",
+    "max_offline_messages": "Offline messages kept",
+}
+"""What customers read for each limit."""
+
 
 @dataclass(frozen=True, slots=True)
 class PlanLimits:

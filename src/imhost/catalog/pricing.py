@@ -44,7 +44,13 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from imhost.kit.errors import InvalidInput
-from imhost.kit.money import MINOR_UNITS, check_currency, format_amount, round_minor
+from imhost.kit.money import (
+    MINOR_UNITS,
+    check_currency,
+    format_amount,
+    format_money,
+    round_minor,
+)
 
 __all__ = [
     "PriceSpec",
@@ -328,11 +334,16 @@ def rate(spec: PriceSpec, quantity: Decimal) -> RatedCharge:
         exact = spec.minimum
     amount = round_minor(exact, currency)
 
-    head = f"{model.value}:"
-    if included:
-        head += f" {_num(q)} {spec.metric}, {_num(included)} included, {_num(billable)} billable;"
-    parts = [s.text for s in steps] or [f"nothing billable ({_num(q)} {spec.metric})"]
-    explanation = f"{head} " + "; ".join(parts + notes) + f" = {_money(amount, currency)}"
+    if not steps:
+        head = f"{_qty(q)} used" + (f", {_qty(included)} included" if included else "")
+        explanation = "; ".join([f"{head}: nothing to charge", *notes])
+    else:
+        head = ""
+        if included:
+            head = f"{_qty(q)} used, {_qty(included)} included, {_qty(billable)} charged; "
+        explanation = head + "; ".join([s.text for s in steps] + notes)
+    if notes or len(steps) > 1 or (steps and steps[0].amount != amount):
+        explanation += f"; total {_money(amount, currency)}"
     return RatedCharge(
         amount=amount,
         quantity=q,
@@ -350,7 +361,9 @@ def _per_unit(spec: PriceSpec, billable: Decimal) -> list[RatingStep]:
         return []
     price = spec.unit_price if spec.unit_price is not None else ZERO
     amount = billable * price
-    text = f"{_num(billable)} at {_price(price, spec.currency)} = {_money(amount, spec.currency)}"
+    text = (
+        f"{_qty(billable)} at {_price(price, spec.currency)} each = {_money(amount, spec.currency)}"
+    )
     return [RatingStep(_num(billable), billable, price, ZERO, amount, text)]
 
 
@@ -364,10 +377,14 @@ def _graduated(spec: PriceSpec, billable: Decimal) -> list[RatingStep]:
         band = upper - lower
         amount = band * tier.unit_price + tier.flat_fee
         label = _band_label(lower, upper)
-        text = f"{label} at {_price(tier.unit_price, spec.currency)}"
-        if tier.flat_fee:
-            text += f" + {_money(tier.flat_fee, spec.currency)} flat"
-        text += f" = {_money(amount, spec.currency)}"
+        words = _band_words(lower, upper)
+        if tier.unit_price == 0 and not tier.flat_fee:
+            text = f"{words} free"
+        else:
+            text = f"{words} at {_price(tier.unit_price, spec.currency)} each"
+            if tier.flat_fee:
+                text += f" + {_money(tier.flat_fee, spec.currency)} flat"
+            text += f" = {_money(amount, spec.currency)}"
         steps.append(RatingStep(label, band, tier.unit_price, tier.flat_fee, amount, text))
         if tier.up_to is None:
             break
@@ -382,16 +399,18 @@ def _volume(spec: PriceSpec, billable: Decimal, *, flat_only: bool) -> list[Rati
     for tier in spec.tiers:
         if tier.up_to is None or billable <= tier.up_to:
             label = _band_label(lower, tier.up_to, open_ended=tier.up_to is None)
+            words = _band_words(lower, tier.up_to, tier=True)
             if flat_only:
                 amount = tier.flat_fee
                 text = (
-                    f"{_num(billable)} in tier {label}: flat {_money(tier.flat_fee, spec.currency)}"
+                    f"{_qty(billable)} in the tier {words}: a flat "
+                    f"{_money(tier.flat_fee, spec.currency)}"
                 )
             else:
                 amount = billable * tier.unit_price + tier.flat_fee
                 text = (
-                    f"{_num(billable)} in tier {label}, "
-                    f"all at {_price(tier.unit_price, spec.currency)}"
+                    f"{_qty(billable)} in the tier {words}, "
+                    f"all at {_price(tier.unit_price, spec.currency)} each"
                 )
                 if tier.flat_fee:
                     text += f" + {_money(tier.flat_fee, spec.currency)} flat"
@@ -410,8 +429,8 @@ def _package(spec: PriceSpec, billable: Decimal) -> list[RatingStep]:
     amount = blocks * price
     plural = "block" if blocks == 1 else "blocks"
     text = (
-        f"{_num(billable)} in {_num(blocks)} {plural} of {_num(size)} "
-        f"at {_price(price, spec.currency)} "
+        f"{_qty(billable)} in {_qty(blocks)} {plural} of {_qty(size)} "
+        f"at {_price(price, spec.currency)} a block "
         f"= {_money(amount, spec.currency)}"
     )
     return [RatingStep(f"{_num(blocks)} x {_num(size)}", billable, price, ZERO, amount, text)]
@@ -427,6 +446,72 @@ def _band_label(lower: Decimal, upper: Decimal | None, *, open_ended: bool = Fal
         return f"{start}+"
     end = _num(upper)
     return start if start == end else f"{start}-{end}"
+
+
+def price_words(spec: PriceSpec) -> list[str]:
+    """Every price of ``spec`` in plain words, one sentence each, for a customer choosing a
+    plan: what is included, each tier with its price, a package size, the cap and minimum.
+    Quantities count after the included quantity, as :func:`rate` does."""
+    cur = spec.currency
+    model = PricingModel(spec.model)
+    out: list[str] = []
+    if spec.included_quantity:
+        out.append(f"{_qty(spec.included_quantity)} included")
+    after = "then " if spec.included_quantity else ""
+    price = spec.unit_price if spec.unit_price is not None else ZERO
+    if model is PricingModel.PER_UNIT:
+        out.append(f"{after}{format_money(price, cur)} each")
+    elif model is PricingModel.PACKAGE:
+        size = spec.package_size if spec.package_size is not None else Decimal(1)
+        each = format_money(price, cur)
+        out.append(f"{after}{each} per {_qty(size)} (a part of {_qty(size)} counts whole)")
+    else:
+        lower = ZERO
+        for tier in spec.tiers:
+            band = _band_words(lower, tier.up_to, tier=model is not PricingModel.GRADUATED)
+            if model is PricingModel.FLAT_TIER:
+                flat = format_money(tier.flat_fee, cur)
+                out.append(f"{band}: {'free' if tier.flat_fee == 0 else 'a flat ' + flat}")
+            else:
+                text = (
+                    "free" if tier.unit_price == 0 else f"{format_money(tier.unit_price, cur)} each"
+                )
+                if tier.flat_fee:
+                    text += f" + {format_money(tier.flat_fee, cur)} once reached"
+                out.append(f"{band}: {text}")
+            if tier.up_to is None:
+                break
+            lower = tier.up_to
+        if model is PricingModel.VOLUME:
+            out.append("all units at the price of the tier the total falls in")
+    if spec.cap is not None:
+        out.append(f"at most {format_money(spec.cap, cur)} a period")
+    if spec.minimum is not None:
+        out.append(f"at least {format_money(spec.minimum, cur)} a period")
+    return out
+
+
+def _band_words(lower: Decimal, upper: Decimal | None, *, tier: bool = False) -> str:
+    """A band of a tiered price as people read it: ``the first 1,000``, ``1,001 to 10,000``,
+    ``above 10,000`` (``1 to 1,000`` as a tier a whole quantity falls in)."""
+    integral = lower == lower.to_integral_value() and (
+        upper is None or upper == upper.to_integral_value()
+    )
+    if upper is None:
+        return f"above {_qty(lower)}"
+    if lower == 0 and not tier:
+        return f"the first {_qty(upper)}"
+    start = lower + 1 if integral else lower
+    if start == upper:
+        return _qty(upper)
+    return f"{_qty(start)} to {_qty(upper)}"
+
+
+def _qty(value: Decimal) -> str:
+    """A quantity as people read it: ``53,437``, ``150.5``, ``1,000.25``."""
+    if value == value.to_integral_value():
+        return f"{int(value):,}"
+    return f"{value.normalize():,f}"
 
 
 def tidy(value: Decimal) -> Decimal:

@@ -11,12 +11,16 @@ from its attributes:
   ``host_refresh_seconds`` to pick up changes made by other processes such as the CLI);
 - ``auth`` (``AccountAuth`` and ``ClientVersionLog``, :class:`DbAccountAuth`): credentials
   and account state cached for ``credential_ttl`` seconds (absent accounts for
-  ``negative_ttl``) and dropped at once when an account changes; the auth-failure audit
-  trail, ``last_login_at`` and client versions written in batches once a second; it is also
-  the cached account lookup of the stores;
+  ``negative_ttl``) and dropped at once when an account changes; brute-force states cached
+  for a few seconds so that a login with nothing held against it writes nothing at once;
+  the auth-failure audit trail, ``last_login_at``, client versions and the trust of
+  addresses that signed in written in batches once a second; it is also the cached account
+  lookup of the stores;
 - ``roster``, ``vcards``, ``blocklist``, ``usage``; ``storage`` (offline messages and
   private XML, both under the storage limit, counted per service, not by a SUM per write),
-  whose ``PrivateStore`` view is ``private`` (:class:`DbPrivateStore`).
+  whose ``PrivateStore`` view is ``private`` (:class:`DbPrivateStore`); what a session's
+  start reads of them (roster, subscription requests, block list, whether offline messages
+  wait) is read in one transaction, ``session_reads`` (:class:`SessionStartReads`).
 
 The database is used through the synchronous session factory, always inside
 ``asyncio.to_thread``, and the hot path never waits on it.
@@ -32,11 +36,12 @@ import time
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.config import SecuritySettings
-from imhost.hosting.dataplane.auth import DbAccountAuth
+from imhost.hosting.dataplane.auth import CREDENTIAL_TTL, DbAccountAuth
 from imhost.hosting.dataplane.directory import DbHostDirectory
 from imhost.hosting.dataplane.hosts import HostCache
 from imhost.hosting.dataplane.runner import DB_ATTEMPTS as DB_ATTEMPTS
 from imhost.hosting.dataplane.runner import DbRunner
+from imhost.hosting.dataplane.signin import SessionStartReads
 from imhost.hosting.dataplane.storage import DbStorage
 from imhost.hosting.dataplane.stores import DbBlockListStore, DbRosterStore, DbVCardStore
 from imhost.hosting.dataplane.usage import DbUsageSink
@@ -60,7 +65,7 @@ class DbBackend:
         clock: Clock,
         security: SecuritySettings,
         *,
-        credential_ttl: float = 30.0,
+        credential_ttl: float = CREDENTIAL_TTL,
         negative_ttl: float = 5.0,
         host_refresh_seconds: float = HOST_REFRESH_SECONDS,
         iterations: int = DEFAULT_ITERATIONS,
@@ -83,11 +88,12 @@ class DbBackend:
             iterations=iterations,
         )
         self.client_versions = self.auth
-        self.roster = DbRosterStore(self.runner, self.auth)
+        self.session_reads = SessionStartReads(self.runner)
+        self.roster = DbRosterStore(self.runner, self.auth, self.session_reads)
         self.vcards = DbVCardStore(self.runner, self.auth)
-        self.blocklist = DbBlockListStore(self.runner, self.auth)
+        self.blocklist = DbBlockListStore(self.runner, self.auth, self.session_reads)
         self.usage = DbUsageSink(self.runner, self.hosts, clock, self.usage_factory)
-        self.storage = DbStorage(self.runner, self.auth, self.hosts)
+        self.storage = DbStorage(self.runner, self.auth, self.hosts, self.session_reads)
         self.private = DbPrivateStore(self.storage)
         self.directory = DbHostDirectory(
             self.runner, factory, clock, self.hosts, accounts=self.auth, stored=self.storage
@@ -122,6 +128,7 @@ class DbBackend:
                     last_refresh = time.monotonic()
                     await self.directory.refresh()
                     self.auth.prune()
+                    self.session_reads.prune()
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -43,6 +43,15 @@ def accounts_changed_since(session: Session, since: datetime) -> list[tuple[str,
     return [(d, lp, bool(dis), reason or "") for d, lp, dis, reason in rows]
 
 
+def existing_account_ids(session: Session, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` are still accounts (a deletion leaves no row to poll for)."""
+    found: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        found.update(session.scalars(select(XmppAccount.id).where(XmppAccount.id.in_(chunk))))
+    return found
+
+
 def find_account(session: Session, service_id: str | None, localpart: str) -> XmppAccount | None:
     return session.scalar(
         select(XmppAccount).where(

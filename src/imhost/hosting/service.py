@@ -15,9 +15,9 @@ import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -1039,15 +1039,37 @@ def record_logins(
     service_id_by_domain: dict[str, str],
     logins: Sequence[tuple[str, str, datetime]],
 ) -> None:
-    """Set ``last_login_at`` for (domain, localpart, at) reported by the engine (batched)."""
+    """Set ``last_login_at`` for (domain, localpart, at) reported by the engine (batched):
+    the latest login of each account, in one statement run for all of them (never earlier
+    than what is stored)."""
+    latest: dict[tuple[str, str], datetime] = {}
     for domain, localpart, at in logins:
         service_id = service_id_by_domain.get(domain)
         if service_id is None:
             continue
-        account = session.scalar(
-            select(XmppAccount).where(
-                XmppAccount.service_id == service_id, XmppAccount.localpart == localpart
-            )
+        key = (service_id, localpart)
+        if key not in latest or latest[key] < at:
+            latest[key] = at
+    if not latest:
+        return
+    table = cast(Table, XmppAccount.__table__)
+    at_type = table.c.last_login_at.type
+    statement = (
+        update(table)
+        .where(
+            table.c.service_id == bindparam("b_service"),
+            table.c.localpart == bindparam("b_localpart"),
+            or_(
+                table.c.last_login_at.is_(None),
+                table.c.last_login_at < bindparam("b_at", type_=at_type),
+            ),
         )
-        if account is not None and (account.last_login_at is None or account.last_login_at < at):
-            account.last_login_at = at
+        .values(last_login_at=bindparam("b_at", type_=at_type))
+    )
+    session.execute(
+        statement,
+        [
+            {"b_service": service_id, "b_localpart": localpart, "b_at": at}
+            for (service_id, localpart), at in sorted(latest.items())
+        ],
+    )

@@ -238,6 +238,58 @@ class LockoutModel:
         }
         return Admission(decision, tuple(counted)), new
 
+    def admit_in_memory(
+        self,
+        keys: AttemptKeys,
+        states: Mapping[str, ThrottleState],
+        in_flight: Mapping[str, int],
+        now: datetime,
+    ) -> Admission | None:
+        """The admission of an attempt that needs no stored count, or None (store it).
+
+        ``states`` are the stored states of ``keys``; ``in_flight`` the attempts admitted this
+        way and not settled yet, per key: they count as failures, exactly as :meth:`admit`
+        would have counted them in advance. An attempt is admitted here only when nothing is
+        stored against the keys it would count (no failure, no lock), the address is not
+        locked and the decision has no delay; the caller then counts it in ``in_flight`` until
+        it settles (a success needs no stored change but the pair's trust, a failure is
+        stored then with :meth:`failure_after`). Anything else goes through :meth:`admit`,
+        with the attempts still in flight counted first.
+        """
+        empty = ThrottleState()
+        effective = {}
+        for key in keys.all():
+            state = states.get(key, empty)
+            for _ in range(in_flight.get(key, 0)):
+                state = record_failure(state, now, self.policy_for(keys, key))
+            effective[key] = state
+        admission, _ = self.admit(keys, effective, now)
+        if not admission.allowed or admission.decision.delay_seconds > 0:
+            return None
+        for key in admission.counted:
+            state = _current(states.get(key, empty), now, self.policy_for(keys, key))
+            if state.failures or state.is_locked(now):
+                return None
+        return admission
+
+    def failure_after(
+        self,
+        keys: AttemptKeys,
+        counted: Iterable[str],
+        states: Mapping[str, ThrottleState],
+        now: datetime,
+    ) -> dict[str, ThrottleState]:
+        """A credential admitted by :meth:`admit_in_memory` turned out wrong: the failure it
+        was not counted for in advance goes on ``counted``, and the address's on the
+        address (what :meth:`admit` and :meth:`address_failure` would have stored)."""
+        empty = ThrottleState()
+        new = {
+            key: record_failure(states.get(key, empty), now, self.policy_for(keys, key))
+            for key in counted
+        }
+        new.update(self.address_failure(keys, states, now))
+        return new
+
     def address_failure(
         self, keys: AttemptKeys, states: Mapping[str, ThrottleState], now: datetime
     ) -> dict[str, ThrottleState]:

@@ -16,13 +16,13 @@ from imhost.kit.money import check_currency, round_minor
 from imhost.metering import metrics as m
 from imhost.metering.aggregate import (
     FUTURE_TOLERANCE,
-    GaugeIntegral,
     Request,
     aggregate,
     gb,
     normal,
     seconds,
 )
+from imhost.metering.aggregate import billable_quantities as aggregate_billable
 
 ZERO = Decimal(0)
 
@@ -31,8 +31,19 @@ FORECAST_METHOD = (
     "usage to date divided by the elapsed fraction of the period; peak_connections is its "
     "highest value so far; monthly_active_users the distinct users so far; storage_gb the "
     "average so far with the current level held until the period's end. Each projected "
-    "quantity is rated with the plan's prices; the base fee is added."
+    "quantity is rated with the plan's prices; the base fee is added. Once the period is "
+    "over, the quantities are the period's billable quantities."
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """Usage of ``[period_start, period_end)`` so far and projected to the period's end."""
+
+    as_of: datetime
+    elapsed_fraction: Decimal
+    usage_to_date: dict[str, Decimal]
+    projected: dict[str, Decimal]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,41 +70,27 @@ class Forecast:
     method: str
 
 
-def forecast(
+def project(
     session: Session,
     clock: Clock,
     organization_id: str,
     period_start: datetime,
     period_end: datetime,
-    price_specs: Sequence[PriceSpec],
-    base_fee: Decimal,
-    currency: str,
-) -> Forecast:
-    """The projected bill of the period from the usage so far (see ``FORECAST_METHOD``)."""
-    try:
-        check_currency(currency)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), field="currency") from None
+) -> Projection:
+    """The period's billable quantities so far and at its end if usage continues at the same
+    pace (see ``FORECAST_METHOD``). A period that is over has its billable quantities, the
+    ones billing rates."""
     if period_end <= period_start:
         raise InvalidInput("period_end must be after period_start", field="period_end")
-    for spec in price_specs:
-        if spec.currency != currency:
-            raise InvalidInput(
-                f"the price of {spec.metric} is in {spec.currency}, not {currency}",
-                field="currency",
-            )
-    now = min(max(clock.now(), period_start), period_end)
+    if clock.now() >= period_end:
+        final = aggregate_billable(session, organization_id, period_start, period_end)
+        return Projection(period_end, Decimal(1), final, dict(final))
+    now = max(clock.now(), period_start)
     total_seconds = seconds(period_end - period_start)
     elapsed_seconds = seconds(now - period_start)
     fraction = elapsed_seconds / total_seconds
-    if now < period_start:
-        to_date = dict.fromkeys(m.BILLABLE_CODES, ZERO)
-        gauge = GaugeIntegral(ZERO, ZERO)
-    else:
-        request = Request(
-            organization_id, period_start, min(now + FUTURE_TOLERANCE, period_end), now
-        )
-        to_date, gauge = aggregate(session, [request])[0]
+    request = Request(organization_id, period_start, min(now + FUTURE_TOLERANCE, period_end), now)
+    to_date, gauge = aggregate(session, [request])[0]
     projected: dict[str, Decimal] = {}
     for code, metric in m.BILLABLE_METRICS.items():
         value = to_date[code]
@@ -114,6 +111,35 @@ def forecast(
         )
         for code, v in projected.items()
     }
+    return Projection(now, fraction, to_date, projected)
+
+
+def forecast(
+    session: Session,
+    clock: Clock,
+    organization_id: str,
+    period_start: datetime,
+    period_end: datetime,
+    price_specs: Sequence[PriceSpec],
+    base_fee: Decimal,
+    currency: str,
+) -> Forecast:
+    """The period's base fee and projected usage rated with ``price_specs`` (no tax, no
+    setup fee: billing's ``forecast_invoice`` forecasts the invoice itself)."""
+    try:
+        check_currency(currency)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="currency") from None
+    if period_end <= period_start:
+        raise InvalidInput("period_end must be after period_start", field="period_end")
+    for spec in price_specs:
+        if spec.currency != currency:
+            raise InvalidInput(
+                f"the price of {spec.metric} is in {spec.currency}, not {currency}",
+                field="currency",
+            )
+    projection = project(session, clock, organization_id, period_start, period_end)
+    to_date, projected = projection.usage_to_date, projection.projected
     lines = [
         ForecastLine(
             metric=spec.metric,
@@ -129,8 +155,8 @@ def forecast(
         organization_id=organization_id,
         period_start=period_start,
         period_end=period_end,
-        as_of=now,
-        elapsed_fraction=fraction,
+        as_of=projection.as_of,
+        elapsed_fraction=projection.elapsed_fraction,
         usage_to_date=to_date,
         projected_quantities=projected,
         lines=lines,

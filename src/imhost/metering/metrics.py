@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from decimal import Decimal
 
 # --- source metrics (exact names the engine sends) ------------------------------------------
 
@@ -63,6 +64,10 @@ class BillableMetric:
     sources: tuple[str, ...]
     """Source metrics it is computed from (the billable code itself is always accepted too)."""
     description: str
+    label: str = ""
+    """What customers read: ``Messages``, ``Traffic``..."""
+    noun: str = ""
+    """The quantity's words after a number: ``1,200 messages``, ``3.5 GB of traffic``."""
 
 
 BILLABLE_METRICS: dict[str, BillableMetric] = {
@@ -74,6 +79,8 @@ BILLABLE_METRICS: dict[str, BillableMetric] = {
             Aggregation.SUM,
             (MESSAGES,),
             "Chat messages routed for the organization's services (sum over the period).",
+            "Messages",
+            "messages",
         ),
         BillableMetric(
             TRAFFIC_GB,
@@ -81,6 +88,8 @@ BILLABLE_METRICS: dict[str, BillableMetric] = {
             Aggregation.SUM,
             (BYTES_IN, BYTES_OUT),
             "Bytes received plus bytes sent by the services, in GB (sum over the period).",
+            "Traffic (GB)",
+            "GB of traffic",
         ),
         BillableMetric(
             PEAK_CONNECTIONS,
@@ -89,6 +98,8 @@ BILLABLE_METRICS: dict[str, BillableMetric] = {
             (CONNECTIONS_PEAK,),
             "The highest number of concurrent client connections in any minute of the "
             "period, the services' peaks of that minute added together.",
+            "Connections at the busiest moment",
+            "connections at once",
         ),
         BillableMetric(
             MONTHLY_ACTIVE_USERS,
@@ -96,6 +107,8 @@ BILLABLE_METRICS: dict[str, BillableMetric] = {
             Aggregation.UNIQUE_COUNT,
             (ACTIVE_USERS,),
             "Distinct accounts (the record's subject) active at least once in the period.",
+            "Monthly active users",
+            "active users",
         ),
         BillableMetric(
             STORAGE_GB,
@@ -104,6 +117,8 @@ BILLABLE_METRICS: dict[str, BillableMetric] = {
             (OFFLINE_STORAGE_BYTES, PRIVATE_STORAGE_BYTES),
             "Stored bytes (offline messages + private storage) averaged over the period's "
             "time; a sample holds until the next sample of the same service and gauge.",
+            "Storage (GB, average over the period)",
+            "GB stored on average",
         ),
     )
 }
@@ -129,6 +144,28 @@ SUM_SOURCES: dict[str, tuple[str, ...]] = {
     TRAFFIC_GB: (BYTES_IN, BYTES_OUT),
 }
 """Sum metrics and the byte/count sources behind them (the billable code is added as is)."""
+
+
+def metric_label(code: str) -> str:
+    """The name customers read for a billable metric (the code itself for an unknown one,
+    made readable)."""
+    metric = BILLABLE_METRICS.get(code)
+    return metric.label if metric is not None else code.replace("_", " ").capitalize()
+
+
+def quantity_words(code: str, quantity: Decimal) -> str:
+    """A quantity of a billable metric as customers read it: ``2,013,300 messages``,
+    ``1.25 GB of traffic``; fractional GB shown to two decimals (``under 0.01 GB of
+    traffic`` for a trace)."""
+    metric = BILLABLE_METRICS.get(code)
+    noun = metric.noun if metric is not None else code.replace("_", " ")
+    if code in FRACTIONAL_METRICS:
+        if 0 < quantity < Decimal("0.01"):
+            return f"under 0.01 {noun}"
+        shown = quantity.quantize(Decimal("0.01"))
+        text = f"{shown:,.2f}".rstrip("0").rstrip(".")
+        return f"{text} {noun}"
+    return f"{int(quantity):,} {noun}" if quantity == int(quantity) else f"{quantity:,f} {noun}"
 
 
 def is_ingestible(metric: str) -> bool:

@@ -76,7 +76,19 @@ class ForecastLineOut(BaseModel):
     explanation: str
 
 
+class ForecastInvoiceLineOut(BaseModel):
+    """A line of the forecast invoice, as the billing run will write it."""
+
+    kind: str
+    description: str
+    amount: Amount
+    calculation: str
+
+
 class ForecastOut(CurrencyAmounts):
+    """The forecast of the next invoice (``total``, tax included) and the usage projection
+    behind it (``lines``: each metric rated over the current period)."""
+
     organization_id: str
     period_start: datetime
     period_end: datetime
@@ -84,7 +96,16 @@ class ForecastOut(CurrencyAmounts):
     currency: str
     base_fee: Amount
     lines: list[ForecastLineOut]
+    invoice_at: datetime | None = None
+    """When the forecast invoice is made (None without a subscription)."""
+    trial_end: datetime | None = None
+    """During a free trial: when it ends (the forecast invoice is the first paid one)."""
+    invoice_lines: list[ForecastInvoiceLineOut] = Field(default_factory=list)
+    subtotal: Amount
+    tax_total: Amount
     total: Amount
+    amount_due: Amount
+    """The total less the account credit that will pay part of it."""
     method: str
 
 

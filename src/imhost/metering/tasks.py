@@ -1,8 +1,10 @@
 """Scheduled metering jobs: budget checks.
 
-Metering cannot import billing (billing stands to its right), so the customer's current
-prices come through a callable the worker passes in (``pricing_for``): billing answers it
-from the subscription's plan version.
+A budget is compared with billing's forecast of the organization's next invoice (what the
+invoice will say if usage continues at the same pace, tax included) for the alerts, and with
+the same invoice counting only the usage so far for the hard cap. Metering cannot import
+billing (billing stands to its right), so the worker passes billing's answer in as a callable
+(``forecast_for``; ``imhost.billing.budgets.budget_forecast`` is it).
 """
 
 from __future__ import annotations
@@ -10,24 +12,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost import events
-from imhost.catalog.pricing import PriceSpec, rate, tidy_money
+from imhost.catalog.pricing import PriceSpec, tidy_money
 from imhost.db.engine import transaction
 from imhost.kit.clock import Clock
-from imhost.kit.money import round_minor
-from imhost.metering import aggregate
-from imhost.metering import forecast as forecasting
 from imhost.metering.models import Budget, BudgetAlert
 
 log = logging.getLogger(__name__)
+
+CHECK_EVERY = timedelta(minutes=15)
+"""How often the worker checks every budget (the portal says so)."""
 
 CAP_MARKER = 0
 """``BudgetAlert.threshold`` of the hard-cap notice (alert thresholds are 1 % or more)."""
@@ -45,6 +46,25 @@ class BudgetPricing:
 
 
 PricingLookup = Callable[[Session, str], BudgetPricing | None]
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetForecast:
+    """Billing's answer to ``forecast_for``: the next invoice of the organization's current
+    period, forecast and as it stands."""
+
+    period_start: datetime
+    period_end: datetime
+    invoice_at: datetime
+    """When the invoice is made (the period's end)."""
+    forecast: Decimal
+    """The invoice's total if usage continues at the same pace (tax included)."""
+    so_far: Decimal
+    """The invoice's total counting only the usage so far (what the hard cap measures)."""
+    currency: str
+
+
+ForecastLookup = Callable[[Session, Clock, str], BudgetForecast | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,58 +86,24 @@ def calendar_month(now: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-def spend(
-    session: Session,
-    clock: Clock,
-    organization_id: str,
-    pricing: BudgetPricing,
-    *,
-    basis: Literal["actual", "forecast"] = "actual",
-) -> Decimal:
-    """The period's spend: base fee + usage to date rated with the current prices
-    (``actual``), or the forecast's projected total (``forecast``)."""
-    if basis == "forecast":
-        return forecasting.forecast(
-            session,
-            clock,
-            organization_id,
-            pricing.period_start,
-            pricing.period_end,
-            pricing.price_specs,
-            pricing.base_fee,
-            pricing.currency,
-        ).total
-    now = clock.now()
-    if now >= pricing.period_end:  # the period is over but not invoiced yet
-        quantities = aggregate.billable_quantities(
-            session, organization_id, pricing.period_start, pricing.period_end
-        )
-    else:
-        quantities = aggregate.usage_to_date(session, organization_id, pricing.period_start, now)
-    total = round_minor(pricing.base_fee, pricing.currency)
-    for spec in pricing.price_specs:
-        total += rate(spec, quantities.get(spec.metric, Decimal(0))).amount
-    return total
-
-
 def check_budgets(
     session: Session,
     clock: Clock,
-    pricing_for: PricingLookup,
+    forecast_for: ForecastLookup,
     *,
-    basis: Literal["actual", "forecast"] = "actual",
     organization_ids: Sequence[str] | None = None,
 ) -> list[BudgetCrossing]:
-    """Compare each budget with its organization's spend; alert each crossing once.
+    """Compare each budget with its organization's forecast; alert each crossing once.
 
-    A threshold crossed in a period is recorded (``BudgetAlert``, unique per budget, period
-    and threshold) and published as :class:`~imhost.events.BudgetThresholdCrossed`; running
-    again never repeats it. With ``hard_cap``, reaching 100 % also publishes
-    :class:`~imhost.events.BudgetCapReached` (once per period) so that hosting stops billable
-    overage; when the spend is under the cap again (a new period began, the budget was raised
-    or its hard cap turned off), :class:`~imhost.events.BudgetCapLifted` lets the service
-    carry billable usage again. Without a subscription (``pricing_for`` returns None) the
-    period is the UTC calendar month and the spend is zero.
+    A threshold the forecast of the next invoice reaches in a period is recorded
+    (``BudgetAlert``, unique per budget, period and threshold) and published as
+    :class:`~imhost.events.BudgetThresholdCrossed` (notify e-mails it); running again never
+    repeats it. With ``hard_cap``, the invoice counting only the usage so far reaching 100 %
+    publishes :class:`~imhost.events.BudgetCapReached` (once per period) so that hosting stops
+    billable overage; when it is under the cap again (a new period began, the budget was
+    raised or its hard cap turned off), :class:`~imhost.events.BudgetCapLifted` lets the
+    service carry billable usage again. Without a subscription (``forecast_for`` returns
+    None) the period is the UTC calendar month and the forecast is zero.
     """
     query = select(Budget).order_by(Budget.organization_id)
     if organization_ids is not None:
@@ -125,30 +111,30 @@ def check_budgets(
     crossings: list[BudgetCrossing] = []
     now = clock.now()
     for budget in session.scalars(query).all():
-        pricing = pricing_for(session, budget.organization_id)
-        if pricing is None:
+        fc = forecast_for(session, clock, budget.organization_id)
+        if fc is None:
             start, end = calendar_month(now)
-            pricing = BudgetPricing(start, end, (), Decimal(0), budget.currency)
-        if pricing.currency != budget.currency:
+            fc = BudgetForecast(start, end, end, Decimal(0), Decimal(0), budget.currency)
+        if fc.currency != budget.currency:
             log.warning(
                 "budget %s is in %s but the organization is billed in %s; not checked",
                 budget.id,
                 budget.currency,
-                pricing.currency,
+                fc.currency,
             )
             continue
-        amount = spend(session, clock, budget.organization_id, pricing, basis=basis)
+        amount, so_far = fc.forecast, fc.so_far
         budget_amount = tidy_money(budget.amount, budget.currency)
         already = set(
             session.scalars(
                 select(BudgetAlert.threshold).where(
                     BudgetAlert.budget_id == budget.id,
-                    BudgetAlert.period_start == pricing.period_start,
+                    BudgetAlert.period_start == fc.period_start,
                 )
             )
         )
         reached = [t for t in sorted(budget.thresholds) if amount * 100 >= t * budget.amount]
-        capped = budget.hard_cap and amount >= budget.amount
+        capped = budget.hard_cap and so_far >= budget.amount
         if capped:
             reached.append(CAP_MARKER)
         elif budget.capped_since is not None:
@@ -160,7 +146,7 @@ def check_budgets(
                     at=now,
                     organization_id=budget.organization_id,
                     reason=(
-                        f"the spend this period ({amount} {budget.currency}) is under the "
+                        f"the next invoice so far ({so_far} {budget.currency}) is under the "
                         f"budget's hard cap of {budget_amount} {budget.currency}"
                         if budget.hard_cap
                         else "the budget no longer has a hard cap"
@@ -171,25 +157,26 @@ def check_budgets(
             # Capped again in a period whose notice went out already (the cap was lifted by
             # a raised budget, then reached again): block again without a second notice.
             budget.capped_since = now
-            events.publish(session, _cap_event(budget, now, amount, budget_amount))
+            events.publish(session, _cap_event(budget, now, so_far, budget_amount))
         for threshold in reached:
             if threshold in already:
                 continue
-            if not _record(session, budget, pricing.period_start, threshold, amount, now):
+            measured = so_far if threshold == CAP_MARKER else amount
+            if not _record(session, budget, fc.period_start, threshold, measured, now):
                 continue  # another worker recorded it first
             crossing = BudgetCrossing(
                 organization_id=budget.organization_id,
                 budget_id=budget.id,
                 threshold=threshold,
-                amount=amount,
+                amount=measured,
                 budget_amount=budget_amount,
                 currency=budget.currency,
-                period_start=pricing.period_start,
+                period_start=fc.period_start,
             )
             crossings.append(crossing)
             if threshold == CAP_MARKER:
                 budget.capped_since = now
-                events.publish(session, _cap_event(budget, now, amount, budget_amount))
+                events.publish(session, _cap_event(budget, now, so_far, budget_amount))
             else:
                 events.publish(
                     session,
@@ -201,7 +188,9 @@ def check_budgets(
                         amount=amount,
                         budget_amount=budget_amount,
                         currency=budget.currency,
-                        period_start=pricing.period_start,
+                        period_start=fc.period_start,
+                        period_end=fc.period_end,
+                        invoice_at=fc.invoice_at,
                     ),
                 )
     return crossings
@@ -215,9 +204,9 @@ def _cap_event(
         organization_id=budget.organization_id,
         metric="*",
         reason=(
-            f"the monthly budget of {budget_amount} {budget.currency} is reached ({amount} "
-            f"{budget.currency} this period); billable usage beyond the plan's included "
-            "quantities is stopped"
+            f"the monthly budget of {budget_amount} {budget.currency} is reached (the next "
+            f"invoice is {amount} {budget.currency} with the usage so far); billable usage "
+            "beyond the plan's included quantities is stopped"
         ),
     )
 
@@ -251,16 +240,11 @@ def _record(
 
 
 def scheduled_budget_check(
-    session_factory: sessionmaker[Session],
-    clock: Clock,
-    pricing_for: PricingLookup,
-    *,
-    basis: Literal["actual", "forecast"] = "actual",
+    session_factory: sessionmaker[Session], clock: Clock, forecast_for: ForecastLookup
 ) -> int:
     """The worker's job: check every budget in one transaction; returns the crossings.
 
-    The caller binds ``pricing_for`` (billing's answer: the subscription's period and plan
-    version prices; ``imhost.billing.budgets.pricing_for`` is it).
+    The caller binds ``forecast_for`` (``imhost.billing.budgets.budget_forecast``).
     """
     with transaction(session_factory) as session:
-        return len(check_budgets(session, clock, pricing_for, basis=basis))
+        return len(check_budgets(session, clock, forecast_for))

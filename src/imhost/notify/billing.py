@@ -2,17 +2,21 @@
 
 Billing publishes events (it never imports notify); these subscribers turn them into
 messages queued in the publisher's transaction: the invoice e-mail with its PDF attached,
-payment receipts, dunning reminders, credit notes, and a webhook for each.
+payment receipts, dunning reminders, credit notes, and a webhook for each; and the budget
+alert (metering's ``BudgetThresholdCrossed``: the forecast of the next invoice passed a
+threshold) to the organization's owners, billing members and invoice address.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imhost import events
-from imhost.accounts.models import Organization
+from imhost.accounts.models import Membership, Organization, OrgRole, User
 from imhost.billing import subscribers as billing_subscribers
 from imhost.billing.models import CreditNote, Invoice, Payment
 from imhost.billing.render import render_invoice_html, render_invoice_pdf
@@ -51,6 +55,21 @@ def payment_payload(payment: Payment) -> dict[str, Any]:
         "refunded_amount": str(payment.refunded_amount),
         "received_at": payment.received_at.isoformat(),
     }
+
+
+def budget_recipients(session: Session, org: Organization) -> list[str]:
+    """Who budget alerts go to: the organization's owners and billing contacts (members
+    with the billing role), and its invoice address."""
+    emails = session.scalars(
+        select(User.email)
+        .join(Membership, Membership.user_id == User.id)
+        .where(
+            Membership.organization_id == org.id,
+            Membership.role.in_([OrgRole.OWNER.value, OrgRole.BILLING.value]),
+        )
+        .order_by(User.email)
+    )
+    return list(dict.fromkeys([*emails, *([org.billing_email] if org.billing_email else [])]))
 
 
 def register(
@@ -216,7 +235,36 @@ def register(
                 kind="credit-note",
             )
 
+    def on_budget(event: events.BudgetThresholdCrossed, session: Any) -> None:
+        org = session.get(Organization, event.organization_id)
+        if org is None:
+            return
+        to = budget_recipients(session, org)
+        forecast = format_money(event.amount, event.currency)
+        budget = format_money(event.budget_amount, event.currency)
+        share = (event.amount * 100 / event.budget_amount).quantize(Decimal(1))
+        at = event.invoice_at
+        when = f" on {at.day} {at:%B %Y}" if at else ""
+        mailer.send(
+            session,
+            clock_of(session),
+            to,
+            f"Budget alert: your next invoice is forecast at {share} % of your budget",
+            (
+                f"The forecast of your next invoice{when} is {forecast}, tax included: "
+                f"{share} % of your monthly budget of {budget}. You asked to be told when "
+                f"it passes {event.threshold} %.\n\n"
+                "The forecast assumes your usage continues at the same pace until the end of "
+                "the period. We send this once per period and threshold.\n\n"
+                f"See your usage, the forecast line by line and your budget: "
+                f"{base}/portal/orgs/{org.slug}/billing\n"
+            ),
+            organization_id=org.id,
+            kind="budget-alert",
+        )
+
     bus.subscribe(events.InvoiceEvent, on_invoice)
+    bus.subscribe(events.BudgetThresholdCrossed, on_budget)
     bus.subscribe(events.PaymentEvent, on_payment)
     bus.subscribe(events.DunningReminderDue, on_reminder)
     bus.subscribe(events.CreditNoteIssued, on_credit_note)

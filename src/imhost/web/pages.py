@@ -52,6 +52,7 @@ from imhost.kit.errors import (
 from imhost.kit.money import format_money
 from imhost.kit.text import CONTROL_MESSAGE, first_control_character
 from imhost.runtime import Runtime
+from imhost.web import words
 from imhost.web.deps import Db, Principal, Requirement, RuntimeDep, client_address
 from imhost.web.problems import retry_after
 
@@ -104,6 +105,7 @@ templates.filters["when"] = _when
 templates.filters["day"] = lambda v: _when(v, "%Y-%m-%d")
 templates.filters["number"] = _number
 templates.filters["tuple_pair"] = lambda v: (v, str(v).replace("_", " "))
+templates.filters.update(words.FILTERS)  # plain words for internal codes
 
 
 # --- refusals as pages ------------------------------------------------------------------------

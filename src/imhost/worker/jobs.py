@@ -40,8 +40,8 @@ def default_jobs(runtime: Runtime) -> list[Job]:
         Job("login-throttle-purge", timedelta(hours=6), purge_login_throttles),
         Job(
             "budget-check",
-            timedelta(minutes=15),
-            _bind(metering_tasks.scheduled_budget_check, factory, clock, budgets.pricing_for),
+            metering_tasks.CHECK_EVERY,
+            _bind(metering_tasks.scheduled_budget_check, factory, clock, budgets.budget_forecast),
         ),
         Job(
             "billing-run",

@@ -38,6 +38,10 @@ ACCOUNT_POLL_OVERLAP = timedelta(seconds=2)
 class AccountCache(Protocol):
     def forget_account(self, domain: str, localpart: str) -> None: ...
 
+    def cached_accounts(self) -> dict[str, tuple[str, str]]:
+        """Account id -> (domain, localpart) of every account cached."""
+        ...
+
     def forget_host(self, domain: str) -> None: ...
 
 
@@ -181,7 +185,8 @@ class DbHostDirectory:
 
     async def refresh(self) -> None:
         """Pick up changes committed by other processes (the CLI, another node): hosts that
-        appeared, changed or went, and accounts disabled since the last refresh. (Changes
+        appeared, changed or went, accounts changed since the last refresh (disabled ones
+        are closed) and cached accounts deleted. (Changes
         made in this process arrive at once, without waiting for this.)"""
         await self._reload_hosts(notify=True)
         since = self._accounts_polled_at
@@ -190,12 +195,27 @@ class DbHostDirectory:
         if since is None:
             return
         since -= ACCOUNT_POLL_OVERLAP
-        for domain, localpart, disabled, reason in await self.runner.run(
-            lambda s: repo.accounts_changed_since(s, since)
-        ):
+        cached = self.accounts.cached_accounts()
+        ids = sorted(cached)
+
+        def read(
+            session: Session,
+        ) -> tuple[list[tuple[str, str, bool, str]], set[str]]:
+            return (
+                repo.accounts_changed_since(session, since),
+                repo.existing_account_ids(session, ids),
+            )
+
+        changed, existing = await self.runner.run(read)
+        for domain, localpart, disabled, reason in changed:
             self.accounts.forget_account(domain, localpart)
             if disabled:
                 self._notify_account(domain, localpart, reason or "this account is disabled")
+        for account_id in set(ids) - existing:
+            # Deleted by another process: no row left to poll, so the cache is checked.
+            domain, localpart = cached[account_id]
+            self.accounts.forget_account(domain, localpart)
+            self._notify_account(domain, localpart, "this account was deleted")
 
     # -- HostDirectory ----------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from imhost.db.engine import transaction
 from imhost.hosting import service as hosting
 from imhost.hosting.dataplane.runner import DB_ATTEMPTS, AccountLookup, DbRunner
+from imhost.hosting.dataplane.signin import SessionStartReads
 from imhost.hosting.models import XmppAccount, XmppOfflineMessage, XmppPrivateXml
 from imhost.xmpp.ports import OfflineMessage, StorageFull
 
@@ -71,10 +72,18 @@ class _StorageLedger:
 class DbStorage:
     """``OfflineStore`` and the private-XML half of ``PrivateStore``; see the module docstring."""
 
-    def __init__(self, runner: DbRunner, accounts: AccountLookup, directory: ServiceIds) -> None:
+    def __init__(
+        self,
+        runner: DbRunner,
+        accounts: AccountLookup,
+        directory: ServiceIds,
+        reads: SessionStartReads | None = None,
+    ) -> None:
         self.runner = runner
         self.accounts = accounts
         self.directory = directory
+        self.reads = reads
+        """The session start's snapshot: says whether offline messages wait (None: read)."""
         self._gauges: tuple[float, dict[str, int], dict[str, int]] | None = None
         self._offline_locks: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -241,7 +250,15 @@ class DbStorage:
             return True
 
         async with self._offline_lock(domain, localpart):
-            return await self._db_storage(write)
+            self._changed(account_id)
+            try:
+                return await self._db_storage(write)
+            finally:
+                self._changed(account_id)
+
+    def _changed(self, account_id: str) -> None:
+        if self.reads is not None:
+            self.reads.changed(account_id)
 
     async def pop_all(self, domain: str, localpart: str) -> list[OfflineMessage]:
         account_id = await self.accounts.account_id(domain, localpart)
@@ -267,7 +284,15 @@ class DbStorage:
             return [OfflineMessage(r.stanza, r.stored_at) for r in rows]
 
         async with self._offline_lock(domain, localpart):
-            return await self._db_storage(take)
+            # Most logins find nothing waiting: the session start's snapshot says so without
+            # a write transaction.
+            if self.reads is not None and not (await self.reads.of(account_id)).offline_waiting:
+                return []
+            self._changed(account_id)
+            try:
+                return await self._db_storage(take)
+            finally:
+                self._changed(account_id)
 
     async def count(self, domain: str, localpart: str) -> int:
         account_id = await self.accounts.account_id(domain, localpart)

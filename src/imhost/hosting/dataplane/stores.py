@@ -4,32 +4,42 @@ as empty and its writes are ignored, as the ports say."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
 from imhost.hosting import repository as repo
 from imhost.hosting.dataplane.runner import AccountLookup, DbRunner
+from imhost.hosting.dataplane.signin import SessionStartReads
 from imhost.xmpp.ports import RosterItem
+
+T = TypeVar("T")
 
 
 class DbRosterStore:
     """``RosterStore``: roster items with a version (XEP-0237) and pending inbound
-    subscription requests (RFC 6121 §3.1.3), per account."""
+    subscription requests (RFC 6121 §3.1.3), per account. Reads come from the session
+    start's snapshot (:class:`SessionStartReads`); every write drops it."""
 
-    def __init__(self, runner: DbRunner, accounts: AccountLookup) -> None:
+    def __init__(self, runner: DbRunner, accounts: AccountLookup, reads: SessionStartReads) -> None:
         self.runner = runner
         self.accounts = accounts
+        self.reads = reads
+
+    async def _write(self, account_id: str, work: Callable[[Session], T]) -> T:
+        self.reads.changed(account_id)
+        try:
+            return await self.runner.run(work, write=True)
+        finally:
+            self.reads.changed(account_id)
 
     async def get_roster(self, domain: str, localpart: str) -> tuple[str, list[RosterItem]]:
         account_id = await self.accounts.account_id(domain, localpart)
         if account_id is None:
             return "0", []
-
-        def read(session: Session) -> tuple[str, list[RosterItem]]:
-            return repo.roster_version(session, account_id), repo.roster_items(session, account_id)
-
-        return await self.runner.run(read)
+        reads = await self.reads.of(account_id)
+        return reads.roster_version, list(reads.roster)
 
     async def set_item(self, domain: str, localpart: str, item: RosterItem) -> str:
         account_id = await self.accounts.account_id(domain, localpart)
@@ -41,7 +51,7 @@ class DbRosterStore:
             repo.upsert_roster_item(session, account_id, item)
             return version
 
-        return await self.runner.run(write, write=True)
+        return await self._write(account_id, write)
 
     async def remove_item(self, domain: str, localpart: str, jid: str) -> str:
         account_id = await self.accounts.account_id(domain, localpart)
@@ -53,27 +63,25 @@ class DbRosterStore:
                 return repo.bump_roster_version(session, account_id)
             return repo.roster_version(session, account_id)
 
-        return await self.runner.run(write, write=True)
+        return await self._write(account_id, write)
 
     async def get_pending_in(self, domain: str, localpart: str) -> dict[str, str]:
         account_id = await self.accounts.account_id(domain, localpart)
         if account_id is None:
             return {}
-        return await self.runner.run(lambda s: repo.pending_in(s, account_id))
+        return dict((await self.reads.of(account_id)).pending_in)
 
     async def set_pending_in(self, domain: str, localpart: str, jid: str, stanza: str) -> None:
         account_id = await self.accounts.account_id(domain, localpart)
         if account_id is None:
             return
-        await self.runner.run(
-            lambda s: repo.upsert_pending_in(s, account_id, jid, stanza), write=True
-        )
+        await self._write(account_id, lambda s: repo.upsert_pending_in(s, account_id, jid, stanza))
 
     async def remove_pending_in(self, domain: str, localpart: str, jid: str) -> None:
         account_id = await self.accounts.account_id(domain, localpart)
         if account_id is None:
             return
-        await self.runner.run(lambda s: repo.delete_pending_in(s, account_id, jid))
+        await self._write(account_id, lambda s: repo.delete_pending_in(s, account_id, jid))
 
 
 class DbVCardStore:
@@ -97,26 +105,35 @@ class DbVCardStore:
 
 
 class DbBlockListStore:
-    """``BlockListStore``: the account's blocked JIDs (XEP-0191)."""
+    """``BlockListStore``: the account's blocked JIDs (XEP-0191); reads from the session
+    start's snapshot, which every write drops."""
 
-    def __init__(self, runner: DbRunner, accounts: AccountLookup) -> None:
+    def __init__(self, runner: DbRunner, accounts: AccountLookup, reads: SessionStartReads) -> None:
         self.runner = runner
         self.accounts = accounts
+        self.reads = reads
+
+    async def _write(self, account_id: str, work: Callable[[Session], None]) -> None:
+        self.reads.changed(account_id)
+        try:
+            await self.runner.run(work, write=True)
+        finally:
+            self.reads.changed(account_id)
 
     async def get_blocklist(self, domain: str, localpart: str) -> set[str]:
         account_id = await self.accounts.account_id(domain, localpart)
         if account_id is None:
             return set()
-        return await self.runner.run(lambda s: repo.blocked_jids(s, account_id))
+        return set((await self.reads.of(account_id)).blocked)
 
     async def block(self, domain: str, localpart: str, jids: Sequence[str]) -> None:
         account_id = await self.accounts.account_id(domain, localpart)
         if account_id is None or not jids:
             return
-        await self.runner.run(lambda s: repo.add_blocked(s, account_id, jids), write=True)
+        await self._write(account_id, lambda s: repo.add_blocked(s, account_id, jids))
 
     async def unblock(self, domain: str, localpart: str, jids: Sequence[str] | None) -> None:
         account_id = await self.accounts.account_id(domain, localpart)
         if account_id is None or (jids is not None and not jids):
             return
-        await self.runner.run(lambda s: repo.delete_blocked(s, account_id, jids))
+        await self._write(account_id, lambda s: repo.delete_blocked(s, account_id, jids))

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from imhost.accounts.permissions import Access, org_role_allows, staff_role_allows
 from imhost.billing import service as billing
 from imhost.billing.budgets import pricing_for
+from imhost.billing.forecast import forecast_invoice, forecast_invoices
 from imhost.billing.models import Invoice
 from imhost.billing.plans import load_plan_terms
 from imhost.billing.render import render_invoice_pdf
@@ -23,7 +24,7 @@ from imhost.metering import aggregate, budgets
 from imhost.metering import forecast as forecasting
 from imhost.metering import metrics as m
 from imhost.metering.schemas import BudgetIn
-from imhost.metering.tasks import BudgetPricing, calendar_month
+from imhost.metering.tasks import CHECK_EVERY, BudgetPricing, calendar_month
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, RuntimeDep
 from imhost.web.pages import (
@@ -82,8 +83,8 @@ def billing_summary(db: Db, runtime: Runtime, principal: Principal) -> dict[str,
     if sub is None:
         return {"plan_name": None}
     terms = load_plan_terms(db, sub.plan_version_id)
-    fc, _ = _forecast(db, runtime, principal.org_id)
-    return {"plan_name": terms.plan_name, "status": sub.status, "forecast": fc}
+    invoice = forecast_invoice(db, runtime.clock, principal.org_id)
+    return {"plan_name": terms.plan_name, "status": sub.status, "invoice": invoice}
 
 
 def daily_usage(
@@ -113,26 +114,33 @@ def _billing_page(
     sub = billing.current_subscription(db, org_id)
     terms = load_plan_terms(db, sub.plan_version_id) if sub is not None else None
     fc, pricing = _forecast(db, runtime, org_id)
+    invoice, so_far = forecast_invoices(db, runtime.clock, org_id) or (None, None)
     now = runtime.clock.now()
     budget = budgets.get_budget(db, org_id)
     days = daily_usage(db, org_id, m.MESSAGES, fc.period_start, fc.period_end)
     today = (now - fc.period_start).days + 1
+    currency = invoice.currency if invoice is not None else fc.currency
     ctx = {
         "title": "Billing and usage",
         "sub": sub,
         "terms": terms,
         "forecast": fc,
-        "units": {code: metric.unit for code, metric in m.BILLABLE_METRICS.items()},
+        "invoice": invoice,
+        "so_far": so_far,
         "usage_chart": charts.bars(
             "Messages per day this period", days, unit="messages", forecast_from=today
         ),
         "budget_chart": charts.against_budget(
-            "Forecast against budget",
-            [("Base fee", fc.base_fee), ("Forecast", fc.total)],
+            "Next invoice against the budget",
+            [
+                ("So far", so_far.total if so_far else Decimal(0)),
+                ("Forecast", invoice.total if invoice else Decimal(0)),
+            ],
             budget.amount if budget else None,
-            fc.currency,
+            currency,
         ),
         "budget": budget,
+        "check_minutes": int(CHECK_EVERY.total_seconds() // 60),
         "credit": billing.credit_balances(db, org_id) if _allowed(principal, "billing") else {},
         "can_billing": _allowed(principal, "billing"),
         "values": values

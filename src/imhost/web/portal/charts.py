@@ -5,7 +5,7 @@ and a text description for screen readers."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from html import escape
 
 from markupsafe import Markup
@@ -13,9 +13,11 @@ from markupsafe import Markup
 from imhost.catalog.intervals import interval_words
 from imhost.kit.money import format_money
 
-WIDTH, HEIGHT = 440, 200
-LEFT, BOTTOM, TOP = 44, 26, 14
-BUDGET_WIDTH = 440
+BUDGET_WIDTH = 360
+CHAR_W = 7.6  # the width of a digit of the charts' 13px text, in viewBox units
+
+# The usage chart is drawn twice, for a phone's width and for a desktop's; site.css shows one.
+LAYOUTS = (("wide", 680, 240, 3), ("narrow", 310, 220, 7))
 
 
 def _fmt(value: Decimal) -> str:
@@ -29,45 +31,103 @@ def _point(label: str, value: Decimal, unit: str) -> str:
     return f"{label}: {_fmt(value)} {unit}".strip()
 
 
+def nice_ticks(peak: Decimal, count: int = 5) -> list[Decimal]:
+    """Round axis values from 0 to at least ``peak``: steps of 1, 2, 2.5 or 5 times a power
+    of ten (0, 500,000, 1,000,000, ... for a peak of 2,013,300)."""
+    if peak <= 0:
+        return [Decimal(0), Decimal(1)]
+    raw = peak / count
+    power = Decimal(10) ** (raw.adjusted())
+    step = next(
+        m * power
+        for m in (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5), Decimal(10))
+        if m * power >= raw
+    )
+    top = (peak / step).to_integral_value(rounding=ROUND_CEILING) * step
+    ticks, value = [], Decimal(0)
+    while value <= top:
+        ticks.append(value)
+        value += step
+    return ticks
+
+
+def _tick_label(value: Decimal) -> str:
+    """A full axis number with thousands separators (``2,000,000``), never shortened."""
+    value = value.normalize()
+    return f"{int(value):,}" if value == value.to_integral_value() else f"{value:,f}"
+
+
 def bars(
     title: str,
     points: Sequence[tuple[str, Decimal]],
     *,
     unit: str = "",
     forecast_from: int | None = None,
+    chart_id: str = "c",
 ) -> Markup:
-    """One bar per point (label, value); bars from ``forecast_from`` on are drawn lighter."""
-    peak = max((v for _, v in points), default=Decimal(0)) or Decimal(1)
+    """One bar per point (label, value) over a value axis of round numbers, each written in
+    full; bars from ``forecast_from`` on are drawn lighter (days still to come). Drawn for a
+    desktop's width and for a phone's (``site.css`` shows the one that fits)."""
+    drawn = "".join(
+        _bars(title, points, unit, forecast_from, f"{chart_id}-{name}", name, width, height, every)
+        for name, width, height, every in LAYOUTS
+    )
+    return Markup(drawn)  # noqa: S704 - every input is escaped in _bars
+
+
+def _bars(
+    title: str,
+    points: Sequence[tuple[str, Decimal]],
+    unit: str,
+    forecast_from: int | None,
+    ident: str,
+    layout: str,
+    width: int,
+    height: int,
+    label_every: int,
+) -> str:
+    peak = max((v for _, v in points), default=Decimal(0))
+    ticks = nice_ticks(peak)
+    top = ticks[-1]
+    labels = [_tick_label(t) for t in ticks]
+    left = int(max(len(t) for t in labels) * CHAR_W) + 12
+    right, top_pad, bottom = 10, 12, 28
+    plot_w = width - left - right
+    plot_h = height - bottom - top_pad
     n = max(len(points), 1)
-    plot_w = WIDTH - LEFT - 8
-    plot_h = HEIGHT - BOTTOM - TOP
     step = plot_w / n
+    base_y = top_pad + plot_h
     parts = [
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-labelledby="c-t c-d" xmlns="{SVG_NS}">',
-        f'<title id="c-t">{escape(title)}</title>',
-        f'<desc id="c-d">{escape(", ".join(_point(label, v, unit) for label, v in points))}</desc>',
-        f'<line class="axis" x1="{LEFT}" y1="{TOP + plot_h}" '
-        f'x2="{WIDTH - 8}" y2="{TOP + plot_h}"/>',
-        f'<text x="{LEFT - 6}" y="{TOP + 10}" text-anchor="end">{escape(_fmt(peak))}</text>',
-        f'<text x="{LEFT - 6}" y="{TOP + plot_h}" text-anchor="end">0</text>',
+        f'<svg class="chart {layout}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-labelledby="{ident}-t {ident}-d" xmlns="{SVG_NS}">',
+        f'<title id="{ident}-t">{escape(title)}</title>',
+        f'<desc id="{ident}-d">'
+        f"{escape(', '.join(_point(label, v, unit) for label, v in points))}</desc>",
     ]
-    label_every = max(1, -(-n // 6))
+    for tick, text in zip(ticks, labels, strict=True):
+        y = base_y - float(tick / top) * plot_h
+        cls = "axis" if tick == 0 else "grid"
+        parts.append(
+            f'<line class="{cls}" x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}"/>'
+        )
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(text)}</text>'
+        )
     for i, (label, value) in enumerate(points):
-        h = float(value / peak) * plot_h
-        x = LEFT + i * step + step * 0.15
+        h = float(value / top) * plot_h if top else 0.0
+        x = left + i * step + step * 0.15
         cls = "bar forecast" if forecast_from is not None and i >= forecast_from else "bar"
         parts.append(
-            f'<rect class="{cls}" x="{x:.1f}" y="{TOP + plot_h - h:.1f}" '
+            f'<rect class="{cls}" x="{x:.1f}" y="{base_y - h:.1f}" '
             f'width="{step * 0.7:.1f}" height="{h:.1f}"/>'
         )
         if i % label_every == 0:
             parts.append(
-                f'<text x="{x + step * 0.35:.1f}" y="{HEIGHT - 8}" '
+                f'<text x="{x + step * 0.35:.1f}" y="{height - 8}" '
                 f'text-anchor="middle">{escape(label)}</text>'
             )
     parts.append("</svg>")
-    return Markup("".join(parts))  # noqa: S704 - every input is escaped above
+    return "".join(parts)
 
 
 def against_budget(
@@ -76,9 +136,9 @@ def against_budget(
     """Horizontal bars (e.g. billed so far, forecast) with the budget as a dashed line."""
     peak = max([v for _, v in items] + [budget or Decimal(0), Decimal(1)])
     height = 40 + 44 * len(items)
-    plot_w = BUDGET_WIDTH - 200
+    plot_w = BUDGET_WIDTH - 170
     parts = [
-        f'<svg class="chart" viewBox="0 0 {BUDGET_WIDTH} {height}" role="img" '
+        f'<svg class="chart compact" viewBox="0 0 {BUDGET_WIDTH} {height}" role="img" '
         f'aria-labelledby="b-t b-d" xmlns="{SVG_NS}">',
         f'<title id="b-t">{escape(title)}</title>',
         '<desc id="b-d">'

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
+import hmac
 import os
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from imhost.kit.jid import prepare_localpart
 from imhost.kit.scram import (
+    ScramCredentials,
     ScramError,
     ScramHash,
     ScramServerExchange,
@@ -43,6 +47,42 @@ keys, their iterations and what is stored do not change). ejabberd's and Prosody
 storage check PLAIN against SHA-1 keys too."""
 
 _kdf_executor: ThreadPoolExecutor | None = None
+
+
+class VerifiedPasswords:
+    """PLAIN passwords verified lately, so that a repeat login costs one HMAC, not a PBKDF2.
+
+    An entry is keyed by the account's stored key and an HMAC-SHA256 of the password under a
+    random secret of this process: the password itself is not kept, a changed password
+    changes the stored key (so an old entry never matches again), and only right passwords
+    are added. Bounded: the oldest entries go first. docs/security.md says what it trades.
+    """
+
+    def __init__(self, max_entries: int = 65_536) -> None:
+        self.max_entries = max_entries
+        self._secret = secrets.token_bytes(32)
+        self._entries: dict[tuple[bytes, bytes], None] = {}
+
+    def _key(self, creds: ScramCredentials, password: str) -> tuple[bytes, bytes]:
+        tag = hmac.new(self._secret, password.encode("utf-8"), hashlib.sha256).digest()
+        return creds.stored_key, tag
+
+    def __contains__(self, item: tuple[ScramCredentials, str]) -> bool:
+        return self._key(*item) in self._entries
+
+    def add(self, creds: ScramCredentials, password: str) -> None:
+        key = self._key(creds, password)
+        self._entries.pop(key, None)
+        self._entries[key] = None
+        while len(self._entries) > self.max_entries:
+            del self._entries[next(iter(self._entries))]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+verified_passwords = VerifiedPasswords()
+"""This process's cache of verified PLAIN passwords."""
 
 
 def kdf_executor() -> ThreadPoolExecutor:
@@ -197,8 +237,13 @@ class SaslExchange:
         if creds is None:
             h = PLAIN_HASHES[0]
             creds = fake_credentials(f"{authcid}@{self.domain}", self.secret, h)
-        loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(kdf_executor(), verify_plain, password, creds, h)
+        if known and (creds, password) in verified_passwords:
+            ok = True
+        else:
+            loop = asyncio.get_running_loop()
+            ok = await loop.run_in_executor(kdf_executor(), verify_plain, password, creds, h)
+            if ok and known:
+                verified_passwords.add(creds, password)
         if not (ok and known):
             await self._report(False)
             return self._failure()

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from imhost.accounts.permissions import Access, Scope
 from imhost.billing.budgets import pricing_for
+from imhost.billing.forecast import forecast_invoice
 from imhost.hosting import service as hosting
 from imhost.kit.decimals import Quantity
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
@@ -33,6 +34,7 @@ from imhost.metering.schemas import (
     BudgetAlertOut,
     BudgetIn,
     BudgetOut,
+    ForecastInvoiceLineOut,
     ForecastLineOut,
     ForecastOut,
     IngestResultOut,
@@ -154,7 +156,8 @@ def usage_to_date(principal: UsageRead, db: Db, runtime: RuntimeDep) -> UsageToD
 
 @router.get("/orgs/{org_id}/usage/forecast", response_model=ForecastOut)
 def usage_forecast(principal: UsageRead, db: Db, runtime: RuntimeDep) -> ForecastOut:
-    """The projected bill of the current period (``method`` says how it is projected)."""
+    """The forecast of the next invoice, tax included, with the usage projection behind it
+    (``method`` says how it is made)."""
     now = runtime.clock.now()
     start, end, pricing = _period(db, principal.org_id, now)
     if pricing is None:
@@ -169,6 +172,7 @@ def usage_forecast(principal: UsageRead, db: Db, runtime: RuntimeDep) -> Forecas
         pricing.base_fee,
         pricing.currency,
     )
+    invoice = forecast_invoice(db, runtime.clock, principal.org_id)
     return ForecastOut(
         organization_id=principal.org_id,
         period_start=start,
@@ -181,13 +185,27 @@ def usage_forecast(principal: UsageRead, db: Db, runtime: RuntimeDep) -> Forecas
                 metric=line.metric,
                 usage_to_date=line.usage_to_date,
                 projected_quantity=line.projected_quantity,
-                projected_amount=line.charge.amount,
+                projected_amount=0 if invoice and invoice.in_trial else line.charge.amount,
                 explanation=line.charge.explanation,
             )
             for line in fc.lines
         ],
-        total=fc.total,
-        method=fc.method,
+        invoice_at=invoice.invoice_at if invoice else None,
+        trial_end=invoice.trial_end if invoice else None,
+        invoice_lines=[
+            ForecastInvoiceLineOut(
+                kind=line.kind,
+                description=line.description,
+                amount=line.amount,
+                calculation=line.calculation,
+            )
+            for line in (invoice.lines if invoice else [])
+        ],
+        subtotal=invoice.subtotal if invoice else 0,
+        tax_total=invoice.tax_total if invoice else 0,
+        total=invoice.total if invoice else 0,
+        amount_due=invoice.amount_due if invoice else 0,
+        method=invoice.method if invoice else fc.method,
     )
 
 

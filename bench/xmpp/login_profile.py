@@ -1,0 +1,212 @@
+"""Logins per second of the product (``imhost serve`` on SQLite) or the in-memory engine.
+
+Seeds a fresh data directory with a staff admin, one hosted service and ``--users`` XMPP
+accounts (4,096 PBKDF2 iterations, as the product stores them), starts the server pinned to
+core 0 without TLS, and logs in ``--logins`` times with 10 in flight for each mechanism,
+``--rounds`` times (the client keeps its SCRAM salted passwords, as real clients do)::
+
+    taskset -c 1 python3 bench/xmpp/login_profile.py --server serve --mech PLAIN,SCRAM-SHA-1
+    taskset -c 1 python3 bench/xmpp/login_profile.py --server memory
+
+``--py-spy FILE``: record the server with py-spy during the measured rounds (a flame graph,
+or ``--py-spy-format speedscope``). Run with ``PYTHONPATH=src`` to measure a checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadgen import connect_many
+from servers import cpu_times, free_port, wait_port
+
+DOMAIN = "bench.local"
+PASSWORD = "violet-tundra-harbour-1987"
+SERVER_CORE = "0"
+
+
+def seed(data_dir: Path, users: int) -> None:
+    """A fresh database: migrations, an admin, one service and ``users`` accounts."""
+    from imhost.accounts import service as accounts
+    from imhost.accounts.models import Organization, StaffRole
+    from imhost.config import Settings
+    from imhost.db.engine import transaction
+    from imhost.db.migrations import upgrade
+    from imhost.hosting import service as hosting
+    from imhost.runtime import build_runtime
+
+    settings = Settings(data_dir=data_dir)
+    upgrade(settings.resolved_database_url)
+    runtime = build_runtime(settings)
+    with transaction(runtime.session_factory) as session:
+        admin = accounts.create_user(
+            session,
+            runtime.clock,
+            email="admin@example.com",
+            name="Admin",
+            staff_role=StaffRole.ADMIN,
+            email_verified=True,
+        )
+        runtime.auth.set_password_directly(session, admin, PASSWORD)
+        org = Organization(name="Bench", slug="bench", created_at=runtime.clock.now())
+        session.add(org)
+        session.flush()
+        service = hosting.create_service(
+            session, runtime.clock, org, base_domain="bench.local", domain=DOMAIN
+        )
+        service.message_rate = None
+        service.max_connections_per_account = None
+        for i in range(users):
+            hosting.create_account(
+                session,
+                runtime.clock,
+                service,
+                username=f"u{i}",
+                password=PASSWORD,
+                security=settings.security,
+            )
+    runtime.engine.dispose()
+
+
+def serve_env(data_dir: Path, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "IMHOST_DATA_DIR": str(data_dir),
+            "IMHOST_HTTP_PORT": str(free_port()),
+            "IMHOST_XMPP__C2S_PORT": str(port),
+            "IMHOST_XMPP__C2S_DIRECT_TLS_PORT": str(free_port()),
+            "IMHOST_XMPP__REQUIRE_ENCRYPTION": "false",
+            "IMHOST_XMPP__ALLOW_PLAIN_WITHOUT_TLS": "true",
+            "IMHOST_XMPP__DIRECT_TLS_ENABLED": "false",
+            "IMHOST_XMPP__UNAUTHENTICATED_PER_ADDRESS": "100000",
+            "IMHOST_XMPP__CONNECTION_RATE_PER_ADDRESS": "100000",
+            "IMHOST_XMPP__CONNECTION_BURST_PER_ADDRESS": "100000",
+            "IMHOST_XMPP__NEGOTIATION_TIMEOUT_SECONDS": "60",
+        }
+    )
+    return env
+
+
+def start_server(kind: str, data_dir: Path, users: int, port: int) -> subprocess.Popen[bytes]:
+    if kind == "serve":
+        seed(data_dir, users)
+        cmd = [sys.executable, "-m", "imhost.cli.main", "serve"]
+        env = serve_env(data_dir, port)
+    else:
+        cmd = [
+            sys.executable,
+            "-m",
+            "imhost.xmpp",
+            *("--domain", DOMAIN, "--users", str(users), "--user-prefix", "u"),
+            *("--password", PASSWORD, "--port", str(port), "--tls-port", str(free_port())),
+            *("--no-tls", "--plain-without-tls", "--no-rate-limit", "--log", "WARNING"),
+            *("--cert-dir", str(data_dir / "tls"), "--modules", "roster,presence,disco,ping"),
+        ]
+        env = dict(os.environ)
+    return subprocess.Popen(
+        ["taskset", "-c", SERVER_CORE, *cmd],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(data_dir / "server.log", "wb"),
+    )
+
+
+async def one_round(port: int, pid: int, users: int, count: int, mech: str) -> tuple[float, float]:
+    """``count`` logins, 10 in flight: (logins/s, server CPU ms per login)."""
+    names = [f"u{i % users}" for i in range(count)]
+    run0, _ = cpu_times(pid)
+    conns, elapsed = await connect_many(
+        "127.0.0.1", port, names, DOMAIN, PASSWORD, in_flight=10, mech=mech, resources=True
+    )
+    run1, _ = cpu_times(pid)
+    for c in conns:
+        c.close()
+    await asyncio.sleep(1.5)  # closed sessions gone, batches flushed
+    return len(conns) / elapsed, (run1 - run0) / max(1, len(conns)) * 1000
+
+
+async def measure(args: argparse.Namespace, data_dir: Path) -> None:
+    port = free_port()
+    proc = start_server(args.server, data_dir, args.users, port)
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        await wait_port(port, timeout=120)
+        await asyncio.sleep(1.0)
+        mechs = args.mech.split(",")
+        for mech in mechs:
+            if mech != "PLAIN":
+                # the client derives its salted passwords once (its cost, not the server's)
+                await one_round(port, proc.pid, args.users, args.users, mech)
+        if args.py_spy:
+            spy = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--output",
+                    args.py_spy,
+                    "--format",
+                    args.py_spy_format,
+                    "--rate",
+                    "200",
+                    "--threads",
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            await asyncio.sleep(1.0)
+        for mech in mechs:
+            rates = []
+            for _ in range(args.rounds):
+                rate, cpu_ms = await one_round(port, proc.pid, args.users, args.logins, mech)
+                rates.append(rate)
+                print(f"{args.server:6s} {mech:12s} {rate:7.0f} logins/s  {cpu_ms:.2f} ms CPU")
+            print(f"{args.server:6s} {mech:12s} rounds: {', '.join(f'{r:.0f}' for r in rates)}")
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--server", choices=("serve", "memory"), default="serve")
+    p.add_argument("--users", type=int, default=1000)
+    p.add_argument("--logins", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--mech", default="PLAIN,SCRAM-SHA-1")
+    p.add_argument("--py-spy", default="", help="record the server into this file")
+    p.add_argument("--py-spy-format", default="flamegraph")
+    p.add_argument("--data-dir", default="", help="default: a fresh temporary directory")
+    args = p.parse_args()
+    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="imhost-logins-"))
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    started = time.monotonic()
+    try:
+        asyncio.run(measure(args, data_dir))
+    finally:
+        if not args.data_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    print(f"took {time.monotonic() - started:.0f} s; {os.getloadavg()[0]:.2f} load")
+
+
+if __name__ == "__main__":
+    main()

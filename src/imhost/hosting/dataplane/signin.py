@@ -1,0 +1,95 @@
+"""What a session's start reads of its account, in one read transaction.
+
+At the first presence the engine asks for the roster, the pending subscription requests,
+the block list and the offline messages: four reads, each a transaction on a worker thread.
+:class:`SessionStartReads` reads all four together on the first ask and answers the others
+from that snapshot for ``ttl`` seconds (2 s), unless this process writes any of them for the
+account meanwhile (every write of the store adapters calls :meth:`SessionStartReads.changed`
+before and after it, so a snapshot never hides a write made here). A write by another
+process (another node, the web app writing the database directly) within those seconds is
+seen at the next read, as if the read had happened a moment earlier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from imhost.hosting import repository as repo
+from imhost.hosting.dataplane.runner import DbRunner
+from imhost.hosting.models import XmppOfflineMessage
+from imhost.xmpp.ports import RosterItem
+
+SESSION_START_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccountReads:
+    roster_version: str
+    roster: tuple[RosterItem, ...]
+    pending_in: tuple[tuple[str, str], ...]
+    blocked: frozenset[str]
+    offline_waiting: bool
+
+
+def read_account(session: Session, account_id: str) -> AccountReads:
+    waiting = session.scalar(
+        select(XmppOfflineMessage.id).where(XmppOfflineMessage.account_id == account_id).limit(1)
+    )
+    return AccountReads(
+        roster_version=repo.roster_version(session, account_id),
+        roster=tuple(repo.roster_items(session, account_id)),
+        pending_in=tuple(repo.pending_in(session, account_id).items()),
+        blocked=frozenset(repo.blocked_jids(session, account_id)),
+        offline_waiting=waiting is not None,
+    )
+
+
+class SessionStartReads:
+    """See the module docstring. Used from the event loop only."""
+
+    def __init__(self, runner: DbRunner, *, ttl: float = SESSION_START_SECONDS) -> None:
+        self.runner = runner
+        self.ttl = ttl
+        self._snapshots: dict[str, tuple[float, AccountReads]] = {}
+        self._reading: dict[str, asyncio.Future[AccountReads]] = {}
+        self._changes: dict[str, int] = {}
+
+    def changed(self, account_id: str) -> None:
+        """A write of this account's roster, subscriptions, block list or offline messages
+        begins or has ended: no snapshot read before it is used any more."""
+        self._snapshots.pop(account_id, None)
+        self._reading.pop(account_id, None)  # later askers read again
+        self._changes[account_id] = self._changes.get(account_id, 0) + 1
+
+    def prune(self) -> None:
+        now = time.monotonic()
+        for account_id in [k for k, (until, _) in self._snapshots.items() if until <= now]:
+            del self._snapshots[account_id]
+        for account_id in [k for k in self._changes if k not in self._reading]:
+            del self._changes[account_id]
+
+    async def of(self, account_id: str) -> AccountReads:
+        cached = self._snapshots.get(account_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        reading = self._reading.get(account_id)
+        if reading is None:
+            reading = asyncio.ensure_future(self._read(account_id))
+            self._reading[account_id] = reading
+        return await asyncio.shield(reading)
+
+    async def _read(self, account_id: str) -> AccountReads:
+        seen = self._changes.get(account_id, 0)
+        try:
+            reads = await self.runner.run(lambda s: read_account(s, account_id))
+        finally:
+            if self._reading.get(account_id) is asyncio.current_task():
+                del self._reading[account_id]
+        if seen == self._changes.get(account_id, 0):
+            self._snapshots[account_id] = (time.monotonic() + self.ttl, reads)
+        return reads

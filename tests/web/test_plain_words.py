@@ -1,0 +1,133 @@
+"""What customers read in the portal has no internal codes: no metric codes, pricing-model
+codes, units like "GB (10^9 bytes)", payment method codes, limit field names, or seconds in
+proration. The pages are rendered for a realistic organization: the default plans, a month
+of usage, invoices, a payment, a plan change in the middle of a period."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from imhost.accounts.models import OrgRole
+from imhost.billing import service as billing
+from imhost.billing.flows import run_billing
+from imhost.billing.models import Invoice
+from imhost.catalog import service as catalog
+from imhost.db.engine import transaction
+from imhost.kit.clock import FrozenClock, utc
+from imhost.metering.ingestion import EngineUsage, ingest_engine_batch
+from imhost.web import portal
+from imhost.web.portal.auth import public_plans
+from tests.factories import World, make_world
+from tests.web.conftest import signed_in
+
+CODES = re.compile(
+    r"traffic_gb|storage_gb|peak_connections|monthly_active_users|per_unit|graduated:|"
+    r"volume:|package:|flat_tier|bank_transfer|account_credit|10\^9|fractional|"
+    r"max_xmpp_accounts|max_connections|storage_mb|message_rate|max_custom_domains|"
+    r"time_weighted|trialing|\d s /|\d s of|\b\d{1,3}(,\d{3})+ s\b"
+)
+
+
+def visible_text(html: str) -> str:
+    """The text a person sees: no tags, scripts, styles, attribute values or SVG titles
+    (the charts' text alternatives are checked too: they are in <desc>)."""
+    html = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", html)
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+@pytest.fixture
+def world(session_factory: sessionmaker[Session], clock: FrozenClock) -> World:
+    clock.set(utc(2026, 11, 1, 8))
+    with transaction(session_factory) as s:
+        world = make_world(s, clock)
+        billing.set_tax_rate(s, clock, "DE", "19")
+        catalog.seed_default_plans(s, clock)
+        starter = catalog.current_plan_version(s, "starter")
+        billing.start_subscription(s, clock, world.org.id, starter.id, with_trial=False)
+    run_billing(session_factory, clock, clock.now())
+    clock.set(utc(2026, 11, 25))
+    day, records, n = utc(2026, 11, 1), [], 0
+    while day < clock.now():
+        n += 1
+        records += [
+            EngineUsage(world.org.id, "messages", day, 60_000 + n, f"w:{n}:m"),
+            EngineUsage(world.org.id, "bytes_in", day, 188_826 + n, f"w:{n}:b"),
+            EngineUsage(world.org.id, "connections_peak", day, 3, f"w:{n}:c"),
+            EngineUsage(world.org.id, "offline_storage_bytes", day, 5_000_000, f"w:{n}:s"),
+            EngineUsage(world.org.id, "active_users", day, 1, f"w:{n}:u", subject="a@x"),
+        ]
+        day = day.replace(day=day.day + 1)
+    with transaction(session_factory) as s:
+        ingest_engine_batch(s, records, clock=clock)
+        business = catalog.current_plan_version(s, "business")
+        billing.change_plan(s, clock, world.org.id, business.id, changed_by="owner")
+    clock.set(utc(2026, 12, 1, 0, 30))
+    run_billing(session_factory, clock, clock.now())
+    with transaction(session_factory) as s:
+        invoice = s.scalars(select(Invoice).where(Invoice.status == "open")).first()
+        assert invoice is not None
+        billing.record_payment(
+            s, clock, invoice.id, amount=Decimal("5.00"), currency=invoice.currency
+        )
+    clock.set(utc(2026, 12, 9))
+    return world
+
+
+def test_no_internal_code_reaches_a_customer(
+    app: FastAPI, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    portal.install(app)
+    owner = signed_in(app, world.members[OrgRole.OWNER])
+    base = f"/portal/orgs/{world.org.slug}"
+    with session_factory() as s:
+        invoices = list(s.scalars(select(Invoice.id)))
+        other = catalog.current_plan_version(s, "enterprise")
+    pages = [
+        base + "/",
+        base + "/billing",
+        base + "/billing/plan",
+        base + "/billing/invoices",
+        *(f"{base}/billing/invoices/{i}" for i in invoices),
+        "/portal/sign-up",
+    ]
+    seen: dict[str, str] = {}
+    for path in pages:
+        response = owner.get(path)
+        assert response.status_code == 200, path
+        seen[path] = visible_text(response.text)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', owner.get(base + "/billing/plan").text)
+    assert token is not None
+    preview = owner.post(
+        base + "/billing/plan/preview", data={"plan": other.id, "csrf_token": token.group(1)}
+    )
+    assert preview.status_code == 200
+    seen["plan preview"] = visible_text(preview.text)
+    found = {path: CODES.findall(text) for path, text in seen.items() if CODES.search(text)}
+    assert found == {}, {p: [m.group(0) for m in CODES.finditer(seen[p])] for p in found}
+    # What is said instead, in plain words.
+    usage = seen[base + "/billing"]
+    assert "Traffic (GB)" in usage and "GB of traffic" in usage
+    assert "Monthly active users" in usage
+    assert any("(Bank transfer)" in text for path, text in seen.items() if "/invoices/" in path)
+    assert re.search(r"× \d+ days? / 30 days", " ".join(seen.values()))  # the proration
+
+
+def test_every_price_tier_of_a_plan_is_shown_before_choosing_it(
+    app: FastAPI, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    portal.install(app)
+    text = visible_text(signed_in(app, world.members[OrgRole.OWNER]).get("/portal/sign-up").text)
+    with session_factory() as s:
+        tiers = [c.tiers or [] for plan in public_plans(s) for c in plan.versions[0].components]
+    assert any(tiers), "the default plans have tiered prices"
+    for tier_list in tiers:
+        for tier in tier_list:
+            up_to = tier["up_to"]
+            assert up_to is None or f"{int(up_to):,}" in text, tier
+    assert "then tiered" not in text
