@@ -47,3 +47,22 @@ def test_bars_are_scaled_to_the_top_of_the_axis() -> None:
     heights = [float(h) for h in re.findall(r'<rect class="bar" [^>]*height="([\d.]+)"', svg)]
     assert heights[1] == 2 * heights[0]  # 0..100 axis: 100 is the full height, 50 half
     assert ">100</text>" in svg
+
+
+def test_counts_get_whole_steps() -> None:
+    """Customers per month: 0, 1, 2, 3 on the axis, never 0.5 of a customer."""
+    assert charts.nice_ticks(Decimal(3), whole=True) == [Decimal(n) for n in range(4)]
+    assert charts.nice_ticks(Decimal(1), whole=True) == [Decimal(0), Decimal(1)]
+    assert all(t == t.to_integral_value() for t in charts.nice_ticks(Decimal(7), whole=True))
+    assert Decimal("0.2") in charts.nice_ticks(Decimal(1))  # amounts may step by fifths
+
+
+def test_bar_labels_as_many_as_fit() -> None:
+    """Seven months on a phone: more than one label, and none drawn over another."""
+    points = [(f"Jun {2020 + i}", Decimal(i)) for i in range(7)]
+    svg = str(charts.bars("t", points, whole=True))
+    narrow = svg[svg.index('class="chart narrow"') :]
+    shown = [label for label, _ in points if f">{label}<" in narrow]
+    assert 2 <= len(shown) < 7
+    wide = svg[: svg.index('class="chart narrow"')]
+    assert all(f">{label}<" in wide for label, _ in points)

@@ -17,7 +17,7 @@ BUDGET_WIDTH = 360
 CHAR_W = 7.6  # the width of a digit of the charts' 13px text, in viewBox units
 
 # The usage chart is drawn twice, for a phone's width and for a desktop's; site.css shows one.
-LAYOUTS = (("wide", 680, 240, 3), ("narrow", 310, 220, 7))
+LAYOUTS = (("wide", 680, 240), ("narrow", 310, 220))
 
 
 def _fmt(value: Decimal) -> str:
@@ -31,9 +31,11 @@ def _point(label: str, value: Decimal, unit: str) -> str:
     return f"{label}: {_fmt(value)} {unit}".strip()
 
 
-def nice_ticks(peak: Decimal, count: int = 5) -> list[Decimal]:
+def nice_ticks(peak: Decimal, count: int = 5, *, whole: bool = False) -> list[Decimal]:
     """Round axis values from 0 to at least ``peak``: steps of 1, 2, 2.5 or 5 times a power
-    of ten (0, 500,000, 1,000,000, ... for a peak of 2,013,300)."""
+    of ten (0, 500,000, 1,000,000, ... for a peak of 2,013,300). ``whole``: the values are
+    counts (customers, accounts), so every step is a whole number (0, 1, 2, 3 for a peak of
+    3, never 0.5)."""
     if peak <= 0:
         return [Decimal(0), Decimal(1)]
     raw = peak / count
@@ -41,8 +43,10 @@ def nice_ticks(peak: Decimal, count: int = 5) -> list[Decimal]:
     step = next(
         m * power
         for m in (Decimal(1), Decimal(2), Decimal("2.5"), Decimal(5), Decimal(10))
-        if m * power >= raw
+        if m * power >= raw and (not whole or m * power == (m * power).to_integral_value())
     )
+    if whole:
+        step = max(step, Decimal(1))
     top = (peak / step).to_integral_value(rounding=ROUND_CEILING) * step
     ticks, value = [], Decimal(0)
     while value <= top:
@@ -64,13 +68,15 @@ def bars(
     unit: str = "",
     forecast_from: int | None = None,
     chart_id: str = "c",
+    whole: bool = False,
 ) -> Markup:
     """One bar per point (label, value) over a value axis of round numbers, each written in
     full; bars from ``forecast_from`` on are drawn lighter (days still to come). Drawn for a
-    desktop's width and for a phone's (``site.css`` shows the one that fits)."""
+    desktop's width and for a phone's (``site.css`` shows the one that fits). ``whole``: the
+    values are counts, the axis steps whole numbers."""
     drawn = "".join(
-        _bars(title, points, unit, forecast_from, f"{chart_id}-{name}", name, width, height, every)
-        for name, width, height, every in LAYOUTS
+        _bars(title, points, unit, forecast_from, f"{chart_id}-{name}", name, width, height, whole)
+        for name, width, height in LAYOUTS
     )
     return Markup(drawn)  # noqa: S704 - every input is escaped in _bars
 
@@ -84,10 +90,10 @@ def _bars(
     layout: str,
     width: int,
     height: int,
-    label_every: int,
+    whole: bool,
 ) -> str:
     peak = max((v for _, v in points), default=Decimal(0))
-    ticks = nice_ticks(peak)
+    ticks = nice_ticks(peak, whole=whole)
     top = ticks[-1]
     labels = [_tick_label(t) for t in ticks]
     left = int(max(len(t) for t in labels) * CHAR_W) + 12
@@ -96,6 +102,10 @@ def _bars(
     plot_h = height - bottom - top_pad
     n = max(len(points), 1)
     step = plot_w / n
+    # As many bar labels as fit side by side (with a gap), evenly spread: every bar's on a
+    # wide chart of a few bars, every third or seventh on a phone.
+    label_w = max((len(label) for label, _ in points), default=1) * CHAR_W + 8
+    label_every = max(1, -(-n // max(1, int(plot_w // label_w))))
     base_y = top_pad + plot_h
     parts = [
         f'<svg class="chart {layout}" viewBox="0 0 {width} {height}" role="img" '
