@@ -2,9 +2,11 @@
 
 At the first presence the engine asks for the roster, the pending subscription requests,
 the block list and the offline messages: four reads, each a transaction on a worker thread.
-:class:`SessionStartReads` reads all four together on the first ask and answers the others
-from that snapshot for ``ttl`` seconds (2 s), unless this process writes any of them for the
-account meanwhile (every write of the store adapters calls :meth:`SessionStartReads.changed`
+:class:`SessionStartReads` reads all four together on the first ask (the sessions that start
+while another's read runs are read together after it, in one transaction: a
+:class:`~imhost.hosting.dataplane.runner.ReadBatcher`) and answers the others from that
+snapshot for ``ttl`` seconds (2 s), unless this process writes any of them for the account
+meanwhile (every write of the store adapters calls :meth:`SessionStartReads.changed`
 before and after it, so a snapshot never hides a write made here). A write by another
 process (another node, the web app writing the database directly) within those seconds is
 seen at the next read, as if the read had happened a moment earlier.
@@ -20,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imhost.hosting import repository as repo
-from imhost.hosting.dataplane.runner import DbRunner
+from imhost.hosting.dataplane.runner import DbRunner, ReadBatcher
 from imhost.hosting.models import XmppOfflineMessage
 from imhost.xmpp.ports import RosterItem
 
@@ -49,6 +51,11 @@ def read_account(session: Session, account_id: str) -> AccountReads:
     )
 
 
+def read_accounts(session: Session, account_ids: list[str]) -> dict[str, AccountReads]:
+    """:func:`read_account` of several accounts in one transaction (sessions starting at once)."""
+    return {account_id: read_account(session, account_id) for account_id in account_ids}
+
+
 class SessionStartReads:
     """See the module docstring. Used from the event loop only."""
 
@@ -58,6 +65,7 @@ class SessionStartReads:
         self._snapshots: dict[str, tuple[float, AccountReads]] = {}
         self._reading: dict[str, asyncio.Future[AccountReads]] = {}
         self._changes: dict[str, int] = {}
+        self._batch: ReadBatcher[str, AccountReads] = ReadBatcher(runner, read_accounts)
 
     def changed(self, account_id: str) -> None:
         """A write of this account's roster, subscriptions, block list or offline messages
@@ -86,7 +94,7 @@ class SessionStartReads:
     async def _read(self, account_id: str) -> AccountReads:
         seen = self._changes.get(account_id, 0)
         try:
-            reads = await self.runner.run(lambda s: read_account(s, account_id))
+            reads = await self._batch.get(account_id)
         finally:
             if self._reading.get(account_id) is asyncio.current_task():
                 del self._reading[account_id]
