@@ -23,7 +23,13 @@ from sqlalchemy.orm import Session
 
 from imhost.hosting import repository as repo
 from imhost.hosting.dataplane.runner import DbRunner, ReadBatcher
-from imhost.hosting.models import XmppOfflineMessage
+from imhost.hosting.models import (
+    XmppAccount,
+    XmppBlockedJid,
+    XmppOfflineMessage,
+    XmppPendingSubscription,
+    XmppRosterItem,
+)
 from imhost.xmpp.ports import RosterItem
 
 SESSION_START_SECONDS = 2.0
@@ -52,8 +58,71 @@ def read_account(session: Session, account_id: str) -> AccountReads:
 
 
 def read_accounts(session: Session, account_ids: list[str]) -> dict[str, AccountReads]:
-    """:func:`read_account` of several accounts in one transaction (sessions starting at once)."""
-    return {account_id: read_account(session, account_id) for account_id in account_ids}
+    """What :func:`read_account` reads, of several accounts (sessions starting at once): one
+    query per kind of data for all of them, in one transaction."""
+    ids = sorted(set(account_ids))
+    versions: dict[str, int | None] = dict(
+        session.execute(
+            select(XmppAccount.id, XmppAccount.roster_version).where(XmppAccount.id.in_(ids))
+        ).all()
+    )
+    rosters: dict[str, list[RosterItem]] = {}
+    for account_id, jid, name, subscription, ask, approved, groups in session.execute(
+        select(
+            XmppRosterItem.account_id,
+            XmppRosterItem.jid,
+            XmppRosterItem.name,
+            XmppRosterItem.subscription,
+            XmppRosterItem.ask,
+            XmppRosterItem.approved,
+            XmppRosterItem.groups,
+        )
+        .where(XmppRosterItem.account_id.in_(ids))
+        .order_by(XmppRosterItem.account_id, XmppRosterItem.jid)
+    ):
+        rosters.setdefault(account_id, []).append(
+            RosterItem(
+                jid=jid,
+                name=name,
+                subscription=subscription,
+                ask=ask,
+                approved=approved,
+                groups=tuple(groups or ()),
+            )
+        )
+    pending: dict[str, dict[str, str]] = {}
+    for account_id, jid, stanza in session.execute(
+        select(
+            XmppPendingSubscription.account_id,
+            XmppPendingSubscription.jid,
+            XmppPendingSubscription.stanza,
+        ).where(XmppPendingSubscription.account_id.in_(ids))
+    ):
+        pending.setdefault(account_id, {})[jid] = stanza
+    blocked: dict[str, set[str]] = {}
+    for account_id, jid in session.execute(
+        select(XmppBlockedJid.account_id, XmppBlockedJid.jid).where(
+            XmppBlockedJid.account_id.in_(ids)
+        )
+    ):
+        blocked.setdefault(account_id, set()).add(jid)
+    waiting = set(
+        session.scalars(
+            select(XmppOfflineMessage.account_id)
+            .where(XmppOfflineMessage.account_id.in_(ids))
+            .distinct()
+        )
+    )
+    return {
+        account_id: AccountReads(
+            roster_version=str(versions.get(account_id) or 0),
+            roster=tuple(rosters.get(account_id, ())),
+            pending_in=tuple(pending.get(account_id, {}).items()),
+            blocked=frozenset(blocked.get(account_id, ())),
+            offline_waiting=account_id in waiting,
+        )
+        for account_id in account_ids
+    }
 
 
 class SessionStartReads:
