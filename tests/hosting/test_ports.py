@@ -472,11 +472,11 @@ async def test_a_refresh_never_undoes_a_change_committed_while_it_read(setup: Se
 
 async def test_credentials_read_while_a_reset_commits_are_not_cached(setup: Setup) -> None:
     backend = setup.backend
-    original = backend.auth._read_account
+    original = backend.auth._read_accounts
     resets: list[str] = []
 
-    def read_then_reset(session: Session, domain: str, localpart: str) -> object:
-        entry = original(session, domain, localpart)
+    def read_then_reset(session: Session, wanted: object) -> object:
+        entry = original(session, wanted)  # type: ignore[arg-type]
         if not resets:  # the administrator resets the password while the login reads
             with setup.factory() as other:
                 service = hosting.get_service(other, setup.a.id)
@@ -495,7 +495,7 @@ async def test_credentials_read_while_a_reset_commits_are_not_cached(setup: Setu
             resets.append(new)
         return entry
 
-    backend.auth._read_account = read_then_reset  # type: ignore[method-assign,assignment]
+    backend.auth._read_accounts = read_then_reset  # type: ignore[method-assign,assignment]
     stale = await backend.auth.get_credentials("a.example", "alice", ScramHash.SHA256)
     assert stale is not None and verify_plain(PASSWORD, stale, ScramHash.SHA256)  # that read
     current = await backend.auth.get_credentials("a.example", "alice", ScramHash.SHA256)
@@ -1126,3 +1126,24 @@ async def test_the_shared_session_start_read_reads_what_one_account_s_read_does(
     assert together == one_by_one
     assert together[ids[1]].offline_waiting and not together[ids[0]].offline_waiting
     assert [item.jid for item in together[ids[0]].roster] == ["amy@b.example", "zed@b.example"]
+
+
+async def test_accounts_read_together_are_each_their_own_host_s(
+    setup: Setup, begins: BeginWatch
+) -> None:
+    auth = setup.backend.auth
+    begins.begun = 0
+    ids = await asyncio.gather(
+        auth.account_id("a.example", "alice"),
+        auth.account_id("b.example", "alice"),
+        auth.account_id("a.example", "bob"),
+        auth.account_id("b.example", "bob"),
+        auth.account_id("c.example", "alice"),
+    )
+    assert begins.begun == 1
+    with setup.factory() as session:
+        expected = [
+            hosting.get_account(session, hosting.get_service(session, service.id), name).id
+            for service, name in ((setup.a, "alice"), (setup.b, "alice"), (setup.a, "bob"))
+        ]
+    assert ids == [*expected, None, None]

@@ -45,7 +45,7 @@ from imhost.hosting import repository as repo
 from imhost.hosting import service as hosting
 from imhost.hosting.dataplane.hosts import HostCache
 from imhost.hosting.dataplane.runner import DbRunner, ReadBatcher
-from imhost.hosting.models import HostedService
+from imhost.hosting.models import HostedService, XmppAccount
 from imhost.kit.clock import Clock, ensure_utc
 from imhost.kit.errors import DomainError
 from imhost.kit.scram import DEFAULT_ITERATIONS, ScramCredentials, ScramHash
@@ -183,20 +183,23 @@ class DbAccountAuth:
         for key in [k for k in self._writes if not self._writing.get(k)]:
             del self._writes[key]
 
-    def _read_account(self, session: Session, domain: str, localpart: str) -> AccountEntry | None:
-        entry = self.hosts.get(domain)
-        if entry is None:
-            return None
-        account = repo.find_account(session, entry.host.service_id, localpart)
-        if account is None:
-            return None
-        return AccountEntry(
-            account_id=account.id,
-            credentials={h: hosting.credentials_of(account, h) for h in ScramHash},
-            disabled_reason=(account.disabled_reason or "this account is disabled")
-            if account.disabled
-            else None,
-        )
+    def _read_accounts(
+        self, session: Session, wanted: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], AccountEntry | None]:
+        """The accounts (None: no such account) of ``wanted`` (domain, localpart) pairs: one
+        query per service."""
+        localparts: dict[str, set[str]] = {}
+        for domain, localpart in wanted:
+            localparts.setdefault(domain, set()).add(localpart)
+        found: dict[tuple[str, str], AccountEntry | None] = {}
+        for domain, names in localparts.items():
+            found.update({(domain, name): None for name in names})
+            entry = self.hosts.get(domain)
+            if entry is None:
+                continue
+            for account in repo.find_accounts(session, entry.host.service_id, sorted(names)):
+                found[(domain, account.localpart)] = _entry_of(account)
+        return found
 
     def _cached_account(self, domain: str, localpart: str) -> tuple[bool, AccountEntry | None]:
         cached = self._accounts.get((domain, localpart))
@@ -291,9 +294,10 @@ class DbAccountAuth:
         states of all their keys in one query)."""
         wanted = {key for read in reads for key in read[3]}
         states = self._throttle(session).states(wanted) if wanted else {}
+        accounts = self._read_accounts(session, {(r[0], r[1]) for r in reads if r[2]})
         return {
             (domain, localpart, want, keys): (
-                self._read_account(session, domain, localpart) if want else None,
+                accounts[(domain, localpart)] if want else None,
                 {key: states[key] for key in keys},
             )
             for domain, localpart, want, keys in reads
@@ -626,6 +630,16 @@ class DbAccountAuth:
 
     async def report_client_version(self, domain: str, localpart: str, version: str) -> None:
         self.note_client_version(domain, localpart, version)
+
+
+def _entry_of(account: XmppAccount) -> AccountEntry:
+    return AccountEntry(
+        account_id=account.id,
+        credentials={h: hosting.credentials_of(account, h) for h in ScramHash},
+        disabled_reason=(account.disabled_reason or "this account is disabled")
+        if account.disabled
+        else None,
+    )
 
 
 def _trust_delta(model: LockoutModel) -> timedelta:
