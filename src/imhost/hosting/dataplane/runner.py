@@ -100,6 +100,7 @@ class ReadBatcher(Generic[K, V]):
         return lambda session: self.read(session, keys)
 
     async def _drain(self) -> None:
+        batch: dict[K, list[asyncio.Future[V]]] = {}
         try:
             while self._waiting:
                 keys = list(self._waiting)[: self.limit]
@@ -114,7 +115,17 @@ class ReadBatcher(Generic[K, V]):
                     continue
                 for key, futures in batch.items():
                     for future in futures:
-                        if not future.done():
+                        if future.done():
+                            continue  # its asker was cancelled
+                        if key in values:
                             future.set_result(values[key])
+                        else:
+                            future.set_exception(LookupError(f"the read gave nothing for {key!r}"))
         finally:
             self._task = None
+            # Cancelled itself (the loop is closing): no asker is left waiting.
+            for futures in [*batch.values(), *self._waiting.values()]:
+                for future in futures:
+                    if not future.done():
+                        future.cancel()
+            self._waiting.clear()
