@@ -472,11 +472,11 @@ async def test_a_refresh_never_undoes_a_change_committed_while_it_read(setup: Se
 
 async def test_credentials_read_while_a_reset_commits_are_not_cached(setup: Setup) -> None:
     backend = setup.backend
-    original = backend.auth._read_account
+    original = backend.auth._read_accounts
     resets: list[str] = []
 
-    def read_then_reset(session: Session, domain: str, localpart: str) -> object:
-        entry = original(session, domain, localpart)
+    def read_then_reset(session: Session, wanted: object) -> object:
+        entry = original(session, wanted)  # type: ignore[arg-type]
         if not resets:  # the administrator resets the password while the login reads
             with setup.factory() as other:
                 service = hosting.get_service(other, setup.a.id)
@@ -495,7 +495,7 @@ async def test_credentials_read_while_a_reset_commits_are_not_cached(setup: Setu
             resets.append(new)
         return entry
 
-    backend.auth._read_account = read_then_reset  # type: ignore[method-assign,assignment]
+    backend.auth._read_accounts = read_then_reset  # type: ignore[method-assign,assignment]
     stale = await backend.auth.get_credentials("a.example", "alice", ScramHash.SHA256)
     assert stale is not None and verify_plain(PASSWORD, stale, ScramHash.SHA256)  # that read
     current = await backend.auth.get_credentials("a.example", "alice", ScramHash.SHA256)
@@ -1007,3 +1007,143 @@ async def test_writes_of_this_process_are_never_hidden_by_the_session_start_read
     popped = await backend.storage.pop_all("a.example", "alice")
     assert [m.stanza for m in popped] == ["<message/>"]
     assert await backend.storage.pop_all("a.example", "alice") == []
+
+
+# -- reads of logins in flight together share a transaction (issue 16, round 2) -------------
+
+
+@dataclass(eq=False)
+class BeginWatch:
+    """Transactions begun on an engine."""
+
+    begun: int = 0
+
+    def __call__(self, conn: object) -> None:
+        self.begun += 1
+
+
+@pytest.fixture
+def begins(engine: Engine) -> Iterator[BeginWatch]:
+    from sqlalchemy import event
+
+    watch = BeginWatch()
+    event.listen(engine, "begin", watch)
+    yield watch
+    event.remove(engine, "begin", watch)
+
+
+def _more_accounts(setup: Setup, n: int) -> None:
+    with setup.factory() as session:
+        service = hosting.get_service(session, setup.a.id)
+        for i in range(n):
+            make_account(session, setup.clock, service, f"u{i}")
+        session.commit()
+
+
+async def test_logins_in_flight_together_read_in_one_transaction(
+    setup: Setup, begins: BeginWatch
+) -> None:
+    """Ten logins of accounts not cached: one read for all their accounts and lockout states
+    (one each before), and no write."""
+    _more_accounts(setup, 10)
+    begins.begun = 0
+    results = await asyncio.gather(
+        *(_login(setup.backend, f"u{n}", f"198.51.100.{40 + n}") for n in range(10))
+    )
+    assert all(results)
+    assert begins.begun == 1
+    credentials = await setup.backend.auth.get_credentials("a.example", "u3", ScramHash.SHA1)
+    assert credentials is not None and begins.begun == 1  # cached by the shared read
+    assert await setup.backend.auth.get_credentials("a.example", "nobody", ScramHash.SHA1) is None
+
+
+async def test_a_failing_shared_read_fails_every_login_that_waited_for_it(
+    setup: Setup, begins: BeginWatch
+) -> None:
+    """A database error reaches every caller of the shared read; none waits forever, and the
+    next logins read again."""
+    _more_accounts(setup, 3)
+    auth = setup.backend.auth
+    real = auth._read_many
+
+    def broken(session: Session, reads: list[tuple[str, str, bool, tuple[str, ...]]]) -> object:
+        raise RuntimeError("database gone")
+
+    auth._reads.read = broken  # type: ignore[assignment]
+    outcomes = await asyncio.gather(
+        *(auth.admit_auth("a.example", f"u{n}", "192.0.2.60") for n in range(3)),
+        return_exceptions=True,
+    )
+    assert [str(o) for o in outcomes] == ["database gone"] * 3
+    auth._reads.read = real
+    assert all(
+        a.allowed
+        for a in await asyncio.gather(
+            *(auth.admit_auth("a.example", f"u{n}", "192.0.2.60") for n in range(3))
+        )
+    )
+
+
+async def test_sessions_starting_together_read_in_one_transaction(
+    setup: Setup, begins: BeginWatch
+) -> None:
+    _more_accounts(setup, 10)
+    backend = setup.backend
+    for n in range(10):
+        assert await backend.auth.account_id("a.example", f"u{n}")
+    await backend.roster.set_item("a.example", "u1", RosterItem(jid="bob@a.example", name="B"))
+    await backend.blocklist.block("a.example", "u2", ["spam@b.example"])
+    begins.begun = 0
+    rosters = await asyncio.gather(
+        *(backend.roster.get_roster("a.example", f"u{n}") for n in range(10))
+    )
+    assert begins.begun == 1
+    assert rosters[1][1] == [RosterItem(jid="bob@a.example", name="B")]
+    assert [r[1] for r in rosters[2:]] == [[]] * 8
+    assert await backend.blocklist.get_blocklist("a.example", "u2") == {"spam@b.example"}
+    assert begins.begun == 1  # from the snapshot
+
+
+async def test_the_shared_session_start_read_reads_what_one_account_s_read_does(
+    setup: Setup,
+) -> None:
+    from imhost.hosting.dataplane.signin import read_account, read_accounts
+
+    backend = setup.backend
+    for name in ("alice", "bob"):
+        for jid in ("zed@b.example", "amy@b.example"):
+            await backend.roster.set_item(
+                "a.example", name, RosterItem(jid=jid, subscription="both", groups=("g",))
+            )
+    await backend.roster.set_pending_in("a.example", "alice", "carol@b.example", "<presence/>")
+    await backend.blocklist.block("a.example", "bob", ["spam@b.example", "junk@b.example"])
+    await backend.storage.push("a.example", "bob", "<message/>", setup.clock.now(), 10)
+    ids = [await backend.auth.account_id("a.example", n) for n in ("alice", "bob")]
+    ids = [i for i in ids if i is not None] + ["no-such-account"]
+    with setup.factory() as session:
+        one_by_one = {i: read_account(session, i) for i in ids}
+        together = read_accounts(session, ids)
+    assert together == one_by_one
+    assert together[ids[1]].offline_waiting and not together[ids[0]].offline_waiting
+    assert [item.jid for item in together[ids[0]].roster] == ["amy@b.example", "zed@b.example"]
+
+
+async def test_accounts_read_together_are_each_their_own_host_s(
+    setup: Setup, begins: BeginWatch
+) -> None:
+    auth = setup.backend.auth
+    begins.begun = 0
+    ids = await asyncio.gather(
+        auth.account_id("a.example", "alice"),
+        auth.account_id("b.example", "alice"),
+        auth.account_id("a.example", "bob"),
+        auth.account_id("b.example", "bob"),
+        auth.account_id("c.example", "alice"),
+    )
+    assert begins.begun == 1
+    with setup.factory() as session:
+        expected = [
+            hosting.get_account(session, hosting.get_service(session, service.id), name).id
+            for service, name in ((setup.a, "alice"), (setup.b, "alice"), (setup.a, "bob"))
+        ]
+    assert ids == [*expected, None, None]

@@ -29,6 +29,7 @@ account exists.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -169,9 +170,11 @@ def xmpp_key(jid: str) -> str:
     return _bounded("xmpp", jid.strip().lower())
 
 
+@functools.lru_cache(maxsize=4096)
 def address_key(address: str) -> str:
     """A client address; IPv6 is counted per /64 (one subscriber's usual allocation), an
-    IPv4-mapped IPv6 address as its IPv4 address."""
+    IPv4-mapped IPv6 address as its IPv4 address. (Kept for the latest 4,096 addresses: every
+    XMPP login asks twice, and parsing an address costs more than the rest of the keys.)"""
     raw = address.strip()
     try:
         ip = ipaddress.ip_address(raw.split("%", 1)[0])

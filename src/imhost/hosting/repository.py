@@ -60,6 +60,17 @@ def find_account(session: Session, service_id: str | None, localpart: str) -> Xm
     )
 
 
+def find_accounts(
+    session: Session, service_id: str, localparts: Sequence[str]
+) -> Sequence[XmppAccount]:
+    """The accounts of ``service_id`` named in ``localparts`` (those that exist)."""
+    return session.scalars(
+        select(XmppAccount).where(
+            XmppAccount.service_id == service_id, XmppAccount.localpart.in_(list(localparts))
+        )
+    ).all()
+
+
 # -- roster -------------------------------------------------------------------------------------
 
 

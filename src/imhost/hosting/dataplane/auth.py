@@ -44,8 +44,8 @@ from imhost.config import SecuritySettings
 from imhost.hosting import repository as repo
 from imhost.hosting import service as hosting
 from imhost.hosting.dataplane.hosts import HostCache
-from imhost.hosting.dataplane.runner import DbRunner
-from imhost.hosting.models import HostedService
+from imhost.hosting.dataplane.runner import DbRunner, ReadBatcher
+from imhost.hosting.models import HostedService, XmppAccount
 from imhost.kit.clock import Clock, ensure_utc
 from imhost.kit.errors import DomainError
 from imhost.kit.scram import DEFAULT_ITERATIONS, ScramCredentials, ScramHash
@@ -86,6 +86,10 @@ class _Ticket:
     stored: bool = False
     """Counted in the database already (a later attempt went through it and counted this one
     first): it settles like an attempt admitted there."""
+
+
+_Read = tuple[str, str, bool, tuple[str, ...]]
+"""What a login reads: (domain, localpart, whether the account is wanted, the throttle keys)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +149,9 @@ class DbAccountAuth:
         """Key -> throttle writes in progress (no attempt at it is admitted in memory)."""
         self._trusted: dict[str, tuple[AttemptKeys, datetime]] = {}
         """Pair -> successes admitted in memory whose trust is not stored yet (batched)."""
+        self._reads: ReadBatcher[_Read, tuple[AccountEntry | None, dict[str, ThrottleState]]]
+        self._reads = ReadBatcher(runner, self._read_many)
+        """Account and throttle reads of logins in flight together share one transaction."""
         self._write_lock = asyncio.Lock()
         """Throttle writes of this node go one at a time, in the order they were asked for:
         a write that counts attempts admitted in memory is stored before any write asked for
@@ -176,20 +183,23 @@ class DbAccountAuth:
         for key in [k for k in self._writes if not self._writing.get(k)]:
             del self._writes[key]
 
-    def _read_account(self, session: Session, domain: str, localpart: str) -> AccountEntry | None:
-        entry = self.hosts.get(domain)
-        if entry is None:
-            return None
-        account = repo.find_account(session, entry.host.service_id, localpart)
-        if account is None:
-            return None
-        return AccountEntry(
-            account_id=account.id,
-            credentials={h: hosting.credentials_of(account, h) for h in ScramHash},
-            disabled_reason=(account.disabled_reason or "this account is disabled")
-            if account.disabled
-            else None,
-        )
+    def _read_accounts(
+        self, session: Session, wanted: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], AccountEntry | None]:
+        """The accounts (None: no such account) of ``wanted`` (domain, localpart) pairs: one
+        query per service."""
+        localparts: dict[str, set[str]] = {}
+        for domain, localpart in wanted:
+            localparts.setdefault(domain, set()).add(localpart)
+        found: dict[tuple[str, str], AccountEntry | None] = {}
+        for domain, names in localparts.items():
+            found.update({(domain, name): None for name in names})
+            entry = self.hosts.get(domain)
+            if entry is None:
+                continue
+            for account in repo.find_accounts(session, entry.host.service_id, sorted(names)):
+                found[(domain, account.localpart)] = _entry_of(account)
+        return found
 
     def _cached_account(self, domain: str, localpart: str) -> tuple[bool, AccountEntry | None]:
         cached = self._accounts.get((domain, localpart))
@@ -208,7 +218,7 @@ class DbAccountAuth:
         if domain not in self.hosts.hosts:
             return None
         seen = self.hosts.generation
-        entry = await self.runner.run(lambda s: self._read_account(s, domain, localpart))
+        entry, _ = await self._reads.get((domain, localpart, True, ()))
         if seen == self.hosts.generation:  # else a change (a password reset?) may postdate it
             self._keep_account(domain, localpart, entry)
         return entry
@@ -277,6 +287,22 @@ class DbAccountAuth:
                 )
             self._throttles[key] = (expires, state)
 
+    def _read_many(
+        self, session: Session, reads: list[_Read]
+    ) -> dict[_Read, tuple[AccountEntry | None, dict[str, ThrottleState]]]:
+        """The accounts and throttle states of several logins, in one read transaction (the
+        states of all their keys in one query)."""
+        wanted = {key for read in reads for key in read[3]}
+        states = self._throttle(session).states(wanted) if wanted else {}
+        accounts = self._read_accounts(session, {(r[0], r[1]) for r in reads if r[2]})
+        return {
+            (domain, localpart, want, keys): (
+                accounts[(domain, localpart)] if want else None,
+                {key: states[key] for key in keys},
+            )
+            for domain, localpart, want, keys in reads
+        }
+
     async def _read_states(
         self, domain: str, localpart: str, keys: AttemptKeys
     ) -> dict[str, ThrottleState] | None:
@@ -286,11 +312,7 @@ class DbAccountAuth:
         seen_hosts = self.hosts.generation
         seen = [self._writes.get(k, 0) for k in keys.all()]
 
-        def read(session: Session) -> tuple[AccountEntry | None, dict[str, ThrottleState]]:
-            entry = self._read_account(session, domain, localpart) if want_account else None
-            return entry, self._throttle(session).states(keys.all())
-
-        entry, states = await self.runner.run(read)
+        entry, states = await self._reads.get((domain, localpart, want_account, tuple(keys.all())))
         if want_account and seen_hosts == self.hosts.generation:
             self._keep_account(domain, localpart, entry)
         if seen != [self._writes.get(k, 0) for k in keys.all()]:
@@ -608,6 +630,16 @@ class DbAccountAuth:
 
     async def report_client_version(self, domain: str, localpart: str, version: str) -> None:
         self.note_client_version(domain, localpart, version)
+
+
+def _entry_of(account: XmppAccount) -> AccountEntry:
+    return AccountEntry(
+        account_id=account.id,
+        credentials={h: hosting.credentials_of(account, h) for h in ScramHash},
+        disabled_reason=(account.disabled_reason or "this account is disabled")
+        if account.disabled
+        else None,
+    )
 
 
 def _trust_delta(model: LockoutModel) -> timedelta:

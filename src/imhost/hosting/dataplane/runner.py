@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Hashable, Mapping
+from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from imhost.db.engine import transaction
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 DB_ATTEMPTS = 4
 
@@ -61,3 +63,69 @@ class DbRunner:
         factory: sessionmaker[Session] | None = None,
     ) -> T:
         return await asyncio.to_thread(self.run_sync, work, write=write, factory=factory)
+
+
+class ReadBatcher(Generic[K, V]):
+    """Reads asked for while another read of the same kind is running share one transaction.
+
+    :meth:`get` queues a key; one worker-thread transaction at a time reads every key queued
+    so far (``read`` gets them all and returns a value for each, up to ``limit`` per
+    transaction), then the keys queued meanwhile, and so on. With ten logins in flight, ten
+    reads cost one transaction and one thread hop instead of ten. A read always begins after
+    the :meth:`get` that asked for it (a caller that notes a change counter before calling can
+    trust what it gets to be at least that recent). Used from the event loop only.
+    """
+
+    def __init__(
+        self,
+        runner: DbRunner,
+        read: Callable[[Session, list[K]], Mapping[K, V]],
+        *,
+        limit: int = 200,
+    ) -> None:
+        self.runner = runner
+        self.read = read
+        self.limit = limit
+        self._waiting: dict[K, list[asyncio.Future[V]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def get(self, key: K) -> V:
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(future)
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._drain())
+        return await future
+
+    def _reader(self, keys: list[K]) -> Callable[[Session], Mapping[K, V]]:
+        return lambda session: self.read(session, keys)
+
+    async def _drain(self) -> None:
+        batch: dict[K, list[asyncio.Future[V]]] = {}
+        try:
+            while self._waiting:
+                keys = list(self._waiting)[: self.limit]
+                batch = {key: self._waiting.pop(key) for key in keys}
+                try:
+                    values = await self.runner.run(self._reader(keys))
+                except Exception as exc:  # noqa: BLE001 - every asker gets it, none waits forever
+                    for futures in batch.values():
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(exc)
+                    continue
+                for key, futures in batch.items():
+                    for future in futures:
+                        if future.done():
+                            continue  # its asker was cancelled
+                        if key in values:
+                            future.set_result(values[key])
+                        else:
+                            future.set_exception(LookupError(f"the read gave nothing for {key!r}"))
+        finally:
+            self._task = None
+            # Cancelled itself (the loop is closing): no asker is left waiting.
+            for futures in [*batch.values(), *self._waiting.values()]:
+                for future in futures:
+                    if not future.done():
+                        future.cancel()
+            self._waiting.clear()

@@ -2,9 +2,11 @@
 
 At the first presence the engine asks for the roster, the pending subscription requests,
 the block list and the offline messages: four reads, each a transaction on a worker thread.
-:class:`SessionStartReads` reads all four together on the first ask and answers the others
-from that snapshot for ``ttl`` seconds (2 s), unless this process writes any of them for the
-account meanwhile (every write of the store adapters calls :meth:`SessionStartReads.changed`
+:class:`SessionStartReads` reads all four together on the first ask (the sessions that start
+while another's read runs are read together after it, in one transaction: a
+:class:`~imhost.hosting.dataplane.runner.ReadBatcher`) and answers the others from that
+snapshot for ``ttl`` seconds (2 s), unless this process writes any of them for the account
+meanwhile (every write of the store adapters calls :meth:`SessionStartReads.changed`
 before and after it, so a snapshot never hides a write made here). A write by another
 process (another node, the web app writing the database directly) within those seconds is
 seen at the next read, as if the read had happened a moment earlier.
@@ -20,8 +22,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from imhost.hosting import repository as repo
-from imhost.hosting.dataplane.runner import DbRunner
-from imhost.hosting.models import XmppOfflineMessage
+from imhost.hosting.dataplane.runner import DbRunner, ReadBatcher
+from imhost.hosting.models import (
+    XmppAccount,
+    XmppBlockedJid,
+    XmppOfflineMessage,
+    XmppPendingSubscription,
+    XmppRosterItem,
+)
 from imhost.xmpp.ports import RosterItem
 
 SESSION_START_SECONDS = 2.0
@@ -49,6 +57,74 @@ def read_account(session: Session, account_id: str) -> AccountReads:
     )
 
 
+def read_accounts(session: Session, account_ids: list[str]) -> dict[str, AccountReads]:
+    """What :func:`read_account` reads, of several accounts (sessions starting at once): one
+    query per kind of data for all of them, in one transaction."""
+    ids = sorted(set(account_ids))
+    versions: dict[str, int | None] = dict(
+        session.execute(
+            select(XmppAccount.id, XmppAccount.roster_version).where(XmppAccount.id.in_(ids))
+        ).all()
+    )
+    rosters: dict[str, list[RosterItem]] = {}
+    for account_id, jid, name, subscription, ask, approved, groups in session.execute(
+        select(
+            XmppRosterItem.account_id,
+            XmppRosterItem.jid,
+            XmppRosterItem.name,
+            XmppRosterItem.subscription,
+            XmppRosterItem.ask,
+            XmppRosterItem.approved,
+            XmppRosterItem.groups,
+        )
+        .where(XmppRosterItem.account_id.in_(ids))
+        .order_by(XmppRosterItem.account_id, XmppRosterItem.jid)
+    ):
+        rosters.setdefault(account_id, []).append(
+            RosterItem(
+                jid=jid,
+                name=name,
+                subscription=subscription,
+                ask=ask,
+                approved=approved,
+                groups=tuple(groups or ()),
+            )
+        )
+    pending: dict[str, dict[str, str]] = {}
+    for account_id, jid, stanza in session.execute(
+        select(
+            XmppPendingSubscription.account_id,
+            XmppPendingSubscription.jid,
+            XmppPendingSubscription.stanza,
+        ).where(XmppPendingSubscription.account_id.in_(ids))
+    ):
+        pending.setdefault(account_id, {})[jid] = stanza
+    blocked: dict[str, set[str]] = {}
+    for account_id, jid in session.execute(
+        select(XmppBlockedJid.account_id, XmppBlockedJid.jid).where(
+            XmppBlockedJid.account_id.in_(ids)
+        )
+    ):
+        blocked.setdefault(account_id, set()).add(jid)
+    waiting = set(
+        session.scalars(
+            select(XmppOfflineMessage.account_id)
+            .where(XmppOfflineMessage.account_id.in_(ids))
+            .distinct()
+        )
+    )
+    return {
+        account_id: AccountReads(
+            roster_version=str(versions.get(account_id) or 0),
+            roster=tuple(rosters.get(account_id, ())),
+            pending_in=tuple(pending.get(account_id, {}).items()),
+            blocked=frozenset(blocked.get(account_id, ())),
+            offline_waiting=account_id in waiting,
+        )
+        for account_id in account_ids
+    }
+
+
 class SessionStartReads:
     """See the module docstring. Used from the event loop only."""
 
@@ -58,6 +134,7 @@ class SessionStartReads:
         self._snapshots: dict[str, tuple[float, AccountReads]] = {}
         self._reading: dict[str, asyncio.Future[AccountReads]] = {}
         self._changes: dict[str, int] = {}
+        self._batch: ReadBatcher[str, AccountReads] = ReadBatcher(runner, read_accounts)
 
     def changed(self, account_id: str) -> None:
         """A write of this account's roster, subscriptions, block list or offline messages
@@ -86,7 +163,7 @@ class SessionStartReads:
     async def _read(self, account_id: str) -> AccountReads:
         seen = self._changes.get(account_id, 0)
         try:
-            reads = await self.runner.run(lambda s: read_account(s, account_id))
+            reads = await self._batch.get(account_id)
         finally:
             if self._reading.get(account_id) is asyncio.current_task():
                 del self._reading[account_id]
