@@ -173,7 +173,7 @@ async def test_a_real_client_logs_in_then_is_closed_when_the_organization_is_sus
     got = await asyncio.wait_for(bob.inbox.get(), 5)
     assert got["body"] == "hello from the database"
 
-    with transaction(live.runtime.session_factory) as session:
+    with transaction(live.runtime.session_factory, write=True) as session:
         events.publish(
             session,
             events.OrganizationSuspended(
@@ -289,7 +289,7 @@ async def test_a_websocket_client_logs_in_through_the_web_app(live: Live) -> Non
             )
             assert f"alice@{DOMAIN}/web" in await recv()
 
-            with transaction(live.runtime.session_factory) as session:
+            with transaction(live.runtime.session_factory, write=True) as session:
                 service = hosting.get_service_by_domain(session, DOMAIN)
                 account = hosting.get_account(session, service, "alice")
                 hosting.disable_account(

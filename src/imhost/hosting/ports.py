@@ -68,6 +68,7 @@ class DbBackend:
         credential_ttl: float = CREDENTIAL_TTL,
         negative_ttl: float = 5.0,
         host_refresh_seconds: float = HOST_REFRESH_SECONDS,
+        batch_seconds: float = BATCH_SECONDS,
         iterations: int = DEFAULT_ITERATIONS,
         usage_factory: sessionmaker[Session] | None = None,
     ) -> None:
@@ -76,6 +77,8 @@ class DbBackend:
         """Sessions for usage writes: their own connection (``engines/builtin.py``)."""
         self.clock = clock
         self.host_refresh_seconds = host_refresh_seconds
+        self.batch_seconds = batch_seconds
+        """How often the auth batches (last logins, trust, failures' audit) are written."""
         self.runner = DbRunner(factory)
         self.hosts = HostCache()
         self.auth = DbAccountAuth(
@@ -121,7 +124,7 @@ class DbBackend:
     async def _background(self) -> None:
         last_refresh = time.monotonic()
         while True:
-            await asyncio.sleep(BATCH_SECONDS)
+            await asyncio.sleep(min(self.batch_seconds, self.host_refresh_seconds))
             try:
                 await self.auth.flush_batches()
                 if time.monotonic() - last_refresh >= self.host_refresh_seconds:

@@ -539,7 +539,11 @@ class DbAccountAuth:
                     states[key] = throttle.fail(key)
             return states
 
-        touched = [*trusted, *(k for t in abandoned for k in t.counted)]
+        # Only the abandoned attempts' keys hold back in-memory admissions while this writes:
+        # a trust mark adds no failure, so a login on a pair whose trust is being stored is
+        # decided on its cached state as before (else every flush sent the next logins from
+        # the same addresses through the database, one write each).
+        touched = [k for t in abandoned for k in t.counted]
         try:
             await self._write_states(touched, lambda t: write(t.session))
         except Exception:
