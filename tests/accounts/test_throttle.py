@@ -442,3 +442,34 @@ def test_throttle_policy_can_be_given_directly(db: Session, clock: FrozenClock) 
     throttle.fail(account_key("u1"))
     assert throttle.check(account_key("u1")) == Decision(allowed=False, retry_after_seconds=30)
     assert throttle.address_policy.threshold == 20
+
+
+def test_marking_many_pairs_trusted_is_marking_each(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """The batch's bulk form gives every pair the state the one-pair form gives: a new pair,
+    a known one, and one whose failure came after the success keeps its failure."""
+    security = SecuritySettings()
+    at = clock.now()
+    pairs = {pair_key(f"xmpp:u{n}@a.example", "192.0.2.7"): at for n in range(3)}
+    late, known, new = sorted(pairs)
+    with session_factory() as session:
+        throttle = LoginThrottleService(session, clock, security)
+        throttle.mark_trusted(known, at - timedelta(days=3))
+        clock.advance(timedelta(seconds=5))
+        throttle.fail(late)  # after ``at``
+        session.commit()
+        expected_late = throttle.states([late])[late]
+    with session_factory() as session:
+        many = LoginThrottleService(session, clock, security).mark_trusted_many(pairs)
+        session.commit()
+    with session_factory() as session:
+        stored = LoginThrottleService(session, clock, security).states(sorted(pairs))
+    assert many == stored
+    assert many[late].failures == expected_late.failures == 1
+    assert many[late].trusted_until is not None
+    for key in (known, new):
+        assert many[key].failures == 0
+        assert many[key].trusted_until is not None
+    assert many[known].trusted_until == many[new].trusted_until  # renewed from ``at``
+    assert LoginThrottleService(session_factory(), clock, security).mark_trusted_many({}) == {}

@@ -367,22 +367,58 @@ class LoginThrottleService:
         written later in a batch): the pair is trusted and, unless a failure came after
         ``at``, cleared (what :meth:`LockoutModel.settle_success` does to a pair)."""
         row = self._row_for_update(pair)
-        state = _state_of(row)
+        state = self._trusted_state(_state_of(row), at)
+        _store(row, state)
+        self.session.flush()
+        return state
+
+    def mark_trusted_many(self, pairs: Mapping[str, datetime]) -> dict[str, ThrottleState]:
+        """:meth:`mark_trusted` for many pairs at once (the batch after a burst of logins):
+        one insert of the missing rows, their rows locked in key order in chunks, one flush,
+        instead of three statements a pair on the engine's core."""
+        if not pairs:
+            return {}
+        keys = sorted(pairs)
+        dialect = self.session.get_bind().dialect.name
+        if dialect in ("postgresql", "sqlite"):
+            insert = pg_insert if dialect == "postgresql" else sqlite_insert
+            self.session.execute(
+                insert(LoginThrottle).on_conflict_do_nothing(index_elements=["key"]),
+                [{"id": new_id(), "key": key, "failures": 0} for key in keys],
+            )
+        rows: dict[str, LoginThrottle] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            query = (
+                select(LoginThrottle)
+                .where(LoginThrottle.key.in_(chunk))
+                .order_by(LoginThrottle.key)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+            rows.update((row.key, row) for row in self.session.scalars(query))
+        out: dict[str, ThrottleState] = {}
+        for key in keys:
+            row = rows.get(key)
+            if row is None:  # another backend: plain get-or-create
+                row = self._row_for_update(key)
+            out[key] = self._trusted_state(_state_of(row), pairs[key])
+            _store(row, out[key])
+        self.session.flush()
+        return out
+
+    def _trusted_state(self, state: ThrottleState, at: datetime) -> ThrottleState:
         trusted_until = ensure_utc(at) + timedelta(seconds=self.model.trust_seconds)
         if state.trusted_until is not None:
             trusted_until = max(trusted_until, ensure_utc(state.trusted_until))
         if state.last_failure_at is None or ensure_utc(state.last_failure_at) <= ensure_utc(at):
-            state = ThrottleState(trusted_until=trusted_until)
-        else:
-            state = ThrottleState(
-                failures=state.failures,
-                last_failure_at=state.last_failure_at,
-                locked_until=state.locked_until,
-                trusted_until=trusted_until,
-            )
-        _store(row, state)
-        self.session.flush()
-        return state
+            return ThrottleState(trusted_until=trusted_until)
+        return ThrottleState(
+            failures=state.failures,
+            last_failure_at=state.last_failure_at,
+            locked_until=state.locked_until,
+            trusted_until=trusted_until,
+        )
 
     def address_failure(self, keys: AttemptKeys) -> None:
         """A credential turned out wrong: count it against the client address (row-locked);

@@ -533,7 +533,7 @@ class DbAccountAuth:
                 if account is not None:
                     account.client_version = version[:300]
             throttle = self._throttle(session)
-            states = {pair: throttle.mark_trusted(pair, at) for pair, (_, at) in trusted.items()}
+            states = throttle.mark_trusted_many({pair: at for pair, (_, at) in trusted.items()})
             for ticket in abandoned:
                 for key in ticket.counted:
                     states[key] = throttle.fail(key)
