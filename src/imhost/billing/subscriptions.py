@@ -508,6 +508,61 @@ def cancel_subscription(
     return sub
 
 
+@dataclass(frozen=True)
+class CancelPreview:
+    """What cancelling would do; nothing is applied.
+
+    ``period_end``: when a cancel at the end of the period takes effect. ``now_lines``: the
+    credit a cancel at once gives (negative amounts), by the same rule as
+    :func:`cancel_subscription`.
+    """
+
+    subscription_id: str
+    at: datetime
+    period_end: datetime
+    currency: str
+    now_lines: list[ProrationLine]
+
+    @property
+    def now_credit(self) -> Decimal:
+        return -sum((line.amount for line in self.now_lines), Decimal(0))
+
+
+def preview_cancel(session: Session, clock: Clock, organization_id: str) -> CancelPreview:
+    """The credit :func:`cancel_subscription` would give if it cancelled at once now."""
+    sub = require_subscription(session, organization_id)
+    now = clock.now()
+    s, e, cur = sub.current_period_start, sub.current_period_end, sub.currency
+    lines: list[ProrationLine] = []
+    unbilled = sub.next_billing_at == sub.current_period_start
+    billed = (
+        sub.status != SubscriptionStatus.TRIALING.value and not unbilled and sub.period_base_billed
+    )
+    if billed and now < e:
+        plan = load_plan_terms(session, sub.plan_version_id)
+        prices: list[tuple[str, Decimal]] = [(plan.plan_name, plan.base_fee)]
+        for add_on_id, qty in add_ons_of(session, sub.id).items():
+            name, price = _addon_price(session, add_on_id)
+            prices.append((f"{qty} × {name}", price * qty))
+        at = max(now, s)
+        for label, price in prices:
+            if price == 0:
+                continue
+            split = split_at(price, cur, s, at, e, full=paid_period(sub))
+            if split.unused == 0:
+                continue
+            lines.append(
+                ProrationLine(
+                    description=f"Unused time on {label} (credit), {fmt_date(at)} to {fmt_date(e)}",
+                    amount=-split.unused,
+                    calculation=split.unused_calculation(cur),
+                )
+            )
+    return CancelPreview(
+        subscription_id=sub.id, at=now, period_end=e, currency=cur, now_lines=lines
+    )
+
+
 def _end(session: Session, sub: Subscription, at: datetime) -> None:
     sub.status = SubscriptionStatus.CANCELED.value
     sub.ended_at = at

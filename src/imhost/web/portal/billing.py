@@ -305,6 +305,87 @@ def change_plan(
     return redirect(request, url, "Your plan is changed.")
 
 
+# --- cancelling -------------------------------------------------------------------------------
+
+
+def _cancel_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    runtime: Runtime,
+    *,
+    values: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
+    status: int = 200,
+) -> Response:
+    sub = billing.current_subscription(db, principal.org_id)
+    if sub is None:
+        raise NotFound("there is no subscription to cancel")
+    return render(
+        request,
+        "portal/cancel.html",
+        {
+            "title": "Cancel the subscription",
+            "sub": sub,
+            "terms": load_plan_terms(db, sub.plan_version_id),
+            "preview": billing.preview_cancel(db, runtime.clock, principal.org_id),
+            "values": values or {},
+            "errors": errors or FormErrors(),
+        },
+        principal=principal,
+        db=db,
+        status_code=status,
+        section="Billing",
+    )
+
+
+@router.get("/cancel")
+def cancel_page(request: Request, principal: BillingWrite, db: Db, runtime: RuntimeDep) -> Response:
+    return _cancel_page(request, principal, db, runtime)
+
+
+@router.post("/cancel")
+def cancel(
+    request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
+    when = text(form, "when", max_length=10)
+    url = f"/portal/orgs/{principal.org.slug}/billing"
+    try:
+        if when not in ("end", "now"):
+            raise InvalidInput("Choose when the subscription ends.", field="when")
+        billing.cancel_subscription(
+            db,
+            runtime.clock,
+            principal.org_id,
+            at_period_end=when == "end",
+            actor=principal.actor,
+        )
+    except DomainError as exc:
+        db.rollback()
+        return _cancel_page(
+            request,
+            principal,
+            db,
+            runtime,
+            values=values_of(form),
+            errors=FormErrors.of(exc, {"when"}),
+            status=exc.status,
+        )
+    if when == "end":
+        return redirect(request, url, "Your subscription will end at the end of the period.")
+    return redirect(request, url, "Your subscription is cancelled.")
+
+
+@router.post("/cancel/undo")
+def keep_subscription(
+    request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
+    billing.undo_cancel(db, runtime.clock, principal.org_id)
+    return redirect(
+        request, f"/portal/orgs/{principal.org.slug}/billing", "Your subscription continues."
+    )
+
+
 # --- invoices, payments ------------------------------------------------------------------------
 
 
