@@ -1,5 +1,6 @@
 """Cancelling the subscription from the portal: the confirmation page with the credit billing
-computes, each choice doing what it says, undoing a cancel at period end, who may do it."""
+computes, each choice doing what it says, undoing a cancel at period end, who may do it; the
+warning of a downgrade preview about each lower limit."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.accounts import audit
+from imhost.accounts import service as accounts
+from imhost.accounts.audit import Actor
 from imhost.accounts.models import OrgRole
 from imhost.billing import service as billing
 from imhost.billing.flows import run_billing
@@ -19,8 +22,10 @@ from imhost.billing.periods import charge_for_part
 from imhost.billing.plans import load_plan_terms
 from imhost.billing.subscriptions import paid_period
 from imhost.catalog import service as catalog
+from imhost.hosting import service as hosting
 from imhost.kit.clock import FrozenClock
 from imhost.kit.money import format_amount
+from imhost.runtime import Runtime
 from imhost.web import console, portal
 from tests.factories import World, make_world
 from tests.web.test_pages import as_user
@@ -185,3 +190,45 @@ def test_a_member_without_billing_permission_gets_403(
     with session_factory() as session:
         sub = billing.current_subscription(session, world.org.id)
         assert sub is not None and not sub.cancel_at_period_end
+
+
+def test_a_downgrade_preview_warns_of_each_lower_limit_and_an_upgrade_does_not(
+    pages: FastAPI,
+    world: World,
+    session_factory: sessionmaker[Session],
+    clock: FrozenClock,
+) -> None:
+    runtime: Runtime = pages.state.runtime
+    with session_factory() as session:
+        plans = catalog.seed_default_plans(session, clock)
+        small = catalog.plan_view(session, plans[0].code).versions[0].version.id
+        big = catalog.plan_view(session, plans[1].code).versions[0].version.id
+        billing.start_subscription(session, clock, world.org.id, big, with_trial=False)
+        org = accounts.get_organization(session, world.org.id)
+        service = hosting.create_service(session, clock, org, base_domain="chat.example.net")
+        for name in ("ann", "bob"):
+            hosting.create_account(
+                session,
+                clock,
+                service,
+                username=name,
+                password=None,
+                name=name,
+                security=runtime.settings.security,
+                actor=Actor.system(),
+            )
+        session.commit()
+    client, csrf = as_user(pages, world.members[OrgRole.BILLING])
+    url = f"/portal/orgs/{world.org.slug}/billing/plan/preview"
+    down = client.post(url, data={"csrf_token": csrf, "plan": small})
+    assert down.status_code == 200
+    assert "The new plan has lower limits" in down.text
+    assert "XMPP accounts: 25 on the new plan, 250 now; 2 in use now." in down.text
+    assert "Storage (MB): 1024 on the new plan, 10240 now; 0 in use now." in down.text
+    assert "Custom domains: 1 on the new plan, 5 now." in down.text
+    with session_factory() as session:
+        billing.change_plan(session, clock, world.org.id, small)
+        session.commit()
+    up = client.post(url, data={"csrf_token": csrf, "plan": big})
+    assert up.status_code == 200 and "Confirm the change" in up.text
+    assert "lower limits" not in up.text

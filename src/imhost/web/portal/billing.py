@@ -19,6 +19,8 @@ from imhost.billing.forecast import forecast_invoice, forecast_invoices
 from imhost.billing.models import Invoice
 from imhost.billing.plans import load_plan_terms
 from imhost.billing.render import render_invoice_pdf
+from imhost.catalog.models import LIMIT_FIELDS, LIMIT_LABELS, PlanVersion
+from imhost.hosting import service as hosting
 from imhost.kit.errors import DomainError, InvalidInput, NotFound
 from imhost.metering import aggregate, budgets
 from imhost.metering import forecast as forecasting
@@ -40,6 +42,7 @@ from imhost.web.pages import (
 )
 from imhost.web.portal import charts
 from imhost.web.portal.auth import public_plans
+from imhost.web.portal.hosting import stored_mb
 
 router = APIRouter(prefix="/portal/orgs/{org_id}/billing", include_in_schema=False)
 
@@ -239,6 +242,36 @@ def plan_page(request: Request, principal: BillingRead, db: Db) -> Response:
     )
 
 
+def lower_limits(db: Db, org_id: str, from_version: str, to_version: str) -> list[dict[str, Any]]:
+    """The limits ``to_version`` sets lower than ``from_version`` (an unlimited limit counts
+    as higher than any number), each with what the organization's busiest service uses now
+    where that is known (accounts, storage)."""
+    old, new = db.get(PlanVersion, from_version), db.get(PlanVersion, to_version)
+    if old is None or new is None:
+        return []
+    services = hosting.services_of(db, org_id)
+    in_use: dict[str, int | None] = {
+        "max_xmpp_accounts": max((hosting.count_accounts(db, s.id) for s in services), default=0),
+        "storage_mb": max((stored_mb(db, s) for s in services), default=0),
+    }
+    rows: list[dict[str, Any]] = []
+    for name in LIMIT_FIELDS:
+        was, will = getattr(old.limits, name), getattr(new.limits, name)
+        if will is None or (was is not None and will >= was):
+            continue
+        used = in_use.get(name)
+        rows.append(
+            {
+                "label": LIMIT_LABELS.get(name, name),
+                "now": was,
+                "new": will,
+                "in_use": used,
+                "over": used is not None and used > will,
+            }
+        )
+    return rows
+
+
 @router.post("/plan/preview")
 def preview_plan(
     request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep
@@ -276,6 +309,9 @@ def preview_plan(
             "preview": preview,
             "terms": load_plan_terms(db, version_id),
             "version_id": version_id,
+            "lower": lower_limits(db, principal.org_id, sub.plan_version_id, version_id)
+            if sub is not None
+            else [],
         },
         principal=principal,
         db=db,
