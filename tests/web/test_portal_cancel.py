@@ -166,6 +166,8 @@ def test_a_missing_choice_is_a_form_error(
 ) -> None:
     _subscribe(session_factory, clock, world)
     client, csrf = as_user(pages, world.members[OrgRole.BILLING])
+    nothing_to_keep = client.post(_base(world) + "/undo", data={"csrf_token": csrf})
+    assert nothing_to_keep.status_code == 409
     bad = client.post(_base(world), data={"csrf_token": csrf, "when": "tomorrow"})
     assert bad.status_code == 422
     assert "Choose when the subscription ends." in bad.text
