@@ -140,6 +140,11 @@ def test_cancel_at_period_end_can_be_undone(
     with session_factory() as session:
         sub = billing.current_subscription(session, world.org.id)
         assert sub is not None and not sub.cancel_at_period_end
+        events, _ = audit.list_events(
+            session, organization_id=world.org.id, action="billing.subscription_cancel_undone"
+        )
+        assert len(events) == 1
+        assert events[0].actor_user_id == world.members[OrgRole.OWNER].id
 
 
 def test_a_trial_or_unbilled_period_ends_now_without_credit(

@@ -574,7 +574,11 @@ def _end(session: Session, sub: Subscription, at: datetime) -> None:
     )
 
 
-def undo_cancel(session: Session, clock: Clock, organization_id: str) -> Subscription:
+def undo_cancel(
+    session: Session, clock: Clock, organization_id: str, *, actor: Actor | None = None
+) -> Subscription:
+    """Keep a subscription set to end at the end of its period (audited as
+    ``billing.subscription_cancel_undone``, by ``actor``)."""
     sub = require_subscription(session, organization_id)
     if not sub.cancel_at_period_end or sub.next_billing_at != sub.current_period_end:
         raise Conflict("the subscription is not set to end at the end of its period")
@@ -583,6 +587,15 @@ def undo_cancel(session: Session, clock: Clock, organization_id: str) -> Subscri
     sub.cancel_at_period_end = False
     sub.canceled_at = None
     session.flush()
+    audit.record(
+        session,
+        clock,
+        actor,
+        "subscription_cancel_undone",
+        organization_id=organization_id,
+        target_type="subscription",
+        target_id=sub.id,
+    )
     return sub
 
 

@@ -416,7 +416,7 @@ def cancel(
 def keep_subscription(
     request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep
 ) -> Response:
-    billing.undo_cancel(db, runtime.clock, principal.org_id)
+    billing.undo_cancel(db, runtime.clock, principal.org_id, actor=principal.actor)
     return redirect(
         request, f"/portal/orgs/{principal.org.slug}/billing", "Your subscription continues."
     )
