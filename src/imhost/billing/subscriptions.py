@@ -25,6 +25,7 @@ from imhost.billing.charges import add_pending_charge
 from imhost.billing.credits import add_credit
 from imhost.billing.models import LineKind, Subscription, SubscriptionAddOn, SubscriptionStatus
 from imhost.billing.periods import (
+    ProrationSplit,
     charge_for_part,
     day_start,
     first_boundary_after,
@@ -475,18 +476,8 @@ def cancel_subscription(
         _end(session, sub, now)
         return sub
     if sub.period_base_billed and sub.current_period_start <= now < sub.current_period_end:
-        plan = load_plan_terms(session, sub.plan_version_id)
-        s, e, cur = sub.current_period_start, sub.current_period_end, sub.currency
-        prices: list[tuple[str, Decimal]] = [(plan.plan_name, plan.base_fee)]
-        for add_on_id, qty in add_ons_of(session, sub.id).items():
-            name, price = _addon_price(session, add_on_id)
-            prices.append((f"{qty} × {name}", price * qty))
-        for index, (label, price) in enumerate(prices):
-            if price == 0:
-                continue
-            split = split_at(price, cur, s, now, e, full=paid_period(sub))
-            if split.unused == 0:
-                continue
+        e, cur = sub.current_period_end, sub.currency
+        for index, label, split in _unused_parts(session, sub, now):
             add_pending_charge(
                 session,
                 organization_id,
@@ -539,18 +530,8 @@ def preview_cancel(session: Session, clock: Clock, organization_id: str) -> Canc
         sub.status != SubscriptionStatus.TRIALING.value and not unbilled and sub.period_base_billed
     )
     if billed and now < e:
-        plan = load_plan_terms(session, sub.plan_version_id)
-        prices: list[tuple[str, Decimal]] = [(plan.plan_name, plan.base_fee)]
-        for add_on_id, qty in add_ons_of(session, sub.id).items():
-            name, price = _addon_price(session, add_on_id)
-            prices.append((f"{qty} × {name}", price * qty))
         at = max(now, s)
-        for label, price in prices:
-            if price == 0:
-                continue
-            split = split_at(price, cur, s, at, e, full=paid_period(sub))
-            if split.unused == 0:
-                continue
+        for _, label, split in _unused_parts(session, sub, at):
             lines.append(
                 ProrationLine(
                     description=f"Unused time on {label} (credit), {fmt_date(at)} to {fmt_date(e)}",
@@ -561,6 +542,28 @@ def preview_cancel(session: Session, clock: Clock, organization_id: str) -> Canc
     return CancelPreview(
         subscription_id=sub.id, at=now, period_end=e, currency=cur, now_lines=lines
     )
+
+
+def _unused_parts(
+    session: Session, sub: Subscription, at: datetime
+) -> list[tuple[int, str, ProrationSplit]]:
+    """The base fee's and each add-on's unused part of the paid period from ``at`` (index,
+    label, split), those worth something: what a cancel at once credits, and what its
+    preview shows (one rule for both)."""
+    plan = load_plan_terms(session, sub.plan_version_id)
+    prices: list[tuple[str, Decimal]] = [(plan.plan_name, plan.base_fee)]
+    for add_on_id, qty in add_ons_of(session, sub.id).items():
+        name, price = _addon_price(session, add_on_id)
+        prices.append((f"{qty} × {name}", price * qty))
+    s, e = sub.current_period_start, sub.current_period_end
+    parts = []
+    for index, (label, price) in enumerate(prices):
+        if price == 0:
+            continue
+        split = split_at(price, sub.currency, s, at, e, full=paid_period(sub))
+        if split.unused != 0:
+            parts.append((index, label, split))
+    return parts
 
 
 def _end(session: Session, sub: Subscription, at: datetime) -> None:
