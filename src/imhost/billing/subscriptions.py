@@ -454,13 +454,8 @@ def cancel_subscription(
         # its invoice already: the whole period is credited to the account, nothing is left
         # to invoice.
         if sub.period_base_billed:
-            plan = load_plan_terms(session, sub.plan_version_id)
-            whole: list[tuple[str, Decimal]] = [(plan.plan_name, plan.base_fee)]
-            for add_on_id, qty in add_ons_of(session, sub.id).items():
-                name, price = _addon_price(session, add_on_id)
-                whole.append((f"{qty} × {name}", price * qty))
             s, e = sub.current_period_start, sub.current_period_end
-            for label, price in whole:
+            for label, price in _period_prices(session, sub):
                 paid = charge_for_part(price, sub.currency, s, e, paid_period(sub)).amount
                 if paid > 0:
                     add_credit(
@@ -544,20 +539,26 @@ def preview_cancel(session: Session, clock: Clock, organization_id: str) -> Canc
     )
 
 
+def _period_prices(session: Session, sub: Subscription) -> list[tuple[str, Decimal]]:
+    """What a period of ``sub`` charges, by label: the plan's base fee, then each add-on
+    (quantity × price)."""
+    plan = load_plan_terms(session, sub.plan_version_id)
+    prices: list[tuple[str, Decimal]] = [(plan.plan_name, plan.base_fee)]
+    for add_on_id, qty in add_ons_of(session, sub.id).items():
+        name, price = _addon_price(session, add_on_id)
+        prices.append((f"{qty} × {name}", price * qty))
+    return prices
+
+
 def _unused_parts(
     session: Session, sub: Subscription, at: datetime
 ) -> list[tuple[int, str, ProrationSplit]]:
     """The base fee's and each add-on's unused part of the paid period from ``at`` (index,
     label, split), those worth something: what a cancel at once credits, and what its
     preview shows (one rule for both)."""
-    plan = load_plan_terms(session, sub.plan_version_id)
-    prices: list[tuple[str, Decimal]] = [(plan.plan_name, plan.base_fee)]
-    for add_on_id, qty in add_ons_of(session, sub.id).items():
-        name, price = _addon_price(session, add_on_id)
-        prices.append((f"{qty} × {name}", price * qty))
     s, e = sub.current_period_start, sub.current_period_end
     parts = []
-    for index, (label, price) in enumerate(prices):
+    for index, (label, price) in enumerate(_period_prices(session, sub)):
         if price == 0:
             continue
         split = split_at(price, sub.currency, s, at, e, full=paid_period(sub))
@@ -648,12 +649,7 @@ def resume_subscription(
     now = clock.now()
     s, e, cur = sub.current_period_start, sub.current_period_end, sub.currency
     if not sub.period_base_billed and s <= now < e and sub.next_billing_at == e:
-        plan = load_plan_terms(session, sub.plan_version_id)
-        prices: list[tuple[str, Decimal]] = [(plan.plan_name, plan.base_fee)]
-        for add_on_id, qty in add_ons_of(session, sub.id).items():
-            name, price = _addon_price(session, add_on_id)
-            prices.append((f"{qty} × {name}", price * qty))
-        for index, (label, price) in enumerate(prices):
+        for index, (label, price) in enumerate(_period_prices(session, sub)):
             if price == 0:
                 continue
             split = split_at(price, cur, s, now, e, full=paid_period(sub))
