@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from imhost.accounts import audit, sessions
+from imhost.accounts import audit
 from imhost.accounts.models import Organization, StaffRole, User
 from imhost.billing import dashboard
 from imhost.billing import service as billing
@@ -27,10 +27,10 @@ from imhost.catalog.schemas import PlanCreate
 from imhost.hosting import service as hosting
 from imhost.kit.clock import FrozenClock
 from imhost.kit.money import format_money
-from imhost.runtime import Runtime
 from imhost.web import console, portal
 from imhost.web.console.dashboard import connections_now
 from tests.factories import World, make_org, make_user, make_world
+from tests.web.test_pages import as_user
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -83,21 +83,8 @@ def pages(app: FastAPI) -> FastAPI:
 
 
 def as_staff(app: FastAPI, user: User) -> TestClient:
-    runtime: Runtime = app.state.runtime
-    with runtime.session_factory() as session:
-        new = sessions.start_session(
-            session,
-            runtime.clock,
-            runtime.settings.security,
-            user_id=user.id,
-            address="testclient",
-            user_agent="pytest",
-            mfa_verified=True,
-        )
-        session.commit()
-    client = TestClient(app, raise_server_exceptions=False, follow_redirects=False)
-    client.cookies.set(sessions.COOKIE_NAME, new.cookie_value)
-    return client
+    """A signed-in staff member's client (``test_pages.as_user``, without its CSRF token)."""
+    return as_user(app, user)[0]
 
 
 def csrf_of(client: TestClient, url: str) -> str:
@@ -185,9 +172,7 @@ def test_open_and_overdue_invoices_link_to_the_filtered_list(
     session_factory: sessionmaker[Session],
     clock: FrozenClock,
 ) -> None:
-    with session_factory() as session:
-        billing.start_subscription(session, clock, world.org.id, plans.monthly, with_trial=False)
-        session.commit()
+    _subscribe(session_factory, clock, world.org.id, plans.monthly)
     run_billing(session_factory, clock, clock.now())
     with session_factory() as session:
         invoice = session.scalars(select(Invoice)).one()
@@ -275,9 +260,7 @@ def test_a_plan_change_shows_its_proration_then_applies_it_and_is_audited(
     session_factory: sessionmaker[Session],
     clock: FrozenClock,
 ) -> None:
-    with session_factory() as session:
-        billing.start_subscription(session, clock, world.org.id, plans.monthly, with_trial=False)
-        session.commit()
+    _subscribe(session_factory, clock, world.org.id, plans.monthly)
     run_billing(session_factory, clock, clock.now())  # the first period is billed in advance
     clock.advance(timedelta(days=10))
     billing_staff = as_staff(pages, world.staff[StaffRole.BILLING])
@@ -318,9 +301,7 @@ def test_changing_to_the_current_plan_is_refused_beside_the_field(
     session_factory: sessionmaker[Session],
     clock: FrozenClock,
 ) -> None:
-    with session_factory() as session:
-        billing.start_subscription(session, clock, world.org.id, plans.monthly, with_trial=False)
-        session.commit()
+    _subscribe(session_factory, clock, world.org.id, plans.monthly)
     url = f"/console/customers/{world.org.id}"
     csrf = csrf_of(billing_staff, url)
     same = billing_staff.post(
@@ -429,9 +410,7 @@ def test_staff_who_may_not_change_billing_cannot_change_plans_or_charge(
     clock: FrozenClock,
     role: StaffRole,
 ) -> None:
-    with session_factory() as session:
-        billing.start_subscription(session, clock, world.org.id, plans.monthly, with_trial=False)
-        session.commit()
+    _subscribe(session_factory, clock, world.org.id, plans.monthly)
     client = as_staff(pages, world.staff[role])
     url = f"/console/customers/{world.org.id}"
     page = client.get(url)
