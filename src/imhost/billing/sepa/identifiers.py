@@ -15,7 +15,7 @@ import unicodedata
 
 from stdnum import bic as stdnum_bic
 from stdnum import iban as stdnum_iban
-from stdnum.exceptions import InvalidChecksum, InvalidLength, ValidationError
+from stdnum.exceptions import InvalidChecksum, ValidationError
 from stdnum.iso7064 import mod_97_10
 
 from imhost.kit.errors import InvalidInput
@@ -75,6 +75,10 @@ SEPA_COUNTRIES = frozenset(
     ]
 )
 
+_NOT_AN_IBAN = (
+    "This is not a valid IBAN. An IBAN starts with a country code and has a fixed length for "
+    "each country, e.g. DE89 3704 0044 0532 0130 00."
+)
 _SEPA_CHARS = re.compile(r"[^A-Za-z0-9/\-?:().,'+ ]")
 
 
@@ -83,6 +87,8 @@ def normalize_iban(value: str) -> str:
     raw = value.strip()
     if not raw:
         raise InvalidInput("Fill in the IBAN.", field="iban")
+    if not re.fullmatch(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{8,30}", re.sub(r"[\s\-]", "", raw).upper()):
+        raise InvalidInput(_NOT_AN_IBAN, field="iban")
     try:
         iban = str(stdnum_iban.validate(raw))
     except InvalidChecksum:
@@ -91,16 +97,8 @@ def normalize_iban(value: str) -> str:
             "mistake.",
             field="iban",
         ) from None
-    except InvalidLength:
-        raise InvalidInput(
-            "This IBAN has the wrong number of characters for its country.", field="iban"
-        ) from None
     except ValidationError:
-        raise InvalidInput(
-            "This is not an IBAN. An IBAN starts with a country code, e.g. DE89 3704 0044 "
-            "0532 0130 00.",
-            field="iban",
-        ) from None
+        raise InvalidInput(_NOT_AN_IBAN, field="iban") from None
     if iban[:2] not in SEPA_COUNTRIES:
         raise InvalidInput(
             "Direct debit works only with an account in a SEPA country.", field="iban"
