@@ -20,7 +20,7 @@ from lxml import etree
 from imhost.kit.errors import InvalidInput
 
 NOT_A_STATEMENT = "This is not a camt.053 bank statement."
-MAX_STATEMENT_BYTES = 20 * 1024 * 1024
+MAX_STATEMENT_BYTES = 10 * 1024 * 1024
 
 _NS = re.compile(r"^urn:iso:std:iso:20022:tech:xsd:camt\.053\.001\.(\d{2})$")
 
@@ -106,7 +106,10 @@ def parse_camt053(data: bytes) -> BankStatement:
     if not data.strip():
         raise InvalidInput(f"{NOT_A_STATEMENT} The file is empty.", field="file")
     if len(data) > MAX_STATEMENT_BYTES:
-        raise InvalidInput(f"{NOT_A_STATEMENT} The file is larger than 20 MB.", field="file")
+        raise InvalidInput(
+            f"{NOT_A_STATEMENT} The file is larger than 10 MB; ask the bank for daily statements.",
+            field="file",
+        )
     if b"<!DOCTYPE" in data[:4096].upper() or b"<!ENTITY" in data.upper():
         raise InvalidInput(NOT_A_STATEMENT, field="file")
     try:
