@@ -295,3 +295,29 @@ def test_queueing_due_invoices_is_safe_to_repeat(session_factory: sessionmaker[S
         assert queue_due_collections(s, clock) == []
         amounts = sorted(c.amount for c in s.scalars(select(SepaCollection)))
         assert amounts == [Decimal("20.00"), Decimal("30.00")]
+
+
+def test_the_hourly_job_waits_for_the_creditor_then_queues_once(
+    session_factory: sessionmaker[Session],
+) -> None:
+    from imhost.billing.sepa.tasks import scheduled_queue
+
+    clock = _clock()
+    with transaction(session_factory) as s:
+        org = make_org(s, clock)
+        open_invoice(s, clock, org.id, "15.00")
+    assert scheduled_queue(session_factory, clock) == 0  # no creditor yet
+    with transaction(session_factory) as s:
+        set_up_creditor(s, clock)
+        sign_mandate(
+            s,
+            clock,
+            org.id,
+            account_holder="Acme",
+            iban=DEBTOR_IBAN,
+            accepted=True,
+            signed_by="owner",
+            signed_from="192.0.2.1",
+        )
+    assert scheduled_queue(session_factory, clock) == 1
+    assert scheduled_queue(session_factory, clock) == 0
