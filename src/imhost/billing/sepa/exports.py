@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -69,7 +70,7 @@ def preview_export(session: Session, clock: Clock, up_to: date) -> ExportPreview
             )
         )
     )
-    total = sum((c.amount for c in rows), start=0)
+    total = sum((c.amount for c in rows), Decimal(0))
     return ExportPreview(
         up_to=up_to,
         count=len(rows),
@@ -144,7 +145,7 @@ def export_batch(
         schema=PAIN_008_SCHEMA,
         up_to=up_to,
         count=len(taken),
-        control_sum=sum((c.amount for c in taken), start=taken[0].amount * 0),
+        control_sum=sum((c.amount for c in taken), Decimal(0)),
         currency=SEPA_CURRENCY,
         xml=xml,
         exported_by=exported_by[:320],
