@@ -76,6 +76,14 @@ def test_the_mandate_form_shows_the_mandate_and_refuses_a_bad_iban_plainly(
     assert "its check digits do not match" in bad.text
     assert 'href="#f-iban"' in bad.text
     assert "DE89 3704 0044 0532 0130 01" in bad.text  # what was typed stays in the form
+    assert "There is a problem" in bad.text  # one problem: the box was ticked
+    both = client.post(
+        _dd(world),
+        data={"csrf_token": csrf, "account_holder": "", "iban": "DE89", "bic": "X"},
+    )
+    assert both.status_code == 422 and "There are problems" in both.text
+    for words in ("Fill in the account holder", "not a valid IBAN", "not a BIC", "Tick the box"):
+        assert words in both.text
     with session_factory() as s:
         assert active_mandate(s, world.org.id) is None
     unticked = client.post(

@@ -78,13 +78,24 @@ def sign_mandate(
     org = session.get(Organization, organization_id)
     if org is None:
         raise NotFound(f"no organization {organization_id!r}")
+    problems: dict[str, str] = {}
     holder = sepa_text(account_holder, 70)
     if not holder:
-        raise InvalidInput("Fill in the account holder's name.", field="account_holder")
-    account = normalize_iban(iban)
-    swift = normalize_bic(bic)
+        problems["account_holder"] = "Fill in the account holder's name."
+    account = swift = None
+    try:
+        account = normalize_iban(iban)
+    except InvalidInput as exc:
+        problems["iban"] = exc.detail
+    try:
+        swift = normalize_bic(bic)
+    except InvalidInput as exc:
+        problems["bic"] = exc.detail
     if not accepted:
-        raise InvalidInput("Tick the box to accept the mandate.", field="accept")
+        problems["accept"] = "Tick the box to accept the mandate."
+    if problems or account is None:
+        name, message = next(iter(problems.items()))
+        raise InvalidInput(message, field=name, field_errors=problems)
     creditor = ready_creditor(session)
     now = clock.now()
     reference = _new_reference(session)
