@@ -48,7 +48,7 @@ def test_a_wrong_iban_gets_a_plain_message(iban: str, words: str) -> None:
 
 def test_bic_is_optional_but_checked_when_given() -> None:
     assert normalize_bic("") is None
-    assert normalize_bic("cobadeff xxx") == "COBADEFFXXX"
+    assert normalize_bic("deutdeff 500") == "DEUTDEFF500"
     with pytest.raises(InvalidInput, match="not a BIC"):
         normalize_bic("COBADEF")
     with pytest.raises(InvalidInput, match="Fill in the BIC"):

@@ -103,7 +103,7 @@ def test_a_mandate_given_in_the_portal_is_recorded_and_shown_masked(
             "csrf_token": csrf,
             "account_holder": "Acme Chat GmbH",
             "iban": "de75 5121 0800 1245 1261 99",
-            "bic": "COBADEFFXXX",
+            "bic": "DEUTDEFF500",
             "accept": "yes",
         },
     )

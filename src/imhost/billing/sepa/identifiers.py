@@ -117,7 +117,7 @@ def normalize_bic(value: str, *, required: bool = False) -> str | None:
         return str(stdnum_bic.validate(raw))
     except ValidationError:
         raise InvalidInput(
-            "This is not a BIC. A BIC has 8 or 11 letters and digits, e.g. COBADEFFXXX.",
+            "This is not a BIC. A BIC has 8 or 11 letters and digits, e.g. DEUTDEFF500.",
             field="bic",
         ) from None
 
