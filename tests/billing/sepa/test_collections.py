@@ -321,3 +321,34 @@ def test_the_hourly_job_waits_for_the_creditor_then_queues_once(
         )
     assert scheduled_queue(session_factory, clock) == 1
     assert scheduled_queue(session_factory, clock) == 0
+
+
+def test_the_schema_check_would_catch_a_broken_file(session_factory: sessionmaker[Session]) -> None:
+    """The XSD check is real: the same file without its number of transactions, or with an
+    end-to-end id longer than 35 characters, is refused."""
+    from lxml import etree
+
+    from .helpers import schema
+
+    clock = _clock()
+    with transaction(session_factory) as s:
+        set_up_creditor(s, clock)
+        customer = customer_with_mandate(s, clock)
+        invoice = open_invoice(s, clock, customer.org_id)
+        queue_collection(s, clock, invoice, customer.mandate, idempotency_key="a")
+        batch = export_batch(s, clock, up_to=date(2026, 3, 1), exported_by="staff")
+        assert batch is not None
+        data = batch.xml
+    checker = schema("pain.008.001.02")
+    assert checker.validate(etree.fromstring(data))
+    without_count = etree.fromstring(data)
+    header = without_count.find("p:CstmrDrctDbtInitn/p:GrpHdr", namespaces=NS)
+    count = header.find("p:NbOfTxs", namespaces=NS) if header is not None else None
+    assert header is not None and count is not None
+    header.remove(count)
+    assert not checker.validate(without_count)
+    long_id = etree.fromstring(data)
+    e2e = long_id.find(".//p:EndToEndId", namespaces=NS)
+    assert e2e is not None
+    e2e.text = "X" * 36
+    assert not checker.validate(long_id)
