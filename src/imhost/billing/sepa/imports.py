@@ -121,6 +121,9 @@ def import_statement(
             result.seen_before += 1
             continue
         entry = _store(session, clock, statement, tx)
+        if entry is None:  # another import stored it at the same moment
+            result.seen_before += 1
+            continue
         _match(session, clock, entry, tx, actor=actor)
         result.entries.append(entry)
     statement.entry_count = len(result.entries)
@@ -146,7 +149,7 @@ def import_statement(
 
 def _store(
     session: Session, clock: Clock, statement: SepaStatement, tx: BankTransaction
-) -> SepaStatementEntry:
+) -> SepaStatementEntry | None:
     entry = SepaStatementEntry(
         statement_id=statement.id,
         bank_reference=tx.bank_reference,
@@ -161,8 +164,11 @@ def _store(
         outcome=EntryOutcome.UNMATCHED.value,
         created_at=clock.now(),
     )
-    session.add(entry)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(entry)
+    except IntegrityError:
+        return None
     return entry
 
 
