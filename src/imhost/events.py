@@ -237,6 +237,27 @@ class CreditNoteIssued(Event):
     invoice_id: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class SepaMandateEvent(Event):
+    """A customer gave (``signed``) or withdrew (``revoked``) a SEPA direct debit mandate."""
+
+    organization_id: str
+    mandate_id: str
+    kind: str  # signed, revoked
+
+
+@dataclass(frozen=True, kw_only=True)
+class DirectDebitEvent(Event):
+    """A SEPA collection of an invoice was ``scheduled`` (the pre-notification is due),
+    ``collected`` (the bank statement shows the money) or ``returned`` (the debtor's bank
+    sent it back; ``reason`` is the ISO 20022 return reason code, e.g. AC04)."""
+
+    organization_id: str
+    collection_id: str
+    kind: str  # scheduled, collected, returned
+    reason: str | None = None
+
+
 # --- metering ---------------------------------------------------------------------------
 
 

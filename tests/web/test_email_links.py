@@ -25,6 +25,7 @@ from imhost.accounts.audit import Actor
 from imhost.accounts.models import Organization, OrgRole, SecurityAlert, User
 from imhost.accounts.signup import SignupForm, request_signup
 from imhost.accounts.verification import request_verification
+from imhost.billing import sepa
 from imhost.billing import service as billing
 from imhost.billing.budgets import budget_forecast
 from imhost.billing.flows import run_billing
@@ -38,6 +39,7 @@ from imhost.notify.models import OutboundEmail
 from imhost.runtime import Runtime
 from imhost.web import console, portal
 from tests.billing.factories import make_plan
+from tests.billing.sepa.helpers import Tx, camt053, set_up_creditor
 from tests.factories import World, make_world
 from tests.web.conftest import signed_in
 
@@ -77,6 +79,7 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
                 at=clock.now(),
             ),
         )
+        _direct_debit_emails(s, clock, invoice, owner)
         billing.record_payment(  # "invoice-paid"
             s, clock, invoice.id, amount=invoice.amount_due, currency=invoice.currency
         )
@@ -114,6 +117,32 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
                 ),
                 address="192.0.2.1",
             )
+
+
+def _direct_debit_emails(s: Session, clock: FrozenClock, invoice: Invoice, owner: User) -> None:
+    """A mandate given and withdrawn, a debit announced, exported and returned by the bank."""
+    set_up_creditor(s, clock)
+    mandate = sepa.sign_mandate(  # "direct-debit-mandate"
+        s,
+        clock,
+        invoice.organization_id,
+        account_holder="Acme",
+        iban="DE89370400440532013000",
+        accepted=True,
+        signed_by=owner.email,
+        signed_from="192.0.2.1",
+    )
+    collection = sepa.queue_collection(  # "direct-debit-notice"
+        s, clock, invoice, mandate, idempotency_key="email-walk"
+    )
+    sepa.export_batch(s, clock, up_to=collection.collection_date, exported_by="staff")
+    returned = camt053(
+        [Tx(str(collection.amount), "DBIT", collection.end_to_end_id, return_reason="AC04")]
+    )
+    sepa.import_statement(s, clock, returned, imported_by="staff")  # "direct-debit-returned"
+    sepa.revoke_mandate(  # "direct-debit-mandate-withdrawn"
+        s, clock, invoice.organization_id, mandate.id, revoked_by=owner.email
+    )
 
 
 def raise_security_alerts(s: Session, clock: FrozenClock, owner: User, org_id: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imhost.web.api.v1 import accounts, admin, auth, billing, catalog, hosting, me, usage
+from imhost.web.api.v1 import accounts, admin, auth, billing, catalog, hosting, me, sepa, usage
 
 ROUTERS: tuple[APIRouter, ...] = (
     auth.router,
@@ -19,6 +19,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin.router,
     hosting.router,
     billing.router,
+    sepa.router,
     catalog.router,
     usage.router,
 )
