@@ -31,6 +31,7 @@ from .ports import (
     PrivateStoreView,
     RosterItem,
     StorageFull,
+    StoredRoom,
     UsageRecord,
     VirtualHost,
 )
@@ -96,6 +97,8 @@ class MemoryBackend:
         self.usage_keys: set[str] = set()
         self.fail_sink = False
         self.client_versions: dict[tuple[str, str], str] = {}
+        self.rooms: dict[str, dict[str, StoredRoom]] = {}
+        """Persistent XEP-0045 rooms: hosted domain -> room name -> room."""
         self._listeners: list[HostListener] = []
 
     # -- administration helpers (what the control plane would do) ---------------------------
@@ -355,6 +358,17 @@ class MemoryBackend:
             self.blocklists.pop((domain, localpart), None)
         else:
             self.blocklists.get((domain, localpart), set()).difference_update(jids)
+
+    # -- MucStore ---------------------------------------------------------------------------
+
+    async def load_rooms(self, domain: str) -> list[StoredRoom]:
+        return sorted(self.rooms.get(domain, {}).values(), key=lambda r: r.name)
+
+    async def save_room(self, domain: str, room: StoredRoom) -> None:
+        self.rooms.setdefault(domain, {})[room.name] = room
+
+    async def delete_room(self, domain: str, name: str) -> None:
+        self.rooms.get(domain, {}).pop(name, None)
 
     # -- ClientVersionLog -------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from .ports import (
     BlockListStore,
     ClientVersionLog,
     HostDirectory,
+    MucStore,
     OfflineStore,
     PrivateStore,
     RosterStore,
@@ -311,7 +312,8 @@ class XmppServer:
 
     ``modules`` are the module classes every host loads, in this order (by default
     :data:`~imhost.xmpp.modules.defaults.DEFAULT_MODULES`, a plain list); ``client_versions``
-    keeps what client software each account uses (XEP-0092) for support.
+    keeps what client software each account uses (XEP-0092) for support; ``muc`` keeps the
+    persistent rooms (XEP-0045; without it they last for this run only).
     """
 
     def __init__(
@@ -327,6 +329,7 @@ class XmppServer:
         blocklist: BlockListStore,
         usage: UsageSink | None,
         client_versions: ClientVersionLog | None = None,
+        muc: MucStore | None = None,
         clock: Clock | None = None,
         modules: Sequence[type[Module]] = DEFAULT_MODULES,
         ssl_context: ssl.SSLContext | None = None,
@@ -338,7 +341,11 @@ class XmppServer:
         self.settings = settings
         self.directory = directory
         self.clock = clock or SystemClock()
-        self.stores = Stores(auth, roster, offline, private, vcard, blocklist)
+        if muc is None:
+            from .memory import MemoryBackend
+
+            muc = MemoryBackend()  # rooms kept for this run only
+        self.stores = Stores(auth, roster, offline, private, vcard, blocklist, muc)
         self.meter = Meter(
             usage,
             self.clock,
@@ -387,6 +394,7 @@ class XmppServer:
             blocklist=backend,
             usage=backend,
             client_versions=backend,
+            muc=backend,
             **kw,
         )
 
