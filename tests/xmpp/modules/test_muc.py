@@ -51,9 +51,8 @@ def join_xml(nick: str, room: str = ROOM, extra: str = "") -> str:
 
 
 def submit(fields: dict[str, str] | None = None, room: str = ROOM, id_: str = "cfg") -> str:
-    inner = "".join(
-        f"<field var='{var}'><value>{value}</value></field>" for var, value in (fields or {}).items()
-    )
+    pairs = (fields or {}).items()
+    inner = "".join(f"<field var='{var}'><value>{value}</value></field>" for var, value in pairs)
     return (
         f"<iq type='set' id='{id_}' to='{room}'><query xmlns='{NS_OWNER}'>"
         f"<x xmlns='{NS_DATA}' type='submit'>{inner}</x></query></iq>"
@@ -468,9 +467,7 @@ async def test_kick_ban_and_their_permissions() -> None:
             f"<iq type='get' id='o3' to='{ROOM}'><query xmlns='{NS_ADMIN}'>"
             "<item affiliation='outcast'/></query></iq>",
         )
-        assert [i.get("jid") for i in next(reply.elements()).elements()] == [
-            "carol@example.test"
-        ]
+        assert [i.get("jid") for i in next(reply.elements()).elements()] == ["carol@example.test"]
 
 
 async def test_moderated_room_voice() -> None:
