@@ -19,6 +19,8 @@ class LimitsOut(BaseModel):
     max_stanza_bytes: int
     max_offline_messages: int
     storage_mb: int | None
+    max_rooms: int | None = None
+    max_room_occupants: int | None = None
     registration_allowed: bool
 
 
@@ -68,6 +70,8 @@ class ServiceOut(BaseModel):
                 max_stanza_bytes=service.max_stanza_bytes,
                 max_offline_messages=service.max_offline_messages,
                 storage_mb=service.storage_mb,
+                max_rooms=service.max_rooms,
+                max_room_occupants=service.max_room_occupants,
                 registration_allowed=service.registration_allowed,
             ),
         )
@@ -174,4 +178,6 @@ class LimitsIn(BaseModel):
     max_stanza_bytes: int | None = None
     max_offline_messages: int | None = None
     storage_mb: int | None = None
+    max_rooms: int | None = None
+    max_room_occupants: int | None = None
     registration_allowed: bool | None = None

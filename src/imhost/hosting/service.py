@@ -80,6 +80,8 @@ def virtual_host(service: HostedService) -> VirtualHost:
             max_storage_bytes=(
                 service.storage_mb * BYTES_PER_MB if service.storage_mb is not None else None
             ),
+            max_rooms=service.max_rooms,
+            max_room_occupants=service.max_room_occupants,
             registration_allowed=service.registration_allowed,
         ),
     )
@@ -139,6 +141,8 @@ def apply_plan_limits(service: HostedService, limits: PlanLimits) -> None:
     service.max_offline_messages = (
         limits.max_offline_messages if limits.max_offline_messages is not None else OFFLINE_CEILING
     )
+    service.max_rooms = limits.max_rooms
+    service.max_room_occupants = limits.max_room_occupants
 
 
 def change_plan_limits(
@@ -349,9 +353,19 @@ LIMIT_BOUNDS: dict[str, tuple[int, int]] = {
     "max_stanza_bytes": (1024, 16 * 1024 * 1024),
     "max_offline_messages": (0, 1_000_000),
     "storage_mb": (0, 100_000_000),
+    "max_rooms": (0, 10_000_000),
+    "max_room_occupants": (1, 1_000_000),
 }
 NULLABLE_LIMITS = frozenset(
-    {"max_accounts", "max_connections", "max_connections_per_account", "message_rate", "storage_mb"}
+    {
+        "max_accounts",
+        "max_connections",
+        "max_connections_per_account",
+        "message_rate",
+        "storage_mb",
+        "max_rooms",
+        "max_room_occupants",
+    }
 )
 
 
