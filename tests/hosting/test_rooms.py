@@ -12,12 +12,13 @@ from imhost.catalog.models import PlanLimits
 from imhost.hosting import service as hosting
 from imhost.hosting.ports import DbBackend
 from imhost.kit.clock import FrozenClock
+from imhost.xmpp.core.xml import Element
 from imhost.xmpp.modules.disco import DiscoModule
 from imhost.xmpp.modules.muc import MucModule
 from imhost.xmpp.ports import StoredRoom
 from imhost.xmpp.server import XmppServer
 from tests.xmpp.harness import Client, settings
-from tests.xmpp.modules.conv import error_of, exchange
+from tests.xmpp.modules.conv import error_of
 
 from .factories import PASSWORD, SECURITY, make_account, make_service
 
@@ -88,6 +89,16 @@ def server_on(backend: DbBackend) -> XmppServer:
         muc=backend.rooms,
         modules=[DiscoModule, MucModule],
     )
+
+
+async def exchange(client: Client, xml: str) -> tuple[Element, None]:
+    """Send an iq and wait (in real time: the store writes on a thread) for its answer."""
+    client.send(xml)
+    iq_id = xml.split("id='", 1)[1].split("'", 1)[0]
+    while True:
+        el = await client.wait_for("iq", timeout=10)
+        if el.get("id") == iq_id:
+            return el, None
 
 
 async def online(server: XmppServer, user: str) -> Client:
