@@ -177,6 +177,10 @@ async def test_groupchat_is_reflected_with_ids_and_counted_once() -> None:
         counters = h.server.router.hosts[DOMAIN].counters
         assert (counters.room_messages, counters.room_deliveries) == (1, 3)
         assert counters.messages == 1
+        await h.server.meter.flush()
+        assert h.backend.usage_total(DOMAIN, "room_messages") == 1
+        assert h.backend.usage_total(DOMAIN, "room_deliveries") == 3
+        assert h.backend.usage_total(DOMAIN, "messages") == 1
 
 
 async def test_occupant_id_is_stable_per_person_and_distinct_between_people() -> None:
