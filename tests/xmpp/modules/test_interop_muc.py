@@ -18,8 +18,8 @@ slixmpp = pytest.importorskip("slixmpp")
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     aioxmpp = pytest.importorskip("aioxmpp")
-    import aioxmpp.muc
     import aioxmpp.security_layer as asl
+    from aioxmpp import muc as aiomuc
     from aioxmpp import connector
 
 pytestmark = [pytest.mark.anyio, pytest.mark.interop]
@@ -143,7 +143,7 @@ async def test_aioxmpp_joins_and_talks_with_a_slixmpp_owner(live_im: LiveServer)
         await create_room(alice, "Alice")
         carol = aio_client(live_im, "carol")
         async with carol.connected():
-            muc = carol.summon(aioxmpp.muc.MUCClient)
+            muc = carol.summon(aiomuc.MUCClient)
             room, future = muc.join(aioxmpp.JID.fromstr(ROOM), "Carol")
             await asyncio.wait_for(future, 10)
             assert room.me is not None and room.me.nick == "Carol"
