@@ -19,8 +19,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     aioxmpp = pytest.importorskip("aioxmpp")
     import aioxmpp.security_layer as asl
-    from aioxmpp import muc as aiomuc
     from aioxmpp import connector
+    from aioxmpp import muc as aiomuc
 
 pytestmark = [pytest.mark.anyio, pytest.mark.interop]
 
