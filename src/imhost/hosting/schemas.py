@@ -148,6 +148,27 @@ class PasswordOut(BaseModel):
     generated_password: str | None
 
 
+class RoomOut(BaseModel):
+    """A group chat room (XEP-0045) of the service's conference service."""
+
+    name: str
+    jid: str
+    title: str
+    persistent: bool
+    """Kept when empty and across restarts (stored); a temporary room goes with its last
+    occupant."""
+    occupants: int | None
+    """People in the room now; None when no engine runs in this process."""
+
+
+class RoomList(BaseModel):
+    conference: str
+    """The conference service's address (``conference.<domain>``)."""
+    max_rooms: int | None
+    max_room_occupants: int | None
+    items: list[RoomOut]
+
+
 class ReasonIn(BaseModel):
     reason: MultilineText = Field(min_length=1, max_length=500)
 

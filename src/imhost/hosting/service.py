@@ -35,6 +35,7 @@ from imhost.hosting.models import (
     XmppAccount,
     XmppOfflineMessage,
     XmppPrivateXml,
+    XmppRoom,
 )
 from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
@@ -399,6 +400,50 @@ def set_limits(
     _audit_service(session, clock, service, "limits_changed", actor, limits=values)
     _host_changed(session, service)
     return service
+
+
+# --- group chat rooms (XEP-0045) ---------------------------------------------------------------
+
+
+def conference_domain(service: HostedService) -> str:
+    """The service's conference service: ``conference.<domain>``."""
+    return f"conference.{service.domain}"
+
+
+def list_rooms(session: Session, service: HostedService) -> list[XmppRoom]:
+    """The service's persistent rooms, by name (temporary rooms live only in the engine)."""
+    return list(
+        session.scalars(
+            select(XmppRoom).where(XmppRoom.service_id == service.id).order_by(XmppRoom.name)
+        )
+    )
+
+
+def destroy_room(
+    session: Session,
+    clock: Clock,
+    service: HostedService,
+    name: str,
+    *,
+    reason: str,
+    live: Collection[str] = (),
+    actor: Actor | None = None,
+) -> None:
+    """Destroy a room (staff or the customer's admin): its stored row goes now, and after the
+    commit the engine tells its occupants (XEP-0045 ``<destroy/>`` with ``reason``) and
+    forgets it. ``live``: the names of the rooms the engine holds now (temporary ones are
+    not stored). An unknown room is :class:`NotFound`."""
+    text = _reason(reason)
+    row = session.scalars(
+        select(XmppRoom).where(XmppRoom.service_id == service.id, XmppRoom.name == name)
+    ).one_or_none()
+    if row is None and name not in live:
+        raise NotFound(f"{service.domain} has no room called {name}.")
+    if row is not None:
+        session.delete(row)
+        session.flush()
+    _audit_service(session, clock, service, "room_destroyed", actor, room=name, reason=text)
+    changes.stage(session, changes.RoomDestroyed(service.domain, name, text))
 
 
 def remove_service(

@@ -145,6 +145,12 @@ class MemoryBackend:
         for listener in list(self._listeners):
             listener.on_account_disabled(domain, localpart, reason)
 
+    def destroy_room(self, domain: str, name: str, reason: str) -> None:
+        """Staff destroy a room: forget it, and tell the engine (occupants are told)."""
+        self.rooms.get(domain, {}).pop(name, None)
+        for listener in list(self._listeners):
+            listener.on_room_destroyed(domain, name, reason)
+
     def delete_account(self, domain: str, localpart: str) -> None:
         self.accounts.pop((domain, localpart), None)
         for listener in list(self._listeners):

@@ -113,6 +113,12 @@ class HostListener(Protocol):
         """An account was disabled or deleted: its sessions are closed."""
         ...
 
+    def on_room_destroyed(self, domain: str, room: str, reason: str) -> None:
+        """The provider's or the customer's staff destroyed a XEP-0045 room of the host's
+        conference service (already gone from the ``MucStore``): its occupants are told
+        (``<destroy/>`` with ``reason``) and it is forgotten."""
+        ...
+
 
 @runtime_checkable
 class HostDirectory(Protocol):

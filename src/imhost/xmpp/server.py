@@ -34,6 +34,7 @@ from .core.router import HostState, Router, Stores
 from .core.stream import C2SStream, State, StreamServices, spawn
 from .modules.api import Module, ModuleContext
 from .modules.defaults import DEFAULT_MODULES
+from .modules.muc.service import MucModule, RoomSummary
 from .ports import (
     AccountAuth,
     BlockListStore,
@@ -562,6 +563,25 @@ class XmppServer:
         for stream in list(self.services.streams):
             if stream.host_state is state and stream.localpart == localpart and not stream.closed:
                 stream.close_with_error(StreamErrorCondition.POLICY_VIOLATION, reason)
+
+    def on_room_destroyed(self, domain: str, room: str, reason: str) -> None:
+        muc = self._muc(domain)
+        if muc is not None:
+            muc.destroy(room, reason)
+
+    def _muc(self, domain: str) -> MucModule | None:
+        state = self.router.hosts.get(domain)
+        if state is None:
+            return None
+        for module in state.modules:
+            if isinstance(module, MucModule):
+                return module
+        return None
+
+    def rooms(self, domain: str) -> list[RoomSummary]:
+        """The rooms of a host's conference service now (temporary ones too), by name."""
+        muc = self._muc(domain)
+        return muc.room_summaries() if muc is not None else []
 
     def _streams_of(self, state: HostState) -> list[C2SStream]:
         found = {s for s in self.services.streams if s.host_state is state}

@@ -701,3 +701,26 @@ async def test_join_errors_without_nick_and_unknown_requests() -> None:
             alice, f"<iq type='get' id='u1' to='{SERVICE}'><query xmlns='urn:example'/></iq>"
         )
         assert error_of(reply) == "service-unavailable"
+
+
+async def test_staff_destroy_tells_the_occupants_and_forgets_the_room() -> None:
+    async with Harness(modules=MODULES) as h:
+        alice = await h.online("alice")
+        bob = await h.online("bob")
+        await create(h, alice, fields={"muc#roomconfig_persistentroom": "1"})
+        await joined(bob, "bob")
+        assert "team" in h.backend.rooms[DOMAIN]
+        h.backend.destroy_room(DOMAIN, "team", "closed by the provider")
+        for c in (alice, bob):
+            gone = await c.wait_for("presence")
+            while gone.get("type") != "unavailable":
+                gone = await c.wait_for("presence")
+            x = gone.find("x", NS_USER)
+            assert x is not None
+            d = x.find("destroy", NS_USER)
+            assert d is not None and d.find_text("reason", NS_USER) == "closed by the provider"
+        module = h.server.router.hosts[DOMAIN].modules[-1]
+        assert isinstance(module, MucModule) and "team" not in module.rooms
+        assert [r.name for r in h.server.rooms(DOMAIN)] == []
+        alice.send(f"<message to='{ROOM}' type='groupchat'><body>x</body></message>")
+        assert error_of(await alice.wait_for("message")) == "item-not-found"

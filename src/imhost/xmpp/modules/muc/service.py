@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -1220,10 +1221,31 @@ class MucModule(Module):
 
     # -- for the control plane ---------------------------------------------------------------
 
-    def room_summaries(self) -> list[tuple[str, int, bool]]:
-        """(room name, occupants, persistent) of every room, by name."""
-        rooms = sorted(self.rooms.items())
-        return [(name, len(room.occupants), room.persistent) for name, room in rooms]
+    def room_summaries(self) -> list[RoomSummary]:
+        """Every room now, by name (for the provider's and the customer's staff)."""
+        return [
+            RoomSummary(
+                name=name,
+                jid=room.jid,
+                title=room.config.name,
+                occupants=len(room.occupants),
+                persistent=room.persistent,
+                public=room.config.public and not room.locked,
+            )
+            for name, room in sorted(self.rooms.items())
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSummary:
+    """A room as the control plane lists it."""
+
+    name: str
+    jid: str
+    title: str
+    occupants: int
+    persistent: bool
+    public: bool
 
 
 ROLE_NAMES = ("moderator", "participant", "visitor", "none")
@@ -1254,4 +1276,12 @@ async def _wait(pending: Awaitable[None]) -> None:
     await pending
 
 
-__all__ = ["NS_MUC", "NS_OWNER", "NS_ROOMCONFIG", "NS_USER", "MucModule", "RoomConfig"]
+__all__ = [
+    "NS_MUC",
+    "NS_OWNER",
+    "NS_ROOMCONFIG",
+    "NS_USER",
+    "MucModule",
+    "RoomConfig",
+    "RoomSummary",
+]
