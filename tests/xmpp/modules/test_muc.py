@@ -401,6 +401,26 @@ async def test_password_members_only_ban_full_and_room_limit() -> None:
         )
         got = await joined(carol, "carol")
         assert error_of(got[-1]) == "registration-required"
+        # the whole form sent back with protection off (and the old secret) opens the room
+        reply, _ = await exchange(
+            alice,
+            submit(
+                {
+                    "muc#roomconfig_membersonly": "0",
+                    "muc#roomconfig_passwordprotectedroom": "0",
+                    "muc#roomconfig_roomsecret": "s3cret",
+                }
+            ),
+        )
+        assert reply.get("type") == "result"
+        bob.send(f"<presence to='{ROOM}/bob' type='unavailable'/>")
+        await bob.wait_for("presence")
+        got = await joined(bob, "bob")
+        assert got[-1].find("subject") is not None
+        # a secret alone switches protection on
+        await exchange(alice, submit({"muc#roomconfig_roomsecret": "n3w"}))
+        got = await joined(carol, "carol")
+        assert error_of(got[-1]) == "not-authorized"
 
 
 async def test_kick_ban_and_their_permissions() -> None:

@@ -17,7 +17,7 @@ from imhost.xmpp.modules.api import Element, StanzaError, StanzaErrorCondition
 from imhost.xmpp.ports import StoredRoom
 
 if TYPE_CHECKING:
-    from imhost.xmpp.modules.api import C2SStream
+    from imhost.kit.jid import JID
 
 NS_DATA = "jabber:x:data"
 NS_ROOMCONFIG = "http://jabber.org/protocol/muc#roomconfig"
@@ -188,7 +188,12 @@ def apply_form(config: RoomConfig, x: Element) -> RoomConfig:
             StanzaErrorCondition.NOT_ACCEPTABLE, "a password-protected room needs a password"
         )
     if not new.password_protected and new.password:
-        new = replace(new, password_protected=True)
+        # a form that switches protection off (clients send back every field, the old
+        # secret too) clears the password; one that only sets a secret switches it on
+        if "muc#roomconfig_passwordprotectedroom" in values:
+            new = replace(new, password="")
+        else:
+            new = replace(new, password_protected=True)
     return new
 
 
@@ -214,9 +219,11 @@ class Occupant:
     """One session in a room (XEP-0045 §5)."""
 
     nick: str
-    session: C2SStream
+    address: JID
+    """The real full JID; its session is looked up at each delivery (a XEP-0198 resumption
+    moves the session to another stream)."""
     jid: str
-    """The real full JID."""
+    """The same, as text."""
     bare: str
     role: str
     presence: list[Element | str] = field(default_factory=list)

@@ -220,8 +220,9 @@ class MucModule(Module):
 
     def _send(self, occupant: Occupant, stanza: Element) -> None:
         stanza.attrs["to"] = occupant.jid
-        if not occupant.session.closed:
-            occupant.session.deliver(stanza)
+        session = self.ctx.session(occupant.address)
+        if session is not None and not session.closed:
+            session.deliver(stanza)
 
     def _presence_of(
         self,
@@ -411,7 +412,7 @@ class MucModule(Module):
                 )
         occupant = Occupant(
             nick=nick,
-            session=session,
+            address=session.jid or parse_jid(session.jid_str),
             jid=session.jid_str,
             bare=bare,
             role=room.default_role(bare),
