@@ -14,6 +14,7 @@ from imhost.accounts.mfa import qr_svg
 from imhost.accounts.permissions import Access
 from imhost.hosting import service as hosting
 from imhost.hosting.models import HostedService
+from imhost.hosting.schemas import RoomList
 from imhost.kit.errors import DomainError, InvalidInput
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, RuntimeDep
@@ -79,8 +80,10 @@ def stored_mb(db: Db, service: HostedService) -> int:
     return -(-hosting.stored_bytes(db, service.id) // hosting.BYTES_PER_MB)
 
 
-def limits_of(db: Db, runtime: Runtime, service: HostedService) -> list[Limit]:
-    rooms = room_list(db, runtime, service)
+def limits_of(
+    db: Db, runtime: Runtime, service: HostedService, rooms: RoomList | None = None
+) -> list[Limit]:
+    rooms = rooms or room_list(db, runtime, service)
     live = runtime.xmpp is not None
     return [
         Limit("Accounts", hosting.count_accounts(db, service.id), service.max_accounts),
@@ -119,13 +122,14 @@ def service_page(request: Request, principal: HostingRead, db: Db, runtime: Runt
     items = []
     for s in services:
         conn = connection(runtime, s)
+        rooms = room_list(db, runtime, s)
         items.append(
             {
                 "service": s,
-                "limits": limits_of(db, runtime, s),
+                "limits": limits_of(db, runtime, s, rooms),
                 "connection": conn,
                 "qr": markup(qr_svg(conn["uri"], scale=5)),
-                "rooms": room_list(db, runtime, s),
+                "rooms": rooms,
             }
         )
     return render(
