@@ -170,3 +170,28 @@ def test_the_portal_lists_rooms_and_asks_before_destroying(
     assert _rooms_left(runtime) == []
     gone = client.post(action, data={"csrf_token": csrf, "confirmed": "yes", "reason": "again"})
     assert gone.status_code == 404 and "no room called team" in gone.text
+
+
+def test_staff_see_the_rooms_on_the_customer_page_and_destroy_one(
+    app: FastAPI, world: World, runtime: Runtime
+) -> None:
+    client, csrf = as_user(app, world.staff[StaffRole.ADMIN])
+    page = client.get(f"/console/customers/{world.org.id}")
+    assert page.status_code == 200
+    assert f"Group chats on conference.{DOMAIN}" in page.text
+    assert f"team@conference.{DOMAIN}" in page.text
+    action = f"/console/customers/{world.org.id}/services/{_service_id(runtime)}/rooms/team/destroy"
+    ask = client.post(action, data={"csrf_token": csrf})
+    assert ask.status_code == 200 and "Destroy the group chat" in ask.text
+    done = client.post(action, data={"csrf_token": csrf, "confirmed": "yes", "reason": "abuse"})
+    assert done.status_code == 303
+    assert _rooms_left(runtime) == []
+    reader, reader_csrf = as_user(app, world.staff[StaffRole.READ_ONLY])
+    assert "Destroy…" not in reader.get(f"/console/customers/{world.org.id}").text
+    refused = reader.post(action, data={"csrf_token": reader_csrf})
+    assert refused.status_code == 403
+    # another customer's service is not reachable through this customer's page
+    other = (
+        f"/console/customers/{world.other_org.id}/services/{_service_id(runtime)}/rooms/x/destroy"
+    )
+    assert client.post(other, data={"csrf_token": csrf}).status_code == 404
