@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from imhost.kit.clock import FrozenClock
-from imhost.xmpp.core.xml import Element
+from imhost.xmpp.core.xml import NS_SM, Element
 from imhost.xmpp.modules.api import Module
 from imhost.xmpp.modules.disco import DiscoModule
 from imhost.xmpp.modules.muc import MucModule
@@ -744,3 +744,30 @@ async def test_staff_destroy_tells_the_occupants_and_forgets_the_room() -> None:
         assert [r.name for r in h.server.rooms(DOMAIN)] == []
         alice.send(f"<message to='{ROOM}' type='groupchat'><body>x</body></message>")
         assert error_of(await alice.wait_for("message")) == "item-not-found"
+
+
+async def test_an_occupant_resumed_on_a_new_connection_keeps_getting_the_room() -> None:
+    async with Harness(modules=MODULES) as h:
+        alice = await h.online("alice")
+        bob = await h.online("bob", "phone")
+        await create(h, alice)
+        bob.send(f"<enable xmlns='{NS_SM}' resume='true'/>")
+        [enabled] = await bob.recv()
+        await joined(bob, "bob")
+        await alice.recv()
+        bob.stream.connection_lost(ConnectionResetError())  # the network drops: hibernation
+        alice.send(f"<message to='{ROOM}' type='groupchat'><body>while away</body></message>")
+        await alice.wait_for("message")
+        again = h.client()
+        await again.login_plain("bob")
+        again.restart()
+        await again.open()
+        again.send(f"<resume xmlns='{NS_SM}' previd='{enabled.get('id')}' h='0'/>")
+        got = await again.recv()
+        assert got[0].name == "resumed"
+        assert "while away" in [e.find_text("body") for e in got if e.name == "message"]
+        alice.send(f"<message to='{ROOM}' type='groupchat'><body>after</body></message>")
+        after = await again.wait_for("message")
+        while after.find_text("body") != "after":
+            after = await again.wait_for("message")
+        assert after.get("to") == "bob@example.test/phone"
