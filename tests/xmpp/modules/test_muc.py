@@ -771,3 +771,33 @@ async def test_an_occupant_resumed_on_a_new_connection_keeps_getting_the_room() 
         while after.find_text("body") != "after":
             after = await again.wait_for("message")
         assert after.get("to") == "bob@example.test/phone"
+
+
+async def test_another_tenant_cannot_reach_the_conference_service() -> None:
+    async with Harness(modules=MODULES) as h:
+        alice = await h.online("alice")
+        await create(h, alice)
+        mallory = h.client()
+        ok = await mallory.login_scram("mallory", mech="SCRAM-SHA-1", to="other.test")
+        assert ok.name == "success"
+        assert (await mallory.bind()).get("type") == "result"
+        assert mallory.stream.domain == "other.test"
+        mallory.send(f"<message to='{ROOM}' type='groupchat'><body>hi</body></message>")
+        assert error_of(await mallory.wait_for("message")) == "remote-server-not-found"
+        mallory.send(join_xml("mallory"))
+        reply, _ = await exchange(
+            mallory,
+            f"<iq type='get' id='x1' to='{SERVICE}'>"
+            "<query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+        )
+        assert error_of(reply) == "remote-server-not-found"
+        module = h.server.router.hosts[DOMAIN].modules[-1]
+        assert isinstance(module, MucModule)
+        assert list(module.rooms["team"].occupants) == ["alice"]
+        # its own service is its own: conference.other.test
+        reply, _ = await exchange(
+            mallory,
+            "<iq type='get' id='x2' to='conference.other.test'>"
+            "<query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+        )
+        assert reply.get("type") == "result"
