@@ -63,6 +63,9 @@ SERVICE_FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, NS_OCCUPANT_ID, NS_SI
 """What the service's disco#info lists (XEP-0030 §3): exactly what is implemented."""
 
 SERVICE_NAME = "Chatrooms"
+ROOM_CEILING = 10_000
+"""Rooms of one service at once when its plan sets no limit (a safety ceiling: each room
+holds its history in memory)."""
 MAX_NICK = 100
 """Characters of a nickname (a resourcepart may be 1023 bytes; a nick that long is noise)."""
 
@@ -353,7 +356,9 @@ class MucModule(Module):
         self, session: C2SStream, el: Element, name: str, nick: str
     ) -> Awaitable[None] | None:
         limit = self.ctx.host.limits.max_rooms
-        if limit is not None and len(self.rooms) >= limit:
+        if limit is None:
+            limit = ROOM_CEILING
+        if len(self.rooms) >= limit:
             raise StanzaError(
                 StanzaErrorCondition.RESOURCE_CONSTRAINT,
                 f"this service's plan allows {limit} rooms at once; remove one first",
