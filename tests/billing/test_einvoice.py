@@ -170,6 +170,22 @@ def test_a_zero_rated_export_is_valid_in_its_category(
     assert vat_ids == ([] if category == "O" else [SELLER_VAT])
 
 
+def test_a_customer_without_a_country_is_addressed_and_taxed_as_at_home(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 11, 1, 9))
+    with transaction(session_factory) as s:
+        _provider(s, clock)
+        org = make_org(s, clock, country=None)
+        service.start_subscription(s, clock, org.id, make_plan(s, clock).id)
+    run_billing(session_factory, clock, clock.now())
+    with session_factory() as s:
+        xml = service.invoice_xml(s, s.scalars(select(Invoice)).one())
+    found = check_all(xml)
+    assert list(found["breakdown"]) == [("S", Decimal("19"))]
+    assert text(found["root"], ".//ram:BuyerTradeParty//ram:CountryID") == ["DE"]
+
+
 def test_account_credit_applied_at_issue_is_the_prepaid_amount(
     session_factory: sessionmaker[Session],
 ) -> None:

@@ -194,6 +194,8 @@ def test_staff_set_the_seller_details_in_the_console(
     session_factory: sessionmaker[Session],
 ) -> None:
     client, csrf = as_user(pages, world.staff[StaffRole.BILLING])
+    first = client.get("/console/billing/settings")
+    assert "fill in the street address, city, postcode, VAT ID" in first.text
     form = {
         "legal_name": "imhost GmbH",
         "street_1": "Hauptstraße 1",
@@ -222,4 +224,7 @@ def test_staff_set_the_seller_details_in_the_console(
     )
     assert events and "provider_tax_id" in events[0].details["changed"]
     read_only, _ = as_user(pages, world.staff[StaffRole.READ_ONLY])
-    assert read_only.get("/console/billing/settings").status_code == 200
+    shown = read_only.get("/console/billing/settings")
+    assert shown.status_code == 200 and "HRB 1" in shown.text
+    assert 'action="/console/billing/settings"' not in shown.text
+    assert "seller-missing" not in shown.text

@@ -17,7 +17,7 @@ largest line), so that the net lines add up exactly to the taxed amount less its
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -267,6 +267,8 @@ def invoice_document(session: Session, invoice: Invoice) -> LegalDocument:
     stored = invoice_lines(session, invoice.id)
     main = tax_decision_of(invoice, stored)
     seller, buyer = seller_of(invoice, profile), buyer_of(invoice)
+    if buyer.country is None:  # taxed as at home (docs/billing.md, "Taxes"): addressed so too
+        buyer = replace(buyer, country=seller.country)
     cur = invoice.currency
     rows = []
     for line in stored:

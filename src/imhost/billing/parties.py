@@ -54,6 +54,18 @@ class Party:
         return bool(self.street_lines and self.city and self.country)
 
 
+def missing_seller_details(profile: BillingProfile) -> list[str]:
+    """What the provider's details lack for an invoice that names its seller in full (and
+    for a valid EN 16931 e-invoice: BR-6, BR-8, BR-9, BR-S-02 need them)."""
+    wanted = {
+        "street address": street_lines(profile.address),
+        "city": profile.city,
+        "postcode": profile.postcode,
+        "VAT ID": profile.provider_tax_id,
+    }
+    return [label for label, value in wanted.items() if not value]
+
+
 def street_lines(text: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 

@@ -20,6 +20,7 @@ from imhost.accounts.permissions import Access, Scope
 from imhost.billing import dashboard
 from imhost.billing import service as billing
 from imhost.billing.flows import RunSummary, run_billing
+from imhost.billing.parties import missing_seller_details
 from imhost.catalog import service as catalog
 from imhost.catalog.schemas import PlanCreate, PlanVersionChange
 from imhost.kit.errors import DomainError, InvalidInput, NotFound
@@ -363,7 +364,12 @@ def _seller_page(
     return render(
         request,
         "console/billing_settings.html",
-        {"title": "Seller details", "values": values, "errors": errors or FormErrors()},
+        {
+            "title": "Seller details",
+            "values": values,
+            "errors": errors or FormErrors(),
+            "missing": missing_seller_details(billing.get_profile(db)),
+        },
         principal=principal,
         db=db,
         status_code=status,
