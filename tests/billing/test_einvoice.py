@@ -310,3 +310,23 @@ def test_an_issued_invoice_keeps_the_details_it_was_issued_with(
         assert "imhost GmbH" in shown and "Berlin" in shown and "Paris" in shown
         assert "Renamed AG" not in shown and "Moved Ltd" not in shown and "Brussels" not in shown
     assert invoice.customer_email == "compta@client.example"
+
+
+@pytest.mark.parametrize(
+    ("country", "tax_id", "expected"),
+    [("DE", None, ("S", Decimal("19"))), ("FR", FR_VAT, ("AE", Decimal("0")))],
+)
+def test_invoices_issued_before_invoices_kept_their_vat_category_still_have_an_e_invoice(
+    session_factory: sessionmaker[Session],
+    country: str,
+    tax_id: str | None,
+    expected: tuple[str, Decimal],
+) -> None:
+    """Their category is read back from their tax line and note; the seller is the current."""
+    _clock, invoice_id = _invoice(session_factory, country=country, tax_id=tax_id)
+    with transaction(session_factory) as s:
+        invoice = s.get_one(Invoice, invoice_id)
+        invoice.tax_category, invoice.tax_percent, invoice.seller = None, None, None
+    found = check_all(_xml(session_factory, invoice_id))
+    assert list(found["breakdown"]) == [expected]
+    assert text(found["root"], ".//ram:SellerTradeParty/ram:Name") == ["imhost GmbH"]
