@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from lxml import etree
 from sqlalchemy.orm import Session
+from stdnum import iban
 
 from imhost.billing.documents import LegalDocument, credit_note_document, invoice_document, last_day
 from imhost.billing.models import CreditNote, Invoice
@@ -68,8 +69,6 @@ def _date(parent: etree._Element, tag: str, moment: datetime, *, qualified: bool
 
 def _iban(bank_details: str) -> str | None:
     """The IBAN in the provider's bank details, if there is one that checks out."""
-    from stdnum import iban
-
     words = bank_details.replace(":", " ").replace(",", " ").split()
     for start in range(len(words)):
         candidate = ""
