@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from imhost.kit.clock import SystemClock
 from tests.e2e.conftest import SHOTS, Site
-from tests.e2e.test_portal_and_console import arrive, sign_in
+from tests.e2e.test_portal_and_console import arrive, enrol_totp, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -122,3 +122,34 @@ def test_billing_details_and_the_invoice_they_make_at_phone_and_desktop_size(
         page.get_by_role("link", name="Download e-invoice (XML)").click()
     xml = download.value.path().read_bytes()
     assert b"urn:cen.eu:en16931:2017" in xml and b"FR40303265045" in xml
+
+
+def test_staff_set_the_seller_details_at_phone_and_desktop_size(
+    site: Site, browser_page: Any
+) -> None:
+    page = browser_page
+    admin = "admin@provider.example.com"
+    sign_in(page, site, admin, site.password_of(admin))
+    arrive(page, r"/portal/account/mfa")
+    enrol_totp(page)
+    page.goto(site.url + "/console/billing")
+    page.get_by_role("link", name="Seller details on invoices").click()
+    arrive(page, r"/console/billing/settings")
+    expect(page.locator("#seller-missing")).to_contain_text("VAT ID")
+    for width, height in SIZES:
+        page.set_viewport_size({"width": width, "height": height})
+        page.get_by_label("Legal name").fill("imhost Hosting GmbH")
+        page.get_by_label("Street address", exact=True).fill("Hauptstraße 1")
+        page.get_by_label("Postcode").fill("10115")
+        page.get_by_label("City").fill("Berlin")
+        page.get_by_label("VAT ID").fill("DE 136 695 977")
+        page.get_by_role("button", name="Save seller details").click()
+        expect(page.locator(".error-summary")).to_be_focused()
+        expect(page.locator("#e-provider_tax_id")).to_contain_text("not a valid EU VAT ID")
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        page.screenshot(path=str(SHOTS / f"console-seller-error-{width}.png"), full_page=True)
+    page.get_by_label("VAT ID").fill("DE 136 695 976")
+    page.get_by_role("button", name="Save seller details").click()
+    expect(page.locator(".flash")).to_contain_text("Seller details saved.")
+    expect(page.locator("#seller-missing")).to_have_count(0)
+    expect(page.get_by_label("VAT ID")).to_have_value("DE136695976")
