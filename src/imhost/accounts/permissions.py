@@ -55,6 +55,10 @@ ORG_MATRIX: dict[tuple[str, Access], frozenset[OrgRole]] = {
     ("usage", Access.WRITE): _MANAGERS | {_O.TECHNICAL, _O.BILLING},
     ("support", Access.READ): _ALL_ORG,
     ("support", Access.WRITE): _MANAGERS | {_O.TECHNICAL, _O.BILLING},
+    # Closing the organization: read is its data export (GDPR Art. 15/20) and the page that
+    # says what closing does; write is closing it. The owner alone.
+    ("closure", Access.READ): frozenset({_O.OWNER}),
+    ("closure", Access.WRITE): frozenset({_O.OWNER}),
 }
 
 _S = StaffRole
