@@ -22,6 +22,7 @@ from imhost import events
 from imhost.accounts import audit, recovery, reviews, threats
 from imhost.accounts import service as accounts
 from imhost.accounts.audit import Actor
+from imhost.accounts.email_change import request_change
 from imhost.accounts.models import Organization, OrgRole, SecurityAlert, User
 from imhost.accounts.signup import SignupForm, request_signup
 from imhost.accounts.verification import request_verification
@@ -93,6 +94,7 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
             actor_role=OrgRole.OWNER,
         )
         request_verification(s, clock, user)  # "verify-email"
+        request_change(s, clock, user, "olga@new.example.com")  # "email-change", "-notice"
         raise_security_alerts(s, clock, owner, org.id)  # "security-alert", two of them
         review = reviews.open_review(s, clock, runtime.settings.security, org)  # "access-review"
         assert review is not None
