@@ -36,6 +36,8 @@ from imhost.metering import budgets
 from imhost.metering.schemas import BudgetIn
 from imhost.metering.tasks import scheduled_budget_check
 from imhost.notify.models import OutboundEmail
+from imhost.offboarding.export import build_export
+from imhost.offboarding.flows import close_organization
 from imhost.runtime import Runtime
 from imhost.web import console, portal
 from tests.billing.factories import make_plan
@@ -116,6 +118,11 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
                 ),
                 address="192.0.2.1",
             )
+    with transaction(runtime.session_factory) as s:  # "org-closed": the other organization
+        other = accounts.get_organization(s, world.other_org.id)
+        outsider = Actor(user_id=world.outsider.id, label=world.outsider.email)
+        build_export(s, clock, other, actor=outsider)
+        close_organization(s, clock, other, confirm_name=other.name, actor=outsider)
 
 
 def raise_security_alerts(s: Session, clock: FrozenClock, owner: User, org_id: str) -> None:

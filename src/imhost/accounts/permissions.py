@@ -90,9 +90,12 @@ STAFF_MATRIX: dict[tuple[str, Access], frozenset[StaffRole]] = {
 
 # Staff acting on a customer's routes (/api/v1/orgs/{org_id}/...): staff read everything of
 # their remit; only an admin changes a customer's data through the customer's routes.
+# Closing an organization is its owner's decision alone: no staff role closes it for them.
 STAFF_ON_ORG_MATRIX: dict[tuple[str, Access], frozenset[StaffRole]] = {
     (area, access): (
-        frozenset({_S.ADMIN})
+        frozenset()
+        if (area, access) == ("closure", Access.WRITE)
+        else frozenset({_S.ADMIN})
         if access is Access.WRITE
         else (
             frozenset({_S.ADMIN, _S.BILLING, _S.READ_ONLY})

@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imhost.web.api.v1 import accounts, admin, auth, billing, catalog, hosting, me, usage
+from imhost.web.api.v1 import (
+    accounts,
+    admin,
+    auth,
+    billing,
+    catalog,
+    closing,
+    hosting,
+    me,
+    usage,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     auth.router,
@@ -21,6 +31,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     billing.router,
     catalog.router,
     usage.router,
+    closing.router,
 )
 
 
