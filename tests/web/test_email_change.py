@@ -13,7 +13,7 @@ from httpx import Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from imhost.accounts.models import AuditEvent, OrgRole, User, WebSession
+from imhost.accounts.models import AuditEvent, OrgRole, SecurityAlert, User, WebSession
 from imhost.kit.clock import FrozenClock, utc
 from imhost.notify.models import OutboundEmail
 from imhost.web import portal
@@ -145,6 +145,10 @@ def test_the_old_address_can_stop_the_change(
         assert s.scalars(
             select(AuditEvent).where(AuditEvent.action == "email.change_cancelled")
         ).one()
+        alert = s.scalars(select(SecurityAlert)).one()
+        assert alert.rule == "email-change-reported" and alert.user_id == owner.id
+        mail = s.scalars(select(OutboundEmail).where(OutboundEmail.kind == "security-alert")).one()
+        assert mail.to == [owner.email]
 
 
 def test_a_wrong_password_a_taken_address_or_a_bad_one_is_refused_on_the_form(
