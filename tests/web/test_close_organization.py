@@ -237,6 +237,11 @@ def test_closing_stops_everything_keeps_the_invoices_tells_the_members_and_happe
         json={"email": "late@a.example.com", "role": "technical"},
     )
     assert outsider.status_code == 404
+    # Its home page says so first, and keeps the invoice to pay.
+    home = owner.get(f"/portal/orgs/{world.org.slug}/")
+    assert home.status_code == 200
+    assert "This organization is closed. Its invoices stay available here." in home.text
+    assert f"Invoice {customer.number}" in home.text and "The service" not in home.text
     # Signing in lands on the list of organizations.
     landing = owner.get("/portal/", follow_redirects=False)
     assert landing.headers["location"] == "/portal/orgs"

@@ -148,7 +148,8 @@ def next_steps(
                 urgent=True,
             )
         )
-    for s in glance.services:
+    closed = org.status == OrgStatus.CLOSED.value
+    for s in [] if closed else glance.services:
         if s.status != "active":
             steps.append(
                 NextStep(
@@ -168,12 +169,7 @@ def next_steps(
                         "Choose a larger plan" if glance.money else "See the service",
                     )
                 )
-    if (
-        glance.money
-        and summary is not None
-        and org.status != OrgStatus.CLOSED.value
-        and summary.get("plan_name") is None
-    ):
+    if glance.money and summary is not None and not closed and summary.get("plan_name") is None:
         steps.append(NextStep("You have no plan yet.", f"{base}/billing/plan", "Choose a plan"))
     if user is not None and user.email_verified_at is None:
         steps.append(
