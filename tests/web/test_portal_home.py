@@ -24,7 +24,7 @@ from imhost.kit.clock import FrozenClock, utc
 from imhost.notify.models import OutboundEmail
 from imhost.runtime import Runtime
 from imhost.web import portal
-from tests.billing.factories import make_plan
+from tests.billing.factories import add_usage, make_plan, messages_per_unit
 from tests.factories import PASSWORD, World, add_member, make_user, make_world
 from tests.web.conftest import signed_in
 
@@ -312,3 +312,20 @@ def test_an_invitee_with_an_account_accepts_by_signing_in(
         user = s.scalars(select(User).where(User.email == "existing@c.example.com")).one()
         assert accounts.get_membership(s, world.org.id, user.id) is not None
         assert s.scalars(select(Membership).where(Membership.user_id == user.id)).all()
+
+
+def test_the_home_page_shows_the_usage_the_plan_includes_to_every_role(
+    pages: FastAPI, world: World, clock: FrozenClock
+) -> None:
+    runtime: Runtime = pages.state.runtime
+    with transaction(runtime.session_factory) as s:
+        plan = make_plan(s, clock, components=[messages_per_unit(included="1000")])
+        billing.start_subscription(s, clock, world.org.id, plan.id)
+    clock.advance(timedelta(hours=2))
+    with transaction(runtime.session_factory) as s:
+        add_usage(s, clock, world.org.id, clock.now() - timedelta(hours=1), 950)
+    page = signed_in(pages, world.members[OrgRole.TECHNICAL]).get(f"/portal/orgs/{world.org.slug}/")
+    assert page.status_code == 200
+    assert "Included in your plan this period" in page.text
+    assert "950 of 1,000" in page.text
+    assert 'aria-label="95% of the included messages used"' in page.text

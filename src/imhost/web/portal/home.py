@@ -17,7 +17,9 @@ from imhost.accounts.models import OrgStatus
 from imhost.accounts.permissions import Access, org_role_allows, staff_role_allows
 from imhost.billing import service as billing
 from imhost.billing.models import Invoice, InvoiceStatus
+from imhost.billing.plans import load_plan_terms
 from imhost.hosting import service as hosting
+from imhost.metering.aggregate import usage_to_date
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal
 from imhost.web.portal.hosting import Limit, limits_of
@@ -56,6 +58,26 @@ class ServiceAtGlance:
 
 
 @dataclass(frozen=True)
+class IncludedUsage:
+    """A metric the plan includes a quantity of each period, and the use so far."""
+
+    metric: str
+    used: Decimal
+    included: Decimal
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.used / self.included)) if self.included else 0
+
+    @property
+    def used_shown(self) -> Decimal:
+        """The use so far as people read it: whole, or to two decimals (1.27 GB)."""
+        if self.used == self.used.to_integral_value():
+            return self.used
+        return self.used.quantize(Decimal("0.01"))
+
+
+@dataclass(frozen=True)
 class NextStep:
     """Something that needs the member's attention, with where to do it."""
 
@@ -72,6 +94,7 @@ class AtGlance:
     balance: dict[str, Decimal] = field(default_factory=dict)
     credit: dict[str, Decimal] = field(default_factory=dict)
     services: list[ServiceAtGlance] = field(default_factory=list)
+    included: list[IncludedUsage] = field(default_factory=list)
     steps: list[NextStep] = field(default_factory=list)
 
     @property
@@ -116,8 +139,30 @@ def at_a_glance(
             glance.services.append(
                 ServiceAtGlance(s.domain, s.status, reason, limits_of(db, runtime, s))
             )
+    if may_read(principal, "usage"):
+        glance.included = included_usage(db, org.id, now)
     glance.steps = next_steps(principal, glance, billing_summary, base)
     return glance
+
+
+def included_usage(db: Db, organization_id: str, now: datetime) -> list[IncludedUsage]:
+    """The usage so far this period of each metric the plan includes a quantity of (traffic,
+    messages, ... as the plan defines), against that quantity."""
+    sub = billing.current_subscription(db, organization_id)
+    if sub is None:
+        return []
+    specs = [
+        spec
+        for spec in load_plan_terms(db, sub.plan_version_id).specs
+        if spec.included_quantity > 0
+    ]
+    if not specs:
+        return []
+    used = usage_to_date(db, organization_id, sub.current_period_start, now)
+    return [
+        IncludedUsage(spec.metric, used.get(spec.metric, Decimal(0)), spec.included_quantity)
+        for spec in specs
+    ]
 
 
 def next_steps(
