@@ -185,6 +185,29 @@ class SignupForExistingAccount(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EmailChangeRequested(Event):
+    """A person asked to change their address: the link to confirm goes to ``new_email``, a
+    notice with a link to cancel goes to ``old_email``. Tokens in memory only."""
+
+    user_id: str
+    old_email: str
+    new_email: str
+    token: str
+    cancel_token: str
+    expires_hours: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrganizationClosed(Event):
+    """The owner closed the organization: its members are told (``recipients``)."""
+
+    organization_id: str
+    organization_name: str
+    closed_by: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class SecurityAlertRaised(Event):
     alert_id: str
     rule: str

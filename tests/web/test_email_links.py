@@ -22,6 +22,7 @@ from imhost import events
 from imhost.accounts import audit, recovery, reviews, threats
 from imhost.accounts import service as accounts
 from imhost.accounts.audit import Actor
+from imhost.accounts.email_change import request_change
 from imhost.accounts.models import Organization, OrgRole, SecurityAlert, User
 from imhost.accounts.signup import SignupForm, request_signup
 from imhost.accounts.verification import request_verification
@@ -36,6 +37,8 @@ from imhost.metering import budgets
 from imhost.metering.schemas import BudgetIn
 from imhost.metering.tasks import scheduled_budget_check
 from imhost.notify.models import OutboundEmail
+from imhost.offboarding.export import build_export
+from imhost.offboarding.flows import close_organization
 from imhost.runtime import Runtime
 from imhost.web import console, portal
 from tests.billing.factories import make_plan
@@ -96,6 +99,7 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
             actor_role=OrgRole.OWNER,
         )
         request_verification(s, clock, user)  # "verify-email"
+        request_change(s, clock, user, "olga@new.example.com")  # "email-change", "-notice"
         raise_security_alerts(s, clock, owner, org.id)  # "security-alert", two of them
         review = reviews.open_review(s, clock, runtime.settings.security, org)  # "access-review"
         assert review is not None
@@ -117,6 +121,11 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
                 ),
                 address="192.0.2.1",
             )
+    with transaction(runtime.session_factory) as s:  # "org-closed": the other organization
+        other = accounts.get_organization(s, world.other_org.id)
+        outsider = Actor(user_id=world.outsider.id, label=world.outsider.email)
+        build_export(s, clock, other, actor=outsider)
+        close_organization(s, clock, other, confirm_name=other.name, actor=outsider)
 
 
 def _direct_debit_emails(s: Session, clock: FrozenClock, invoice: Invoice, owner: User) -> None:

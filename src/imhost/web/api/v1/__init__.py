@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imhost.web.api.v1 import accounts, admin, auth, billing, catalog, hosting, me, sepa, usage
+from imhost.web.api.v1 import (
+    accounts,
+    admin,
+    auth,
+    billing,
+    catalog,
+    closing,
+    hosting,
+    me,
+    sepa,
+    usage,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     auth.router,
@@ -22,6 +33,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     sepa.router,
     catalog.router,
     usage.router,
+    closing.router,
 )
 
 
