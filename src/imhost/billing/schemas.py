@@ -378,3 +378,48 @@ class BillingSettingsIn(_In):
         if value is not None and any(not -60 <= v <= 365 for v in value):
             raise ValueError("reminder offsets are days from the due date, -60 to 365")
         return value
+
+
+class PaymentMethodOut(_Out):
+    id: str
+    gateway: str
+    kind: str
+    label: str
+    is_default: bool
+    created_at: datetime
+
+
+class PaymentMethodSetupIn(_In):
+    gateway: PlainText | None = Field(
+        None, max_length=32, description="Which gateway; the first that saves methods if unset."
+    )
+    return_url: PlainText = Field(
+        min_length=8, max_length=1000, description="Where the gateway sends the customer back."
+    )
+
+
+class PaymentMethodSetupOut(BaseModel):
+    gateway: str
+    setup_id: str
+    redirect_url: str | None
+    client_secret: str | None
+
+
+class PaymentMethodAttachIn(_In):
+    gateway: PlainText = Field(min_length=1, max_length=32)
+    external_id: PlainText = Field(
+        min_length=1, max_length=128, description="The gateway's id of a method it saved."
+    )
+
+
+class PayIn(_In):
+    return_url: PlainText | None = Field(
+        None, max_length=1000, description="Where a gateway's payment page sends back."
+    )
+
+
+class PayOut(BaseModel):
+    status: Literal["paid", "processing", "requires_action", "failed"]
+    message: str
+    attempt_id: str | None
+    redirect_url: str | None

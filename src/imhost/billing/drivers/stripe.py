@@ -500,7 +500,8 @@ class StripeGateway(PaymentGateway):
             raise InvalidInput("the webhook body is not a Stripe event") from None
         if not isinstance(obj, dict):
             raise InvalidInput("the webhook body is not a Stripe event")
-        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        found = obj.get("metadata")
+        metadata: dict[str, Any] = found if isinstance(found, dict) else {}
         currency = str(obj.get("currency") or "eur").upper()
         common: dict[str, Any] = {
             "gateway": self.name,
