@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -26,9 +27,11 @@ from imhost.billing.drivers.base import GatewayUnavailable
 from imhost.billing.drivers.stripe import StripeGateway, method_label, sign_payload
 from imhost.billing.invoicing import issue_standalone_invoice
 from imhost.billing.models import Invoice, Payment, PaymentAttempt
+from imhost.billing.tasks import run_dunning
 from imhost.config import StripeSettings
 from imhost.db.engine import transaction
 from imhost.kit.clock import FrozenClock, utc
+from imhost.notify.models import OutboundEmail
 from imhost.runtime import Runtime
 from tests.factories import make_world
 from tests.web.conftest import signed_in
@@ -418,3 +421,73 @@ def test_payment_method_labels_are_plain_words() -> None:
         "sepa_debit",
         "SEPA Direct Debit, IBAN DE.. ... 3000",
     )
+
+
+# --- dunning charges the saved method ---------------------------------------------------------
+
+
+def _reminders(shop: Shop) -> list[tuple[str, str]]:
+    with shop.runtime.session_factory() as s:
+        return [
+            (e.subject, e.text)
+            for e in s.scalars(
+                select(OutboundEmail)
+                .where(OutboundEmail.kind == "invoice-reminder")
+                .order_by(OutboundEmail.created_at)
+            )
+        ]
+
+
+def _due(shop: Shop, invoice_id: str) -> datetime:
+    with shop.runtime.session_factory() as s:
+        invoice = s.get(Invoice, invoice_id)
+        assert invoice is not None and invoice.due_at is not None
+        return invoice.due_at
+
+
+def test_on_the_due_date_dunning_charges_the_default_card_once_and_stops(shop: Shop) -> None:
+    shop.save_card()
+    invoice_id = shop.invoice("49.00")
+    shop.clock.set(_due(shop, invoice_id) + timedelta(hours=1))
+    first = run_dunning(shop.runtime.session_factory, shop.clock)
+    run_dunning(shop.runtime.session_factory, shop.clock)
+    assert first.actions == {"paid_by_saved_method": 1}
+    assert len(shop.intents()) == 1
+    with shop.runtime.session_factory() as s:
+        invoice = s.get(Invoice, invoice_id)
+        assert invoice is not None and invoice.status == "paid"
+    assert _reminders(shop) == []
+    shop.clock.set(_due(shop, invoice_id) + timedelta(days=8))
+    run_dunning(shop.runtime.session_factory, shop.clock)
+    assert len(shop.intents()) == 1 and _reminders(shop) == []
+
+
+def test_a_failed_dunning_charge_is_recorded_and_the_reminder_says_so(shop: Shop) -> None:
+    shop.save_card("4000000000009995")
+    invoice_id = shop.invoice("49.00")
+    due = _due(shop, invoice_id)
+    shop.clock.set(due + timedelta(hours=1))
+    run_dunning(shop.runtime.session_factory, shop.clock)
+    run_dunning(shop.runtime.session_factory, shop.clock)
+    assert len(shop.intents()) == 1  # once per step, whatever the reruns
+    [(subject, body)] = _reminders(shop)
+    assert "is due today" in subject
+    assert "We tried to charge your Visa ending 9995, expires 12/2028" in body
+    assert "there is not enough money on it" in body
+    assert "/billing/payment-methods" in body and f"/billing/invoices/{invoice_id}" in body
+    assert "insufficient_funds" not in body
+    # The next reminder step charges again (a new key), and says so again.
+    shop.clock.set(due + timedelta(days=3, hours=1))
+    run_dunning(shop.runtime.session_factory, shop.clock)
+    assert len(shop.intents()) == 2
+    assert len(_reminders(shop)) == 2
+    assert _count(shop, PaymentAttempt, invoice_id=invoice_id, status="failed") == 2
+
+
+def test_without_a_saved_method_the_reminder_is_the_bank_transfer_one(shop: Shop) -> None:
+    invoice_id = shop.invoice("49.00")
+    shop.clock.set(_due(shop, invoice_id) + timedelta(hours=1))
+    run_dunning(shop.runtime.session_factory, shop.clock)
+    [(_subject, body)] = _reminders(shop)
+    assert "bank transfer" in body and "tried to charge" not in body
+    assert shop.intents() == []
