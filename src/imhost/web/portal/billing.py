@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from imhost.accounts.permissions import Access, org_role_allows, staff_role_allows
 from imhost.billing import collection, payment_methods
@@ -469,7 +469,10 @@ def _invoice(db: Db, principal: Principal, invoice_id: str) -> Invoice:
 
 
 @router.get("/invoices/{invoice_id}")
-def invoice_page(request: Request, invoice_id: str, principal: BillingRead, db: Db) -> Response:
+def invoice_page(
+    request: Request, invoice_id: str, principal: BillingRead, db: Db, paid: str = ""
+) -> Response:
+    """The invoice; ``?paid=1`` is the way back from the gateway's payment page."""
     invoice = _invoice(db, principal, invoice_id)
     return render(
         request,
@@ -481,6 +484,7 @@ def invoice_page(request: Request, invoice_id: str, principal: BillingRead, db: 
             "payments": billing.invoice_payments(db, invoice.id),
             "attempts": collection.invoice_attempts(db, invoice.id)[:5],
             "default_method": payment_methods.default_method(db, principal.org_id),
+            "back_from_payment": paid == "1" and invoice.status == "open",
         },
         principal=principal,
         db=db,
@@ -515,9 +519,41 @@ def pay_invoice(
         actor=principal.actor,
     )
     if outcome.redirect_url:
-        commit_now(request)
-        return RedirectResponse(outcome.redirect_url, status_code=303)
-    return redirect(request, here, outcome.message)
+        return _continue_page(
+            request,
+            principal,
+            db,
+            title=f"Pay invoice {invoice.number}",
+            explanation="You enter your card on our payment provider's page; it brings you "
+            "back here when the payment is done.",
+            url=outcome.redirect_url,
+            back_url=here,
+        )
+    # A failure is shown on the invoice, in the payment box (a flash reads as good news).
+    return redirect(request, here, None if outcome.status == "failed" else outcome.message)
+
+
+def _continue_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    *,
+    title: str,
+    explanation: str,
+    url: str,
+    back_url: str,
+) -> Response:
+    """The way to the gateway's own page: a link (the site's forms post only to itself, its
+    Content-Security-Policy says so, so a form cannot redirect there)."""
+    commit_now(request)
+    return render(
+        request,
+        "portal/continue.html",
+        {"title": title, "explanation": explanation, "url": url, "back_url": back_url},
+        principal=principal,
+        db=db,
+        section="Billing",
+    )
 
 
 # --- payment methods -----------------------------------------------------------------------------
@@ -598,8 +634,16 @@ def add_method(request: Request, principal: BillingWrite, db: Db, runtime: Runti
         )
     if not setup.redirect_url:
         return redirect(request, here, "Your payment method is being saved.")
-    commit_now(request)
-    return RedirectResponse(setup.redirect_url, status_code=303)
+    return _continue_page(
+        request,
+        principal,
+        db,
+        title="Add a card",
+        explanation="You enter your card on our payment provider's page; we never see its "
+        "number. The page brings you back here when the card is saved.",
+        url=setup.redirect_url,
+        back_url=here,
+    )
 
 
 @router.post("/payment-methods/{method_id}/default")
