@@ -491,3 +491,23 @@ def test_without_a_saved_method_the_reminder_is_the_bank_transfer_one(shop: Shop
     [(_subject, body)] = _reminders(shop)
     assert "bank transfer" in body and "tried to charge" not in body
     assert shop.intents() == []
+
+
+def test_money_taken_for_an_invoice_voided_meanwhile_is_kept_as_credit(shop: Shop) -> None:
+    from imhost.billing.credits import credit_balance
+    from imhost.billing.invoicing import void_invoice
+
+    invoice_id = shop.invoice("15.00")
+    page = shop.pay(invoice_id).json()["redirect_url"]
+    with transaction(shop.runtime.session_factory) as s:
+        void_invoice(s, shop.clock, invoice_id, "issued twice")
+    assert httpx.post(page, data={"card": "4242424242424242"}).status_code == 303
+    [event] = shop.standin.pending_webhooks
+    shop.standin.deliver_pending()
+    shop.standin.pending_webhooks.append(event)  # Stripe delivers it again
+    shop.standin.deliver_pending()
+    with shop.runtime.session_factory() as s:
+        assert credit_balance(s, shop.org_id, "EUR") == Decimal("15.00")
+        invoice = s.get(Invoice, invoice_id)
+        assert invoice is not None and invoice.status == "void"
+    assert _count(shop, Payment, invoice_id=invoice_id) == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -25,12 +26,13 @@ from sqlalchemy.orm import Session
 from imhost import events
 from imhost.accounts.audit import Actor
 from imhost.billing import audit
-from imhost.billing.credits import credit_balance
+from imhost.billing.credits import add_credit, credit_balance
 from imhost.billing.drivers import checkout_gateway, get_gateway
 from imhost.billing.drivers.base import GatewayEvent, GatewayUnavailable, PaymentIntent
 from imhost.billing.models import (
     Invoice,
     InvoiceStatus,
+    Payment,
     PaymentAttempt,
     PaymentAttemptStatus,
     PaymentMethod,
@@ -181,6 +183,13 @@ def _succeed(
     *,
     actor: Actor | None,
 ) -> None:
+    invoice = session.get(Invoice, attempt.invoice_id)
+    if invoice is not None and invoice.status not in (
+        InvoiceStatus.OPEN.value,
+        InvoiceStatus.PAID.value,
+    ):
+        _keep_as_credit(session, clock, attempt, invoice, external_id, method_kind)
+        return
     payment = record_payment(
         session,
         clock,
@@ -196,6 +205,75 @@ def _succeed(
     attempt.payment_id = payment.id
     attempt.failure_message = None
     attempt.updated_at = clock.now()
+    session.flush()
+
+
+def _keep_as_credit(
+    session: Session,
+    clock: Clock,
+    attempt: PaymentAttempt,
+    invoice: Invoice,
+    external_id: str,
+    method_kind: str,
+) -> None:
+    """Money the gateway took for an invoice voided meanwhile: recorded (once per gateway id)
+    and kept as account credit, which staff can refund; the gateway is not told "no"."""
+    payment = session.scalar(
+        select(Payment).where(Payment.driver == attempt.gateway, Payment.external_id == external_id)
+    )
+    now = clock.now()
+    if payment is None:
+        payment = Payment(
+            organization_id=attempt.organization_id,
+            invoice_id=invoice.id,
+            amount=attempt.amount,
+            applied_to_invoice=Decimal(0),
+            currency=attempt.currency,
+            method=method_kind[:32],
+            driver=attempt.gateway,
+            external_id=external_id,
+            reference=invoice.number,
+            received_at=now,
+            created_at=now,
+        )
+        session.add(payment)
+        session.flush()
+        add_credit(
+            session,
+            clock,
+            attempt.organization_id,
+            attempt.amount,
+            attempt.currency,
+            kind="overpayment",
+            description=f"Payment for invoice {invoice.number}, which was void when it arrived",
+            invoice_id=invoice.id,
+            payment_id=payment.id,
+        )
+        events.publish(
+            session,
+            events.PaymentEvent(
+                at=now,
+                organization_id=payment.organization_id,
+                payment_id=payment.id,
+                kind="recorded",
+            ),
+        )
+        audit.record(
+            session,
+            clock,
+            None,
+            "payment_recorded",
+            organization_id=payment.organization_id,
+            target_type="payment",
+            target_id=payment.id,
+            amount=str(payment.amount),
+            currency=payment.currency,
+            invoice_id=invoice.id,
+            kept_as_credit=True,
+        )
+    attempt.status = SUCCEEDED
+    attempt.payment_id = payment.id
+    attempt.updated_at = now
     session.flush()
 
 

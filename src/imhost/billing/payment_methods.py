@@ -13,7 +13,7 @@ method is left.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,21 @@ from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, NotFound
 
 ACTIVE = PaymentMethodStatus.ACTIVE.value
+
+
+def _lock_methods(session: Session, organization_id: str) -> None:
+    """Serialize changes to one organization's methods (one default, even with two requests
+    at once): ``FOR UPDATE`` on the organization on PostgreSQL, the write lock on SQLite."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(
+            update(PaymentMethod)
+            .where(PaymentMethod.organization_id == organization_id)
+            .values(organization_id=PaymentMethod.organization_id)
+            .execution_options(synchronize_session=False)
+        )
+    session.scalar(
+        select(Organization.id).where(Organization.id == organization_id).with_for_update()
+    )
 
 
 def list_methods(
@@ -189,6 +204,7 @@ def add_method(
     actor: Actor | None = None,
 ) -> PaymentMethod:
     """Keep a method the gateway saved. The same gateway id twice is kept once."""
+    _lock_methods(session, organization_id)
     existing = session.scalar(
         select(PaymentMethod).where(
             PaymentMethod.gateway == gateway, PaymentMethod.external_id == external_id
@@ -258,7 +274,9 @@ def set_default(
     *,
     actor: Actor | None = None,
 ) -> PaymentMethod:
+    _lock_methods(session, organization_id)
     method = get_method(session, organization_id, method_id)
+    session.refresh(method)
     if not method.is_default:
         _make_default(session, method)
         audit.record(
@@ -283,7 +301,9 @@ def remove_method(
     actor: Actor | None = None,
 ) -> PaymentMethod:
     """Remove a method: the gateway forgets it, and the newest other becomes the default."""
+    _lock_methods(session, organization_id)
     method = get_method(session, organization_id, method_id)
+    session.refresh(method)
     get_gateway(method.gateway).detach_method(method.external_id)
     was_default = method.is_default
     method.status = PaymentMethodStatus.REMOVED.value

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -145,6 +146,16 @@ def verify_signature(
         raise InvalidInput("no Stripe-Signature matches the payload")
     if abs(now - timestamp) > tolerance:
         raise InvalidInput("the Stripe-Signature timestamp is outside the tolerance")
+
+
+_ID = re.compile(r"^[A-Za-z0-9_]{1,200}$")
+
+
+def _id(value: str) -> str:
+    """A Stripe object id, safe to put in a path (ids are letters, digits and ``_``)."""
+    if not _ID.match(value):
+        raise InvalidInput("That is not an id of the card payment provider.")
+    return value
 
 
 def _form(data: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -287,7 +298,7 @@ class StripeGateway(PaymentGateway):
     def capture(self, external_id: str, amount: Decimal, currency: str) -> PaymentIntent:
         body = self._ok(
             "POST",
-            f"/v1/payment_intents/{external_id}/capture",
+            f"/v1/payment_intents/{_id(external_id)}/capture",
             {"amount_to_capture": to_minor(amount, currency)},
             idempotency_key=f"capture-{external_id}",
         )
@@ -451,18 +462,18 @@ class StripeGateway(PaymentGateway):
 
     def complete_method_setup(self, setup_external_id: str) -> str | None:
         """The PaymentMethod a finished setup Checkout Session saved (None while unfinished)."""
-        session = self._ok("GET", f"/v1/checkout/sessions/{setup_external_id}")
+        session = self._ok("GET", f"/v1/checkout/sessions/{_id(setup_external_id)}")
         setup_intent = session.get("setup_intent")
         if not isinstance(setup_intent, str):
             return None
-        intent = self._ok("GET", f"/v1/setup_intents/{setup_intent}")
+        intent = self._ok("GET", f"/v1/setup_intents/{_id(setup_intent)}")
         if intent.get("status") != "succeeded":
             return None
         method = intent.get("payment_method")
         return method if isinstance(method, str) else None
 
     def describe_method(self, method_external_id: str) -> SavedMethod:
-        body = self._ok("GET", f"/v1/payment_methods/{method_external_id}")
+        body = self._ok("GET", f"/v1/payment_methods/{_id(method_external_id)}")
         kind, label = method_label(body)
         customer = body.get("customer")
         return SavedMethod(
@@ -474,7 +485,7 @@ class StripeGateway(PaymentGateway):
         )
 
     def detach_method(self, method_external_id: str) -> None:
-        status, _ = self._call("POST", f"/v1/payment_methods/{method_external_id}/detach")
+        status, _ = self._call("POST", f"/v1/payment_methods/{_id(method_external_id)}/detach")
         if status >= 400 and status != 404:
             raise Conflict("The card payment provider would not remove this payment method.")
 
