@@ -7,6 +7,7 @@ idempotency and authentication rules, signed webhooks delivered to the app's web
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -511,3 +512,26 @@ def test_money_taken_for_an_invoice_voided_meanwhile_is_kept_as_credit(shop: Sho
         invoice = s.get(Invoice, invoice_id)
         assert invoice is not None and invoice.status == "void"
     assert _count(shop, Payment, invoice_id=invoice_id) == 1
+
+
+def test_two_pay_now_requests_at_once_charge_once(shop: Shop) -> None:
+    """A double click sends two requests at the same moment: the invoice's lock makes the
+    second find the first's attempt (same key), so the card is charged once."""
+    shop.save_card()
+    invoice_id = shop.invoice("33.00")
+    barrier = threading.Barrier(2)
+    answers: list[dict[str, object]] = []
+
+    def click() -> None:
+        barrier.wait()
+        answers.append(shop.pay(invoice_id).json())
+
+    threads = [threading.Thread(target=click) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(answers) == 2
+    assert len(shop.intents()) == 1
+    assert _count(shop, Payment, invoice_id=invoice_id) == 1
+    assert any(a.get("status") == "paid" for a in answers)
