@@ -204,3 +204,33 @@ def test_removing_a_card_asks_first_and_the_next_one_becomes_default(
     assert "Mastercard ending 4444" in after and ">default<" in after
     missing = client.post(f"{base}/payment-methods/{'0' * 32}/default", data={"csrf_token": csrf})
     assert missing.status_code == 404
+
+
+def test_after_a_decline_the_invoice_offers_paying_with_another_card(
+    pages: FastAPI,
+    world: World,
+    session_factory: sessionmaker[Session],
+    clock: FrozenClock,
+    standin: StripeStandin,
+) -> None:
+    client, csrf = as_user(pages, world.members[OrgRole.OWNER])
+    base = f"/portal/orgs/{world.org.slug}/billing"
+    start = client.post(f"{base}/payment-methods/add", data={"csrf_token": csrf})
+    back = httpx.post(_provider_page(start.text, standin), data={"card": "4000000000000002"})
+    client.get(f"{base}/payment-methods", params={"setup": back.headers["location"].split("=")[1]})
+    invoice = _invoice(session_factory, clock, world, "12.00")
+    page = client.get(f"{base}/invoices/{invoice.id}").text
+    assert "Pay with another card" not in page
+    declined = client.post(f"{base}/invoices/{invoice.id}/pay", data={"csrf_token": csrf})
+    assert declined.status_code == 303
+    page = client.get(declined.headers["location"]).text
+    assert "The last try did not go through: Your card was declined." in page
+    assert "Pay with another card" in page
+    other = client.post(
+        f"{base}/invoices/{invoice.id}/pay", data={"csrf_token": csrf, "via": "page"}
+    )
+    assert other.status_code == 200 and "Continue to the payment page" in other.text
+    paid = httpx.post(_provider_page(other.text, standin), data={"card": "4242424242424242"})
+    assert paid.status_code == 303 and paid.headers["location"].endswith("?paid=1")
+    intents = [o for o in standin.objects.values() if o["object"] == "payment_intent"]
+    assert [i["status"] for i in intents] == ["requires_payment_method", "succeeded"]

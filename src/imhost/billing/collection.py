@@ -378,10 +378,13 @@ def pay_now(
     organization_id: str,
     *,
     return_url: str,
+    use_saved_method: bool = True,
     actor: Actor | None = None,
 ) -> PayOutcome:
     """Pay an open invoice: account credit first, then the default saved method, else the
-    gateway's own flow (a card page, or bank transfer instructions)."""
+    gateway's own flow (a card page, or bank transfer instructions). ``use_saved_method=False``
+    goes to the gateway's page even with a saved method (after a decline, or when the bank
+    wants the card holder to confirm)."""
     invoice = _locked_open_invoice(session, invoice_id, organization_id)
     pending = session.scalar(
         select(PaymentAttempt).where(
@@ -398,7 +401,7 @@ def pay_now(
         pay_from_credit(session, clock, invoice.id, organization_id, actor=actor)
         if invoice.status == InvoiceStatus.PAID.value:
             return PayOutcome("paid", f"Invoice {invoice.number} is paid from your account credit.")
-    method = default_method(session, organization_id)
+    method = default_method(session, organization_id) if use_saved_method else None
     if method is not None:
         prefix = f"{invoice.id}:pay_now:{method.id}:"
         key = prefix + str(_failed_tries(session, invoice.id, prefix) + 1)

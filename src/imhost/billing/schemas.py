@@ -416,6 +416,9 @@ class PayIn(_In):
     return_url: PlainText | None = Field(
         None, max_length=1000, description="Where a gateway's payment page sends back."
     )
+    use_saved_method: bool = Field(
+        True, description="False: the gateway's payment page even with a saved method."
+    )
 
 
 class PayOut(BaseModel):

@@ -66,7 +66,7 @@ DECLINES: dict[str, str] = {
     "incorrect_cvc": "The card's security code is wrong.",
     "processing_error": "The card could not be charged just now; try again in a few minutes.",
     "authentication_required": (
-        "Your bank asks you to confirm this payment: use Pay now on the invoice."
+        "Your bank asks you to confirm this payment: pay on the card provider's page."
     ),
     "do_not_honor": "Your card was declined.",
 }

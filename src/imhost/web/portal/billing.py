@@ -485,6 +485,7 @@ def invoice_page(
             "attempts": collection.invoice_attempts(db, invoice.id)[:5],
             "default_method": payment_methods.default_method(db, principal.org_id),
             "back_from_payment": paid == "1" and invoice.status == "open",
+            "card_page": bool(saving_gateways()),
         },
         principal=principal,
         db=db,
@@ -504,10 +505,16 @@ def invoice_pdf(invoice_id: str, principal: BillingRead, db: Db) -> Response:
 
 @router.post("/invoices/{invoice_id}/pay")
 def pay_invoice(
-    request: Request, invoice_id: str, principal: BillingWrite, db: Db, runtime: RuntimeDep
+    request: Request,
+    invoice_id: str,
+    principal: BillingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
 ) -> Response:
-    """Pay now: account credit, the default saved method, or the gateway's own page. The
-    same click twice (or a retried POST) never charges twice (``billing.collection``)."""
+    """Pay now: account credit, the default saved method, or the gateway's own page (``via``
+    = ``page`` skips the saved method). The same click twice (or a retried POST) never charges
+    twice (``billing.collection``)."""
     invoice = _invoice(db, principal, invoice_id)
     here = f"/portal/orgs/{principal.org.slug}/billing/invoices/{invoice.id}"
     outcome = collection.pay_now(
@@ -516,6 +523,7 @@ def pay_invoice(
         invoice.id,
         principal.org_id,
         return_url=runtime.settings.public_url.rstrip("/") + here,
+        use_saved_method=text(form, "via", max_length=10) != "page",
         actor=principal.actor,
     )
     if outcome.redirect_url:

@@ -277,6 +277,7 @@ def pay_invoice(
         invoice.id,
         principal.org_id,
         return_url=body.return_url or runtime.settings.public_url,
+        use_saved_method=body.use_saved_method,
         actor=principal.actor,
     )
     return PayOut(
