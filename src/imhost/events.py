@@ -117,6 +117,15 @@ class PaymentEvent(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PaymentMethodChanged(Event):
+    """A saved payment method was added, made the default or removed."""
+
+    organization_id: str
+    payment_method_id: str
+    kind: str  # added, made_default, removed
+
+
+@dataclass(frozen=True, kw_only=True)
 class PaymentAttemptFailed(Event):
     """A charge through a gateway failed (declined card, returned debit)."""
 

@@ -535,3 +535,29 @@ def test_two_pay_now_requests_at_once_charge_once(shop: Shop) -> None:
     assert len(shop.intents()) == 1
     assert _count(shop, Payment, invoice_id=invoice_id) == 1
     assert any(a.get("status") == "paid" for a in answers)
+
+
+def test_method_changes_and_failed_charges_are_sent_as_webhooks(shop: Shop) -> None:
+    from imhost.notify.models import WebhookDelivery
+
+    with transaction(shop.runtime.session_factory) as s:
+        shop.runtime.webhooks.create_endpoint(
+            s, shop.clock, organization_id=shop.org_id, url="http://127.0.0.1:9/hook"
+        )
+    visa = shop.save_card("4000000000000002")
+    shop.save_card("5555555555554444")
+    methods = shop.owner.get(f"/api/v1/orgs/{shop.org_id}/billing/payment-methods").json()
+    master = next(m for m in methods if "Mastercard" in m["label"])
+    shop.owner.post(f"/api/v1/orgs/{shop.org_id}/billing/payment-methods/{master['id']}/default")
+    shop.owner.delete(f"/api/v1/orgs/{shop.org_id}/billing/payment-methods/{master['id']}")
+    assert shop.pay(shop.invoice("9.00")).json()["status"] == "failed"  # the Visa again
+    with shop.runtime.session_factory() as s:
+        sent = list(s.scalars(select(WebhookDelivery.event_type)))
+    assert sorted(t for t in sent if t.startswith("payment")) == [
+        "payment.failed",
+        "payment_method.added",
+        "payment_method.added",
+        "payment_method.made_default",
+        "payment_method.removed",
+    ]
+    assert visa["is_default"] is True

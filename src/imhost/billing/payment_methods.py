@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from imhost import events
 from imhost.accounts.audit import Actor
 from imhost.accounts.models import Organization
 from imhost.billing import audit
@@ -238,6 +239,7 @@ def add_method(
     session.flush()
     if first or make_default:
         _make_default(session, method)
+    _changed(session, clock, method, "added")
     audit.record(
         session,
         clock,
@@ -250,6 +252,18 @@ def add_method(
         gateway=gateway,
     )
     return method
+
+
+def _changed(session: Session, clock: Clock, method: PaymentMethod, kind: str) -> None:
+    events.publish(
+        session,
+        events.PaymentMethodChanged(
+            at=clock.now(),
+            organization_id=method.organization_id,
+            payment_method_id=method.id,
+            kind=kind,
+        ),
+    )
 
 
 def _make_default(session: Session, method: PaymentMethod) -> None:
@@ -279,6 +293,7 @@ def set_default(
     session.refresh(method)
     if not method.is_default:
         _make_default(session, method)
+        _changed(session, clock, method, "made_default")
         audit.record(
             session,
             clock,
@@ -319,6 +334,7 @@ def remove_method(
         )
         if successor is not None:
             _make_default(session, successor)
+    _changed(session, clock, method, "removed")
     audit.record(
         session,
         clock,

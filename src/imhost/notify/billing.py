@@ -169,6 +169,26 @@ def register(
             clock=clock_of(session),
         )
 
+    def on_payment_method(event: events.PaymentMethodChanged, session: Any) -> None:
+        method = session.get(PaymentMethod, event.payment_method_id)
+        if method is None:
+            return
+        webhooks.enqueue(
+            session,
+            method.organization_id,
+            f"payment_method.{event.kind}",
+            {
+                "id": method.id,
+                "organization_id": method.organization_id,
+                "gateway": method.gateway,
+                "kind": method.kind,
+                "label": method.label,
+                "is_default": method.is_default,
+                "status": method.status,
+            },
+            clock=clock_of(session),
+        )
+
     def on_payment_failed(event: events.PaymentAttemptFailed, session: Any) -> None:
         attempt = session.get(PaymentAttempt, event.attempt_id)
         if attempt is None:
@@ -305,6 +325,7 @@ def register(
     bus.subscribe(events.PaymentEvent, on_payment)
     bus.subscribe(events.DunningReminderDue, on_reminder)
     bus.subscribe(events.PaymentAttemptFailed, on_payment_failed)
+    bus.subscribe(events.PaymentMethodChanged, on_payment_method)
     bus.subscribe(events.CreditNoteIssued, on_credit_note)
 
 
