@@ -20,7 +20,18 @@ MODEL_MODULES: tuple[str, ...] = (
     "imhost.metering.models",
     "imhost.billing.models",
     "imhost.hosting.models",
+    "imhost.support.models",
 )
+
+UNMAPPED_SCHEMA_NAMES: tuple[str, ...] = ("help_article_fts", "ix_help_articles_search")
+"""Schema objects the migrations create outside the mapped metadata: the help center's
+full-text index (an FTS5 table with its shadow tables on SQLite, an expression GIN index on
+PostgreSQL; ``imhost.support.models``). The schema comparison leaves them out."""
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's ``include_name`` hook: compare everything but :data:`UNMAPPED_SCHEMA_NAMES`."""
+    return not (name and name.startswith(UNMAPPED_SCHEMA_NAMES))
 
 
 def load_models() -> MetaData:
