@@ -144,11 +144,20 @@ class HelpSuggestionEvent(IdMixin, CreatedMixin, Base):
 FTS_TABLE = "help_article_fts"
 PG_SEARCH_INDEX = "ix_help_articles_search"
 PG_SEARCH_CONFIG = "english"
-PG_SEARCH_VECTOR = (
-    f"(setweight(to_tsvector('{PG_SEARCH_CONFIG}'::regconfig, title), 'A') || "
-    f"setweight(to_tsvector('{PG_SEARCH_CONFIG}'::regconfig, summary), 'B') || "
-    f"setweight(to_tsvector('{PG_SEARCH_CONFIG}'::regconfig, body_text), 'C'))"
-)
+
+
+def pg_search_vector(alias: str = "") -> str:
+    """The weighted document vector (title A, summary B, body C) over ``alias``'s columns."""
+    p = f"{alias}." if alias else ""
+    config = f"'{PG_SEARCH_CONFIG}'::regconfig"
+    return (
+        f"(setweight(to_tsvector({config}, {p}title), 'A') || "
+        f"setweight(to_tsvector({config}, {p}summary), 'B') || "
+        f"setweight(to_tsvector({config}, {p}body_text), 'C'))"
+    )
+
+
+PG_SEARCH_VECTOR = pg_search_vector()
 """The weighted document vector; queries repeat this expression so the index serves them."""
 
 SEARCH_INDEX_NAMES: tuple[str, ...] = (FTS_TABLE, PG_SEARCH_INDEX)

@@ -1,0 +1,240 @@
+"""Full-text search of help articles, ranked by relevance, on SQLite and PostgreSQL.
+
+- SQLite: the FTS5 table ``help_article_fts`` (porter stemming, unicode61 with diacritics
+  folded), which this module keeps in sync with ``help_articles`` (``index_article``), ranked
+  by ``bm25()`` with title > summary > body weights, snippets from ``snippet()``.
+- PostgreSQL: the expression GIN index over the weighted tsvector of
+  :data:`imhost.support.models.PG_SEARCH_VECTOR` (updated by PostgreSQL itself), ranked by
+  ``ts_rank`` (A/B/C weights: title, summary, body), snippets from ``ts_headline``.
+
+A query is never passed to either engine as typed: it is cut into words (letters and digits
+only, at most :data:`MAX_TERMS` words of :data:`MAX_TERM_LENGTH` characters), each searched as
+a prefix (``"word"*`` for FTS5, ``word:*`` for ``to_tsquery``). Quotes, operators, column
+filters or FTS syntax in the query are therefore only separators, and nothing a visitor types
+can make the search fail. Every word must match; when no article has them all, articles with
+any of them are returned, still ranked.
+
+Both engines return the same shape (:class:`SearchResults`); highlights are HTML in which only
+``<mark>`` survives (:func:`imhost.support.markdown.highlight`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from imhost.kit.clock import ensure_utc
+from imhost.support.markdown import MARK_END, MARK_START, highlight
+from imhost.support.models import (
+    FTS_TABLE,
+    PG_SEARCH_CONFIG,
+    ArticleStatus,
+    HelpArticle,
+    Visibility,
+    pg_search_vector,
+)
+
+MAX_QUERY_LENGTH = 200
+MAX_TERMS = 8
+MAX_TERM_LENGTH = 40
+_WORD = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    article_id: str
+    slug: str
+    title: str
+    summary: str
+    category_id: str
+    status: str
+    visibility: str
+    updated_at: datetime
+    rank: float
+    highlight: str  # sanitised HTML: text and <mark> only
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    query: str
+    terms: tuple[str, ...]
+    total: int
+    hits: list[SearchHit] = field(default_factory=list)
+    matched_all: bool = True  # False: no article had every word; these have some of them
+
+
+def query_terms(query: str) -> tuple[str, ...]:
+    """The words searched for in ``query`` (lower case, unique, in order)."""
+    words: list[str] = []
+    for word in _WORD.findall(query[:MAX_QUERY_LENGTH].lower()):
+        word = word[:MAX_TERM_LENGTH]
+        if word not in words:
+            words.append(word)
+        if len(words) >= MAX_TERMS:
+            break
+    return tuple(words)
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+# --- keeping the SQLite index in sync ---------------------------------------------------------
+
+
+def index_article(session: Session, article: HelpArticle) -> None:
+    """Put ``article``'s current words in the index (SQLite; PostgreSQL's index is automatic)."""
+    if _dialect(session) != "sqlite":
+        return
+    session.flush()
+    session.execute(text(f"DELETE FROM {FTS_TABLE} WHERE article_id = :id"), {"id": article.id})
+    session.execute(
+        text(
+            f"INSERT INTO {FTS_TABLE} (article_id, title, summary, body) "
+            "VALUES (:id, :title, :summary, :body)"
+        ),
+        {"id": article.id, "title": article.title, "summary": article.summary, "body": article.body_text},
+    )
+
+
+def unindex_article(session: Session, article_id: str) -> None:
+    if _dialect(session) == "sqlite":
+        session.execute(text(f"DELETE FROM {FTS_TABLE} WHERE article_id = :id"), {"id": article_id})
+
+
+def rebuild_index(session: Session) -> int:
+    """Index every article afresh (SQLite); the number of articles indexed."""
+    if _dialect(session) != "sqlite":
+        return int(session.execute(text("SELECT count(*) FROM help_articles")).scalar_one())
+    session.flush()
+    session.execute(text(f"DELETE FROM {FTS_TABLE}"))
+    result = session.execute(
+        text(
+            f"INSERT INTO {FTS_TABLE} (article_id, title, summary, body) "
+            "SELECT id, title, summary, body_text FROM help_articles"
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- searching --------------------------------------------------------------------------------
+
+
+def _filters(include_drafts: bool, include_internal: bool) -> tuple[str, dict[str, Any]]:
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if not include_drafts:
+        clauses.append("a.status = :published")
+        params["published"] = ArticleStatus.PUBLISHED.value
+    if not include_internal:
+        clauses.append("a.visibility = :public")
+        params["public"] = Visibility.PUBLIC.value
+    return "".join(f" AND {c}" for c in clauses), params
+
+
+def _sqlite_match(terms: tuple[str, ...], *, any_word: bool) -> str:
+    return (" OR " if any_word else " ").join(f'"{t}"*' for t in terms)
+
+
+def _pg_query(terms: tuple[str, ...], *, any_word: bool) -> str:
+    return (" | " if any_word else " & ").join(f"{t}:*" for t in terms)
+
+
+def _run(
+    session: Session,
+    terms: tuple[str, ...],
+    *,
+    any_word: bool,
+    limit: int,
+    offset: int,
+    include_drafts: bool,
+    include_internal: bool,
+) -> tuple[int, list[SearchHit]]:
+    where, params = _filters(include_drafts, include_internal)
+    params.update(limit=limit, offset=offset)
+    columns = (
+        "a.id, a.slug, a.title, a.summary, a.category_id, a.status, a.visibility, a.updated_at"
+    )
+    if _dialect(session) == "sqlite":
+        params["match"] = _sqlite_match(terms, any_word=any_word)
+        base = (
+            f"FROM {FTS_TABLE} f JOIN help_articles a ON a.id = f.article_id "
+            f"WHERE {FTS_TABLE} MATCH :match{where}"
+        )
+        total = session.execute(text(f"SELECT count(*) {base}"), params).scalar_one()
+        rows = session.execute(
+            text(
+                f"SELECT {columns}, bm25({FTS_TABLE}, 0.0, 10.0, 4.0, 1.0) AS rank, "
+                f"snippet({FTS_TABLE}, 3, :start, :end, '…', 24) AS snip {base} "
+                "ORDER BY rank, a.title LIMIT :limit OFFSET :offset"
+            ),
+            {**params, "start": MARK_START, "end": MARK_END},
+        ).all()
+        return int(total), [_hit(r, -float(r.rank)) for r in rows]
+    params["q"] = _pg_query(terms, any_word=any_word)
+    config = f"'{PG_SEARCH_CONFIG}'::regconfig"
+    vector = pg_search_vector("a")
+    base = f"FROM help_articles a, to_tsquery({config}, :q) AS q WHERE {vector} @@ q{where}"
+    total = session.execute(text(f"SELECT count(*) {base}"), params).scalar_one()
+    headline_options = (
+        f'StartSel="{MARK_START}", StopSel="{MARK_END}", MaxWords=30, MinWords=12, '
+        'MaxFragments=2, FragmentDelimiter=" … "'
+    )
+    rows = session.execute(
+        text(
+            f"SELECT page.*, ts_headline({config}, page.body_text, page.q, :options) AS snip "
+            f"FROM (SELECT {columns}, a.body_text, q, ts_rank({vector}, q, 1) AS rank {base} "
+            "ORDER BY rank DESC, a.title LIMIT :limit OFFSET :offset) AS page "
+            "ORDER BY page.rank DESC, page.title"
+        ),
+        {**params, "options": headline_options},
+    ).all()
+    return int(total), [_hit(r, float(r.rank)) for r in rows]
+
+
+def _hit(row: Any, rank: float) -> SearchHit:
+    updated = row.updated_at
+    if not isinstance(updated, datetime):
+        updated = datetime.fromisoformat(str(updated))
+    return SearchHit(
+        article_id=row.id,
+        slug=row.slug,
+        title=row.title,
+        summary=row.summary,
+        category_id=row.category_id,
+        status=row.status,
+        visibility=row.visibility,
+        updated_at=ensure_utc(updated),
+        rank=rank,
+        highlight=highlight(str(row.snip or "")),
+    )
+
+
+def search(
+    session: Session,
+    query: str,
+    *,
+    limit: int = 10,
+    offset: int = 0,
+    include_drafts: bool = False,
+    include_internal: bool = False,
+    any_word: bool = False,
+) -> SearchResults:
+    """Articles matching ``query``, most relevant first (public and published ones unless
+    asked otherwise). ``any_word``: rank articles with any of the words (suggestions)."""
+    terms = query_terms(query)
+    if not terms:
+        return SearchResults(query=query, terms=terms, total=0)
+    limit = max(1, min(limit, 100))
+    offset = max(0, min(offset, 10_000))
+    options = {"include_drafts": include_drafts, "include_internal": include_internal}
+    total, hits = _run(session, terms, any_word=any_word, limit=limit, offset=offset, **options)
+    if total or any_word or len(terms) == 1:
+        return SearchResults(query=query, terms=terms, total=total, hits=hits)
+    total, hits = _run(session, terms, any_word=True, limit=limit, offset=offset, **options)
+    return SearchResults(query=query, terms=terms, total=total, hits=hits, matched_all=False)
