@@ -144,7 +144,9 @@ def test_hostile_queries_never_fail(library: Session, query: str) -> None:
         assert "<script" not in hit.highlight
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.text(max_size=80))
 def test_any_text_is_a_query_that_answers(library: Session, query: str) -> None:
     search.search(library, query)

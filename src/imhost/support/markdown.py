@@ -53,17 +53,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 def _parser() -> MarkdownIt:
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
     md.enable("table")
-
-    def heading_open(tokens, idx, options, env):  # type: ignore[no-untyped-def]
-        tokens[idx].tag = _HEADING_SHIFT.get(tokens[idx].tag, tokens[idx].tag)
-        return md.renderer.renderToken(tokens, idx, options, env)
-
-    def heading_close(tokens, idx, options, env):  # type: ignore[no-untyped-def]
-        tokens[idx].tag = _HEADING_SHIFT.get(tokens[idx].tag, tokens[idx].tag)
-        return md.renderer.renderToken(tokens, idx, options, env)
-
-    md.add_render_rule("heading_open", heading_open)
-    md.add_render_rule("heading_close", heading_close)
     return md
 
 
@@ -81,7 +70,13 @@ def sanitize(fragment: str) -> str:
 
 def render(source: str) -> str:
     """The article's HTML, safe to put in a page as it is."""
-    return sanitize(_parser().render(_CONTROL.sub("", source)))
+    md = _parser()
+    env: dict[str, object] = {}
+    tokens = md.parse(_CONTROL.sub("", source), env)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = _HEADING_SHIFT.get(token.tag, token.tag)
+    return sanitize(md.renderer.render(tokens, md.options, env))
 
 
 def plain_text(rendered_html: str) -> str:

@@ -98,7 +98,12 @@ def index_article(session: Session, article: HelpArticle) -> None:
             f"INSERT INTO {FTS_TABLE} (article_id, title, summary, body) "
             "VALUES (:id, :title, :summary, :body)"
         ),
-        {"id": article.id, "title": article.title, "summary": article.summary, "body": article.body_text},
+        {
+            "id": article.id,
+            "title": article.title,
+            "summary": article.summary,
+            "body": article.body_text,
+        },
     )
 
 

@@ -431,13 +431,14 @@ def article_counts(session: Session, articles: list[HelpArticle]) -> dict[str, A
             .group_by(HelpVote.article_id)
         )
     }
-    opened = dict(
-        session.execute(
+    opened: dict[str, int] = {
+        article_id: int(n)
+        for article_id, n in session.execute(
             select(HelpSuggestionEvent.article_id, func.count())
             .where(HelpSuggestionEvent.article_id.in_(ids))
             .group_by(HelpSuggestionEvent.article_id)
-        ).tuples()
-    )
+        )
+    }
     return {
         a.id: ArticleCounts(
             views=a.views,
