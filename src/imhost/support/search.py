@@ -86,18 +86,24 @@ def _dialect(session: Session) -> str:
 
 # --- keeping the SQLite index in sync ---------------------------------------------------------
 
+# SQL built from module constants only (never from input): every value is a bound parameter.
+_COLUMNS = "(article_id, title, summary, body)"
+_DELETE_ONE = f"DELETE FROM {FTS_TABLE} WHERE article_id = :id"  # noqa: S608
+_INSERT_ONE = f"INSERT INTO {FTS_TABLE} {_COLUMNS} VALUES (:id, :title, :summary, :body)"  # noqa: S608
+_DELETE_ALL = f"DELETE FROM {FTS_TABLE}"  # noqa: S608
+_INSERT_ALL = (
+    f"INSERT INTO {FTS_TABLE} {_COLUMNS} SELECT id, title, summary, body_text FROM help_articles"  # noqa: S608
+)
+
 
 def index_article(session: Session, article: HelpArticle) -> None:
     """Put ``article``'s current words in the index (SQLite; PostgreSQL's index is automatic)."""
     if _dialect(session) != "sqlite":
         return
     session.flush()
-    session.execute(text(f"DELETE FROM {FTS_TABLE} WHERE article_id = :id"), {"id": article.id})
+    session.execute(text(_DELETE_ONE), {"id": article.id})
     session.execute(
-        text(
-            f"INSERT INTO {FTS_TABLE} (article_id, title, summary, body) "
-            "VALUES (:id, :title, :summary, :body)"
-        ),
+        text(_INSERT_ONE),
         {
             "id": article.id,
             "title": article.title,
@@ -109,7 +115,7 @@ def index_article(session: Session, article: HelpArticle) -> None:
 
 def unindex_article(session: Session, article_id: str) -> None:
     if _dialect(session) == "sqlite":
-        session.execute(text(f"DELETE FROM {FTS_TABLE} WHERE article_id = :id"), {"id": article_id})
+        session.execute(text(_DELETE_ONE), {"id": article_id})
 
 
 def rebuild_index(session: Session) -> int:
@@ -117,13 +123,8 @@ def rebuild_index(session: Session) -> int:
     if _dialect(session) != "sqlite":
         return int(session.execute(text("SELECT count(*) FROM help_articles")).scalar_one())
     session.flush()
-    session.execute(text(f"DELETE FROM {FTS_TABLE}"))
-    result = session.execute(
-        text(
-            f"INSERT INTO {FTS_TABLE} (article_id, title, summary, body) "
-            "SELECT id, title, summary, body_text FROM help_articles"
-        )
-    )
+    session.execute(text(_DELETE_ALL))
+    result = session.execute(text(_INSERT_ALL))
     return int(getattr(result, "rowcount", 0) or 0)
 
 
@@ -192,7 +193,7 @@ def _run(
     )
     rows = session.execute(
         text(
-            f"SELECT page.*, ts_headline({config}, page.body_text, page.q, :options) AS snip "
+            f"SELECT page.*, ts_headline({config}, page.body_text, page.q, :options) AS snip "  # noqa: S608
             f"FROM (SELECT {columns}, a.body_text, q, ts_rank({vector}, q, 1) AS rank {base} "
             "ORDER BY rank DESC, a.title LIMIT :limit OFFSET :offset) AS page "
             "ORDER BY page.rank DESC, page.title"

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
@@ -486,7 +487,7 @@ def _audit(
     target_type: str = "help_article",
     target_id: str | None = None,
     target_label: str | None = None,
-    **details: object,
+    **details: Any,
 ) -> None:
     audit.record(
         session,
