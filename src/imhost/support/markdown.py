@@ -43,8 +43,8 @@ ALLOWED_TAGS: frozenset[str] = frozenset(
 ALLOWED_ATTRIBUTES: dict[str, set[str]] = {"a": {"href", "title"}, "th": {"align"}, "td": {"align"}}
 URL_SCHEMES: frozenset[str] = frozenset({"http", "https", "mailto"})
 
-# h1 is the page's title; an article's own "# Heading" becomes h2 (and so on down).
-_HEADING_SHIFT = {"h1": "h2", "h2": "h3", "h3": "h4", "h4": "h4", "h5": "h4", "h6": "h4"}
+# h1 is the page's title: an article's own "# Heading" becomes h2, and h5/h6 become h4.
+_HEADING_SHIFT = {"h1": "h2", "h5": "h4", "h6": "h4"}
 _SPACE = re.compile(r"\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 

@@ -37,6 +37,9 @@ VOTES_PER_ADDRESS_PER_HOUR = 30
 ADDRESS_KEPT_FOR = timedelta(hours=1)
 """How long the keyed hash of a voter's address is kept (the rate limit's window)."""
 
+RESERVED_CATEGORY_SLUGS = frozenset({"search", "articles", "suggestions"})
+"""Paths under /help that are not categories."""
+
 
 # --- categories -------------------------------------------------------------------------------
 
@@ -58,6 +61,10 @@ def save_category(
     session: Session, clock: Clock, data: CategoryIn, *, actor: Actor | None = None
 ) -> HelpCategory:
     """Create the category ``data.slug``, or update it when it exists."""
+    if data.slug in RESERVED_CATEGORY_SLUGS:
+        raise InvalidInput(
+            "This address is used by the help center itself; choose another.", field="slug"
+        )
     category = session.scalar(select(HelpCategory).where(HelpCategory.slug == data.slug))
     created = category is None
     if category is None:
@@ -463,7 +470,17 @@ def suggest_articles(session: Session, text: str, limit: int = 5) -> list[search
 def record_suggestion_opened(
     session: Session, clock: Clock, article: HelpArticle, *, context: str | None = None
 ) -> HelpSuggestionEvent:
-    """A suggested article was opened from the ticket form (``context``: the form's token)."""
+    """A suggested article was opened from the ticket form (``context``: the form's token;
+    the same article opened again from the same form counts once)."""
+    if context:
+        seen = session.scalar(
+            select(HelpSuggestionEvent).where(
+                HelpSuggestionEvent.article_id == article.id,
+                HelpSuggestionEvent.context == context,
+            )
+        )
+        if seen is not None:
+            return seen
     event = HelpSuggestionEvent(article_id=article.id, created_at=clock.now(), context=context)
     session.add(event)
     session.flush()

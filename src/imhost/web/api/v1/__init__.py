@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imhost.web.api.v1 import accounts, admin, auth, billing, catalog, hosting, me, usage
+from imhost.web.api.v1 import accounts, admin, auth, billing, catalog, help, hosting, me, usage
 
 ROUTERS: tuple[APIRouter, ...] = (
     auth.router,
@@ -21,6 +21,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     billing.router,
     catalog.router,
     usage.router,
+    help.router,
 )
 
 
