@@ -23,10 +23,15 @@ MODEL_MODULES: tuple[str, ...] = (
     "imhost.support.models",
 )
 
-UNMAPPED_SCHEMA_NAMES: tuple[str, ...] = ("help_article_fts", "ix_help_articles_search")
+UNMAPPED_SCHEMA_NAMES: tuple[str, ...] = (
+    "help_article_fts",
+    "search_document",
+    "ix_help_articles_search",
+)
 """Schema objects the migrations create outside the mapped metadata: the help center's
-full-text index (an FTS5 table with its shadow tables on SQLite, an expression GIN index on
-PostgreSQL; ``imhost.support.models``). The schema comparison leaves them out."""
+full-text index (an FTS5 table with its shadow tables on SQLite; on PostgreSQL a generated
+tsvector column of ``help_articles`` and its GIN index; ``imhost.support.models``). The
+schema comparison leaves them out."""
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:

@@ -2,10 +2,11 @@
 
 - SQLite: the FTS5 table ``help_article_fts`` (porter stemming, unicode61 with diacritics
   folded), which this module keeps in sync with ``help_articles`` (``index_article``), ranked
-  by ``bm25()`` with title > summary > body weights, snippets from ``snippet()``.
-- PostgreSQL: the expression GIN index over the weighted tsvector of
-  :data:`imhost.support.models.PG_SEARCH_VECTOR` (updated by PostgreSQL itself), ranked by
-  ``ts_rank`` (A/B/C weights: title, summary, body), snippets from ``ts_headline``.
+  by ``bm25()`` with title > summary > body weights inside FTS5 (the public's filter, status
+  and visibility, is part of the match), snippets from ``snippet()`` for the page's rows only.
+- PostgreSQL: the stored generated tsvector column ``help_articles.search_document`` (title
+  A, summary B, body C; kept by PostgreSQL itself) and its GIN index, ranked by ``ts_rank``,
+  snippets from ``ts_headline`` for the page's rows only.
 
 A query is never passed to either engine as typed: it is cut into words (letters and digits
 only, at most :data:`MAX_TERMS` words of :data:`MAX_TERM_LENGTH` characters), each searched as
@@ -25,18 +26,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
 from imhost.kit.clock import ensure_utc
 from imhost.support.markdown import MARK_END, MARK_START, highlight
 from imhost.support.models import (
     FTS_TABLE,
+    PG_SEARCH_COLUMN,
     PG_SEARCH_CONFIG,
     ArticleStatus,
     HelpArticle,
     Visibility,
-    pg_search_vector,
 )
 
 MAX_QUERY_LENGTH = 200
@@ -87,17 +88,16 @@ def _dialect(session: Session) -> str:
 # --- keeping the SQLite index in sync ---------------------------------------------------------
 
 # SQL built from module constants only (never from input): every value is a bound parameter.
-_COLUMNS = "(article_id, title, summary, body)"
+_COLUMNS = "(article_id, audience, title, summary, body)"
 _DELETE_ONE = f"DELETE FROM {FTS_TABLE} WHERE article_id = :id"  # noqa: S608
-_INSERT_ONE = f"INSERT INTO {FTS_TABLE} {_COLUMNS} VALUES (:id, :title, :summary, :body)"  # noqa: S608
+_INSERT_ONE = f"INSERT INTO {FTS_TABLE} {_COLUMNS} VALUES (:id, :audience, :title, :summary, :body)"  # noqa: S608
 _DELETE_ALL = f"DELETE FROM {FTS_TABLE}"  # noqa: S608
-_INSERT_ALL = (
-    f"INSERT INTO {FTS_TABLE} {_COLUMNS} SELECT id, title, summary, body_text FROM help_articles"  # noqa: S608
-)
+_INSERT_ALL = f"INSERT INTO {FTS_TABLE} {_COLUMNS} SELECT id, status || ' ' || visibility, title, summary, body_text FROM help_articles"  # noqa: E501, S608
 
 
 def index_article(session: Session, article: HelpArticle) -> None:
-    """Put ``article``'s current words in the index (SQLite; PostgreSQL's index is automatic)."""
+    """Put ``article``'s current words and audience in the index (SQLite; PostgreSQL's
+    generated column follows the row by itself)."""
     if _dialect(session) != "sqlite":
         return
     session.flush()
@@ -106,6 +106,7 @@ def index_article(session: Session, article: HelpArticle) -> None:
         text(_INSERT_ONE),
         {
             "id": article.id,
+            "audience": f"{article.status} {article.visibility}",
             "title": article.title,
             "summary": article.summary,
             "body": article.body_text,
@@ -131,24 +132,101 @@ def rebuild_index(session: Session) -> int:
 # --- searching --------------------------------------------------------------------------------
 
 
-def _filters(include_drafts: bool, include_internal: bool) -> tuple[str, dict[str, Any]]:
-    clauses: list[str] = []
-    params: dict[str, Any] = {}
+def _sqlite_match(
+    terms: tuple[str, ...], *, any_word: bool, include_drafts: bool, include_internal: bool
+) -> str:
+    words = (" OR " if any_word else " ").join(f'"{t}"*' for t in terms)
+    match = f"{{title summary body}} : ({words})"
     if not include_drafts:
-        clauses.append("a.status = :published")
-        params["published"] = ArticleStatus.PUBLISHED.value
+        match += f' AND audience : "{ArticleStatus.PUBLISHED.value}"'
     if not include_internal:
-        clauses.append("a.visibility = :public")
-        params["public"] = Visibility.PUBLIC.value
-    return "".join(f" AND {c}" for c in clauses), params
-
-
-def _sqlite_match(terms: tuple[str, ...], *, any_word: bool) -> str:
-    return (" OR " if any_word else " ").join(f'"{t}"*' for t in terms)
+        match += f' AND audience : "{Visibility.PUBLIC.value}"'
+    return match
 
 
 def _pg_query(terms: tuple[str, ...], *, any_word: bool) -> str:
     return (" | " if any_word else " & ").join(f"{t}:*" for t in terms)
+
+
+_ARTICLE_COLUMNS = (
+    "a.id, a.slug, a.title, a.summary, a.category_id, a.status, a.visibility, a.updated_at"
+)
+_RANK = "bm25(0.0, 0.0, 10.0, 4.0, 1.0)"  # article id, audience, title, summary, body
+_SQLITE_COUNT = f"SELECT count(*) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :match"  # noqa: S608
+_SQLITE_PAGE = (
+    f"SELECT rowid, article_id, rank FROM {FTS_TABLE} "  # noqa: S608
+    f"WHERE {FTS_TABLE} MATCH :match AND rank MATCH '{_RANK}' "
+    "ORDER BY rank LIMIT :limit OFFSET :offset"
+)
+_SQLITE_SNIPPET = (
+    f"SELECT snippet({FTS_TABLE}, 4, :start, :end, '…', 24) FROM {FTS_TABLE} "  # noqa: S608
+    f"WHERE {FTS_TABLE} MATCH :match AND rowid = :rowid"
+)
+
+
+def _run_sqlite(
+    session: Session, match: str, *, limit: int, offset: int
+) -> tuple[int, list[SearchHit]]:
+    """Count the matches, rank them inside FTS5 (only the page's rows leave it), then cut
+    snippets for the page alone: snippets and the join cost per shown row, not per match."""
+    total = int(session.execute(text(_SQLITE_COUNT), {"match": match}).scalar_one())
+    if not total:
+        return 0, []
+    page = session.execute(
+        text(_SQLITE_PAGE), {"match": match, "limit": limit, "offset": offset}
+    ).all()
+    if not page:
+        return total, []
+    ids = [row.article_id for row in page]
+    rows = {
+        r.id: r
+        for r in session.execute(
+            text(f"SELECT {_ARTICLE_COLUMNS} FROM help_articles a WHERE a.id IN :ids").bindparams(  # noqa: S608
+                bindparam("ids", expanding=True)
+            ),
+            {"ids": ids},
+        )
+    }
+    hits = []
+    for entry in page:
+        row = rows.get(entry.article_id)
+        if row is None:
+            continue
+        snip = session.execute(
+            text(_SQLITE_SNIPPET),
+            {"match": match, "rowid": entry.rowid, "start": MARK_START, "end": MARK_END},
+        ).scalar()
+        hits.append(_hit(row, -float(entry.rank), str(snip or "")))
+    return total, hits
+
+
+def _run_pg(
+    session: Session, query: str, *, where: str, params: dict[str, Any], limit: int, offset: int
+) -> tuple[int, list[SearchHit]]:
+    config = f"'{PG_SEARCH_CONFIG}'::regconfig"
+    base = (
+        f"FROM help_articles a, to_tsquery({config}, :q) AS q "
+        f"WHERE a.{PG_SEARCH_COLUMN} @@ q{where}"
+    )
+    params = {**params, "q": query, "limit": limit, "offset": offset}
+    total = int(session.execute(text(f"SELECT count(*) {base}"), params).scalar_one())
+    if not total:
+        return 0, []
+    headline_options = (
+        f'StartSel="{MARK_START}", StopSel="{MARK_END}", MaxWords=30, MinWords=12, '
+        'MaxFragments=2, FragmentDelimiter=" … "'
+    )
+    rows = session.execute(
+        text(
+            f"SELECT page.*, ts_headline({config}, page.body_text, page.q, :options) AS snip "  # noqa: S608
+            f"FROM (SELECT {_ARTICLE_COLUMNS}, a.body_text, q, "
+            f"ts_rank(a.{PG_SEARCH_COLUMN}, q, 1) AS rank {base} "
+            "ORDER BY rank DESC, a.title LIMIT :limit OFFSET :offset) AS page "
+            "ORDER BY page.rank DESC, page.title"
+        ),
+        {**params, "options": headline_options},
+    ).all()
+    return total, [_hit(r, float(r.rank), str(r.snip or "")) for r in rows]
 
 
 def _run(
@@ -161,49 +239,34 @@ def _run(
     include_drafts: bool,
     include_internal: bool,
 ) -> tuple[int, list[SearchHit]]:
-    where, params = _filters(include_drafts, include_internal)
-    params.update(limit=limit, offset=offset)
-    columns = (
-        "a.id, a.slug, a.title, a.summary, a.category_id, a.status, a.visibility, a.updated_at"
-    )
     if _dialect(session) == "sqlite":
-        params["match"] = _sqlite_match(terms, any_word=any_word)
-        base = (
-            f"FROM {FTS_TABLE} f JOIN help_articles a ON a.id = f.article_id "
-            f"WHERE {FTS_TABLE} MATCH :match{where}"
+        match = _sqlite_match(
+            terms,
+            any_word=any_word,
+            include_drafts=include_drafts,
+            include_internal=include_internal,
         )
-        total = session.execute(text(f"SELECT count(*) {base}"), params).scalar_one()
-        rows = session.execute(
-            text(
-                f"SELECT {columns}, bm25({FTS_TABLE}, 0.0, 10.0, 4.0, 1.0) AS rank, "
-                f"snippet({FTS_TABLE}, 3, :start, :end, '…', 24) AS snip {base} "
-                "ORDER BY rank, a.title LIMIT :limit OFFSET :offset"
-            ),
-            {**params, "start": MARK_START, "end": MARK_END},
-        ).all()
-        return int(total), [_hit(r, -float(r.rank)) for r in rows]
-    params["q"] = _pg_query(terms, any_word=any_word)
-    config = f"'{PG_SEARCH_CONFIG}'::regconfig"
-    vector = pg_search_vector("a")
-    base = f"FROM help_articles a, to_tsquery({config}, :q) AS q WHERE {vector} @@ q{where}"
-    total = session.execute(text(f"SELECT count(*) {base}"), params).scalar_one()
-    headline_options = (
-        f'StartSel="{MARK_START}", StopSel="{MARK_END}", MaxWords=30, MinWords=12, '
-        'MaxFragments=2, FragmentDelimiter=" … "'
+        return _run_sqlite(session, match, limit=limit, offset=offset)
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if not include_drafts:
+        clauses.append("a.status = :published")
+        params["published"] = ArticleStatus.PUBLISHED.value
+    if not include_internal:
+        clauses.append("a.visibility = :public")
+        params["public"] = Visibility.PUBLIC.value
+    where = "".join(f" AND {c}" for c in clauses)
+    return _run_pg(
+        session,
+        _pg_query(terms, any_word=any_word),
+        where=where,
+        params=params,
+        limit=limit,
+        offset=offset,
     )
-    rows = session.execute(
-        text(
-            f"SELECT page.*, ts_headline({config}, page.body_text, page.q, :options) AS snip "  # noqa: S608
-            f"FROM (SELECT {columns}, a.body_text, q, ts_rank({vector}, q, 1) AS rank {base} "
-            "ORDER BY rank DESC, a.title LIMIT :limit OFFSET :offset) AS page "
-            "ORDER BY page.rank DESC, page.title"
-        ),
-        {**params, "options": headline_options},
-    ).all()
-    return int(total), [_hit(r, float(r.rank)) for r in rows]
 
 
-def _hit(row: Any, rank: float) -> SearchHit:
+def _hit(row: Any, rank: float, snippet: str) -> SearchHit:
     updated = row.updated_at
     if not isinstance(updated, datetime):
         updated = datetime.fromisoformat(str(updated))
@@ -217,7 +280,7 @@ def _hit(row: Any, rank: float) -> SearchHit:
         visibility=row.visibility,
         updated_at=ensure_utc(updated),
         rank=rank,
-        highlight=highlight(str(row.snip or "")),
+        highlight=highlight(snippet),
     )
 
 

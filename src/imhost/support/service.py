@@ -315,6 +315,7 @@ def set_article_status(
     _set_status(article, status, clock)
     article.updated_at = clock.now()
     session.flush()
+    search.index_article(session, article)
     published = status == ArticleStatus.PUBLISHED.value
     _revise(session, clock, article, actor, "published" if published else "unpublished")
     _audit(

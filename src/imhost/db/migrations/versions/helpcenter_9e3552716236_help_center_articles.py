@@ -81,15 +81,24 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         op.execute(
             "CREATE VIRTUAL TABLE IF NOT EXISTS help_article_fts USING fts5("
-            "article_id UNINDEXED, title, summary, body, "
+            "article_id UNINDEXED, audience, title, summary, body, "
             "tokenize = 'porter unicode61 remove_diacritics 2')"
+        )
+        op.execute(
+            "CREATE TRIGGER IF NOT EXISTS help_article_fts_on_delete AFTER DELETE ON "
+            "help_articles BEGIN DELETE FROM help_article_fts WHERE article_id = old.id; END"
         )
     elif op.get_bind().dialect.name == "postgresql":
         op.execute(
-            "CREATE INDEX IF NOT EXISTS ix_help_articles_search ON help_articles USING gin ("
+            "ALTER TABLE help_articles ADD COLUMN IF NOT EXISTS search_document tsvector "
+            "GENERATED ALWAYS AS ("
             "(setweight(to_tsvector('english'::regconfig, title), 'A') || "
             "setweight(to_tsvector('english'::regconfig, summary), 'B') || "
-            "setweight(to_tsvector('english'::regconfig, body_text), 'C')))"
+            "setweight(to_tsvector('english'::regconfig, body_text), 'C'))) STORED"
+        )
+        op.execute(
+            "CREATE INDEX IF NOT EXISTS ix_help_articles_search ON help_articles "
+            "USING gin (search_document)"
         )
 
     op.create_table(
@@ -185,7 +194,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_help_articles_status_visibility")
         batch_op.drop_index(batch_op.f("ix_help_articles_category_id"))
 
+    op.execute("DROP TRIGGER IF EXISTS help_article_fts_on_delete")
     op.execute("DROP TABLE IF EXISTS help_article_fts")
-    op.execute("DROP INDEX IF EXISTS ix_help_articles_search")
     op.drop_table("help_articles")
     op.drop_table("help_categories")
