@@ -132,11 +132,15 @@ def rebuild_index(session: Session) -> int:
 # --- searching --------------------------------------------------------------------------------
 
 
+def _sqlite_words(terms: tuple[str, ...], *, any_word: bool) -> str:
+    words = (" OR " if any_word else " ").join(f'"{t}"*' for t in terms)
+    return f"{{title summary body}} : ({words})"
+
+
 def _sqlite_match(
     terms: tuple[str, ...], *, any_word: bool, include_drafts: bool, include_internal: bool
 ) -> str:
-    words = (" OR " if any_word else " ").join(f'"{t}"*' for t in terms)
-    match = f"{{title summary body}} : ({words})"
+    match = _sqlite_words(terms, any_word=any_word)
     if not include_drafts:
         match += f' AND audience : "{ArticleStatus.PUBLISHED.value}"'
     if not include_internal:
@@ -165,7 +169,7 @@ _SQLITE_SNIPPET = (
 
 
 def _run_sqlite(
-    session: Session, match: str, *, limit: int, offset: int
+    session: Session, match: str, words: str, *, limit: int, offset: int
 ) -> tuple[int, list[SearchHit]]:
     """Count the matches, rank them inside FTS5 (only the page's rows leave it), then cut
     snippets for the page alone: snippets and the join cost per shown row, not per match."""
@@ -194,7 +198,8 @@ def _run_sqlite(
             continue
         snip = session.execute(
             text(_SQLITE_SNIPPET),
-            {"match": match, "rowid": entry.rowid, "start": MARK_START, "end": MARK_END},
+            # The words alone: the row is known, the audience needs no second look.
+            {"match": words, "rowid": entry.rowid, "start": MARK_START, "end": MARK_END},
         ).scalar()
         hits.append(_hit(row, -float(entry.rank), str(snip or "")))
     return total, hits
@@ -246,7 +251,8 @@ def _run(
             include_drafts=include_drafts,
             include_internal=include_internal,
         )
-        return _run_sqlite(session, match, limit=limit, offset=offset)
+        words = _sqlite_words(terms, any_word=any_word)
+        return _run_sqlite(session, match, words, limit=limit, offset=offset)
     clauses: list[str] = []
     params: dict[str, Any] = {}
     if not include_drafts:
