@@ -166,3 +166,5 @@ def test_views_and_suggestion_openings_are_counted(db: Session, clock: FrozenClo
     assert [h.slug for h in service.suggest_articles(db, "which ports must I open?", 3)] == [
         "ports"
     ]
+    # Only common words: nothing to suggest by.
+    assert service.suggest_articles(db, "it does not work for me", 3) == []

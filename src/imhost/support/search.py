@@ -69,12 +69,94 @@ class SearchResults:
     matched_all: bool = True  # False: no article had every word; these have some of them
 
 
-def query_terms(query: str) -> tuple[str, ...]:
-    """The words searched for in ``query`` (lower case, unique, in order)."""
+STOP_WORDS = frozenset(
+    {
+        "a",
+        "about",
+        "after",
+        "all",
+        "am",
+        "an",
+        "and",
+        "any",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "can",
+        "cannot",
+        "could",
+        "did",
+        "do",
+        "does",
+        "doesn",
+        "don",
+        "for",
+        "from",
+        "get",
+        "got",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "just",
+        "me",
+        "my",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "this",
+        "to",
+        "too",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "why",
+        "will",
+        "with",
+        "won",
+        "would",
+        "you",
+        "your",
+    }
+)
+"""Words too common to suggest anything by (a ticket subject is a sentence, a search is not)."""
+
+
+def query_terms(query: str, *, skip: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """The words searched for in ``query`` (lower case, unique, in order, none of ``skip``)."""
     words: list[str] = []
     for word in _WORD.findall(query[:MAX_QUERY_LENGTH].lower()):
         word = word[:MAX_TERM_LENGTH]
-        if word not in words:
+        if word not in words and word not in skip:
             words.append(word)
         if len(words) >= MAX_TERMS:
             break
@@ -299,10 +381,12 @@ def search(
     include_drafts: bool = False,
     include_internal: bool = False,
     any_word: bool = False,
+    skip: frozenset[str] = frozenset(),
 ) -> SearchResults:
     """Articles matching ``query``, most relevant first (public and published ones unless
-    asked otherwise). ``any_word``: rank articles with any of the words (suggestions)."""
-    terms = query_terms(query)
+    asked otherwise). ``any_word``: rank articles with any of the words (suggestions);
+    ``skip``: words to leave out (:data:`STOP_WORDS` for sentences)."""
+    terms = query_terms(query, skip=skip)
     if not terms:
         return SearchResults(query=query, terms=terms, total=0)
     limit = max(1, min(limit, 100))

@@ -464,8 +464,10 @@ def article_counts(session: Session, articles: list[HelpArticle]) -> dict[str, A
 
 def suggest_articles(session: Session, text: str, limit: int = 5) -> list[search.SearchHit]:
     """Public, published articles that may answer ``text`` (a ticket's subject as it is
-    typed): any of its words, best first."""
-    return search.search(session, text, limit=max(1, min(limit, 10)), any_word=True).hits
+    typed): any of its words but the most common ones ("my", "the", "not"), best first."""
+    return search.search(
+        session, text, limit=max(1, min(limit, 10)), any_word=True, skip=search.STOP_WORDS
+    ).hits
 
 
 def record_suggestion_opened(
