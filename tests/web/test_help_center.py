@@ -166,8 +166,10 @@ def test_read_only_staff_see_counts_but_cannot_edit(world: World, app: FastAPI) 
     assert listing.status_code == 200 and "Helpful" in listing.text
     assert "New article" not in listing.text
     assert client.get("/console/help/new").status_code == 403
+    assert 'href="/console/help"' in listing.text  # in the console's menu
     billing, _ = as_user(app, world.staff[StaffRole.BILLING])
     assert billing.get("/console/help").status_code == 403
+    assert 'href="/console/help"' not in billing.get("/console/plans").text
 
 
 def test_staff_api_lists_every_article_with_counts(world: World, app: FastAPI) -> None:

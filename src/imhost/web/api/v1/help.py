@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 
 from imhost.accounts.permissions import Access, Scope
+from imhost.kit.errors import InvalidInput
 from imhost.support import search, service
 from imhost.support.models import HelpArticle
 from imhost.support.schemas import (
@@ -197,8 +198,6 @@ def admin_save_category(
 ) -> CategoryOut:
     """Create or update the category ``slug`` (the body's slug must match)."""
     if body.slug != slug:
-        from imhost.kit.errors import InvalidInput
-
         raise InvalidInput("The slug in the body must match the address.", field="slug")
     return CategoryOut.model_validate(
         service.save_category(db, runtime.clock, body, actor=principal.actor)
