@@ -73,7 +73,7 @@ class DbBackend:
         batch_seconds: float = BATCH_SECONDS,
         iterations: int = DEFAULT_ITERATIONS,
         usage_factory: sessionmaker[Session] | None = None,
-        warm_at_start: bool = True,
+        bulk_reads: bool = True,
     ) -> None:
         self.factory = factory
         self.usage_factory = usage_factory or factory
@@ -104,8 +104,9 @@ class DbBackend:
         self.directory = DbHostDirectory(
             self.runner, factory, clock, self.hosts, accounts=self.auth, stored=self.storage
         )
-        self.warm_at_start = warm_at_start
-        """Read the accounts and the held brute-force states in bulk at start."""
+        self.bulk_reads = bulk_reads
+        """Read the accounts at start, and the held brute-force states at start and every
+        ``throttle_refresh`` seconds, in bulk (False: every login reads its own)."""
         self.throttle_refresh = self.auth.throttle_ttl / 2
         """How often the held brute-force states are read (half their trust period)."""
         self._task: asyncio.Task[None] | None = None
@@ -115,6 +116,8 @@ class DbBackend:
         """Load hosts and start the background task (batches, refresh). Idempotent."""
         await self.directory.start()
         if self._task is None and not self._closed:
+            if self.bulk_reads:
+                await self._warm()
             self._task = asyncio.get_running_loop().create_task(self._background())
 
     async def _warm(self) -> None:
@@ -126,6 +129,7 @@ class DbBackend:
         except asyncio.CancelledError:
             raise
         except Exception:
+            # Not fatal: logins then read their own account and states, as they always could.
             log.exception("reading the accounts at start failed; logins read their own")
 
     async def close(self) -> None:
@@ -140,14 +144,15 @@ class DbBackend:
         await self.auth.flush_batches()
 
     async def _background(self) -> None:
-        if self.warm_at_start:
-            await self._warm()
         last_refresh = time.monotonic()
         while True:
             await asyncio.sleep(min(self.batch_seconds, self.host_refresh_seconds))
             try:
                 await self.auth.flush_batches()
-                if time.monotonic() - self.auth.throttles_read_at >= self.throttle_refresh:
+                if (
+                    self.bulk_reads
+                    and time.monotonic() - self.auth.throttles_read_at >= self.throttle_refresh
+                ):
                     await self.auth.refresh_throttles()
                 if time.monotonic() - last_refresh >= self.host_refresh_seconds:
                     last_refresh = time.monotonic()
