@@ -658,10 +658,8 @@ class DbAccountAuth:
                 )
             if logins:
                 hosting.record_logins(session, services, logins)
-            for (domain, localpart), version in versions.items():
-                account = repo.find_account(session, services.get(domain), localpart)
-                if account is not None:
-                    account.client_version = version[:300]
+            if versions:
+                hosting.record_client_versions(session, services, versions)
             throttle = self._throttle(session)
             states = throttle.mark_trusted_many({pair: at for pair, (_, at) in trusted.items()})
             for ticket in abandoned:
