@@ -101,7 +101,9 @@ def serve_env(data_dir: Path, port: int) -> dict[str, str]:
     return env
 
 
-def start_server(kind: str, data_dir: Path, users: int, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    kind: str, data_dir: Path, users: int, port: int, modules: str = "roster,presence,disco,ping"
+) -> subprocess.Popen[bytes]:
     if kind == "serve":
         template = data_dir.parent / (data_dir.name + ".seeded")
         if not template.exists():
@@ -119,7 +121,7 @@ def start_server(kind: str, data_dir: Path, users: int, port: int) -> subprocess
             *("--domain", DOMAIN, "--users", str(users), "--user-prefix", "u"),
             *("--password", PASSWORD, "--port", str(port), "--tls-port", str(free_port())),
             *("--no-tls", "--plain-without-tls", "--no-rate-limit", "--uvloop", "--log", "WARNING"),
-            *("--cert-dir", str(data_dir / "tls"), "--modules", "roster,presence,disco,ping"),
+            *("--cert-dir", str(data_dir / "tls"), "--modules", modules),
         ]
         env = dict(os.environ)
     return subprocess.Popen(
@@ -130,14 +132,26 @@ def start_server(kind: str, data_dir: Path, users: int, port: int) -> subprocess
     )
 
 
+def main_thread_cpu(pid: int) -> float:
+    """Seconds on a CPU of the server's main thread (its event loop)."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
+LAST_MAIN_SHARE: list[float] = []
+"""The event loop thread's share of the server's CPU in the last round."""
+
+
 async def one_round(port: int, pid: int, users: int, count: int, mech: str) -> tuple[float, float]:
     """``count`` logins, 10 in flight: (logins/s, server CPU ms per login)."""
     names = [f"u{i % users}" for i in range(count)]
     run0, _ = cpu_times(pid)
+    main0 = main_thread_cpu(pid)
     conns, elapsed = await connect_many(
         "127.0.0.1", port, names, DOMAIN, PASSWORD, in_flight=10, mech=mech, resources=True
     )
     run1, _ = cpu_times(pid)
+    main1 = main_thread_cpu(pid)
+    LAST_MAIN_SHARE[:] = [(main1 - main0) / max(1e-9, run1 - run0)]
     for c in conns:
         c.close()
     await asyncio.sleep(1.5)  # closed sessions gone, batches flushed
@@ -178,7 +192,7 @@ async def fresh_rounds(args: argparse.Namespace, data_dir: Path) -> None:
         rates: list[float] = []
         while len(cpus) < args.rounds:
             port = free_port()
-            proc = start_server(args.server, data_dir, args.users, port)
+            proc = start_server(args.server, data_dir, args.users, port, args.modules)
             try:
                 await wait_port(port, timeout=120)
                 if mech != "PLAIN" and (args.server == "memory" or mech not in warmed):
@@ -196,6 +210,7 @@ async def fresh_rounds(args: argparse.Namespace, data_dir: Path) -> None:
                 cpus.append(cpu_ms)
                 print(
                     f"{args.server:6s} {mech:12s} {rate:7.0f} logins/s  {cpu_ms:.2f} ms CPU"
+                    f" ({LAST_MAIN_SHARE[0]:.0%} event loop thread)"
                     f"  (fresh process, load {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
@@ -213,7 +228,7 @@ async def measure(args: argparse.Namespace, data_dir: Path) -> None:
         await fresh_rounds(args, data_dir)
         return
     port = free_port()
-    proc = start_server(args.server, data_dir, args.users, port)
+    proc = start_server(args.server, data_dir, args.users, port, args.modules)
     spy: subprocess.Popen[bytes] | None = None
     try:
         await wait_port(port, timeout=120)
@@ -252,6 +267,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--mech", default="PLAIN,SCRAM-SHA-1")
     p.add_argument("--fresh", action="store_true", help="every round on a fresh process")
+    p.add_argument(
+        "--modules",
+        default="roster,presence,disco,ping",
+        help="the in-memory engine's modules (run.py's four by default; 'all': imhost serve's)",
+    )
     p.add_argument("--py-spy", default="", help="record the server into this file")
     p.add_argument("--py-spy-format", default="flamegraph")
     p.add_argument("--data-dir", default="", help="default: a fresh temporary directory")

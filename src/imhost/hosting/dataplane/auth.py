@@ -81,9 +81,10 @@ HELD_MAX = 20_000
 """Rows with a failure or a lock the periodic read keeps in memory; with more (an attack on
 many keys at once) every login reads its own keys, as it did before."""
 
-TRUST_MAX = 200_000
-"""Trusted pairs read at start (the latest); a pair not among them is taken as not trusted
-until a login reads or writes it (stricter, never laxer)."""
+TRUST_MAX = 100_000
+"""Trusted pairs known in memory (read at start, the latest first, then read or written); a
+pair not among them is taken as not trusted (stricter, never laxer) and its trust is written
+again at its next success."""
 
 THROTTLE_PREFIXES = ("xmpp:", "pair:xmpp:", "pair:sha256:", "address:")
 """The keys an XMPP login counts under (a long key is hashed: ``pair:sha256:``)."""
@@ -329,7 +330,10 @@ class DbAccountAuth:
 
     def _know_trust(self, pair: str, until: datetime) -> None:
         known = self._trust.get(pair)
-        if known is None or ensure_utc(known) < ensure_utc(until):
+        if known is None:
+            if len(self._trust) < TRUST_MAX:
+                self._trust[pair] = until
+        elif ensure_utc(known) < ensure_utc(until):
             self._trust[pair] = until
 
     # -- AccountAuth ------------------------------------------------------------------------
