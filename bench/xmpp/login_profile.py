@@ -137,6 +137,23 @@ def main_thread_cpu(pid: int) -> float:
     return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1e9
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """Seconds on a CPU per thread of the server, by thread id and name."""
+    out: dict[str, float] = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            run = int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+            name = Path(f"/proc/{pid}/task/{task}/comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[f"{task}:{name}"] = run / 1e9
+    return out
+
+
+LAST_THREADS: dict[str, float] = {}
+"""CPU seconds per thread of the server in the last round."""
+
+
 LAST_MAIN_SHARE: list[float] = []
 """The event loop thread's share of the server's CPU in the last round."""
 
@@ -146,11 +163,15 @@ async def one_round(port: int, pid: int, users: int, count: int, mech: str) -> t
     names = [f"u{i % users}" for i in range(count)]
     run0, _ = cpu_times(pid)
     main0 = main_thread_cpu(pid)
+    threads0 = thread_cpu(pid)
     conns, elapsed = await connect_many(
         "127.0.0.1", port, names, DOMAIN, PASSWORD, in_flight=10, mech=mech, resources=True
     )
     run1, _ = cpu_times(pid)
     main1 = main_thread_cpu(pid)
+    threads1 = thread_cpu(pid)
+    LAST_THREADS.clear()
+    LAST_THREADS.update({t: c - threads0.get(t, 0.0) for t, c in threads1.items()})
     LAST_MAIN_SHARE[:] = [(main1 - main0) / max(1e-9, run1 - run0)]
     for c in conns:
         c.close()
@@ -214,6 +235,10 @@ async def fresh_rounds(args: argparse.Namespace, data_dir: Path) -> None:
                     f"  (fresh process, load {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
+                if args.threads:
+                    busiest = sorted(LAST_THREADS.items(), key=lambda t: -t[1])[:6]
+                    n = max(1, args.logins)
+                    print("   ", ", ".join(f"{t} {c / n * 1000:.3f} ms" for t, c in busiest))
             finally:
                 proc.send_signal(signal.SIGTERM)
                 try:
@@ -267,6 +292,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--mech", default="PLAIN,SCRAM-SHA-1")
     p.add_argument("--fresh", action="store_true", help="every round on a fresh process")
+    p.add_argument("--threads", action="store_true", help="CPU per login of the busiest threads")
     p.add_argument(
         "--modules",
         default="roster,presence,disco,ping",
