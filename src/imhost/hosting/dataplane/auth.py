@@ -73,9 +73,11 @@ THROTTLE_TTL = 5.0
 """Seconds a brute-force state read from the database is trusted for an attempt admitted in
 memory: the longest time failures counted on another node can go unseen (docs/security.md)."""
 
-WARM_MAX_ACCOUNTS = 50_000
+WARM_MAX_ACCOUNTS = 10_000
 """Accounts whose credentials :meth:`DbAccountAuth.warm` reads at start (those who signed in
-last first); the others are read at their first login, as before."""
+last first); the others are read at their first login, as before. Bounded because every
+cached account is checked for deletion by another process at each directory refresh (one
+query per 500 accounts every 10 s)."""
 
 HELD_MAX = 20_000
 """Rows with a failure or a lock the periodic read keeps in memory; with more (an attack on
