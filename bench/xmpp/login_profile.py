@@ -8,6 +8,9 @@ core 0 without TLS, and logs in ``--logins`` times with 10 in flight for each me
     taskset -c 1 python3 bench/xmpp/login_profile.py --server serve --mech PLAIN,SCRAM-SHA-1
     taskset -c 1 python3 bench/xmpp/login_profile.py --server memory
 
+``--fresh``: every round on a fresh server process (settled first, as ``run.py`` measures),
+so every account's first login in the process is measured; the default keeps one process.
+
 ``--py-spy FILE``: record the server with py-spy during the measured rounds (a flame graph,
 or ``--py-spy-format speedscope``). Run with ``PYTHONPATH=src`` to measure a checkout.
 """
@@ -98,9 +101,16 @@ def serve_env(data_dir: Path, port: int) -> dict[str, str]:
     return env
 
 
-def start_server(kind: str, data_dir: Path, users: int, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    kind: str, data_dir: Path, users: int, port: int, modules: str = "roster,presence,disco,ping"
+) -> subprocess.Popen[bytes]:
     if kind == "serve":
-        seed(data_dir, users)
+        template = data_dir.parent / (data_dir.name + ".seeded")
+        if not template.exists():
+            template.mkdir(parents=True)
+            seed(template, users)
+        shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.copytree(template, data_dir)
         cmd = [sys.executable, "-m", "imhost.cli.main", "serve"]
         env = serve_env(data_dir, port)
     else:
@@ -110,8 +120,8 @@ def start_server(kind: str, data_dir: Path, users: int, port: int) -> subprocess
             "imhost.xmpp",
             *("--domain", DOMAIN, "--users", str(users), "--user-prefix", "u"),
             *("--password", PASSWORD, "--port", str(port), "--tls-port", str(free_port())),
-            *("--no-tls", "--plain-without-tls", "--no-rate-limit", "--log", "WARNING"),
-            *("--cert-dir", str(data_dir / "tls"), "--modules", "roster,presence,disco,ping"),
+            *("--no-tls", "--plain-without-tls", "--no-rate-limit", "--uvloop", "--log", "WARNING"),
+            *("--cert-dir", str(data_dir / "tls"), "--modules", modules),
         ]
         env = dict(os.environ)
     return subprocess.Popen(
@@ -122,23 +132,128 @@ def start_server(kind: str, data_dir: Path, users: int, port: int) -> subprocess
     )
 
 
+def main_thread_cpu(pid: int) -> float:
+    """Seconds on a CPU of the server's main thread (its event loop)."""
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """Seconds on a CPU per thread of the server, by thread id and name."""
+    out: dict[str, float] = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            run = int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+            name = Path(f"/proc/{pid}/task/{task}/comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[f"{task}:{name}"] = run / 1e9
+    return out
+
+
+LAST_THREADS: dict[str, float] = {}
+"""CPU seconds per thread of the server in the last round."""
+
+
+LAST_MAIN_SHARE: list[float] = []
+"""The event loop thread's share of the server's CPU in the last round."""
+
+
 async def one_round(port: int, pid: int, users: int, count: int, mech: str) -> tuple[float, float]:
     """``count`` logins, 10 in flight: (logins/s, server CPU ms per login)."""
     names = [f"u{i % users}" for i in range(count)]
     run0, _ = cpu_times(pid)
+    main0 = main_thread_cpu(pid)
+    threads0 = thread_cpu(pid)
     conns, elapsed = await connect_many(
         "127.0.0.1", port, names, DOMAIN, PASSWORD, in_flight=10, mech=mech, resources=True
     )
     run1, _ = cpu_times(pid)
+    main1 = main_thread_cpu(pid)
+    threads1 = thread_cpu(pid)
+    LAST_THREADS.clear()
+    LAST_THREADS.update({t: c - threads0.get(t, 0.0) for t, c in threads1.items()})
+    LAST_MAIN_SHARE[:] = [(main1 - main0) / max(1e-9, run1 - run0)]
     for c in conns:
         c.close()
     await asyncio.sleep(1.5)  # closed sessions gone, batches flushed
     return len(conns) / elapsed, (run1 - run0) / max(1, len(conns)) * 1000
 
 
+async def settle(pid: int) -> None:
+    """Until the fresh server uses under 10 % of a CPU over half a second (at most 10 s)."""
+    t0 = time.monotonic()
+    prev = cpu_times(pid)[0]
+    while time.monotonic() - t0 < 10:
+        await asyncio.sleep(0.5)
+        cur = cpu_times(pid)[0]
+        if cur - prev < 0.05:
+            return
+        prev = cur
+
+
+def start_spy(args: argparse.Namespace, pid: int, suffix: str) -> subprocess.Popen[bytes]:
+    """py-spy on the server; in ``--fresh`` mode one file per round (``FILE.<mech>-<n>``)."""
+    output = f"{args.py_spy}.{suffix}" if suffix else args.py_spy
+    return subprocess.Popen(
+        [
+            *("py-spy", "record", "--pid", str(pid), "--output", output),
+            *("--format", args.py_spy_format, "--rate", "200", "--threads", "--gil"),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+
+
+async def fresh_rounds(args: argparse.Namespace, data_dir: Path) -> None:
+    """Every round on a fresh process: the salts of ``serve`` come from the seeded database
+    (the client derives its keys once, in an unmeasured round on a first process); the
+    in-memory engine makes its salts per process, so it gets an unmeasured warm-up round."""
+    warmed: set[str] = set()
+    for mech in args.mech.split(","):
+        cpus: list[float] = []
+        rates: list[float] = []
+        while len(cpus) < args.rounds:
+            port = free_port()
+            proc = start_server(args.server, data_dir, args.users, port, args.modules)
+            try:
+                await wait_port(port, timeout=120)
+                if mech != "PLAIN" and (args.server == "memory" or mech not in warmed):
+                    await one_round(port, proc.pid, args.users, args.users, mech)
+                    if args.server != "memory":
+                        warmed.add(mech)
+                        continue
+                await settle(proc.pid)
+                spy = start_spy(args, proc.pid, f"{mech}-{len(cpus)}") if args.py_spy else None
+                rate, cpu_ms = await one_round(port, proc.pid, args.users, args.logins, mech)
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(60)
+                rates.append(rate)
+                cpus.append(cpu_ms)
+                print(
+                    f"{args.server:6s} {mech:12s} {rate:7.0f} logins/s  {cpu_ms:.2f} ms CPU"
+                    f" ({LAST_MAIN_SHARE[0]:.0%} event loop thread)"
+                    f"  (fresh process, load {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
+                if args.threads:
+                    busiest = sorted(LAST_THREADS.items(), key=lambda t: -t[1])[:6]
+                    n = max(1, args.logins)
+                    print("   ", ", ".join(f"{t} {c / n * 1000:.3f} ms" for t, c in busiest))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        print(f"{args.server:6s} {mech:12s} CPU ms: {', '.join(f'{c:.2f}' for c in cpus)}")
+
+
 async def measure(args: argparse.Namespace, data_dir: Path) -> None:
+    if args.fresh:
+        await fresh_rounds(args, data_dir)
+        return
     port = free_port()
-    proc = start_server(args.server, data_dir, args.users, port)
+    proc = start_server(args.server, data_dir, args.users, port, args.modules)
     spy: subprocess.Popen[bytes] | None = None
     try:
         await wait_port(port, timeout=120)
@@ -149,22 +264,7 @@ async def measure(args: argparse.Namespace, data_dir: Path) -> None:
                 # the client derives its salted passwords once (its cost, not the server's)
                 await one_round(port, proc.pid, args.users, args.users, mech)
         if args.py_spy:
-            spy = subprocess.Popen(
-                [
-                    "py-spy",
-                    "record",
-                    "--pid",
-                    str(proc.pid),
-                    "--output",
-                    args.py_spy,
-                    "--format",
-                    args.py_spy_format,
-                    "--rate",
-                    "200",
-                    "--threads",
-                ],
-                stdout=subprocess.DEVNULL,
-            )
+            spy = start_spy(args, proc.pid, "")
             await asyncio.sleep(1.0)
         for mech in mechs:
             rates = []
@@ -191,6 +291,13 @@ def main() -> None:
     p.add_argument("--logins", type=int, default=2000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--mech", default="PLAIN,SCRAM-SHA-1")
+    p.add_argument("--fresh", action="store_true", help="every round on a fresh process")
+    p.add_argument("--threads", action="store_true", help="CPU per login of the busiest threads")
+    p.add_argument(
+        "--modules",
+        default="roster,presence,disco,ping",
+        help="the in-memory engine's modules (run.py's four by default; 'all': imhost serve's)",
+    )
     p.add_argument("--py-spy", default="", help="record the server into this file")
     p.add_argument("--py-spy-format", default="flamegraph")
     p.add_argument("--data-dir", default="", help="default: a fresh temporary directory")
@@ -205,6 +312,7 @@ def main() -> None:
     finally:
         if not args.data_dir:
             shutil.rmtree(data_dir, ignore_errors=True)
+            shutil.rmtree(data_dir.parent / (data_dir.name + ".seeded"), ignore_errors=True)
     print(f"took {time.monotonic() - started:.0f} s; {os.getloadavg()[0]:.2f} load")
 
 

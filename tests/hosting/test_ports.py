@@ -57,7 +57,11 @@ class Setup:
 @pytest.fixture
 async def setup(session_factory: sessionmaker[Session], clock: FrozenClock) -> AsyncIterator[Setup]:
     security = SecuritySettings(lockout_threshold=3)
-    backend = DbBackend(session_factory, clock, security, host_refresh_seconds=3600)
+    # Logins read their own account and states here (the path of an account not read at
+    # start); the bulk reads are tested with _restarted below.
+    backend = DbBackend(
+        session_factory, clock, security, host_refresh_seconds=3600, bulk_reads=False
+    )
     with session_factory() as session:
         a = make_service(session, clock, domain="a.example")
         b = make_service(session, clock, domain="b.example")
@@ -1176,3 +1180,171 @@ async def test_accounts_read_together_are_each_their_own_host_s(
             for service, name in ((setup.a, "alice"), (setup.b, "alice"), (setup.a, "bob"))
         ]
     assert ids == [*expected, None, None]
+
+
+# -- a burst of logins after a restart: accounts and held states read in bulk at start -----
+
+
+async def _restarted(setup: Setup, **kw: float) -> DbBackend:
+    """A second backend on the same database, as after a restart of the engine."""
+    backend = DbBackend(
+        setup.factory,
+        setup.clock,
+        SecuritySettings(lockout_threshold=3),
+        host_refresh_seconds=3600,
+        batch_seconds=3600,
+        **kw,  # type: ignore[arg-type]
+    )
+    await backend.start()
+    return backend
+
+
+async def _sasl_login(backend: DbBackend, localpart: str, address: str) -> bool:
+    """What a whole SASL login asks of the port: the credentials, whether the account is
+    disabled, the admission and the outcome."""
+    credentials = await backend.auth.get_credentials("a.example", localpart, ScramHash.SHA1)
+    if credentials is None or await backend.auth.account_disabled("a.example", localpart):
+        return False
+    return await _login(backend, localpart, address)
+
+
+async def test_logins_after_a_restart_read_nothing(setup: Setup, begins: BeginWatch) -> None:
+    """The accounts of the served hosts and the held brute-force states are read at start,
+    in bulk: the first logins of every account then open no transaction at all."""
+    _more_accounts(setup, 20)
+    begins.begun = 0
+    backend = await _restarted(setup)
+    try:
+        at_start = begins.begun
+        assert at_start <= 3  # hosts, the held states with the trusted pairs, the accounts
+        results = await asyncio.gather(
+            *(_sasl_login(backend, f"u{n}", f"198.51.100.{60 + n}") for n in range(20))
+        )
+        assert all(results)
+        assert begins.begun == at_start
+    finally:
+        await backend.close()
+
+
+async def test_accounts_past_the_warm_limit_are_read_at_their_first_login(
+    setup: Setup, begins: BeginWatch
+) -> None:
+    _more_accounts(setup, 4)
+    backend = await _restarted(setup)
+    try:
+        backend.auth.forget_host("a.example")
+        assert await backend.auth.warm(limit=2) == 2
+        begins.begun = 0
+        assert all([await _sasl_login(backend, f"u{n}", "198.51.100.90") for n in range(4)])
+        read = begins.begun
+        assert 2 <= read <= 4  # at least the two of the six not read at start
+        assert all([await _sasl_login(backend, f"u{n}", "198.51.100.90") for n in range(4)])
+        assert begins.begun == read  # cached since
+    finally:
+        await backend.close()
+
+
+async def test_a_lock_stored_by_another_node_is_seen_by_the_next_held_read(
+    setup: Setup, engine: Engine, begins: BeginWatch
+) -> None:
+    """Another node locks a pair; this node, admitting from its bulk read of held states
+    without a read per login, refuses the pair once it read them again (every
+    throttle_ttl / 2)."""
+    from imhost.accounts.throttle import LoginThrottleService, attempt_keys, xmpp_key
+
+    backend = await _restarted(setup)
+    try:
+        assert await _login(backend, "alice", "192.0.2.70")
+        keys = attempt_keys(xmpp_key("alice@a.example"), "192.0.2.71")
+        with sessionmaker(bind=engine)() as session:
+            throttle = LoginThrottleService(
+                session, setup.clock, SecuritySettings(lockout_threshold=3)
+            )
+            for _ in range(3):
+                throttle.fail(keys.pair or "")
+            session.commit()
+        await backend.auth.refresh_throttles()
+        begins.begun = 0
+        assert await _login(backend, "alice", "192.0.2.72")  # another address: admitted
+        assert begins.begun == 0  # decided from the held states read in bulk
+        # The locked pair is seen in that read: its attempt goes through the database
+        # (row-locked, as every attempt with something held against it) and is refused.
+        refused = await backend.auth.admit_auth("a.example", "alice", "192.0.2.71")
+        assert not refused.allowed and refused.retry_after_seconds > 0
+    finally:
+        await backend.close()
+
+
+async def test_held_states_older_than_the_throttle_ttl_are_not_trusted(
+    setup: Setup, engine: Engine, begins: BeginWatch
+) -> None:
+    from imhost.accounts.throttle import LoginThrottleService, attempt_keys, xmpp_key
+
+    backend = await _restarted(setup)
+    try:
+        backend.auth.throttle_ttl = 0.2
+        keys = attempt_keys(xmpp_key("alice@a.example"), "192.0.2.73")
+        with sessionmaker(bind=engine)() as session:
+            throttle = LoginThrottleService(
+                session, setup.clock, SecuritySettings(lockout_threshold=3)
+            )
+            for _ in range(3):
+                throttle.fail(keys.pair or "")
+            session.commit()
+        await asyncio.sleep(0.3)  # the bulk read (clean then) is too old now
+        begins.begun = 0
+        assert not (await backend.auth.admit_auth("a.example", "alice", "192.0.2.73")).allowed
+        assert begins.begun >= 1  # read its own states
+    finally:
+        await backend.close()
+
+
+async def test_a_bulk_read_begun_before_a_failure_here_does_not_clear_it(
+    setup: Setup,
+) -> None:
+    """A failure this node stores while a bulk read runs is not undone by that read (which
+    may predate it): the key's state comes from the write, or from a read of its own."""
+    backend = await _restarted(setup)
+    try:
+        auth = backend.auth
+        auth.throttle_ttl = 0.3
+        refresh = asyncio.create_task(auth.refresh_throttles())
+        await asyncio.sleep(0)  # the bulk read has begun
+        results = [await _login(backend, "alice", "192.0.2.74", right=False) for _ in range(3)]
+        await refresh
+        assert results == [True, True, True]
+        await asyncio.sleep(0.35)  # the states the failures cached have expired
+        assert not (await auth.admit_auth("a.example", "alice", "192.0.2.74")).allowed
+    finally:
+        await backend.close()
+
+
+async def test_a_pair_trusted_before_a_restart_is_not_written_again(
+    setup: Setup, writes: WriteWatch
+) -> None:
+    assert await _login(setup.backend, "alice", "192.0.2.75")
+    await setup.backend.auth.flush_batches()
+    backend = await _restarted(setup)
+    try:
+        setup.clock.advance(timedelta(hours=1))
+        writes.statements.clear()
+        assert await _login(backend, "alice", "192.0.2.75")
+        await backend.auth.flush_batches()
+        assert writes.statements  # the last login
+        assert not [s for s in writes.statements if "login_throttles" in s]
+    finally:
+        await backend.close()
+
+
+async def test_an_account_disabled_after_the_warm_read_is_refused(setup: Setup) -> None:
+    backend = await _restarted(setup)
+    try:
+        assert await backend.auth.account_disabled("a.example", "bob") is None
+        with setup.factory() as session:
+            service = hosting.get_service(session, setup.a.id)
+            account = hosting.get_account(session, service, "bob")
+            hosting.disable_account(session, setup.clock, service, account, "left")
+            session.commit()
+        assert await backend.auth.account_disabled("a.example", "bob") == "left"
+    finally:
+        await backend.close()

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -188,6 +189,16 @@ class LoginThrottle(IdMixin, Base):
     'totp:<user id>', 'xmpp:<jid>'); see accounts/throttle.py."""
 
     __tablename__ = "login_throttles"
+    __table_args__ = (
+        # The rows something is held against, read in full by the XMPP engine every few
+        # seconds (hosting/dataplane/auth.py): few, however many trusted pairs there are.
+        Index(
+            "ix_login_throttles_held",
+            "key",
+            sqlite_where=text("failures > 0 OR locked_until IS NOT NULL"),
+            postgresql_where=text("failures > 0 OR locked_until IS NOT NULL"),
+        ),
+    )
 
     key: Mapped[str] = mapped_column(String(200), unique=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)

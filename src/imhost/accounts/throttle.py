@@ -36,7 +36,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -313,6 +313,48 @@ class LoginThrottleService:
         found = {row.key: _state_of(row) for row in rows}
         return {key: found.get(key, ThrottleState()) for key in wanted}
 
+    def held_states(self, prefixes: Sequence[str], limit: int) -> dict[str, ThrottleState] | None:
+        """The states of every key starting with one of ``prefixes`` that has something held
+        against it (a failure or a lock): one read, on the partial index of such rows. A key
+        not returned is clean but for its trust. None when there are more than ``limit``."""
+        held = or_(LoginThrottle.failures > 0, LoginThrottle.locked_until.is_not(None))
+        rows = self.session.execute(
+            select(
+                LoginThrottle.key,
+                LoginThrottle.failures,
+                LoginThrottle.last_failure_at,
+                LoginThrottle.locked_until,
+                LoginThrottle.trusted_until,
+            )
+            .where(held, _starts_with_any(prefixes))
+            .limit(limit + 1)
+        ).all()
+        if len(rows) > limit:
+            return None
+        return {
+            key: ThrottleState(
+                failures=failures or 0,
+                last_failure_at=last_failure_at,
+                locked_until=locked_until,
+                trusted_until=trusted_until,
+            )
+            for key, failures, last_failure_at, locked_until, trusted_until in rows
+        }
+
+    def trusted_pairs(self, prefixes: Sequence[str], limit: int) -> dict[str, datetime]:
+        """Pair key -> trusted until, for the trusted pairs starting with one of ``prefixes``
+        (the latest ``limit``; trust is only ever extended until it expires)."""
+        rows = self.session.execute(
+            select(LoginThrottle.key, LoginThrottle.trusted_until)
+            .where(
+                _starts_with_any(prefixes),
+                LoginThrottle.trusted_until > self.clock.now(),
+            )
+            .order_by(LoginThrottle.trusted_until.desc())
+            .limit(limit)
+        ).all()
+        return {key: until for key, until in rows if until is not None}
+
     def _locked(
         self, keys: Iterable[str]
     ) -> tuple[dict[str, LoginThrottle], dict[str, ThrottleState]]:
@@ -518,6 +560,10 @@ class LoginThrottleService:
             row = LoginThrottle(id=new_id(), key=key, failures=0)
             self.session.add(row)
         return row
+
+
+def _starts_with_any(prefixes: Sequence[str]) -> ColumnElement[bool]:
+    return or_(*(LoginThrottle.key.startswith(p, autoescape=True) for p in prefixes))
 
 
 def _state_of(row: LoginThrottle) -> ThrottleState:

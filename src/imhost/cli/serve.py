@@ -112,6 +112,18 @@ def _settle_collector() -> None:
     gc.set_threshold(50_000, 50, 1000)
 
 
+SWITCH_INTERVAL = 0.001
+"""Seconds a thread holding the GIL runs before another that waits for it gets it (Python's
+default is 0.005). The event loop shares the GIL with the database threads (the batch after
+a burst of logins, usage writes, the worker's jobs): at 5 ms the loop waited up to 5 ms per
+hand-over whenever one of them ran Python code, at 1 ms it waits up to 1 ms (an event loop
+ticking every 1 ms beside a busy thread: lag p50 11 ms at 5 ms, 1.4 ms at 1 ms)."""
+
+
+def _favour_the_loop() -> None:
+    sys.setswitchinterval(SWITCH_INTERVAL)
+
+
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn inside our event loop: we own SIGINT/SIGTERM and stop every part together."""
 
@@ -179,6 +191,7 @@ async def _serve(runtime: Runtime, logins: object | None) -> None:
         while not server.started:
             await asyncio.sleep(0.05)
     _settle_collector()
+    _favour_the_loop()
     _print_banner(runtime, logins)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,8 +11,10 @@ from its attributes:
   ``host_refresh_seconds`` to pick up changes made by other processes such as the CLI);
 - ``auth`` (``AccountAuth`` and ``ClientVersionLog``, :class:`DbAccountAuth`): credentials
   and account state cached for ``credential_ttl`` seconds (absent accounts for
-  ``negative_ttl``) and dropped at once when an account changes; brute-force states cached
-  for a few seconds so that a login with nothing held against it writes nothing at once;
+  ``negative_ttl``) and dropped at once when an account changes, the served hosts' accounts
+  read in one query at start; the brute-force states with a failure or a lock read in one
+  query every ``throttle_refresh`` seconds (the trusted pairs once, at start), so that a
+  login with nothing held against it reads and writes nothing at once;
   the auth-failure audit trail, ``last_login_at``, client versions and the trust of
   addresses that signed in written in batches once a second; it is also the cached account
   lookup of the stores;
@@ -73,6 +75,7 @@ class DbBackend:
         batch_seconds: float = BATCH_SECONDS,
         iterations: int = DEFAULT_ITERATIONS,
         usage_factory: sessionmaker[Session] | None = None,
+        bulk_reads: bool = True,
     ) -> None:
         self.factory = factory
         self.usage_factory = usage_factory or factory
@@ -104,6 +107,11 @@ class DbBackend:
         self.directory = DbHostDirectory(
             self.runner, factory, clock, self.hosts, accounts=self.auth, stored=self.storage
         )
+        self.bulk_reads = bulk_reads
+        """Read the accounts at start, and the held brute-force states at start and every
+        ``throttle_refresh`` seconds, in bulk (False: every login reads its own)."""
+        self.throttle_refresh = self.auth.throttle_ttl / 2
+        """How often the held brute-force states are read (half their trust period)."""
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -111,7 +119,21 @@ class DbBackend:
         """Load hosts and start the background task (batches, refresh). Idempotent."""
         await self.directory.start()
         if self._task is None and not self._closed:
+            if self.bulk_reads:
+                await self._warm()
             self._task = asyncio.get_running_loop().create_task(self._background())
+
+    async def _warm(self) -> None:
+        """The brute-force states held and the accounts' credentials, read in bulk at start
+        (a burst of logins after a restart then reads neither)."""
+        try:
+            await self.auth.refresh_throttles()
+            await self.auth.warm()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Not fatal: logins then read their own account and states, as they always could.
+            log.exception("reading the accounts at start failed; logins read their own")
 
     async def close(self) -> None:
         """Flush the batches, stop the background task and leave the change hub."""
@@ -130,6 +152,11 @@ class DbBackend:
             await asyncio.sleep(min(self.batch_seconds, self.host_refresh_seconds))
             try:
                 await self.auth.flush_batches()
+                if (
+                    self.bulk_reads
+                    and time.monotonic() - self.auth.throttles_read_at >= self.throttle_refresh
+                ):
+                    await self.auth.refresh_throttles()
                 if time.monotonic() - last_refresh >= self.host_refresh_seconds:
                     last_refresh = time.monotonic()
                     await self.directory.refresh()

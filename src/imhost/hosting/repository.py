@@ -52,6 +52,21 @@ def existing_account_ids(session: Session, ids: Sequence[str]) -> set[str]:
     return found
 
 
+def accounts_of_services(
+    session: Session, service_ids: Sequence[str], limit: int
+) -> Sequence[XmppAccount]:
+    """Up to ``limit`` accounts of the services, those who signed in last first (the
+    engine's credential cache warmed at start)."""
+    if not service_ids:
+        return []
+    return session.scalars(
+        select(XmppAccount)
+        .where(XmppAccount.service_id.in_(list(service_ids)))
+        .order_by(XmppAccount.last_login_at.desc().nulls_last(), XmppAccount.id)
+        .limit(limit)
+    ).all()
+
+
 def find_account(session: Session, service_id: str | None, localpart: str) -> XmppAccount | None:
     return session.scalar(
         select(XmppAccount).where(

@@ -1132,3 +1132,30 @@ def record_logins(
             for (service_id, localpart), at in sorted(latest.items())
         ],
     )
+
+
+def record_client_versions(
+    session: Session,
+    service_id_by_domain: dict[str, str],
+    versions: dict[tuple[str, str], str],
+) -> None:
+    """Keep the XEP-0092 answers of clients (batched: (domain, localpart) -> version) on
+    their accounts, in one statement run for all of them (a burst of logins answers a
+    thousand at once)."""
+    rows = [
+        {"b_service": service_id, "b_localpart": localpart, "b_version": version[:300]}
+        for (domain, localpart), version in sorted(versions.items())
+        if (service_id := service_id_by_domain.get(domain)) is not None
+    ]
+    if not rows:
+        return
+    table = cast(Table, XmppAccount.__table__)
+    statement = (
+        update(table)
+        .where(
+            table.c.service_id == bindparam("b_service"),
+            table.c.localpart == bindparam("b_localpart"),
+        )
+        .values(client_version=bindparam("b_version"))
+    )
+    session.execute(statement, rows)

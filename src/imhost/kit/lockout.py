@@ -134,6 +134,14 @@ def check(state: ThrottleState, now: datetime, policy: ThrottlePolicy) -> Decisi
     return Decision(allowed=True, delay_seconds=policy.delay_for(state.failures))
 
 
+def _clean(state: ThrottleState) -> bool:
+    """No failure and no lock (trust aside)."""
+    return not state.failures and state.locked_until is None
+
+
+_ALLOWED = Decision(allowed=True, delay_seconds=0.0)
+
+
 def record_failure(state: ThrottleState, now: datetime, policy: ThrottlePolicy) -> ThrottleState:
     """The state after one more failed attempt at ``now``."""
     now = ensure_utc(now)
@@ -257,8 +265,21 @@ class LockoutModel:
         with the attempts still in flight counted first.
         """
         empty = ThrottleState()
+        ordered = keys.all()
+        # The usual login: nothing held against any key, nothing in flight on them. What
+        # :meth:`admit` would decide, without building the states it would store.
+        if (
+            not any(in_flight.get(k) for k in ordered)
+            and all(_clean(states.get(k, empty)) for k in ordered)
+            and self.pair.delays[0] == self.person.delays[0] == self.address.delays[0] == 0
+        ):
+            trusted = keys.pair is not None and states.get(keys.pair, empty).is_trusted(now)
+            counted = tuple(
+                k for k in ordered if k != keys.address and not (k == keys.person and trusted)
+            )
+            return Admission(_ALLOWED, counted)
         effective = {}
-        for key in keys.all():
+        for key in ordered:
             state = states.get(key, empty)
             for _ in range(in_flight.get(key, 0)):
                 state = record_failure(state, now, self.policy_for(keys, key))

@@ -4,8 +4,14 @@
   for ``negative_ttl``) and dropped at once when an account changes (the host directory
   calls :meth:`DbAccountAuth.forget_account`, for changes in this process through the change
   hub, for changes by another process at its refresh);
-- brute-force states are cached for ``throttle_ttl`` seconds, and a login with nothing held
-  against it is admitted in memory and writes nothing at once (:class:`DbAccountAuth`);
+- the accounts of the served hosts are read at start in one query (:meth:`DbAccountAuth.warm`,
+  up to ``WARM_MAX_ACCOUNTS``), so a burst of logins after a restart reads no account;
+- brute-force states: every row something is held against (a failure or a lock) is read
+  every ``throttle_ttl / 2`` seconds in one query, on a partial index
+  (:meth:`DbAccountAuth.refresh_throttles`), and the trusted pairs once at start; a key
+  that read did not return is clean. States read or written for one key are cached for
+  ``throttle_ttl`` seconds. A login with nothing held against it is admitted in memory and
+  writes nothing at once (:class:`DbAccountAuth`);
 - the auth-failure audit trail, ``last_login_at``, the XEP-0092 client versions and the
   trust of addresses that signed in are queued and written in batches by
   :meth:`DbAccountAuth.flush_batches` (the backend's background task, once a second).
@@ -18,7 +24,9 @@ locked exactly like a portal login.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -64,6 +72,26 @@ refresh for another process such as the CLI); this is only a safety net."""
 THROTTLE_TTL = 5.0
 """Seconds a brute-force state read from the database is trusted for an attempt admitted in
 memory: the longest time failures counted on another node can go unseen (docs/security.md)."""
+
+WARM_MAX_ACCOUNTS = 10_000
+"""Accounts whose credentials :meth:`DbAccountAuth.warm` reads at start (those who signed in
+last first); the others are read at their first login, as before. Bounded because every
+cached account is checked for deletion by another process at each directory refresh (one
+query per 500 accounts every 10 s)."""
+
+HELD_MAX = 20_000
+"""Rows with a failure or a lock the periodic read keeps in memory; with more (an attack on
+many keys at once) every login reads its own keys, as it did before."""
+
+TRUST_MAX = 100_000
+"""Trusted pairs known in memory (read at start, the latest first, then read or written); a
+pair not among them is taken as not trusted (stricter, never laxer) and its trust is written
+again at its next success."""
+
+THROTTLE_PREFIXES = ("xmpp:", "pair:xmpp:", "pair:sha256:", "address:")
+"""The keys an XMPP login counts under (a long key is hashed: ``pair:sha256:``)."""
+
+PAIR_PREFIXES = ("pair:xmpp:", "pair:sha256:")
 
 ABANDONED_SECONDS = 120.0
 """An attempt admitted in memory and never settled (the client went away mid-exchange) is
@@ -149,6 +177,18 @@ class DbAccountAuth:
         """Key -> throttle writes in progress (no attempt at it is admitted in memory)."""
         self._trusted: dict[str, tuple[AttemptKeys, datetime]] = {}
         """Pair -> successes admitted in memory whose trust is not stored yet (batched)."""
+        self._held: dict[str, ThrottleState] | None = None
+        """Every key with a failure or a lock, as read at ``_held_read_at`` (None: not read,
+        or too many): a key not in it was clean then, but for its trust."""
+        self._held_read_at = -math.inf
+        """Monotonic time the read of ``_held`` began."""
+        self._trust: dict[str, datetime] = {}
+        """Pair -> trusted until, as known here (read at start, then read or written)."""
+        self._trust_loaded = False
+        self._written_at: dict[str, float] = {}
+        """Key -> monotonic time this node's last write on it ended (``_held`` read before
+        that does not tell its state)."""
+        self._refreshing = False
         self._reads: ReadBatcher[_Read, tuple[AccountEntry | None, dict[str, ThrottleState]]]
         self._reads = ReadBatcher(runner, self._read_many)
         """Account and throttle reads of logins in flight together share one transaction."""
@@ -182,6 +222,9 @@ class DbAccountAuth:
             del self._throttles[key]
         for key in [k for k in self._writes if not self._writing.get(k)]:
             del self._writes[key]
+        wall = self.clock.now()
+        for pair in [p for p, until in self._trust.items() if ensure_utc(until) <= wall]:
+            del self._trust[pair]
 
     def _read_accounts(
         self, session: Session, wanted: Iterable[tuple[str, str]]
@@ -228,6 +271,73 @@ class DbAccountAuth:
         entry = await self._account(domain, localpart)
         return entry.account_id if entry else None
 
+    async def warm(self, limit: int = WARM_MAX_ACCOUNTS) -> int:
+        """Read the credentials of the served hosts' accounts (up to ``limit``, those who
+        signed in last first) in one read transaction, so that the logins after a restart
+        read none. Returns how many were cached. A change committed meanwhile (the change
+        hub) makes it give up: entries read before it could be older than it."""
+        services = {e.host.service_id: d for d, e in self.hosts.hosts.items()}
+        if not services or limit <= 0:
+            return 0
+        seen = self.hosts.generation
+
+        def read(session: Session) -> list[tuple[str, str, AccountEntry]]:
+            accounts = repo.accounts_of_services(session, sorted(services), limit)
+            return [(services[a.service_id], a.localpart, _entry_of(a)) for a in accounts]
+
+        found = await self.runner.run(read)
+        if seen != self.hosts.generation:
+            return 0
+        for domain, localpart, entry in found:
+            if self._cached_account(domain, localpart)[0]:
+                continue  # read since, by a login: as new as this
+            self._keep_account(domain, localpart, entry)
+        return len(found)
+
+    @property
+    def throttles_read_at(self) -> float:
+        """Monotonic time the last read of the held brute-force states began."""
+        return self._held_read_at
+
+    async def refresh_throttles(self) -> None:
+        """Read every brute-force state with a failure or a lock on the keys XMPP logins use
+        (one query on a partial index), and the first time the trusted pairs: logins whose
+        keys are not among the held ones are then admitted without a read of their own for
+        ``throttle_ttl`` seconds from the start of this read."""
+        if self._refreshing:
+            return
+        self._refreshing = True
+        try:
+            started = time.monotonic()
+            load_trust = not self._trust_loaded
+
+            def read(
+                session: Session,
+            ) -> tuple[dict[str, ThrottleState] | None, dict[str, datetime]]:
+                throttle = self._throttle(session)
+                held = throttle.held_states(THROTTLE_PREFIXES, HELD_MAX)
+                trust = throttle.trusted_pairs(PAIR_PREFIXES, TRUST_MAX) if load_trust else {}
+                return held, trust
+
+            held, trust = await self.runner.run(read)
+            for pair, until in trust.items():
+                self._know_trust(pair, until)
+            self._trust_loaded = True
+            self._held = held
+            self._held_read_at = started if held is not None else -math.inf
+            for key in [k for k, at in self._written_at.items() if at < started]:
+                del self._written_at[key]
+        finally:
+            self._refreshing = False
+
+    def _know_trust(self, pair: str, until: datetime) -> None:
+        known = self._trust.get(pair)
+        if known is None:
+            if len(self._trust) < TRUST_MAX:
+                self._trust[pair] = until
+        elif ensure_utc(known) < ensure_utc(until):
+            self._trust[pair] = until
+
     # -- AccountAuth ------------------------------------------------------------------------
 
     async def get_credentials(
@@ -261,18 +371,35 @@ class DbAccountAuth:
     # -- brute-force states: cached reads, writes that update the cache ----------------------
 
     def _cached_states(self, keys: AttemptKeys) -> dict[str, ThrottleState] | None:
+        """The states of ``keys`` known without a read: each key's cached state, else what
+        the periodic read of the held states says (clean when it did not return the key,
+        with the trust known here), if that read began less than ``throttle_ttl`` seconds
+        ago and after this node's last write on the key. None: read them."""
         now = time.monotonic()
+        held = self._held
+        held_ok = held is not None and now - self._held_read_at < self.throttle_ttl
         states: dict[str, ThrottleState] = {}
         for key in keys.all():
             cached = self._throttles.get(key)
-            if cached is None or cached[0] <= now:
+            if cached is not None and cached[0] > now:
+                states[key] = cached[1]
+                continue
+            if held is None or not held_ok or self._written_at.get(key, -1.0) >= self._held_read_at:
                 return None
-            states[key] = cached[1]
+            state = held.get(key, _CLEAN)
+            trusted = self._trust.get(key)
+            if trusted is not None and (
+                state.trusted_until is None or ensure_utc(state.trusted_until) < ensure_utc(trusted)
+            ):
+                state = dataclasses.replace(state, trusted_until=trusted)
+            states[key] = state
         return states
 
     def _keep_states(self, states: dict[str, ThrottleState]) -> None:
         expires = time.monotonic() + self.throttle_ttl
         for key, state in states.items():
+            if state.trusted_until is not None:
+                self._know_trust(key, state.trusted_until)
             if self._writing.get(key):
                 self._throttles.pop(key, None)  # another write will tell
                 continue
@@ -333,9 +460,11 @@ class DbAccountAuth:
             async with self._write_lock:
                 result = await self.runner.run(lambda s: work(self._throttle(s)), write=True)
         finally:
+            ended = time.monotonic()
             for key in touched:
                 # Counted again once committed: a read begun before this could predate it.
                 self._writes[key] = self._writes.get(key, 0) + 1
+                self._written_at[key] = ended
                 left = self._writing[key] - 1
                 if left:
                     self._writing[key] = left
@@ -361,10 +490,17 @@ class DbAccountAuth:
     def _trusted_lately(self, pair: str) -> bool:
         """Whether the pair's stored trust was renewed less than ``TRUST_RENEWAL`` ago (then a
         success need not write it again: a login from a known address writes nothing)."""
-        cached = self._throttles.get(pair)
-        if cached is None or pair in self._trusted:
+        if pair in self._trusted:
             return False
-        state = cached[1]
+        cached = self._throttles.get(pair)
+        if cached is not None:
+            state = cached[1]
+        else:
+            # Not read or written lately: the periodic read says whether it holds a failure.
+            until = self._trust.get(pair)
+            if until is None or self._held is None or pair in self._held:
+                return False
+            state = ThrottleState(trusted_until=until)
         if state.trusted_until is None or state.failures or state.locked_until is not None:
             return False
         left = ensure_utc(state.trusted_until) - self.clock.now()
@@ -528,10 +664,8 @@ class DbAccountAuth:
                 )
             if logins:
                 hosting.record_logins(session, services, logins)
-            for (domain, localpart), version in versions.items():
-                account = repo.find_account(session, services.get(domain), localpart)
-                if account is not None:
-                    account.client_version = version[:300]
+            if versions:
+                hosting.record_client_versions(session, services, versions)
             throttle = self._throttle(session)
             states = throttle.mark_trusted_many({pair: at for pair, (_, at) in trusted.items()})
             for ticket in abandoned:
@@ -634,6 +768,9 @@ class DbAccountAuth:
 
     async def report_client_version(self, domain: str, localpart: str, version: str) -> None:
         self.note_client_version(domain, localpart, version)
+
+
+_CLEAN = ThrottleState()
 
 
 def _entry_of(account: XmppAccount) -> AccountEntry:

@@ -223,6 +223,12 @@ class ModuleContext:
     def identities(self) -> list[tuple[str, str, str]]:
         return list(self._host.identities)
 
+    @property
+    def disco_generation(self) -> tuple[int, int]:
+        """Changes when a host feature or an identity is added (they are only ever added):
+        what the host advertises is the same while this is."""
+        return (len(self._host.host_features), len(self._host.identities))
+
     # -- sessions ---------------------------------------------------------------------------
 
     def sessions(self, localpart: str) -> list[C2SStream]:

@@ -57,16 +57,17 @@ class CapsModule(Module):
     def load(self) -> None:
         self._known: dict[str, frozenset[str]] = {}
         self._resolving: set[str] = set()
-        self._ver_cache: tuple[tuple[frozenset[str], int], str] | None = None
+        self._ver_cache: tuple[tuple[int, int], str] | None = None
         self.ctx.add_stream_feature(self._feature)
         self.ctx.hook(Hook.PRESENCE_OUT, self.on_presence, priority=10)
 
     def server_ver(self) -> str:
-        identities = host_identities(self.ctx)
-        features = host_features(self.ctx)
-        key = (frozenset(features), hash(tuple(identities)))
+        # Offered in every stream's features: computed again only when a module added a
+        # feature or an identity.
+        key = self.ctx.disco_generation
         if self._ver_cache is None or self._ver_cache[0] != key:
-            self._ver_cache = (key, verification_string(identities, features))
+            ver = verification_string(host_identities(self.ctx), host_features(self.ctx))
+            self._ver_cache = (key, ver)
         return self._ver_cache[1]
 
     def _feature(self, _session: C2SStream) -> Element:
