@@ -320,8 +320,13 @@ def change_plan(
     add_ons: dict[str, int] | None = None,
     changed_by: str | None = None,
     actor: Actor | None = None,
+    audit_action: str = "plan_changed",
+    audit_details: dict[str, str | int] | None = None,
 ) -> ChangePreview:
-    """Upgrade or downgrade now; the proration lines wait for the next invoice."""
+    """Upgrade or downgrade now; the proration lines wait for the next invoice.
+
+    ``audit_action`` and ``audit_details`` name the change in the audit log when it is not a
+    plan change (an add-on added or removed, ``billing.add_ons``)."""
     sub = require_subscription(session, organization_id)
     _lock(session, sub)
     preview = _preview(session, clock, sub, plan_version_id, add_ons)
@@ -379,13 +384,14 @@ def change_plan(
         session,
         clock,
         actor,
-        "plan_changed",
+        audit_action,
         organization_id=organization_id,
         target_type="subscription",
         target_id=preview.subscription_id,
         from_plan_version_id=preview.from_plan_version_id,
         to_plan_version_id=preview.to_plan_version_id,
         proration=str(preview.total),
+        **(audit_details or {}),
     )
     return preview
 
