@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from imhost.web.pages import install_common
-from imhost.web.portal import account, add_ons, alerts, auth, billing, hosting, org
+from imhost.web.portal import account, add_ons, alerts, auth, billing, hosting, org, webhooks
 
 # The page routers, each from its module (a new page module adds its router here).
 ROUTERS: tuple[APIRouter, ...] = (
@@ -19,6 +19,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     hosting.router,
     billing.router,
     add_ons.router,
+    webhooks.router,
 )
 
 

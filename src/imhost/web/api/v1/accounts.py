@@ -378,6 +378,7 @@ def create_webhook(
         organization_id=principal.org_id,
         url=body.url,
         event_types=body.event_types,
+        actor=principal.actor,
     )
     return WebhookCreatedOut(
         **WebhookOut.model_validate(endpoint).model_dump(), secret=endpoint.secret
@@ -386,5 +387,7 @@ def create_webhook(
 
 @router.delete("/{org_id}/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_webhook(webhook_id: str, principal: OrgWrite, db: Db, runtime: RuntimeDep) -> Response:
-    runtime.webhooks.delete_endpoint(db, principal.org_id, webhook_id)
+    runtime.webhooks.delete_endpoint(
+        db, principal.org_id, webhook_id, clock=runtime.clock, actor=principal.actor
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
