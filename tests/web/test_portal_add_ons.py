@@ -175,3 +175,12 @@ def test_who_may_not_manage_billing_cannot_change_add_ons(
     base = f"/portal/orgs/{world.org.slug}/billing/add-ons"
     form = {"csrf_token": csrf, "add_on": offer["seats"], "quantity": "1"}
     assert client.post(base + "/change", data=form).status_code == 403
+
+
+def test_limit_changes_are_counted_in_words() -> None:
+    from imhost.web.portal.add_ons import limit_words
+
+    assert limit_words({"max_custom_domains": 1}) == ["1 more custom domain"]
+    assert limit_words({"max_xmpp_accounts": 10}, 3) == ["30 more XMPP accounts"]
+    assert limit_words({"storage_mb": 500}, -2) == ["1,000 fewer MB of storage"]
+    assert limit_words({"max_xmpp_accounts": 10}, 0) == []

@@ -29,18 +29,30 @@ BillingWrite = Annotated[Principal, Depends(page_require("billing", Access.WRITE
 FIELDS = {"add_on", "quantity"}
 
 
+# What one unit and several units of each limit are called ("1 more custom domain").
+_LIMIT_NOUNS: dict[str, tuple[str, str]] = {
+    "max_xmpp_accounts": ("XMPP account", "XMPP accounts"),
+    "max_connections": ("connection at once", "connections at once"),
+    "max_connections_per_account": ("connection per account", "connections per account"),
+    "message_rate_per_second": ("message per second", "messages per second"),
+    "message_burst": ("message in a burst", "messages in a burst"),
+    "storage_mb": ("MB of storage", "MB of storage"),
+    "max_custom_domains": ("custom domain", "custom domains"),
+    "max_offline_messages": ("offline message kept", "offline messages kept"),
+}
+
+
 def limit_words(deltas: dict[str, int], quantity: int = 1) -> list[str]:
     """``{"max_xmpp_accounts": 10}`` as ``["10 more XMPP accounts"]`` (times ``quantity``)."""
     out = []
     for name, delta in sorted(deltas.items()):
         amount = delta * quantity
-        if name == "storage_mb":
-            label = "MB of storage"
-        else:
-            label = LIMIT_LABELS.get(name, name.replace("_", " "))
-            label = label if label.startswith("XMPP") else label.lower()
-        if amount:
-            out.append(f"{abs(amount):,} {'more' if amount > 0 else 'fewer'} {label}")
+        if not amount:
+            continue
+        fallback = LIMIT_LABELS.get(name, name.replace("_", " ")).lower()
+        one, many = _LIMIT_NOUNS.get(name, (fallback, fallback))
+        more = "more" if amount > 0 else "fewer"
+        out.append(f"{abs(amount):,} {more} {one if abs(amount) == 1 else many}")
     return out
 
 
