@@ -155,3 +155,19 @@ def test_a_retired_add_on_can_be_removed_but_not_added_again(
         assert add_ons.set_add_on(s, clock, "o", ids["seats"], 0) is not None
     with transaction(session_factory) as s:
         assert ids["seats"] not in {a.id for a in add_ons.offered_add_ons(s, "o")}
+
+
+def test_two_add_on_changes_at_the_same_instant_are_two_charges(
+    session_factory: sessionmaker[Session],
+) -> None:
+    clock = FrozenClock(utc(2026, 11, 1, 9))
+    ids = _setup(session_factory, clock)
+    run_billing(session_factory, clock, clock.now())
+    clock.set(utc(2026, 11, 16))
+    with transaction(session_factory) as s:
+        add_ons.set_add_on(s, clock, "o", ids["support"], 1)
+        add_ons.set_add_on(s, clock, "o", ids["seats"], 1)
+        add_ons.set_add_on(s, clock, "o", ids["seats"], 2)
+    with transaction(session_factory) as s:
+        amounts = sorted(c.amount for c in s.scalars(select(PendingCharge)))
+    assert amounts == [Decimal("3.00"), Decimal("3.00"), Decimal("7.50")]

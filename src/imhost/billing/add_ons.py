@@ -192,6 +192,7 @@ def set_add_on(
         changed_by=actor.label if actor is not None else None,
         actor=actor,
         audit_action="add_on_changed",
+        proration_tag=f"add-on:{add_on.id}:{add_on.quantity}-{quantity}",
         audit_details={
             "add_on_id": add_on.id,
             "add_on": add_on.name,

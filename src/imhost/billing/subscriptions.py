@@ -322,11 +322,14 @@ def change_plan(
     actor: Actor | None = None,
     audit_action: str = "plan_changed",
     audit_details: dict[str, str | int] | None = None,
+    proration_tag: str = "change",
 ) -> ChangePreview:
     """Upgrade or downgrade now; the proration lines wait for the next invoice.
 
     ``audit_action`` and ``audit_details`` name the change in the audit log when it is not a
-    plan change (an add-on added or removed, ``billing.add_ons``)."""
+    plan change (an add-on added or removed, ``billing.add_ons``); ``proration_tag`` goes
+    into the proration lines' references, so two different changes made at the same instant
+    are two charges while the same change sent again is one."""
     sub = require_subscription(session, organization_id)
     _lock(session, sub)
     preview = _preview(session, clock, sub, plan_version_id, add_ons)
@@ -338,7 +341,7 @@ def change_plan(
             line.amount,
             sub.currency,
             source="proration",
-            reference=_proration_ref(sub, preview.at, "change", index),
+            reference=_proration_ref(sub, preview.at, proration_tag, index),
             at=preview.at,
             kind=LineKind.PRORATION.value,
             calculation=line.calculation,
