@@ -238,3 +238,18 @@ def test_another_organizations_endpoint_is_not_found(
     assert gone.status_code == 404
     with session_factory() as session:
         assert session.get(WebhookEndpoint, endpoint_id) is not None
+
+
+def test_the_security_log_names_webhook_changes_in_words_and_filters_by_them(
+    pages: FastAPI, world: World
+) -> None:
+    client, csrf = as_user(pages, world.members[OrgRole.OWNER])
+    endpoint_id, _ = _endpoint(client, csrf, world)
+    page = f"/portal/orgs/{world.org.slug}/webhooks/{endpoint_id}"
+    assert client.post(f"{page}/disable", data={"csrf_token": csrf}).status_code == 303
+    log = f"/portal/orgs/{world.org.slug}/security/log"
+    shown = client.get(log).text
+    assert ">Webhook: created</a>" in shown and ">Webhook: disabled</a>" in shown
+    assert f'href="{log}?action=webhook.disabled"' in shown
+    only = client.get(f"{log}?action=webhook.disabled").text
+    assert "Webhook: disabled" in only and "Webhook: created" not in only
