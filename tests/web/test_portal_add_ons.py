@@ -155,6 +155,8 @@ def test_bad_quantities_are_refused_with_a_plain_message(
     refused = client.post(base + "/preview", data=form)
     assert refused.status_code in (400, 422) and message in refused.text
     assert "data-error-summary" in refused.text
+    # The summary's link leads to the quantity field of that add-on.
+    assert '<a href="#f-quantity">' in refused.text and 'id="f-quantity"' in refused.text
 
 
 def test_an_unknown_add_on_is_a_plain_refusal(
@@ -165,6 +167,7 @@ def test_an_unknown_add_on_is_a_plain_refusal(
     form = {"csrf_token": csrf, "add_on": "x" * 64, "quantity": "1"}
     refused = client.post(base + "/change", data=form)
     assert refused.status_code == 404 and "not offered with your plan" in refused.text
+    assert "data-error-summary" in refused.text and 'href="#f-' not in refused.text
 
 
 @pytest.mark.parametrize("role", [OrgRole.TECHNICAL, OrgRole.READ_ONLY])

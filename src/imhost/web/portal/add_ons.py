@@ -26,7 +26,7 @@ router = APIRouter(prefix="/portal/orgs/{org_id}/billing/add-ons", include_in_sc
 BillingRead = Annotated[Principal, Depends(page_require("billing", Access.READ))]
 BillingWrite = Annotated[Principal, Depends(page_require("billing", Access.WRITE))]
 
-FIELDS = {"add_on", "quantity"}
+FIELDS = {"quantity"}
 
 
 # What one unit and several units of each limit are called ("1 more custom domain").
@@ -102,14 +102,20 @@ def add_ons_page(request: Request, principal: BillingRead, db: Db) -> Response:
 def _refused(
     request: Request, principal: Principal, db: Db, form: Any, exc: DomainError
 ) -> Response:
+    """The add-ons page again with the error: beside the quantity field of the add-on it is
+    about when that add-on has one, else in the summary at the top."""
     db.rollback()
-    values = {"add_on": str(form.get("add_on", ""))[:64], "quantity": str(form.get("quantity", ""))}
+    add_on_id = str(form.get("add_on", ""))[:64]
+    sub = billing.current_subscription(db, principal.org_id)
+    offered = {a.id: a for a in add_ons.offered_add_ons(db, principal.org_id)} if sub else {}
+    chosen = offered.get(add_on_id)
+    fields = FIELDS if chosen is not None and chosen.stackable and chosen.on_sale else set()
     return _page(
         request,
         principal,
         db,
-        errors=FormErrors.of(exc, FIELDS),
-        values={k: v[:12] if k == "quantity" else v for k, v in values.items()},
+        errors=FormErrors.of(exc, fields),
+        values={"add_on": add_on_id, "quantity": str(form.get("quantity", ""))[:12]},
         status=exc.status,
     )
 
