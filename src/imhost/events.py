@@ -185,6 +185,29 @@ class SignupForExistingAccount(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EmailChangeRequested(Event):
+    """A person asked to change their address: the link to confirm goes to ``new_email``, a
+    notice with a link to cancel goes to ``old_email``. Tokens in memory only."""
+
+    user_id: str
+    old_email: str
+    new_email: str
+    token: str
+    cancel_token: str
+    expires_hours: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrganizationClosed(Event):
+    """The owner closed the organization: its members are told (``recipients``)."""
+
+    organization_id: str
+    organization_name: str
+    closed_by: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
 class SecurityAlertRaised(Event):
     alert_id: str
     rule: str
@@ -235,6 +258,27 @@ class CreditNoteIssued(Event):
     organization_id: str
     credit_note_id: str
     invoice_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SepaMandateEvent(Event):
+    """A customer gave (``signed``) or withdrew (``revoked``) a SEPA direct debit mandate."""
+
+    organization_id: str
+    mandate_id: str
+    kind: str  # signed, revoked
+
+
+@dataclass(frozen=True, kw_only=True)
+class DirectDebitEvent(Event):
+    """A SEPA collection of an invoice was ``scheduled`` (the pre-notification is due),
+    ``collected`` (the bank statement shows the money) or ``returned`` (the debtor's bank
+    sent it back; ``reason`` is the ISO 20022 return reason code, e.g. AC04)."""
+
+    organization_id: str
+    collection_id: str
+    kind: str  # scheduled, collected, returned
+    reason: str | None = None
 
 
 # --- metering ---------------------------------------------------------------------------

@@ -59,12 +59,34 @@ def test_a_customer_without_a_country_pays_the_home_country_rate() -> None:
     assert tax.percent == Decimal("19") and tax.country == "DE"
 
 
-def test_vat_id_formats_are_checked_per_country() -> None:
-    assert tax_id_looks_valid("AT", "ATU12345678")
-    assert not tax_id_looks_valid("AT", "AT12345678")
-    assert tax_id_looks_valid("GR", "EL123456789")
-    assert tax_id_looks_valid("NL", "NL123456789B01")
-    assert not tax_id_looks_valid("NL", "NL123456789")
+def test_vat_ids_are_checked_per_country_with_their_check_digit() -> None:
+    assert tax_id_looks_valid("AT", "ATU13585627")
+    assert not tax_id_looks_valid("AT", "ATU13585626")  # the check digit is wrong
+    assert not tax_id_looks_valid("AT", "AT13585627")  # Austria's numbers start with U
+    assert tax_id_looks_valid("GR", "EL094259216")  # Greece's prefix is EL
+    assert tax_id_looks_valid("NL", "NL004495445B01")
+    assert not tax_id_looks_valid("NL", "NL004495445")
+    assert not tax_id_looks_valid("BE", "FR40303265045")  # valid, but French
+
+
+def test_a_well_formed_id_with_a_wrong_check_digit_gets_no_reverse_charge() -> None:
+    tax = decide_tax(
+        provider_country="DE", customer_country="FR", customer_tax_id="FR41303265045", rates=RATES
+    )
+    assert not tax.reverse_charge and tax.percent == Decimal("20") and tax.category == "S"
+
+
+def test_each_decision_names_its_en16931_vat_category() -> None:
+    def category(country: str, tax_id: str | None = None) -> str:
+        rates = {**RATES, "CH": (Decimal(0), "VAT")}
+        return decide_tax(
+            provider_country="DE", customer_country=country, customer_tax_id=tax_id, rates=rates
+        ).category
+
+    assert category("DE") == "S"
+    assert category("FR", "FR40303265045") == "AE"
+    assert category("CH") == "Z"  # a 0 % rate the provider configured
+    assert category("US") == "O"  # no rate: outside the provider's VAT
 
 
 def test_exclusive_tax_is_added_as_its_own_line_worked_by_hand() -> None:

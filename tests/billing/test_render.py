@@ -88,7 +88,7 @@ def test_a_windows_1252_invoice_keeps_the_fast_built_in_font(
 def test_the_pdf_and_html_show_yen_without_decimals(runtime: Runtime, clock: FrozenClock) -> None:
     invoice_id = _invoice_for(runtime, clock, "Tanaka KK", currency="JPY", fee="1000")
     text = _pdf_text(runtime, invoice_id)
-    assert "Amount (JPY)" in text
+    assert "Net (JPY)" in text
     assert "1,000" in text and "1,000.00" not in text
     with runtime.session_factory() as s:
         html = render_invoice_html(s, s.get_one(Invoice, invoice_id))

@@ -120,3 +120,63 @@ def test_the_rollup_migration_fills_rollups_from_stored_records(
         assert int(integral) == 100_000 * 30 * minute + 300_000 * 20 * minute
     finally:
         engine.dispose()
+
+
+def test_the_invoice_legal_migration_marks_the_untaxed_lines_of_stored_invoices(
+    tmp_path: Path, backend: str
+) -> None:
+    """Lines stored before lines said whether they are taxed: late fees, the credit carried
+    to the account and the tax line are untaxed, everything else taxed."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    url = make_test_database_url(tmp_path, "migrations_invoice_legal", backend)
+    upgrade(url, "285d84509e36")
+    engine = make_engine(url)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO organizations (id, name, slug, status, require_mfa, "
+                    "expire_stale_tokens, created_at) VALUES ('o1', 'O', 'o', 'active', "
+                    ":no, :no, :at)"
+                ),
+                {"no": False, "at": at},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO invoices (id, organization_id, kind, status, currency, subtotal, "
+                    "tax_total, total, amount_paid, amount_credited, prices_include_tax, "
+                    "customer_name, created_at) VALUES ('i1', 'o1', 'late_fee', 'open', 'EUR', "
+                    "5, 0, 5, 0, 0, :no, 'O', :at)"
+                ),
+                {"no": False, "at": at},
+            )
+            for position, kind in enumerate(
+                ["base_fee", "late_fee", "carried_to_credit", "tax"], start=1
+            ):
+                conn.execute(
+                    text(
+                        "INSERT INTO invoice_lines (id, invoice_id, position, kind, description, "
+                        "calculation, amount, counts_in_total) VALUES "
+                        "(:id, 'i1', :position, :kind, :kind, '', 1, :yes)"
+                    ),
+                    {"id": f"l{position}", "position": position, "kind": kind, "yes": True},
+                )
+        upgrade(url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT kind, taxable FROM invoice_lines ORDER BY position")
+            ).all()
+            seller = conn.execute(text("SELECT seller, tax_category FROM invoices")).one()
+        assert [(kind, bool(taxable)) for kind, taxable in rows] == [
+            ("base_fee", True),
+            ("late_fee", False),
+            ("carried_to_credit", False),
+            ("tax", False),
+        ]
+        assert tuple(seller) == (None, None)  # shown with the current seller details
+    finally:
+        engine.dispose()

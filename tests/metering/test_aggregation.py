@@ -211,3 +211,22 @@ def test_repeated_and_same_minute_gauge_reports_give_the_right_average(
     put(db, clock, *records)
     expected = _gb((Decimal(5) * 1 + Decimal(7) * 1 + Decimal(5) * 29) / 31)
     assert aggregate.billable_quantities(db, org.id, JAN, FEB)["storage_gb"] == expected
+
+
+def test_group_chat_messages_and_their_deliveries_are_summed_apart(
+    db: Session, clock: FrozenClock
+) -> None:
+    org = make_org(db, clock)
+    put(
+        db,
+        clock,
+        usage(org, "room_messages", utc(2026, 1, 10, 9), 3),
+        usage(org, "room_deliveries", utc(2026, 1, 10, 9), 90),
+        usage(org, "room_messages", utc(2026, 1, 20, 9), 2),
+        usage(org, "room_deliveries", utc(2026, 1, 20, 9), 8),
+        usage(org, "room_messages", FEB, 100),  # next period
+    )
+    quantities = aggregate.billable_quantities(db, org.id, JAN, FEB)
+    assert quantities["room_messages"] == 5
+    assert quantities["room_deliveries"] == 98
+    assert quantities["messages"] == 0  # the engine counts them in "messages" itself

@@ -22,9 +22,11 @@ from imhost import events
 from imhost.accounts import audit, recovery, reviews, threats
 from imhost.accounts import service as accounts
 from imhost.accounts.audit import Actor
+from imhost.accounts.email_change import request_change
 from imhost.accounts.models import Organization, OrgRole, SecurityAlert, User
 from imhost.accounts.signup import SignupForm, request_signup
 from imhost.accounts.verification import request_verification
+from imhost.billing import sepa
 from imhost.billing import service as billing
 from imhost.billing.budgets import budget_forecast
 from imhost.billing.flows import run_billing
@@ -35,9 +37,12 @@ from imhost.metering import budgets
 from imhost.metering.schemas import BudgetIn
 from imhost.metering.tasks import scheduled_budget_check
 from imhost.notify.models import OutboundEmail
+from imhost.offboarding.export import build_export
+from imhost.offboarding.flows import close_organization
 from imhost.runtime import Runtime
 from imhost.web import console, portal
 from tests.billing.factories import make_plan
+from tests.billing.sepa.helpers import Tx, camt053, set_up_creditor
 from tests.factories import World, make_world
 from tests.web.conftest import signed_in
 
@@ -77,6 +82,7 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
                 at=clock.now(),
             ),
         )
+        _direct_debit_emails(s, clock, invoice, owner)
         billing.record_payment(  # "invoice-paid"
             s, clock, invoice.id, amount=invoice.amount_due, currency=invoice.currency
         )
@@ -93,6 +99,7 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
             actor_role=OrgRole.OWNER,
         )
         request_verification(s, clock, user)  # "verify-email"
+        request_change(s, clock, user, "olga@new.example.com")  # "email-change", "-notice"
         raise_security_alerts(s, clock, owner, org.id)  # "security-alert", two of them
         review = reviews.open_review(s, clock, runtime.settings.security, org)  # "access-review"
         assert review is not None
@@ -114,6 +121,37 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
                 ),
                 address="192.0.2.1",
             )
+    with transaction(runtime.session_factory) as s:  # "org-closed": the other organization
+        other = accounts.get_organization(s, world.other_org.id)
+        outsider = Actor(user_id=world.outsider.id, label=world.outsider.email)
+        build_export(s, clock, other, actor=outsider)
+        close_organization(s, clock, other, confirm_name=other.name, actor=outsider)
+
+
+def _direct_debit_emails(s: Session, clock: FrozenClock, invoice: Invoice, owner: User) -> None:
+    """A mandate given and withdrawn, a debit announced, exported and returned by the bank."""
+    set_up_creditor(s, clock)
+    mandate = sepa.sign_mandate(  # "direct-debit-mandate"
+        s,
+        clock,
+        invoice.organization_id,
+        account_holder="Acme",
+        iban="DE89370400440532013000",
+        accepted=True,
+        signed_by=owner.email,
+        signed_from="192.0.2.1",
+    )
+    collection = sepa.queue_collection(  # "direct-debit-notice"
+        s, clock, invoice, mandate, idempotency_key="email-walk"
+    )
+    sepa.export_batch(s, clock, up_to=collection.collection_date, exported_by="staff")
+    returned = camt053(
+        [Tx(str(collection.amount), "DBIT", collection.end_to_end_id, return_reason="AC04")]
+    )
+    sepa.import_statement(s, clock, returned, imported_by="staff")  # "direct-debit-returned"
+    sepa.revoke_mandate(  # "direct-debit-mandate-withdrawn"
+        s, clock, invoice.organization_id, mandate.id, revoked_by=owner.email
+    )
 
 
 def raise_security_alerts(s: Session, clock: FrozenClock, owner: User, org_id: str) -> None:

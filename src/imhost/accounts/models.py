@@ -307,3 +307,21 @@ class SignupRequest(IdMixin, CreatedMixin, Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+
+
+class EmailChange(IdMixin, CreatedMixin, Base):
+    """A request to change a person's e-mail address, waiting for the link sent to the new
+    address. Applied only when that link is opened (once, before it expires); the old address
+    is told and can cancel it with its own link. Only the tokens' SHA-256 are stored."""
+
+    __tablename__ = "email_changes"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    old_email: Mapped[str] = mapped_column(String(320))
+    new_email: Mapped[str] = mapped_column(String(320))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    cancel_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+    address: Mapped[str | None] = mapped_column(String(64), default=None)

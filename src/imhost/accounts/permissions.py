@@ -55,6 +55,10 @@ ORG_MATRIX: dict[tuple[str, Access], frozenset[OrgRole]] = {
     ("usage", Access.WRITE): _MANAGERS | {_O.TECHNICAL, _O.BILLING},
     ("support", Access.READ): _ALL_ORG,
     ("support", Access.WRITE): _MANAGERS | {_O.TECHNICAL, _O.BILLING},
+    # Closing the organization: read is its data export (GDPR Art. 15/20) and the page that
+    # says what closing does; write is closing it. The owner alone.
+    ("closure", Access.READ): frozenset({_O.OWNER}),
+    ("closure", Access.WRITE): frozenset({_O.OWNER}),
 }
 
 _S = StaffRole
@@ -86,9 +90,12 @@ STAFF_MATRIX: dict[tuple[str, Access], frozenset[StaffRole]] = {
 
 # Staff acting on a customer's routes (/api/v1/orgs/{org_id}/...): staff read everything of
 # their remit; only an admin changes a customer's data through the customer's routes.
+# Closing an organization is its owner's decision alone: no staff role closes it for them.
 STAFF_ON_ORG_MATRIX: dict[tuple[str, Access], frozenset[StaffRole]] = {
     (area, access): (
-        frozenset({_S.ADMIN})
+        frozenset()
+        if (area, access) == ("closure", Access.WRITE)
+        else frozenset({_S.ADMIN})
         if access is Access.WRITE
         else (
             frozenset({_S.ADMIN, _S.BILLING, _S.READ_ONLY})

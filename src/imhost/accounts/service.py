@@ -25,6 +25,7 @@ from imhost.accounts.models import (
 from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from imhost.kit.ids import slugify
+from imhost.kit.vat import check_tax_id
 
 INVITATION_LIFETIME = timedelta(days=7)
 
@@ -251,7 +252,7 @@ def update_organization(
         org.country = country
         changes["country"] = country
     if tax_id is not None:
-        org.tax_id = tax_id.strip()[:64] or None
+        org.tax_id = check_tax_id(tax_id, org.country)  # an EU VAT ID must check out
         changes["tax_id"] = org.tax_id
     if billing_email is not None:
         org.billing_email = normalize_email(billing_email)

@@ -23,10 +23,14 @@ from sqlalchemy.orm import Session
 
 from imhost import events
 from imhost.accounts.auth import hasher, password_policy_for, validate_new_password
-from imhost.accounts.models import Organization, SignupRequest, User
+from imhost.accounts.models import Membership, Organization, SignupRequest, User
+from imhost.accounts.passwords import PasswordPolicy
 from imhost.accounts.service import (
+    accept_invitation,
     create_organization,
     create_user,
+    find_invitation,
+    get_organization,
     get_user_by_email,
     normalize_email,
 )
@@ -156,3 +160,52 @@ def complete_signup(session: Session, clock: Clock, token: str) -> CompletedSign
         session, clock, name=row.organization_name, owner=user, country=row.country
     )
     return CompletedSignup(user=user, organization=org, plan_version_id=row.plan_version_id)
+
+
+ACCOUNT_EXISTS_FOR_INVITATION = (
+    "An account with this e-mail address exists already: sign in to accept the invitation."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedByInvitation:
+    user: User
+    membership: Membership
+    organization: Organization
+
+
+def join_by_invitation(
+    session: Session,
+    clock: Clock,
+    security: SecuritySettings,
+    token: str,
+    *,
+    name: str,
+    password: str,
+) -> JoinedByInvitation:
+    """An invited person without an account makes just their own: no organization of their
+    own, the invited address (verified: the link reached it), and membership of the inviting
+    organization with the invited role. The invitation is used once."""
+    invitation = find_invitation(session, clock, token)
+    org = get_organization(session, invitation.organization_id)
+    if get_user_by_email(session, invitation.email) is not None:
+        raise Conflict(ACCOUNT_EXISTS_FOR_INVITATION)
+    name = name.strip()
+    if len(name) > 200:
+        raise InvalidInput("Use at most 200 characters.", field="name")
+    base = password_policy_for(session, security, None)
+    policy = PasswordPolicy(
+        min_length=max(base.min_length, org.password_min_length or 0),
+        min_score=max(base.min_score, org.password_min_score or 0),
+    )
+    validate_new_password(password, policy, user_inputs=[invitation.email, name, org.name])
+    user = create_user(
+        session,
+        clock,
+        email=invitation.email,
+        name=name,
+        password_hash=hasher.hash(password),
+        email_verified=True,
+    )
+    membership = accept_invitation(session, clock, token, user)
+    return JoinedByInvitation(user=user, membership=membership, organization=org)

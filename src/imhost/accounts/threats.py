@@ -11,6 +11,8 @@ Rules (docs/security.md):
 - ``token-new-address``: an API token used from an address it was never used from.
 - ``mfa-disabled``: a person turned off their second factor.
 - ``new-owner``: somebody became an owner of an organization.
+- ``email-change-reported``: the old address stopped a change of the e-mail address (the
+  person says it was not them: somebody may know their password).
 """
 
 from __future__ import annotations
@@ -146,6 +148,22 @@ def evaluate(session: Session, clock: Clock, event: AuditEvent) -> SecurityAlert
             user_id=event.target_id,
             recipients=_user_email(session, event.target_id)
             + _owners_emails(session, event.organization_id),
+        )
+    elif action == "email.change_cancelled":
+        return _raise(
+            session,
+            clock,
+            event,
+            rule="email-change-reported",
+            severity="high",
+            summary=(
+                f"A change of the e-mail address of {event.target_label} to "
+                f"{event.details.get('new_email', 'another address')} was stopped from the "
+                "notice sent to the old address. If you did not ask for it, change your "
+                "password and end your other sessions."
+            ),
+            user_id=event.target_id,
+            recipients=_user_email(session, event.target_id),
         )
     elif action == "org.owner_added":
         return _raise(

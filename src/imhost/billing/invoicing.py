@@ -26,6 +26,7 @@ from imhost.billing.composition import ComposedInvoice, DraftLine, compose_invoi
 from imhost.billing.credits import add_credit, coupon_for_invoice, coupon_used, credit_balance
 from imhost.billing.models import (
     CreditLedgerEntry,
+    CustomerBillingDetails,
     Invoice,
     InvoiceKind,
     InvoiceLine,
@@ -36,6 +37,13 @@ from imhost.billing.models import (
     Subscription,
     SubscriptionAddOn,
     SubscriptionStatus,
+)
+from imhost.billing.parties import (
+    customer_details_many,
+    customer_name,
+    customer_snapshot,
+    get_customer_details,
+    invoice_email,
 )
 from imhost.billing.periods import (
     charge_for_part,
@@ -48,6 +56,7 @@ from imhost.billing.periods import (
 from imhost.billing.plans import AddOnTerms, PlanTerms, load_add_on, load_plan_terms
 from imhost.billing.settings import AllocatedNumber, BillingTerms, allocate_number, billing_terms
 from imhost.billing.subscriptions import add_ons_of
+from imhost.billing.taxes import TaxDecision
 from imhost.billing.usage_rating import price_parts, rate_usage
 from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
@@ -95,6 +104,16 @@ class RunCache:
 
 
 @dataclass(frozen=True)
+class InvoiceParties:
+    """Who an invoice is between, as it is made: the seller (``BillingTerms.seller``), the
+    customer's billing details, and the tax decision (its VAT category and rate)."""
+
+    seller: dict[str, Any]
+    details: CustomerBillingDetails | None
+    tax: TaxDecision
+
+
+@dataclass(frozen=True)
 class BillingPoint:
     """What is billed at a subscription's billing point."""
 
@@ -138,6 +157,7 @@ class BlockPrefetch:
 
     subscriptions: dict[str, Subscription] = field(default_factory=dict)  # locked
     organizations: dict[str, Organization] = field(default_factory=dict)
+    customer_details: dict[str, CustomerBillingDetails] = field(default_factory=dict)
     points: dict[str, datetime] = field(default_factory=dict)  # subscription -> billing point
     invoiced: set[tuple[str, datetime]] = field(default_factory=set)  # (subscription, point)
     add_ons: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -257,6 +277,7 @@ def prefetch_block(session: Session, subscription_ids: list[str], cache: RunCach
         org.id: org
         for org in session.scalars(select(Organization).where(Organization.id.in_(org_ids)))
     }
+    block.customer_details = customer_details_many(session, org_ids)
     if block.points:
         block.invoiced = {
             (sid, at)
@@ -504,9 +525,12 @@ def _new_invoice(
     usage_period: tuple[datetime, datetime] | None,
     plan_version_id: str | None,
     prices_include_tax: bool,
+    parties: InvoiceParties,
     related_invoice_id: str | None = None,
 ) -> Invoice:
-    """The draft invoice of ``composed`` (not yet added to a session; its lines apart)."""
+    """The draft invoice of ``composed`` (not yet added to a session; its lines apart),
+    with the seller's and the customer's details as they are now."""
+    details = parties.details
     return Invoice(
         id=new_id(),
         organization_id=org.id,
@@ -526,10 +550,14 @@ def _new_invoice(
         amount_credited=Decimal(0),
         prices_include_tax=prices_include_tax,
         tax_note=composed.tax_note,
-        customer_name=org.name,
+        customer_name=customer_name(org, details),
         customer_country=org.country,
         customer_tax_id=org.tax_id,
-        customer_email=org.billing_email,
+        customer_email=invoice_email(org, details),
+        customer_address=customer_snapshot(details),
+        seller=parties.seller or None,
+        tax_category=parties.tax.category,
+        tax_percent=parties.tax.percent,
         plan_version_id=plan_version_id,
         created_at=clock.now(),
     )
@@ -558,6 +586,7 @@ def _insert_lines(
             "quantity": line.quantity,
             "amount": line.amount,
             "counts_in_total": line.counts_in_total,
+            "taxable": line.taxable,
             "metric": line.metric,
             "period_start": line.period_start,
             "period_end": line.period_end,
@@ -584,6 +613,7 @@ def _write_invoice(
     usage_period: tuple[datetime, datetime] | None,
     plan_version_id: str | None,
     prices_include_tax: bool,
+    parties: InvoiceParties,
     related_invoice_id: str | None = None,
 ) -> Invoice:
     """Write the draft invoice and its lines."""
@@ -598,6 +628,7 @@ def _write_invoice(
         usage_period=usage_period,
         plan_version_id=plan_version_id,
         prices_include_tax=prices_include_tax,
+        parties=parties,
         related_invoice_id=related_invoice_id,
     )
     session.add(invoice)
@@ -817,6 +848,13 @@ def invoice_subscription(
         usage_period=point.usage_period,
         plan_version_id=plan.plan_version_id,
         prices_include_tax=cache.terms.prices_include_tax,
+        parties=InvoiceParties(
+            cache.terms.seller,
+            block.customer_details.get(org.id)
+            if block is not None and in_block
+            else get_customer_details(session, org.id),
+            tax,
+        ),
     )
     fault("draft_written")
     # Finalized before its first flush: the invoice is written once, with its number.
@@ -1030,6 +1068,7 @@ def issue_standalone_invoice(
         usage_period=None,
         plan_version_id=None,
         prices_include_tax=terms.prices_include_tax,
+        parties=InvoiceParties(terms.seller, get_customer_details(session, org.id), tax),
         related_invoice_id=related_invoice_id,
     )
     finalize_invoice(session, clock, invoice, terms=terms)

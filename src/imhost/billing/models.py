@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -75,10 +76,17 @@ class BillingProfile(IdMixin, Base):
     __tablename__ = "billing_profiles"
 
     key: Mapped[str] = mapped_column(String(32), unique=True, default="default")
+    # The seller on every invoice: legal name, postal address (street lines in ``address``,
+    # one per line; the country is ``home_country``), VAT ID and, optionally, the trade
+    # register number and a contact e-mail.
     legal_name: Mapped[str] = mapped_column(String(200), default="imhost")
     address: Mapped[str] = mapped_column(Text, default="")
+    postcode: Mapped[str] = mapped_column(String(16), default="")
+    city: Mapped[str] = mapped_column(String(100), default="")
     home_country: Mapped[str] = mapped_column(String(2), default="DE")
     provider_tax_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    registration_number: Mapped[str | None] = mapped_column(String(100), default=None)
+    contact_email: Mapped[str | None] = mapped_column(String(320), default=None)
     prices_include_tax: Mapped[bool] = mapped_column(Boolean, default=False)
     invoice_number_format: Mapped[str] = mapped_column(String(64), default="INV-{year}-{seq:06d}")
     credit_note_number_format: Mapped[str] = mapped_column(
@@ -94,6 +102,24 @@ class BillingProfile(IdMixin, Base):
     late_fee_flat: Mapped[Decimal | None] = mapped_column(Amount(), default=None)
     suspend_after_days: Mapped[int | None] = mapped_column(Integer, default=14)
     terminate_after_days: Mapped[int | None] = mapped_column(Integer, default=45)
+
+
+class CustomerBillingDetails(IdMixin, CreatedMixin, Base):
+    """What a customer's invoices are addressed to: the name (person or company) and postal
+    address, and where invoices are e-mailed. The country and VAT ID, which decide the tax,
+    stay on the organization (``Organization.country``/``tax_id``)."""
+
+    __tablename__ = "billing_customer_details"
+
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), unique=True
+    )
+    name: Mapped[str] = mapped_column(String(200), default="")
+    address: Mapped[str] = mapped_column(Text, default="")  # street lines, one per line
+    postcode: Mapped[str] = mapped_column(String(16), default="")
+    city: Mapped[str] = mapped_column(String(100), default="")
+    invoice_email: Mapped[str | None] = mapped_column(String(320), default=None)
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 class DocumentCounter(IdMixin, Base):
@@ -253,6 +279,14 @@ class Invoice(IdMixin, CreatedMixin, Base):
     customer_tax_id: Mapped[str | None] = mapped_column(String(64), default=None)
     customer_email: Mapped[str | None] = mapped_column(String(320), default=None)
     plan_version_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    # Taken when the invoice is made, so later edits of the provider's or the customer's
+    # details never change an issued invoice: the seller (billing.parties.Party fields plus
+    # bank_details), the customer's street lines, postcode and city (name, country and VAT ID
+    # are the customer_* columns), and the tax decision's EN 16931 VAT category and rate.
+    seller: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    customer_address: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    tax_category: Mapped[str | None] = mapped_column(String(2), default=None)
+    tax_percent: Mapped[Decimal | None] = mapped_column(Amount(), default=None)
 
     @property
     def amount_due(self) -> Decimal:
@@ -277,6 +311,8 @@ class InvoiceLine(IdMixin, Base):
     # False only for the tax line of tax-inclusive prices: it states the tax contained in
     # the other lines and is not added again.
     counts_in_total: Mapped[bool] = mapped_column(Boolean, default=True)
+    # False for a charge outside the tax (a late fee, the credit carried to the account).
+    taxable: Mapped[bool] = mapped_column(Boolean, default=True)
     metric: Mapped[str | None] = mapped_column(String(64), default=None)
     period_start: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     period_end: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)

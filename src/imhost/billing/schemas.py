@@ -338,8 +338,12 @@ class DunningOut(CurrencyAmounts):
 class BillingSettingsOut(_Out):
     legal_name: str
     address: str
+    postcode: str
+    city: str
     home_country: str
     provider_tax_id: str | None
+    registration_number: str | None
+    contact_email: str | None
     prices_include_tax: bool
     invoice_number_format: str
     credit_note_number_format: str
@@ -357,8 +361,12 @@ class BillingSettingsOut(_Out):
 class BillingSettingsIn(_In):
     legal_name: PlainText | None = Field(None, min_length=1, max_length=200)
     address: MultilineText | None = Field(None, max_length=2000)
+    postcode: PlainText | None = Field(None, max_length=16)
+    city: PlainText | None = Field(None, max_length=100)
     home_country: PlainText | None = Field(None, min_length=2, max_length=2)
     provider_tax_id: PlainText | None = Field(None, max_length=64)
+    registration_number: PlainText | None = Field(None, max_length=100)
+    contact_email: PlainText | None = Field(None, max_length=320)
     prices_include_tax: bool | None = None
     invoice_number_format: PlainText | None = Field(None, min_length=1, max_length=64)
     credit_note_number_format: PlainText | None = Field(None, min_length=1, max_length=64)
@@ -378,3 +386,27 @@ class BillingSettingsIn(_In):
         if value is not None and any(not -60 <= v <= 365 for v in value):
             raise ValueError("reminder offsets are days from the due date, -60 to 365")
         return value
+
+
+class CustomerDetailsOut(BaseModel):
+    """What the organization's invoices are addressed to."""
+
+    name: str
+    address: str
+    postcode: str
+    city: str
+    country: str | None
+    tax_id: str | None
+    invoice_email: str | None
+
+
+class CustomerDetailsIn(_In):
+    """All of the billing details at once (a field left out is emptied, except the country)."""
+
+    name: PlainText = Field("", max_length=200)
+    address: MultilineText = Field("", max_length=400)
+    postcode: PlainText = Field("", max_length=16)
+    city: PlainText = Field("", max_length=100)
+    country: PlainText = Field(min_length=2, max_length=2)
+    tax_id: PlainText = Field("", max_length=64)
+    invoice_email: PlainText = Field("", max_length=320)

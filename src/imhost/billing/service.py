@@ -25,7 +25,9 @@ from imhost.billing.credits import (
     list_coupons,
     update_coupon,
 )
+from imhost.billing.documents import get_credit_note
 from imhost.billing.dunning import dunning_status, late_fee
+from imhost.billing.einvoice import credit_note_xml, invoice_xml
 from imhost.billing.invoicing import (
     finalize_invoice,
     get_invoice,
@@ -33,6 +35,7 @@ from imhost.billing.invoicing import (
     list_invoices,
     void_invoice,
 )
+from imhost.billing.parties import get_customer_details, update_customer_details
 from imhost.billing.payments import (
     invoice_payments,
     issue_credit_note,
@@ -74,16 +77,20 @@ __all__ = [
     "credit_balance",
     "credit_balances",
     "credit_history",
+    "credit_note_xml",
     "current_subscription",
     "delete_coupon",
     "delete_tax_rate",
     "dunning_status",
     "finalize_invoice",
     "get_coupon",
+    "get_credit_note",
+    "get_customer_details",
     "get_invoice",
     "get_profile",
     "invoice_lines",
     "invoice_payments",
+    "invoice_xml",
     "issue_credit_note",
     "late_fee",
     "list_coupons",
@@ -105,6 +112,7 @@ __all__ = [
     "tax_for",
     "undo_cancel",
     "update_coupon",
+    "update_customer_details",
     "update_profile",
     "void_invoice",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -15,10 +15,12 @@ from sqlalchemy.orm import Session
 from imhost.accounts.audit import Actor
 from imhost.billing import audit, repository
 from imhost.billing.models import BillingProfile, TaxRate
+from imhost.billing.parties import check_email, check_line, check_street, seller_snapshot
 from imhost.billing.taxes import TaxDecision, decide_tax
 from imhost.kit.clock import Clock
 from imhost.kit.errors import InvalidInput, NotFound
 from imhost.kit.money import to_decimal
+from imhost.kit.vat import check_tax_id
 
 DEFAULT_KEY = "default"
 
@@ -78,8 +80,12 @@ def check_number_format(fmt: str) -> str:
 PROFILE_FIELDS = {
     "legal_name",
     "address",
+    "postcode",
+    "city",
     "home_country",
     "provider_tax_id",
+    "registration_number",
+    "contact_email",
     "prices_include_tax",
     "invoice_number_format",
     "credit_note_number_format",
@@ -105,8 +111,7 @@ def update_profile(
     for name in ("invoice_number_format", "credit_note_number_format"):
         if name in changes:
             check_number_format(changes[name])
-    if "home_country" in changes:
-        changes["home_country"] = check_country(changes["home_country"], "home_country")
+    _check_seller(profile, changes)
     if "payment_terms_days" in changes and not 0 <= int(changes["payment_terms_days"]) <= 365:
         raise InvalidInput("payment terms are 0 to 365 days", field="payment_terms_days")
     for name in ("late_fee_percent", "late_fee_minimum", "late_fee_flat"):
@@ -129,6 +134,37 @@ def update_profile(
         changed=sorted(changes),
     )
     return profile
+
+
+def _check_seller(profile: BillingProfile, changes: dict[str, Any]) -> None:
+    """The seller's details as invoices print them: a legal name, at most three street
+    lines, a VAT ID valid for the home country (``kit.vat``), a contact e-mail."""
+    if "home_country" in changes:
+        changes["home_country"] = check_country(changes["home_country"], "home_country")
+    if "legal_name" in changes:
+        name = check_line(str(changes["legal_name"] or ""), "legal_name", "legal name", 200)
+        if not name:
+            raise InvalidInput("Fill in the legal name.", field="legal_name")
+        changes["legal_name"] = name
+    if "address" in changes:
+        changes["address"] = check_street(str(changes["address"] or ""), "address")
+    for key, label, size in (("postcode", "postcode", 16), ("city", "city", 100)):
+        if key in changes:
+            changes[key] = check_line(str(changes[key] or ""), key, label, size)
+    if "registration_number" in changes:
+        number = check_line(
+            str(changes["registration_number"] or ""),
+            "registration_number",
+            "registration number",
+            100,
+        )
+        changes["registration_number"] = number or None
+    if "contact_email" in changes:
+        changes["contact_email"] = check_email(str(changes["contact_email"] or ""), "contact_email")
+    if "provider_tax_id" in changes or "home_country" in changes:
+        raw = changes.get("provider_tax_id", profile.provider_tax_id) or ""
+        country = changes.get("home_country", profile.home_country)
+        changes["provider_tax_id"] = check_tax_id(raw, country, field="provider_tax_id")
 
 
 def check_country(country: str, field: str = "country") -> str:
@@ -215,6 +251,8 @@ class BillingTerms:
     invoice_number_format: str
     payment_terms_days: int
     rates: dict[str, tuple[Decimal, str]]
+    # The seller as invoices keep it (billing.parties.seller_snapshot).
+    seller: dict[str, Any] = field(default_factory=dict)
 
     def tax_for(self, country: str | None, tax_id: str | None) -> TaxDecision:
         return decide_tax(
@@ -233,6 +271,7 @@ def billing_terms(session: Session) -> BillingTerms:
         invoice_number_format=profile.invoice_number_format,
         payment_terms_days=profile.payment_terms_days,
         rates={r.country: (r.percent, r.name) for r in list_tax_rates(session)},
+        seller=seller_snapshot(profile),
     )
 
 

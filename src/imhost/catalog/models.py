@@ -49,6 +49,8 @@ LIMIT_FIELDS: tuple[str, ...] = (
     "storage_mb",
     "max_custom_domains",
     "max_offline_messages",
+    "max_rooms",
+    "max_room_occupants",
 )
 """The limits a plan version sets; ``None`` means unlimited."""
 
@@ -61,6 +63,8 @@ LIMIT_LABELS: dict[str, str] = {
     "storage_mb": "Storage (MB)",
     "max_custom_domains": "Custom domains",
     "max_offline_messages": "Offline messages kept",
+    "max_rooms": "Group chat rooms",
+    "max_room_occupants": "People in one group chat",
 }
 """What customers read for each limit."""
 
@@ -77,6 +81,8 @@ class PlanLimits:
     storage_mb: int | None = None
     max_custom_domains: int | None = None
     max_offline_messages: int | None = None
+    max_rooms: int | None = None
+    max_room_occupants: int | None = None
 
     def plus(self, deltas: dict[str, int]) -> PlanLimits:
         """These limits raised by an add-on's deltas (an unlimited limit stays unlimited)."""
@@ -126,6 +132,8 @@ class PlanVersion(IdMixin, CreatedMixin, Base):
     storage_mb: Mapped[int | None] = mapped_column(Integer, default=None)
     max_custom_domains: Mapped[int | None] = mapped_column(Integer, default=None)
     max_offline_messages: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_rooms: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_room_occupants: Mapped[int | None] = mapped_column(Integer, default=None)
     change_note: Mapped[str] = mapped_column(String(500), default="")
     superseded_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 

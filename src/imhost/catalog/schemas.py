@@ -91,6 +91,8 @@ class LimitsIn(BaseModel):
     storage_mb: int | None = Field(None, ge=0, le=1_000_000_000)
     max_custom_domains: int | None = Field(None, ge=0, le=100_000)
     max_offline_messages: int | None = Field(None, ge=0, le=10_000_000)
+    max_rooms: int | None = Field(None, ge=0, le=10_000_000)
+    max_room_occupants: int | None = Field(None, ge=1, le=1_000_000)
 
 
 class PlanVersionIn(BaseModel):

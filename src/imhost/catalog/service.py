@@ -588,6 +588,8 @@ def _default_plans(currency: str) -> list[dict[str, Any]]:
                     "storage_mb": 1024,
                     "max_custom_domains": 1,
                     "max_offline_messages": 500,
+                    "max_rooms": 20,
+                    "max_room_occupants": 50,
                 },
                 "components": [
                     {
@@ -639,6 +641,8 @@ def _default_plans(currency: str) -> list[dict[str, Any]]:
                     "storage_mb": 10_240,
                     "max_custom_domains": 5,
                     "max_offline_messages": 1000,
+                    "max_rooms": 200,
+                    "max_room_occupants": 250,
                 },
                 "components": [
                     {
@@ -695,6 +699,8 @@ def _default_plans(currency: str) -> list[dict[str, Any]]:
                     "storage_mb": 102_400,
                     "max_custom_domains": 50,
                     "max_offline_messages": 5000,
+                    "max_rooms": 5000,
+                    "max_room_occupants": 1000,
                 },
                 "components": [
                     {

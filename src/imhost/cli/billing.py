@@ -14,6 +14,7 @@ from rich.table import Table
 from imhost.billing import service
 from imhost.billing.flows import RunSummary, run_billing
 from imhost.billing.tasks import run_dunning
+from imhost.cli import sepa as sepa_cli
 from imhost.cli.context import cli_actor, console, fail, runtime_or_exit
 from imhost.db.engine import transaction
 from imhost.kit.errors import DomainError
@@ -23,6 +24,7 @@ from imhost.runtime import Runtime
 app = typer.Typer(
     help="Billing: the billing run, dunning, invoices, tax rates.", no_args_is_help=True
 )
+app.add_typer(sepa_cli.app, name="sepa")
 
 
 def parse_as_of(value: str | None, now: datetime) -> datetime:

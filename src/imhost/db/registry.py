@@ -19,6 +19,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "imhost.catalog.models",
     "imhost.metering.models",
     "imhost.billing.models",
+    "imhost.billing.sepa.models",
     "imhost.hosting.models",
 )
 

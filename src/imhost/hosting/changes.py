@@ -59,7 +59,16 @@ class AccountChanged:
     close_reason: str | None = None
 
 
-Change = HostChanged | HostRemoved | AccountChanged
+@dataclass(frozen=True, slots=True)
+class RoomDestroyed:
+    """Staff destroyed a group chat room of a service (its stored row is gone)."""
+
+    domain: str
+    room: str
+    reason: str
+
+
+Change = HostChanged | HostRemoved | AccountChanged | RoomDestroyed
 Subscriber = Callable[[Sequence[Change]], None]
 
 

@@ -62,6 +62,9 @@ class HostedService(IdMixin, CreatedMixin, Base):
     max_stanza_bytes: Mapped[int] = mapped_column(Integer, default=DEFAULT_MAX_STANZA_BYTES)
     max_offline_messages: Mapped[int] = mapped_column(Integer, default=1000)
     storage_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_rooms: Mapped[int | None] = mapped_column(Integer, default=None)
+    """XEP-0045 rooms at once in the service's conference service."""
+    max_room_occupants: Mapped[int | None] = mapped_column(Integer, default=None)
     registration_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
@@ -174,6 +177,29 @@ class XmppBlockedJid(IdMixin, Base):
         ForeignKey("xmpp_accounts.id", ondelete="CASCADE"), index=True
     )
     jid: Mapped[str] = mapped_column(String(3071))
+
+
+class XmppRoom(IdMixin, CreatedMixin, Base):
+    """A persistent XEP-0045 room of a service's conference service (``conference.<domain>``):
+    what the engine keeps across restarts (its occupants and history live in the engine)."""
+
+    __tablename__ = "xmpp_rooms"
+    __table_args__ = (UniqueConstraint("service_id", "name"),)
+
+    service_id: Mapped[str] = mapped_column(
+        ForeignKey("hosted_services.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(1023))
+    """The room's localpart (prepared)."""
+    config: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    """``muc#roomconfig`` values by field var."""
+    affiliations: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    """Bare JID -> owner, admin, member or outcast."""
+    nicks: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    """Bare JID -> registered nickname."""
+    subject: Mapped[str] = mapped_column(Text, default="")
+    subject_by: Mapped[str] = mapped_column(String(1023), default="")
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
 
 class EngineNode(Base):

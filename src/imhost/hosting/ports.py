@@ -16,7 +16,8 @@ from its attributes:
   the auth-failure audit trail, ``last_login_at``, client versions and the trust of
   addresses that signed in written in batches once a second; it is also the cached account
   lookup of the stores;
-- ``roster``, ``vcards``, ``blocklist``, ``usage``; ``storage`` (offline messages and
+- ``roster``, ``vcards``, ``blocklist``, ``usage``, ``rooms`` (``MucStore``: persistent
+  XEP-0045 rooms); ``storage`` (offline messages and
   private XML, both under the storage limit, counted per service, not by a SUM per write),
   whose ``PrivateStore`` view is ``private`` (:class:`DbPrivateStore`); what a session's
   start reads of them (roster, subscription requests, block list, whether offline messages
@@ -39,6 +40,7 @@ from imhost.config import SecuritySettings
 from imhost.hosting.dataplane.auth import CREDENTIAL_TTL, DbAccountAuth
 from imhost.hosting.dataplane.directory import DbHostDirectory
 from imhost.hosting.dataplane.hosts import HostCache
+from imhost.hosting.dataplane.rooms import DbMucStore
 from imhost.hosting.dataplane.runner import DB_ATTEMPTS as DB_ATTEMPTS
 from imhost.hosting.dataplane.runner import DbRunner
 from imhost.hosting.dataplane.signin import SessionStartReads
@@ -98,6 +100,7 @@ class DbBackend:
         self.usage = DbUsageSink(self.runner, self.hosts, clock, self.usage_factory)
         self.storage = DbStorage(self.runner, self.auth, self.hosts, self.session_reads)
         self.private = DbPrivateStore(self.storage)
+        self.rooms = DbMucStore(self.runner, self.hosts, clock)
         self.directory = DbHostDirectory(
             self.runner, factory, clock, self.hosts, accounts=self.auth, stored=self.storage
         )

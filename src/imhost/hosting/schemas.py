@@ -19,6 +19,8 @@ class LimitsOut(BaseModel):
     max_stanza_bytes: int
     max_offline_messages: int
     storage_mb: int | None
+    max_rooms: int | None = None
+    max_room_occupants: int | None = None
     registration_allowed: bool
 
 
@@ -68,6 +70,8 @@ class ServiceOut(BaseModel):
                 max_stanza_bytes=service.max_stanza_bytes,
                 max_offline_messages=service.max_offline_messages,
                 storage_mb=service.storage_mb,
+                max_rooms=service.max_rooms,
+                max_room_occupants=service.max_room_occupants,
                 registration_allowed=service.registration_allowed,
             ),
         )
@@ -144,6 +148,27 @@ class PasswordOut(BaseModel):
     generated_password: str | None
 
 
+class RoomOut(BaseModel):
+    """A group chat room (XEP-0045) of the service's conference service."""
+
+    name: str
+    jid: str
+    title: str
+    persistent: bool
+    """Kept when empty and across restarts (stored); a temporary room goes with its last
+    occupant."""
+    occupants: int | None
+    """People in the room now; None when no engine runs in this process."""
+
+
+class RoomList(BaseModel):
+    conference: str
+    """The conference service's address (``conference.<domain>``)."""
+    max_rooms: int | None
+    max_room_occupants: int | None
+    items: list[RoomOut]
+
+
 class ReasonIn(BaseModel):
     reason: MultilineText = Field(min_length=1, max_length=500)
 
@@ -174,4 +199,6 @@ class LimitsIn(BaseModel):
     max_stanza_bytes: int | None = None
     max_offline_messages: int | None = None
     storage_mb: int | None = None
+    max_rooms: int | None = None
+    max_room_occupants: int | None = None
     registration_allowed: bool | None = None

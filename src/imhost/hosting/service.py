@@ -35,6 +35,7 @@ from imhost.hosting.models import (
     XmppAccount,
     XmppOfflineMessage,
     XmppPrivateXml,
+    XmppRoom,
 )
 from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
@@ -80,6 +81,8 @@ def virtual_host(service: HostedService) -> VirtualHost:
             max_storage_bytes=(
                 service.storage_mb * BYTES_PER_MB if service.storage_mb is not None else None
             ),
+            max_rooms=service.max_rooms,
+            max_room_occupants=service.max_room_occupants,
             registration_allowed=service.registration_allowed,
         ),
     )
@@ -139,6 +142,8 @@ def apply_plan_limits(service: HostedService, limits: PlanLimits) -> None:
     service.max_offline_messages = (
         limits.max_offline_messages if limits.max_offline_messages is not None else OFFLINE_CEILING
     )
+    service.max_rooms = limits.max_rooms
+    service.max_room_occupants = limits.max_room_occupants
 
 
 def change_plan_limits(
@@ -349,9 +354,19 @@ LIMIT_BOUNDS: dict[str, tuple[int, int]] = {
     "max_stanza_bytes": (1024, 16 * 1024 * 1024),
     "max_offline_messages": (0, 1_000_000),
     "storage_mb": (0, 100_000_000),
+    "max_rooms": (0, 10_000_000),
+    "max_room_occupants": (1, 1_000_000),
 }
 NULLABLE_LIMITS = frozenset(
-    {"max_accounts", "max_connections", "max_connections_per_account", "message_rate", "storage_mb"}
+    {
+        "max_accounts",
+        "max_connections",
+        "max_connections_per_account",
+        "message_rate",
+        "storage_mb",
+        "max_rooms",
+        "max_room_occupants",
+    }
 )
 
 
@@ -385,6 +400,50 @@ def set_limits(
     _audit_service(session, clock, service, "limits_changed", actor, limits=values)
     _host_changed(session, service)
     return service
+
+
+# --- group chat rooms (XEP-0045) ---------------------------------------------------------------
+
+
+def conference_domain(service: HostedService) -> str:
+    """The service's conference service: ``conference.<domain>``."""
+    return f"conference.{service.domain}"
+
+
+def list_rooms(session: Session, service: HostedService) -> list[XmppRoom]:
+    """The service's persistent rooms, by name (temporary rooms live only in the engine)."""
+    return list(
+        session.scalars(
+            select(XmppRoom).where(XmppRoom.service_id == service.id).order_by(XmppRoom.name)
+        )
+    )
+
+
+def destroy_room(
+    session: Session,
+    clock: Clock,
+    service: HostedService,
+    name: str,
+    *,
+    reason: str,
+    live: Collection[str] = (),
+    actor: Actor | None = None,
+) -> None:
+    """Destroy a room (staff or the customer's admin): its stored row goes now, and after the
+    commit the engine tells its occupants (XEP-0045 ``<destroy/>`` with ``reason``) and
+    forgets it. ``live``: the names of the rooms the engine holds now (temporary ones are
+    not stored). An unknown room is :class:`NotFound`."""
+    text = _reason(reason)
+    row = session.scalars(
+        select(XmppRoom).where(XmppRoom.service_id == service.id, XmppRoom.name == name)
+    ).one_or_none()
+    if row is None and name not in live:
+        raise NotFound(f"{service.domain} has no room called {name}.")
+    if row is not None:
+        session.delete(row)
+        session.flush()
+    _audit_service(session, clock, service, "room_destroyed", actor, room=name, reason=text)
+    changes.stage(session, changes.RoomDestroyed(service.domain, name, text))
 
 
 def remove_service(

@@ -65,7 +65,14 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 BLOCK = 5000
 """Requests per query (a bound on the scratch table's rows)."""
 
-_SUMMED = (m.MESSAGES, m.BYTES_IN, m.BYTES_OUT, m.TRAFFIC_GB)
+_SUMMED = (
+    m.MESSAGES,
+    m.BYTES_IN,
+    m.BYTES_OUT,
+    m.TRAFFIC_GB,
+    m.ROOM_MESSAGES,
+    m.ROOM_DELIVERIES,
+)
 _PEAKS = (m.CONNECTIONS_PEAK, m.PEAK_CONNECTIONS)
 _USERS = (m.ACTIVE_USERS, m.MONTHLY_ACTIVE_USERS)
 _GAUGES = tuple(sorted(m.GAUGE_METRICS))
@@ -552,6 +559,8 @@ def aggregate(
             m.PEAK_CONNECTIONS: normal(peaks[idx]),
             m.MONTHLY_ACTIVE_USERS: users[idx],
             m.STORAGE_GB: normal(storage),
+            m.ROOM_MESSAGES: normal(s[m.ROOM_MESSAGES]),
+            m.ROOM_DELIVERIES: normal(s[m.ROOM_DELIVERIES]),
         }
         out.append((quantities, gauge))
     return out

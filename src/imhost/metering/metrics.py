@@ -24,6 +24,10 @@ CONNECTIONS_PEAK = "connections_peak"
 ACTIVE_USERS = "active_users"
 OFFLINE_STORAGE_BYTES = "offline_storage_bytes"
 PRIVATE_STORAGE_BYTES = "private_storage_bytes"
+ROOM_MESSAGES = "room_messages"
+"""Group chat (XEP-0045) messages a room accepted, each counted once."""
+ROOM_DELIVERIES = "room_deliveries"
+"""Copies of those messages the rooms delivered to their occupants (the fan-out)."""
 
 SOURCE_METRICS: tuple[str, ...] = (
     MESSAGES,
@@ -36,6 +40,8 @@ SOURCE_METRICS: tuple[str, ...] = (
     ACTIVE_USERS,
     OFFLINE_STORAGE_BYTES,
     PRIVATE_STORAGE_BYTES,
+    ROOM_MESSAGES,
+    ROOM_DELIVERIES,
 )
 
 # --- billable metrics (what price components rate) ----------------------------------------
@@ -120,6 +126,26 @@ BILLABLE_METRICS: dict[str, BillableMetric] = {
             "Storage (GB, average over the period)",
             "GB stored on average",
         ),
+        BillableMetric(
+            ROOM_MESSAGES,
+            "messages",
+            Aggregation.SUM,
+            (ROOM_MESSAGES,),
+            "Messages sent to group chats, each counted once however many people read it "
+            "(sum over the period). They are also counted in Messages.",
+            "Group chat messages",
+            "group chat messages",
+        ),
+        BillableMetric(
+            ROOM_DELIVERIES,
+            "deliveries",
+            Aggregation.SUM,
+            (ROOM_DELIVERIES,),
+            "Copies of group chat messages delivered to the people in the room: a message "
+            "in a room of 30 people is 30 deliveries (sum over the period).",
+            "Group chat deliveries",
+            "group chat deliveries",
+        ),
     )
 }
 
@@ -142,6 +168,8 @@ SUBJECT_METRICS: frozenset[str] = frozenset({ACTIVE_USERS, MONTHLY_ACTIVE_USERS}
 SUM_SOURCES: dict[str, tuple[str, ...]] = {
     MESSAGES: (MESSAGES,),
     TRAFFIC_GB: (BYTES_IN, BYTES_OUT),
+    ROOM_MESSAGES: (ROOM_MESSAGES,),
+    ROOM_DELIVERIES: (ROOM_DELIVERIES,),
 }
 """Sum metrics and the byte/count sources behind them (the billable code is added as is)."""
 

@@ -123,6 +123,59 @@ def register(bus: events.EventBus, mailer: Mailer, *, public_url: str, provider_
             kind="access-review",
         )
 
+    def on_email_change(event: events.EmailChangeRequested, session: Any) -> None:
+        mailer.send(
+            session,
+            clock_of(session),
+            event.new_email,
+            f"Confirm your new e-mail address for {provider_name}",
+            (
+                f"Somebody (we hope you) asked to use this address, {event.new_email}, for "
+                f"the account {event.old_email} at {provider_name}.\n\n"
+                f"Confirm it here (the link works once, for {event.expires_hours} hours):\n"
+                f"{base}/portal/account/email/{event.token}\n\n"
+                "Until it is confirmed, the account keeps its old address. If you did not ask "
+                "for this, ignore this message.\n"
+            ),
+            kind="email-change",
+        )
+        mailer.send(
+            session,
+            clock_of(session),
+            event.old_email,
+            f"Your e-mail address at {provider_name} is about to change",
+            (
+                f"Somebody asked to change the e-mail address of your account {event.old_email} "
+                f"to {event.new_email}. Nothing changes until the link sent to the new address "
+                "is opened.\n\n"
+                "If this was not you, stop the change here and then change your password:\n"
+                f"{base}/portal/account/email/cancel/{event.cancel_token}\n"
+            ),
+            kind="email-change-notice",
+        )
+
+    def on_org_closed(event: events.OrganizationClosed, session: Any) -> None:
+        if not event.recipients:
+            return
+        mailer.send(
+            session,
+            clock_of(session),
+            list(event.recipients),
+            f"{event.organization_name} is closed",
+            (
+                f"{event.closed_by} closed the organization {event.organization_name} at "
+                f"{provider_name}.\n\n"
+                "Its XMPP service has stopped and its XMPP accounts are deleted; its "
+                "subscription has ended. Its invoices stay available, and open ones can still "
+                "be paid:\n"
+                f"{base}/portal/orgs\n"
+            ),
+            organization_id=event.organization_id,
+            kind="org-closed",
+        )
+
+    bus.subscribe(events.EmailChangeRequested, on_email_change)
+    bus.subscribe(events.OrganizationClosed, on_org_closed)
     bus.subscribe(events.InvitationCreated, on_invitation)
     bus.subscribe(events.EmailVerificationRequested, on_verification)
     bus.subscribe(events.PasswordResetRequested, on_password_reset)

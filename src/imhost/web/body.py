@@ -28,6 +28,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from imhost.billing.sepa.camt053 import MAX_STATEMENT_BYTES
 from imhost.hosting.service import CSV_MAX_BYTES
 from imhost.web.problems import MEDIA_TYPE, PROBLEM_BASE
 
@@ -53,6 +54,11 @@ ROUTE_LIMITS: tuple[tuple[re.Pattern[str], int], ...] = (
     ),
     # Usage batches: up to 10,000 records (metering.schemas.MAX_BATCH).
     (re.compile(r"^/api/v1/(orgs/[^/]+/usage|admin/usage)$"), 8 * MIB),
+    # camt.053 bank statements (staff API and console).
+    (
+        re.compile(r"^/(api/v1/admin/billing/sepa|console/sepa)/statements$"),
+        MAX_STATEMENT_BYTES + MULTIPART_OVERHEAD,
+    ),
 )
 DELAY_KEY = "imhost_response_delay"
 MAX_DELAY_SECONDS = 30.0

@@ -33,6 +33,7 @@ from imhost.accounts.models import (
     Membership,
     Organization,
     OrgRole,
+    OrgStatus,
     StaffRole,
     User,
     WebSession,
@@ -48,11 +49,20 @@ from imhost.accounts.sessions import COOKIE_NAME, lookup_session
 from imhost.accounts.tokens import authenticate_token
 from imhost.db.engine import writer_session
 from imhost.kit.clock import Clock
-from imhost.kit.errors import NotFound, PermissionDenied, TooManyRequests, Unauthenticated
+from imhost.kit.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    TooManyRequests,
+    Unauthenticated,
+)
 from imhost.runtime import Runtime
 
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The areas a closed organization still changes: paying its invoices, and closing (a retried
+# close answers that it is closed).
+CLOSED_ORG_WRITABLE = frozenset({"billing", "closure"})
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -267,12 +277,23 @@ class Requirement:
                 )
             if org.require_mfa and web is not None and not web.mfa_verified:
                 raise Unauthenticated("this organization requires two-factor authentication")
-            return principal
+            return self._open_for_change(principal)
         if principal.acting_as_staff:
             if not staff_role_allows(principal.staff_role, self.area, self.access, on_org=True):
                 raise PermissionDenied("your staff role does not allow this on a customer")
-            return principal
+            return self._open_for_change(principal)
         raise NotFound("no such organization")
+
+    def _open_for_change(self, principal: Principal) -> Principal:
+        """A closed organization takes no more changes, but its invoices can still be paid
+        (billing) and its data exported (closure)."""
+        if (
+            principal.org.status == OrgStatus.CLOSED.value
+            and self.access is Access.WRITE
+            and self.area not in CLOSED_ORG_WRITABLE
+        ):
+            raise Conflict("this organization is closed: only its invoices can still be paid")
+        return principal
 
 
 class OrgRequirement(Requirement):

@@ -9,6 +9,7 @@ from imhost.accounts import reviews
 from imhost.accounts.throttle import LoginThrottleService
 from imhost.billing import budgets
 from imhost.billing import tasks as billing_tasks
+from imhost.billing.sepa import tasks as sepa_tasks
 from imhost.db.engine import transaction
 from imhost.metering import tasks as metering_tasks
 from imhost.runtime import Runtime
@@ -49,4 +50,9 @@ def default_jobs(runtime: Runtime) -> list[Job]:
             _bind(billing_tasks.scheduled_billing_run, factory, clock),
         ),
         Job("dunning", timedelta(hours=6), _bind(billing_tasks.run_dunning, factory, clock)),
+        Job(
+            "sepa-collections",
+            timedelta(hours=1),
+            _bind(sepa_tasks.scheduled_queue, factory, clock),
+        ),
     ]

@@ -31,6 +31,7 @@ from .ports import (
     PrivateStoreView,
     RosterItem,
     StorageFull,
+    StoredRoom,
     UsageRecord,
     VirtualHost,
 )
@@ -96,6 +97,8 @@ class MemoryBackend:
         self.usage_keys: set[str] = set()
         self.fail_sink = False
         self.client_versions: dict[tuple[str, str], str] = {}
+        self.rooms: dict[str, dict[str, StoredRoom]] = {}
+        """Persistent XEP-0045 rooms: hosted domain -> room name -> room."""
         self._listeners: list[HostListener] = []
 
     # -- administration helpers (what the control plane would do) ---------------------------
@@ -141,6 +144,12 @@ class MemoryBackend:
         self.accounts[(domain, localpart)].disabled_reason = reason
         for listener in list(self._listeners):
             listener.on_account_disabled(domain, localpart, reason)
+
+    def destroy_room(self, domain: str, name: str, reason: str) -> None:
+        """Staff destroy a room: forget it, and tell the engine (occupants are told)."""
+        self.rooms.get(domain, {}).pop(name, None)
+        for listener in list(self._listeners):
+            listener.on_room_destroyed(domain, name, reason)
 
     def delete_account(self, domain: str, localpart: str) -> None:
         self.accounts.pop((domain, localpart), None)
@@ -355,6 +364,17 @@ class MemoryBackend:
             self.blocklists.pop((domain, localpart), None)
         else:
             self.blocklists.get((domain, localpart), set()).difference_update(jids)
+
+    # -- MucStore ---------------------------------------------------------------------------
+
+    async def load_rooms(self, domain: str) -> list[StoredRoom]:
+        return sorted(self.rooms.get(domain, {}).values(), key=lambda r: r.name)
+
+    async def save_room(self, domain: str, room: StoredRoom) -> None:
+        self.rooms.setdefault(domain, {})[room.name] = room
+
+    async def delete_room(self, domain: str, name: str) -> None:
+        self.rooms.get(domain, {}).pop(name, None)
 
     # -- ClientVersionLog -------------------------------------------------------------------
 

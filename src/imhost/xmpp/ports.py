@@ -28,6 +28,7 @@ __all__ = [
     "HostLimits",
     "HostListener",
     "HostStatus",
+    "MucStore",
     "OfflineMessage",
     "OfflineStore",
     "PrivateBackend",
@@ -38,6 +39,7 @@ __all__ = [
     "ScramCredentials",
     "ScramHash",
     "StorageFull",
+    "StoredRoom",
     "UsageRecord",
     "UsageSink",
     "VCardStore",
@@ -69,6 +71,12 @@ class HostLimits:
     the bytes metered as ``offline_storage_bytes`` and ``private_storage_bytes``. A write that
     would go over it is refused (:class:`StorageFull`); a deletion or a write that does not
     grow the total always passes."""
+    max_rooms: int | None = None
+    """XEP-0045 rooms (temporary and persistent) the service's conference service may hold
+    at once; creating one more is refused with ``resource-constraint``."""
+    max_room_occupants: int | None = None
+    """Occupants of one room; a room's own ``maxusers`` may be lower. Past it a join is
+    refused with ``service-unavailable`` (XEP-0045 §7.2.10)."""
     registration_allowed: bool = False
     """XEP-0077 in-band registration of new accounts (password change is always allowed)."""
     federation_allowed: bool = False
@@ -103,6 +111,12 @@ class HostListener(Protocol):
 
     def on_account_disabled(self, domain: str, localpart: str, reason: str) -> None:
         """An account was disabled or deleted: its sessions are closed."""
+        ...
+
+    def on_room_destroyed(self, domain: str, room: str, reason: str) -> None:
+        """The provider's or the customer's staff destroyed a XEP-0045 room of the host's
+        conference service (already gone from the ``MucStore``): its occupants are told
+        (``<destroy/>`` with ``reason``) and it is forgotten."""
         ...
 
 
@@ -364,6 +378,41 @@ class BlockListStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoredRoom:
+    """A persistent XEP-0045 room as stored: what survives a restart (not its occupants nor
+    its history)."""
+
+    name: str
+    """The room's localpart (prepared), e.g. ``team`` of ``team@conference.example.test``."""
+    config: dict[str, str]
+    """``muc#roomconfig`` values by field var; booleans ``"1"``/``"0"``, numbers as text."""
+    affiliations: dict[str, str]
+    """Bare JID -> ``owner``, ``admin``, ``member`` or ``outcast``."""
+    nicks: dict[str, str] = field(default_factory=dict)
+    """Bare JID -> nickname reserved by registration (muc#register)."""
+    subject: str = ""
+    subject_by: str = ""
+    """Nickname of who set the subject."""
+
+
+class MucStore(Protocol):
+    """XEP-0045 persistent rooms of a host's conference service, keyed by
+    ``(domain, room name)`` where ``domain`` is the hosted domain (not the service's)."""
+
+    async def load_rooms(self, domain: str) -> list[StoredRoom]:
+        """Every persistent room of the host (read when the host is loaded)."""
+        ...
+
+    async def save_room(self, domain: str, room: StoredRoom) -> None:
+        """Insert or replace a room."""
+        ...
+
+    async def delete_room(self, domain: str, name: str) -> None:
+        """Forget a room (no error if absent)."""
+        ...
+
+
 class ClientVersionLog(Protocol):
     """Where the data plane notes which client software an account signs in with (XEP-0092
     answers, e.g. ``"Conversations 2.16 (Android 14)"``), for support and troubleshooting.
@@ -385,6 +434,8 @@ METRICS = (
     "active_users",
     "offline_storage_bytes",
     "private_storage_bytes",
+    "room_messages",
+    "room_deliveries",
 )
 """Metric names a :class:`UsageRecord` carries (billing relies on exactly these)."""
 

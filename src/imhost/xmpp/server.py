@@ -34,11 +34,13 @@ from .core.router import HostState, Router, Stores
 from .core.stream import C2SStream, State, StreamServices, spawn
 from .modules.api import Module, ModuleContext
 from .modules.defaults import DEFAULT_MODULES
+from .modules.muc.service import MucModule, RoomSummary
 from .ports import (
     AccountAuth,
     BlockListStore,
     ClientVersionLog,
     HostDirectory,
+    MucStore,
     OfflineStore,
     PrivateStore,
     RosterStore,
@@ -311,7 +313,8 @@ class XmppServer:
 
     ``modules`` are the module classes every host loads, in this order (by default
     :data:`~imhost.xmpp.modules.defaults.DEFAULT_MODULES`, a plain list); ``client_versions``
-    keeps what client software each account uses (XEP-0092) for support.
+    keeps what client software each account uses (XEP-0092) for support; ``muc`` keeps the
+    persistent rooms (XEP-0045; without it they last for this run only).
     """
 
     def __init__(
@@ -327,6 +330,7 @@ class XmppServer:
         blocklist: BlockListStore,
         usage: UsageSink | None,
         client_versions: ClientVersionLog | None = None,
+        muc: MucStore | None = None,
         clock: Clock | None = None,
         modules: Sequence[type[Module]] = DEFAULT_MODULES,
         ssl_context: ssl.SSLContext | None = None,
@@ -338,7 +342,11 @@ class XmppServer:
         self.settings = settings
         self.directory = directory
         self.clock = clock or SystemClock()
-        self.stores = Stores(auth, roster, offline, private, vcard, blocklist)
+        if muc is None:
+            from .memory import MemoryBackend
+
+            muc = MemoryBackend()  # rooms kept for this run only
+        self.stores = Stores(auth, roster, offline, private, vcard, blocklist, muc)
         self.meter = Meter(
             usage,
             self.clock,
@@ -387,6 +395,7 @@ class XmppServer:
             blocklist=backend,
             usage=backend,
             client_versions=backend,
+            muc=backend,
             **kw,
         )
 
@@ -554,6 +563,25 @@ class XmppServer:
         for stream in list(self.services.streams):
             if stream.host_state is state and stream.localpart == localpart and not stream.closed:
                 stream.close_with_error(StreamErrorCondition.POLICY_VIOLATION, reason)
+
+    def on_room_destroyed(self, domain: str, room: str, reason: str) -> None:
+        muc = self._muc(domain)
+        if muc is not None:
+            muc.destroy(room, reason)
+
+    def _muc(self, domain: str) -> MucModule | None:
+        state = self.router.hosts.get(domain)
+        if state is None:
+            return None
+        for module in state.modules:
+            if isinstance(module, MucModule):
+                return module
+        return None
+
+    def rooms(self, domain: str) -> list[RoomSummary]:
+        """The rooms of a host's conference service now (temporary ones too), by name."""
+        muc = self._muc(domain)
+        return muc.room_summaries() if muc is not None else []
 
     def _streams_of(self, state: HostState) -> list[C2SStream]:
         found = {s for s in self.services.streams if s.host_state is state}

@@ -41,6 +41,7 @@ def test_the_server_loads_the_default_list() -> None:
         "register",
         "disco",
         "caps",
+        "muc",
     }
 
 

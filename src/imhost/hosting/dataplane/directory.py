@@ -120,6 +120,9 @@ class DbHostDirectory:
                 self.accounts.forget_host(change.domain)
                 if notify:
                     self._notify_removed(change.domain)
+            elif isinstance(change, changes.RoomDestroyed):
+                if notify:
+                    self._notify_room(change)
             else:
                 self.accounts.forget_account(change.domain, change.localpart)
                 account_host = cache.hosts.get(change.domain)
@@ -147,6 +150,13 @@ class DbHostDirectory:
         for listener in list(self._listeners):
             try:
                 listener.on_account_disabled(domain, localpart, reason)
+            except Exception:
+                log.exception("host listener failed")
+
+    def _notify_room(self, change: changes.RoomDestroyed) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener.on_room_destroyed(change.domain, change.room, change.reason)
             except Exception:
                 log.exception("host listener failed")
 

@@ -212,6 +212,7 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
         private=backend.private,
         vcard=backend.vcards,
         blocklist=backend.blocklist,
+        muc=backend.rooms,
         usage_sink=usage_sink,
         usage_engine=usage_engine,
         client_versions=backend.client_versions,  # XEP-0092 answers, kept for support

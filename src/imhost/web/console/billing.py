@@ -20,6 +20,7 @@ from imhost.accounts.permissions import Access, Scope
 from imhost.billing import dashboard
 from imhost.billing import service as billing
 from imhost.billing.flows import RunSummary, run_billing
+from imhost.billing.parties import missing_seller_details
 from imhost.catalog import service as catalog
 from imhost.catalog.schemas import PlanCreate, PlanVersionChange
 from imhost.kit.errors import DomainError, InvalidInput, NotFound
@@ -319,6 +320,100 @@ def billing_run(request: Request, principal: BillingWrite, runtime: RuntimeDep) 
         daemon=True,
     ).start()
     return redirect(request, f"/console/billing/runs/{state.id}")
+
+
+# --- seller details ---------------------------------------------------------------------------
+
+SELLER_FIELDS = {
+    "legal_name",
+    "street_1",
+    "street_2",
+    "street_3",
+    "postcode",
+    "city",
+    "home_country",
+    "provider_tax_id",
+    "registration_number",
+    "contact_email",
+}
+STREET_FIELDS = ("street_1", "street_2", "street_3")
+
+
+def _seller_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    *,
+    values: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
+    status: int = 200,
+) -> Response:
+    if values is None:
+        profile = billing.get_profile(db)
+        lines = profile.address.splitlines()
+        values = {
+            "legal_name": profile.legal_name,
+            **{key: (lines[i] if i < len(lines) else "") for i, key in enumerate(STREET_FIELDS)},
+            "postcode": profile.postcode,
+            "city": profile.city,
+            "home_country": profile.home_country,
+            "provider_tax_id": profile.provider_tax_id or "",
+            "registration_number": profile.registration_number or "",
+            "contact_email": profile.contact_email or "",
+        }
+    return render(
+        request,
+        "console/billing_settings.html",
+        {
+            "title": "Seller details",
+            "values": values,
+            "errors": errors or FormErrors(),
+            "missing": missing_seller_details(billing.get_profile(db)),
+        },
+        principal=principal,
+        db=db,
+        status_code=status,
+        section="Billing run",
+    )
+
+
+@router.get("/billing/settings")
+def seller_page(request: Request, principal: BillingRead, db: Db) -> Response:
+    return _seller_page(request, principal, db)
+
+
+@router.post("/billing/settings")
+def save_seller(
+    request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
+    """Save the provider's details as invoices print them (audited: billing.settings_changed)."""
+    try:
+        billing.update_profile(
+            db,
+            runtime.clock,
+            actor=principal.actor,
+            legal_name=text(form, "legal_name", max_length=300),
+            address="\n".join(text(form, key, max_length=200) for key in STREET_FIELDS),
+            postcode=text(form, "postcode", max_length=40),
+            city=text(form, "city", max_length=200),
+            home_country=text(form, "home_country", max_length=10),
+            provider_tax_id=text(form, "provider_tax_id", max_length=100),
+            registration_number=text(form, "registration_number", max_length=200),
+            contact_email=text(form, "contact_email", max_length=320),
+        )
+    except DomainError as exc:
+        db.rollback()
+        if exc.field == "address":
+            exc.field = "street_1"
+        return _seller_page(
+            request,
+            principal,
+            db,
+            values=values_of(form),
+            errors=FormErrors.of(exc, SELLER_FIELDS),
+            status=exc.status,
+        )
+    return redirect(request, "/console/billing/settings", "Seller details saved.")
 
 
 @router.get("/billing/runs/{run_id}")

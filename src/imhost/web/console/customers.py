@@ -23,6 +23,7 @@ from imhost.hosting import service as hosting
 from imhost.kit.errors import DomainError, InvalidInput, NotFound, PermissionDenied
 from imhost.kit.money import format_money
 from imhost.notify import mail
+from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, Requirement, RuntimeDep
 from imhost.web.pages import (
     Form,
@@ -35,6 +36,7 @@ from imhost.web.pages import (
     text,
     values_of,
 )
+from imhost.web.rooms import destroy_room, room_list
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -49,6 +51,7 @@ AuditRead = Annotated[Principal, Depends(staff("audit", Access.READ))]
 SecurityRead = Annotated[Principal, Depends(staff("security", Access.READ))]
 OutboxRead = Annotated[Principal, Depends(staff("outbox", Access.READ))]
 BillingWrite = Annotated[Principal, Depends(staff("billing-admin", Access.WRITE))]
+HostingAdminWrite = Annotated[Principal, Depends(staff("hosting-admin", Access.WRITE))]
 
 
 def _customer(db: Db, customer_id: str) -> Organization:
@@ -93,6 +96,7 @@ def _customer_page(
     db: Db,
     org: Organization,
     *,
+    runtime: Runtime,
     values: dict[str, str] | None = None,
     errors: FormErrors | None = None,
     form: str = "",
@@ -108,6 +112,7 @@ def _customer_page(
         "form": form,
     }
     ctx["services"] = hosting.services_of(db, org.id)
+    ctx["service_rooms"] = [(s, room_list(db, runtime, s)) for s in hosting.services_of(db, org.id)]
     sub = billing.current_subscription(db, org.id)
     ctx["subscription"] = sub
     if sub is not None:
@@ -127,8 +132,44 @@ def _customer_page(
 
 
 @router.get("/customers/{customer_id}")
-def customer(request: Request, customer_id: str, principal: CustomersRead, db: Db) -> Response:
-    return _customer_page(request, principal, db, _customer(db, customer_id))
+def customer(
+    request: Request, customer_id: str, principal: CustomersRead, db: Db, runtime: RuntimeDep
+) -> Response:
+    return _customer_page(request, principal, db, _customer(db, customer_id), runtime=runtime)
+
+
+@router.post("/customers/{customer_id}/services/{service_id}/rooms/{name}/destroy")
+def destroy_room_page(
+    request: Request,
+    customer_id: str,
+    service_id: str,
+    name: str,
+    principal: HostingAdminWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
+    org = _customer(db, customer_id)
+    service = hosting.get_service(db, service_id[:64], organization_id=org.id)
+    room = name[:1100]
+    url = f"/console/customers/{org.id}"
+    jid = f"{room}@{hosting.conference_domain(service)}"
+    ask = confirmation(
+        request,
+        form,
+        principal=principal,
+        db=db,
+        question=f"Destroy the group chat {jid}?",
+        consequence="Everyone in it is told your reason and it is gone, with its settings "
+        "and members. The customer sees it in their audit log.",
+        button="Destroy room",
+        cancel_url=url,
+        reason_field="reason",
+    )
+    if ask is not None:
+        return ask
+    destroy_room(db, runtime, service, room, text(form, "reason", max_length=500), principal)
+    return redirect(request, url, f"The group chat {jid} is destroyed.")
 
 
 @router.post("/customers/{customer_id}/plan")
@@ -180,6 +221,7 @@ def change_plan(
             principal,
             db,
             org,
+            runtime=runtime,
             values=values_of(form),
             errors=FormErrors.of(exc, {"plan_version_id"}),
             form="plan",
@@ -270,6 +312,7 @@ def add_charge(
             principal,
             db,
             org,
+            runtime=runtime,
             values=values_of(form),
             errors=errors,
             form="charge",

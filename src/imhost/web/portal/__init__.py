@@ -8,7 +8,18 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from imhost.web.pages import install_common
-from imhost.web.portal import account, add_ons, alerts, auth, billing, hosting, org, webhooks
+from imhost.web.portal import (
+    account,
+    add_ons,
+    alerts,
+    auth,
+    billing,
+    closing,
+    hosting,
+    org,
+    sepa,
+    webhooks,
+)
 
 # The page routers, each from its module (a new page module adds its router here).
 ROUTERS: tuple[APIRouter, ...] = (
@@ -18,6 +29,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     org.router,
     hosting.router,
     billing.router,
+    sepa.router,
+    closing.router,
     add_ons.router,
     webhooks.router,
 )

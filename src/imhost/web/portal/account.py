@@ -3,20 +3,24 @@ recovery codes, and active sessions."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
 from starlette.responses import Response
 
-from imhost.accounts import sessions
+from imhost.accounts import email_change, sessions
 from imhost.accounts.auth import confirmed_factor, mfa_required
-from imhost.accounts.models import User
+from imhost.accounts.models import EmailChange, User
 from imhost.kit.errors import DomainError, InvalidInput, TooManyRequests, Unauthenticated
 from imhost.web.api.v1.auth import set_session_cookie
-from imhost.web.deps import Db, Principal, RuntimeDep, commit_even_on_refusal
+from imhost.web.deps import Db, Principal, RuntimeDep, client_address, commit_even_on_refusal
 from imhost.web.pages import (
     Form,
     FormErrors,
     confirmation,
     markup,
+    page_public,
     redirect,
     render,
     text,
@@ -25,6 +29,8 @@ from imhost.web.pages import (
 from imhost.web.portal.auth import SelfPage, SelfPending
 
 router = APIRouter(prefix="/portal/account", include_in_schema=False)
+
+PublicPage = Annotated[Principal, Depends(page_public())]
 
 
 def _account(
@@ -155,6 +161,199 @@ def change_password(
     )
     set_session_cookie(response, runtime, new.cookie_value)
     return response
+
+
+# --- e-mail address ---------------------------------------------------------------------------
+
+
+def _email_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    runtime: RuntimeDep,
+    *,
+    values: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
+    error: DomainError | None = None,
+    status: int = 200,
+) -> Response:
+    user = user_of(principal)
+    pending = db.scalar(
+        select(EmailChange)
+        .where(
+            EmailChange.user_id == user.id,
+            EmailChange.used_at.is_(None),
+            EmailChange.cancelled_at.is_(None),
+            EmailChange.expires_at > runtime.clock.now(),
+        )
+        .order_by(EmailChange.created_at.desc())
+    )
+    return render(
+        request,
+        "portal/email.html",
+        {
+            "title": "Change your e-mail address",
+            "user": user,
+            "pending": pending,
+            "values": values or {},
+            "errors": errors or FormErrors(),
+        },
+        principal=principal,
+        db=db,
+        status_code=status,
+        error=error,
+        section="Account",
+    )
+
+
+@router.get("/email")
+def email_page(request: Request, principal: SelfPage, db: Db, runtime: RuntimeDep) -> Response:
+    return _email_page(request, principal, db, runtime)
+
+
+@router.post("/email")
+def request_email_change(
+    request: Request, principal: SelfPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
+    """Send the confirmation link to the new address (and a notice to the old one); nothing
+    changes until the link is opened."""
+    assert principal.web_session is not None
+    values = values_of(form)
+    try:
+        password = text(form, "password", max_length=1024)
+        if not password:
+            raise InvalidInput("Type your password to confirm this change.", field="password")
+        try:
+            with commit_even_on_refusal(db):
+                runtime.auth.reauthenticate(db, principal.web_session, password)
+        except (Unauthenticated, TooManyRequests) as exc:
+            return _email_page(
+                request,
+                principal,
+                db,
+                runtime,
+                values=values,
+                errors=FormErrors(fields={"password": exc.detail}),
+                error=exc,
+            )
+        change = email_change.request_change(
+            db,
+            runtime.clock,
+            user_of(principal),
+            text(form, "new_email", max_length=320),
+            address=client_address(request),
+        )
+    except DomainError as exc:
+        db.rollback()
+        return _email_page(
+            request,
+            principal,
+            db,
+            runtime,
+            values=values,
+            errors=FormErrors.of(exc, {"new_email", "password"}),
+            status=exc.status,
+        )
+    return redirect(
+        request,
+        "/portal/account/email",
+        f"We sent a link to {change.new_email}. Open it to confirm the new address; until "
+        "then your address stays as it is.",
+    )
+
+
+def _email_link_page(
+    request: Request,
+    principal: Principal,
+    *,
+    kind: str,
+    token: str = "",
+    change: EmailChange | None = None,
+    error: str = "",
+    status: int = 200,
+) -> Response:
+    return render(
+        request,
+        "portal/email_link.html",
+        {
+            "title": "Confirm your new e-mail address"
+            if kind == "confirm"
+            else "Stop the change of your e-mail address",
+            "kind": kind,
+            "token": token,
+            "change": change,
+            "error": error,
+        },
+        principal=principal,
+        status_code=status,
+    )
+
+
+@router.get("/email/{token}")
+def email_confirm_page(
+    request: Request, token: str, principal: PublicPage, db: Db, runtime: RuntimeDep
+) -> Response:
+    """The link sent to the new address: a button (a GET changes nothing: mail scanners open
+    links)."""
+    try:
+        change = email_change.find_change(db, runtime.clock, token[:200])
+    except DomainError as exc:
+        return _email_link_page(
+            request, principal, kind="confirm", error=exc.detail, status=exc.status
+        )
+    return _email_link_page(request, principal, kind="confirm", token=token[:200], change=change)
+
+
+@router.post("/email/{token}")
+def email_confirm(
+    request: Request, token: str, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
+    try:
+        user = email_change.confirm_change(
+            db, runtime.clock, token[:200], address=client_address(request)
+        )
+    except DomainError as exc:
+        db.rollback()
+        return _email_link_page(
+            request, principal, kind="confirm", error=exc.detail, status=exc.status
+        )
+    return redirect(
+        request, "/portal/account", f"Your e-mail address is now {user.email}; it is confirmed."
+    )
+
+
+@router.get("/email/cancel/{token}")
+def email_cancel_page(
+    request: Request, token: str, principal: PublicPage, db: Db, runtime: RuntimeDep
+) -> Response:
+    try:
+        change = email_change.find_change_to_cancel(db, runtime.clock, token[:200])
+    except DomainError as exc:
+        return _email_link_page(
+            request, principal, kind="cancel", error=exc.detail, status=exc.status
+        )
+    return _email_link_page(request, principal, kind="cancel", token=token[:200], change=change)
+
+
+@router.post("/email/cancel/{token}")
+def email_cancel(
+    request: Request, token: str, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
+    try:
+        change = email_change.cancel_change(
+            db, runtime.clock, token[:200], address=client_address(request)
+        )
+    except DomainError as exc:
+        db.rollback()
+        return _email_link_page(
+            request, principal, kind="cancel", error=exc.detail, status=exc.status
+        )
+    return redirect(
+        request,
+        "/portal/sign-in",
+        f"The change is stopped: the account keeps {change.old_email}. If you did not ask for "
+        "it, change your password now.",
+    )
 
 
 # --- two-factor authentication ------------------------------------------------------------------

@@ -12,10 +12,10 @@ from starlette.responses import Response
 from imhost.accounts import recovery, sessions
 from imhost.accounts import service as accounts
 from imhost.accounts.auth import confirmed_factor
-from imhost.accounts.models import OrgRole, User, WebSession
+from imhost.accounts.models import OrgRole, OrgStatus, User, WebSession
 from imhost.accounts.permissions import Access, Scope
 from imhost.accounts.sessions import COOKIE_NAME
-from imhost.accounts.signup import SignupForm, find_signup, request_signup
+from imhost.accounts.signup import SignupForm, find_signup, join_by_invitation, request_signup
 from imhost.catalog import service as catalog
 from imhost.kit.errors import DomainError, InvalidInput, NotFound, TooManyRequests, Unauthenticated
 from imhost.web.api.v1.auth import finish_signup, set_session_cookie
@@ -44,9 +44,14 @@ SelfPending = Annotated[
 
 
 def home_for(db: Db, user: User) -> str:
+    """Where signing in lands: the first open organization; the list of organizations when
+    all of the person's organizations are closed."""
     orgs = accounts.organizations_of(db, user.id)
+    open_orgs = [org for org, _ in orgs if org.status != OrgStatus.CLOSED.value]
+    if open_orgs:
+        return f"/portal/orgs/{open_orgs[0].slug}/"
     if orgs:
-        return f"/portal/orgs/{orgs[0][0].slug}/"
+        return "/portal/orgs"
     if user.staff_role:
         return "/console/"
     return "/portal/account"
@@ -61,6 +66,20 @@ def root(_: PublicPage) -> Response:
 def portal_home(principal: SelfPage, db: Db) -> Response:
     assert principal.user is not None
     return RedirectResponse(home_for(db, principal.user), status_code=303)
+
+
+@router.get("/portal/orgs")
+def organizations_page(request: Request, principal: SelfPage, db: Db) -> Response:
+    """Every organization the person belongs to, with their role and its status."""
+    assert principal.user is not None
+    return render(
+        request,
+        "portal/orgs.html",
+        {"title": "Your organizations", "orgs": accounts.organizations_of(db, principal.user.id)},
+        principal=principal,
+        db=db,
+        section="Organizations",
+    )
 
 
 # --- sign in -------------------------------------------------------------------------------
@@ -479,7 +498,12 @@ def invitation_page(
     ctx = _invitation_context(db, runtime, token)
     web = _signed_in(request, db, runtime)
     user = db.get(User, web.user_id) if web is not None else None
-    ctx.update(signed_in_as=user.email if user else None, title="Invitation")
+    ctx.update(
+        signed_in_as=user.email if user else None,
+        title="Invitation",
+        values={},
+        errors=FormErrors(),
+    )
     if web is not None:
         ctx["csrf_token"] = web.csrf_token
     return render(
@@ -511,7 +535,13 @@ def accept_invitation(
     except DomainError as exc:
         db.rollback()
         ctx = _invitation_context(db, runtime, token)
-        ctx.update(signed_in_as=principal.user.email, error=exc.detail, title="Invitation")
+        ctx.update(
+            signed_in_as=principal.user.email,
+            error=exc.detail,
+            title="Invitation",
+            values={},
+            errors=FormErrors(),
+        )
         return render(
             request,
             "portal/invitation.html",
@@ -522,6 +552,55 @@ def accept_invitation(
         )
     org = accounts.get_organization(db, membership.organization_id)
     return redirect(request, f"/portal/orgs/{org.slug}/", f"You joined {org.name}.")
+
+
+@router.post("/portal/invitations/{token}/join")
+def join_invitation(
+    request: Request, token: str, principal: PublicPage, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
+    """An invited person without an account makes just their user (name and password; the
+    invited address counts as verified) and lands in the inviting organization."""
+    values = values_of(form)
+    try:
+        password = text(form, "password", max_length=1024)
+        if password != text(form, "repeat_password", max_length=1024):
+            raise InvalidInput("The two passwords differ.", field="repeat_password")
+        joined = join_by_invitation(
+            db,
+            runtime.clock,
+            runtime.settings.security,
+            token[:200],
+            name=text(form, "name", max_length=300),
+            password=password,
+        )
+    except DomainError as exc:
+        db.rollback()
+        ctx = _invitation_context(db, runtime, token)
+        ctx.update(
+            title="Invitation",
+            signed_in_as=None,
+            values=values,
+            errors=FormErrors.of(exc, {"name", "password", "repeat_password"}),
+        )
+        return render(
+            request, "portal/invitation.html", ctx, principal=principal, status_code=exc.status
+        )
+    new = sessions.start_session(
+        db,
+        runtime.clock,
+        runtime.settings.security,
+        user_id=joined.user.id,
+        address=client_address(request),
+        user_agent=request.headers.get("user-agent"),
+        mfa_verified=True,
+    )
+    response = redirect(
+        request,
+        f"/portal/orgs/{joined.organization.slug}/",
+        f"Welcome! You joined {joined.organization.name}.",
+    )
+    set_session_cookie(response, runtime, new.cookie_value)
+    return response
 
 
 def has_mfa(db: Db, user_id: str) -> bool:

@@ -1,6 +1,7 @@
 """Billing in the portal: the current plan and changing it (with the proration preview before
 confirming), usage to date with a chart over the period, the forecast against the budget,
-budget thresholds, invoices (with each line's calculation, and the PDF), payments and credit."""
+budget thresholds, invoices (with each line's calculation, the VAT breakdown, the PDF and the
+EN 16931 e-invoice), payments and credit, and the billing details invoices are addressed to."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from starlette.responses import Response
 from imhost.accounts.permissions import Access, org_role_allows, staff_role_allows
 from imhost.billing import service as billing
 from imhost.billing.budgets import pricing_for
+from imhost.billing.documents import invoice_document, rate_label
 from imhost.billing.forecast import forecast_invoice, forecast_invoices
 from imhost.billing.models import Invoice
 from imhost.billing.plans import load_plan_terms
@@ -466,12 +468,24 @@ def invoice_page(request: Request, invoice_id: str, principal: BillingRead, db: 
         {
             "title": f"Invoice {invoice.number}",
             "invoice": invoice,
-            "lines": billing.invoice_lines(db, invoice.id),
+            "doc": invoice_document(db, invoice),
+            "vat_label": rate_label,
             "payments": billing.invoice_payments(db, invoice.id),
         },
         principal=principal,
         db=db,
         section="Billing",
+    )
+
+
+@router.get("/invoices/{invoice_id}/e-invoice")
+def invoice_einvoice(invoice_id: str, principal: BillingRead, db: Db) -> Response:
+    """The EN 16931 e-invoice (CII XML) of an invoice, for accounting software."""
+    invoice = _invoice(db, principal, invoice_id)
+    return Response(
+        billing.invoice_xml(db, invoice),
+        media_type="application/xml",
+        headers={"Content-Disposition": f'attachment; filename="{invoice.number}.xml"'},
     )
 
 
@@ -482,4 +496,94 @@ def invoice_pdf(invoice_id: str, principal: BillingRead, db: Db) -> Response:
         render_invoice_pdf(db, invoice),
         media_type="application/pdf",
         headers={"Content-Disposition": f'attachment; filename="{invoice.number}.pdf"'},
+    )
+
+
+# --- billing details ----------------------------------------------------------------------------
+
+DETAIL_FIELDS = {
+    "name",
+    "street_1",
+    "street_2",
+    "street_3",
+    "postcode",
+    "city",
+    "country",
+    "tax_id",
+    "invoice_email",
+}
+STREET_FIELDS = ("street_1", "street_2", "street_3")
+
+
+def _details_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    *,
+    values: dict[str, str] | None = None,
+    errors: FormErrors | None = None,
+    status: int = 200,
+) -> Response:
+    if values is None:
+        org = principal.org
+        details = billing.get_customer_details(db, org.id)
+        lines = details.address.splitlines() if details else []
+        values = {
+            "name": details.name if details else "",
+            **{key: (lines[i] if i < len(lines) else "") for i, key in enumerate(STREET_FIELDS)},
+            "postcode": details.postcode if details else "",
+            "city": details.city if details else "",
+            "country": org.country or "",
+            "tax_id": org.tax_id or "",
+            "invoice_email": (details.invoice_email or "") if details else "",
+        }
+    return render(
+        request,
+        "portal/billing_details.html",
+        {"title": "Billing details", "values": values, "errors": errors or FormErrors()},
+        principal=principal,
+        db=db,
+        status_code=status,
+        section="Billing",
+    )
+
+
+@router.get("/details")
+def details_page(request: Request, principal: BillingRead, db: Db) -> Response:
+    return _details_page(request, principal, db)
+
+
+@router.post("/details")
+def save_details(
+    request: Request, principal: BillingWrite, form: Form, db: Db, runtime: RuntimeDep
+) -> Response:
+    """Save what invoices are addressed to (audited: billing.customer_details_changed)."""
+    try:
+        billing.update_customer_details(
+            db,
+            runtime.clock,
+            principal.org,
+            actor=principal.actor,
+            name=text(form, "name", max_length=300),
+            address="\n".join(text(form, key, max_length=200) for key in STREET_FIELDS),
+            postcode=text(form, "postcode", max_length=40),
+            city=text(form, "city", max_length=200),
+            country=text(form, "country", max_length=10),
+            tax_id=text(form, "tax_id", max_length=100),
+            invoice_email=text(form, "invoice_email", max_length=320),
+        )
+    except DomainError as exc:
+        db.rollback()
+        if exc.field == "address":
+            exc.field = "street_1"
+        return _details_page(
+            request,
+            principal,
+            db,
+            values=values_of(form),
+            errors=FormErrors.of(exc, DETAIL_FIELDS),
+            status=exc.status,
+        )
+    return redirect(
+        request, f"/portal/orgs/{principal.org.slug}/billing/details", "Billing details saved."
     )

@@ -15,6 +15,7 @@ from imhost.accounts.mfa import qr_svg
 from imhost.accounts.permissions import Access
 from imhost.hosting import service as hosting
 from imhost.hosting.models import HostedService
+from imhost.hosting.schemas import RoomList
 from imhost.kit.errors import DomainError, InvalidInput
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, Principal, RuntimeDep
@@ -31,6 +32,7 @@ from imhost.web.pages import (
     text,
     values_of,
 )
+from imhost.web.rooms import destroy_room, room_list
 
 router = APIRouter(prefix="/portal/orgs/{org_id}/service", include_in_schema=False)
 
@@ -79,7 +81,11 @@ def stored_mb(db: Db, service: HostedService) -> int:
     return -(-hosting.stored_bytes(db, service.id) // hosting.BYTES_PER_MB)
 
 
-def limits_of(db: Db, runtime: Runtime, service: HostedService) -> list[Limit]:
+def limits_of(
+    db: Db, runtime: Runtime, service: HostedService, rooms: RoomList | None = None
+) -> list[Limit]:
+    rooms = rooms or room_list(db, runtime, service)
+    live = runtime.xmpp is not None
     return [
         Limit("Accounts", hosting.count_accounts(db, service.id), service.max_accounts),
         Limit("Connections at once", live_connections(runtime, service), service.max_connections),
@@ -87,6 +93,8 @@ def limits_of(db: Db, runtime: Runtime, service: HostedService) -> list[Limit]:
         Limit("Messages per second per account", None, service.message_rate),
         Limit("Offline messages kept", None, service.max_offline_messages),
         Limit("Storage (MB)", stored_mb(db, service), service.storage_mb),
+        Limit("Group chat rooms", len(rooms.items) if live else None, service.max_rooms),
+        Limit("People in one group chat", None, service.max_room_occupants),
     ]
 
 
@@ -115,12 +123,14 @@ def service_page(request: Request, principal: HostingRead, db: Db, runtime: Runt
     items = []
     for s in services:
         conn = connection(runtime, s)
+        rooms = room_list(db, runtime, s)
         items.append(
             {
                 "service": s,
-                "limits": limits_of(db, runtime, s),
+                "limits": limits_of(db, runtime, s, rooms),
                 "connection": conn,
                 "qr": markup(qr_svg(conn["uri"], scale=5)),
+                "rooms": rooms,
             }
         )
     return render(
@@ -310,6 +320,38 @@ def disable_account(
         actor=principal.actor,
     )
     return redirect(request, url, f"{account.localpart}@{service.domain} is disabled.")
+
+
+@router.post("/{service_id}/rooms/{name}/destroy")
+def destroy_room_page(
+    request: Request,
+    service_id: str,
+    name: str,
+    principal: HostingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
+    service = _service(db, principal, service_id)
+    room = name[:1100]
+    url = f"/portal/orgs/{principal.org.slug}/service"
+    jid = f"{room}@{hosting.conference_domain(service)}"
+    ask = confirmation(
+        request,
+        form,
+        principal=principal,
+        db=db,
+        question=f"Destroy the group chat {jid}?",
+        consequence="Everyone in it is told your reason and it is gone, with its settings "
+        "and members. Its address can be used again for a new room.",
+        button="Destroy room",
+        cancel_url=url,
+        reason_field="reason",
+    )
+    if ask is not None:
+        return ask
+    destroy_room(db, runtime, service, room, text(form, "reason", max_length=500), principal)
+    return redirect(request, url, f"The group chat {jid} is destroyed.")
 
 
 @router.post("/{service_id}/accounts/{username}/enable")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
 from imhost.accounts import audit as audit_log
@@ -55,9 +56,10 @@ def base_url(principal: Principal) -> str:
 @router.get("/")
 def overview(request: Request, principal: OrgRead, db: Db, runtime: RuntimeDep) -> Response:
     from imhost.web.portal.billing import billing_summary
-    from imhost.web.portal.hosting import services_summary
+    from imhost.web.portal.home import at_a_glance
 
     org = principal.org
+    summary = billing_summary(db, runtime, principal)
     return render(
         request,
         "portal/overview.html",
@@ -65,13 +67,39 @@ def overview(request: Request, principal: OrgRead, db: Db, runtime: RuntimeDep) 
             "title": org.name,
             "org": org,
             "members": len(accounts.list_members(db, org.id)),
-            "services": services_summary(db, principal),
-            "billing": billing_summary(db, runtime, principal),
+            "billing": summary,
+            "glance": at_a_glance(db, runtime, principal, summary),
         },
         principal=principal,
         db=db,
         section="Overview",
     )
+
+
+# The sections of an organization's pages (the first part of the path after its name), and
+# the area a member must be allowed to read to open each.
+SECTION_AREAS = {
+    "service": "hosting",
+    "billing": "usage",
+    "members": "members",
+    "tokens": "tokens",
+    "security": "security",
+    "settings": "organization",
+    "close": "closure",
+}
+
+
+@router.get("/switch")
+def switch(principal: OrgRead, section: str = "") -> Response:
+    """Go to another organization, on the same section when it exists there and the member's
+    role there may open it (else its overview)."""
+    from imhost.web.portal.home import may_read
+
+    area = SECTION_AREAS.get(section[:32])
+    target = base_url(principal) + "/"
+    if area is not None and may_read(principal, area):
+        target += section
+    return RedirectResponse(target, status_code=303)
 
 
 # --- members and invitations ---------------------------------------------------------------------

@@ -34,6 +34,8 @@ _COUNTERS = (
     "stanzas_iq",
     "bytes_in",
     "bytes_out",
+    "room_messages",
+    "room_deliveries",
 )
 
 
@@ -50,6 +52,8 @@ class HostCounters:
         "connections_peak",
         "messages",
         "new_active",
+        "room_deliveries",
+        "room_messages",
         "stanzas_iq",
         "stanzas_message",
         "stanzas_presence",
@@ -63,6 +67,10 @@ class HostCounters:
         self.stanzas_iq = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self.room_messages = 0
+        """Groupchat messages accepted by the host's rooms (XEP-0045), each counted once."""
+        self.room_deliveries = 0
+        """Copies of those messages delivered to occupants (the fan-out)."""
         self.connections = 0
         """Current authenticated connections (a gauge, not reset by a flush)."""
         self.connections_peak = 0
@@ -96,6 +104,7 @@ class HostCounters:
             or self.stanzas_iq
             or self.bytes_in
             or self.bytes_out
+            or self.room_messages
             or self.connections_peak
             or self.connections
             or self.new_active
@@ -110,9 +119,12 @@ class HostCounters:
             "stanzas_iq": self.stanzas_iq,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
+            "room_messages": self.room_messages,
+            "room_deliveries": self.room_deliveries,
         }
         self.messages = self.stanzas_message = self.stanzas_presence = self.stanzas_iq = 0
         self.bytes_in = self.bytes_out = 0
+        self.room_messages = self.room_deliveries = 0
         totals = self.totals
         for key, value in out.items():
             totals[key] += value
@@ -129,6 +141,8 @@ class HostCounters:
             "stanzas_iq": self.stanzas_iq,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
+            "room_messages": self.room_messages,
+            "room_deliveries": self.room_deliveries,
         }
         out = {k: self.totals[k] + pending[k] for k in _COUNTERS}
         out["connections"] = self.connections

@@ -20,6 +20,7 @@ from imhost.kit.jid import JID, parse_jid
 from ..ports import (
     AccountAuth,
     BlockListStore,
+    MucStore,
     OfflineStore,
     PrivateStore,
     RosterStore,
@@ -50,6 +51,9 @@ IqHandler = Callable[[StanzaEvent], "Element | Awaitable[Element | None] | None"
 StreamFeature = Callable[["C2SStream"], "Element | None"]
 NonzaHandler = Callable[["C2SStream", Element], "Awaitable[None] | None"]
 PreauthIqHandler = Callable[["C2SStream", Element], "Element | Awaitable[Element | None] | None"]
+ComponentHandler = Callable[["C2SStream", Element, JID], "Awaitable[None] | None"]
+"""Takes every stanza a client of the host sends to a component's domain (``from`` stamped,
+``to`` prepared): ``handler(session, stanza, to)``."""
 
 
 @dataclass(slots=True)
@@ -62,6 +66,7 @@ class Stores:
     private: PrivateStore
     vcard: VCardStore
     blocklist: BlockListStore
+    muc: MucStore
 
 
 class TokenBucket:
@@ -120,6 +125,11 @@ class HostState:
         """Top-level elements of a bound stream in another namespace (e.g. XEP-0352)."""
         self.preauth_iq_handlers: dict[str, PreauthIqHandler] = {}
         """iq before authentication, by payload namespace (e.g. XEP-0077 registration)."""
+        self.components: dict[str, ComponentHandler] = {}
+        """Service domains of this host served by a module (``conference.<domain>``, XEP-0045):
+        what the host's clients send there goes to the handler."""
+        self.items: list[tuple[str, str]] = []
+        """disco#items of the host (XEP-0030 §4): (jid, name) of its services."""
         # RFC 3921 §3 session establishment: a no-op kept for old clients (RFC 6121 App. E).
         self.iq_handlers[(NS_SESSION, IqType.SET)] = [(IqTarget.BOTH, _session_iq)]
 
@@ -252,12 +262,20 @@ class Router:
             counters.stanzas_message += 1
             if el.find("body") is not None:
                 counters.messages += 1
+            if to is not None and host.components and to.domain in host.components:
+                if not self._rate_limit(stream, host, el):
+                    return None
+                return host.components[to.domain](stream, el, to)
             return self._message_from_client(stream, host, el, to)
         if name == "presence":
             counters.stanzas_presence += 1
+            if to is not None and host.components and to.domain in host.components:
+                return host.components[to.domain](stream, el, to)
             return self._presence_from_client(stream, host, el, to)
         if name == "iq":
             counters.stanzas_iq += 1
+            if to is not None and host.components and to.domain in host.components:
+                return self._iq_to_component(stream, host, el, to)
             return self._iq_from_client(stream, host, el, to)
         # RFC 6120 §4.9.3.24: unknown top-level element in the content namespace.
         from .errors import StreamError, StreamErrorCondition
@@ -611,6 +629,21 @@ class Router:
                 stream.deliver(result)
             return None
         return self._iq_async(stream, el, result)
+
+    def _iq_to_component(
+        self, stream: C2SStream, host: HostState, el: Element, to: JID
+    ) -> Awaitable[None] | None:
+        """An iq to a component: the RFC 6120 §8.2.3 checks, then its handler."""
+        iq_type = el.attrs.get("type")
+        if iq_type not in ("get", "set", "result", "error") or (el.attrs.get("id") is None):
+            self.reply_error(stream, el, StanzaErrorCondition.BAD_REQUEST, "bad iq type or id")
+            return None
+        if iq_type in ("get", "set") and sum(isinstance(c, Element) for c in el.children) != 1:
+            self.reply_error(
+                stream, el, StanzaErrorCondition.BAD_REQUEST, "an iq needs one payload"
+            )
+            return None
+        return host.components[to.domain](stream, el, to)
 
     async def _iq_async(
         self, stream: C2SStream, el: Element, pending: Awaitable[Element | None]

@@ -36,7 +36,14 @@ from ..core.hooks import (
     SessionKey,
     StanzaEvent,
 )
-from ..core.router import IqHandler, NonzaHandler, PreauthIqHandler, Stores, StreamFeature
+from ..core.router import (
+    ComponentHandler,
+    IqHandler,
+    NonzaHandler,
+    PreauthIqHandler,
+    Stores,
+    StreamFeature,
+)
 from ..core.xml import NS_CLIENT, Element
 from ..ports import ClientVersionLog, VirtualHost
 
@@ -160,6 +167,36 @@ class ModuleContext:
         """Add an element to ``<stream:features/>`` (after auth by default, e.g. CSI, rosterver;
         ``before_auth=True`` for e.g. XEP-0077 ``<register/>``). Return None to omit it."""
         (self._host.preauth_features if before_auth else self._host.stream_features).append(factory)
+
+    def add_component(self, domain: str, handler: ComponentHandler) -> None:
+        """Serve a service domain of this host (e.g. ``conference.<domain>``, XEP-0045): every
+        stanza the host's clients send to ``domain`` or to an address in it goes to
+        ``handler(session, stanza, to)`` (``from`` stamped, ``to`` prepared; messages are
+        rate limited and counted as usual; an iq get/set has exactly one payload)."""
+        self._host.components[domain] = handler
+
+    def remove_component(self, domain: str) -> None:
+        self._host.components.pop(domain, None)
+
+    def add_item(self, jid: str, name: str = "") -> None:
+        """List a service in the host's disco#items (XEP-0030 §4)."""
+        if (jid, name) not in self._host.items:
+            self._host.items.append((jid, name))
+
+    def remove_item(self, jid: str) -> None:
+        self._host.items[:] = [i for i in self._host.items if i[0] != jid]
+
+    @property
+    def items(self) -> list[tuple[str, str]]:
+        """The host's disco#items: (jid, name)."""
+        return list(self._host.items)
+
+    def count_room_message(self, deliveries: int) -> None:
+        """Meter one groupchat message a room accepted and the copies it sent to occupants
+        (``room_messages`` and ``room_deliveries``)."""
+        counters = self._host.counters
+        counters.room_messages += 1
+        counters.room_deliveries += deliveries
 
     # -- sibling modules --------------------------------------------------------------------
 

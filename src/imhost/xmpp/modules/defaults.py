@@ -11,6 +11,7 @@ from .caps import CapsModule
 from .carbons import CarbonsModule
 from .csi import CsiModule
 from .disco import DiscoModule
+from .muc import MucModule
 from .offline import OfflineModule
 from .ping import PingModule
 from .presence import PresenceModule
@@ -34,4 +35,5 @@ DEFAULT_MODULES: list[type[Module]] = [
     RegisterModule,
     DiscoModule,
     CapsModule,
+    MucModule,
 ]

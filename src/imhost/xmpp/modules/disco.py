@@ -62,21 +62,22 @@ def info_query(
 class DiscoModule(Module):
     """XEP-0030 §3 disco#info and §4 disco#items, for the host and for accounts.
 
-    The host's identities and features are whatever the loaded modules registered, read at
-    query time (a module loaded later is included)::
+        The host's identities and features are whatever the loaded modules registered, read at
+        query time (a module loaded later is included)::
 
-        C: <iq type='get' id='d1' to='example.test'>
-             <query xmlns='http://jabber.org/protocol/disco#info'/></iq>
-        S: <iq type='result' id='d1' from='example.test' to='alice@example.test/res'>
-             <query xmlns='http://jabber.org/protocol/disco#info'>
-               <identity category='server' type='im' name='imhost'/>
-               <feature var='http://jabber.org/protocol/disco#info'/> ...</query></iq>
+            C: <iq type='get' id='d1' to='example.test'>
+                 <query xmlns='http://jabber.org/protocol/disco#info'/></iq>
+            S: <iq type='result' id='d1' from='example.test' to='alice@example.test/res'>
+                 <query xmlns='http://jabber.org/protocol/disco#info'>
+                   <identity category='server' type='im' name='imhost'/>
+                   <feature var='http://jabber.org/protocol/disco#info'/> ...</query></iq>
 
-    An account (§3.2 "on behalf of" the user) answers with ``account/registered`` and the
-    account features to the user and to contacts with a presence subscription
-    (``from``/``both``); anyone else gets ``service-unavailable``, as if it did not exist
-    (RFC 6121 §8.5.1: no account enumeration). ``node`` other than the XEP-0115 ``node#ver``
-    is ``item-not-found``. Items: none yet (MUC and upload components come later).
+        An account (§3.2 "on behalf of" the user) answers with ``account/registered`` and the
+        account features to the user and to contacts with a presence subscription
+        (``from``/``both``); anyone else gets ``service-unavailable``, as if it did not exist
+        (RFC 6121 §8.5.1: no account enumeration). ``node`` other than the XEP-0115 ``node#ver``
+        is ``item-not-found``. The host's items are the services modules list (``ctx.add_item``:
+    the XEP-0045 conference service).
     """
 
     name = "disco"
@@ -111,7 +112,9 @@ class DiscoModule(Module):
         to = event.to
         if to is None or not to.local:
             reply = result_of(event.stanza)
-            reply.sub("query", NS_DISCO_ITEMS)
+            items = reply.sub("query", NS_DISCO_ITEMS)
+            for jid, name in self.ctx.items:
+                items.sub("item", attrs={"jid": jid, "name": name} if name else {"jid": jid})
             return reply
         return self._account(event, info=False)
 

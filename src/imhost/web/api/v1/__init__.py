@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from imhost.web.api.v1 import accounts, admin, auth, billing, catalog, hosting, me, usage
+from imhost.web.api.v1 import (
+    accounts,
+    admin,
+    auth,
+    billing,
+    catalog,
+    closing,
+    hosting,
+    me,
+    sepa,
+    usage,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     auth.router,
@@ -19,8 +30,10 @@ ROUTERS: tuple[APIRouter, ...] = (
     admin.router,
     hosting.router,
     billing.router,
+    sepa.router,
     catalog.router,
     usage.router,
+    closing.router,
 )
 
 

@@ -8,7 +8,6 @@ from sqlalchemy.orm import Session
 from imhost.accounts import recovery, sessions
 from imhost.accounts import service as accounts
 from imhost.accounts.audit import Actor
-from imhost.accounts.auth import password_policy_for, validate_new_password
 from imhost.accounts.models import WebSession
 from imhost.accounts.schemas import (
     AcceptedOut,
@@ -25,7 +24,6 @@ from imhost.accounts.schemas import (
 )
 from imhost.accounts.signup import CompletedSignup, SignupForm, complete_signup, request_signup
 from imhost.billing import service as billing
-from imhost.kit.errors import Conflict
 from imhost.runtime import Runtime
 from imhost.web.deps import (
     Db,
@@ -234,18 +232,16 @@ def register_with_invitation(
 
     The e-mail address is the one the invitation was sent to, so it counts as verified.
     """
-    invitation = accounts.find_invitation(db, runtime.clock, body.token)
-    if accounts.get_user_by_email(db, invitation.email) is not None:
-        raise Conflict(
-            "an account with this e-mail address exists; sign in, then accept the invitation"
-        )
-    policy = password_policy_for(db, runtime.settings.security, None)
-    validate_new_password(body.password, policy, user_inputs=[invitation.email, body.name])
-    user = accounts.create_user(
-        db, runtime.clock, email=invitation.email, name=body.name, email_verified=True
-    )
-    runtime.auth.set_password_directly(db, user, body.password)
-    accounts.accept_invitation(db, runtime.clock, body.token, user)
+    from imhost.accounts.signup import join_by_invitation
+
+    user = join_by_invitation(
+        db,
+        runtime.clock,
+        runtime.settings.security,
+        body.token,
+        name=body.name,
+        password=body.password,
+    ).user
     new = sessions.start_session(
         db,
         runtime.clock,

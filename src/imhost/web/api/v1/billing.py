@@ -30,6 +30,8 @@ from imhost.billing.schemas import (
     CreditNoteIn,
     CreditNoteOut,
     CreditOut,
+    CustomerDetailsIn,
+    CustomerDetailsOut,
     DunningOut,
     InvoiceDetailOut,
     InvoiceLineOut,
@@ -233,6 +235,64 @@ def invoice_html(invoice_id: str, principal: BillingRead, db: Db) -> HTMLRespons
     invoice = _org_invoice(db, principal, invoice_id)
     return HTMLResponse(
         render_invoice_html(db, invoice, usage_link=lambda line: usage_url(invoice, line) or "")
+    )
+
+
+XML = "application/xml"
+
+
+@router.get(ORG + "/invoices/{invoice_id}/e-invoice", response_class=Response)
+def invoice_einvoice(invoice_id: str, principal: BillingRead, db: Db) -> Response:
+    """The invoice as an EN 16931 e-invoice: UN/CEFACT CII XML, Factur-X profile EN 16931
+    (the same XML is inside the PDF)."""
+    invoice = _org_invoice(db, principal, invoice_id)
+    return Response(
+        service.invoice_xml(db, invoice),
+        media_type=XML,
+        headers={"Content-Disposition": f'attachment; filename="{invoice.number}.xml"'},
+    )
+
+
+@router.get(ORG + "/credit-notes/{credit_note_id}/e-invoice", response_class=Response)
+def credit_note_einvoice(credit_note_id: str, principal: BillingRead, db: Db) -> Response:
+    """A credit note as an EN 16931 e-invoice (CII XML, document type 381)."""
+    note = service.get_credit_note(db, credit_note_id[:64], principal.org_id)
+    return Response(
+        service.credit_note_xml(db, note),
+        media_type=XML,
+        headers={"Content-Disposition": f'attachment; filename="{note.number}.xml"'},
+    )
+
+
+@router.get(ORG + "/details", response_model=CustomerDetailsOut)
+def billing_details(principal: BillingRead, db: Db) -> CustomerDetailsOut:
+    """What the organization's invoices are addressed to."""
+    return _details_out(db, principal)
+
+
+@router.put(ORG + "/details", response_model=CustomerDetailsOut)
+def set_billing_details(
+    body: CustomerDetailsIn, principal: BillingWrite, db: Db, runtime: RuntimeDep
+) -> CustomerDetailsOut:
+    """Set the billing address, VAT ID and invoice e-mail (audited); issued invoices keep
+    the details they were issued with."""
+    service.update_customer_details(
+        db, runtime.clock, principal.org, actor=principal.actor, **body.model_dump()
+    )
+    return _details_out(db, principal)
+
+
+def _details_out(db: Db, principal: Principal) -> CustomerDetailsOut:
+    org = principal.org
+    details = service.get_customer_details(db, org.id)
+    return CustomerDetailsOut(
+        name=details.name if details else "",
+        address=details.address if details else "",
+        postcode=details.postcode if details else "",
+        city=details.city if details else "",
+        country=org.country,
+        tax_id=org.tax_id,
+        invoice_email=details.invoice_email if details else None,
     )
 
 

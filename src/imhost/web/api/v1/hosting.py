@@ -29,6 +29,7 @@ from imhost.hosting.schemas import (
     PasswordIn,
     PasswordOut,
     ReasonIn,
+    RoomList,
     ServiceOut,
     ServicePage,
     UsageOut,
@@ -38,6 +39,7 @@ from imhost.kit.text import PlainText
 from imhost.runtime import Runtime
 from imhost.web.deps import Db, PageDep, Principal, RuntimeDep, require
 from imhost.web.imports import import_accounts_in_steps
+from imhost.web.rooms import destroy_room, room_list
 
 router = APIRouter(tags=["hosting"])
 
@@ -123,6 +125,33 @@ def update_service(
         actor=principal.actor,
     )
     return _detail(db, runtime, service)
+
+
+# --- customers: group chat rooms --------------------------------------------------------------
+
+
+@router.get("/orgs/{org_id}/services/{service_id}/rooms", response_model=RoomList)
+def list_rooms(service_id: str, principal: HostingRead, db: Db, runtime: RuntimeDep) -> RoomList:
+    """The service's group chat rooms (XEP-0045) and the plan's room limits."""
+    return room_list(db, runtime, _service(db, principal, service_id))
+
+
+@router.post(
+    "/orgs/{org_id}/services/{service_id}/rooms/{name}/destroy",
+    status_code=status.HTTP_204_NO_CONTENT,
+)
+def destroy_room_route(
+    service_id: str,
+    name: str,
+    body: ReasonIn,
+    principal: HostingWrite,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
+    """Destroy a room: the people in it are told ``reason`` and it is gone (audited)."""
+    service = _service(db, principal, service_id)
+    destroy_room(db, runtime, service, name, body.reason, principal)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 # --- customers: accounts -----------------------------------------------------------------------
@@ -407,6 +436,29 @@ def admin_set_limits(
         raise InvalidInput("Send at least one limit to change.")
     hosting.set_limits(db, runtime.clock, service, values, actor=principal.actor)
     return _detail(db, runtime, service)
+
+
+@router.get("/admin/services/{service_id}/rooms", response_model=RoomList)
+def admin_list_rooms(
+    service_id: str, principal: AdminRead, db: Db, runtime: RuntimeDep
+) -> RoomList:
+    return room_list(db, runtime, hosting.get_service(db, service_id))
+
+
+@router.post(
+    "/admin/services/{service_id}/rooms/{name}/destroy", status_code=status.HTTP_204_NO_CONTENT
+)
+def admin_destroy_room(
+    service_id: str,
+    name: str,
+    body: ReasonIn,
+    principal: AdminWrite,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
+    service = hosting.get_service(db, service_id)
+    destroy_room(db, runtime, service, name, body.reason, principal)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.delete("/admin/services/{service_id}", status_code=status.HTTP_204_NO_CONTENT)
