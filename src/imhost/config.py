@@ -148,6 +148,26 @@ class XmppSettings(BaseModel):
     )
 
 
+class StripeSettings(BaseModel):
+    """The Stripe gateway (docs/billing.md, "Stripe"). Off until ``api_key`` is set."""
+
+    api_key: SecretStr | None = Field(
+        None, min_length=8, description="Secret key (sk_live_... or sk_test_...)."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, min_length=8, description="Signing secret of the webhook endpoint (whsec_...)."
+    )
+    api_base: str = Field(
+        "https://api.stripe.com",
+        pattern=r"^https?://[^\s/]+(:\d+)?$",
+        description="Where the API is (a stand-in in tests).",
+    )
+    timeout_seconds: float = Field(20.0, gt=0, le=120)
+    webhook_tolerance_seconds: int = Field(
+        300, ge=10, le=3600, description="Oldest webhook signature accepted."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IMHOST_",
@@ -180,6 +200,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     metrics: MetricsSettings = MetricsSettings()
     xmpp: XmppSettings = XmppSettings()
+    stripe: StripeSettings = StripeSettings()
 
     @field_validator("base_domain")
     @classmethod

@@ -116,6 +116,24 @@ class PaymentEvent(Event):
     kind: str  # recorded, refunded
 
 
+@dataclass(frozen=True, kw_only=True)
+class PaymentMethodChanged(Event):
+    """A saved payment method was added, made the default or removed."""
+
+    organization_id: str
+    payment_method_id: str
+    kind: str  # added, made_default, removed
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentAttemptFailed(Event):
+    """A charge through a gateway failed (declined card, returned debit)."""
+
+    organization_id: str
+    invoice_id: str
+    attempt_id: str
+
+
 def make_bus() -> EventBus:
     return EventBus()
 

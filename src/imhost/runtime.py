@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imhost import events
 from imhost.accounts.auth import AuthFlows
+from imhost.billing.drivers import register_gateway
+from imhost.billing.drivers.stripe import StripeGateway
 from imhost.config import Settings
 from imhost.db.engine import make_engine
 from imhost.hosting import subscribers as hosting_subscribers
@@ -108,6 +110,8 @@ def build_runtime(
         secret_key=load_secret_key(settings),
     )
     event.listen(factory, "after_commit", runtime._after_commit)
+    if settings.stripe.api_key is not None:
+        register_gateway(StripeGateway(settings.stripe, clock))
     notify_accounts.register(
         bus, mailer, public_url=settings.public_url, provider_name=settings.provider_name
     )

@@ -10,7 +10,7 @@ from sqlalchemy import inspect
 
 from imhost.db.engine import make_engine
 from imhost.db.migrations import migration_status, upgrade
-from imhost.db.registry import load_models
+from imhost.db.registry import include_name, load_models
 from tests.conftest import make_test_database_url
 
 
@@ -20,7 +20,9 @@ def test_migrations_build_exactly_the_schema_of_the_models(tmp_path: Path, backe
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "include_name": include_name}
+            )
             diff = compare_metadata(context, load_models())
             assert diff == [], (
                 f"models and migrations differ; run `imhost db revision -m ...`: {diff}"

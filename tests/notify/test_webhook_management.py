@@ -212,3 +212,25 @@ def test_a_disabled_endpoint_gets_no_events_and_a_deleted_one_takes_its_history(
         assert s.scalars(select(WebhookDelivery)).all() == []
         actions = [e.action for e in s.scalars(select(AuditEvent))]
         assert actions.count("webhook.disabled") == 1 and "webhook.deleted" in actions
+
+
+def test_every_event_the_platform_sends_can_be_chosen() -> None:
+    """The portal's list names every event type queued anywhere (``webhooks.enqueue``): an
+    event missing from it could not be chosen and would reach only endpoints taking all."""
+    import re
+    from pathlib import Path
+
+    from imhost.notify.webhooks import EVENT_TYPES
+
+    src = Path(__file__).resolve().parents[2] / "src" / "imhost"
+    sent: set[str] = set()
+    for path in src.rglob("*.py"):
+        text = path.read_text()
+        for call in re.finditer(r"\.enqueue\(\s*\w+,\s*[\w.]+,\s*(f?)\"([^\"]+)\"", text):
+            is_f, name = call.group(1), call.group(2)
+            sent.add(name.split("{")[0] + "*" if is_f else name)
+    prefixes = {n for n in sent if n.endswith("*")}
+    assert sent - prefixes <= set(EVENT_TYPES), sent - prefixes - set(EVENT_TYPES)
+    for prefix in prefixes:
+        assert any(e.startswith(prefix[:-1]) for e in EVENT_TYPES), prefix
+    assert len(sent) >= 5  # the search found the calls

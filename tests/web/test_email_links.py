@@ -30,7 +30,7 @@ from imhost.billing import sepa
 from imhost.billing import service as billing
 from imhost.billing.budgets import budget_forecast
 from imhost.billing.flows import run_billing
-from imhost.billing.models import Invoice
+from imhost.billing.models import Invoice, PaymentAttempt
 from imhost.db.engine import transaction
 from imhost.kit.clock import FrozenClock, utc
 from imhost.metering import budgets
@@ -72,6 +72,22 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
     scheduled_budget_check(runtime.session_factory, clock, budget_forecast)
     with transaction(runtime.session_factory) as s:
         invoice = s.scalars(select(Invoice).where(Invoice.status == "open")).one()
+        s.add(  # the reminder says the charge of the saved card failed, with its links
+            PaymentAttempt(
+                organization_id=invoice.organization_id,
+                invoice_id=invoice.id,
+                gateway="manual",
+                idempotency_key=f"{invoice.id}:dunning:reminder",
+                source="dunning:reminder",
+                amount=invoice.amount_due,
+                currency=invoice.currency,
+                status="failed",
+                failure_message="Your card was declined.",
+                created_at=clock.now(),
+                updated_at=clock.now(),
+            )
+        )
+        s.flush()
         events.publish(  # "invoice-reminder"
             s,
             events.DunningReminderDue(
@@ -218,6 +234,10 @@ def test_every_link_in_every_email_leads_to_a_page(
     assert broken == {}
     kinds_with_links = {link.split(" ")[0] for link in checked}
     assert {"invoice", "invoice-paid", "invoice-reminder", "budget-alert"} <= kinds_with_links
+    assert any(
+        link.startswith("invoice-reminder ") and link.endswith("/billing/payment-methods")
+        for link in checked
+    ), "the reminder after a failed charge links to the payment methods"
 
 
 def test_the_invoice_email_links_to_the_invoice_page_of_its_organization(

@@ -5,8 +5,16 @@ The policy lives in the billing profile; the defaults follow what hosting provid
 late fee of 5 % (at least 5.00) at 7 days; suspension at 14 days overdue; termination at 45.
 
 Each step is recorded as a ``DunningAction`` row unique per (invoice, step) before it acts,
-so a step is never done twice, even by two workers. When the job has not run for a while,
-only the latest reminder that is due is sent; the earlier ones are recorded as skipped.
+so a step is never done twice, even by two workers.
+
+From the due date on, a reminder step first charges the organization's default saved payment
+method (``collection.charge_method`` with the key ``<invoice>:dunning:<step>``: once per step,
+whatever the reruns). A charge that succeeds settles the invoice and dunning stops; one still
+processing (a SEPA debit) holds the reminder back; a failed one is recorded and the reminder
+says the charge failed and links to update the method or pay now.
+
+When the job has not run for a while, only the latest reminder that is due is sent; the
+earlier ones are recorded as skipped.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from imhost import events
 from imhost.accounts.models import Organization, OrgStatus
+from imhost.billing.collection import charge_method
 from imhost.billing.composition import DraftLine
 from imhost.billing.invoicing import issue_standalone_invoice
 from imhost.billing.models import (
@@ -30,9 +39,12 @@ from imhost.billing.models import (
     InvoiceKind,
     InvoiceStatus,
     LineKind,
+    PaymentAttempt,
+    PaymentAttemptStatus,
     Subscription,
     SubscriptionStatus,
 )
+from imhost.billing.payment_methods import default_method
 from imhost.billing.payments import DUNNING_REASON_PREFIX
 from imhost.billing.periods import fmt
 from imhost.kit.clock import Clock
@@ -120,6 +132,10 @@ def dun_invoice(
         _claim(session, invoice, s.step, "skipped", now)
     if reminders:
         last = reminders[-1]
+        if last.offset_days >= 0:
+            charged = _charge_saved_method(session, clock, invoice, last.step)
+            if charged is not None:
+                return [charged] if charged == "paid_by_saved_method" else []
         if _claim(session, invoice, last.step, "done", now):
             events.publish(
                 session,
@@ -166,6 +182,35 @@ def dun_invoice(
             _terminate(session, clock, invoice)
             done.append("terminate")
     return done
+
+
+def _charge_saved_method(session: Session, clock: Clock, invoice: Invoice, step: str) -> str | None:
+    """Charge the default saved method at ``step``. Not None when the invoice needs no
+    reminder now: ``paid_by_saved_method``, or ``under_way`` (a payment is processing)."""
+    under_way = session.scalar(
+        select(PaymentAttempt.id).where(
+            PaymentAttempt.invoice_id == invoice.id,
+            PaymentAttempt.status == PaymentAttemptStatus.PROCESSING.value,
+        )
+    )
+    if under_way is not None:
+        return "under_way"
+    method = default_method(session, invoice.organization_id)
+    if method is None:
+        return None
+    attempt = charge_method(
+        session,
+        clock,
+        invoice,
+        method,
+        key=f"{invoice.id}:dunning:{step}",
+        source=f"dunning:{step}"[:40],
+    )
+    if invoice.status != InvoiceStatus.OPEN.value:
+        return "paid_by_saved_method"
+    if attempt.status == PaymentAttemptStatus.PROCESSING.value:
+        return "under_way"
+    return None
 
 
 def _suspend(session: Session, clock: Clock, invoice: Invoice) -> None:

@@ -443,3 +443,89 @@ class DunningAction(IdMixin, Base):
     step: Mapped[str] = mapped_column(String(32))  # reminder:-3, late_fee, suspend, terminate
     outcome: Mapped[str] = mapped_column(String(16))  # done | skipped
     at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class PaymentMethodStatus(enum.StrEnum):
+    ACTIVE = "active"
+    REMOVED = "removed"
+
+
+class PaymentMethod(IdMixin, CreatedMixin, Base):
+    """A payment method an organization saved with a gateway (a card, a SEPA mandate, ...).
+
+    imhost keeps only the gateway's id for it and a label a person reads ("Visa ending 4242,
+    expires 12/2028"); the card number or IBAN stays with the gateway. At most one active
+    method of an organization is its default (the one "Pay now" and dunning charge).
+    """
+
+    __tablename__ = "payment_methods"
+    __table_args__ = (UniqueConstraint("gateway", "external_id"),)
+
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    gateway: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    customer_external_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    kind: Mapped[str] = mapped_column(String(32), default="card")  # card | sepa_debit | ...
+    label: Mapped[str] = mapped_column(String(200))
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default=PaymentMethodStatus.ACTIVE.value)
+    removed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+
+
+class GatewayCustomer(IdMixin, CreatedMixin, Base):
+    """The gateway's customer record of an organization (one per gateway)."""
+
+    __tablename__ = "gateway_customers"
+    __table_args__ = (UniqueConstraint("organization_id", "gateway"),)
+
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    gateway: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+
+
+class PaymentAttemptStatus(enum.StrEnum):
+    PROCESSING = "processing"  # the gateway works on it (SEPA: until the bank statement)
+    REQUIRES_ACTION = "requires_action"  # the customer must act (transfer, card page)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class PaymentAttempt(IdMixin, CreatedMixin, Base):
+    """One try to collect an invoice through a gateway ("Pay now", or a dunning step).
+
+    ``idempotency_key`` is unique and is sent to the gateway as well: a double click, a
+    retried request or a rerun of a dunning step finds the attempt it made and never charges
+    twice. The payment is recorded once the gateway confirms (at once, or by its webhook).
+    """
+
+    __tablename__ = "payment_attempts"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key"),
+        Index("ix_payment_attempts_gateway_external", "gateway", "external_id"),
+    )
+
+    organization_id: Mapped[str] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), index=True
+    )
+    invoice_id: Mapped[str] = mapped_column(
+        ForeignKey("invoices.id", ondelete="CASCADE"), index=True
+    )
+    payment_method_id: Mapped[str | None] = mapped_column(
+        ForeignKey("payment_methods.id", ondelete="SET NULL"), default=None
+    )
+    gateway: Mapped[str] = mapped_column(String(32))
+    idempotency_key: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(40))  # pay_now | dunning:<step>
+    external_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    amount: Mapped[Decimal] = mapped_column(Amount())
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20))
+    failure_message: Mapped[str | None] = mapped_column(String(300), default=None)
+    instructions: Mapped[str | None] = mapped_column(Text, default=None)
+    redirect_url: Mapped[str | None] = mapped_column(String(2000), default=None)
+    payment_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -410,3 +410,51 @@ class CustomerDetailsIn(_In):
     country: PlainText = Field(min_length=2, max_length=2)
     tax_id: PlainText = Field("", max_length=64)
     invoice_email: PlainText = Field("", max_length=320)
+
+
+class PaymentMethodOut(_Out):
+    id: str
+    gateway: str
+    kind: str
+    label: str
+    is_default: bool
+    created_at: datetime
+
+
+class PaymentMethodSetupIn(_In):
+    gateway: PlainText | None = Field(
+        None, max_length=32, description="Which gateway; the first that saves methods if unset."
+    )
+    return_url: PlainText = Field(
+        min_length=8, max_length=1000, description="Where the gateway sends the customer back."
+    )
+
+
+class PaymentMethodSetupOut(BaseModel):
+    gateway: str
+    setup_id: str
+    redirect_url: str | None
+    client_secret: str | None
+
+
+class PaymentMethodAttachIn(_In):
+    gateway: PlainText = Field(min_length=1, max_length=32)
+    external_id: PlainText = Field(
+        min_length=1, max_length=128, description="The gateway's id of a method it saved."
+    )
+
+
+class PayIn(_In):
+    return_url: PlainText | None = Field(
+        None, max_length=1000, description="Where a gateway's payment page sends back."
+    )
+    use_saved_method: bool = Field(
+        True, description="False: the gateway's payment page even with a saved method."
+    )
+
+
+class PayOut(BaseModel):
+    status: Literal["paid", "processing", "requires_action", "failed"]
+    message: str
+    attempt_id: str | None
+    redirect_url: str | None

@@ -45,6 +45,22 @@ def _has_admin(runtime: Runtime) -> bool:
     return bool(count)
 
 
+def load_shipped_articles(runtime: Runtime) -> None:
+    """The help center's shipped articles, loaded at every start (idempotent; staff edits are
+    kept: imhost.support.shipped)."""
+    from imhost.db.engine import transaction
+    from imhost.support.shipped import load_shipped
+
+    with transaction(runtime.session_factory, write=True) as session:
+        report = load_shipped(session, runtime.clock)
+    if report.created or report.updated:
+        log.info(
+            "help center: %d shipped articles added, %d updated",
+            len(report.created),
+            len(report.updated),
+        )
+
+
 def run_server(settings: Settings, *, demo: bool, migrate: bool) -> None:
     if demo and settings.public_url.startswith("http://"):
         # Plain-http demo on this machine: a Secure cookie would never come back.
@@ -61,6 +77,7 @@ def run_server(settings: Settings, *, demo: bool, migrate: bool) -> None:
         from imhost.db.migrations import upgrade
 
         upgrade(settings.resolved_database_url)
+    load_shipped_articles(runtime)
     logins = None
     if demo:
         from imhost.cli.demo import seed_demo

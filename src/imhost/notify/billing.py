@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from imhost import events
 from imhost.accounts.models import Membership, Organization, OrgRole, User
 from imhost.billing import subscribers as billing_subscribers
-from imhost.billing.models import CreditNote, Invoice, Payment
+from imhost.billing.collection import latest_attempt
+from imhost.billing.models import CreditNote, Invoice, Payment, PaymentAttempt, PaymentMethod
 from imhost.billing.render import render_invoice_html, render_invoice_pdf
 from imhost.kit.clock import Clock
 from imhost.kit.money import format_money
@@ -98,6 +99,11 @@ def register(
         slug = org.slug if org is not None else invoice.organization_id
         return f"{base}/portal/orgs/{slug}/billing/invoices/{invoice.id}"
 
+    def methods_link(session: Session, invoice: Invoice) -> str:
+        org = session.get(Organization, invoice.organization_id)
+        slug = org.slug if org is not None else invoice.organization_id
+        return f"{base}/portal/orgs/{slug}/billing/payment-methods"
+
     def on_invoice(event: events.InvoiceEvent, session: Any) -> None:
         invoice = session.get(Invoice, event.invoice_id)
         if invoice is None:
@@ -163,6 +169,44 @@ def register(
             clock=clock_of(session),
         )
 
+    def on_payment_method(event: events.PaymentMethodChanged, session: Any) -> None:
+        method = session.get(PaymentMethod, event.payment_method_id)
+        if method is None:
+            return
+        webhooks.enqueue(
+            session,
+            method.organization_id,
+            f"payment_method.{event.kind}",
+            {
+                "id": method.id,
+                "organization_id": method.organization_id,
+                "gateway": method.gateway,
+                "kind": method.kind,
+                "label": method.label,
+                "is_default": method.is_default,
+                "status": method.status,
+            },
+            clock=clock_of(session),
+        )
+
+    def on_payment_failed(event: events.PaymentAttemptFailed, session: Any) -> None:
+        attempt = session.get(PaymentAttempt, event.attempt_id)
+        if attempt is None:
+            return
+        webhooks.enqueue(
+            session,
+            attempt.organization_id,
+            "payment.failed",
+            {
+                "invoice_id": attempt.invoice_id,
+                "amount": str(attempt.amount),
+                "currency": attempt.currency,
+                "reason": attempt.failure_message,
+                "source": attempt.source,
+            },
+            clock=clock_of(session),
+        )
+
     def on_reminder(event: events.DunningReminderDue, session: Any) -> None:
         invoice = session.get(Invoice, event.invoice_id)
         if invoice is None:
@@ -186,15 +230,28 @@ def register(
             when = "is due today"
         else:
             when = f"is {days} day{'s' if days != 1 else ''} overdue"
+        link = invoice_link(session, invoice)
+        how = (
+            f"Pay by bank transfer with the reference {invoice.number}, or see {link}\n"
+            "If you have paid already, thank you, and please ignore this message.\n"
+        )
+        attempt = latest_attempt(session, invoice.id, f"dunning:{event.step}"[:40])
+        if attempt is not None and attempt.status == "failed":
+            method = session.get(PaymentMethod, attempt.payment_method_id or "")
+            what = f"your {method.label}" if method is not None else "your saved payment method"
+            how = (
+                f"We tried to charge {what} for it today, and the charge failed: "
+                f"{attempt.failure_message}\n\n"
+                f"Update your payment method: {methods_link(session, invoice)}\n"
+                f"Or pay now, with another method or by bank transfer with the reference "
+                f"{invoice.number}: {link}\n"
+            )
         mailer.send(
             session,
             clock,
             to,
             f"Reminder: invoice {invoice.number} {when}",
-            f"Invoice {invoice.number} ({due} to pay) {when}.\n"
-            f"Pay by bank transfer with the reference {invoice.number}, or see "
-            f"{invoice_link(session, invoice)}\n"
-            "If you have paid already, thank you, and please ignore this message.\n",
+            f"Invoice {invoice.number} ({due} to pay) {when}.\n{how}",
             attachments=[
                 (f"{invoice.number}.pdf", render_invoice_pdf(session, invoice), "application/pdf")
             ],
@@ -267,6 +324,8 @@ def register(
     bus.subscribe(events.BudgetThresholdCrossed, on_budget)
     bus.subscribe(events.PaymentEvent, on_payment)
     bus.subscribe(events.DunningReminderDue, on_reminder)
+    bus.subscribe(events.PaymentAttemptFailed, on_payment_failed)
+    bus.subscribe(events.PaymentMethodChanged, on_payment_method)
     bus.subscribe(events.CreditNoteIssued, on_credit_note)
 
 

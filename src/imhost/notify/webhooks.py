@@ -53,6 +53,15 @@ EVENT_TYPES: dict[str, str] = {
     "invoice.reminder": "A payment reminder is sent",
     "payment.recorded": "A payment is received",
     "payment.refunded": "A payment is refunded",
+    "payment.failed": "A card payment fails",
+    "payment_method.added": "A payment method is added",
+    "payment_method.made_default": "A payment method becomes the default",
+    "payment_method.removed": "A payment method is removed",
+    "sepa_mandate.signed": "A direct debit mandate is given",
+    "sepa_mandate.revoked": "A direct debit mandate is withdrawn",
+    "direct_debit.scheduled": "A direct debit is announced",
+    "direct_debit.collected": "A direct debit is collected",
+    "direct_debit.returned": "A direct debit is returned by the bank",
     "credit_note.issued": "A credit note is issued",
 }
 """The events an endpoint can subscribe to, each with what it means in plain words (the

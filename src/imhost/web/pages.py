@@ -136,7 +136,7 @@ def sign_in_url(request: Request) -> str:
 
 
 def is_page_path(path: str) -> bool:
-    return path == "/" or path.startswith(("/portal", "/console"))
+    return path == "/" or path == "/help" or path.startswith(("/portal", "/console", "/help/"))
 
 
 # --- who may see a page -------------------------------------------------------------------------

@@ -18,6 +18,26 @@ def register_gateway(gateway: PaymentGateway) -> None:
     _GATEWAYS[gateway.name] = gateway
 
 
+def unregister_gateway(name: str) -> None:
+    """Forget a registered gateway (the built-in manual one stays)."""
+    if name != "manual":
+        _GATEWAYS.pop(name, None)
+
+
+def checkout_gateway() -> PaymentGateway:
+    """The gateway "Pay now" uses without a saved method: the first registered one that
+    takes cards, else the manual one (bank transfer instructions)."""
+    for gateway in _GATEWAYS.values():
+        if gateway.saves_methods:
+            return gateway
+    return _GATEWAYS["manual"]
+
+
+def saving_gateways() -> list[PaymentGateway]:
+    """The registered gateways that can save payment methods."""
+    return [g for g in _GATEWAYS.values() if g.saves_methods]
+
+
 def get_gateway(name: str) -> PaymentGateway:
     try:
         return _GATEWAYS[name]
@@ -25,4 +45,12 @@ def get_gateway(name: str) -> PaymentGateway:
         raise InvalidInput(f"no payment gateway {name!r} is configured", field="driver") from None
 
 
-__all__ = ["ManualGateway", "PaymentGateway", "get_gateway", "register_gateway"]
+__all__ = [
+    "ManualGateway",
+    "PaymentGateway",
+    "checkout_gateway",
+    "get_gateway",
+    "register_gateway",
+    "saving_gateways",
+    "unregister_gateway",
+]

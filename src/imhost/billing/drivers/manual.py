@@ -15,6 +15,7 @@ from imhost.kit.ids import new_id
 
 class ManualGateway(PaymentGateway):
     name = "manual"
+    label = "bank transfer"
 
     def create_payment_intent(
         self, *, amount: Decimal, currency: str, invoice_number: str, customer_ref: str

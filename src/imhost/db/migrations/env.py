@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from imhost.db.engine import make_engine
-from imhost.db.registry import load_models
+from imhost.db.registry import include_name, load_models
 
 config = context.config
 target_metadata = load_models()
@@ -21,6 +21,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=True,
             compare_type=True,
+            include_name=include_name,
         )
         with context.begin_transaction():
             context.run_migrations()
@@ -32,6 +33,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=True,
             compare_type=True,
+            include_name=include_name,
         )
         with context.begin_transaction():
             context.run_migrations()

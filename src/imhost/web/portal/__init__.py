@@ -15,6 +15,7 @@ from imhost.web.portal import (
     auth,
     billing,
     closing,
+    help,
     hosting,
     org,
     sepa,
@@ -31,6 +32,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     billing.router,
     sepa.router,
     closing.router,
+    help.router,
     add_ons.router,
     webhooks.router,
 )

@@ -14,9 +14,11 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from imhost.accounts.permissions import Access, org_role_allows, staff_role_allows
+from imhost.billing import collection, payment_methods
 from imhost.billing import service as billing
 from imhost.billing.budgets import pricing_for
 from imhost.billing.documents import invoice_document, rate_label
+from imhost.billing.drivers import saving_gateways
 from imhost.billing.forecast import forecast_invoice, forecast_invoices
 from imhost.billing.models import Invoice
 from imhost.billing.plans import load_plan_terms
@@ -35,6 +37,8 @@ from imhost.web.pages import (
     Form,
     FormErrors,
     PageNo,
+    commit_now,
+    confirmation,
     invalid_form,
     page_require,
     redirect,
@@ -51,6 +55,12 @@ router = APIRouter(prefix="/portal/orgs/{org_id}/billing", include_in_schema=Fal
 BillingRead = Annotated[Principal, Depends(page_require("billing", Access.READ))]
 BillingWrite = Annotated[Principal, Depends(page_require("billing", Access.WRITE))]
 UsageRead = Annotated[Principal, Depends(page_require("usage", Access.READ))]
+
+
+def org_role_allows_write(principal: Principal) -> bool:
+    if principal.org_role is not None:
+        return org_role_allows(principal.org_role, "billing", Access.WRITE)
+    return staff_role_allows(principal.staff_role, "billing", Access.WRITE, on_org=True)
 
 
 def _allowed(principal: Principal, area: str) -> bool:
@@ -445,6 +455,7 @@ def invoices_page(request: Request, principal: BillingRead, db: Db, page: PageNo
             "pg": page,
             "payments": billing.list_payments(db, principal.org_id)[:20],
             "credit": billing.credit_balances(db, principal.org_id),
+            "default_method": payment_methods.default_method(db, principal.org_id),
         },
         principal=principal,
         db=db,
@@ -460,7 +471,10 @@ def _invoice(db: Db, principal: Principal, invoice_id: str) -> Invoice:
 
 
 @router.get("/invoices/{invoice_id}")
-def invoice_page(request: Request, invoice_id: str, principal: BillingRead, db: Db) -> Response:
+def invoice_page(
+    request: Request, invoice_id: str, principal: BillingRead, db: Db, paid: str = ""
+) -> Response:
+    """The invoice; ``?paid=1`` is the way back from the gateway's payment page."""
     invoice = _invoice(db, principal, invoice_id)
     return render(
         request,
@@ -471,6 +485,10 @@ def invoice_page(request: Request, invoice_id: str, principal: BillingRead, db: 
             "doc": invoice_document(db, invoice),
             "vat_label": rate_label,
             "payments": billing.invoice_payments(db, invoice.id),
+            "attempts": collection.invoice_attempts(db, invoice.id)[:5],
+            "default_method": payment_methods.default_method(db, principal.org_id),
+            "back_from_payment": paid == "1" and invoice.status == "open",
+            "card_page": bool(saving_gateways()),
         },
         principal=principal,
         db=db,
@@ -587,3 +605,198 @@ def save_details(
     return redirect(
         request, f"/portal/orgs/{principal.org.slug}/billing/details", "Billing details saved."
     )
+
+
+@router.post("/invoices/{invoice_id}/pay")
+def pay_invoice(
+    request: Request,
+    invoice_id: str,
+    principal: BillingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
+    """Pay now: account credit, the default saved method, or the gateway's own page (``via``
+    = ``page`` skips the saved method). The same click twice (or a retried POST) never charges
+    twice (``billing.collection``)."""
+    invoice = _invoice(db, principal, invoice_id)
+    here = f"/portal/orgs/{principal.org.slug}/billing/invoices/{invoice.id}"
+    outcome = collection.pay_now(
+        db,
+        runtime.clock,
+        invoice.id,
+        principal.org_id,
+        return_url=runtime.settings.public_url.rstrip("/") + here,
+        use_saved_method=text(form, "via", max_length=10) != "page",
+        actor=principal.actor,
+    )
+    if outcome.redirect_url:
+        return _continue_page(
+            request,
+            principal,
+            db,
+            title=f"Pay invoice {invoice.number}",
+            explanation="You enter your card on our payment provider's page; it brings you "
+            "back here when the payment is done.",
+            url=outcome.redirect_url,
+            back_url=here,
+        )
+    # A failure is shown on the invoice, in the payment box (a flash reads as good news).
+    return redirect(request, here, None if outcome.status == "failed" else outcome.message)
+
+
+def _continue_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    *,
+    title: str,
+    explanation: str,
+    url: str,
+    back_url: str,
+) -> Response:
+    """The way to the gateway's own page: a link (the site's forms post only to itself, its
+    Content-Security-Policy says so, so a form cannot redirect there)."""
+    commit_now(request)
+    return render(
+        request,
+        "portal/continue.html",
+        {"title": title, "explanation": explanation, "url": url, "back_url": back_url},
+        principal=principal,
+        db=db,
+        section="Billing",
+    )
+
+
+# --- payment methods -----------------------------------------------------------------------------
+
+
+def _methods_page(
+    request: Request,
+    principal: Principal,
+    db: Db,
+    *,
+    errors: FormErrors | None = None,
+    status: int = 200,
+    notice: str | None = None,
+) -> Response:
+    return render(
+        request,
+        "portal/payment_methods.html",
+        {
+            "title": "Payment methods",
+            "methods": payment_methods.list_methods(db, principal.org_id),
+            "can_save": bool(saving_gateways()),
+            "errors": errors or FormErrors(),
+            "notice": notice,
+        },
+        principal=principal,
+        db=db,
+        status_code=status,
+        section="Billing",
+    )
+
+
+@router.get("/payment-methods")
+def methods_page(
+    request: Request, principal: BillingRead, db: Db, runtime: RuntimeDep, setup: str = ""
+) -> Response:
+    """The saved methods. Coming back from the gateway's page (``?setup=<id>``), the method
+    is saved at once if the gateway says it is done (its webhook says the same)."""
+    notice = None
+    if setup and org_role_allows_write(principal):
+        for gateway in saving_gateways():
+            try:
+                method_id = gateway.complete_method_setup(setup[:200])
+            except DomainError:
+                continue
+            if method_id is not None:
+                payment_methods.save_from_gateway(
+                    db,
+                    runtime.clock,
+                    principal.org_id,
+                    gateway.name,
+                    method_id,
+                    actor=principal.actor,
+                )
+                notice = "Your payment method is saved."
+                break
+        else:
+            notice = "Your payment method is being saved; it appears here in a moment."
+    return _methods_page(request, principal, db, notice=notice)
+
+
+@router.post("/payment-methods/add")
+def add_method(request: Request, principal: BillingWrite, db: Db, runtime: RuntimeDep) -> Response:
+    gateways = saving_gateways()
+    here = f"/portal/orgs/{principal.org.slug}/billing/payment-methods"
+    try:
+        setup = payment_methods.start_setup(
+            db,
+            runtime.clock,
+            principal.org_id,
+            gateways[0].name if gateways else "manual",
+            return_url=runtime.settings.public_url.rstrip("/") + here,
+            actor=principal.actor,
+        )
+    except DomainError as exc:
+        db.rollback()
+        return _methods_page(
+            request, principal, db, errors=FormErrors.of(exc, set()), status=exc.status
+        )
+    if not setup.redirect_url:
+        return redirect(request, here, "Your payment method is being saved.")
+    return _continue_page(
+        request,
+        principal,
+        db,
+        title="Add a card",
+        explanation="You enter your card on our payment provider's page; we never see its "
+        "number. The page brings you back here when the card is saved.",
+        url=setup.redirect_url,
+        back_url=here,
+    )
+
+
+@router.post("/payment-methods/{method_id}/default")
+def make_default(
+    request: Request, method_id: str, principal: BillingWrite, db: Db, runtime: RuntimeDep
+) -> Response:
+    method = payment_methods.set_default(
+        db, runtime.clock, principal.org_id, method_id, actor=principal.actor
+    )
+    return redirect(
+        request,
+        f"/portal/orgs/{principal.org.slug}/billing/payment-methods",
+        f"{method.label} is now your default payment method.",
+    )
+
+
+@router.post("/payment-methods/{method_id}/remove")
+def remove_method(
+    request: Request,
+    method_id: str,
+    principal: BillingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
+    here = f"/portal/orgs/{principal.org.slug}/billing/payment-methods"
+    method = payment_methods.get_method(db, principal.org_id, method_id)
+    ask = confirmation(
+        request,
+        form,
+        principal=principal,
+        db=db,
+        question=f"Remove {method.label}?",
+        consequence="It is no longer charged for your invoices, and the payment provider "
+        "forgets it. You can add it again later.",
+        button="Remove",
+        cancel_url=here,
+    )
+    if ask is not None:
+        return ask
+    payment_methods.remove_method(
+        db, runtime.clock, principal.org_id, method.id, actor=principal.actor
+    )
+    return redirect(request, here, f"{method.label} is removed.")

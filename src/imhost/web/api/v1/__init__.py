@@ -17,6 +17,7 @@ from imhost.web.api.v1 import (
     billing,
     catalog,
     closing,
+    help,
     hosting,
     me,
     sepa,
@@ -34,6 +35,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     catalog.router,
     usage.router,
     closing.router,
+    help.router,
 )
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import HTMLResponse
 
 from imhost.accounts.permissions import Access, Scope
-from imhost.billing import service
+from imhost.billing import collection, payment_methods, service
+from imhost.billing.drivers import get_gateway, saving_gateways
 from imhost.billing.flows import run_billing
 from imhost.billing.models import Invoice, InvoiceLine, Subscription
 from imhost.billing.render import render_invoice_html, render_invoice_pdf
@@ -37,8 +38,14 @@ from imhost.billing.schemas import (
     InvoiceLineOut,
     InvoiceOut,
     InvoicePage,
+    PayIn,
     PaymentIn,
+    PaymentMethodAttachIn,
+    PaymentMethodOut,
+    PaymentMethodSetupIn,
+    PaymentMethodSetupOut,
     PaymentOut,
+    PayOut,
     PendingChargeOut,
     ProrationLineOut,
     RedemptionOut,
@@ -54,10 +61,19 @@ from imhost.billing.schemas import (
     VoidIn,
 )
 from imhost.billing.subscriptions import ChangePreview, add_ons_of
-from imhost.kit.errors import InvalidInput, NotFound
-from imhost.web.deps import Db, PageDep, Principal, RuntimeDep, require
+from imhost.kit.errors import DomainError, InvalidInput, NotFound
+from imhost.web.deps import Db, PageDep, Principal, Public, RuntimeDep, require
 
 router = APIRouter(tags=["billing"])
+
+
+class BadWebhook(DomainError):
+    """A webhook whose signature, time or body does not hold: 400, so the sender sees it."""
+
+    status = 400
+    type_slug = "bad-webhook"
+    title = "Webhook refused"
+
 
 BillingRead = Annotated[Principal, Depends(require("billing", Access.READ))]
 BillingWrite = Annotated[Principal, Depends(require("billing", Access.WRITE))]
@@ -305,6 +321,116 @@ def pay_invoice_from_credit(
         db, runtime.clock, invoice.id, principal.org_id, actor=principal.actor
     )
     return PaymentOut.model_validate(payment)
+
+
+@router.post(ORG + "/invoices/{invoice_id}/pay", response_model=PayOut)
+def pay_invoice(
+    invoice_id: str, body: PayIn, principal: BillingWrite, db: Db, runtime: RuntimeDep
+) -> PayOut:
+    """Pay now: account credit first, then the default saved method, else the gateway's own
+    flow (``redirect_url``) or bank transfer instructions. Repeating the request never
+    charges twice."""
+    invoice = _org_invoice(db, principal, invoice_id)
+    outcome = collection.pay_now(
+        db,
+        runtime.clock,
+        invoice.id,
+        principal.org_id,
+        return_url=body.return_url or runtime.settings.public_url,
+        use_saved_method=body.use_saved_method,
+        actor=principal.actor,
+    )
+    return PayOut(
+        status=outcome.status,
+        message=outcome.message,
+        attempt_id=outcome.attempt.id if outcome.attempt else None,
+        redirect_url=outcome.redirect_url,
+    )
+
+
+@router.get(ORG + "/payment-methods", response_model=list[PaymentMethodOut])
+def list_payment_methods(principal: BillingRead, db: Db) -> list[PaymentMethodOut]:
+    return [
+        PaymentMethodOut.model_validate(m)
+        for m in payment_methods.list_methods(db, principal.org_id)
+    ]
+
+
+@router.post(ORG + "/payment-methods/setup", response_model=PaymentMethodSetupOut)
+def start_payment_method_setup(
+    body: PaymentMethodSetupIn, principal: BillingWrite, db: Db, runtime: RuntimeDep
+) -> PaymentMethodSetupOut:
+    """Start saving a card (or a mandate): send the customer to ``redirect_url``."""
+    gateways = saving_gateways()
+    name = body.gateway or (gateways[0].name if gateways else "manual")
+    setup = payment_methods.start_setup(
+        db,
+        runtime.clock,
+        principal.org_id,
+        name,
+        return_url=body.return_url,
+        actor=principal.actor,
+    )
+    return PaymentMethodSetupOut(
+        gateway=setup.gateway,
+        setup_id=setup.external_id,
+        redirect_url=setup.redirect_url,
+        client_secret=setup.client_secret,
+    )
+
+
+@router.post(ORG + "/payment-methods", response_model=PaymentMethodOut, status_code=201)
+def attach_payment_method(
+    body: PaymentMethodAttachIn, principal: BillingWrite, db: Db, runtime: RuntimeDep
+) -> PaymentMethodOut:
+    """Keep a method the gateway saved for this organization's customer there."""
+    method = payment_methods.save_from_gateway(
+        db, runtime.clock, principal.org_id, body.gateway, body.external_id, actor=principal.actor
+    )
+    return PaymentMethodOut.model_validate(method)
+
+
+@router.post(ORG + "/payment-methods/{method_id}/default", response_model=PaymentMethodOut)
+def make_payment_method_default(
+    method_id: str, principal: BillingWrite, db: Db, runtime: RuntimeDep
+) -> PaymentMethodOut:
+    method = payment_methods.set_default(
+        db, runtime.clock, principal.org_id, method_id, actor=principal.actor
+    )
+    return PaymentMethodOut.model_validate(method)
+
+
+@router.delete(ORG + "/payment-methods/{method_id}", status_code=status.HTTP_204_NO_CONTENT)
+def remove_payment_method(
+    method_id: str, principal: BillingWrite, db: Db, runtime: RuntimeDep
+) -> Response:
+    payment_methods.remove_method(
+        db, runtime.clock, principal.org_id, method_id, actor=principal.actor
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+@router.post("/payments/webhooks/{gateway}")
+def gateway_webhook(
+    gateway: str,
+    request: Request,
+    body: Annotated[bytes, Depends(_raw_body)],
+    db: Db,
+    runtime: RuntimeDep,
+    _: Public,
+) -> dict[str, str]:
+    """A payment gateway's signed webhook (no session: the signature is the proof). A bad or
+    stale signature is a 400; the same event twice is acted on once."""
+    try:
+        event = get_gateway(gateway[:32]).parse_webhook(dict(request.headers), body)
+    except InvalidInput as exc:
+        raise BadWebhook(exc.detail) from None
+    result = collection.apply_gateway_event(db, runtime.clock, event)
+    return {"result": result}
 
 
 @router.get(ORG + "/payments", response_model=list[PaymentOut])
