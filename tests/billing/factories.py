@@ -99,14 +99,17 @@ def make_add_on(
     price: str = "10.00",
     currency: str = "EUR",
     interval: str = "monthly",
+    kind: str = "premium_support",
+    limit_deltas: dict[str, int] | None = None,
 ) -> AddOn:
     add_on = AddOn(
         code=f"{slugify(name)}-{new_id()[:6]}",
         name=name,
-        kind="premium_support",
+        kind=kind,
         currency=currency,
         price=Decimal(price),
         billing_interval=interval,
+        limit_deltas=limit_deltas or {},
         created_at=clock.now(),
     )
     session.add(add_on)

@@ -131,3 +131,91 @@ def test_every_price_tier_of_a_plan_is_shown_before_choosing_it(
             up_to = tier["up_to"]
             assert up_to is None or f"{int(up_to):,}" in text, tier
     assert "then tiered" not in text
+
+
+CONSOLE_CODES = re.compile(
+    CODES.pattern
+    + r"|\bread_only\b|\binvoice-(?:paid|reminder)\b|\bcredit-note\b|\bbudget-alert\b"
+    + r"|\breminder:-?\d|\blate_fee\b|\bpremium_support\b|\bbilling_interval\b"
+    + r"|\b(?:org|billing|login|member|token|mfa|password|invitation|staff|webhook|xmpp"
+    + r"|service|catalog|session|access_review)\.[a-z_]+\b"
+)
+
+
+def test_no_internal_code_reaches_staff_in_the_console(
+    app: FastAPI, world: World, session_factory: sessionmaker[Session]
+) -> None:
+    """Staff read plain words too: statuses, roles, payment methods, metrics and prices,
+    e-mail kinds, dunning steps and audit events (the codes stay in links and filters)."""
+    from imhost.accounts.models import StaffRole
+    from imhost.notify.models import OutboundEmail
+    from imhost.web import console
+
+    console.install(app)
+    with transaction(session_factory) as s:
+        s.add(
+            OutboundEmail(
+                created_at=utc(2026, 12, 8),
+                to=["billing@a.example.com"],
+                subject="Your invoice is due",
+                text="Please pay.",
+                organization_id=world.org.id,
+                kind="invoice-reminder",
+                status="sent",
+                transport="outbox",
+            )
+        )
+        s.flush()
+        emails = list(s.scalars(select(OutboundEmail.id)))
+        invoices = list(s.scalars(select(Invoice.id)))
+    staff = signed_in(app, world.staff[StaffRole.ADMIN])
+    pages = [
+        "/console/dashboard",
+        f"/console/customers/{world.org.id}",
+        "/console/billing",
+        "/console/invoices",
+        *(f"/console/invoices/{i}" for i in invoices),
+        "/console/subscriptions",
+        "/console/plans",
+        "/console/plans/starter",
+        "/console/plans/business",
+        "/console/dunning",
+        "/console/outbox",
+        *(f"/console/outbox/{e}" for e in emails[:5]),
+        "/console/audit",
+        "/console/alerts",
+    ]
+    seen: dict[str, str] = {}
+    for path in pages:
+        response = staff.get(path)
+        assert response.status_code == 200, path
+        seen[path] = visible_text(response.text)
+    found = {
+        path: [m.group(0) for m in CONSOLE_CODES.finditer(text)]
+        for path, text in seen.items()
+        if CONSOLE_CODES.search(text)
+    }
+    assert found == {}, found
+    assert emails and invoices  # the pages above had something to show
+    everything = " ".join(seen.values())
+    assert "Awaiting payment" in everything or "Paid" in everything
+    assert "Billing: plan changed" in seen["/console/audit"]
+    assert "Read-only" in seen[f"/console/customers/{world.org.id}"]
+    assert "Messages" in seen["/console/plans/business"]
+
+
+def test_console_words_for_codes() -> None:
+    from imhost.web import words
+
+    assert words.dunning_step("reminder:-3") == "Reminder 3 days before the due date"
+    assert words.dunning_step("reminder:0") == "Reminder on the due date"
+    assert words.dunning_step("reminder:1") == "Reminder 1 day after the due date"
+    assert words.dunning_step("late_fee") == "Late fee"
+    assert words.audit_action("billing.add_on_changed") == "Billing: add on changed"
+    assert words.audit_action("xmpp.account_changed") == "XMPP: account changed"
+    assert words.audit_action("logout") == "Logout"
+    assert words.status_words("open") == "Awaiting payment"
+    assert words.status_words("trialing") == "Free trial"
+    assert words.role_words("read_only") == "Read-only"
+    assert words.email_kind("invoice-reminder") == "Payment reminder"
+    assert words.metric_choice("messages") == ("messages", "Messages")

@@ -300,6 +300,18 @@ class WebhookCreatedOut(WebhookOut):
     secret: str = Field(description="Signing secret (HMAC-SHA256).")
 
 
+class WebhookDeliveryOut(Out):
+    id: str
+    event_type: str
+    status: str = Field(description="queued, delivered or failed (no more attempts).")
+    attempts: int
+    response_status: int | None = Field(description="The HTTP status the receiver answered.")
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+
+
 class Paged(BaseModel):
     total: int
     limit: int

@@ -320,8 +320,16 @@ def change_plan(
     add_ons: dict[str, int] | None = None,
     changed_by: str | None = None,
     actor: Actor | None = None,
+    audit_action: str = "plan_changed",
+    audit_details: dict[str, str | int] | None = None,
+    proration_tag: str = "change",
 ) -> ChangePreview:
-    """Upgrade or downgrade now; the proration lines wait for the next invoice."""
+    """Upgrade or downgrade now; the proration lines wait for the next invoice.
+
+    ``audit_action`` and ``audit_details`` name the change in the audit log when it is not a
+    plan change (an add-on added or removed, ``billing.add_ons``); ``proration_tag`` goes
+    into the proration lines' references, so two different changes made at the same instant
+    are two charges while the same change sent again is one."""
     sub = require_subscription(session, organization_id)
     _lock(session, sub)
     preview = _preview(session, clock, sub, plan_version_id, add_ons)
@@ -333,7 +341,7 @@ def change_plan(
             line.amount,
             sub.currency,
             source="proration",
-            reference=_proration_ref(sub, preview.at, "change", index),
+            reference=_proration_ref(sub, preview.at, proration_tag, index),
             at=preview.at,
             kind=LineKind.PRORATION.value,
             calculation=line.calculation,
@@ -379,13 +387,14 @@ def change_plan(
         session,
         clock,
         actor,
-        "plan_changed",
+        audit_action,
         organization_id=organization_id,
         target_type="subscription",
         target_id=preview.subscription_id,
         from_plan_version_id=preview.from_plan_version_id,
         to_plan_version_id=preview.to_plan_version_id,
         proration=str(preview.total),
+        **(audit_details or {}),
     )
     return preview
 

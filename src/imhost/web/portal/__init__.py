@@ -8,7 +8,19 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from imhost.web.pages import install_common
-from imhost.web.portal import account, alerts, auth, billing, closing, help, hosting, org, sepa
+from imhost.web.portal import (
+    account,
+    add_ons,
+    alerts,
+    auth,
+    billing,
+    closing,
+    help,
+    hosting,
+    org,
+    sepa,
+    webhooks,
+)
 
 # The page routers, each from its module (a new page module adds its router here).
 ROUTERS: tuple[APIRouter, ...] = (
@@ -21,6 +33,8 @@ ROUTERS: tuple[APIRouter, ...] = (
     sepa.router,
     closing.router,
     help.router,
+    add_ons.router,
+    webhooks.router,
 )
 
 

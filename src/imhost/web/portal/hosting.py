@@ -1,5 +1,6 @@
 """The hosted XMPP service: its domain, limits and how close they are, how to connect, and
-its accounts (create, reset password, disable/enable, CSV import with a per-row report)."""
+its accounts (create, reset password, disable/enable, delete, CSV import with a per-row
+report)."""
 
 from __future__ import annotations
 
@@ -370,6 +371,45 @@ def enable_account(
         f"/portal/orgs/{principal.org.slug}/service/{service.id}/accounts",
         f"{account.localpart}@{service.domain} is enabled.",
     )
+
+
+@router.post("/{service_id}/accounts/{username}/delete")
+def delete_account(
+    request: Request,
+    service_id: str,
+    username: str,
+    principal: HostingWrite,
+    form: Form,
+    db: Db,
+    runtime: RuntimeDep,
+) -> Response:
+    """Delete an account after a confirmation that says what goes with it. The engine closes
+    its sessions and refuses its logins (``hosting.changes``); usage already recorded stays,
+    since it is billed per service, not per account."""
+    service = _service(db, principal, service_id)
+    account = hosting.get_account(db, service, username[:1100])
+    address = f"{account.localpart}@{service.domain}"
+    url = f"/portal/orgs/{principal.org.slug}/service/{service.id}/accounts"
+    ask = confirmation(
+        request,
+        form,
+        principal=principal,
+        db=db,
+        question=f"Delete {address}?",
+        consequence=(
+            "Its open sessions close at once and it can no longer sign in. Its contact list, "
+            "the messages waiting for it while it was offline and its other stored data are "
+            f"deleted and cannot be brought back. The address {address} becomes free: a new "
+            "account with the same username can be created later. Usage already counted stays "
+            "on your bill."
+        ),
+        button="Delete account",
+        cancel_url=url,
+    )
+    if ask is not None:
+        return ask
+    hosting.delete_account(db, runtime.clock, service, account, actor=principal.actor)
+    return redirect(request, url, f"{address} is deleted; the address is free again.")
 
 
 @router.post("/{service_id}/accounts/import")

@@ -32,6 +32,7 @@ from imhost.accounts.schemas import (
     TokenIn,
     TokenOut,
     WebhookCreatedOut,
+    WebhookDeliveryOut,
     WebhookIn,
     WebhookOut,
 )
@@ -378,6 +379,7 @@ def create_webhook(
         organization_id=principal.org_id,
         url=body.url,
         event_types=body.event_types,
+        actor=principal.actor,
     )
     return WebhookCreatedOut(
         **WebhookOut.model_validate(endpoint).model_dump(), secret=endpoint.secret
@@ -386,5 +388,80 @@ def create_webhook(
 
 @router.delete("/{org_id}/webhooks/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_webhook(webhook_id: str, principal: OrgWrite, db: Db, runtime: RuntimeDep) -> Response:
-    runtime.webhooks.delete_endpoint(db, principal.org_id, webhook_id)
+    runtime.webhooks.delete_endpoint(
+        db, principal.org_id, webhook_id, clock=runtime.clock, actor=principal.actor
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{org_id}/webhooks/{webhook_id}/rotate-secret", response_model=WebhookCreatedOut)
+def rotate_webhook_secret(
+    webhook_id: str, principal: OrgWrite, db: Db, runtime: RuntimeDep
+) -> WebhookCreatedOut:
+    """A new signing secret, returned once; deliveries from now on are signed with it."""
+    endpoint = runtime.webhooks.rotate_secret(
+        db, runtime.clock, principal.org_id, webhook_id, actor=principal.actor
+    )
+    return WebhookCreatedOut(
+        **WebhookOut.model_validate(endpoint).model_dump(), secret=endpoint.secret
+    )
+
+
+@router.post("/{org_id}/webhooks/{webhook_id}/disable", response_model=WebhookOut)
+def disable_webhook(
+    webhook_id: str, principal: OrgWrite, db: Db, runtime: RuntimeDep
+) -> WebhookOut:
+    endpoint = runtime.webhooks.set_active(
+        db, runtime.clock, principal.org_id, webhook_id, False, actor=principal.actor
+    )
+    return WebhookOut.model_validate(endpoint)
+
+
+@router.post("/{org_id}/webhooks/{webhook_id}/enable", response_model=WebhookOut)
+def enable_webhook(webhook_id: str, principal: OrgWrite, db: Db, runtime: RuntimeDep) -> WebhookOut:
+    endpoint = runtime.webhooks.set_active(
+        db, runtime.clock, principal.org_id, webhook_id, True, actor=principal.actor
+    )
+    return WebhookOut.model_validate(endpoint)
+
+
+@router.post(
+    "/{org_id}/webhooks/{webhook_id}/test",
+    response_model=WebhookDeliveryOut,
+    status_code=status.HTTP_202_ACCEPTED,
+)
+def send_test_webhook(
+    webhook_id: str, principal: OrgWrite, db: Db, runtime: RuntimeDep
+) -> WebhookDeliveryOut:
+    """Queue a ``webhook.test`` event for this endpoint only (one already waiting is
+    returned instead of a second)."""
+    delivery = runtime.webhooks.send_test(
+        db, runtime.clock, principal.org_id, webhook_id, actor=principal.actor
+    )
+    return WebhookDeliveryOut.model_validate(delivery)
+
+
+@router.get("/{org_id}/webhooks/{webhook_id}/deliveries", response_model=list[WebhookDeliveryOut])
+def list_webhook_deliveries(
+    webhook_id: str, principal: OrgWrite, db: Db, runtime: RuntimeDep
+) -> list[WebhookDeliveryOut]:
+    """The endpoint's latest deliveries, newest first."""
+    return [
+        WebhookDeliveryOut.model_validate(d)
+        for d in runtime.webhooks.recent_deliveries(db, principal.org_id, webhook_id)
+    ]
+
+
+@router.post(
+    "/{org_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+    response_model=WebhookDeliveryOut,
+    status_code=status.HTTP_202_ACCEPTED,
+)
+def redeliver_webhook(
+    webhook_id: str, delivery_id: str, principal: OrgWrite, db: Db, runtime: RuntimeDep
+) -> WebhookDeliveryOut:
+    """Send a delivered or failed event again now (one still waiting is left as it is)."""
+    delivery = runtime.webhooks.redeliver(
+        db, runtime.clock, principal.org_id, webhook_id, delivery_id, actor=principal.actor
+    )
+    return WebhookDeliveryOut.model_validate(delivery)
