@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -152,15 +151,10 @@ def test_a_customer_creates_xmpp_accounts_and_reads_usage_and_forecast(
     ):
         page.goto(site.url + "/portal/orgs/demo" + path)
         shoot(page, name)
-    # Fast: a page renders in well under 100 ms on the demo data (the best of five, so that a
-    # busy machine running other tests does not decide it).
+    # The pages also answer a plain GET (no browser state needed). How fast they render is a
+    # benchmark's question (bench/), not a timed test's.
     for path in ("/", "/service", "/billing", "/members"):
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            assert page.request.get(site.url + "/portal/orgs/demo" + path).ok
-            times.append(time.perf_counter() - start)
-        assert min(times) < 0.1, (path, times)
+        assert page.request.get(site.url + "/portal/orgs/demo" + path).ok, path
 
 
 def test_staff_create_a_plan_run_billing_record_a_payment_and_suspend_a_customer(
