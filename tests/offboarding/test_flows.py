@@ -74,3 +74,19 @@ def test_an_export_older_than_a_day_does_not_count_and_the_name_must_match(
         with pytest.raises(Conflict):
             close_organization(s, clock, org, confirm_name=org.name, actor=_owner(world))
         assert org.status == "active"
+
+
+def test_a_closed_organization_cannot_subscribe_again_or_change_its_plan(
+    session_factory: sessionmaker[Session], clock: FrozenClock, world: World
+) -> None:
+    with session_factory() as s:
+        plan = make_plan(s, clock, trial_days=0)
+        billing.start_subscription(s, clock, world.org.id, plan.id)
+        org = accounts.get_organization(s, world.org.id)
+        build_export(s, clock, org, actor=_owner(world))
+        assert close_organization(s, clock, org, confirm_name=org.name, actor=_owner(world))
+        with pytest.raises(Conflict, match="closed"):
+            billing.start_subscription(s, clock, org.id, plan.id)
+        with pytest.raises(Conflict, match="closed"):
+            billing.change_plan(s, clock, org.id, plan.id)
+        assert billing.current_subscription(s, org.id) is None

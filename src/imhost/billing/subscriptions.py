@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from imhost import events
 from imhost.accounts.audit import Actor
-from imhost.accounts.models import Organization
+from imhost.accounts.models import Organization, OrgStatus
 from imhost.billing import audit, repository
 from imhost.billing.charges import add_pending_charge
 from imhost.billing.credits import add_credit
@@ -82,6 +82,14 @@ def _check_add_ons(session: Session, add_ons: dict[str, int], plan: PlanTerms) -
         check_add_on_fits(load_add_on(session, add_on_id), plan)
 
 
+def refuse_if_closed(session: Session, organization_id: str) -> None:
+    """A closed organization pays what it owes and nothing more: no new subscription, plan,
+    add-on or resumed period (its invoices stay payable, ``payments``)."""
+    org = session.get(Organization, organization_id)
+    if org is not None and org.status == OrgStatus.CLOSED.value:
+        raise Conflict("this organization is closed: its subscription cannot be changed")
+
+
 def start_subscription(
     session: Session,
     clock: Clock,
@@ -101,6 +109,7 @@ def start_subscription(
     the next anchor day (a shorter first period is prorated on the first invoice), and its
     base fee and the setup fee are billed by the next billing run.
     """
+    refuse_if_closed(session, organization_id)
     org = session.get(Organization, organization_id)
     if org is None:
         raise NotFound(f"no organization {organization_id!r}", field="organization_id")
@@ -330,6 +339,7 @@ def change_plan(
     plan change (an add-on added or removed, ``billing.add_ons``); ``proration_tag`` goes
     into the proration lines' references, so two different changes made at the same instant
     are two charges while the same change sent again is one."""
+    refuse_if_closed(session, organization_id)
     sub = require_subscription(session, organization_id)
     _lock(session, sub)
     preview = _preview(session, clock, sub, plan_version_id, add_ons)
@@ -592,6 +602,7 @@ def undo_cancel(
 ) -> Subscription:
     """Keep a subscription set to end at the end of its period (audited as
     ``billing.subscription_cancel_undone``, by ``actor``)."""
+    refuse_if_closed(session, organization_id)
     sub = require_subscription(session, organization_id)
     if not sub.cancel_at_period_end or sub.next_billing_at != sub.current_period_end:
         raise Conflict("the subscription is not set to end at the end of its period")
@@ -651,6 +662,7 @@ def resume_subscription(
     session: Session, clock: Clock, organization_id: str, *, actor: Actor | None = None
 ) -> Subscription:
     """Resume a paused subscription; an unbilled current period is charged pro rata."""
+    refuse_if_closed(session, organization_id)
     sub = require_subscription(session, organization_id)
     if sub.status != SubscriptionStatus.PAUSED.value:
         raise Conflict("the subscription is not paused")
