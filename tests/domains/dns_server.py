@@ -28,6 +28,11 @@ Zone = Mapping[tuple[str, str], Iterable[str]]
 
 class ZoneData:
     def __init__(self, records: Zone) -> None:
+        self.queries: list[tuple[str, str]] = []
+        self.load(records)
+
+    def load(self, records: Zone) -> None:
+        """Serve ``records`` from now on (what a zone edit does)."""
         self.records: dict[tuple[dns.name.Name, int], list[str]] = {}
         self.names: set[dns.name.Name] = set()
         for (name, rdtype), values in records.items():
@@ -36,7 +41,6 @@ class ZoneData:
             while owner != dns.name.root:  # every ancestor exists (empty non-terminals)
                 self.names.add(owner)
                 owner = owner.parent()
-        self.queries: list[tuple[str, str]] = []
 
     def answer(self, wire: bytes) -> bytes:
         query = dns.message.from_wire(wire)

@@ -16,6 +16,7 @@ from imhost.billing.models import SUBSCRIPTION_STATUS_LABELS
 from imhost.billing.payments import payment_method_label
 from imhost.catalog.models import LIMIT_LABELS
 from imhost.catalog.pricing import PriceSpec, parse_tiers, price_words
+from imhost.domains.models import DOMAIN_STATUS_LABELS, RECORD_STATE_LABELS
 from imhost.metering.metrics import metric_label, quantity_words
 
 
@@ -60,6 +61,14 @@ def component_prices(component: Any, currency: str) -> list[str]:
     return price_words(spec)
 
 
+def domain_status(status: str) -> str:
+    return DOMAIN_STATUS_LABELS.get(status, status)
+
+
+def record_state(state: str) -> str:
+    return RECORD_STATE_LABELS.get(str(state), str(state))
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
     "metric_label": metric_label,
     "quantity": quantity,
@@ -67,4 +76,6 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "payment_method": payment_method_label,
     "subscription_status": subscription_status,
     "component_prices": component_prices,
+    "domain_status": domain_status,
+    "record_state": record_state,
 }

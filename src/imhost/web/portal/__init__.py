@@ -8,7 +8,17 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from imhost.web.pages import install_common
-from imhost.web.portal import account, alerts, auth, billing, closing, hosting, org, sepa
+from imhost.web.portal import (
+    account,
+    alerts,
+    auth,
+    billing,
+    closing,
+    domains,
+    hosting,
+    org,
+    sepa,
+)
 
 # The page routers, each from its module (a new page module adds its router here).
 ROUTERS: tuple[APIRouter, ...] = (
@@ -17,6 +27,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     alerts.router,
     org.router,
     hosting.router,
+    domains.router,
     billing.router,
     sepa.router,
     closing.router,
