@@ -4,9 +4,9 @@ loopback answering the checks."""
 from __future__ import annotations
 
 import re
-from html import unescape
 from collections.abc import Iterator
 from datetime import timedelta
+from html import unescape
 from pathlib import Path
 
 import pytest
