@@ -30,6 +30,7 @@ from tests.factories import World, make_world
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 TARGET = "xmpp.provider.example"
+METRICS_TOKEN = "m" * 40
 
 
 @pytest.fixture
@@ -47,6 +48,7 @@ def runtime(engine: Engine, clock: FrozenClock, tmp_path: Path, dns_server: DnsS
         webhooks_allow_private=True,
         base_domain="im.test",
         security=SecuritySettings(cookie_secure=False),
+        metrics={"token": METRICS_TOKEN},
         dns={
             "resolvers": [dns_server.address],
             "timeout_seconds": 1,
@@ -283,3 +285,14 @@ def test_the_api_adds_lists_checks_and_removes(
     assert dup.status_code == 409
     assert client.delete(f"{base}/{body['id']}").status_code == 204
     assert client.get(f"{base}/{body['id']}").status_code == 404
+
+
+def test_metrics_count_domains_by_status(pages: FastAPI, world: World, service_id: str) -> None:
+    client, csrf = as_user(pages, world.members[OrgRole.OWNER])
+    url = f"/portal/orgs/{world.org.slug}/service/{service_id}/domains"
+    client.post(url, data={"csrf_token": csrf, "domain": "one.acme.example"})
+    client.post(url, data={"csrf_token": csrf, "domain": "two.acme.example"})
+    scrape = TestClient(pages).get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert scrape.status_code == 200
+    assert 'imhost_custom_domains{status="pending"} 2' in scrape.text
+    assert 'imhost_custom_domains{status="verified"} 0' in scrape.text
