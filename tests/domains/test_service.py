@@ -277,3 +277,23 @@ def test_the_scheduled_job_rechecks_due_domains_once(
         assert db.get(CustomDomain, later_id).check_count == 0  # type: ignore[union-attr]
         names = {r["name"] for r in failing.checks if r["state"] == "missing"}
         assert "_imhost-verify.chat.bad.example" in names
+
+
+def test_check_now_on_a_domain_removed_meanwhile_records_nothing(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    with session_factory() as db:
+        domain_id = add(db, clock).id
+        db.commit()
+    server = DnsServer({})
+    try:
+        with session_factory() as first:
+            domain = domains.get_domain(first, domain_id)
+            first.commit()  # as a route does before the lookup
+            with session_factory() as second:
+                domains.remove_domain(second, clock, domains.get_domain(second, domain_id))
+                second.commit()
+            with pytest.raises(NotFound, match="removed while it was being checked"):
+                domains.check_now(first, clock, settings_for(server.address), domain)
+    finally:
+        server.close()

@@ -235,12 +235,22 @@ def check_now(
     *,
     actor: Actor | None = None,
 ) -> list[RecordCheck]:
-    """Check the domain's DNS at once and record the outcome (the portal's "Check now")."""
+    """Check the domain's DNS at once and record the outcome (the portal's "Check now").
+
+    DNS is asked without touching the database; a web route ends its unit of work before
+    calling this (``db.commit()``), so no write lock is held while a lookup waits. The domain is
+    read again after the lookup: removed (or removed and added again) meanwhile, it is
+    NotFound and nothing is recorded.
+    """
     last = domain.last_checked_at
     if last is not None and clock.now() - last < timedelta(seconds=CHECK_NOW_MIN_SECONDS):
         return [RecordCheck.from_json(item) for item in domain.checks]
-    results = run_check(settings, domain.name, domain.token, domain.self_hosted)
-    record_check(session, clock, settings, domain, results, actor=actor)
+    domain_id, token = domain.id, domain.token
+    results = run_check(settings, domain.name, token, domain.self_hosted)
+    current = session.get(CustomDomain, domain_id, populate_existing=True)
+    if current is None or current.token != token:
+        raise NotFound("The domain was removed while it was being checked.")
+    record_check(session, clock, settings, current, results, actor=actor)
     return results
 
 

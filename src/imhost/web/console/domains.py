@@ -92,6 +92,7 @@ def check_domain(
     request: Request, domain_id: str, principal: HostingAdminWrite, db: Db, runtime: RuntimeDep
 ) -> Response:
     domain = domains.get_domain(db, domain_id)
+    db.commit()  # end the unit before the DNS lookup (network): no lock held meanwhile
     domains.check_now(db, runtime.clock, runtime.settings, domain, actor=principal.actor)
     return redirect(
         request,

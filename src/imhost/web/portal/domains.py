@@ -145,6 +145,7 @@ def check_domain(
 ) -> Response:
     service = _service(db, principal, service_id)
     domain = _domain(db, principal, service, domain_id)
+    db.commit()  # end the unit before the DNS lookup (network): no lock held meanwhile
     domains.check_now(db, runtime.clock, runtime.settings, domain, actor=principal.actor)
     name = display_name(domain.name)
     message = (

@@ -87,6 +87,7 @@ def check_domain(
 ) -> DomainOut:
     """Ask DNS now (at most once per 10 seconds per domain) and return every record's state."""
     domain = _domain(db, principal, service_id, domain_id)
+    db.commit()  # end the unit before the DNS lookup (network): no lock held meanwhile
     domains.check_now(db, runtime.clock, runtime.settings, domain, actor=principal.actor)
     return DomainOut.of(domain, runtime.settings)
 
@@ -130,5 +131,6 @@ def admin_check_domain(
     domain_id: str, principal: AdminWrite, db: Db, runtime: RuntimeDep
 ) -> DomainOut:
     domain = domains.get_domain(db, domain_id)
+    db.commit()  # end the unit before the DNS lookup (network): no lock held meanwhile
     domains.check_now(db, runtime.clock, runtime.settings, domain, actor=principal.actor)
     return DomainOut.of(domain, runtime.settings)
