@@ -66,7 +66,7 @@ def test_an_owner_adds_a_domain_fixes_its_records_until_verified_and_removes_it(
     page.get_by_role("link", name="Service", exact=True).click()
     page.get_by_role("link", name="Custom domains").click()
     arrive(page, r"/portal/orgs/demo/service/[^/]+/domains")
-    expect(page.get_by_text("No custom domain yet.")).to_be_visible()
+    expect(page.get_by_text("No custom domain yet")).to_be_visible()
     shoot(page, "domains-empty")
 
     # A name that is not a domain: the error summary, the field keeps what was typed.
@@ -114,7 +114,7 @@ def test_an_owner_adds_a_domain_fixes_its_records_until_verified_and_removes_it(
     expect(page.get_by_text(f"Remove {NAME} from")).to_be_visible()
     page.get_by_role("button", name="Remove domain").click()
     expect(page.locator(".flash")).to_contain_text(f"{NAME} is removed")
-    expect(page.get_by_text("No custom domain yet.")).to_be_visible()
+    expect(page.get_by_text("No custom domain yet")).to_be_visible()
 
 
 def test_staff_filter_domains_failing_verification(

@@ -13,7 +13,7 @@ from imhost.accounts.models import Organization
 from imhost.accounts.permissions import Access, Scope
 from imhost.domains import service as domains
 from imhost.domains.checks import RecordCheck
-from imhost.domains.models import DomainStatus
+from imhost.domains.models import DOMAIN_STATUS_LABELS, DomainStatus
 from imhost.domains.names import display_name
 from imhost.kit.errors import InvalidInput
 from imhost.web.deps import Db, Principal, RuntimeDep
@@ -97,5 +97,5 @@ def check_domain(
     return redirect(
         request,
         f"/console/domains?q={domain.name}",
-        f"{display_name(domain.name)}: {domain.status}.",
+        f"{display_name(domain.name)}: {DOMAIN_STATUS_LABELS[domain.status].lower()}.",
     )
