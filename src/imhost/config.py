@@ -78,6 +78,85 @@ class MetricsSettings(BaseModel):
     )
 
 
+def resolver_address(item: str) -> tuple[str, int]:
+    """``"192.0.2.1"``, ``"192.0.2.1:5353"``, ``"2001:db8::1"`` or ``"[2001:db8::1]:5353"`` as
+    (address, port); ValueError with a plain message otherwise."""
+    from ipaddress import ip_address
+
+    host, port = item.strip(), "53"
+    if host.startswith("["):
+        host, _, rest = host[1:].partition("]")
+        port = rest.removeprefix(":") or "53"
+    elif host.count(":") == 1:
+        host, _, port = host.partition(":")
+    try:
+        address = str(ip_address(host))
+    except ValueError:
+        raise ValueError(f"{item!r} is not an IP address (or IP:port)") from None
+    if not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{item!r} has a bad port")
+    return address, int(port)
+
+
+class DnsSettings(BaseModel):
+    """How custom domains are verified (docs/domains.md): which resolvers are asked, how long
+    to wait, and which host and ports the customers' SRV records must point at."""
+
+    resolvers: list[str] = Field(
+        default_factory=lambda: ["1.1.1.1", "9.9.9.9"],
+        min_length=1,
+        max_length=10,
+        description="Resolver addresses, each 'IP' or 'IP:port' ('[IPv6]:port').",
+    )
+    timeout_seconds: float = Field(3.0, gt=0, le=30, description="Wait per resolver and query.")
+    lifetime_seconds: float = Field(
+        6.0, gt=0, le=120, description="Total time one lookup may take, retries included."
+    )
+    srv_target: str | None = Field(
+        None, description="Host the SRV records must point at; default: the base domain."
+    )
+    addresses: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="IPv4/IPv6 addresses of the XMPP host, for domains that are the host "
+        "themselves (A/AAAA records); empty: such domains cannot be verified.",
+    )
+    s2s_port: int = Field(5269, ge=1, le=65535, description="Port of _xmpp-server._tcp.")
+    recheck_first_minutes: int = Field(
+        5, ge=1, le=1440, description="First re-check of an unverified domain after this."
+    )
+    recheck_max_hours: int = Field(
+        6, ge=1, le=168, description="Re-checks back off (doubling) up to this interval."
+    )
+
+    @field_validator("resolvers")
+    @classmethod
+    def _resolvers(cls, value: list[str]) -> list[str]:
+        for item in value:
+            resolver_address(item)
+        return value
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        from ipaddress import ip_address
+
+        try:
+            return [str(ip_address(item)) for item in value]
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("srv_target")
+    @classmethod
+    def _target(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower().rstrip(".")
+        if not value or any(not label or len(label) > 63 for label in value.split(".")):
+            raise ValueError("must be a DNS name such as xmpp.example.net")
+        return value
+
+
 class XmppSettings(BaseModel):
     """The data plane's listeners and limits (docs/xmpp.md)."""
 
@@ -201,6 +280,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     xmpp: XmppSettings = XmppSettings()
     stripe: StripeSettings = StripeSettings()
+    dns: DnsSettings = DnsSettings()
 
     @field_validator("base_domain")
     @classmethod

@@ -243,6 +243,26 @@ class AccessReviewOpened(Event):
     recipients: tuple[str, ...]
 
 
+# --- domains ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class CustomDomainChanged(Event):
+    """A customer's own domain for a hosted service was ``added``, ``verified`` (every record
+    it needs is in DNS), ``failed`` (a check found a record missing or wrong after it was
+    pending or verified; published once per fall, not per re-check) or ``removed``.
+
+    Published by domains; notify sends the webhook. Hosting may react to ``verified`` once the
+    engine can serve a second name for a host (docs/domains.md, "What verification gives").
+    """
+
+    organization_id: str
+    domain_id: str
+    service_id: str
+    name: str
+    kind: str  # added, verified, failed, removed
+
+
 # --- billing ----------------------------------------------------------------------------
 
 

@@ -63,6 +63,10 @@ class AuditAction(enum.StrEnum):
     XMPP_ACCOUNT_CHANGED = "xmpp.account_changed"
     XMPP_LOGIN_FAILED = "xmpp.login_failed"
     SERVICE_CHANGED = "service.changed"
+    DOMAIN_ADDED = "domain.added"
+    DOMAIN_REMOVED = "domain.removed"
+    DOMAIN_VERIFIED = "domain.verified"
+    DOMAIN_VERIFICATION_FAILED = "domain.verification_failed"
 
 
 @dataclass(frozen=True)

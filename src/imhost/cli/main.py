@@ -15,6 +15,7 @@ from imhost.accounts.auth import password_policy_for, validate_new_password
 from imhost.accounts.models import StaffRole, User
 from imhost.cli import billing as billing_cli
 from imhost.cli import catalog as catalog_cli
+from imhost.cli import domains as domains_cli
 from imhost.cli import help_center as help_cli
 from imhost.cli import hosting as hosting_cli
 from imhost.cli import usage as usage_cli
@@ -39,6 +40,7 @@ app.add_typer(usage_cli.app, name="usage")
 app.add_typer(billing_cli.app, name="billing")
 app.add_typer(hosting_cli.app, name="xmpp")
 app.add_typer(help_cli.app, name="help")
+app.add_typer(domains_cli.app, name="domains")
 
 
 @app.callback()

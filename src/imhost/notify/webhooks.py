@@ -63,6 +63,10 @@ EVENT_TYPES: dict[str, str] = {
     "direct_debit.collected": "A direct debit is collected",
     "direct_debit.returned": "A direct debit is returned by the bank",
     "credit_note.issued": "A credit note is issued",
+    "domain.added": "A custom domain is added to a service",
+    "domain.verified": "A custom domain passes its DNS check",
+    "domain.verification_failed": "A custom domain fails its DNS check",
+    "domain.removed": "A custom domain is removed",
 }
 """The events an endpoint can subscribe to, each with what it means in plain words (the
 portal's list; ``notify.billing`` queues them)."""

@@ -12,12 +12,18 @@ from starlette.responses import Response
 
 from imhost import __version__
 from imhost.db.migrations import migration_status
+from imhost.domains import service as domains
 from imhost.runtime import Runtime
 from imhost.web import api_docs, console, error_pages, portal, problems
 from imhost.web.api.v1 import build_router
 from imhost.web.body import BodyLimit
 from imhost.web.headers import SECURITY_HEADERS
-from imhost.web.metrics import HttpMetrics, check_metrics_access, render_engine_metrics
+from imhost.web.metrics import (
+    HttpMetrics,
+    check_metrics_access,
+    render_domain_metrics,
+    render_engine_metrics,
+)
 from imhost.web.xmpp_websocket import router as xmpp_websocket_router
 
 # Only the static files (CSS, JS) may be kept by caches.
@@ -94,6 +100,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         xmpp = runtime.xmpp
         if xmpp is not None:
             body += render_engine_metrics(xmpp.metrics_snapshot(), xmpp.engine_stats()).encode()
+        with runtime.session_factory() as session:
+            body += render_domain_metrics(domains.count_by_status(session)).encode()
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     # Outermost: a body is received whole (and bounded) before any route or transaction runs.

@@ -124,3 +124,17 @@ def render_engine_metrics(per_host: dict[str, dict[str, int]], engine: dict[str,
         lines.append(f"# TYPE {metric} gauge")
         lines.append(f"{metric} {value}")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def render_domain_metrics(counts: dict[str, int]) -> str:
+    """``imhost_custom_domains{status="..."}``: customers' own domains by verification status
+    (one grouped count per scrape)."""
+    lines = [
+        "# HELP imhost_custom_domains Custom domains of hosted services by status.",
+        "# TYPE imhost_custom_domains gauge",
+    ]
+    lines += [
+        f'imhost_custom_domains{{status="{_label(status)}"}} {n}'
+        for status, n in sorted(counts.items())
+    ]
+    return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ from imhost.billing.models import SUBSCRIPTION_STATUS_LABELS
 from imhost.billing.payments import payment_method_label
 from imhost.catalog.models import LIMIT_LABELS
 from imhost.catalog.pricing import PriceSpec, parse_tiers, price_words
+from imhost.domains.models import DOMAIN_STATUS_LABELS, RECORD_STATE_LABELS
 from imhost.metering.metrics import metric_label, quantity_words
 
 
@@ -175,6 +176,14 @@ def metric_choice(code: str) -> tuple[str, str]:
     return code, metric_label(code)
 
 
+def domain_status(status: str) -> str:
+    return DOMAIN_STATUS_LABELS.get(status, status)
+
+
+def record_state(state: str) -> str:
+    return RECORD_STATE_LABELS.get(str(state), str(state))
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
     "metric_label": metric_label,
     "quantity": quantity,
@@ -189,4 +198,6 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "dunning_step": dunning_step,
     "audit_action": audit_action,
     "metric_choice": metric_choice,
+    "domain_status": domain_status,
+    "record_state": record_state,
 }

@@ -11,6 +11,7 @@ from imhost.billing import budgets
 from imhost.billing import tasks as billing_tasks
 from imhost.billing.sepa import tasks as sepa_tasks
 from imhost.db.engine import transaction
+from imhost.domains import tasks as domain_tasks
 from imhost.metering import tasks as metering_tasks
 from imhost.runtime import Runtime
 from imhost.worker.scheduler import Job
@@ -54,5 +55,10 @@ def default_jobs(runtime: Runtime) -> list[Job]:
             "sepa-collections",
             timedelta(hours=1),
             _bind(sepa_tasks.scheduled_queue, factory, clock),
+        ),
+        Job(
+            "domain-checks",
+            domain_tasks.CHECK_EVERY,
+            _bind(domain_tasks.scheduled_checks, factory, clock, runtime.settings),
         ),
     ]

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from imhost.web.console import billing, customers, dashboard, help, sepa
+from imhost.web.console import billing, customers, dashboard, domains, help, sepa
 from imhost.web.pages import install_common
 
 # The page routers, each from its module (a new page module adds its router here).
 ROUTERS: tuple[APIRouter, ...] = (
     customers.router,
+    domains.router,
     billing.router,
     dashboard.router,
     sepa.router,
