@@ -251,7 +251,7 @@ async def test_filters_with_start_end_ids_and_fulltext() -> None:
         assert [b for _, b in results(els)] == ["yes, lunch"]
         reply, els = await exchange(alice, query(fields=field("before-id", all_after[0][0])))
         assert [b for _, b in results(els)] == ["Lunch at noon?"]
-        reply, els = await exchange(alice, query(fields=field("ids", all_after[1][0])))
+        _, els = await exchange(alice, query(fields=field("ids", all_after[1][0])))
         assert [b for _, b in results(els)] == ["yes, lunch"]
         _, els = await exchange(
             alice, query(fields=field("{urn:xmpp:fulltext:0}fulltext", "LUNCH"))
