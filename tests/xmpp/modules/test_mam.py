@@ -234,22 +234,22 @@ async def test_filters_with_start_end_ids_and_fulltext() -> None:
         await chat(carol, A, "the report is late")
         clock.advance(10)
         await chat(alice, f"{B}/res", "yes, lunch")
-        reply, els = await exchange(alice, query(fields=field("with", B)))
+        _, els = await exchange(alice, query(fields=field("with", B)))
         assert [b for _, b in results(els)] == ["Lunch at noon?", "yes, lunch"]
-        reply, els = await exchange(alice, query(fields=field("with", f"{B}/other")))
+        _, els = await exchange(alice, query(fields=field("with", f"{B}/other")))
         assert results(els) == []
-        reply, els = await exchange(alice, query(fields=field("with", f"{B}/res")))
+        _, els = await exchange(alice, query(fields=field("with", f"{B}/res")))
         assert [b for _, b in results(els)] == ["Lunch at noon?", "yes, lunch"]
         start = format_stamp(t0 + timedelta(seconds=15))
         end = format_stamp(t0 + timedelta(seconds=25))
-        reply, els = await exchange(alice, query(fields=field("start", start) + field("end", end)))
+        _, els = await exchange(alice, query(fields=field("start", start) + field("end", end)))
         assert [b for _, b in results(els)] == ["the report is late"]
-        reply, els = await exchange(alice, query(fields=field("start", start)))
+        _, els = await exchange(alice, query(fields=field("start", start)))
         all_after = results(els)
         assert [b for _, b in all_after] == ["the report is late", "yes, lunch"]
-        reply, els = await exchange(alice, query(fields=field("after-id", all_after[0][0])))
+        _, els = await exchange(alice, query(fields=field("after-id", all_after[0][0])))
         assert [b for _, b in results(els)] == ["yes, lunch"]
-        reply, els = await exchange(alice, query(fields=field("before-id", all_after[0][0])))
+        _, els = await exchange(alice, query(fields=field("before-id", all_after[0][0])))
         assert [b for _, b in results(els)] == ["Lunch at noon?"]
         _, els = await exchange(alice, query(fields=field("ids", all_after[1][0])))
         assert [b for _, b in results(els)] == ["yes, lunch"]
@@ -257,7 +257,7 @@ async def test_filters_with_start_end_ids_and_fulltext() -> None:
             alice, query(fields=field("{urn:xmpp:fulltext:0}fulltext", "LUNCH"))
         )
         assert [b for _, b in results(els)] == ["Lunch at noon?", "yes, lunch"]
-        _reply, els = await exchange(
+        __, els = await exchange(
             alice, query(fields=field("{urn:xmpp:fulltext:0}fulltext", "lunch noon"))
         )
         assert [b for _, b in results(els)] == ["Lunch at noon?"]
