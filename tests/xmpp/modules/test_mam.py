@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -425,3 +426,24 @@ async def test_archive_size_is_metered_as_storage() -> None:
         await server.meter.flush()
         total = h.backend.usage_total("example.test", "archive_storage_bytes")
         assert total == await h.backend.archive_bytes_used("example.test") > 200
+
+
+async def test_a_message_routed_again_after_a_lost_session_is_archived_once() -> None:
+    async with Harness(modules=MODULES, sm_resume_timeout_seconds=1) as h:
+        alice, bob = await pair(h)
+        alice.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+        await alice.recv()
+        await chat(bob, A, "keep me")
+        [first] = named(await alice.recv(), "message")
+        stanza_id = first.find("stanza-id", NS_SID)
+        assert stanza_id is not None
+        alice.stream.connection_lost(None)  # never acknowledged: stored offline again
+        await asyncio.sleep(1.3)
+        assert await h.backend.count("example.test", "alice") == 1
+        again = await h.online("alice", "new", presence=False)
+        again.send("<presence/>")
+        [offline] = [m for m in named(await again.recv(), "message") if m.find_text("body")]
+        ids = [e.get("id") for e in offline.elements() if e.name == "stanza-id"]
+        assert ids == [stanza_id.get("id")]
+        _, els = await exchange(again, query())
+        assert [b for _, b in results(els)] == ["keep me"]

@@ -113,6 +113,12 @@ def archivable(stanza: Element) -> bool:
     return keep
 
 
+def has_stanza_id(stanza: Element, by: str) -> bool:
+    return any(
+        c.ns == NS_SID and c.name == "stanza-id" and c.get("by") == by for c in stanza.elements()
+    )
+
+
 def strip_stanza_ids(stanza: Element, by: str) -> None:
     """XEP-0359 §3.1: drop ``<stanza-id/>`` elements claiming to come from ``by`` (only the
     entity ``by`` names may add them)."""
@@ -341,16 +347,22 @@ class MamModule(Module):
         if to is None or not to.local:
             return None
         own = to.bare
+        origin = event.session
+        if origin is None and has_stanza_id(stanza, own):
+            return None  # routed again by the server (XEP-0198 requeue): archived already
         strip_stanza_ids(stanza, own)
         if not archivable(stanza):
             return None
-        sender = stanza.attrs.get("from")
-        if not sender:
-            return None
-        try:
-            peer = parse_jid(sender)
-        except ValueError:
-            return None
+        if origin is not None and origin.jid is not None:
+            peer = origin.jid  # the sender's session: its JID is the stamped 'from'
+        else:
+            sender = stanza.attrs.get("from")
+            if not sender:
+                return None
+            try:
+                peer = parse_jid(sender)
+            except ValueError:
+                return None
         wanted = self._wants(to.local, peer.bare)
         if wanted is True:
             self._received(to, peer, stanza)
