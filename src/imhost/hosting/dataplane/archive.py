@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from imhost.hosting.dataplane.hosts import HostCache
@@ -137,42 +139,45 @@ class DbArchiveStore:
         """service id -> (monotonic time summed, bytes)."""
 
     async def append(self, messages: Sequence[ArchivedMessage]) -> None:
-        rows: list[XmppArchivedMessage] = []
+        rows: list[dict[str, object]] = []
+        owners: dict[tuple[str, str], str | None] = {}
         for m in messages:
             service_id = self.hosts.service_id_of(m.domain)
-            account_id = await self.accounts.account_id(m.domain, m.localpart)
+            key = (m.domain, m.localpart)
+            if key not in owners:
+                owners[key] = await self.accounts.account_id(m.domain, m.localpart)
+            account_id = owners[key]
             if service_id is None or account_id is None:
                 continue
             rows.append(
-                XmppArchivedMessage(
-                    account_id=account_id,
-                    service_id=service_id,
-                    archive_id=m.id,
-                    with_jid=m.with_jid,
-                    with_resource=m.with_resource,
-                    stamp=m.stamp,
-                    outgoing=m.outgoing,
-                    stanza=m.stanza,
-                    body=m.text,
-                    size=m.size,
-                )
+                {
+                    "account_id": account_id,
+                    "service_id": service_id,
+                    "archive_id": m.id,
+                    "with_jid": m.with_jid,
+                    "with_resource": m.with_resource,
+                    "stamp": m.stamp,
+                    "outgoing": m.outgoing,
+                    "stanza": m.stanza,
+                    "body": m.text,
+                    "size": m.size,
+                }
             )
         if not rows:
             return
 
         def write(session: Session) -> list[tuple[str, int]]:
-            stored = {
-                (account_id, archive_id)
-                for account_id, archive_id in session.execute(
-                    select(Row.account_id, Row.archive_id).where(
-                        Row.account_id.in_({r.account_id for r in rows}),
-                        Row.archive_id.in_({r.archive_id for r in rows}),
-                    )
-                )
-            }
-            fresh = [r for r in rows if (r.account_id, r.archive_id) not in stored]
-            session.add_all(fresh)
-            return [(r.service_id, r.size) for r in fresh]
+            # One multi-row INSERT that skips rows stored already (a retried batch): no ORM
+            # objects, so the thread holds the interpreter lock briefly and the event loop
+            # keeps routing.
+            dialect = session.get_bind().dialect.name
+            insert = pg_insert if dialect == "postgresql" else sqlite_insert
+            statement = (
+                insert(XmppArchivedMessage)
+                .on_conflict_do_nothing(index_elements=["account_id", "archive_id"])
+                .returning(Row.service_id, Row.size)
+            )
+            return [(str(a), int(b)) for a, b in session.execute(statement, rows)]
 
         added = await self.runner.run(write, write=True)
         for service_id, size in added:

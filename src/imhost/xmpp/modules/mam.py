@@ -60,7 +60,7 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 250
 """The largest ``<max/>`` a client may ask for; more is ``policy-violation``."""
 FLUSH_SECONDS = 0.2
-FLUSH_ITEMS = 200
+FLUSH_ITEMS = 500
 """The archive writes are queued and stored in one batch every ``FLUSH_SECONDS`` or as soon
 as ``FLUSH_ITEMS`` wait, whichever comes first."""
 MAX_QUEUED = 100_000
@@ -70,13 +70,15 @@ QUERY_FIELDS = ("FORM_TYPE", "with", "start", "end", "after-id", "before-id", "i
 POLICIES = ("always", "never", "roster")
 
 _counter = itertools.count()
+_PROCESS = secrets.token_hex(3)
+"""Random per process: two nodes archiving in the same microsecond make different ids."""
 
 
 def new_archive_id(stamp: datetime) -> str:
-    """A new archive id: the time (microseconds, hex) then a counter and random hex, so that
-    ids of one node sort in the order they were made and cannot be guessed."""
+    """A new archive id: the time (microseconds, hex), a counter, and this process's random
+    part, so that ids of one node sort in the order they were made and never repeat."""
     micros = int(stamp.timestamp() * 1_000_000)
-    return f"{micros:014x}{next(_counter) % 0x1000000:06x}{secrets.token_hex(3)}"
+    return f"{micros:014x}{next(_counter) % 0x1000000:06x}{_PROCESS}"
 
 
 def format_stamp(when: datetime) -> str:
@@ -238,6 +240,7 @@ class MamModule(Module):
         self._prefs: dict[str, ArchivePrefs] = {}
         """Preferences by localpart, read once per account (then kept: they are small)."""
         self.writer = ArchiveWriter(self)
+        self._last_serialized: tuple[Element, list[Element | str], int, str] | None = None
         for feature in (NS_MAM, NS_MAM_EXTENDED, NS_SID, NS_FULLTEXT):
             ctx.add_feature(feature, IqTarget.ACCOUNT)
         ctx.iq_handler(NS_MAM, IqType.GET, self.on_get, IqTarget.ACCOUNT)
@@ -298,6 +301,18 @@ class MamModule(Module):
 
     # -- archiving --------------------------------------------------------------------------
 
+    def _serialize(self, stanza: Element) -> str:
+        """The stanza's XML; the sender's copy and the recipient's are one serialisation (the
+        same element, its children untouched in between)."""
+        last = self._last_serialized
+        children = stanza.children
+        if last is not None and last[0] is stanza and last[1] is children:
+            if last[2] == len(children):
+                return last[3]
+        xml = stanza.serialize(NS_CLIENT)
+        self._last_serialized = (stanza, children, len(children), xml)
+        return xml
+
     def _archive(
         self, localpart: str, peer: JID, stanza: Element, *, outgoing: bool
     ) -> ArchivedMessage:
@@ -310,7 +325,7 @@ class MamModule(Module):
             with_resource=peer.resource,
             stamp=stamp,
             outgoing=outgoing,
-            stanza=stanza.serialize(NS_CLIENT),
+            stanza=self._serialize(stanza),
             text=stanza.find_text("body", NS_CLIENT) or "",
         )
         self.writer.add(message)
