@@ -306,9 +306,13 @@ class MamModule(Module):
         same element, its children untouched in between)."""
         last = self._last_serialized
         children = stanza.children
-        if last is not None and last[0] is stanza and last[1] is children:
-            if last[2] == len(children):
-                return last[3]
+        if (
+            last is not None
+            and last[0] is stanza
+            and last[1] is children
+            and last[2] == len(children)
+        ):
+            return last[3]
         xml = stanza.serialize(NS_CLIENT)
         self._last_serialized = (stanza, children, len(children), xml)
         return xml
