@@ -261,3 +261,20 @@ def test_default_plans_keep_30_to_365_days() -> None:
 
     days = sorted(p["version"]["limits"]["archive_days"] for p in _default_plans("EUR"))
     assert days == [30, 90, 365]
+
+
+def test_staff_set_the_days_kept_within_bounds(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    from imhost.hosting import service as hosting
+    from imhost.kit.errors import InvalidInput
+
+    with session_factory() as session:
+        service = make_service(session, clock, domain=A)
+        hosting.set_limits(session, clock, service, {"archive_days": 7})
+        assert service.archive_days == 7
+        hosting.set_limits(session, clock, service, {"archive_days": None})
+        assert service.archive_days is None
+        for bad in (0, 40_000):
+            with pytest.raises(InvalidInput, match="archive_days"):
+                hosting.set_limits(session, clock, service, {"archive_days": bad})
