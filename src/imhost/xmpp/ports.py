@@ -419,9 +419,11 @@ class MucStore(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ArchivedMessage:
-    """One message in an account's XEP-0313 archive."""
+    """One message in an account's XEP-0313 archive. Not changed once made (not ``frozen``
+    only because a frozen dataclass costs four times as much to create, and one is made for
+    every copy of every message)."""
 
     id: str
     """The archive id: the XEP-0359 ``stanza-id`` the owner's clients saw. Unique per owner."""
