@@ -16,8 +16,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, CursorResult, Table, and_, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -36,6 +37,8 @@ from imhost.xmpp.ports import (
 SIZE_REFRESH_SECONDS = 300.0
 
 Row = XmppArchivedMessage
+ARCHIVE_TABLE = cast("Table", XmppArchivedMessage.__table__)
+"""The table itself: a Core insert (a plain executemany, not the ORM's bulk path)."""
 
 
 def _escape_like(text: str) -> str:
@@ -166,24 +169,29 @@ class DbArchiveStore:
         if not rows:
             return
 
-        def write(session: Session) -> list[tuple[str, int]]:
-            # One multi-row INSERT that skips rows stored already (a retried batch): no ORM
-            # objects, so the thread holds the interpreter lock briefly and the event loop
-            # keeps routing.
+        def write(session: Session) -> int:
+            # One executemany of a plain INSERT that skips rows stored already (a retried
+            # batch): no ORM objects and no RETURNING, so the thread holds the interpreter
+            # lock briefly and the event loop keeps routing.
             dialect = session.get_bind().dialect.name
             insert = pg_insert if dialect == "postgresql" else sqlite_insert
-            statement = (
-                insert(XmppArchivedMessage)
-                .on_conflict_do_nothing(index_elements=["account_id", "archive_id"])
-                .returning(Row.service_id, Row.size)
+            statement = insert(ARCHIVE_TABLE).on_conflict_do_nothing(
+                index_elements=["account_id", "archive_id"]
             )
-            return [(str(a), int(b)) for a, b in session.execute(statement, rows)]
+            result = cast("CursorResult[Any]", session.execute(statement, rows))
+            return result.rowcount
 
-        added = await self.runner.run(write, write=True)
-        for service_id, size in added:
-            known = self._bytes.get(service_id)
-            if known is not None:
-                self._bytes[service_id] = (known[0], known[1] + size)
+        inserted = await self.runner.run(write, write=True)
+        if inserted == len(rows):
+            for row in rows:
+                service_id = str(row["service_id"])
+                known = self._bytes.get(service_id)
+                if known is not None:
+                    self._bytes[service_id] = (known[0], known[1] + int(str(row["size"])))
+        else:
+            # some were stored before (or the driver cannot say): sum again at the next read
+            for service_id in {str(row["service_id"]) for row in rows}:
+                self._bytes.pop(service_id, None)
 
     async def query(
         self,
