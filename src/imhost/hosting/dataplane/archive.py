@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any, cast
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, CursorResult, Table, and_, func, or_, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from imhost.hosting.dataplane.hosts import HostCache
@@ -37,8 +35,18 @@ from imhost.xmpp.ports import (
 SIZE_REFRESH_SECONDS = 300.0
 
 Row = XmppArchivedMessage
-ARCHIVE_TABLE = cast("Table", XmppArchivedMessage.__table__)
-"""The table itself: a Core insert (a plain executemany, not the ORM's bulk path)."""
+INSERT_SQLITE = (
+    "INSERT INTO xmpp_archive (account_id, service_id, archive_id, with_jid, with_resource, "
+    "outgoing, stamp, stanza, body, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (account_id, archive_id) DO NOTHING"
+)
+INSERT_POSTGRESQL = (
+    "INSERT INTO xmpp_archive (account_id, service_id, archive_id, with_jid, with_resource, "
+    "outgoing, stamp, stanza, body, size) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (account_id, archive_id) DO NOTHING"
+)
+"""A batch of archived messages, written by the driver's executemany (``write`` below)."""
+SQLITE_STAMP = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def _escape_like(text: str) -> str:
@@ -142,7 +150,7 @@ class DbArchiveStore:
         """service id -> (monotonic time summed, bytes)."""
 
     async def append(self, messages: Sequence[ArchivedMessage]) -> None:
-        rows: list[dict[str, object]] = []
+        rows: list[tuple[Any, ...]] = []
         owners: dict[tuple[str, str], str | None] = {}
         for m in messages:
             service_id = self.hosts.service_id_of(m.domain)
@@ -153,44 +161,52 @@ class DbArchiveStore:
             if service_id is None or account_id is None:
                 continue
             rows.append(
-                {
-                    "account_id": account_id,
-                    "service_id": service_id,
-                    "archive_id": m.id,
-                    "with_jid": m.with_jid,
-                    "with_resource": m.with_resource,
-                    "stamp": m.stamp,
-                    "outgoing": m.outgoing,
-                    "stanza": m.stanza,
-                    "body": m.text,
-                    "size": m.size,
-                }
+                (
+                    account_id,
+                    service_id,
+                    m.id,
+                    m.with_jid,
+                    m.with_resource,
+                    m.outgoing,
+                    m.stamp,
+                    m.stanza,
+                    m.text,
+                    m.size,
+                )
             )
         if not rows:
             return
 
         def write(session: Session) -> int:
-            # One executemany of a plain INSERT that skips rows stored already (a retried
-            # batch): no ORM objects and no RETURNING, so the thread holds the interpreter
-            # lock briefly and the event loop keeps routing.
-            dialect = session.get_bind().dialect.name
-            insert = pg_insert if dialect == "postgresql" else sqlite_insert
-            statement = insert(ARCHIVE_TABLE).on_conflict_do_nothing(
-                index_elements=["account_id", "archive_id"]
+            # The driver's executemany on prepared tuples: no ORM objects and no per-row
+            # type processing, so the writing thread holds the interpreter lock briefly and
+            # the event loop keeps routing. A row stored already (a retried batch) is skipped.
+            connection = session.connection()
+            sqlite = connection.dialect.name == "sqlite"
+            params = [
+                (
+                    *row[:6],
+                    # as SQLAlchemy's DateTime stores it on SQLite: naive UTC text
+                    row[6].astimezone(UTC).strftime(SQLITE_STAMP) if sqlite else row[6],
+                    *row[7:],
+                )
+                for row in rows
+            ]
+            result = connection.exec_driver_sql(
+                INSERT_SQLITE if sqlite else INSERT_POSTGRESQL, params
             )
-            result = cast("CursorResult[Any]", session.execute(statement, rows))
             return result.rowcount
 
         inserted = await self.runner.run(write, write=True)
         if inserted == len(rows):
             for row in rows:
-                service_id = str(row["service_id"])
+                service_id, size = row[1], row[9]
                 known = self._bytes.get(service_id)
                 if known is not None:
-                    self._bytes[service_id] = (known[0], known[1] + int(str(row["size"])))
+                    self._bytes[service_id] = (known[0], known[1] + size)
         else:
             # some were stored before (or the driver cannot say): sum again at the next read
-            for service_id in {str(row["service_id"]) for row in rows}:
+            for service_id in {row[1] for row in rows}:
                 self._bytes.pop(service_id, None)
 
     async def query(
