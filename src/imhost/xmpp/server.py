@@ -529,6 +529,12 @@ class XmppServer:
                 stream.close_with_error(StreamErrorCondition.SYSTEM_SHUTDOWN)
         self.router._flush()
         await asyncio.sleep(0)
+        for host in list(self.router.hosts.values()):
+            for module in host.modules:
+                try:
+                    await module.stop()
+                except Exception:
+                    log.exception("stopping %s on %s failed", module.name, host.domain)
         self.directory.remove_listener(self)
         await self.meter.stop()
         self.started = False

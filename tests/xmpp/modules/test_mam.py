@@ -14,6 +14,7 @@ from imhost.xmpp.modules.blocking import BlockingModule
 from imhost.xmpp.modules.carbons import NS_CARBONS, CarbonsModule
 from imhost.xmpp.modules.disco import DiscoModule
 from imhost.xmpp.modules.mam import (
+    FLUSH_ITEMS,
     MAX_PAGE,
     NS_MAM,
     NS_RSM,
@@ -447,3 +448,37 @@ async def test_a_message_routed_again_after_a_lost_session_is_archived_once() ->
         assert ids == [stanza_id.get("id")]
         _, els = await exchange(again, query())
         assert [b for _, b in results(els)] == ["keep me"]
+
+
+async def test_a_graceful_stop_stores_the_queue() -> None:
+    h = Harness(modules=MODULES)
+    async with h:
+        _, bob = await pair(h)
+        await chat(bob, A, "last words")
+        assert ("example.test", "alice") not in h.backend.archives
+    assert [m.text for m in h.backend.archives[("example.test", "alice")]] == ["last words"]
+
+
+async def test_a_failing_store_is_retried_on_a_timer_not_at_every_message() -> None:
+    async with Harness(modules=MODULES) as h:
+        alice, bob = await pair(h)
+        calls: list[int] = []
+        real_append = h.backend.append
+
+        async def failing(messages: list[object]) -> None:
+            calls.append(len(messages))
+            raise ConnectionError("database away")
+
+        h.backend.append = failing  # type: ignore[method-assign,assignment]
+        for i in range(FLUSH_ITEMS + 50):
+            bob.send(f"<message to='{A}' type='chat'><body>{i}</body></message>")
+            if i % 50 == 0:
+                await bob.recv(2)
+        await bob.recv(10)
+        await alice.recv(10)
+        assert len(calls) == 1  # one batch tried; the rest waits for the retry timer
+        h.backend.append = real_append  # type: ignore[method-assign]
+        _, els = await exchange(alice, query(rsm="<max>0</max>"))
+        assert els == [] or results(els) == []
+        archive = h.backend.archives[("example.test", "alice")]
+        assert len(archive) == FLUSH_ITEMS + 50

@@ -152,20 +152,29 @@ class ArchiveWriter:
         self.lock = asyncio.Lock()
         self.dropped = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._flush_due = False
+        """A flush is spawned and has not taken the queue yet (never two waiting)."""
+        self._failing = False
+        """The last batch failed: retry on the timer only, not at every message."""
 
     def add(self, message: ArchivedMessage) -> None:
         self.queue.append(message)
-        if len(self.queue) >= FLUSH_ITEMS:
+        if len(self.queue) >= FLUSH_ITEMS and not self._failing:
             self._cancel_timer()
-            self.module.ctx.spawn(self.flush())
-        elif self._timer is None:
+            self._spawn_flush()
+        elif self._timer is None and not self._flush_due:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(FLUSH_SECONDS, self._on_timer)
+
+    def _spawn_flush(self) -> None:
+        if not self._flush_due:
+            self._flush_due = True
+            self.module.ctx.spawn(self.flush())
 
     def _on_timer(self) -> None:
         self._timer = None
         if self.queue:
-            self.module.ctx.spawn(self.flush())
+            self._spawn_flush()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -175,13 +184,16 @@ class ArchiveWriter:
     async def flush(self) -> None:
         """Store what is queued (and what an earlier failure left)."""
         async with self.lock:
+            self._flush_due = False
             if not self.queue:
                 return
             batch, self.queue = self.queue, []
             try:
                 await self.module.ctx.stores.archive.append(batch)
+                self._failing = False
             except Exception:
                 log.exception("storing %d archived messages failed; retrying", len(batch))
+                self._failing = True
                 self.queue[:0] = batch
                 excess = len(self.queue) - MAX_QUEUED
                 if excess > 0:
@@ -252,6 +264,11 @@ class MamModule(Module):
 
     def unload(self) -> None:
         self.writer.close()
+
+    async def stop(self) -> None:
+        """Graceful stop: store what waits in the queue."""
+        self.writer.close()
+        await self.writer.flush()
 
     # -- preferences ------------------------------------------------------------------------
 
