@@ -143,6 +143,19 @@ def test_storage_gauges_of_several_services_add_up(db: Session, clock: FrozenClo
     assert aggregate.billable_quantities(db, org.id, JAN, FEB)["storage_gb"] == Decimal("6.5")
 
 
+def test_the_message_archive_counts_as_storage(db: Session, clock: FrozenClock) -> None:
+    org = make_org(db, clock)
+    put(
+        db,
+        clock,
+        usage(org, "offline_storage_bytes", JAN, 1 * GB),
+        usage(org, "archive_storage_bytes", JAN, 2 * GB),
+        usage(org, "archive_storage_bytes", utc(2026, 1, 16), 4 * GB),  # 15 days at 2 GB
+    )
+    expected = _gb((Decimal(1) * 31 + Decimal(2) * 15 + Decimal(4) * 16) / 31)
+    assert aggregate.billable_quantities(db, org.id, JAN, FEB)["storage_gb"] == expected
+
+
 def test_usage_to_date_averages_storage_over_the_elapsed_time_only(
     db: Session, clock: FrozenClock
 ) -> None:

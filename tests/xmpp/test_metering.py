@@ -52,6 +52,7 @@ async def test_counts_per_host_and_flushes_minute_buckets() -> None:
         assert {r.metric for r in usage if r.host == OTHER} <= {
             "offline_storage_bytes",
             "private_storage_bytes",
+            "archive_storage_bytes",
         }
         keys = [r.idempotency_key for r in usage]
         assert len(keys) == len(set(keys))

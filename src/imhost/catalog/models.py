@@ -51,6 +51,7 @@ LIMIT_FIELDS: tuple[str, ...] = (
     "max_offline_messages",
     "max_rooms",
     "max_room_occupants",
+    "archive_days",
 )
 """The limits a plan version sets; ``None`` means unlimited."""
 
@@ -65,6 +66,7 @@ LIMIT_LABELS: dict[str, str] = {
     "max_offline_messages": "Offline messages kept",
     "max_rooms": "Group chat rooms",
     "max_room_occupants": "People in one group chat",
+    "archive_days": "Days of message history kept",
 }
 """What customers read for each limit."""
 
@@ -83,6 +85,7 @@ class PlanLimits:
     max_offline_messages: int | None = None
     max_rooms: int | None = None
     max_room_occupants: int | None = None
+    archive_days: int | None = None
 
     def plus(self, deltas: dict[str, int]) -> PlanLimits:
         """These limits raised by an add-on's deltas (an unlimited limit stays unlimited)."""
@@ -134,6 +137,8 @@ class PlanVersion(IdMixin, CreatedMixin, Base):
     max_offline_messages: Mapped[int | None] = mapped_column(Integer, default=None)
     max_rooms: Mapped[int | None] = mapped_column(Integer, default=None)
     max_room_occupants: Mapped[int | None] = mapped_column(Integer, default=None)
+    archive_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Days a message stays in the accounts' archives (XEP-0313); None keeps it for ever."""
     change_note: Mapped[str] = mapped_column(String(500), default="")
     superseded_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 

@@ -93,6 +93,7 @@ class LimitsIn(BaseModel):
     max_offline_messages: int | None = Field(None, ge=0, le=10_000_000)
     max_rooms: int | None = Field(None, ge=0, le=10_000_000)
     max_room_occupants: int | None = Field(None, ge=1, le=1_000_000)
+    archive_days: int | None = Field(None, ge=1, le=36_500)
 
 
 class PlanVersionIn(BaseModel):

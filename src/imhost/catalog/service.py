@@ -590,6 +590,7 @@ def _default_plans(currency: str) -> list[dict[str, Any]]:
                     "max_offline_messages": 500,
                     "max_rooms": 20,
                     "max_room_occupants": 50,
+                    "archive_days": 30,
                 },
                 "components": [
                     {
@@ -643,6 +644,7 @@ def _default_plans(currency: str) -> list[dict[str, Any]]:
                     "max_offline_messages": 1000,
                     "max_rooms": 200,
                     "max_room_occupants": 250,
+                    "archive_days": 90,
                 },
                 "components": [
                     {
@@ -701,6 +703,7 @@ def _default_plans(currency: str) -> list[dict[str, Any]]:
                     "max_offline_messages": 5000,
                     "max_rooms": 5000,
                     "max_room_occupants": 1000,
+                    "archive_days": 365,
                 },
                 "components": [
                     {

@@ -65,6 +65,9 @@ class HostedService(IdMixin, CreatedMixin, Base):
     max_rooms: Mapped[int | None] = mapped_column(Integer, default=None)
     """XEP-0045 rooms at once in the service's conference service."""
     max_room_occupants: Mapped[int | None] = mapped_column(Integer, default=None)
+    archive_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Days a message stays in the accounts' archives (XEP-0313; the retention job deletes
+    older ones); None keeps them."""
     registration_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
 
@@ -221,3 +224,44 @@ class EngineNode(Base):
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
     heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime())
     lease_expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class XmppArchivedMessage(Base):
+    """One message in an account's XEP-0313 archive (the sender's and the recipient's copies
+    are two rows). ``archive_id`` is the XEP-0359 stanza id the owner's clients saw; pages
+    are ordered by ``(stamp, archive_id)``."""
+
+    __tablename__ = "xmpp_archive"
+    __table_args__ = (
+        UniqueConstraint("account_id", "archive_id"),
+        Index("ix_xmpp_archive_owner_stamp", "account_id", "stamp", "archive_id"),
+        Index("ix_xmpp_archive_owner_with_stamp", "account_id", "with_jid", "stamp"),
+        Index("ix_xmpp_archive_service_stamp", "service_id", "stamp"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("xmpp_accounts.id", ondelete="CASCADE"))
+    service_id: Mapped[str] = mapped_column(String(32))
+    """The service of the owner (retention and the ``archive_storage_bytes`` gauge)."""
+    archive_id: Mapped[str] = mapped_column(String(40))
+    with_jid: Mapped[str] = mapped_column(String(1023))
+    """The other party's bare JID."""
+    with_resource: Mapped[str] = mapped_column(String(1023), default="")
+    stamp: Mapped[datetime] = mapped_column(UtcDateTime())
+    outgoing: Mapped[bool] = mapped_column(Boolean)
+    stanza: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text, default="")
+    size: Mapped[int] = mapped_column(Integer)
+
+
+class XmppArchivePrefs(Base):
+    """An account's XEP-0313 §6 preferences (absent: archive everything)."""
+
+    __tablename__ = "xmpp_archive_prefs"
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("xmpp_accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    default: Mapped[str] = mapped_column(String(8), default="always")
+    always: Mapped[list[str]] = mapped_column(JSON, default=list)
+    never: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -19,7 +19,8 @@ from its attributes:
   addresses that signed in written in batches once a second; it is also the cached account
   lookup of the stores;
 - ``roster``, ``vcards``, ``blocklist``, ``usage``, ``rooms`` (``MucStore``: persistent
-  XEP-0045 rooms); ``storage`` (offline messages and
+  XEP-0045 rooms), ``archive`` (``ArchiveStore``: the accounts' XEP-0313 archives, written
+  in the engine's batches); ``storage`` (offline messages and
   private XML, both under the storage limit, counted per service, not by a SUM per write),
   whose ``PrivateStore`` view is ``private`` (:class:`DbPrivateStore`); what a session's
   start reads of them (roster, subscription requests, block list, whether offline messages
@@ -39,6 +40,7 @@ import time
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.config import SecuritySettings
+from imhost.hosting.dataplane.archive import DbArchiveStore
 from imhost.hosting.dataplane.auth import CREDENTIAL_TTL, DbAccountAuth
 from imhost.hosting.dataplane.directory import DbHostDirectory
 from imhost.hosting.dataplane.hosts import HostCache
@@ -104,6 +106,7 @@ class DbBackend:
         self.storage = DbStorage(self.runner, self.auth, self.hosts, self.session_reads)
         self.private = DbPrivateStore(self.storage)
         self.rooms = DbMucStore(self.runner, self.hosts, clock)
+        self.archive = DbArchiveStore(self.runner, self.auth, self.hosts)
         self.directory = DbHostDirectory(
             self.runner, factory, clock, self.hosts, accounts=self.auth, stored=self.storage
         )

@@ -21,6 +21,7 @@ class LimitsOut(BaseModel):
     storage_mb: int | None
     max_rooms: int | None = None
     max_room_occupants: int | None = None
+    archive_days: int | None = None
     registration_allowed: bool
 
 
@@ -72,6 +73,7 @@ class ServiceOut(BaseModel):
                 storage_mb=service.storage_mb,
                 max_rooms=service.max_rooms,
                 max_room_occupants=service.max_room_occupants,
+                archive_days=service.archive_days,
                 registration_allowed=service.registration_allowed,
             ),
         )
@@ -201,4 +203,5 @@ class LimitsIn(BaseModel):
     storage_mb: int | None = None
     max_rooms: int | None = None
     max_room_occupants: int | None = None
+    archive_days: int | None = None
     registration_allowed: bool | None = None

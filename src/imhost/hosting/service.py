@@ -144,6 +144,7 @@ def apply_plan_limits(service: HostedService, limits: PlanLimits) -> None:
     )
     service.max_rooms = limits.max_rooms
     service.max_room_occupants = limits.max_room_occupants
+    service.archive_days = limits.archive_days
 
 
 def change_plan_limits(
@@ -356,6 +357,7 @@ LIMIT_BOUNDS: dict[str, tuple[int, int]] = {
     "storage_mb": (0, 100_000_000),
     "max_rooms": (0, 10_000_000),
     "max_room_occupants": (1, 1_000_000),
+    "archive_days": (1, 36_500),
 }
 NULLABLE_LIMITS = frozenset(
     {
@@ -366,6 +368,7 @@ NULLABLE_LIMITS = frozenset(
         "storage_mb",
         "max_rooms",
         "max_room_occupants",
+        "archive_days",
     }
 )
 

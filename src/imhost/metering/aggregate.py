@@ -11,7 +11,8 @@ aggregations (docs/billing.md, "Usage, forecasts and budgets"):
   the services; then the highest bucket of the period.
 - ``monthly_active_users``: distinct ``subject`` of ``active_users`` records in the period.
 - ``storage_gb``: time-weighted average over the period of the sum of the gauges
-  ``offline_storage_bytes`` + ``private_storage_bytes`` (bytes / 10^9) and ``storage_gb``
+  ``offline_storage_bytes`` + ``private_storage_bytes`` + ``archive_storage_bytes`` (bytes /
+  10^9) and ``storage_gb``
   (GB). A sample holds until the next sample of the same service and gauge; the level at the
   period's start is the last sample before it (0 if none). Rounded to 10^-9 GB (one byte).
 

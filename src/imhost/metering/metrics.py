@@ -24,6 +24,8 @@ CONNECTIONS_PEAK = "connections_peak"
 ACTIVE_USERS = "active_users"
 OFFLINE_STORAGE_BYTES = "offline_storage_bytes"
 PRIVATE_STORAGE_BYTES = "private_storage_bytes"
+ARCHIVE_STORAGE_BYTES = "archive_storage_bytes"
+"""Bytes of the services' message archives (XEP-0313)."""
 ROOM_MESSAGES = "room_messages"
 """Group chat (XEP-0045) messages a room accepted, each counted once."""
 ROOM_DELIVERIES = "room_deliveries"
@@ -40,6 +42,7 @@ SOURCE_METRICS: tuple[str, ...] = (
     ACTIVE_USERS,
     OFFLINE_STORAGE_BYTES,
     PRIVATE_STORAGE_BYTES,
+    ARCHIVE_STORAGE_BYTES,
     ROOM_MESSAGES,
     ROOM_DELIVERIES,
 )
@@ -120,8 +123,9 @@ BILLABLE_METRICS: dict[str, BillableMetric] = {
             STORAGE_GB,
             "GB (10^9 bytes), time-weighted average",
             Aggregation.TIME_WEIGHTED_AVERAGE,
-            (OFFLINE_STORAGE_BYTES, PRIVATE_STORAGE_BYTES),
-            "Stored bytes (offline messages + private storage) averaged over the period's "
+            (OFFLINE_STORAGE_BYTES, PRIVATE_STORAGE_BYTES, ARCHIVE_STORAGE_BYTES),
+            "Stored bytes (offline messages + private storage + message history) averaged "
+            "over the period's "
             "time; a sample holds until the next sample of the same service and gauge.",
             "Storage (GB, average over the period)",
             "GB stored on average",
@@ -155,7 +159,7 @@ INGESTIBLE_METRICS: frozenset[str] = frozenset(SOURCE_METRICS) | frozenset(BILLA
 """What a usage record may carry: a source metric or a billable code."""
 
 GAUGE_METRICS: frozenset[str] = frozenset(
-    {OFFLINE_STORAGE_BYTES, PRIVATE_STORAGE_BYTES, STORAGE_GB}
+    {OFFLINE_STORAGE_BYTES, PRIVATE_STORAGE_BYTES, ARCHIVE_STORAGE_BYTES, STORAGE_GB}
 )
 """Metrics whose records are samples of a level, not counts in a bucket."""
 

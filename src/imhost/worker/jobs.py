@@ -12,6 +12,7 @@ from imhost.billing import tasks as billing_tasks
 from imhost.billing.sepa import tasks as sepa_tasks
 from imhost.db.engine import transaction
 from imhost.domains import tasks as domain_tasks
+from imhost.hosting import tasks as hosting_tasks
 from imhost.metering import tasks as metering_tasks
 from imhost.runtime import Runtime
 from imhost.worker.scheduler import Job
@@ -51,6 +52,11 @@ def default_jobs(runtime: Runtime) -> list[Job]:
             _bind(billing_tasks.scheduled_billing_run, factory, clock),
         ),
         Job("dunning", timedelta(hours=6), _bind(billing_tasks.run_dunning, factory, clock)),
+        Job(
+            "archive-retention",
+            hosting_tasks.RETENTION_EVERY,
+            _bind(hosting_tasks.expire_archives, factory, clock),
+        ),
         Job(
             "sepa-collections",
             timedelta(hours=1),

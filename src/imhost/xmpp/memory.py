@@ -22,6 +22,10 @@ from imhost.kit.lockout import (
 from imhost.kit.scram import ScramCredentials, ScramHash, derive_credentials
 
 from .ports import (
+    ArchivedMessage,
+    ArchiveFilter,
+    ArchivePage,
+    ArchivePrefs,
     AuthAdmission,
     AuthAttempt,
     HostLimits,
@@ -32,9 +36,41 @@ from .ports import (
     RosterItem,
     StorageFull,
     StoredRoom,
+    UnknownArchiveId,
     UsageRecord,
     VirtualHost,
 )
+
+
+def _archive_key(message: ArchivedMessage) -> tuple[datetime, str]:
+    return (message.stamp, message.id)
+
+
+def archive_matches(message: ArchivedMessage, f: ArchiveFilter) -> bool:
+    """Whether an archived message matches the XEP-0313 fields of ``f`` other than the ids
+    (the reference for the database's query)."""
+    if f.with_jid is not None:
+        bare, _, resource = f.with_jid.partition("/")
+        if message.with_jid != bare or (resource and message.with_resource != resource):
+            return False
+    if f.start is not None and message.stamp < f.start:
+        return False
+    if f.end is not None and message.stamp > f.end:
+        return False
+    if f.text:
+        body = message.text.casefold()
+        if not all(word in body for word in f.text.casefold().split()):
+            return False
+    return True
+
+
+def page_of(
+    matching: list[ArchivedMessage], limit: int, *, backward: bool, count: int
+) -> ArchivePage:
+    """The XEP-0059 page of ``matching`` (already cut at ``after``/``before``): its first
+    ``limit`` messages forward, its last ``limit`` backward."""
+    page = matching[-limit:] if backward and limit else matching[:limit]
+    return ArchivePage(page, len(matching) <= limit, count)
 
 
 @dataclass(slots=True)
@@ -97,6 +133,11 @@ class MemoryBackend:
         self.usage_keys: set[str] = set()
         self.fail_sink = False
         self.client_versions: dict[tuple[str, str], str] = {}
+        self.archives: dict[tuple[str, str], list[ArchivedMessage]] = {}
+        """XEP-0313 archives by (domain, localpart), ordered by (stamp, id)."""
+        self.archive_index: dict[tuple[str, str], dict[str, ArchivedMessage]] = {}
+        self.archive_prefs: dict[tuple[str, str], ArchivePrefs] = {}
+        self.archive_bytes: dict[str, int] = {}
         self.rooms: dict[str, dict[str, StoredRoom]] = {}
         """Persistent XEP-0045 rooms: hosted domain -> room name -> room."""
         self._listeners: list[HostListener] = []
@@ -375,6 +416,95 @@ class MemoryBackend:
 
     async def delete_room(self, domain: str, name: str) -> None:
         self.rooms.get(domain, {}).pop(name, None)
+
+    # -- ArchiveStore -----------------------------------------------------------------------
+
+    async def append(self, messages: Sequence[ArchivedMessage]) -> None:
+        for message in messages:
+            key = (message.domain, message.localpart)
+            if key not in self.accounts:
+                continue
+            index = self.archive_index.setdefault(key, {})
+            if message.id in index:
+                continue
+            index[message.id] = message
+            archive = self.archives.setdefault(key, [])
+            archive.append(message)
+            if len(archive) > 1 and _archive_key(archive[-2]) > _archive_key(message):
+                archive.sort(key=_archive_key)
+            domain = message.domain
+            self.archive_bytes[domain] = self.archive_bytes.get(domain, 0) + message.size
+
+    async def query(
+        self,
+        domain: str,
+        localpart: str,
+        filter: ArchiveFilter,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        last: bool = False,
+        limit: int = 50,
+    ) -> ArchivePage:
+        key = (domain, localpart)
+        index = self.archive_index.get(key, {})
+
+        def find(archive_id: str) -> tuple[datetime, str]:
+            found = index.get(archive_id)
+            if found is None:
+                raise UnknownArchiveId(archive_id)
+            return _archive_key(found)
+
+        low = [find(after)] if after is not None else []
+        high = [find(before)] if before else []
+        wanted = {i: find(i) for i in filter.ids}
+        matching = [
+            m
+            for m in self.archives.get(key, [])
+            if archive_matches(m, filter) and (not wanted or m.id in wanted)
+        ]
+        filter_low = [find(filter.after_id)] if filter.after_id else []
+        filter_high = [find(filter.before_id)] if filter.before_id else []
+        matching = [
+            m
+            for m in matching
+            if all(_archive_key(m) > k for k in filter_low)
+            and all(_archive_key(m) < k for k in filter_high)
+        ]
+        count = len(matching)
+        cut = [
+            m
+            for m in matching
+            if all(_archive_key(m) > k for k in low) and all(_archive_key(m) < k for k in high)
+        ]
+        return page_of(cut, limit, backward=last or before is not None, count=count)
+
+    async def get_prefs(self, domain: str, localpart: str) -> ArchivePrefs | None:
+        return self.archive_prefs.get((domain, localpart))
+
+    async def set_prefs(self, domain: str, localpart: str, prefs: ArchivePrefs) -> None:
+        self.archive_prefs[(domain, localpart)] = prefs
+
+    async def archive_bytes_used(self, domain: str) -> int:
+        return self.archive_bytes.get(domain, 0)
+
+    def expire_archive(self, domain: str, before: datetime) -> int:
+        """Delete the host's archived messages older than ``before`` (retention); returns
+        how many went."""
+        removed = 0
+        for (d, localpart), archive in self.archives.items():
+            if d != domain:
+                continue
+            old = [m for m in archive if m.stamp < before]
+            if not old:
+                continue
+            archive[:] = [m for m in archive if m.stamp >= before]
+            index = self.archive_index[(d, localpart)]
+            for m in old:
+                index.pop(m.id, None)
+            removed += len(old)
+            self.archive_bytes[domain] -= sum(m.size for m in old)
+        return removed
 
     # -- ClientVersionLog -------------------------------------------------------------------
 

@@ -21,6 +21,11 @@ from imhost.kit.scram import ScramCredentials, ScramHash
 
 __all__ = [
     "AccountAuth",
+    "ArchiveFilter",
+    "ArchivePage",
+    "ArchivePrefs",
+    "ArchiveStore",
+    "ArchivedMessage",
     "AuthAttempt",
     "BlockListStore",
     "ClientVersionLog",
@@ -40,6 +45,7 @@ __all__ = [
     "ScramHash",
     "StorageFull",
     "StoredRoom",
+    "UnknownArchiveId",
     "UsageRecord",
     "UsageSink",
     "VCardStore",
@@ -413,6 +419,125 @@ class MucStore(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class ArchivedMessage:
+    """One message in an account's XEP-0313 archive. Not changed once made (not ``frozen``
+    only because a frozen dataclass costs four times as much to create, and one is made for
+    every copy of every message)."""
+
+    id: str
+    """The archive id: the XEP-0359 ``stanza-id`` the owner's clients saw. Unique per owner."""
+    domain: str
+    localpart: str
+    """The owner of the archive (prepared)."""
+    with_jid: str
+    """The other party's bare JID."""
+    with_resource: str
+    """The other party's resource ("" when the message named none)."""
+    stamp: datetime
+    """When the server archived it (aware UTC)."""
+    outgoing: bool
+    """Sent by the owner (True) or received (False)."""
+    stanza: str
+    """The message as serialised XML (``jabber:client``)."""
+    text: str = ""
+    """Its body, for full-text search."""
+
+    @property
+    def size(self) -> int:
+        """Bytes this message counts as stored (``archive_storage_bytes``)."""
+        return len(self.stanza.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveFilter:
+    """The XEP-0313 §4.1 query fields; every given field must match."""
+
+    with_jid: str | None = None
+    """A bare JID (every resource) or a full JID (that resource only)."""
+    start: datetime | None = None
+    """Inclusive."""
+    end: datetime | None = None
+    """Inclusive."""
+    after_id: str | None = None
+    """Only messages after this archive id (exclusive)."""
+    before_id: str | None = None
+    """Only messages before this archive id (exclusive)."""
+    ids: tuple[str, ...] = ()
+    """Only these archive ids (XEP-0313 §4.1.3)."""
+    text: str | None = None
+    """``urn:xmpp:fulltext:0``: every word of it appears in the body (case-insensitive)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePage:
+    """One XEP-0059 page of a query, oldest first."""
+
+    messages: list[ArchivedMessage]
+    complete: bool
+    """No more messages in the paging direction (forward: after the page; backward
+    (``before``): before it)."""
+    count: int
+    """Messages matching the filter, all pages together."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePrefs:
+    """XEP-0313 §6 preferences: what is archived by default, and bare JIDs always/never
+    archived."""
+
+    default: str = "always"
+    """``always``, ``never`` or ``roster`` (archive contacts in the roster)."""
+    always: frozenset[str] = frozenset()
+    never: frozenset[str] = frozenset()
+
+
+class UnknownArchiveId(LookupError):
+    """A query named an archive id the owner's archive does not hold."""
+
+    def __init__(self, archive_id: str) -> None:
+        super().__init__(f"no message with the id {archive_id!r} in this archive")
+        self.archive_id = archive_id
+
+
+class ArchiveStore(Protocol):
+    """XEP-0313 message archives of accounts. The engine appends in batches (never on the
+    message path) and reads for queries; retention is the control plane's (a job)."""
+
+    async def append(self, messages: Sequence[ArchivedMessage]) -> None:
+        """Store these messages (ignored for an account that does not exist). A message whose
+        ``(domain, localpart, id)`` is stored already is skipped (a retried batch)."""
+        ...
+
+    async def query(
+        self,
+        domain: str,
+        localpart: str,
+        filter: ArchiveFilter,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        last: bool = False,
+        limit: int = 50,
+    ) -> ArchivePage:
+        """A page of the account's messages matching ``filter``, ordered by ``(stamp, id)``:
+        the first ``limit`` after ``after`` (XEP-0059 §2.2), or the last ``limit`` before
+        ``before`` (§2.3; ``last`` without ``before``: the last page, §2.5). Raises
+        :class:`UnknownArchiveId` when ``after``, ``before``, ``filter.after_id``,
+        ``filter.before_id`` or one of ``filter.ids`` is not in the archive."""
+        ...
+
+    async def get_prefs(self, domain: str, localpart: str) -> ArchivePrefs | None:
+        """The account's preferences, None when it never set them."""
+        ...
+
+    async def set_prefs(self, domain: str, localpart: str, prefs: ArchivePrefs) -> None: ...
+
+    async def archive_bytes_used(self, domain: str) -> int:
+        """Stored archive bytes of the whole host (the ``archive_storage_bytes`` gauge)."""
+        ...
+
+
 class ClientVersionLog(Protocol):
     """Where the data plane notes which client software an account signs in with (XEP-0092
     answers, e.g. ``"Conversations 2.16 (Android 14)"``), for support and troubleshooting.
@@ -434,6 +559,7 @@ METRICS = (
     "active_users",
     "offline_storage_bytes",
     "private_storage_bytes",
+    "archive_storage_bytes",
     "room_messages",
     "room_deliveries",
 )

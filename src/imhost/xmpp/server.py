@@ -37,6 +37,11 @@ from .modules.defaults import DEFAULT_MODULES
 from .modules.muc.service import MucModule, RoomSummary
 from .ports import (
     AccountAuth,
+    ArchivedMessage,
+    ArchiveFilter,
+    ArchivePage,
+    ArchivePrefs,
+    ArchiveStore,
     BlockListStore,
     ClientVersionLog,
     HostDirectory,
@@ -44,12 +49,48 @@ from .ports import (
     OfflineStore,
     PrivateStore,
     RosterStore,
+    UnknownArchiveId,
     UsageSink,
     VCardStore,
     VirtualHost,
 )
 
 log = logging.getLogger("imhost.xmpp.server")
+
+
+class _NoArchive:
+    """The ``ArchiveStore`` of a server given none: it keeps nothing (no account is known)."""
+
+    async def append(self, messages: Sequence[ArchivedMessage]) -> None:
+        return None
+
+    async def query(
+        self,
+        domain: str,
+        localpart: str,
+        filter: ArchiveFilter,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        last: bool = False,
+        limit: int = 50,
+    ) -> ArchivePage:
+        for archive_id in (after, before, filter.after_id, filter.before_id, *filter.ids):
+            if archive_id:
+                raise UnknownArchiveId(archive_id)
+        return ArchivePage([], True, 0)
+
+    async def get_prefs(self, domain: str, localpart: str) -> ArchivePrefs | None:
+        return None
+
+    async def set_prefs(self, domain: str, localpart: str, prefs: ArchivePrefs) -> None:
+        return None
+
+    async def archive_bytes_used(self, domain: str) -> int:
+        return 0
+
+
+NO_ARCHIVE = _NoArchive()
 
 
 class WebSocketAdapter(Protocol):
@@ -314,7 +355,8 @@ class XmppServer:
     ``modules`` are the module classes every host loads, in this order (by default
     :data:`~imhost.xmpp.modules.defaults.DEFAULT_MODULES`, a plain list); ``client_versions``
     keeps what client software each account uses (XEP-0092) for support; ``muc`` keeps the
-    persistent rooms (XEP-0045; without it they last for this run only).
+    persistent rooms (XEP-0045; without it they last for this run only); ``archive`` keeps
+    the accounts' message archives (XEP-0313; without it nothing is archived).
     """
 
     def __init__(
@@ -331,6 +373,7 @@ class XmppServer:
         usage: UsageSink | None,
         client_versions: ClientVersionLog | None = None,
         muc: MucStore | None = None,
+        archive: ArchiveStore | None = None,
         clock: Clock | None = None,
         modules: Sequence[type[Module]] = DEFAULT_MODULES,
         ssl_context: ssl.SSLContext | None = None,
@@ -346,7 +389,8 @@ class XmppServer:
             from .memory import MemoryBackend
 
             muc = MemoryBackend()  # rooms kept for this run only
-        self.stores = Stores(auth, roster, offline, private, vcard, blocklist, muc)
+        archive_store: ArchiveStore = archive if archive is not None else NO_ARCHIVE
+        self.stores = Stores(auth, roster, offline, private, vcard, blocklist, muc, archive_store)
         self.meter = Meter(
             usage,
             self.clock,
@@ -355,6 +399,7 @@ class XmppServer:
             offline=offline,
             private=private,
             incarnation=incarnation,
+            archive=archive,
         )
         self.router = Router(self.stores, self.meter, self.clock)
         self.router.module_factory = self._load_modules
@@ -396,6 +441,7 @@ class XmppServer:
             usage=backend,
             client_versions=backend,
             muc=backend,
+            archive=backend,
             **kw,
         )
 
@@ -483,6 +529,12 @@ class XmppServer:
                 stream.close_with_error(StreamErrorCondition.SYSTEM_SHUTDOWN)
         self.router._flush()
         await asyncio.sleep(0)
+        for host in list(self.router.hosts.values()):
+            for module in host.modules:
+                try:
+                    await module.stop()
+                except Exception:
+                    log.exception("stopping %s on %s failed", module.name, host.domain)
         self.directory.remove_listener(self)
         await self.meter.stop()
         self.started = False

@@ -42,6 +42,7 @@ def test_the_server_loads_the_default_list() -> None:
         "disco",
         "caps",
         "muc",
+        "mam",
     }
 
 

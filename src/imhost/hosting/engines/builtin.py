@@ -213,6 +213,7 @@ async def start_builtin_engine(runtime: Runtime, *, listen: bool = True) -> Host
         vcard=backend.vcards,
         blocklist=backend.blocklist,
         muc=backend.rooms,
+        archive=backend.archive,
         usage_sink=usage_sink,
         usage_engine=usage_engine,
         client_versions=backend.client_versions,  # XEP-0092 answers, kept for support

@@ -95,6 +95,7 @@ def limits_of(
         Limit("Storage (MB)", stored_mb(db, service), service.storage_mb),
         Limit("Group chat rooms", len(rooms.items) if live else None, service.max_rooms),
         Limit("People in one group chat", None, service.max_room_occupants),
+        Limit("Days of message history kept", None, service.archive_days),
     ]
 
 

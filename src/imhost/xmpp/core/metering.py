@@ -19,11 +19,12 @@ import contextlib
 import logging
 import secrets
 from collections import deque
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from imhost.kit.clock import Clock
 
-from ..ports import OfflineStore, PrivateStore, UsageRecord, UsageSink
+from ..ports import ArchiveStore, OfflineStore, PrivateStore, UsageRecord, UsageSink
 
 log = logging.getLogger("imhost.xmpp.metering")
 
@@ -174,6 +175,7 @@ class Meter:
         offline: OfflineStore | None = None,
         private: PrivateStore | None = None,
         incarnation: str | None = None,
+        archive: ArchiveStore | None = None,
     ) -> None:
         self.sink = sink
         self.clock = clock
@@ -183,6 +185,7 @@ class Meter:
         self.flush_seconds = flush_seconds
         self.offline = offline
         self.private = private
+        self.archive = archive
         self.hosts: dict[str, HostCounters] = {}
         self.seq = 0
         self.pending: deque[UsageRecord] = deque()
@@ -272,20 +275,22 @@ class Meter:
     async def _gauges(self) -> list[UsageRecord]:
         """Storage gauges, sampled once per minute bucket."""
         bucket = minute_start(self.clock.now())
-        if bucket == self._gauge_bucket or (self.offline is None and self.private is None):
+        gauges: list[tuple[str, Callable[[str], Awaitable[int]]]] = []
+        if self.offline is not None:
+            gauges.append(("offline_storage_bytes", self.offline.bytes_used))
+        if self.private is not None:
+            gauges.append(("private_storage_bytes", self.private.bytes_used))
+        if self.archive is not None:
+            gauges.append(("archive_storage_bytes", self.archive.archive_bytes_used))
+        if bucket == self._gauge_bucket or not gauges:
             return []
         self._gauge_bucket = bucket
         stamp = bucket.strftime("%Y%m%dT%H%M")
         out: list[UsageRecord] = []
         for domain in list(self.hosts):
-            for metric, store in (
-                ("offline_storage_bytes", self.offline),
-                ("private_storage_bytes", self.private),
-            ):
-                if store is None:
-                    continue
+            for metric, read in gauges:
                 try:
-                    value = await store.bytes_used(domain)
+                    value = await read(domain)
                 except Exception:
                     log.exception("gauge %s for %s failed", metric, domain)
                     continue

@@ -19,6 +19,7 @@ from imhost.kit.jid import JID, parse_jid
 
 from ..ports import (
     AccountAuth,
+    ArchiveStore,
     BlockListStore,
     MucStore,
     OfflineStore,
@@ -67,6 +68,7 @@ class Stores:
     vcard: VCardStore
     blocklist: BlockListStore
     muc: MucStore
+    archive: ArchiveStore
 
 
 class TokenBucket:

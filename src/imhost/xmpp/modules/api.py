@@ -314,3 +314,7 @@ class Module:
 
     def unload(self) -> None:
         """Called when the host is removed (hooks go with the host)."""
+
+    async def stop(self) -> None:
+        """Called once when the server stops gracefully, after the sessions were closed:
+        write what is kept in memory for later (e.g. the archive's queue)."""

@@ -11,6 +11,7 @@ from .caps import CapsModule
 from .carbons import CarbonsModule
 from .csi import CsiModule
 from .disco import DiscoModule
+from .mam import MamModule
 from .muc import MucModule
 from .offline import OfflineModule
 from .ping import PingModule
@@ -28,6 +29,7 @@ DEFAULT_MODULES: list[type[Module]] = [
     CarbonsModule,
     CsiModule,
     OfflineModule,
+    MamModule,
     PingModule,
     VersionModule,
     VCardModule,
