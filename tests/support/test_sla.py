@@ -35,7 +35,7 @@ def berlin(y: int, mo: int, d: int, h: int, mi: int = 0) -> datetime:
 OFFICE = BusinessCalendar(
     "Europe/Berlin",
     parse_weekly(
-        {d: "09:00-17:00" for d in ("monday", "tuesday", "wednesday", "thursday", "friday")}
+        dict.fromkeys(("monday", "tuesday", "wednesday", "thursday", "friday"), "09:00-17:00")
     ),
     frozenset({date(2026, 12, 25), date(2026, 12, 26), date(2027, 1, 1)}),
 )

@@ -18,6 +18,7 @@ Pure functions: no database, no clock of their own (``now`` is passed in).
 from __future__ import annotations
 
 import enum
+import itertools
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -91,7 +92,7 @@ class BusinessCalendar:
             raise InvalidInput("Working hours need one entry for each day of the week.")
         for windows in self.weekly:
             ordered = sorted(windows)
-            for before, after in zip(ordered, ordered[1:], strict=False):
+            for before, after in itertools.pairwise(ordered):
                 if after.start < before.end:
                     raise InvalidInput("Working hours of one day must not overlap.")
         if not any(self.weekly):
