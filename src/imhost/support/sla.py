@@ -91,10 +91,7 @@ class BusinessCalendar:
         if len(self.weekly) != 7:
             raise InvalidInput("Working hours need one entry for each day of the week.")
         for windows in self.weekly:
-            ordered = sorted(windows)
-            for before, after in itertools.pairwise(ordered):
-                if after.start < before.end:
-                    raise InvalidInput("Working hours of one day must not overlap.")
+            _check_day(windows)
         if not any(self.weekly):
             raise InvalidInput("The calendar needs working hours on at least one day.")
 
@@ -120,6 +117,12 @@ class BusinessCalendar:
         when = ensure_utc(when)
         day = when.astimezone(self.zone).date()
         return any(start <= when < end for start, end in self.windows_on(day))
+
+
+def _check_day(windows: tuple[Window, ...]) -> None:
+    for before, after in itertools.pairwise(sorted(windows)):
+        if after.start < before.end:
+            raise InvalidInput("Working hours of one day must not overlap.")
 
 
 def _instant(day: date, minute: int, zone: ZoneInfo) -> datetime:
@@ -291,7 +294,12 @@ def parse_weekly(lines: dict[str, str]) -> tuple[tuple[Window, ...], ...]:
     for name in WEEKDAYS:
         text = lines.get(name, "").strip()
         parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
-        weekly.append(tuple(Window.parse(p) for p in parts))
+        try:
+            windows = tuple(Window.parse(p) for p in parts)
+            _check_day(windows)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{name.capitalize()}: {exc.detail}", field=name) from None
+        weekly.append(windows)
     return tuple(weekly)
 
 
