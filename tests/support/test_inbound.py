@@ -18,7 +18,11 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
+from imhost.accounts.models import AuditEvent
+from imhost.kit.clock import FrozenClock
 from imhost.kit.errors import Conflict, InvalidInput
 from imhost.support import inbound
 from imhost.support.inbound import Delivery, ImapMailbox, Outcome, deliver, message_key
@@ -383,3 +387,36 @@ def test_lmtp_opens_replies_and_refuses_other_recipients(lmtp: tuple[MemoryDesk,
         assert len(desk.tickets) == 1
     finally:
         client.close()
+
+
+def test_each_message_is_committed_in_its_own_transaction(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """The desk writes through the session it is given: a message that fails rolls back its
+    own writes only, and the poller leaves it for the next poll."""
+    from imhost.accounts import audit
+
+    desk = MemoryDesk()
+
+    class AuditedDesk(MemoryDesk):
+        def __init__(self, session: Session) -> None:
+            super().__init__(desk.tickets, desk.confirmations)
+            self.session = session
+
+        def open_ticket(
+            self, mail: InboundMail, body: str, attachments: tuple[Attachment, ...]
+        ) -> MemoryTicket:
+            audit.record(self.session, clock, "test.mail_in", target_label=mail.subject)
+            if "fail" in mail.subject:
+                raise RuntimeError("the database went away")
+            return super().open_ticket(mail, body, attachments)
+
+    handle = inbound.deliver_in_transaction(session_factory, AuditedDesk, SUPPORT)  # type: ignore[arg-type]
+    assert handle(mail(subject="first"), ()).outcome is Outcome.OPENED
+    with pytest.raises(RuntimeError):
+        handle(mail(subject="fail", message_id="<f@example.org>"), ())
+    with session_factory() as s:
+        labels = list(
+            s.scalars(select(AuditEvent.target_label).where(AuditEvent.action == "test.mail_in"))
+        )
+    assert labels == ["first"]

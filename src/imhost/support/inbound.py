@@ -38,8 +38,10 @@ from typing import Any, Protocol
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
+from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.config import SupportMailSettings
+from imhost.db.engine import transaction
 from imhost.kit.errors import Conflict, InvalidInput
 from imhost.support.mailparse import Attachment, InboundMail, is_support_recipient, parse
 
@@ -368,3 +370,18 @@ def parse_and_deliver(
     """Parse ``raw`` and :func:`deliver` it (the caller owns the transaction)."""
     mail = parse(raw, support_address=support_address, envelope_recipients=envelope)
     return deliver(desk, mail, key=message_key(mail, raw))
+
+
+def deliver_in_transaction(
+    factory: sessionmaker[Session],
+    desk_for: Callable[[Session], TicketDesk],
+    support_address: str,
+) -> Callable[[bytes, tuple[str, ...]], Delivery]:
+    """A ``handle`` for the poller and the listener: each message in its own transaction
+    (committed before the mailbox is told, so a crash after it is a duplicate, never a loss)."""
+
+    def handle(raw: bytes, envelope: tuple[str, ...] = ()) -> Delivery:
+        with transaction(factory, write=True) as session:
+            return parse_and_deliver(desk_for(session), raw, support_address, envelope)
+
+    return handle
