@@ -157,6 +157,37 @@ class DnsSettings(BaseModel):
         return value
 
 
+class SupportMailSettings(BaseModel):
+    """Support e-mail in (docs/support.md, "E-mail"): the mailbox polled over IMAP and the
+    LMTP listener a mail server forwards to. Both are off until configured."""
+
+    address: str | None = Field(
+        None,
+        pattern=r"^[^@\s+]+@[^@\s]+$",
+        description="The support address, e.g. support@example.net (replies: support+<token>@).",
+    )
+    imap_host: str | None = Field(None, description="IMAP server of the support mailbox.")
+    imap_port: int | None = Field(None, ge=1, le=65535, description="Default: 993 (tls), 143.")
+    imap_security: Literal["tls", "starttls", "plain"] = Field(
+        "tls", description="plain is allowed only to a loopback address."
+    )
+    imap_user: str | None = None
+    imap_password: SecretStr | None = None
+    imap_mailbox: str = Field("INBOX", max_length=200)
+    imap_processed_mailbox: str | None = Field(
+        None, max_length=200, description="Move handled mail here (else it is only marked seen)."
+    )
+    poll_seconds: int = Field(60, ge=5, le=3600)
+    lmtp_host: str | None = Field(None, description="Listen for LMTP here (e.g. 127.0.0.1).")
+    lmtp_port: int = Field(24024, ge=1, le=65535)
+    max_message_bytes: int = Field(25 * 1024 * 1024, ge=64 * 1024, le=200 * 1024 * 1024)
+
+    @field_validator("imap_host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        return value.strip() or None if value else None
+
+
 class XmppSettings(BaseModel):
     """The data plane's listeners and limits (docs/xmpp.md)."""
 
@@ -277,6 +308,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     role: Literal["all", "web", "xmpp", "worker"] = "all"
     security: SecuritySettings = SecuritySettings()
+    support_mail: SupportMailSettings = SupportMailSettings()
     metrics: MetricsSettings = MetricsSettings()
     xmpp: XmppSettings = XmppSettings()
     stripe: StripeSettings = StripeSettings()

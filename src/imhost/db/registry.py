@@ -23,6 +23,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "imhost.hosting.models",
     "imhost.support.models",
     "imhost.domains.models",
+    "imhost.support.sla_models",
 )
 
 UNMAPPED_SCHEMA_NAMES: tuple[str, ...] = (
