@@ -204,6 +204,12 @@ def _charge_saved_method(
         return "under_way"
     if not charge or _debit_came_back_unannounced(session, invoice, step):
         return None
+    if session.scalar(
+        select(DunningAction.id).where(
+            DunningAction.invoice_id == invoice.id, DunningAction.step == step
+        )
+    ):
+        return None  # this step's reminder went out already (after a returned debit)
     method = default_method(session, invoice.organization_id)
     if method is None:
         return None

@@ -20,10 +20,10 @@ from imhost.billing.sepa.mandates import active_mandate, revoke_mandate, sign_ma
 register_gateway(SepaGateway())
 
 __all__ = [
+    "SepaGateway",
     "active_mandate",
     "assign_entry",
     "export_batch",
-    "SepaGateway",
     "ignore_entry",
     "import_statement",
     "queue_collection",

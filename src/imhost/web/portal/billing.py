@@ -19,6 +19,7 @@ from imhost.billing import service as billing
 from imhost.billing.budgets import pricing_for
 from imhost.billing.documents import invoice_document, rate_label
 from imhost.billing.drivers import saving_gateways
+from imhost.billing.sepa.settings import creditor as sepa_creditor
 from imhost.billing.forecast import forecast_invoice, forecast_invoices
 from imhost.billing.models import Invoice
 from imhost.billing.plans import load_plan_terms
@@ -687,6 +688,7 @@ def _methods_page(
             "title": "Payment methods",
             "methods": payment_methods.list_methods(db, principal.org_id),
             "can_save": bool(saving_gateways()),
+            "direct_debit": sepa_creditor(db).ready,
             "errors": errors or FormErrors(),
             "notice": notice,
         },
