@@ -19,11 +19,11 @@ from imhost.billing import service as billing
 from imhost.billing.budgets import pricing_for
 from imhost.billing.documents import invoice_document, rate_label
 from imhost.billing.drivers import saving_gateways
-from imhost.billing.sepa.settings import creditor as sepa_creditor
 from imhost.billing.forecast import forecast_invoice, forecast_invoices
 from imhost.billing.models import Invoice
 from imhost.billing.plans import load_plan_terms
 from imhost.billing.render import render_invoice_pdf
+from imhost.billing.sepa.settings import creditor as sepa_creditor
 from imhost.catalog.models import LIMIT_FIELDS, LIMIT_LABELS, PlanVersion
 from imhost.hosting import service as hosting
 from imhost.kit.errors import DomainError, InvalidInput, NotFound
