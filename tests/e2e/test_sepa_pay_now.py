@@ -40,7 +40,9 @@ def test_pay_now_on_the_home_page_announces_one_direct_debit(
     page.get_by_role("button", name="Accept the mandate").click()
     expect(page.get_by_text("your mandate IMH-")).to_be_visible()
     page.goto(f"{site.url}/portal/orgs/{slug}/billing/payment-methods")
-    expect(page.locator("td[data-label=Method]")).to_have_text("SEPA Direct Debit, IBAN DE89 **** 3000")
+    expect(page.locator("td[data-label=Method]")).to_have_text(
+        "SEPA Direct Debit, IBAN DE89 **** 3000"
+    )
     expect(page.get_by_text("default", exact=True)).to_be_visible()
     _fits(page, 390)
     _shot(page, tmp_path, "sepa-payment-methods-390")
