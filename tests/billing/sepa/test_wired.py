@@ -247,3 +247,30 @@ def test_withdrawing_the_mandate_removes_the_method_and_fails_its_waiting_debit(
         assert attempt.status == "failed"
         assert s.scalars(select(SepaCollection)).one().status == "cancelled"
     assert "SEPA Direct Debit" not in client.get(f"{_base(world)}/payment-methods").text
+
+
+def test_a_mandate_given_before_it_was_a_payment_method_is_kept_as_one_by_the_job(
+    world: World, factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    from imhost.billing.sepa.mandates import sign_mandate
+
+    with transaction(factory) as s:
+        sign_mandate(
+            s,
+            clock,
+            world.org.id,
+            account_holder="Acme Chat GmbH",
+            iban=DEBTOR_IBAN,
+            accepted=True,
+            signed_by="owner",
+            signed_from="192.0.2.1",
+        )
+        # As it was before: the mandate without its payment method.
+        for method in s.scalars(select(PaymentMethod)):
+            s.delete(method)
+        open_invoice(s, clock, world.org.id, "12.00")
+    assert scheduled_queue(factory, clock) == 1
+    assert scheduled_queue(factory, clock) == 0
+    with factory() as s:
+        method = s.scalars(select(PaymentMethod)).one()
+        assert method.is_default and method.label == "SEPA Direct Debit, IBAN DE89 **** 3000"

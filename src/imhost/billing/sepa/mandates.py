@@ -14,6 +14,7 @@ from imhost import events
 from imhost.accounts.audit import Actor
 from imhost.accounts.models import Organization
 from imhost.billing import audit
+from imhost.billing.models import PaymentMethod, PaymentMethodStatus
 from imhost.billing.payment_methods import add_method, default_method, forget_method
 from imhost.billing.sepa.gateway import (
     GATEWAY,
@@ -270,3 +271,28 @@ def list_mandates(session: Session, organization_id: str) -> list[SepaMandate]:
             .order_by(SepaMandate.signed_at.desc(), SepaMandate.id)
         )
     )
+
+
+def ensure_mandate_methods(session: Session, clock: Clock) -> int:
+    """Keep every active mandate as a saved payment method (the mandates given before
+    mandates were payment methods); idempotent. How many methods were added."""
+    kept = select(PaymentMethod.external_id).where(
+        PaymentMethod.gateway == GATEWAY,
+        PaymentMethod.status == PaymentMethodStatus.ACTIVE.value,
+    )
+    missing = session.scalars(
+        select(SepaMandate).where(
+            SepaMandate.status == MandateStatus.ACTIVE.value, SepaMandate.id.not_in(kept)
+        )
+    ).all()
+    for mandate in missing:
+        add_method(
+            session,
+            clock,
+            mandate.organization_id,
+            gateway=GATEWAY,
+            external_id=mandate.id,
+            label=method_label(mandate),
+            kind=METHOD_KIND,
+        )
+    return len(missing)
