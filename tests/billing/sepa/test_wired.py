@@ -200,6 +200,11 @@ def test_a_return_fails_the_attempt_the_reminder_says_why_and_the_next_step_retr
         attempt = s.scalars(select(PaymentAttempt)).one()
         assert attempt.status == "failed"
         assert "did not have enough money" in (attempt.failure_message or "")
+    with factory() as s:
+        [told] = s.scalars(
+            select(OutboundEmail).where(OutboundEmail.kind == "direct-debit-returned")
+        ).all()
+        assert "we try the debit again after the next payment reminder" in told.text
     # The next dunning run sends the reminder with the bank's reason and charges nothing.
     run_dunning(session_factory, clock)
     run_dunning(session_factory, clock)
