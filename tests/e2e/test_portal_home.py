@@ -103,7 +103,7 @@ def test_the_home_page_and_the_switcher_at_a_phone_and_a_desktop(
         page.goto(f"{site.url}/portal/orgs/{first}/")
         expect(page.get_by_role("heading", name="What to do next")).to_be_visible()
         expect(page.get_by_role("heading", name="Invoices to pay")).to_be_visible()
-        pay = page.get_by_role("link", name="Pay now").first
+        pay = page.get_by_role("button", name=re.compile(r"^Pay now")).first
         expect(pay).to_be_visible()
         box = pay.bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width

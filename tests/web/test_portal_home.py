@@ -27,6 +27,7 @@ from imhost.web import portal
 from tests.billing.factories import add_usage, make_plan, messages_per_unit
 from tests.factories import PASSWORD, World, add_member, make_user, make_world
 from tests.web.conftest import signed_in
+from tests.web.test_pages import as_user
 
 
 @pytest.fixture
@@ -73,9 +74,63 @@ def test_the_owner_sees_an_overdue_invoice_with_its_amount_due_date_and_pay_now(
     assert invoice.due_at.strftime("%Y-%m-%d") in text
     assert "€49.00" in text or "49.00" in text
     link = f"/portal/orgs/{world.org.slug}/billing/invoices/{invoice.id}"
-    assert re.search(rf'<a class="button" href="{link}">Pay now</a>', text)
+    # Pay now is the real route: a POST form with the CSRF token, like the invoice page's.
+    form = re.search(rf'<form method="post" action="{link}/pay"[^>]*>(.*?)</form>', text, re.S)
+    assert form is not None
+    assert 'name="csrf_token" value="' in form.group(1) and "Pay now" in form.group(1)
     assert "What to do next" in text and "overdue by 3 days" in text
     assert "Balance due" in text
+
+
+def test_pay_now_on_the_home_page_pays_the_invoice(
+    pages: FastAPI, world: World, clock: FrozenClock
+) -> None:
+    """The button pays: here from account credit, settled at once."""
+    from decimal import Decimal
+
+    from imhost.billing.credits import add_credit
+
+    runtime: Runtime = pages.state.runtime
+    invoice = _open_invoice(runtime, clock, world)
+    with transaction(runtime.session_factory) as s:
+        add_credit(
+            s,
+            clock,
+            world.org.id,
+            Decimal("100"),
+            invoice.currency,
+            kind="goodwill",
+            description="Goodwill",
+        )
+    client, csrf = as_user(pages, world.members[OrgRole.BILLING])
+    home = client.get(f"/portal/orgs/{world.org.slug}/")
+    action = f"/portal/orgs/{world.org.slug}/billing/invoices/{invoice.id}/pay"
+    assert f'action="{action}"' in home.text
+    paid = client.post(action, data={"csrf_token": csrf}, follow_redirects=True)
+    assert paid.status_code == 200
+    assert f"Invoice {invoice.number} is paid from your account credit." in paid.text
+    with runtime.session_factory() as s:
+        again = s.get(Invoice, invoice.id)
+        assert again is not None and again.status == "paid"
+    after = client.get(f"/portal/orgs/{world.org.slug}/")
+    assert action not in after.text and "Nothing to pay" in after.text
+    # Without the CSRF token the form is refused and nothing is paid twice.
+    assert client.post(action, data={}).status_code in (400, 403)
+
+
+def test_pay_now_is_offered_only_to_roles_that_may_pay(
+    pages: FastAPI, world: World, clock: FrozenClock
+) -> None:
+    runtime: Runtime = pages.state.runtime
+    invoice = _open_invoice(runtime, clock, world)
+    action = f"/portal/orgs/{world.org.slug}/billing/invoices/{invoice.id}/pay"
+    for role in (OrgRole.OWNER, OrgRole.BILLING):
+        page = signed_in(pages, world.members[role]).get(f"/portal/orgs/{world.org.slug}/")
+        assert f'action="{action}"' in page.text, role
+    for role in (OrgRole.READ_ONLY, OrgRole.TECHNICAL):
+        page = signed_in(pages, world.members[role]).get(f"/portal/orgs/{world.org.slug}/")
+        assert action not in page.text, role
+        assert "Pay now" not in page.text, role
 
 
 def test_a_technical_member_sees_no_money_on_the_home_page(

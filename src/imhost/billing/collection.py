@@ -28,7 +28,12 @@ from imhost.accounts.audit import Actor
 from imhost.billing import audit
 from imhost.billing.credits import add_credit, credit_balance
 from imhost.billing.drivers import checkout_gateway, get_gateway
-from imhost.billing.drivers.base import GatewayEvent, GatewayUnavailable, PaymentIntent
+from imhost.billing.drivers.base import (
+    ChargeBooks,
+    GatewayEvent,
+    GatewayUnavailable,
+    PaymentIntent,
+)
 from imhost.billing.models import (
     Invoice,
     InvoiceStatus,
@@ -347,6 +352,7 @@ def charge_method(
             currency=attempt.currency,
             invoice_number=invoice.number or invoice.id,
             idempotency_key=key,
+            books=ChargeBooks(session, clock, invoice, actor),
         )
     except GatewayUnavailable as exc:
         log.warning("charging %s for invoice %s: %s", method.gateway, invoice.id, exc)
@@ -394,7 +400,8 @@ def pay_now(
     if pending is not None:
         return PayOutcome(
             PROCESSING,
-            "A payment of this invoice is under way. It is recorded as soon as it arrives.",
+            pending.instructions
+            or "A payment of this invoice is under way. It is recorded as soon as it arrives.",
             pending,
         )
     if credit_balance(session, invoice.organization_id, invoice.currency) > 0:
@@ -477,7 +484,8 @@ def _outcome(invoice: Invoice, attempt: PaymentAttempt, label: str | None) -> Pa
         )
     return PayOutcome(
         PROCESSING,
-        "Your payment is under way. The invoice is marked paid as soon as the money arrives.",
+        attempt.instructions
+        or "Your payment is under way. The invoice is marked paid as soon as the money arrives.",
         attempt,
     )
 

@@ -10,8 +10,10 @@ so a step is never done twice, even by two workers.
 From the due date on, a reminder step first charges the organization's default saved payment
 method (``collection.charge_method`` with the key ``<invoice>:dunning:<step>``: once per step,
 whatever the reruns). A charge that succeeds settles the invoice and dunning stops; one still
-processing (a SEPA debit) holds the reminder back; a failed one is recorded and the reminder
-says the charge failed and links to update the method or pay now.
+processing (a SEPA debit) holds every reminder back, before the due date too; a failed one is
+recorded and the reminder says the charge failed and links to update the method or pay now.
+A direct debit the bank sent back is told by the next reminder (with the bank's reason) and
+collected again, as a new attempt (``-R2``), at the step after it.
 
 When the job has not run for a while, only the latest reminder that is due is sent; the
 earlier ones are recorded as skipped.
@@ -51,6 +53,7 @@ from imhost.kit.clock import Clock
 from imhost.kit.money import round_minor
 
 _DAY = timedelta(days=1)
+SEPA_GATEWAY = "sepa"  # a direct debit's payment attempts (``billing.sepa.gateway``)
 
 
 @dataclass(frozen=True)
@@ -132,10 +135,11 @@ def dun_invoice(
         _claim(session, invoice, s.step, "skipped", now)
     if reminders:
         last = reminders[-1]
-        if last.offset_days >= 0:
-            charged = _charge_saved_method(session, clock, invoice, last.step)
-            if charged is not None:
-                return [charged] if charged == "paid_by_saved_method" else []
+        charged = _charge_saved_method(
+            session, clock, invoice, last.step, charge=last.offset_days >= 0
+        )
+        if charged is not None:
+            return [charged] if charged == "paid_by_saved_method" else []
         if _claim(session, invoice, last.step, "done", now):
             events.publish(
                 session,
@@ -184,9 +188,12 @@ def dun_invoice(
     return done
 
 
-def _charge_saved_method(session: Session, clock: Clock, invoice: Invoice, step: str) -> str | None:
-    """Charge the default saved method at ``step``. Not None when the invoice needs no
-    reminder now: ``paid_by_saved_method``, or ``under_way`` (a payment is processing)."""
+def _charge_saved_method(
+    session: Session, clock: Clock, invoice: Invoice, step: str, *, charge: bool
+) -> str | None:
+    """Charge the default saved method at ``step`` (with ``charge``: from the due date). Not
+    None when the invoice needs no reminder now: ``paid_by_saved_method``, or ``under_way`` (a
+    payment is processing, such as a direct debit waiting for the bank: any reminder waits)."""
     under_way = session.scalar(
         select(PaymentAttempt.id).where(
             PaymentAttempt.invoice_id == invoice.id,
@@ -195,6 +202,14 @@ def _charge_saved_method(session: Session, clock: Clock, invoice: Invoice, step:
     )
     if under_way is not None:
         return "under_way"
+    if not charge or _debit_came_back_unannounced(session, invoice, step):
+        return None
+    if session.scalar(
+        select(DunningAction.id).where(
+            DunningAction.invoice_id == invoice.id, DunningAction.step == step
+        )
+    ):
+        return None  # this step's reminder went out already (after a returned debit)
     method = default_method(session, invoice.organization_id)
     if method is None:
         return None
@@ -211,6 +226,34 @@ def _charge_saved_method(session: Session, clock: Clock, invoice: Invoice, step:
     if attempt.status == PaymentAttemptStatus.PROCESSING.value:
         return "under_way"
     return None
+
+
+def _debit_came_back_unannounced(session: Session, invoice: Invoice, step: str) -> bool:
+    """True when the invoice's last try was a direct debit the bank sent back and no reminder
+    has said so yet: this step sends the reminder with the bank's reason, and the debit is
+    tried again at the next step (a card's failure is told by its own e-mail at once)."""
+    last = session.scalar(
+        select(PaymentAttempt)
+        .where(PaymentAttempt.invoice_id == invoice.id)
+        .order_by(PaymentAttempt.updated_at.desc(), PaymentAttempt.id.desc())
+        .limit(1)
+    )
+    if (
+        last is None
+        or last.status != PaymentAttemptStatus.FAILED.value
+        or last.gateway != SEPA_GATEWAY
+        or last.source == f"dunning:{step}"[:40]
+    ):
+        return False
+    told = session.scalar(
+        select(DunningAction.id).where(
+            DunningAction.invoice_id == invoice.id,
+            DunningAction.outcome == "done",
+            DunningAction.step.startswith("reminder:"),
+            DunningAction.at >= last.updated_at,
+        )
+    )
+    return told is None
 
 
 def _suspend(session: Session, clock: Clock, invoice: Invoice) -> None:

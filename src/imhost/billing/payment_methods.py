@@ -320,6 +320,38 @@ def remove_method(
     method = get_method(session, organization_id, method_id)
     session.refresh(method)
     get_gateway(method.gateway).detach_method(method.external_id)
+    _remove(session, clock, method, actor=actor)
+    return method
+
+
+def forget_method(
+    session: Session,
+    clock: Clock,
+    organization_id: str,
+    *,
+    gateway: str,
+    external_id: str,
+    actor: Actor | None = None,
+) -> PaymentMethod | None:
+    """Remove the method the gateway withdrew itself (a revoked direct debit mandate),
+    without asking the gateway; None when no such active method is kept."""
+    _lock_methods(session, organization_id)
+    method = session.scalar(
+        select(PaymentMethod).where(
+            PaymentMethod.organization_id == organization_id,
+            PaymentMethod.gateway == gateway,
+            PaymentMethod.external_id == external_id,
+            PaymentMethod.status == ACTIVE,
+        )
+    )
+    if method is None:
+        return None
+    _remove(session, clock, method, actor=actor)
+    return method
+
+
+def _remove(session: Session, clock: Clock, method: PaymentMethod, *, actor: Actor | None) -> None:
+    organization_id = method.organization_id
     was_default = method.is_default
     method.status = PaymentMethodStatus.REMOVED.value
     method.is_default = False
@@ -345,4 +377,3 @@ def remove_method(
         target_id=method.id,
         label=method.label,
     )
-    return method

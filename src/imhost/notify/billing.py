@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from imhost import events
 from imhost.accounts.models import Membership, Organization, OrgRole, User
 from imhost.billing import subscribers as billing_subscribers
-from imhost.billing.collection import latest_attempt
+from imhost.billing.collection import invoice_attempts, latest_attempt
 from imhost.billing.models import CreditNote, Invoice, Payment, PaymentAttempt, PaymentMethod
 from imhost.billing.render import render_invoice_html, render_invoice_pdf
 from imhost.kit.clock import Clock
@@ -236,11 +236,20 @@ def register(
             "If you have paid already, thank you, and please ignore this message.\n"
         )
         attempt = latest_attempt(session, invoice.id, f"dunning:{event.step}"[:40])
+        if attempt is None:
+            # A direct debit queued earlier (Pay now, the debit schedule) that came back.
+            tries = invoice_attempts(session, invoice.id)
+            attempt = tries[0] if tries and tries[0].gateway == "sepa" else None
         if attempt is not None and attempt.status == "failed":
             method = session.get(PaymentMethod, attempt.payment_method_id or "")
             what = f"your {method.label}" if method is not None else "your saved payment method"
+            tried = (
+                f"We collected it by direct debit from {what}, and it did not go through"
+                if attempt.gateway == "sepa"
+                else f"We tried to charge {what} for it today, and the charge failed"
+            )
             how = (
-                f"We tried to charge {what} for it today, and the charge failed: "
+                f"{tried}: "
                 f"{attempt.failure_message}\n\n"
                 f"Update your payment method: {methods_link(session, invoice)}\n"
                 f"Or pay now, with another method or by bank transfer with the reference "

@@ -159,8 +159,10 @@ def register(
                 f"Your direct debit for invoice {invoice.number} did not go through",
                 f"We tried to collect {amount} for invoice {invoice.number} from the account "
                 f"{mask_iban(mandate.iban)}, but your bank sent the money back: {why}.\n\n"
-                f"The invoice is open again. Please pay it by bank transfer with the reference "
-                f"{invoice.number}, or check your account details and give us a new mandate:\n"
+                f"The invoice is open again. Unless you pay it otherwise, we try the debit "
+                f"again after the next payment reminder. You can pay it by bank transfer with "
+                f"the reference {invoice.number}, or check your account details and give us a "
+                f"new mandate:\n"
                 f"{page(org)}\n\n"
                 f"The invoice: {invoice_link}\n",
                 organization_id=org.id,

@@ -13,6 +13,10 @@ its label. ``charge_saved_method`` then charges it off-session. Its answer may b
 (``succeeded``, ``failed``) or not yet (``processing``: a SEPA debit until the bank statement
 shows it; ``requires_action``: the customer must confirm), in which case a later webhook
 settles it. A gateway that cannot save methods keeps the defaults, which say so plainly.
+
+A gateway whose work is kept in imhost's own database (SEPA direct debit: the collection is
+queued here and exported to the bank as a file) gets the caller's transaction as ``books``
+(``ChargeBooks``) with the charge; the others ignore it.
 """
 
 from __future__ import annotations
@@ -20,8 +24,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from imhost.kit.errors import Conflict, DomainError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from imhost.accounts.audit import Actor
+    from imhost.billing.models import Invoice
+    from imhost.kit.clock import Clock
 
 
 class GatewayUnavailable(DomainError):
@@ -93,6 +105,17 @@ class GatewayEvent:
     customer_external_id: str | None = None
     failure_message: str | None = None
     raw: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChargeBooks:
+    """The caller's transaction, for a gateway that keeps its work in imhost's database: the
+    session, the clock, the invoice being charged (locked by the caller) and who acts."""
+
+    session: Session
+    clock: Clock
+    invoice: Invoice
+    actor: Actor | None = None
 
 
 class PaymentGateway(ABC):
@@ -167,5 +190,6 @@ class PaymentGateway(ABC):
         currency: str,
         invoice_number: str,
         idempotency_key: str,
+        books: ChargeBooks | None = None,
     ) -> PaymentIntent:
         raise Conflict(f"{self.label.capitalize()} cannot charge a saved payment method.")

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from imhost.billing.drivers.base import (
+    ChargeBooks,
     GatewayEvent,
     GatewayRefund,
     GatewayUnavailable,
@@ -361,6 +362,7 @@ class StripeGateway(PaymentGateway):
         currency: str,
         invoice_number: str,
         idempotency_key: str,
+        books: ChargeBooks | None = None,
     ) -> PaymentIntent:
         status, body = self._call(
             "POST",

@@ -17,7 +17,16 @@ from sqlalchemy.orm import Session
 from imhost import events
 from imhost.accounts.audit import Actor
 from imhost.billing import audit
-from imhost.billing.models import Invoice, InvoiceStatus
+from imhost.billing.collection import charge_method
+from imhost.billing.models import (
+    Invoice,
+    InvoiceStatus,
+    PaymentAttempt,
+    PaymentAttemptStatus,
+    PaymentMethod,
+    PaymentMethodStatus,
+)
+from imhost.billing.repository import lock_invoice
 from imhost.billing.sepa.calendar import earliest_collection_date, next_banking_day
 from imhost.billing.sepa.identifiers import sepa_id
 from imhost.billing.sepa.models import (
@@ -33,6 +42,7 @@ from imhost.kit.clock import Clock
 from imhost.kit.errors import Conflict, InvalidInput
 
 SEPA_CURRENCY = "EUR"
+SEPA_GATEWAY = "sepa"  # the payment gateway of direct debit (``sepa.gateway``)
 
 
 def end_to_end_id(invoice_number: str, attempt: int) -> str:
@@ -174,14 +184,23 @@ def queue_collection(
 def queue_due_collections(
     session: Session, clock: Clock, *, actor: Actor | None = None
 ) -> list[SepaCollection]:
-    """Queue a collection for every open euro invoice of a customer with an active mandate
-    that has none waiting. Safe to run again: the key is the invoice and its attempt."""
+    """Announce a debit for every open euro invoice of a customer whose default payment
+    method is a direct debit mandate, early enough to collect it on its due date.
+
+    It goes through the generic layer (``collection.charge_method``), like Pay now and
+    dunning, so every collection has its payment attempt and no path queues a second one: an
+    invoice with a payment under way, or with a collection waiting or failed (dunning retries
+    a failed one at its next step), is left alone. Safe to run again: the attempt's key is the
+    collection's, ``invoice:<id>:<attempt>``.
+    """
     rows = session.execute(
-        select(Invoice, SepaMandate)
+        select(Invoice, PaymentMethod)
         .join(
-            SepaMandate,
-            (SepaMandate.organization_id == Invoice.organization_id)
-            & (SepaMandate.status == MandateStatus.ACTIVE.value),
+            PaymentMethod,
+            (PaymentMethod.organization_id == Invoice.organization_id)
+            & (PaymentMethod.status == PaymentMethodStatus.ACTIVE.value)
+            & PaymentMethod.is_default.is_(True)
+            & (PaymentMethod.gateway == SEPA_GATEWAY),
         )
         .where(
             Invoice.status == InvoiceStatus.OPEN.value,
@@ -192,30 +211,37 @@ def queue_due_collections(
                 SepaCollection.status.in_([*PENDING_COLLECTION, CollectionStatus.FAILED.value]),
             )
             .exists(),
+            ~select(PaymentAttempt.id)
+            .where(
+                PaymentAttempt.invoice_id == Invoice.id,
+                PaymentAttempt.status == PaymentAttemptStatus.PROCESSING.value,
+            )
+            .exists(),
         )
         .order_by(Invoice.issued_at, Invoice.id)
     ).all()
     queued: list[SepaCollection] = []
-    seen: set[str] = set()
-    for invoice, mandate in rows:
-        if invoice.id in seen or invoice.amount_due <= 0:
+    for invoice, method in rows:
+        locked = lock_invoice(session, invoice.id)
+        if locked is None or locked.status != InvoiceStatus.OPEN.value or locked.amount_due <= 0:
             continue
-        seen.add(invoice.id)
         attempts = session.scalar(
             select(func.count())
             .select_from(SepaCollection)
             .where(SepaCollection.invoice_id == invoice.id)
         )
-        queued.append(
-            queue_collection(
-                session,
-                clock,
-                invoice,
-                mandate,
-                idempotency_key=f"invoice:{invoice.id}:{(attempts or 0) + 1}",
-                actor=actor,
-            )
+        attempt = charge_method(
+            session,
+            clock,
+            locked,
+            method,
+            key=f"invoice:{invoice.id}:{(attempts or 0) + 1}",
+            source="direct_debit_schedule",
+            actor=actor,
         )
+        collection = session.get(SepaCollection, attempt.external_id or "")
+        if collection is not None and collection.status in PENDING_COLLECTION:
+            queued.append(collection)
     return queued
 
 

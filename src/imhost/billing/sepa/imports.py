@@ -33,6 +33,12 @@ from imhost.billing.models import Invoice, InvoiceStatus, Payment
 from imhost.billing.payments import record_payment
 from imhost.billing.repository import lock_invoice
 from imhost.billing.sepa.camt053 import BankTransaction, parse_camt053
+from imhost.billing.sepa.gateway import (
+    GATEWAY,
+    attempt_of,
+    collected_through_attempt,
+    fail_attempt_of,
+)
 from imhost.billing.sepa.models import (
     CollectionStatus,
     EntryOutcome,
@@ -221,6 +227,7 @@ def _collected(
     if tx.amount != collection.amount or tx.currency != collection.currency:
         entry.note = "The amount differs from the collection's."
         return
+    queued_by_attempt = attempt_of(session, collection) is not None
     try:
         with session.begin_nested():
             payment = record_payment(
@@ -233,10 +240,14 @@ def _collected(
                 reference=collection.end_to_end_id,
                 received_at=_received_at(tx, clock),
                 recorded_by="bank statement",
-                driver=PAYMENT_DRIVER,
+                driver=GATEWAY if queued_by_attempt else PAYMENT_DRIVER,
                 external_id=_external_id(entry.bank_reference),
                 actor=actor,
             )
+            if queued_by_attempt:
+                # The payment attempt that queued it is settled by the generic layer, which
+                # finds the payment just recorded (same gateway and id): recorded once.
+                collected_through_attempt(session, clock, collection, payment.external_id or "")
     except DomainError as exc:
         entry.note = f"Not recorded: {exc.detail}"[:500]
         return
@@ -281,6 +292,12 @@ def _returned(
     entry.outcome = EntryOutcome.RETURNED.value
     entry.note = f"Returned: {return_reason_words(tx.return_reason)}."
     session.flush()
+    fail_attempt_of(
+        session,
+        clock,
+        collection,
+        f"Your bank sent the direct debit back: {return_reason_words(tx.return_reason)}.",
+    )
     events.publish(
         session,
         events.DirectDebitEvent(

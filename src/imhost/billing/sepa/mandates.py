@@ -14,6 +14,14 @@ from imhost import events
 from imhost.accounts.audit import Actor
 from imhost.accounts.models import Organization
 from imhost.billing import audit
+from imhost.billing.models import PaymentMethod, PaymentMethodStatus
+from imhost.billing.payment_methods import add_method, default_method, forget_method
+from imhost.billing.sepa.gateway import (
+    GATEWAY,
+    METHOD_KIND,
+    fail_attempt_of,
+    method_label,
+)
 from imhost.billing.sepa.identifiers import (
     format_iban,
     normalize_bic,
@@ -99,6 +107,8 @@ def sign_mandate(
     creditor = ready_creditor(session)
     now = clock.now()
     reference = _new_reference(session)
+    current = default_method(session, organization_id)
+    replaces_default = current is not None and current.gateway == GATEWAY
     for old in active_mandates(session, organization_id):
         _revoke(session, clock, old, revoked_by=signed_by, actor=actor, replaced=True)
     mandate = SepaMandate(
@@ -128,6 +138,18 @@ def sign_mandate(
         events.SepaMandateEvent(
             at=now, organization_id=organization_id, mandate_id=mandate.id, kind="signed"
         ),
+    )
+    # The mandate is a saved payment method: the default if there is none.
+    add_method(
+        session,
+        clock,
+        organization_id,
+        gateway=GATEWAY,
+        external_id=mandate.id,
+        label=method_label(mandate),
+        kind=METHOD_KIND,
+        make_default=replaces_default,
+        actor=actor,
     )
     audit.record(
         session,
@@ -167,7 +189,18 @@ def _revoke(
     for collection in queued:
         collection.status = CollectionStatus.CANCELLED.value
         cancelled += 1
+        fail_attempt_of(
+            session, clock, collection, "The direct debit mandate was withdrawn before the debit."
+        )
     session.flush()
+    forget_method(
+        session,
+        clock,
+        mandate.organization_id,
+        gateway=GATEWAY,
+        external_id=mandate.id,
+        actor=actor,
+    )
     events.publish(
         session,
         events.SepaMandateEvent(
@@ -238,3 +271,28 @@ def list_mandates(session: Session, organization_id: str) -> list[SepaMandate]:
             .order_by(SepaMandate.signed_at.desc(), SepaMandate.id)
         )
     )
+
+
+def ensure_mandate_methods(session: Session, clock: Clock) -> int:
+    """Keep every active mandate as a saved payment method (the mandates given before
+    mandates were payment methods); idempotent. How many methods were added."""
+    kept = select(PaymentMethod.external_id).where(
+        PaymentMethod.gateway == GATEWAY,
+        PaymentMethod.status == PaymentMethodStatus.ACTIVE.value,
+    )
+    missing = session.scalars(
+        select(SepaMandate).where(
+            SepaMandate.status == MandateStatus.ACTIVE.value, SepaMandate.id.not_in(kept)
+        )
+    ).all()
+    for mandate in missing:
+        add_method(
+            session,
+            clock,
+            mandate.organization_id,
+            gateway=GATEWAY,
+            external_id=mandate.id,
+            label=method_label(mandate),
+            kind=METHOD_KIND,
+        )
+    return len(missing)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session, sessionmaker
 
 from imhost.billing.sepa.collections import queue_due_collections
+from imhost.billing.sepa.mandates import ensure_mandate_methods
 from imhost.billing.sepa.settings import creditor
 from imhost.db.engine import transaction
 from imhost.kit.clock import Clock
@@ -20,4 +21,5 @@ def scheduled_queue(session_factory: sessionmaker[Session], clock: Clock) -> int
         if not creditor(session).ready:
             return 0
     with transaction(session_factory, write=True) as session:
+        ensure_mandate_methods(session, clock)
         return len(queue_due_collections(session, clock))

@@ -23,6 +23,7 @@ from imhost.billing.forecast import forecast_invoice, forecast_invoices
 from imhost.billing.models import Invoice
 from imhost.billing.plans import load_plan_terms
 from imhost.billing.render import render_invoice_pdf
+from imhost.billing.sepa.settings import creditor as sepa_creditor
 from imhost.catalog.models import LIMIT_FIELDS, LIMIT_LABELS, PlanVersion
 from imhost.hosting import service as hosting
 from imhost.kit.errors import DomainError, InvalidInput, NotFound
@@ -687,6 +688,7 @@ def _methods_page(
             "title": "Payment methods",
             "methods": payment_methods.list_methods(db, principal.org_id),
             "can_save": bool(saving_gateways()),
+            "direct_debit": sepa_creditor(db).ready,
             "errors": errors or FormErrors(),
             "notice": notice,
         },
