@@ -3,7 +3,8 @@
 The probe talks to the server as any client would, over its own sockets; it does not use the
 data plane's parser (nothing in the control plane imports ``xmpp.core``). lxml's
 ``XMLPullParser`` (no entities resolved, no DTD, no network) reads the stream incrementally;
-each top-level child of ``<stream:stream>`` is handed out whole, and the amount read is bounded so that a hostile or broken peer cannot grow memory.
+each top-level child of ``<stream:stream>`` is handed out whole, and the amount read is
+bounded so that a hostile or broken peer cannot grow memory.
 """
 
 from __future__ import annotations
