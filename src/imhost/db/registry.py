@@ -21,6 +21,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "imhost.billing.models",
     "imhost.billing.sepa.models",
     "imhost.hosting.models",
+    "imhost.monitoring.models",
 )
 
 
