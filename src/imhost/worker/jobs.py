@@ -12,6 +12,7 @@ from imhost.billing import tasks as billing_tasks
 from imhost.billing.sepa import tasks as sepa_tasks
 from imhost.db.engine import transaction
 from imhost.metering import tasks as metering_tasks
+from imhost.monitoring import tasks as monitoring_tasks
 from imhost.runtime import Runtime
 from imhost.worker.scheduler import Job
 
@@ -50,6 +51,16 @@ def default_jobs(runtime: Runtime) -> list[Job]:
             _bind(billing_tasks.scheduled_billing_run, factory, clock),
         ),
         Job("dunning", timedelta(hours=6), _bind(billing_tasks.run_dunning, factory, clock)),
+        Job(
+            "monitoring-settle",
+            monitoring_tasks.SETTLE_EVERY,
+            _bind(monitoring_tasks.settle, factory, clock),
+        ),
+        Job(
+            "monitoring-retention",
+            monitoring_tasks.RETENTION_EVERY,
+            _bind(monitoring_tasks.retention, factory, clock, runtime.settings),
+        ),
         Job(
             "sepa-collections",
             timedelta(hours=1),
