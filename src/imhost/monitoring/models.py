@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import (
     JSON,
@@ -28,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from imhost.db.base import Base, CreatedMixin, IdMixin
-from imhost.db.types import UtcDateTime
+from imhost.db.types import Amount, UtcDateTime
 
 
 class CheckState(enum.StrEnum):
@@ -156,3 +157,21 @@ class MaintenanceWindow(IdMixin, CreatedMixin, Base):
     recurrence: Mapped[str] = mapped_column(String(8), default=Recurrence.NONE.value)
     until: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PlanSla(Base):
+    """A plan's service level: the uptime promised per billing period, the credit schedule
+    that applies below it, and how often the plan's services are probed.
+
+    ``credits`` is a list of ``[below_percent, credit_percent]`` pairs (strings, exact
+    decimals): the credit is the largest ``credit_percent`` whose ``below_percent`` the
+    measured uptime is under, as a share of the period's base fee."""
+
+    __tablename__ = "plan_slas"
+
+    plan_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("catalog_plans.id", ondelete="CASCADE"), primary_key=True
+    )
+    target_percent: Mapped[Decimal] = mapped_column(Amount())
+    credits: Mapped[list[list[str]]] = mapped_column(JSON, default=list)
+    probe_interval_seconds: Mapped[int | None] = mapped_column(Integer, default=None)

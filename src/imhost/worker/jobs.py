@@ -12,6 +12,7 @@ from imhost.billing import tasks as billing_tasks
 from imhost.billing.sepa import tasks as sepa_tasks
 from imhost.db.engine import transaction
 from imhost.metering import tasks as metering_tasks
+from imhost.monitoring import sla as monitoring_sla
 from imhost.monitoring import tasks as monitoring_tasks
 from imhost.runtime import Runtime
 from imhost.worker.scheduler import Job
@@ -60,6 +61,11 @@ def default_jobs(runtime: Runtime) -> list[Job]:
             "monitoring-retention",
             monitoring_tasks.RETENTION_EVERY,
             _bind(monitoring_tasks.retention, factory, clock, runtime.settings),
+        ),
+        Job(
+            "sla-credits",
+            timedelta(hours=1),
+            _bind(monitoring_sla.scheduled_sla_credits, factory, clock),
         ),
         Job(
             "sepa-collections",
