@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from imhost.accounts import audit
 from imhost.accounts.audit import Actor
+from imhost.hosting.models import HostedService
 from imhost.kit.clock import Clock, ensure_utc
 from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.kit.ids import public_code
@@ -46,10 +47,14 @@ class IncidentPolicy:
     resolve_after: timedelta = timedelta(minutes=5)
 
 
-def _subject_label(subject: str) -> str:
+def subject_label(session: Session, subject: str) -> str:
+    """What people call a subject: a component's name, or a hosted service's domain."""
     kind, _, name = subject.partition(":")
     if kind == "component":
         return COMPONENT_NAMES.get(name, name)
+    if kind == "service":
+        domain = session.scalar(select(HostedService.domain).where(HostedService.id == name))
+        return domain or "a removed service"
     return name
 
 
@@ -244,7 +249,7 @@ def subject_down(
     now = clock.now()
     if in_maintenance(session, subject, now):
         return None
-    name = label or _subject_label(subject)
+    name = label or subject_label(session, subject)
     current = _incident_of(session, subject, open_only=True)
     if current is not None:
         if current.status == IncidentStatus.MONITORING.value:
@@ -507,7 +512,7 @@ def create_maintenance(
     return window
 
 
-def _rule(window: MaintenanceWindow) -> rules.WindowRule:
+def window_rule(window: MaintenanceWindow) -> rules.WindowRule:
     return rules.WindowRule(
         timezone=window.timezone,
         local_start=datetime.fromisoformat(window.local_start),
@@ -525,7 +530,7 @@ def maintenance_intervals(
         select(MaintenanceWindow).where(MaintenanceWindow.cancelled.is_(False))
     ):
         if subject in window.subjects:
-            found.extend(rules.occurrences(_rule(window), start, end))
+            found.extend(rules.occurrences(window_rule(window), start, end))
     return rules.merge(found)
 
 

@@ -14,6 +14,7 @@ from imhost import __version__
 from imhost.db.migrations import migration_status
 from imhost.runtime import Runtime
 from imhost.web import api_docs, console, error_pages, portal, problems
+from imhost.web import status as status_pages
 from imhost.web.api.v1 import build_router
 from imhost.web.body import BodyLimit
 from imhost.web.headers import SECURITY_HEADERS
@@ -101,6 +102,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(build_router())
     app.include_router(api_docs.router)
     app.include_router(xmpp_websocket_router)
+    app.include_router(status_pages.router)
     # Server-rendered pages: each package adds its routes, templates and /static.
     portal.install(app)
     console.install(app)
