@@ -139,3 +139,19 @@ def test_an_unknown_domain_is_a_plain_404(runtime: Runtime, seeded: str) -> None
     problem = client.get("/status/nothing.example.json")
     assert problem.status_code == 404
     assert json.loads(problem.text)["detail"] == "There is no status page for nothing.example."
+
+
+def test_metrics_show_probe_state_incidents_and_uptime(runtime: Runtime, seeded: str) -> None:
+    client = TestClient(create_app(runtime), client=("127.0.0.1", 40000))
+    text = client.get("/metrics").text
+    assert 'imhost_probe_up{subject="component:web",name="Web portal",check="tcp"} 1' in text
+    assert 'name="acme.example",check="xmpp-starttls"} 0' in text
+    assert "imhost_incidents_open 1" in text
+    assert 'imhost_uptime_ratio{subject="component:web",window="24h"} 1' in text
+    # acme.example: down since 09:00 (30 of the last 1440 minutes measured)
+    line = next(
+        ln
+        for ln in text.splitlines()
+        if ln.startswith('imhost_uptime_ratio{subject="service:') and 'window="24h"' in ln
+    )
+    assert line.endswith(" 0.979167")

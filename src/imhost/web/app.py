@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from imhost import __version__
 from imhost.db.migrations import migration_status
+from imhost.monitoring.metrics import render_monitoring_metrics
 from imhost.runtime import Runtime
 from imhost.web import api_docs, console, error_pages, portal, problems
 from imhost.web import status as status_pages
@@ -95,6 +96,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         xmpp = runtime.xmpp
         if xmpp is not None:
             body += render_engine_metrics(xmpp.metrics_snapshot(), xmpp.engine_stats()).encode()
+        with runtime.session_factory() as session:
+            body += render_monitoring_metrics(session, runtime.clock.now()).encode()
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     # Outermost: a body is received whole (and bounded) before any route or transaction runs.
