@@ -20,7 +20,7 @@ from imhost.cli.context import console, fail
 from imhost.config import Settings
 from imhost.hosting.nodes import NodeIdInUse
 from imhost.monitoring import rules
-from imhost.monitoring.runner import ProbeRunner, ProbeSpec, service_specs
+from imhost.monitoring.runner import ProbeRunner, ProbeSpec, platform_specs, service_specs
 from imhost.runtime import Runtime, build_runtime
 from imhost.web.app import create_app
 from imhost.worker.jobs import default_jobs
@@ -198,11 +198,17 @@ async def _run_probes(runtime: Runtime) -> None:
     def load() -> list[ProbeSpec]:
         xmpp = runtime.xmpp
         with runtime.session_factory() as session:
-            return service_specs(
+            ports = {
+                "c2s_port": getattr(xmpp, "c2s_port", None),
+                "direct_tls_port": getattr(xmpp, "direct_tls_port", None),
+            }
+            role = runtime.settings.role
+            return service_specs(session, runtime.settings, **ports) + platform_specs(
                 session,
                 runtime.settings,
-                c2s_port=getattr(xmpp, "c2s_port", None),
-                direct_tls_port=getattr(xmpp, "direct_tls_port", None),
+                **ports,
+                web=role in ("all", "web"),
+                xmpp=role in ("all", "xmpp"),
             )
 
     await runner.run_forever(load)

@@ -514,6 +514,38 @@ async def probe_tcp(host: str, port: int, *, timeout: float = 5.0) -> ProbeResul
     return result
 
 
+async def probe_http(url: str, *, timeout: float = 5.0, ca_file: Path | None = None) -> ProbeResult:
+    """GET ``url``; a 2xx answer passes (``/healthz``: the web process answers, ``/readyz``:
+    and its database is reachable at the newest migration)."""
+    import httpx
+
+    result = ProbeResult("http")
+    probe = _Probe(result, timeout)
+
+    async def work() -> None:
+        verify: ssl.SSLContext | bool = tls_context(ca_file) if url.startswith("https:") else True
+        try:
+            async with httpx.AsyncClient(timeout=timeout, verify=verify) as client:
+                answer = await client.get(url)
+        except httpx.TimeoutException as exc:
+            raise StepFailed(f"no answer within {timeout:g} seconds") from exc
+        except httpx.HTTPError as exc:
+            cause: BaseException | None = exc
+            while cause is not None and not isinstance(cause, OSError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is not None:
+                raise StepFailed(connection_problem(cause)) from exc
+            if isinstance(exc, httpx.ConnectError):
+                raise StepFailed("could not connect to the server") from exc
+            raise StepFailed("the request failed") from exc
+        if not 200 <= answer.status_code < 300:
+            raise StepFailed(f"the server answered {answer.status_code}")
+
+    with contextlib.suppress(StepFailed):
+        await probe.step("http", work)
+    return result
+
+
 def check_disk(path: Path, *, min_free_bytes: int, min_free_ratio: float = 0.05) -> ProbeResult:
     """Disk free in the data directory."""
     start = time.perf_counter()
@@ -524,11 +556,14 @@ def check_disk(path: Path, *, min_free_bytes: int, min_free_ratio: float = 0.05)
     return ProbeResult("disk", [Step("disk", ok, time.perf_counter() - start, detail)])
 
 
-async def check_smtp(host: str, port: int, *, timeout: float = 5.0) -> ProbeResult:
-    """The SMTP relay answers 220, EHLO and QUIT."""
+async def check_smtp(
+    host: str, port: int, *, timeout: float = 5.0, implicit_tls: bool = False
+) -> ProbeResult:
+    """The SMTP relay answers 220, EHLO and QUIT (``implicit_tls``: smtps, port 465)."""
 
     def talk() -> None:
-        with smtplib.SMTP(host, port, timeout=timeout) as smtp:
+        factory = smtplib.SMTP_SSL if implicit_tls else smtplib.SMTP
+        with factory(host, port, timeout=timeout) as smtp:
             code, _ = smtp.ehlo()
             if code != 250:
                 raise StepFailed("the mail relay refused EHLO")

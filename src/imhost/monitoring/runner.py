@@ -26,7 +26,18 @@ from imhost.kit.clock import Clock
 
 from . import rules
 from . import service as monitoring
-from .probes import ProbeResult, Step, TlsMode, XmppTarget, probe_xmpp
+from .probes import (
+    ProbeResult,
+    Step,
+    TlsMode,
+    XmppTarget,
+    check_disk,
+    check_smtp,
+    probe_http,
+    probe_tcp,
+    probe_websocket,
+    probe_xmpp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +178,7 @@ def service_specs(
     platform's XMPP listeners (``c2s_port``/``direct_tls_port`` override the configured ports,
     for an engine listening on a port chosen at start)."""
     m = settings.monitoring
-    host = m.probe_host or (
-        "127.0.0.1" if settings.xmpp.bind in ("0.0.0.0", "") else settings.xmpp.bind
-    )
-    host = "::1" if host == "::" else host
+    host = _probe_host(settings)
     ports = [(TlsMode.STARTTLS, c2s_port or settings.xmpp.c2s_port)]
     if settings.xmpp.direct_tls_enabled:
         ports.append((TlsMode.DIRECT, direct_tls_port or settings.xmpp.c2s_direct_tls_port))
@@ -202,6 +210,77 @@ def service_specs(
                     label=domain,
                 )
             )
+    return specs
+
+
+def _probe_host(settings: Settings) -> str:
+    host = settings.monitoring.probe_host or (
+        "127.0.0.1" if settings.xmpp.bind in ("0.0.0.0", "") else settings.xmpp.bind
+    )
+    return "::1" if host == "::" else host
+
+
+def platform_specs(
+    session: Session,
+    settings: Settings,
+    *,
+    c2s_port: int | None = None,
+    direct_tls_port: int | None = None,
+    http_port: int | None = None,
+    web: bool = True,
+    xmpp: bool = True,
+) -> list[ProbeSpec]:
+    """The status page's components: XMPP client ports, XMPP over WebSocket, the web portal
+    (``/healthz``), the API (``/readyz``: database and schema) and e-mail (the SMTP relay, or
+    the disk of the outbox when mail goes to the data directory)."""
+    m = settings.monitoring
+    timeout = m.step_timeout_seconds
+    interval = rules.interval_seconds(m.interval_seconds)
+    host = _probe_host(settings)
+    specs: list[ProbeSpec] = []
+
+    def add(component: str, check: str, run: Callable[[], Awaitable[ProbeResult]]) -> None:
+        specs.append(ProbeSpec(f"component:{component}", check, interval, run))
+
+    if xmpp and settings.xmpp.enabled:
+        c2s = c2s_port or settings.xmpp.c2s_port
+        add("xmpp-c2s", "c2s-port", lambda: probe_tcp(host, c2s, timeout=timeout))
+        if settings.xmpp.direct_tls_enabled:
+            tls = direct_tls_port or settings.xmpp.c2s_direct_tls_port
+            add("xmpp-c2s", "direct-tls-port", lambda: probe_tcp(host, tls, timeout=timeout))
+    if web:
+        http_host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "") else settings.http_host
+        base = f"http://{http_host}:{http_port or settings.http_port}"
+        add("web", "healthz", lambda: probe_http(f"{base}/healthz", timeout=timeout))
+        add("api", "readyz", lambda: probe_http(f"{base}/readyz", timeout=timeout))
+        domain = session.scalar(
+            select(HostedService.domain)
+            .where(HostedService.status == ServiceStatus.ACTIVE.value)
+            .order_by(HostedService.created_at)
+            .limit(1)
+        )
+        if domain is not None and xmpp:
+            ws = base.replace("http://", "ws://") + "/xmpp-websocket"
+            add("websocket", "rfc7395", lambda: probe_websocket(ws, domain, timeout=timeout))
+    if settings.smtp_url:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(settings.smtp_url)
+        implicit = parsed.scheme == "smtps"
+        smtp_host = parsed.hostname or "localhost"
+        smtp_port = parsed.port or (465 if implicit else 25)
+        add(
+            "email",
+            "smtp",
+            lambda: check_smtp(smtp_host, smtp_port, timeout=timeout, implicit_tls=implicit),
+        )
+    else:
+        data_dir = settings.data_dir
+
+        async def outbox() -> ProbeResult:
+            return check_disk(data_dir, min_free_bytes=100 * 1024 * 1024)
+
+        add("email", "outbox-disk", outbox)
     return specs
 
 
