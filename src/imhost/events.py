@@ -202,6 +202,24 @@ class AccessReviewOpened(Event):
     recipients: tuple[str, ...]
 
 
+# --- monitoring -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitoringAlert(Event):
+    """A grouped alert for the provider's staff: incidents that opened (``firing``), are still
+    open (``repeat``) or resolved since the last alert. notify sends it by e-mail to
+    ``recipients`` and posts it to the provider's webhooks (``monitoring.alert``)."""
+
+    subject: str
+    text: str
+    firing: tuple[str, ...]
+    repeat: tuple[str, ...]
+    resolved: tuple[str, ...]
+    recipients: tuple[str, ...]
+    status_url: str = ""
+
+
 # --- billing ----------------------------------------------------------------------------
 
 

@@ -138,6 +138,21 @@ class IncidentUpdate(IdMixin, Base):
     author: Mapped[str] = mapped_column(String(200), default="monitoring")
 
 
+class AlertNotice(IdMixin, Base):
+    """Something staff are to be told about an incident (``firing``, ``repeat`` or
+    ``resolved``); ``sent_at`` is set when a grouped alert carried it."""
+
+    __tablename__ = "monitoring_alert_notices"
+    __table_args__ = (Index("ix_monitoring_alert_notices_sent_at", "sent_at"),)
+
+    incident_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+
+
 class MaintenanceWindow(IdMixin, CreatedMixin, Base):
     """Planned work: one-off or recurring, in a time zone; excluded from downtime.
 

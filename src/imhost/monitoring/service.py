@@ -20,6 +20,7 @@ from imhost.kit.ids import public_code
 
 from . import rules
 from .models import (
+    AlertNotice,
     CheckState,
     Incident,
     IncidentStatus,
@@ -281,6 +282,7 @@ def subject_down(
             f"{name} failed again soon after recovering: {detail}",
             "monitoring",
         )
+        _notice(session, clock, recent, "firing")
         audit.record(
             session,
             clock,
@@ -309,6 +311,7 @@ def subject_down(
         f"Our monitoring found a problem with {name}: {detail}",
         "monitoring",
     )
+    _notice(session, clock, incident, "firing")
     audit.record(
         session,
         clock,
@@ -320,6 +323,10 @@ def subject_down(
     )
     session.flush()
     return incident
+
+
+def _notice(session: Session, clock: Clock, incident: Incident, kind: str) -> None:
+    session.add(AlertNotice(incident_id=incident.id, kind=kind, at=clock.now()))
 
 
 def _new_reference(session: Session) -> str:
@@ -378,6 +385,7 @@ def settle_incidents(
                 f"{incident.recovered_at:%Y-%m-%d %H:%M} UTC.",
                 "monitoring",
             )
+            _notice(session, clock, incident, "resolved")
             audit.record(
                 session,
                 clock,
@@ -424,6 +432,7 @@ def post_update(
     if new is IncidentStatus.RESOLVED:
         incident.resolved_at = clock.now()
         incident.held = False
+        _notice(session, clock, incident, "resolved")
     audit.record(
         session,
         clock,

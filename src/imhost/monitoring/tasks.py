@@ -14,6 +14,7 @@ from . import service as monitoring
 
 SETTLE_EVERY = timedelta(minutes=1)
 RETENTION_EVERY = timedelta(hours=6)
+ALERTS_EVERY = timedelta(seconds=15)
 
 
 def settle(factory: sessionmaker[Session], clock: Clock) -> int:

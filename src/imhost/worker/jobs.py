@@ -12,6 +12,7 @@ from imhost.billing import tasks as billing_tasks
 from imhost.billing.sepa import tasks as sepa_tasks
 from imhost.db.engine import transaction
 from imhost.metering import tasks as metering_tasks
+from imhost.monitoring import alerts as monitoring_alerts
 from imhost.monitoring import sla as monitoring_sla
 from imhost.monitoring import tasks as monitoring_tasks
 from imhost.runtime import Runtime
@@ -56,6 +57,16 @@ def default_jobs(runtime: Runtime) -> list[Job]:
             "monitoring-settle",
             monitoring_tasks.SETTLE_EVERY,
             _bind(monitoring_tasks.settle, factory, clock),
+        ),
+        Job(
+            "monitoring-alerts",
+            monitoring_tasks.ALERTS_EVERY,
+            _bind(
+                monitoring_alerts.scheduled_alerts,
+                factory,
+                clock,
+                runtime.settings.public_url.rstrip("/") + "/status",
+            ),
         ),
         Job(
             "monitoring-retention",
