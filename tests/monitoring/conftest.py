@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.web.conftest import app, runtime, sleeps  # noqa: F401
+
 from .certs import Certs, make_certs
 
 DOMAIN = "example.test"

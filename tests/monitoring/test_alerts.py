@@ -120,7 +120,9 @@ def test_an_incident_left_open_is_reminded_every_repeat_interval(
     clock = FrozenClock()
     runtime = build_runtime(Settings(data_dir=tmp_path), engine=engine, clock=clock)
     with transaction(runtime.session_factory) as s:
-        accounts.create_user(s, clock, email="admin@provider.example.com", staff_role=StaffRole.ADMIN)
+        accounts.create_user(
+            s, clock, email="admin@provider.example.com", staff_role=StaffRole.ADMIN
+        )
     _probe(runtime, "component:api", True)
     _probe(runtime, "component:api", False)
     clock.advance(31)

@@ -34,12 +34,13 @@ def test_the_worker_settles_incidents_and_purges_old_latency(
             )
             clock.advance(30)
     jobs = [j for j in default_jobs(runtime) if j.name.startswith("monitoring-")]
-    assert {j.name for j in jobs} == {"monitoring-settle", "monitoring-retention"}
-    clock.advance(timedelta(minutes=10))
-    assert set(run_due(runtime.session_factory, clock, jobs)) == {
+    assert {j.name for j in jobs} == {
         "monitoring-settle",
         "monitoring-retention",
+        "monitoring-alerts",
     }
+    clock.advance(timedelta(minutes=10))
+    assert set(run_due(runtime.session_factory, clock, jobs)) == {j.name for j in jobs}
     with runtime.session_factory() as session:
         assert session.scalars(select(Incident.status)).all() == ["resolved"]
         assert len(session.scalars(select(ProbeLatencyMinute)).all()) == 1

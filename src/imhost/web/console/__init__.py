@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from imhost.web.console import billing, customers, dashboard, sepa
+from imhost.web.console import billing, customers, dashboard, monitoring, sepa
 from imhost.web.pages import install_common
 
 # The page routers, each from its module (a new page module adds its router here).
@@ -15,6 +15,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     billing.router,
     dashboard.router,
     sepa.router,
+    monitoring.router,
 )
 
 
