@@ -4,6 +4,7 @@ open incident with its updates. Screenshots are saved for a person to look at.""
 
 from __future__ import annotations
 
+import re
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -118,3 +119,41 @@ def test_status_pages_at_phone_and_desktop_size(
             page.screenshot(path=str(shot), full_page=True)
             SHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copy(shot, SHOTS / shot.name)
+
+
+def test_staff_post_an_update_from_the_console_and_customers_see_it(
+    site: Site, browser_page: Any
+) -> None:
+    from tests.e2e.test_portal_and_console import arrive, enrol_totp, sign_in
+
+    _seed(site)
+    page = browser_page
+    admin = "admin@provider.example.com"
+    sign_in(page, site, admin, site.password_of(admin))
+    arrive(page, r"/portal/account/mfa")
+    enrol_totp(page)
+    page.goto(site.url + "/console/")
+    page.get_by_role("link", name="Monitoring", exact=True).click()
+    arrive(page, r"/console/monitoring")
+    expect(page.get_by_role("heading", name="Open incidents")).to_be_visible()
+    page.get_by_role("link", name=re.compile("API is not working")).click()
+    page.get_by_label("Status").select_option("monitoring")
+    page.get_by_label("Message to customers").fill(
+        "The configuration is restored; we are watching."
+    )
+    page.get_by_role("button", name="Post update").click()
+    expect(page.get_by_text("Update posted.")).to_be_visible()
+    for width, height in SIZES:
+        page.set_viewport_size({"width": width, "height": height})
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"console-incident-{width}x{height}.png"), full_page=True)
+    page.goto(site.url + "/console/monitoring")
+    for width, height in SIZES:
+        page.set_viewport_size({"width": width, "height": height})
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        page.screenshot(
+            path=str(SHOTS / f"console-monitoring-{width}x{height}.png"), full_page=True
+        )
+    page.goto(site.url + "/status")
+    expect(page.get_by_text("The configuration is restored; we are watching.")).to_be_visible()

@@ -96,6 +96,7 @@ def test_staff_run_an_incident_and_schedule_maintenance(
         },
     )
     assert wrong.status_code == 422 and "is not a time zone" in wrong.text
+    assert 'value="component:web" checked' in wrong.text  # the choice is kept
     done = admin.post(
         "/console/monitoring/maintenance",
         data={

@@ -57,6 +57,7 @@ def _home(
     values: dict[str, str] | None = None,
     errors: FormErrors | None = None,
     status: int = 200,
+    checked: list[str] | None = None,
 ) -> Response:
     failing = db.scalars(
         select(ProbeCheck)
@@ -81,6 +82,7 @@ def _home(
             "windows": windows,
             "subject_options": _subject_options(db),
             "recurrence_options": RECURRENCE_OPTIONS,
+            "checked": checked or [],
             "values": {"timezone": "UTC", "duration_minutes": "60", **(values or {})},
             "errors": errors or FormErrors(),
         },
@@ -244,5 +246,6 @@ def schedule_maintenance(
             values=values_of(form),
             errors=FormErrors.of(exc, MAINTENANCE_FIELDS),
             status=exc.status,
+            checked=subjects,
         )
     return redirect(request, HOME, f"Maintenance “{window.title}” scheduled.")
