@@ -188,6 +188,29 @@ class SupportMailSettings(BaseModel):
         return value.strip() or None if value else None
 
 
+class MonitoringSettings(BaseModel):
+    """Probes of every hosted service and of the platform (docs/monitoring.md)."""
+
+    enabled: bool = True
+    interval_seconds: int = Field(
+        60, ge=10, le=3600, description="How often each service is probed (never under 10 s)."
+    )
+    step_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    concurrency: int = Field(100, ge=1, le=10_000, description="Probes running at once.")
+    down_after: int = Field(3, ge=1, le=100, description="Failures in a row before down.")
+    up_after: int = Field(2, ge=1, le=100, description="Successes in a row before up again.")
+    probe_host: str | None = Field(
+        None, description="Where probes connect; default: the XMPP listener's bind address."
+    )
+    ca_file: Path | None = Field(
+        None,
+        description="CA bundle the probes check certificates against; default: the system's "
+        "when a certificate is configured, else the generated self-signed one.",
+    )
+    expiry_warning_days: int = Field(14, ge=1, le=365)
+    latency_retention_days: int = Field(35, ge=1, le=3650)
+
+
 class XmppSettings(BaseModel):
     """The data plane's listeners and limits (docs/xmpp.md)."""
 
@@ -313,6 +336,7 @@ class Settings(BaseSettings):
     xmpp: XmppSettings = XmppSettings()
     stripe: StripeSettings = StripeSettings()
     dns: DnsSettings = DnsSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @field_validator("base_domain")
     @classmethod

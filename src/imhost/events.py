@@ -263,6 +263,24 @@ class CustomDomainChanged(Event):
     kind: str  # added, verified, failed, removed
 
 
+# --- monitoring -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitoringAlert(Event):
+    """A grouped alert for the provider's staff: incidents that opened (``firing``), are still
+    open (``repeat``) or resolved since the last alert. notify sends it by e-mail to
+    ``recipients`` and posts it to the provider's webhooks (``monitoring.alert``)."""
+
+    subject: str
+    text: str
+    firing: tuple[str, ...]
+    repeat: tuple[str, ...]
+    resolved: tuple[str, ...]
+    recipients: tuple[str, ...]
+    status_url: str = ""
+
+
 # --- billing ----------------------------------------------------------------------------
 
 

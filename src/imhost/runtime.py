@@ -27,6 +27,7 @@ from imhost.kit.clock import Clock, SystemClock
 from imhost.notify import accounts as notify_accounts
 from imhost.notify import billing as notify_billing
 from imhost.notify import domains as notify_domains
+from imhost.notify import monitoring as notify_monitoring
 from imhost.notify import sepa as notify_sepa
 from imhost.notify.mail import QUEUED_KEY, MailDelivery, Mailer
 from imhost.notify.webhooks import WebhookService
@@ -120,5 +121,6 @@ def build_runtime(
     notify_billing.register_runtime(runtime)  # billing's own subscribers, then its e-mails
     notify_sepa.register_runtime(runtime)  # SEPA direct debit: mandates, notices, returns
     notify_domains.register_runtime(runtime)  # custom domains: webhooks
+    notify_monitoring.register_runtime(runtime)  # staff alerts of monitoring's incidents
     hosting_subscribers.register_runtime(runtime)
     return runtime

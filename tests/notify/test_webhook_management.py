@@ -226,8 +226,10 @@ def test_every_event_the_platform_sends_can_be_chosen() -> None:
     sent: set[str] = set()
     for path in src.rglob("*.py"):
         text = path.read_text()
-        for call in re.finditer(r"\.enqueue\(\s*\w+,\s*[\w.]+,\s*(f?)\"([^\"]+)\"", text):
-            is_f, name = call.group(1), call.group(2)
+        for call in re.finditer(r"\.enqueue\(\s*\w+,\s*([\w.]+),\s*(f?)\"([^\"]+)\"", text):
+            owner, is_f, name = call.group(1), call.group(2), call.group(3)
+            if owner == "None":  # the provider's own endpoints (monitoring.alert), not a list
+                continue
             sent.add(name.split("{")[0] + "*" if is_f else name)
     prefixes = {n for n in sent if n.endswith("*")}
     assert sent - prefixes <= set(EVENT_TYPES), sent - prefixes - set(EVENT_TYPES)

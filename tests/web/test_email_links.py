@@ -36,6 +36,10 @@ from imhost.kit.clock import FrozenClock, utc
 from imhost.metering import budgets
 from imhost.metering.schemas import BudgetIn
 from imhost.metering.tasks import scheduled_budget_check
+from imhost.monitoring.alerts import scheduled_alerts
+from imhost.monitoring.probes import ProbeResult, Step
+from imhost.monitoring.rules import Policy
+from imhost.monitoring.service import record_result
 from imhost.notify.models import OutboundEmail
 from imhost.offboarding.export import build_export
 from imhost.offboarding.flows import close_organization
@@ -142,6 +146,11 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
         outsider = Actor(user_id=world.outsider.id, label=world.outsider.email)
         build_export(s, clock, other, actor=outsider)
         close_organization(s, clock, other, confirm_name=other.name, actor=outsider)
+    with transaction(runtime.session_factory) as s:  # "monitoring-alert" (to staff)
+        failed = ProbeResult("http", [Step("http", False, 0.1, "the server answered 503")])
+        record_result(s, clock, "component:api", "readyz", failed, policy=Policy(down_after=1))
+    clock.advance(31)
+    scheduled_alerts(runtime.session_factory, clock, runtime.settings.public_url + "/status")
 
 
 def _direct_debit_emails(s: Session, clock: FrozenClock, invoice: Invoice, owner: User) -> None:

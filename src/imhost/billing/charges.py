@@ -18,6 +18,10 @@ from imhost.kit.errors import Conflict, InvalidInput, NotFound
 from imhost.kit.ids import new_id
 from imhost.kit.money import check_currency, round_minor, to_decimal
 
+CREDIT_SOURCES = frozenset({"proration", "sla"})
+"""Sources whose pending charges may be credits (negative): prorations for unused time and
+SLA credits from monitoring."""
+
 
 def _org(session: Session, organization_id: str) -> Organization:
     org = session.get(Organization, organization_id)
@@ -67,11 +71,12 @@ def add_pending_charge(
 
     ``(source, reference)`` identifies the charge: the same pair sent again returns the
     charge already recorded instead of charging twice (a different amount is refused).
-    Positive amounts only, except for the ``proration`` source (credits for unused time).
+    Positive amounts only, except for the sources in ``CREDIT_SOURCES`` (prorations for unused
+    time, SLA credits).
     """
     org = _org(session, organization_id)
     value = _amount(amount, currency)
-    if value < 0 and source != "proration":
+    if value < 0 and source not in CREDIT_SOURCES:
         raise InvalidInput(
             "a charge is a positive amount; give a credit with a credit note", field="amount"
         )

@@ -19,6 +19,8 @@ from imhost.accounts.models import StaffRole, User
 from imhost.cli.context import console, fail
 from imhost.config import Settings
 from imhost.hosting.nodes import NodeIdInUse
+from imhost.monitoring import rules
+from imhost.monitoring.runner import ProbeRunner, ProbeSpec, platform_specs, service_specs
 from imhost.runtime import Runtime, build_runtime
 from imhost.web.app import create_app
 from imhost.worker.jobs import default_jobs
@@ -187,6 +189,8 @@ async def _serve(runtime: Runtime, logins: object | None) -> None:
                 )
             )
         )
+    if settings.role in ("all", "worker") and settings.monitoring.enabled:
+        tasks.append(asyncio.create_task(_run_probes(runtime)))
     if server is not None:
         while not server.started:
             await asyncio.sleep(0.05)
@@ -209,6 +213,35 @@ async def _serve(runtime: Runtime, logins: object | None) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     runtime.wake_delivery = None
     runtime.engine.dispose()
+
+
+async def _run_probes(runtime: Runtime) -> None:
+    """Probe every active hosted service on schedule (docs/monitoring.md)."""
+    m = runtime.settings.monitoring
+    runner = ProbeRunner(
+        runtime.session_factory,
+        runtime.clock,
+        concurrency=m.concurrency,
+        policy=rules.Policy(down_after=m.down_after, up_after=m.up_after),
+    )
+
+    def load() -> list[ProbeSpec]:
+        xmpp = runtime.xmpp
+        with runtime.session_factory() as session:
+            ports = {
+                "c2s_port": getattr(xmpp, "c2s_port", None),
+                "direct_tls_port": getattr(xmpp, "direct_tls_port", None),
+            }
+            role = runtime.settings.role
+            return service_specs(session, runtime.settings, **ports) + platform_specs(
+                session,
+                runtime.settings,
+                **ports,
+                web=role in ("all", "web"),
+                xmpp=role in ("all", "xmpp"),
+            )
+
+    await runner.run_forever(load)
 
 
 def _print_banner(runtime: Runtime, logins: object | None) -> None:

@@ -24,6 +24,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "imhost.support.models",
     "imhost.domains.models",
     "imhost.support.sla_models",
+    "imhost.monitoring.models",
 )
 
 UNMAPPED_SCHEMA_NAMES: tuple[str, ...] = (

@@ -13,8 +13,10 @@ from starlette.responses import Response
 from imhost import __version__
 from imhost.db.migrations import migration_status
 from imhost.domains import service as domains
+from imhost.monitoring.metrics import render_monitoring_metrics
 from imhost.runtime import Runtime
 from imhost.web import api_docs, console, error_pages, portal, problems
+from imhost.web import status as status_pages
 from imhost.web.api.v1 import build_router
 from imhost.web.body import BodyLimit
 from imhost.web.headers import SECURITY_HEADERS
@@ -102,6 +104,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             body += render_engine_metrics(xmpp.metrics_snapshot(), xmpp.engine_stats()).encode()
         with runtime.session_factory() as session:
             body += render_domain_metrics(domains.count_by_status(session)).encode()
+            body += render_monitoring_metrics(session, runtime.clock.now()).encode()
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     # Outermost: a body is received whole (and bounded) before any route or transaction runs.
@@ -109,6 +112,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(build_router())
     app.include_router(api_docs.router)
     app.include_router(xmpp_websocket_router)
+    app.include_router(status_pages.router)
     # Server-rendered pages: each package adds its routes, templates and /static.
     portal.install(app)
     console.install(app)

@@ -136,6 +136,9 @@ def sign_in_url(request: Request) -> str:
 
 
 def is_page_path(path: str) -> bool:
+    if path == "/status" or path.startswith("/status/"):
+        # the public status pages; their JSON, feed and badge get problem+json
+        return not path.endswith((".json", ".atom", ".svg"))
     return path == "/" or path == "/help" or path.startswith(("/portal", "/console", "/help/"))
 
 

@@ -14,6 +14,9 @@ from imhost.db.engine import transaction
 from imhost.domains import tasks as domain_tasks
 from imhost.hosting import tasks as hosting_tasks
 from imhost.metering import tasks as metering_tasks
+from imhost.monitoring import alerts as monitoring_alerts
+from imhost.monitoring import sla as monitoring_sla
+from imhost.monitoring import tasks as monitoring_tasks
 from imhost.runtime import Runtime
 from imhost.worker.scheduler import Job
 
@@ -56,6 +59,31 @@ def default_jobs(runtime: Runtime) -> list[Job]:
             "archive-retention",
             hosting_tasks.RETENTION_EVERY,
             _bind(hosting_tasks.expire_archives, factory, clock),
+        ),
+        Job(
+            "monitoring-settle",
+            monitoring_tasks.SETTLE_EVERY,
+            _bind(monitoring_tasks.settle, factory, clock),
+        ),
+        Job(
+            "monitoring-alerts",
+            monitoring_tasks.ALERTS_EVERY,
+            _bind(
+                monitoring_alerts.scheduled_alerts,
+                factory,
+                clock,
+                runtime.settings.public_url.rstrip("/") + "/status",
+            ),
+        ),
+        Job(
+            "monitoring-retention",
+            monitoring_tasks.RETENTION_EVERY,
+            _bind(monitoring_tasks.retention, factory, clock, runtime.settings),
+        ),
+        Job(
+            "sla-credits",
+            timedelta(hours=1),
+            _bind(monitoring_sla.scheduled_sla_credits, factory, clock),
         ),
         Job(
             "sepa-collections",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from imhost.web.console import billing, customers, dashboard, domains, help, sepa, sla
+from imhost.web.console import billing, customers, dashboard, domains, help, monitoring, sepa, sla
 from imhost.web.pages import install_common
 
 # The page routers, each from its module (a new page module adds its router here).
@@ -18,6 +18,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     sepa.router,
     help.router,
     sla.router,
+    monitoring.router,
 )
 
 

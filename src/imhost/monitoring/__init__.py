@@ -1,0 +1,1 @@
+"""Operation monitoring: probes from outside, probe state, incidents, uptime."""
