@@ -35,8 +35,9 @@ import ipaddress
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import ColumnElement, bindparam, case, delete, or_, select
+from sqlalchemy import ColumnElement, Table, bindparam, case, delete, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -437,7 +438,7 @@ class LoginThrottleService:
             return out
         trust = timedelta(seconds=self.model.trust_seconds)
         earliest = min(ensure_utc(at) for at in pairs.values())
-        table = LoginThrottle.__table__
+        table = cast(Table, LoginThrottle.__table__)
         c = table.c
         states: dict[str, ThrottleState] = {}
         for start in range(0, len(keys), 500):
@@ -476,9 +477,7 @@ class LoginThrottleService:
                         "locked_until": case((cleared, None), else_=c.locked_until),
                     },
                 )
-                .returning(
-                    c.key, c.failures, c.last_failure_at, c.locked_until, c.trusted_until
-                )
+                .returning(c.key, c.failures, c.last_failure_at, c.locked_until, c.trusted_until)
             )
             for key, failures, last_failure_at, locked_until, trusted_until in self.session.execute(
                 statement
