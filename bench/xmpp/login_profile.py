@@ -150,6 +150,24 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+def thread_switches(pid: int) -> dict[str, int]:
+    """Context switches (voluntary and not) per thread of the server, by thread id and name."""
+    out: dict[str, int] = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            status = Path(f"/proc/{pid}/task/{task}/status").read_text()
+            name = Path(f"/proc/{pid}/task/{task}/comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[f"{task}:{name}"] = sum(
+            int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line
+        )
+    return out
+
+
+LAST_SWITCHES: dict[str, int] = {}
+"""Context switches per thread of the server in the last round."""
+
 LAST_THREADS: dict[str, float] = {}
 """CPU seconds per thread of the server in the last round."""
 
@@ -164,12 +182,16 @@ async def one_round(port: int, pid: int, users: int, count: int, mech: str) -> t
     run0, _ = cpu_times(pid)
     main0 = main_thread_cpu(pid)
     threads0 = thread_cpu(pid)
+    switches0 = thread_switches(pid)
     conns, elapsed = await connect_many(
         "127.0.0.1", port, names, DOMAIN, PASSWORD, in_flight=10, mech=mech, resources=True
     )
     run1, _ = cpu_times(pid)
     main1 = main_thread_cpu(pid)
     threads1 = thread_cpu(pid)
+    switches1 = thread_switches(pid)
+    LAST_SWITCHES.clear()
+    LAST_SWITCHES.update({t: c - switches0.get(t, 0) for t, c in switches1.items()})
     LAST_THREADS.clear()
     LAST_THREADS.update({t: c - threads0.get(t, 0.0) for t, c in threads1.items()})
     LAST_MAIN_SHARE[:] = [(main1 - main0) / max(1e-9, run1 - run0)]
@@ -238,7 +260,13 @@ async def fresh_rounds(args: argparse.Namespace, data_dir: Path) -> None:
                 if args.threads:
                     busiest = sorted(LAST_THREADS.items(), key=lambda t: -t[1])[:6]
                     n = max(1, args.logins)
-                    print("   ", ", ".join(f"{t} {c / n * 1000:.3f} ms" for t, c in busiest))
+                    print(
+                        "   ",
+                        ", ".join(
+                            f"{t} {c / n * 1000:.3f} ms ({LAST_SWITCHES.get(t, 0)} switches)"
+                            for t, c in busiest
+                        ),
+                    )
             finally:
                 proc.send_signal(signal.SIGTERM)
                 try:

@@ -473,3 +473,40 @@ def test_marking_many_pairs_trusted_is_marking_each(
         assert many[key].trusted_until is not None
     assert many[known].trusted_until == many[new].trusted_until  # renewed from ``at``
     assert LoginThrottleService(session_factory(), clock, security).mark_trusted_many({}) == {}
+
+
+def test_marking_many_pairs_trusted_clears_only_failures_before_every_success(
+    session_factory: sessionmaker[Session], clock: FrozenClock
+) -> None:
+    """The bulk upsert clears a pair's failure only when it came before the batch's earliest
+    success (never laxer than the one-pair form) and keeps the later trust end."""
+    security = SecuritySettings()
+    early, old, between = (pair_key(f"xmpp:{n}@a.example", "192.0.2.8") for n in "abc")
+    with session_factory() as session:
+        throttle = LoginThrottleService(session, clock, security)
+        throttle.fail(old)
+        clock.advance(timedelta(seconds=5))
+        first = clock.now()
+        clock.advance(timedelta(seconds=5))
+        throttle.fail(between)  # after the batch's first success, before its own
+        clock.advance(timedelta(seconds=5))
+        session.commit()
+    with session_factory() as session:
+        many = LoginThrottleService(session, clock, security).mark_trusted_many(
+            {early: first, old: clock.now(), between: clock.now()}
+        )
+        session.commit()
+    assert many[old].failures == 0 and many[old].last_failure_at is None
+    assert many[between].failures == 1 and many[between].trusted_until is not None
+    assert many[early].trusted_until is not None and many[early].failures == 0
+    with session_factory() as session:
+        stored = LoginThrottleService(session, clock, security).states([early, old, between])
+    assert stored == many
+    later = clock.now() + timedelta(days=1)
+    with session_factory() as session:
+        again = LoginThrottleService(session, clock, security).mark_trusted_many({old: later})
+        session.commit()
+        shorter = LoginThrottleService(session, clock, security).mark_trusted_many({old: first})
+        session.commit()
+    assert again[old].trusted_until is not None
+    assert shorter[old].trusted_until == again[old].trusted_until  # never shortened

@@ -53,3 +53,31 @@ async def test_limit_missing_keys_and_cancelled_askers(
     assert isinstance(results[1], LookupError)
     assert calls == [[5, 6], [-1, 7]]
     assert await batcher.get(8) == 64  # still working after all that
+
+
+async def test_the_runner_runs_every_unit_on_one_database_thread_in_order(
+    session_factory: sessionmaker[Session],
+) -> None:
+    import threading
+
+    runner = DbRunner(session_factory)
+    seen: list[tuple[int, str]] = []
+
+    def unit(n: int) -> Callable[[Session], int]:
+        def work(session: Session) -> int:
+            seen.append((n, threading.current_thread().name))
+            return int(session.scalar(text("SELECT :n"), {"n": n}))
+
+        return work
+
+    results = await asyncio.gather(
+        *(runner.run(unit(n), write=n % 2 == 0) for n in range(12)),
+        runner.call(lambda: threading.current_thread().name),
+    )
+    assert results[:12] == list(range(12))
+    names = {name for _, name in seen} | {results[12]}
+    assert len(names) == 1 and names.pop().startswith("imhost-db")
+    assert [n for n, _ in seen] == list(range(12))  # in the order asked for
+    runner.close()
+    assert await runner.run(unit(99)) == 99  # a closed runner starts its thread again
+    runner.close()

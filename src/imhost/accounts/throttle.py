@@ -35,8 +35,9 @@ import ipaddress
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import ColumnElement, delete, or_, select
+from sqlalchemy import ColumnElement, Table, bindparam, case, delete, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -415,39 +416,79 @@ class LoginThrottleService:
         return state
 
     def mark_trusted_many(self, pairs: Mapping[str, datetime]) -> dict[str, ThrottleState]:
-        """:meth:`mark_trusted` for many pairs at once (the batch after a burst of logins):
-        one insert of the missing rows, their rows locked in key order in chunks, one flush,
-        instead of three statements a pair on the engine's core."""
+        """:meth:`mark_trusted` for many pairs at once (the batch after a burst of logins).
+
+        On SQLite and PostgreSQL one ``INSERT ... ON CONFLICT (key) DO UPDATE ... RETURNING``
+        statement per 500 pairs, evaluated by the database under its own row lock (no ORM
+        rows, no separate lock and flush): a missing row is inserted trusted and clean; an
+        existing one keeps the later of the two trust ends and is cleared unless a failure came
+        after the batch's earliest success (stricter than each pair's own success time, never
+        laxer). Other backends: a locked get-or-create per pair."""
         if not pairs:
             return {}
         keys = sorted(pairs)
         dialect = self.session.get_bind().dialect.name
-        if dialect in ("postgresql", "sqlite"):
-            insert = pg_insert if dialect == "postgresql" else sqlite_insert
-            self.session.execute(
-                insert(LoginThrottle).on_conflict_do_nothing(index_elements=["key"]),
-                [{"id": new_id(), "key": key, "failures": 0} for key in keys],
-            )
-        rows: dict[str, LoginThrottle] = {}
+        if dialect not in ("postgresql", "sqlite"):
+            out: dict[str, ThrottleState] = {}
+            for key in keys:
+                row = self._row_for_update(key)
+                out[key] = self._trusted_state(_state_of(row), pairs[key])
+                _store(row, out[key])
+            self.session.flush()
+            return out
+        trust = timedelta(seconds=self.model.trust_seconds)
+        earliest = min(ensure_utc(at) for at in pairs.values())
+        table = cast(Table, LoginThrottle.__table__)
+        c = table.c
+        states: dict[str, ThrottleState] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
-            query = (
-                select(LoginThrottle)
-                .where(LoginThrottle.key.in_(chunk))
-                .order_by(LoginThrottle.key)
-                .with_for_update()
-                .execution_options(populate_existing=True)
+            insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+            rows = [
+                {
+                    "id": new_id(),
+                    "key": key,
+                    "failures": 0,
+                    "last_failure_at": None,
+                    "locked_until": None,
+                    "trusted_until": ensure_utc(pairs[key]) + trust,
+                }
+                for key in chunk
+            ]
+            at = bindparam("b_earliest", earliest, type_=c.last_failure_at.type)
+            cleared = or_(c.last_failure_at.is_(None), c.last_failure_at <= at)
+            statement = (
+                insert.values(rows)
+                .on_conflict_do_update(
+                    index_elements=["key"],
+                    set_={
+                        "trusted_until": case(
+                            (
+                                or_(
+                                    c.trusted_until.is_(None),
+                                    c.trusted_until < insert.excluded.trusted_until,
+                                ),
+                                insert.excluded.trusted_until,
+                            ),
+                            else_=c.trusted_until,
+                        ),
+                        "failures": case((cleared, 0), else_=c.failures),
+                        "last_failure_at": case((cleared, None), else_=c.last_failure_at),
+                        "locked_until": case((cleared, None), else_=c.locked_until),
+                    },
+                )
+                .returning(c.key, c.failures, c.last_failure_at, c.locked_until, c.trusted_until)
             )
-            rows.update((row.key, row) for row in self.session.scalars(query))
-        out: dict[str, ThrottleState] = {}
-        for key in keys:
-            row = rows.get(key)
-            if row is None:  # another backend: plain get-or-create
-                row = self._row_for_update(key)
-            out[key] = self._trusted_state(_state_of(row), pairs[key])
-            _store(row, out[key])
-        self.session.flush()
-        return out
+            for key, failures, last_failure_at, locked_until, trusted_until in self.session.execute(
+                statement
+            ):
+                states[key] = ThrottleState(
+                    failures=failures or 0,
+                    last_failure_at=last_failure_at,
+                    locked_until=locked_until,
+                    trusted_until=trusted_until,
+                )
+        return states
 
     def _trusted_state(self, state: ThrottleState, at: datetime) -> ThrottleState:
         trusted_until = ensure_utc(at) + timedelta(seconds=self.model.trust_seconds)

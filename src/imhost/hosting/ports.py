@@ -26,8 +26,9 @@ from its attributes:
   start reads of them (roster, subscription requests, block list, whether offline messages
   wait) is read in one transaction, ``session_reads`` (:class:`SessionStartReads`).
 
-The database is used through the synchronous session factory, always inside
-``asyncio.to_thread``, and the hot path never waits on it.
+The database is used through the synchronous session factory, always on the engine's one
+database thread (``DbRunner``: the units run there one after the other), and the hot path
+never waits on it.
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ class DbBackend:
                 await self._task
             self._task = None
         await self.auth.flush_batches()
+        self.runner.close()
 
     async def _background(self) -> None:
         last_refresh = time.monotonic()

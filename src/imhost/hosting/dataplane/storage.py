@@ -115,7 +115,7 @@ class DbStorage:
                 return result
             raise AssertionError("unreachable")
 
-        return await asyncio.to_thread(run)
+        return await self.runner.call(run)
 
     # -- stored bytes per service (the storage limit) ----------------------------------------
 
