@@ -279,6 +279,15 @@ def test_the_pdf_is_a_factur_x_pdf_carrying_the_same_xml(
     assert "urn:factur-x:pdfa:CrossIndustryDocument:invoice:1p0#" in xmp
     assert "EN 16931" in xmp and XML_FILENAME in xmp
     assert "<pdfaid:part>3</pdfaid:part>" in xmp  # declared PDF/A-3
+    # ... and made as one: every font embedded, an sRGB output intent for the colours.
+    intents = reader.trailer["/Root"]["/OutputIntents"]
+    assert [i.get_object()["/S"] for i in intents] == ["/GTS_PDFA1"]
+    assert intents[0].get_object()["/DestOutputProfile"] is not None
+    fonts = reader.pages[0]["/Resources"]["/Font"]
+    assert fonts
+    for font in fonts.values():
+        descendant = font.get_object()["/DescendantFonts"][0].get_object()
+        assert "/FontFile2" in descendant["/FontDescriptor"].get_object()
     page = reader.pages[0].extract_text()
     assert "Reverse charge" in page and SELLER_VAT in page and FR_VAT in page
 

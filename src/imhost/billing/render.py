@@ -88,9 +88,11 @@ def _add_fonts(pdf: FPDF) -> None:
 def render_invoice_pdf(session: Session, invoice: Invoice) -> bytes:
     """The invoice as a Factur-X PDF: the printed invoice with its EN 16931 XML inside."""
     doc = invoice_document(session, invoice)
-    pdf = _plain_pdf(invoice, doc)
     if invoice.number is None:
-        return pdf  # a draft is not an invoice yet: no e-invoice inside
+        return _plain_pdf(invoice, doc)  # a draft is not an invoice yet: no e-invoice inside
+    # Factur-X is PDF/A-3: every font embedded (the Unicode font, never a core font) and the
+    # sRGB output intent fpdf2 adds when asked for PDF/A-3B.
+    pdf = _render_pdf(invoice, doc, unicode_font=True, pdfa=True)
     return embed_in_pdf(pdf, cii_xml(doc), doc)
 
 
@@ -106,11 +108,13 @@ def _plain_pdf(invoice: Invoice, doc: LegalDocument) -> bytes:
         return _render_pdf(invoice, doc, unicode_font=True)
 
 
-def _render_pdf(invoice: Invoice, doc: LegalDocument, *, unicode_font: bool) -> bytes:
+def _render_pdf(
+    invoice: Invoice, doc: LegalDocument, *, unicode_font: bool, pdfa: bool = False
+) -> bytes:
     from fpdf import FPDF
 
     cur = invoice.currency
-    pdf = FPDF(format="A4")
+    pdf = FPDF(format="A4", enforce_compliance="PDF/A-3B" if pdfa else None)
     if unicode_font:
         _add_fonts(pdf)
         font, calc_style = FONT, ""
