@@ -22,6 +22,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "imhost.billing.sepa.models",
     "imhost.hosting.models",
     "imhost.support.models",
+    "imhost.support.ticket_models",
 )
 
 UNMAPPED_SCHEMA_NAMES: tuple[str, ...] = (
