@@ -29,6 +29,7 @@ from imhost.notify import billing as notify_billing
 from imhost.notify import sepa as notify_sepa
 from imhost.notify.mail import QUEUED_KEY, MailDelivery, Mailer
 from imhost.notify.webhooks import WebhookService
+from imhost.support import notices as support_notices
 
 log = logging.getLogger(__name__)
 
@@ -119,4 +120,5 @@ def build_runtime(
     notify_billing.register_runtime(runtime)  # billing's own subscribers, then its e-mails
     notify_sepa.register_runtime(runtime)  # SEPA direct debit: mandates, notices, returns
     hosting_subscribers.register_runtime(runtime)
+    support_notices.register_runtime(runtime)  # ticket e-mails and ticket.* webhooks
     return runtime

@@ -13,6 +13,7 @@ from imhost.billing.sepa import tasks as sepa_tasks
 from imhost.db.engine import transaction
 from imhost.metering import tasks as metering_tasks
 from imhost.runtime import Runtime
+from imhost.support import tickets
 from imhost.worker.scheduler import Job
 
 
@@ -36,7 +37,13 @@ def default_jobs(runtime: Runtime) -> list[Job]:
         with transaction(factory, write=True) as session:
             LoginThrottleService(session, clock, runtime.settings.security).purge_stale()
 
+    def close_resolved_tickets() -> None:
+        days = runtime.settings.support.auto_close_days
+        with transaction(factory, write=True) as session:
+            tickets.close_resolved(session, clock, days=days)
+
     return [
+        Job("tickets-auto-close", timedelta(hours=1), close_resolved_tickets),
         Job("access-reviews", timedelta(hours=6), access_reviews),
         Job("login-throttle-purge", timedelta(hours=6), purge_login_throttles),
         Job(
