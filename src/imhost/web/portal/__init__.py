@@ -8,7 +8,18 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 
 from imhost.web.pages import install_common
-from imhost.web.portal import account, alerts, auth, billing, closing, help, hosting, org, sepa
+from imhost.web.portal import (
+    account,
+    alerts,
+    auth,
+    billing,
+    closing,
+    help,
+    hosting,
+    org,
+    sepa,
+    tickets,
+)
 
 # The page routers, each from its module (a new page module adds its router here).
 ROUTERS: tuple[APIRouter, ...] = (
@@ -20,6 +31,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     billing.router,
     sepa.router,
     closing.router,
+    tickets.router,  # before help: /help/contact is not a category
     help.router,
 )
 
