@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from imhost.web.console import billing, customers, dashboard, help, sepa
+from imhost.web.console import billing, customers, dashboard, help, sepa, tickets
 from imhost.web.pages import install_common
 
 # The page routers, each from its module (a new page module adds its router here).
@@ -16,6 +16,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     dashboard.router,
     sepa.router,
     help.router,
+    tickets.router,
 )
 
 
