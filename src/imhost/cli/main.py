@@ -17,6 +17,7 @@ from imhost.cli import billing as billing_cli
 from imhost.cli import catalog as catalog_cli
 from imhost.cli import help_center as help_cli
 from imhost.cli import hosting as hosting_cli
+from imhost.cli import tickets as tickets_cli
 from imhost.cli import usage as usage_cli
 from imhost.cli.context import cli_actor, console, fail, runtime_or_exit, settings_or_exit
 from imhost.db.engine import transaction
@@ -39,6 +40,7 @@ app.add_typer(usage_cli.app, name="usage")
 app.add_typer(billing_cli.app, name="billing")
 app.add_typer(hosting_cli.app, name="xmpp")
 app.add_typer(help_cli.app, name="help")
+app.add_typer(tickets_cli.app, name="tickets")
 
 
 @app.callback()
