@@ -21,6 +21,7 @@ from imhost.web.api.v1 import (
     hosting,
     me,
     sepa,
+    tickets,
     usage,
 )
 
@@ -36,6 +37,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     usage.router,
     closing.router,
     help.router,
+    tickets.router,
 )
 
 
