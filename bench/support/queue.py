@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (the sys.path fix below must run before the imports)
 """Benchmark: the console's ticket queue over 200,000 tickets, on SQLite and PostgreSQL.
 
     python bench/support/queue.py                              # SQLite (a temporary file)
@@ -14,6 +15,13 @@ kind, in milliseconds, wall clock. On PostgreSQL a scratch database is created a
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named queue.py: run as a script, its folder would shadow the standard
+# library's ``queue`` (which psycopg imports).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import random
