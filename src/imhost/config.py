@@ -301,6 +301,32 @@ class StripeSettings(BaseModel):
     )
 
 
+class SupportSettings(BaseModel):
+    """Support tickets (docs/support.md, "Tickets")."""
+
+    support_domain: str | None = Field(
+        None,
+        description="Where replies to ticket e-mails go: support+<token>@<this domain> "
+        "(default: the base domain).",
+    )
+    attachment_max_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024, description="Largest attachment."
+    )
+    attachments_per_message: int = Field(5, ge=0, le=20, description="Most files per message.")
+    auto_close_days: int = Field(
+        7, ge=1, le=365, description="A resolved ticket closes itself after this many days."
+    )
+    guest_tickets_per_address_per_hour: int = Field(
+        3, ge=1, le=100, description="Public contact form: tickets per e-mail address an hour."
+    )
+    guest_tickets_per_ip_per_hour: int = Field(
+        10, ge=1, le=1000, description="Public contact form: tickets per client address an hour."
+    )
+    guest_form_min_seconds: float = Field(
+        3.0, ge=0, le=120, description="A contact form sent faster than this is refused."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="IMHOST_",
@@ -337,6 +363,12 @@ class Settings(BaseSettings):
     stripe: StripeSettings = StripeSettings()
     dns: DnsSettings = DnsSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    support: SupportSettings = SupportSettings()
+
+    @property
+    def support_domain(self) -> str:
+        """The domain of the support address (``support+<token>@...``)."""
+        return self.support.support_domain or self.base_domain
 
     @field_validator("base_domain")
     @classmethod

@@ -359,3 +359,21 @@ class BudgetThresholdCrossed(Event):
     period_start: datetime | None = None
     period_end: datetime | None = None
     invoice_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TicketEvent(Event):
+    """Something happened to a support ticket (sent as the ``ticket.<kind>`` webhook).
+
+    ``kind``: created, customer_replied, staff_replied, note_added, status_changed,
+    assigned, priority_changed, tags_changed, merged, rated. ``message_id`` names the message
+    of a reply; ``status`` is the ticket's status after the change.
+    """
+
+    ticket_id: str
+    public_id: str
+    organization_id: str | None
+    kind: str
+    status: str
+    message_id: str | None = None
+    actor_user_id: str | None = None

@@ -31,6 +31,7 @@ from imhost.notify import monitoring as notify_monitoring
 from imhost.notify import sepa as notify_sepa
 from imhost.notify.mail import QUEUED_KEY, MailDelivery, Mailer
 from imhost.notify.webhooks import WebhookService
+from imhost.support import notices as support_notices
 
 log = logging.getLogger(__name__)
 
@@ -123,4 +124,5 @@ def build_runtime(
     notify_domains.register_runtime(runtime)  # custom domains: webhooks
     notify_monitoring.register_runtime(runtime)  # staff alerts of monitoring's incidents
     hosting_subscribers.register_runtime(runtime)
+    support_notices.register_runtime(runtime)  # ticket e-mails and ticket.* webhooks
     return runtime

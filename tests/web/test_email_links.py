@@ -23,7 +23,7 @@ from imhost.accounts import audit, recovery, reviews, threats
 from imhost.accounts import service as accounts
 from imhost.accounts.audit import Actor
 from imhost.accounts.email_change import request_change
-from imhost.accounts.models import Organization, OrgRole, SecurityAlert, User
+from imhost.accounts.models import Organization, OrgRole, SecurityAlert, StaffRole, User
 from imhost.accounts.signup import SignupForm, request_signup
 from imhost.accounts.verification import request_verification
 from imhost.billing import sepa
@@ -44,6 +44,8 @@ from imhost.notify.models import OutboundEmail
 from imhost.offboarding.export import build_export
 from imhost.offboarding.flows import close_organization
 from imhost.runtime import Runtime
+from imhost.support import tickets
+from imhost.support.tickets import Author
 from imhost.web import console, portal
 from tests.billing.factories import make_plan
 from tests.billing.sepa.helpers import Tx, camt053, set_up_creditor
@@ -51,6 +53,7 @@ from tests.factories import World, make_world
 from tests.web.conftest import signed_in
 
 NOTIFY_DIR = Path(__file__).parents[2] / "src" / "imhost" / "notify"
+SUPPORT_NOTICES = NOTIFY_DIR.parent / "support" / "notices.py"
 URL = re.compile(r"""https?://[^\s"'<>]+""")
 
 
@@ -141,6 +144,7 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
                 ),
                 address="192.0.2.1",
             )
+    _ticket_emails(runtime, clock, world)
     with transaction(runtime.session_factory) as s:  # "org-closed": the other organization
         other = accounts.get_organization(s, world.other_org.id)
         outsider = Actor(user_id=world.outsider.id, label=world.outsider.email)
@@ -151,6 +155,25 @@ def _send_every_email(runtime: Runtime, clock: FrozenClock, world: World) -> Non
         record_result(s, clock, "component:api", "readyz", failed, policy=Policy(down_after=1))
     clock.advance(31)
     scheduled_alerts(runtime.session_factory, clock, runtime.settings.public_url + "/status")
+
+
+def _ticket_emails(runtime: Runtime, clock: FrozenClock, world: World) -> None:
+    """A member's ticket and a guest's: the confirmation, the staff notice, a staff reply,
+    the resolution with its rating links."""
+    owner = world.members[OrgRole.OWNER]
+    agent = Author.of_user(world.staff[StaffRole.SUPPORT])
+    with transaction(runtime.session_factory) as s:
+        for requester, org_id in (
+            (Author.of_user(owner), world.org.id),  # "ticket-received", "ticket-staff-notice"
+            (Author.guest("Gina", "gina@guest.example"), None),
+        ):
+            ticket = tickets.open_ticket(
+                s, clock, subject="Help", body="Hello", requester=requester, organization_id=org_id
+            )
+            tickets.add_reply(s, clock, ticket, agent, "Try this.")  # "ticket-reply"
+            tickets.set_status(  # "ticket-resolved"
+                s, clock, ticket, "resolved", actor=Actor.system()
+            )
 
 
 def _direct_debit_emails(s: Session, clock: FrozenClock, invoice: Invoice, owner: User) -> None:
@@ -205,7 +228,7 @@ def raise_security_alerts(s: Session, clock: FrozenClock, owner: User, org_id: s
 
 def _kinds_in_source() -> set[str]:
     kinds: set[str] = set()
-    for path in NOTIFY_DIR.glob("*.py"):
+    for path in [*NOTIFY_DIR.glob("*.py"), SUPPORT_NOTICES]:
         kinds |= set(re.findall(r'kind="([a-z-]+)"', path.read_text()))
     return kinds
 

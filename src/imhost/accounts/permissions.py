@@ -55,6 +55,10 @@ ORG_MATRIX: dict[tuple[str, Access], frozenset[OrgRole]] = {
     ("usage", Access.WRITE): _MANAGERS | {_O.TECHNICAL, _O.BILLING},
     ("support", Access.READ): _ALL_ORG,
     ("support", Access.WRITE): _MANAGERS | {_O.TECHNICAL, _O.BILLING},
+    # Support tickets: every member reads the organization's tickets; who may open, reply,
+    # close, reopen and rate them (read-only members only follow them).
+    ("tickets", Access.READ): _ALL_ORG,
+    ("tickets", Access.WRITE): _MANAGERS | {_O.TECHNICAL, _O.BILLING},
     # Closing the organization: read is its data export (GDPR Art. 15/20) and the page that
     # says what closing does; write is closing it. The owner alone.
     ("closure", Access.READ): frozenset({_O.OWNER}),
@@ -101,7 +105,8 @@ STAFF_ON_ORG_MATRIX: dict[tuple[str, Access], frozenset[StaffRole]] = {
             frozenset({_S.ADMIN, _S.BILLING, _S.READ_ONLY})
             if area in {"billing", "usage"}
             else frozenset({_S.ADMIN, _S.SUPPORT, _S.READ_ONLY})
-            if area in {"hosting", "support", "members", "organization", "audit", "security"}
+            if area
+            in {"hosting", "support", "tickets", "members", "organization", "audit", "security"}
             else frozenset({_S.ADMIN})
         )
     )

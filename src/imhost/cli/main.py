@@ -18,6 +18,7 @@ from imhost.cli import catalog as catalog_cli
 from imhost.cli import domains as domains_cli
 from imhost.cli import help_center as help_cli
 from imhost.cli import hosting as hosting_cli
+from imhost.cli import tickets as tickets_cli
 from imhost.cli import usage as usage_cli
 from imhost.cli.context import cli_actor, console, fail, runtime_or_exit, settings_or_exit
 from imhost.db.engine import transaction
@@ -41,6 +42,7 @@ app.add_typer(billing_cli.app, name="billing")
 app.add_typer(hosting_cli.app, name="xmpp")
 app.add_typer(help_cli.app, name="help")
 app.add_typer(domains_cli.app, name="domains")
+app.add_typer(tickets_cli.app, name="tickets")
 
 
 @app.callback()

@@ -25,6 +25,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "imhost.domains.models",
     "imhost.support.sla_models",
     "imhost.monitoring.models",
+    "imhost.support.ticket_models",
 )
 
 UNMAPPED_SCHEMA_NAMES: tuple[str, ...] = (

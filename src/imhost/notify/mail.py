@@ -79,7 +79,11 @@ class Mailer:
         *,
         organization_id: str | None = None,
         kind: str = "",
+        headers: dict[str, str] | None = None,
     ) -> OutboundEmail | None:
+        """Queue one e-mail. ``headers`` may set ``Message-ID``, ``In-Reply-To``,
+        ``References`` and ``Reply-To`` (threading, RFC 5322 section 3.6.4); others are
+        refused so no caller can forge ``From`` or inject a header."""
         recipients = [to] if isinstance(to, str) else [r for r in to if r]
         recipients = list(dict.fromkeys(r.strip() for r in recipients if r and r.strip()))
         if not recipients:
@@ -92,6 +96,7 @@ class Mailer:
             html=html,
             organization_id=organization_id,
             kind=kind,
+            headers=_checked_headers(headers or {}),
         )
         session.add(mail)
         session.flush()
@@ -105,6 +110,20 @@ class Mailer:
         return mail
 
 
+THREADING_HEADERS = ("Message-ID", "In-Reply-To", "References", "Reply-To")
+
+
+def _checked_headers(headers: dict[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        if name not in THREADING_HEADERS:
+            raise ValueError(f"the header {name} cannot be set by a sender")
+        if "\n" in value or "\r" in value:
+            raise ValueError("a header value cannot span lines")
+        out[name] = value
+    return out
+
+
 def build_message(
     mail: OutboundEmail, attachments: Sequence[EmailAttachment], mail_from: str
 ) -> EmailMessage:
@@ -113,7 +132,11 @@ def build_message(
     msg["To"] = ", ".join(mail.to)
     msg["Subject"] = mail.subject
     msg["Date"] = formatdate(mail.created_at.timestamp(), usegmt=True)
-    msg["Message-ID"] = make_msgid(idstring=mail.id, domain="imhost")
+    extra = mail.headers or {}
+    msg["Message-ID"] = extra.get("Message-ID") or make_msgid(idstring=mail.id, domain="imhost")
+    for name in ("In-Reply-To", "References", "Reply-To"):
+        if extra.get(name):
+            msg[name] = extra[name]
     msg.set_content(mail.text)
     if mail.html:
         msg.add_alternative(mail.html, subtype="html")

@@ -26,6 +26,8 @@ class OutboundEmail(IdMixin, CreatedMixin, Base):
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     transport: Mapped[str | None] = mapped_column(String(16), default=None)  # smtp | outbox
     outbox_file: Mapped[str | None] = mapped_column(String(300), default=None)
+    # Extra headers a sender sets (Message-ID, In-Reply-To, References, Reply-To: tickets).
+    headers: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
 
 
 class EmailAttachment(IdMixin, Base):

@@ -37,7 +37,7 @@ VOTES_PER_ADDRESS_PER_HOUR = 30
 ADDRESS_KEPT_FOR = timedelta(hours=1)
 """How long the keyed hash of a voter's address is kept (the rate limit's window)."""
 
-RESERVED_CATEGORY_SLUGS = frozenset({"search", "articles", "suggestions"})
+RESERVED_CATEGORY_SLUGS = frozenset({"search", "articles", "suggestions", "contact", "tickets"})
 """Paths under /help that are not categories."""
 
 

@@ -30,6 +30,7 @@ from starlette.requests import Request
 
 from imhost.billing.sepa.camt053 import MAX_STATEMENT_BYTES
 from imhost.hosting.service import CSV_MAX_BYTES
+from imhost.support.tickets import DEFAULT_ATTACHMENTS_PER_MESSAGE, DEFAULT_MAX_ATTACHMENT_BYTES
 from imhost.web.problems import MEDIA_TYPE, PROBLEM_BASE
 
 Scope = MutableMapping[str, Any]
@@ -51,6 +52,14 @@ ROUTE_LIMITS: tuple[tuple[re.Pattern[str], int], ...] = (
             r"^/(api/v1/orgs/[^/]+/services|portal/orgs/[^/]+/service)/[^/]+/accounts/import$"
         ),
         CSV_MAX_BYTES + MULTIPART_OVERHEAD,
+    ),
+    # Ticket messages with attachments (portal, the public contact form, console).
+    (
+        re.compile(
+            r"^/(portal/orgs/[^/]+/support/tickets(/[^/]+/reply)?|help/contact"
+            r"|help/tickets/[^/]+/[^/]+/reply|console/support/tickets(/new|/[^/]+/reply)?)$"
+        ),
+        DEFAULT_MAX_ATTACHMENT_BYTES * DEFAULT_ATTACHMENTS_PER_MESSAGE + MULTIPART_OVERHEAD,
     ),
     # Usage batches: up to 10,000 records (metering.schemas.MAX_BATCH).
     (re.compile(r"^/api/v1/(orgs/[^/]+/usage|admin/usage)$"), 8 * MIB),

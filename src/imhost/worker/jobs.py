@@ -18,6 +18,7 @@ from imhost.monitoring import alerts as monitoring_alerts
 from imhost.monitoring import sla as monitoring_sla
 from imhost.monitoring import tasks as monitoring_tasks
 from imhost.runtime import Runtime
+from imhost.support import tickets
 from imhost.worker.scheduler import Job
 
 
@@ -41,7 +42,13 @@ def default_jobs(runtime: Runtime) -> list[Job]:
         with transaction(factory, write=True) as session:
             LoginThrottleService(session, clock, runtime.settings.security).purge_stale()
 
+    def close_resolved_tickets() -> None:
+        days = runtime.settings.support.auto_close_days
+        with transaction(factory, write=True) as session:
+            tickets.close_resolved(session, clock, days=days)
+
     return [
+        Job("tickets-auto-close", timedelta(hours=1), close_resolved_tickets),
         Job("access-reviews", timedelta(hours=6), access_reviews),
         Job("login-throttle-purge", timedelta(hours=6), purge_login_throttles),
         Job(

@@ -6,7 +6,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from imhost.web.console import billing, customers, dashboard, domains, help, monitoring, sepa, sla
+from imhost.web.console import (
+    billing,
+    customers,
+    dashboard,
+    domains,
+    help,
+    monitoring,
+    sepa,
+    sla,
+    tickets,
+)
 from imhost.web.pages import install_common
 
 # The page routers, each from its module (a new page module adds its router here).
@@ -19,6 +29,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     help.router,
     sla.router,
     monitoring.router,
+    tickets.router,
 )
 
 

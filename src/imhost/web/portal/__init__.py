@@ -20,6 +20,7 @@ from imhost.web.portal import (
     hosting,
     org,
     sepa,
+    tickets,
     webhooks,
 )
 
@@ -34,6 +35,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     billing.router,
     sepa.router,
     closing.router,
+    tickets.router,  # before help: /help/contact is not a category
     help.router,
     add_ons.router,
     webhooks.router,

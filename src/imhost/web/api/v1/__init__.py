@@ -22,6 +22,7 @@ from imhost.web.api.v1 import (
     hosting,
     me,
     sepa,
+    tickets,
     usage,
 )
 
@@ -38,6 +39,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     usage.router,
     closing.router,
     help.router,
+    tickets.router,
 )
 
 
