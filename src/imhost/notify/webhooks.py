@@ -67,6 +67,15 @@ EVENT_TYPES: dict[str, str] = {
     "domain.verified": "A custom domain passes its DNS check",
     "domain.verification_failed": "A custom domain fails its DNS check",
     "domain.removed": "A custom domain is removed",
+    "ticket.created": "A support ticket is opened",
+    "ticket.customer_replied": "A support ticket gets a reply from your side",
+    "ticket.staff_replied": "Support answers a ticket",
+    "ticket.status_changed": "A support ticket changes status",
+    "ticket.assigned": "A support ticket is assigned to someone in support",
+    "ticket.priority_changed": "A support ticket's priority changes",
+    "ticket.tags_changed": "A support ticket's tags change",
+    "ticket.merged": "A support ticket is merged into another",
+    "ticket.rated": "A resolved support ticket is rated",
 }
 """The events an endpoint can subscribe to, each with what it means in plain words (the
 portal's list; ``notify.billing`` queues them)."""

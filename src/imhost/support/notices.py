@@ -71,6 +71,10 @@ def message_mail_id(message: TicketMessage, domain: str) -> str:
     return f"<ticket-message.{message.id}@{domain}>"
 
 
+STAFF_ONLY_KINDS = frozenset({"note_added"})
+"""Ticket events the customer's webhooks never get (an internal note is staff's own)."""
+
+
 def ticket_payload(ticket: Ticket, kind: str) -> dict[str, Any]:
     return {
         "ticket": ticket.public_id,
@@ -160,13 +164,14 @@ def register(
         if ticket is None:
             return
         clock = clock_of(session)
-        webhooks.enqueue(
-            session,
-            ticket.organization_id,
-            f"ticket.{event.kind}",
-            ticket_payload(ticket, event.kind),
-            clock=clock,
-        )
+        if event.kind not in STAFF_ONLY_KINDS:
+            webhooks.enqueue(
+                session,
+                ticket.organization_id,
+                f"ticket.{event.kind}",
+                ticket_payload(ticket, event.kind),
+                clock=clock,
+            )
         message = session.get(TicketMessage, event.message_id) if event.message_id else None
         link = follow_link(base, session, ticket, secret)
         subject = f"[{ticket.public_id}] {ticket.subject}"

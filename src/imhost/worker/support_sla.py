@@ -16,9 +16,9 @@ def sla_notifier(clock: Clock, mailer: Mailer, webhooks: WebhookService) -> SlaN
         staff = [user.email for user in list_staff(session)]
         if staff:
             mailer.send(session, clock, staff, subject, text, kind=f"sla_{kind}")
-        webhooks.enqueue(
+        webhooks.enqueue(  # staff's alert: the provider's own endpoints, not the customer's
             session,
-            target.organization_id,
+            None,
             f"ticket.sla_{kind}",
             {"ticket": target.public_id, "target": target.target, "due_at": target.due_at},
             clock=clock,
