@@ -168,6 +168,8 @@ def test_the_same_data_gives_the_same_json_on_every_database(
         "peak_connections": "0",
         "monthly_active_users": "0",
         "storage_gb": "0",
+        "room_messages": "0",
+        "room_deliveries": "0",
     }
     forecast = owner.get(f"/api/v1/orgs/{org_id}/usage/forecast").json()
     assert forecast["currency"] == "EUR"
