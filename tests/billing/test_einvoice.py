@@ -44,7 +44,7 @@ def _provider(s: Session, clock: FrozenClock, **changes: Any) -> None:
         provider_tax_id=SELLER_VAT,
         registration_number="HRB 123456, Amtsgericht Berlin",
         contact_email="billing@imhost.example",
-        bank_details="IBAN: DE89 3704 0044 0532 0130 00, BIC COBADEFFXXX",
+        bank_details="IBAN: DE89 3704 0044 0532 0130 00, BIC COBADEFF",
         **changes,
     )
     service.set_tax_rate(s, clock, "DE", "19")

@@ -124,7 +124,8 @@ def store_of(session: Session) -> AttachmentStore:
 
 
 def new_public_id() -> str:
-    """``IMH-XXXX-XXXX``: 8 random Crockford base-32 characters (40 bits) from ``secrets``."""
+    """A ticket id such as ``IMH-7K3Q-2D9F``: 8 random Crockford base-32 characters (40 bits)
+    from ``secrets``, in two groups of four."""
     body = "".join(secrets.choice(CROCKFORD) for _ in range(8))
     return f"{PUBLIC_ID_PREFIX}-{body[:4]}-{body[4:]}"
 
