@@ -22,17 +22,15 @@ import argparse
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
+from scratch import scratch_database
 from sqlalchemy import Engine, insert, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from imhost.db.engine import make_engine, make_session_factory, normalize_url, transaction
+from imhost.db.engine import make_engine, make_session_factory, transaction
 from imhost.db.registry import load_models
 from imhost.kit.clock import FrozenClock, utc
 from imhost.kit.ids import new_id
@@ -263,26 +261,8 @@ def main() -> int:
     parser.add_argument("--articles", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
-    if not args.db:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(f"sqlite:///{Path(tmp) / 'bench.db'}", args.articles, args.queries)
-        return 0
-    base = make_url(normalize_url(args.db))
-    scratch = "imhost_bench_help_search"
-    admin = make_engine(base.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{scratch}"'))
-    try:
-        run(
-            base.set(database=scratch).render_as_string(hide_password=False),
-            args.articles,
-            args.queries,
-        )
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(args.db, "imhost_bench_help_search") as url:
+        run(url, args.articles, args.queries)
     return 0
 
 

@@ -1,9 +1,8 @@
-# ruff: noqa: E402  (the sys.path fix below must run before the imports)
 """Benchmark: the console's ticket queue over 200,000 tickets, on SQLite and PostgreSQL.
 
-    python bench/support/queue.py                              # SQLite (a temporary file)
-    python bench/support/queue.py --db postgresql://postgres@127.0.0.1:5432/postgres
-    python bench/support/queue.py --tickets 5000 --queries 20  # a smoke run
+    python bench/support/ticket_queue.py                              # SQLite (a temporary file)
+    python bench/support/ticket_queue.py --db postgresql://postgres@127.0.0.1:5432/postgres
+    python bench/support/ticket_queue.py --tickets 5000 --queries 20  # a smoke run
 
 The data: N tickets over two years (70 % closed, the rest spread over the open statuses),
 four departments, 20 staff assignees (a third unassigned), one in ten open tickets with a
@@ -16,30 +15,21 @@ kind, in milliseconds, wall clock. On PostgreSQL a scratch database is created a
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# This file is named queue.py: run as a script, its folder would shadow the standard
-# library's ``queue`` (which psycopg imports).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
 import argparse
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
+from scratch import scratch_database
 from sqlalchemy import Engine, insert, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from imhost.accounts import service as accounts
 from imhost.accounts.models import StaffRole
-from imhost.db.engine import make_engine, make_session_factory, normalize_url
+from imhost.db.engine import make_engine, make_session_factory
 from imhost.db.registry import load_models
 from imhost.kit.clock import FrozenClock, utc
 from imhost.kit.ids import new_id
@@ -179,26 +169,8 @@ def main() -> int:
     parser.add_argument("--tickets", type=int, default=200_000)
     parser.add_argument("--queries", type=int, default=100)
     args = parser.parse_args()
-    if not args.db:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(f"sqlite:///{Path(tmp) / 'bench.db'}", args.tickets, args.queries)
-        return 0
-    base = make_url(normalize_url(args.db))
-    scratch = "imhost_bench_ticket_queue"
-    admin = make_engine(base.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
-        conn.execute(text(f'CREATE DATABASE "{scratch}"'))
-    try:
-        run(
-            base.set(database=scratch).render_as_string(hide_password=False),
-            args.tickets,
-            args.queries,
-        )
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(args.db, "imhost_bench_ticket_queue") as url:
+        run(url, args.tickets, args.queries)
     return 0
 
 
